@@ -1,0 +1,341 @@
+//! The audit trail: who did what to which key, when, and how it ended.
+//!
+//! A mutating action writes an *intent* row (outcome `pending`) and commits it
+//! before calling Vultr, then settles it to `ok`, `failed` or `unknown`. A
+//! crash mid-call leaves `pending`, which the next start turns into `unknown`,
+//! so nothing is lost silently. If the intent cannot be written, the action is
+//! refused. Secrets are never passed to this module: no field can hold one.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// How an entry ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    Unknown,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// What is about to happen, written before the upstream call.
+#[derive(Debug, Clone, Default)]
+pub struct Intent {
+    pub actor: String,
+    pub role: String,
+    pub action: &'static str,
+    pub target_user_id: Option<String>,
+    pub target_user_email: Option<String>,
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+    pub requested_expiry: Option<String>,
+    pub reason: Option<String>,
+    pub related_key_id: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// A stored entry, for pages and exports.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Entry {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub role: String,
+    pub action: String,
+    pub target_user_id: Option<String>,
+    pub target_user_email: Option<String>,
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+    pub requested_expiry: Option<String>,
+    pub reason: Option<String>,
+    pub related_key_id: Option<String>,
+    pub outcome: String,
+    pub upstream_status: Option<i64>,
+    pub error: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Entry {
+    pub fn at_display(&self) -> String {
+        crate::vultr::display_time(Some(&self.at))
+    }
+    pub fn opt<'a>(&self, v: &'a Option<String>) -> &'a str {
+        v.as_deref().filter(|s| !s.is_empty()).unwrap_or("—")
+    }
+    pub fn status_display(&self) -> String {
+        self.upstream_status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "—".into())
+    }
+}
+
+/// Filters of the audit page; empty fields match everything.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Filter {
+    #[serde(default)]
+    pub actor: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub outcome: Option<String>,
+}
+
+impl Filter {
+    fn clean(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditStore {
+    pool: SqlitePool,
+}
+
+fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+impl AuditStore {
+    /// Opens (creating if needed) the database, applies migrations, and marks
+    /// intents left open by a previous process as `unknown`.
+    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(5));
+        if !in_memory {
+            opts = opts.journal_mode(SqliteJournalMode::Wal);
+        }
+        // An in-memory database exists per connection: keep exactly one.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 4 })
+            .min_connections(if in_memory { 1 } else { 0 })
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("src/migrations").run(&pool).await?;
+        let stale = sqlx::query(
+            "UPDATE audit SET outcome = 'unknown', error = 'keydesk stopped before the outcome was known', finished_at = ?1 WHERE outcome = 'pending'",
+        )
+        .bind(now())
+        .execute(&pool)
+        .await?;
+        if stale.rows_affected() > 0 {
+            tracing::warn!(
+                target: "audit",
+                count = stale.rows_affected(),
+                "audit entries left open by a previous run marked unknown"
+            );
+        }
+        Ok(Self { pool })
+    }
+
+    /// Commits an intent; the action must not proceed if this fails.
+    pub async fn intent(&self, i: &Intent) -> Result<i64, sqlx::Error> {
+        let at = now();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12) RETURNING id",
+        )
+        .bind(&at)
+        .bind(&i.actor)
+        .bind(&i.role)
+        .bind(i.action)
+        .bind(&i.target_user_id)
+        .bind(&i.target_user_email)
+        .bind(&i.key_id)
+        .bind(&i.key_name)
+        .bind(&i.requested_expiry)
+        .bind(&i.reason)
+        .bind(&i.related_key_id)
+        .bind(&i.request_id)
+        .fetch_one(&self.pool)
+        .await?;
+        tracing::info!(
+            target: "audit",
+            entry_id = id,
+            actor = %i.actor,
+            action = i.action,
+            target_user_id = i.target_user_id.as_deref().unwrap_or(""),
+            key_id = i.key_id.as_deref().unwrap_or(""),
+            key_name = i.key_name.as_deref().unwrap_or(""),
+            request_id = i.request_id.as_deref().unwrap_or(""),
+            outcome = "pending",
+            "audit intent"
+        );
+        Ok(id)
+    }
+
+    /// Settles an intent. A failure here is logged loudly: the row stays
+    /// `pending` and becomes `unknown` at the next start, never lost.
+    pub async fn settle(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        key_id: Option<&str>,
+        upstream_status: Option<u16>,
+        error: Option<&str>,
+    ) {
+        let res = sqlx::query(
+            "UPDATE audit SET outcome = ?1, key_id = COALESCE(?2, key_id), upstream_status = ?3, error = ?4, finished_at = ?5 WHERE id = ?6 AND outcome = 'pending'",
+        )
+        .bind(outcome.as_str())
+        .bind(key_id)
+        .bind(upstream_status.map(i64::from))
+        .bind(error)
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => tracing::info!(
+                target: "audit",
+                entry_id = id,
+                outcome = outcome.as_str(),
+                key_id = key_id.unwrap_or(""),
+                upstream_status = upstream_status.unwrap_or(0),
+                error = error.unwrap_or(""),
+                "audit outcome"
+            ),
+            Err(e) => tracing::error!(
+                target: "audit",
+                entry_id = id,
+                outcome = outcome.as_str(),
+                error = %e,
+                "audit outcome could not be written; the entry will read unknown"
+            ),
+        }
+    }
+
+    fn filtered(select: &str, f: &Filter) -> QueryBuilder<Sqlite> {
+        let mut q = QueryBuilder::new(select);
+        q.push(" WHERE 1 = 1");
+        if let Some(v) = Filter::clean(&f.actor) {
+            q.push(" AND actor = ").push_bind(v);
+        }
+        if let Some(v) = Filter::clean(&f.user) {
+            q.push(" AND (target_user_id = ")
+                .push_bind(v)
+                .push(" OR target_user_email = ")
+                .push_bind(v)
+                .push(")");
+        }
+        if let Some(v) = Filter::clean(&f.action) {
+            q.push(" AND action = ").push_bind(v);
+        }
+        if let Some(v) = Filter::clean(&f.outcome) {
+            q.push(" AND outcome = ").push_bind(v);
+        }
+        q
+    }
+
+    /// Newest first.
+    pub async fn list(
+        &self,
+        f: &Filter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Entry>, sqlx::Error> {
+        let mut q = Self::filtered("SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, upstream_status, error, request_id FROM audit", f);
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        q.build_query_as::<Entry>().fetch_all(&self.pool).await
+    }
+
+    pub async fn count(&self, f: &Filter) -> Result<i64, sqlx::Error> {
+        let mut q = Self::filtered("SELECT COUNT(*) FROM audit", f);
+        q.build_query_scalar::<i64>().fetch_one(&self.pool).await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> AuditStore {
+        AuditStore::open("sqlite::memory:").await.unwrap()
+    }
+
+    fn intent(action: &'static str) -> Intent {
+        Intent {
+            actor: "a@x".into(),
+            role: "operator".into(),
+            action,
+            target_user_id: Some("u1".into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn intent_then_outcome_is_one_entry() {
+        let s = store().await;
+        let id = s.intent(&intent("key.create")).await.unwrap();
+        s.settle(id, Outcome::Ok, Some("k1"), Some(201), None).await;
+        let all = s.list(&Filter::default(), 10, 0).await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].outcome, "ok");
+        assert_eq!(all[0].key_id.as_deref(), Some("k1"));
+    }
+
+    #[tokio::test]
+    async fn settled_entries_cannot_change_or_vanish() {
+        let s = store().await;
+        let id = s.intent(&intent("key.revoke")).await.unwrap();
+        s.settle(id, Outcome::Failed, None, Some(404), Some("gone"))
+            .await;
+        assert!(
+            sqlx::query("UPDATE audit SET actor = 'x'")
+                .execute(&s.pool)
+                .await
+                .is_err()
+        );
+        assert!(sqlx::query("DELETE FROM audit").execute(&s.pool).await.is_err());
+        assert_eq!(s.count(&Filter::default()).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn filters_match_exactly() {
+        let s = store().await;
+        for a in ["key.create", "key.revoke", "key.create"] {
+            let id = s.intent(&intent(a)).await.unwrap();
+            s.settle(id, Outcome::Ok, None, None, None).await;
+        }
+        let f = Filter {
+            action: Some("key.create".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.count(&f).await.unwrap(), 2);
+        let f = Filter {
+            user: Some("u1".into()),
+            outcome: Some("failed".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.count(&f).await.unwrap(), 0);
+    }
+}

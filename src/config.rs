@@ -1,0 +1,186 @@
+//! Command line and environment configuration. Every flag is also an
+//! environment variable; `keydesk --help` documents each with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use secrecy::SecretString;
+
+#[derive(Parser)]
+#[command(
+    name = "keydesk",
+    version,
+    about = "Self-service portal for Vultr user API keys, behind your SSO proxy."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the portal against the real Vultr API (behind an SSO proxy).
+    Serve(ServeArgs),
+    /// Try keydesk locally: an in-process fake Vultr API with seeded users and a fixed demo identity.
+    Demo(DemoArgs),
+}
+
+/// Settings shared by `serve` and `demo`.
+#[derive(Args, Clone)]
+pub struct CommonArgs {
+    /// Address to listen on (use 0.0.0.0:8080 inside a container).
+    #[arg(long, env = "KEYDESK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Timeout for each call to the Vultr API, in seconds.
+    #[arg(long, env = "KEYDESK_UPSTREAM_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub upstream_timeout: Duration,
+
+    /// Users shown per page of the users list (passed to Vultr as per_page, 1-500).
+    #[arg(long, env = "KEYDESK_PAGE_SIZE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub page_size: u32,
+
+    /// Log format: text or json. The level comes from RUST_LOG (default info).
+    #[arg(long, env = "KEYDESK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// `keydesk serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Root Vultr API key. Prefer VULTR_API_KEY_FILE so it is not in the environment.
+    #[arg(long, env = "VULTR_API_KEY", hide_env_values = true)]
+    pub vultr_api_key: Option<String>,
+
+    /// File holding the root Vultr API key (e.g. a mounted secret); read once at start.
+    #[arg(long, env = "VULTR_API_KEY_FILE")]
+    pub vultr_api_key_file: Option<PathBuf>,
+
+    /// Base URL of the Vultr API.
+    #[arg(long, env = "KEYDESK_VULTR_API_URL", default_value = "https://api.vultr.com")]
+    pub vultr_api_url: String,
+
+    /// Request header carrying the signed-in identity, set by the SSO proxy.
+    #[arg(long, env = "KEYDESK_AUTH_HEADER", default_value = "X-Forwarded-Email")]
+    pub auth_header: String,
+
+    /// Comma-separated CIDRs of the SSO proxy; the identity header is accepted only from these TCP peers.
+    #[arg(
+        long,
+        env = "KEYDESK_TRUSTED_PROXIES",
+        default_value = "127.0.0.1/32,::1/128",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// SQLite database of the audit trail (created on first start).
+    #[arg(long, env = "KEYDESK_AUDIT_DB", default_value = "sqlite://keydesk-audit.db")]
+    pub audit_db: String,
+
+    /// Mark the session cookie Secure. Turn off only for plain-http local use.
+    #[arg(long, env = "KEYDESK_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `keydesk demo`. It has no upstream URL option: the demo identity can never
+/// be combined with a real Vultr account.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// The fixed identity the demo signs you in as.
+    #[arg(long, env = "KEYDESK_DEMO_IDENTITY", default_value = "demo@keydesk.local")]
+    pub identity: String,
+
+    /// Audit database for the demo (in memory by default).
+    #[arg(long, env = "KEYDESK_AUDIT_DB", default_value = "sqlite::memory:")]
+    pub audit_db: String,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let t = s.trim().trim_end_matches('s');
+    t.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0 && *v <= 3600.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("expected seconds between 0 and 3600, got {s:?}"))
+}
+
+/// Why the root key could not be loaded; each message names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum RootKeyError {
+    #[error("VULTR_API_KEY is not set (nor VULTR_API_KEY_FILE): keydesk needs the root Vultr API key")]
+    Missing,
+    #[error("VULTR_API_KEY_FILE {path}: {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("VULTR_API_KEY_FILE {0} is empty")]
+    EmptyFile(String),
+    #[error("VULTR_API_KEY is empty")]
+    Empty,
+}
+
+impl ServeArgs {
+    /// The root key from the file (preferred) or the variable.
+    pub fn root_key(&self) -> Result<SecretString, RootKeyError> {
+        if let Some(path) = &self.vultr_api_key_file {
+            let shown = path.display().to_string();
+            let raw = std::fs::read_to_string(path).map_err(|source| RootKeyError::Unreadable {
+                path: shown.clone(),
+                source,
+            })?;
+            warn_if_world_readable(path);
+            let key = raw.trim();
+            if key.is_empty() {
+                return Err(RootKeyError::EmptyFile(shown));
+            }
+            return Ok(SecretString::from(key.to_string()));
+        }
+        match self.vultr_api_key.as_deref().map(str::trim) {
+            None => Err(RootKeyError::Missing),
+            Some("") => Err(RootKeyError::Empty),
+            Some(k) => Ok(SecretString::from(k.to_string())),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn warn_if_world_readable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o004 != 0
+    {
+        tracing::warn!(path = %path.display(), "VULTR_API_KEY_FILE is world-readable; chmod 600 it");
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_world_readable(_: &std::path::Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds_parse() {
+        assert_eq!(parse_seconds("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_seconds("2.5s").unwrap(), Duration::from_millis(2500));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("abc").is_err());
+    }
+}

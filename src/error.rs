@@ -1,0 +1,221 @@
+//! One error type for every page. It becomes a response carrying an
+//! `ErrorPage` extension; the `error_pages` middleware renders it in the
+//! portal's layout with the request id, so handlers never build HTML for
+//! failures. Internal detail goes to the log once, never to the page.
+
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::identity::Identity;
+use crate::pages::{Layout, render};
+use crate::vultr::VultrError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Upstream(#[from] VultrError),
+    /// The audit trail could not be written: refuse to act unrecorded.
+    #[error("audit store unavailable: {0}")]
+    Audit(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What the error page shows.
+#[derive(Clone, Debug)]
+pub struct ErrorPage {
+    pub status: StatusCode,
+    pub title: String,
+    pub message: String,
+}
+
+impl AppError {
+    pub fn page(&self) -> ErrorPage {
+        let (status, title, message) = match self {
+            AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m.clone()),
+            AppError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "Not signed in", m.clone()),
+            AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "Forbidden", m.clone()),
+            AppError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m.clone()),
+            AppError::Audit(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Audit trail unavailable",
+                "keydesk could not write its audit trail, so it refused to act: nothing was sent to Vultr. Try again, or ask the operators to check the audit database.".to_string(),
+            ),
+            AppError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "keydesk hit an internal error. Nothing secret was shown; quote the request id to the operators.".to_string(),
+            ),
+            AppError::Upstream(e) => upstream_page(e),
+        };
+        ErrorPage {
+            status,
+            title: title.to_string(),
+            message,
+        }
+    }
+}
+
+/// Vultr failures mapped on purpose into words a staff member can act on.
+fn upstream_page(e: &VultrError) -> (StatusCode, &'static str, String) {
+    match e {
+        VultrError::InvalidId => (
+            StatusCode::BAD_REQUEST,
+            "Invalid id",
+            "That is not a valid Vultr id. Nothing was sent to Vultr.".to_string(),
+        ),
+        VultrError::Api { status: 401 | 403, message } => (
+            StatusCode::BAD_GATEWAY,
+            "Vultr rejected keydesk's root key",
+            format!(
+                "Vultr refused keydesk's root credential ({message}). The operators must check the root API key and its IP allow-list."
+            ),
+        ),
+        VultrError::Api { status: 404, .. } => (
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "Vultr has no such user or key. It may have been deleted.".to_string(),
+        ),
+        VultrError::Api { status: 429, .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Rate limited by Vultr",
+            "Vultr is rate limiting keydesk. Wait a few seconds and retry.".to_string(),
+        ),
+        VultrError::Api { status, message } if *status >= 500 => (
+            StatusCode::BAD_GATEWAY,
+            "Vultr is having trouble",
+            format!("Vultr answered {status}: {message}. Retry shortly."),
+        ),
+        VultrError::Api { status, message } => (
+            StatusCode::BAD_GATEWAY,
+            "Vultr refused the request",
+            format!("Vultr answered {status}: {message}"),
+        ),
+        VultrError::Unreachable(_) => (
+            StatusCode::BAD_GATEWAY,
+            "Vultr is unreachable",
+            "keydesk could not connect to the Vultr API. Check the network or Vultr's status page, then retry.".to_string(),
+        ),
+        VultrError::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "Vultr timed out",
+            "The Vultr API did not answer in time. Retry shortly.".to_string(),
+        ),
+        VultrError::OutcomeUnknown(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "Outcome unknown",
+            "The request reached Vultr but its answer was lost, so keydesk cannot tell whether it took effect. Check the user's key list before trying again.".to_string(),
+        ),
+        VultrError::Malformed(_) => (
+            StatusCode::BAD_GATEWAY,
+            "Unexpected response from Vultr",
+            "Vultr sent a response keydesk could not read. Retry; if it persists, tell the operators.".to_string(),
+        ),
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let page = self.page();
+        match &self {
+            AppError::Internal(_) | AppError::Audit(_) => {
+                tracing::error!(error = %self, "request failed")
+            }
+            AppError::Upstream(e) => tracing::warn!(error = %e, "upstream call failed"),
+            _ => tracing::info!(status = page.status.as_u16(), error = %self, "request refused"),
+        }
+        let mut resp = page.status.into_response();
+        resp.extensions_mut().insert(page);
+        resp
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        AppError::Audit(e.to_string())
+    }
+}
+
+impl From<askama::Error> for AppError {
+    fn from(e: askama::Error) -> Self {
+        AppError::Internal(e.to_string())
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "error.html")]
+pub struct ErrorView {
+    pub layout: Layout,
+    pub page: ErrorPage,
+    pub request_id: String,
+}
+
+/// Middleware: render `ErrorPage` responses, and give axum's bare 404/405/413
+/// answers the same page, so no failure is ever blank or a stack trace.
+pub async fn error_pages(req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let resp = next.run(req).await;
+    let who = resp.extensions().get::<Identity>().map(|i| i.email.clone());
+    let page = match resp.extensions().get::<ErrorPage>() {
+        Some(p) => p.clone(),
+        None => {
+            let status = resp.status();
+            let is_html = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/html"));
+            if !(status.is_client_error() || status.is_server_error()) || is_html {
+                return resp;
+            }
+            let (title, message) = match status {
+                StatusCode::NOT_FOUND => ("Not found", "There is no page at this address."),
+                StatusCode::METHOD_NOT_ALLOWED => {
+                    ("Method not allowed", "This page cannot be used that way.")
+                }
+                StatusCode::PAYLOAD_TOO_LARGE => ("Request too large", "The form sent was too large."),
+                StatusCode::REQUEST_TIMEOUT => ("Request timed out", "keydesk gave up waiting."),
+                StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
+                    ("Bad request", "The request could not be understood.")
+                }
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                    ("Bad request", "The form was sent in a format keydesk does not accept.")
+                }
+                _ => ("Something went wrong", "keydesk could not complete the request."),
+            };
+            ErrorPage {
+                status,
+                title: title.into(),
+                message: message.into(),
+            }
+        }
+    };
+    let (mut parts, _) = resp.into_parts();
+    let view = ErrorView {
+        layout: Layout::plain(who),
+        page: page.clone(),
+        request_id,
+    };
+    let fresh = render(page.status, &view);
+    // Keep headers such as Allow, drop the old body's length and type.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let (fresh_parts, body) = fresh.into_parts();
+    parts.headers.extend(fresh_parts.headers);
+    parts.status = page.status;
+    Response::from_parts(parts, body)
+}

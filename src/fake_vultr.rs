@@ -1,0 +1,581 @@
+//! An in-process fake of the Vultr API v2 user and API-key endpoints.
+//!
+//! It serves `keydesk demo` and the integration tests over real HTTP, so the
+//! real client is always exercised. It follows the documented shapes: cursor
+//! pagination, masked keys in lists and gets, the full key only on create,
+//! 401 on a wrong bearer, 404 on unknown ids. It records every request it
+//! receives so tests can assert what keydesk sent, and can be switched into
+//! fault modes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::vultr::{ApiKey, NewApiKey, User};
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub authorization: Option<String>,
+    pub body: String,
+}
+
+/// How the fake misbehaves, for failure tests.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer every request with this status and a Vultr error body.
+    Status(u16),
+    /// Answer 200 with a body that is not JSON.
+    Malformed,
+    /// Hold every request this long before answering normally.
+    Stall(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct StoredKey {
+    id: String,
+    name: String,
+    expire: bool,
+    date_expire: Option<String>,
+    secret: String,
+    date_created: String,
+}
+
+impl StoredKey {
+    fn masked(&self) -> ApiKey {
+        let tail: String = self
+            .secret
+            .chars()
+            .skip(self.secret.len().saturating_sub(5))
+            .collect();
+        ApiKey {
+            id: self.id.clone(),
+            name: Some(self.name.clone()),
+            expire: Some(self.expire),
+            date_expire: Some(self.date_expire.clone().unwrap_or_default()),
+            api_key: Some(format!("{}{}", "*".repeat(31), tail)),
+            date_created: Some(self.date_created.clone()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Data {
+    users: Vec<User>,
+    keys: HashMap<String, Vec<StoredKey>>,
+}
+
+struct Inner {
+    token: String,
+    data: Mutex<Data>,
+    log: Mutex<Vec<Recorded>>,
+    fault: Mutex<Option<Fault>>,
+    latency: Mutex<Duration>,
+    create_delay: Mutex<Duration>,
+}
+
+/// Handle on a fake Vultr: its data, its request log and its fault switch.
+#[derive(Clone)]
+pub struct FakeVultr {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test thread must not wedge the fake for everyone else.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_rfc3339(offset: time::Duration) -> String {
+    (OffsetDateTime::now_utc() + offset)
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc())
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A 36-character key of the alphabet Vultr uses.
+pub fn random_key() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..36)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl FakeVultr {
+    /// An empty fake that accepts `token` as the root key.
+    pub fn new(token: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                token: token.to_string(),
+                data: Mutex::new(Data::default()),
+                log: Mutex::new(Vec::new()),
+                fault: Mutex::new(None),
+                latency: Mutex::new(Duration::ZERO),
+                create_delay: Mutex::new(Duration::ZERO),
+            }),
+        }
+    }
+
+    /// The demo data set: 25 users covering every case the UI must handle.
+    pub fn seeded(token: &str) -> Self {
+        let fake = Self::new(token);
+        fake.seed_demo();
+        fake
+    }
+
+    /// `n` plain users with two keys each (benchmarks, pagination at scale).
+    pub fn with_users(token: &str, n: usize) -> Self {
+        let fake = Self::new(token);
+        for i in 0..n {
+            let id = fake.add_user(User {
+                id: format!("{:013x}", 0x5eed_0000_0000u64 + i as u64),
+                first_name: Some(format!("User{i}")),
+                last_name: Some("Load".into()),
+                email: Some(format!("user{i}@example.test")),
+                api_enabled: Some(true),
+                acls: Some(vec!["subscriptions_view".into()]),
+                status: Some("active".into()),
+                ..Default::default()
+            });
+            fake.add_key(&id, "ci", Some(time::Duration::days(10 + i as i64 % 80)));
+            fake.add_key(&id, "legacy", None);
+        }
+        fake
+    }
+
+    fn seed_demo(&self) {
+        let people: [(&str, &str, &str); 25] = [
+            ("Ada", "Lovelace", "ada@example.com"),
+            ("Grace", "Hopper", "grace@example.com"),
+            ("Alan", "Turing", "alan@example.com"),
+            ("Edsger", "Dijkstra", "edsger@example.com"),
+            ("Barbara", "Liskov", "barbara@example.com"),
+            ("Donald", "Knuth", "don@example.com"),
+            ("Margaret", "Hamilton", "margaret@example.com"),
+            ("Ken", "Thompson", "ken@example.com"),
+            ("Dennis", "Ritchie", "dennis@example.com"),
+            ("Frances", "Allen", "frances@example.com"),
+            ("John", "McCarthy", "john@example.com"),
+            ("Radia", "Perlman", "radia@example.com"),
+            ("Leslie", "Lamport", "leslie@example.com"),
+            ("Tony", "Hoare", "tony@example.com"),
+            ("Katherine", "Johnson", "katherine@example.com"),
+            ("Linus", "Torvalds", "linus@example.com"),
+            ("Hedy", "Lamarr", "hedy@example.com"),
+            ("Niklaus", "Wirth", "niklaus@example.com"),
+            ("Sophie", "Wilson", "sophie@example.com"),
+            ("Guido", "van Rossum", "guido@example.com"),
+            ("Joan", "Clarke", "joan@example.com"),
+            ("Bjarne", "Stroustrup", "bjarne@example.com"),
+            ("O'Brien & \"Sons\"", "<b>Bold</b>", "obrien@example.com"),
+            ("<script>alert('x')</script>", "Mallory", "mallory@example.com"),
+            ("CI", "Deployer", "ci-bot@example.com"),
+        ];
+        let acl_sets: [&[&str]; 4] = [
+            &["manage_users", "billing", "subscriptions"],
+            &["subscriptions_view"],
+            &["dns", "provisioning"],
+            &[],
+        ];
+        for (i, (first, last, email)) in people.iter().enumerate() {
+            let mut user = User {
+                id: format!("{:013x}", 0xf255_efc9_7000u64 + (i as u64) * 0x1f3),
+                first_name: Some(first.to_string()),
+                last_name: Some(last.to_string()),
+                email: Some(email.to_string()),
+                api_enabled: Some(true),
+                acls: Some(acl_sets[i % 4].iter().map(|s| s.to_string()).collect()),
+                service_user: Some(false),
+                status: Some("active".into()),
+                last_activity: Some(now_rfc3339(time::Duration::hours(-(i as i64) * 7))),
+                invited_by: Some(json!("ada@example.com")),
+                invited_on: Some(now_rfc3339(time::Duration::days(-200 + i as i64))),
+                invite_accepted: Some(json!(true)),
+                ..Default::default()
+            };
+            match i {
+                // One with API access off.
+                4 => user.api_enabled = Some(false),
+                // Older data: only the deprecated `name`.
+                10 => {
+                    user.first_name = None;
+                    user.last_name = None;
+                    user.name = Some("John McCarthy (legacy name)".into());
+                }
+                // An invited user who never accepted.
+                17 => {
+                    user.status = Some("pending".into());
+                    user.invite_accepted = Some(json!(false));
+                    user.last_activity = None;
+                }
+                // A hostile email too.
+                23 => user.email = Some("\"><img src=x onerror=alert(1)>@evil.test".into()),
+                // The service user (API-only account).
+                24 => user.service_user = Some(true),
+                _ => {}
+            }
+            let id = self.add_user(user);
+            // Keys covering every state: expired, expiring this week, far future, never.
+            match i % 5 {
+                0 => {
+                    self.add_key(&id, "terraform", Some(time::Duration::days(400)));
+                    self.add_key(&id, "old-laptop", Some(time::Duration::days(-10)));
+                }
+                1 => {
+                    self.add_key(&id, "ci-runner", Some(time::Duration::days(3)));
+                    self.add_key(&id, "backup-script", None);
+                }
+                2 => {
+                    self.add_key(&id, "monitoring", Some(time::Duration::days(45)));
+                }
+                3 => {
+                    self.add_key(&id, "legacy-cron", None);
+                    self.add_key(&id, "expired-test", Some(time::Duration::days(-90)));
+                    self.add_key(&id, "staging", Some(time::Duration::days(6)));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn add_user(&self, user: User) -> String {
+        let id = user.id.clone();
+        lock(&self.inner.data).users.push(user);
+        id
+    }
+
+    /// Adds a key that expires after `expires_in` (never when `None`); returns its id.
+    pub fn add_key(&self, user_id: &str, name: &str, expires_in: Option<time::Duration>) -> String {
+        let key = StoredKey {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            expire: expires_in.is_some(),
+            date_expire: expires_in.map(now_rfc3339),
+            secret: random_key(),
+            date_created: now_rfc3339(time::Duration::days(-30)),
+        };
+        let id = key.id.clone();
+        lock(&self.inner.data)
+            .keys
+            .entry(user_id.to_string())
+            .or_default()
+            .push(key);
+        id
+    }
+
+    pub fn users(&self) -> Vec<User> {
+        lock(&self.inner.data).users.clone()
+    }
+
+    /// Masked keys of a user, as the API lists them.
+    pub fn keys_of(&self, user_id: &str) -> Vec<ApiKey> {
+        lock(&self.inner.data)
+            .keys
+            .get(user_id)
+            .map(|ks| ks.iter().map(StoredKey::masked).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.inner.log).clone()
+    }
+
+    /// How many requests matched `method` and a path starting with `prefix`.
+    pub fn count(&self, method: &str, prefix: &str) -> usize {
+        lock(&self.inner.log)
+            .iter()
+            .filter(|r| r.method == method && r.path.starts_with(prefix))
+            .count()
+    }
+
+    pub fn clear_log(&self) {
+        lock(&self.inner.log).clear();
+    }
+
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        *lock(&self.inner.fault) = fault;
+    }
+
+    /// Latency added to every request (benchmarks).
+    pub fn set_latency(&self, d: Duration) {
+        *lock(&self.inner.latency) = d;
+    }
+
+    /// Extra time a create takes, so tests can race concurrent submissions.
+    pub fn set_create_delay(&self, d: Duration) {
+        *lock(&self.inner.create_delay) = d;
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v2/users", get(list_users))
+            .route("/v2/users/{id}", get(get_user).patch(patch_user))
+            .route("/v2/users/{id}/apikeys", get(list_keys).post(create_key))
+            .route(
+                "/v2/users/{id}/apikeys/{key}",
+                get(get_key).delete(delete_key),
+            )
+            .fallback(|| async { vultr_error(StatusCode::NOT_FOUND, "Not found.") })
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                record_and_guard,
+            ))
+            .with_state(self.clone())
+    }
+
+    /// Serves the fake on `127.0.0.1:0`; returns its base URL.
+    pub async fn spawn(&self) -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let app = self.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "fake Vultr stopped");
+            }
+        });
+        Ok(format!("http://{addr}"))
+    }
+}
+
+fn vultr_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": message, "status": status.as_u16()})),
+    )
+        .into_response()
+}
+
+/// Records the request, checks the bearer, and applies latency and faults.
+async fn record_and_guard(
+    State(fake): State<FakeVultr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 1024 * 1024).await else {
+        return vultr_error(StatusCode::PAYLOAD_TOO_LARGE, "Request too large.");
+    };
+    let authorization = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    lock(&fake.inner.log).push(Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        authorization: authorization.clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    let latency = *lock(&fake.inner.latency);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let fault = lock(&fake.inner.fault).clone();
+    match fault {
+        Some(Fault::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return vultr_error(status, "Injected failure.");
+        }
+        Some(Fault::Malformed) => return (StatusCode::OK, "{\"users\": [oops").into_response(),
+        Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    if authorization.as_deref() != Some(&format!("Bearer {}", fake.inner.token)) {
+        return vultr_error(StatusCode::UNAUTHORIZED, "Invalid API token.");
+    }
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(body)))
+        .await
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    per_page: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Opaque cursors, like Vultr's base64 ones: here `o<offset>` in hex.
+fn encode_cursor(offset: usize) -> String {
+    format!("o{offset:x}")
+}
+
+fn decode_cursor(c: &str) -> Option<usize> {
+    c.strip_prefix('o')
+        .and_then(|h| usize::from_str_radix(h, 16).ok())
+}
+
+async fn list_users(State(fake): State<FakeVultr>, Query(q): Query<ListQuery>) -> Response {
+    let per_page = match q.per_page.as_deref().map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => return vultr_error(StatusCode::BAD_REQUEST, "Invalid per_page."),
+    };
+    let offset = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => match decode_cursor(c) {
+            Some(o) => o,
+            None => return vultr_error(StatusCode::BAD_REQUEST, "Invalid cursor."),
+        },
+    };
+    let data = lock(&fake.inner.data);
+    let total = data.users.len();
+    let page: Vec<&User> = data.users.iter().skip(offset).take(per_page).collect();
+    let next = if offset + per_page < total {
+        encode_cursor(offset + per_page)
+    } else {
+        String::new()
+    };
+    let prev = if offset > 0 {
+        encode_cursor(offset.saturating_sub(per_page))
+    } else {
+        String::new()
+    };
+    Json(json!({
+        "users": page,
+        "meta": {"total": total, "links": {"next": next, "prev": prev}}
+    }))
+    .into_response()
+}
+
+async fn get_user(State(fake): State<FakeVultr>, Path(id): Path<String>) -> Response {
+    let data = lock(&fake.inner.data);
+    match data.users.iter().find(|u| u.id == id) {
+        Some(u) => Json(json!({ "user": u })).into_response(),
+        None => vultr_error(StatusCode::NOT_FOUND, "User not found."),
+    }
+}
+
+#[derive(Deserialize)]
+struct PatchUser {
+    api_enabled: Option<bool>,
+}
+
+async fn patch_user(
+    State(fake): State<FakeVultr>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(patch) = serde_json::from_slice::<PatchUser>(&body) else {
+        return vultr_error(StatusCode::BAD_REQUEST, "Invalid JSON.");
+    };
+    let mut data = lock(&fake.inner.data);
+    match data.users.iter_mut().find(|u| u.id == id) {
+        Some(u) => {
+            if let Some(a) = patch.api_enabled {
+                u.api_enabled = Some(a);
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
+        None => vultr_error(StatusCode::NOT_FOUND, "User not found."),
+    }
+}
+
+fn user_exists(data: &Data, id: &str) -> bool {
+    data.users.iter().any(|u| u.id == id)
+}
+
+async fn list_keys(State(fake): State<FakeVultr>, Path(id): Path<String>) -> Response {
+    let data = lock(&fake.inner.data);
+    if !user_exists(&data, &id) {
+        return vultr_error(StatusCode::NOT_FOUND, "User not found.");
+    }
+    let keys: Vec<ApiKey> = data
+        .keys
+        .get(&id)
+        .map(|ks| ks.iter().map(StoredKey::masked).collect())
+        .unwrap_or_default();
+    Json(json!({ "api_keys": keys })).into_response()
+}
+
+async fn get_key(
+    State(fake): State<FakeVultr>,
+    Path((id, key)): Path<(String, String)>,
+) -> Response {
+    let data = lock(&fake.inner.data);
+    match data
+        .keys
+        .get(&id)
+        .and_then(|ks| ks.iter().find(|k| k.id == key))
+    {
+        Some(k) => Json(json!({ "api_key": k.masked() })).into_response(),
+        None => vultr_error(StatusCode::NOT_FOUND, "API key not found."),
+    }
+}
+
+async fn create_key(
+    State(fake): State<FakeVultr>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let delay = *lock(&fake.inner.create_delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let Ok(req) = serde_json::from_slice::<NewApiKey>(&body) else {
+        return vultr_error(StatusCode::BAD_REQUEST, "Invalid JSON.");
+    };
+    let date_expire = if req.expire {
+        match req.date_expire.as_deref().map(|d| OffsetDateTime::parse(d, &Rfc3339)) {
+            Some(Ok(t)) if t > OffsetDateTime::now_utc() => req.date_expire.clone(),
+            _ => return vultr_error(StatusCode::BAD_REQUEST, "Invalid date_expire."),
+        }
+    } else {
+        None
+    };
+    let mut data = lock(&fake.inner.data);
+    if !user_exists(&data, &id) {
+        return vultr_error(StatusCode::NOT_FOUND, "User not found.");
+    }
+    let key = StoredKey {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: req.name,
+        expire: req.expire,
+        date_expire,
+        secret: random_key(),
+        date_created: now_rfc3339(time::Duration::ZERO),
+    };
+    let body = json!({"api_key": {
+        "id": key.id,
+        "name": key.name,
+        "expire": key.expire,
+        "date_expire": key.date_expire.clone().unwrap_or_default(),
+        "api_key": key.secret,
+        "date_created": key.date_created,
+    }});
+    data.keys.entry(id).or_default().push(key);
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+async fn delete_key(
+    State(fake): State<FakeVultr>,
+    Path((id, key)): Path<(String, String)>,
+) -> Response {
+    let mut data = lock(&fake.inner.data);
+    let Some(keys) = data.keys.get_mut(&id) else {
+        return vultr_error(StatusCode::NOT_FOUND, "API key not found.");
+    };
+    let before = keys.len();
+    keys.retain(|k| k.id != key);
+    if keys.len() == before {
+        return vultr_error(StatusCode::NOT_FOUND, "API key not found.");
+    }
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,184 @@
+//! One-time form tokens. Each rendered form that changes something carries a
+//! token minted here, bound to the signed-in identity and to what the form
+//! does (`scope`). A POST claims its token before anything is sent upstream,
+//! so a reload, a back-and-resubmit, a double click or eight concurrent posts
+//! act at most once. Because the token is unguessable and bound to the
+//! identity, it is also the form's anti-forgery token.
+//!
+//! Only the outcome (the key id) is kept, never a response body or secret.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Tokens older than this are forgotten (the form must be reloaded).
+const TOKEN_TTL: Duration = Duration::from_secs(12 * 60 * 60);
+/// Upper bound on remembered tokens, so a client cannot grow memory forever.
+const MAX_TOKENS: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Fresh,
+    InFlight,
+    Done { result_id: Option<String> },
+}
+
+#[derive(Debug)]
+struct Entry {
+    actor: String,
+    scope: String,
+    state: State,
+    issued: Instant,
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This request owns the token: go ahead.
+    Claimed,
+    /// Another request already used, or is using, this token.
+    Replay { result_id: Option<String> },
+    /// Unknown, expired, or minted for someone or something else.
+    Invalid,
+}
+
+#[derive(Default)]
+pub struct FormTokens {
+    map: Mutex<HashMap<String, Entry>>,
+}
+
+impl FormTokens {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mints a token for `actor` to do `scope` once.
+    pub fn issue(&self, actor: &str, scope: &str) -> String {
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut map = self.lock();
+        if map.len() >= MAX_TOKENS {
+            map.retain(|_, e| e.issued.elapsed() < TOKEN_TTL);
+            if map.len() >= MAX_TOKENS {
+                // Still full: drop the oldest tenth.
+                let mut ages: Vec<(Instant, String)> =
+                    map.iter().map(|(k, e)| (e.issued, k.clone())).collect();
+                ages.sort();
+                for (_, k) in ages.into_iter().take(MAX_TOKENS / 10) {
+                    map.remove(&k);
+                }
+            }
+        }
+        map.insert(
+            token.clone(),
+            Entry {
+                actor: actor.to_string(),
+                scope: scope.to_string(),
+                state: State::Fresh,
+                issued: Instant::now(),
+            },
+        );
+        token
+    }
+
+    /// Atomically claims `token` for this request.
+    pub fn claim(&self, token: &str, actor: &str, scope: &str) -> Claim {
+        let mut map = self.lock();
+        match map.get_mut(token) {
+            Some(e)
+                if e.actor == actor && e.scope == scope && e.issued.elapsed() < TOKEN_TTL =>
+            {
+                match &e.state {
+                    State::Fresh => {
+                        e.state = State::InFlight;
+                        Claim::Claimed
+                    }
+                    State::InFlight => Claim::Replay { result_id: None },
+                    State::Done { result_id } => Claim::Replay {
+                        result_id: result_id.clone(),
+                    },
+                }
+            }
+            _ => Claim::Invalid,
+        }
+    }
+
+    /// Gives a claimed token back: nothing happened upstream (validation failed,
+    /// or Vultr definitely refused), so the same form may be sent again.
+    pub fn release(&self, token: &str) {
+        if let Some(e) = self.lock().get_mut(token)
+            && e.state == State::InFlight
+        {
+            e.state = State::Fresh;
+        }
+    }
+
+    /// Marks a claimed token used for good, remembering only the result's id.
+    pub fn complete(&self, token: &str, result_id: Option<String>) {
+        if let Some(e) = self.lock().get_mut(token) {
+            e.state = State::Done { result_id };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_claimed_once() {
+        let t = FormTokens::default();
+        let tok = t.issue("a@x", "create:u1");
+        assert_eq!(t.claim(&tok, "a@x", "create:u1"), Claim::Claimed);
+        assert_eq!(
+            t.claim(&tok, "a@x", "create:u1"),
+            Claim::Replay { result_id: None }
+        );
+        t.complete(&tok, Some("k1".into()));
+        assert_eq!(
+            t.claim(&tok, "a@x", "create:u1"),
+            Claim::Replay {
+                result_id: Some("k1".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_token_is_bound_to_actor_and_scope() {
+        let t = FormTokens::default();
+        let tok = t.issue("a@x", "create:u1");
+        assert_eq!(t.claim(&tok, "b@x", "create:u1"), Claim::Invalid);
+        assert_eq!(t.claim(&tok, "a@x", "create:u2"), Claim::Invalid);
+        assert_eq!(t.claim("nope", "a@x", "create:u1"), Claim::Invalid);
+        assert_eq!(t.claim(&tok, "a@x", "create:u1"), Claim::Claimed);
+    }
+
+    #[test]
+    fn a_released_token_can_be_claimed_again() {
+        let t = FormTokens::default();
+        let tok = t.issue("a@x", "s");
+        assert_eq!(t.claim(&tok, "a@x", "s"), Claim::Claimed);
+        t.release(&tok);
+        assert_eq!(t.claim(&tok, "a@x", "s"), Claim::Claimed);
+    }
+
+    #[test]
+    fn concurrent_claims_have_one_winner() {
+        let t = std::sync::Arc::new(FormTokens::default());
+        let tok = t.issue("a@x", "s");
+        let wins: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    let t = t.clone();
+                    let tok = tok.clone();
+                    s.spawn(move || t.claim(&tok, "a@x", "s") == Claim::Claimed)
+                })
+                .collect();
+            hs.into_iter().filter_map(|h| h.join().ok()).filter(|w| *w).count()
+        });
+        assert_eq!(wins, 1);
+    }
+}

@@ -1,0 +1,15 @@
+//! keydesk: a self-service portal for Vultr user API keys, behind an SSO proxy.
+//!
+//! See ARCHITECTURE.md for the map of modules.
+
+pub mod app;
+pub mod audit;
+pub mod config;
+pub mod csrf;
+pub mod error;
+pub mod fake_vultr;
+pub mod idempotency;
+pub mod identity;
+pub mod pages;
+pub mod telemetry;
+pub mod vultr;

@@ -1,0 +1,541 @@
+//! Creating (shown once) and revoking a user's API keys.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use time::{Date, OffsetDateTime};
+use tower_sessions::Session;
+
+use super::users::{check_id, user_page};
+use super::{Layout, flash, render, user_href};
+use crate::app::AppState;
+use crate::audit::{Intent, Outcome};
+use crate::error::AppError;
+use crate::idempotency::Claim;
+use crate::identity::Identity;
+use crate::vultr::{ApiKey, NewApiKey, User, VultrError};
+
+/// Longest key name accepted.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// The add-key form as rendered: token, values and per-field errors.
+#[derive(Debug, Clone, Default)]
+pub struct KeyForm {
+    pub token: String,
+    pub name: String,
+    pub expire: bool,
+    pub date_expire: String,
+    pub name_error: Option<String>,
+    pub date_error: Option<String>,
+    pub form_error: Option<String>,
+    /// Tomorrow, the earliest valid expiry (the date input's `min`).
+    pub min_date: String,
+}
+
+fn tomorrow() -> Date {
+    OffsetDateTime::now_utc().date().next_day().unwrap_or(Date::MAX)
+}
+
+impl KeyForm {
+    pub fn scope(user_id: &str) -> String {
+        format!("create:{user_id}")
+    }
+
+    pub fn blank(token: String) -> Self {
+        Self {
+            token,
+            min_date: tomorrow().to_string(),
+            ..Default::default()
+        }
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.name_error.is_some() || self.date_error.is_some() || self.form_error.is_some()
+    }
+}
+
+/// What the browser posts. Field names are a contract: `name`, `expire`, `date_expire`.
+#[derive(Deserialize, Default)]
+pub struct CreateKeyInput {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    expire: Option<String>,
+    #[serde(default)]
+    date_expire: Option<String>,
+    #[serde(default)]
+    form_token: Option<String>,
+}
+
+/// An HTML checkbox sends `on` (or our `true`); accept the usual spellings of yes.
+fn checkbox(v: Option<&str>) -> bool {
+    matches!(
+        v.map(|s| s.trim().to_ascii_lowercase()).as_deref(),
+        Some("on" | "true" | "1" | "yes")
+    )
+}
+
+/// Validates the input into the upstream body, or fills the form's errors.
+pub fn validate(input: &CreateKeyInput, form: &mut KeyForm) -> Option<NewApiKey> {
+    let raw_name = input.name.as_deref().unwrap_or("");
+    let name = raw_name.trim();
+    form.name = raw_name.chars().take(MAX_NAME_CHARS * 2).collect();
+    form.expire = checkbox(input.expire.as_deref());
+    form.date_expire = input
+        .date_expire
+        .as_deref()
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(32)
+        .collect();
+
+    if name.is_empty() {
+        form.name_error = Some("Enter a name for the key.".into());
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        form.name_error = Some(format!(
+            "The name is too long: {MAX_NAME_CHARS} characters at most."
+        ));
+    } else if name.chars().any(char::is_control) {
+        form.name_error = Some("The name may not contain control characters.".into());
+    }
+
+    let mut date_expire = None;
+    if form.expire {
+        if form.date_expire.is_empty() {
+            form.date_error = Some("Choose the date the key expires on.".into());
+        } else {
+            let fmt = time::macros::format_description!("[year]-[month]-[day]");
+            match Date::parse(&form.date_expire, &fmt) {
+                Err(_) => {
+                    form.date_error = Some(
+                        "That is not a real calendar date (expected YYYY-MM-DD).".into(),
+                    )
+                }
+                Ok(d) if d < tomorrow() => {
+                    form.date_error = Some("The expiry date must be in the future.".into())
+                }
+                Ok(d) => date_expire = Some(format!("{d}T00:00:00Z")),
+            }
+        }
+    } else if !form.date_expire.is_empty() {
+        form.date_error = Some(
+            "You set an expiry date but did not tick Expiry. Tick it, or clear the date for a key that never expires.".into(),
+        );
+    }
+
+    if form.name_error.is_some() || form.date_error.is_some() {
+        return None;
+    }
+    Some(NewApiKey {
+        name: name.to_string(),
+        expire: form.expire,
+        date_expire,
+    })
+}
+
+/// The one page that ever shows a key. The secret is exposed at one place:
+/// `secret()`, called by the template.
+#[derive(Template)]
+#[template(path = "keys/created.html")]
+pub struct CreatedView {
+    pub layout: Layout,
+    pub user: User,
+    pub key: ApiKey,
+    secret: SecretString,
+}
+
+impl CreatedView {
+    pub fn secret(&self) -> &str {
+        self.secret.expose_secret()
+    }
+    pub fn user_href(&self) -> String {
+        user_href(&self.user.id)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "keys/replay.html")]
+pub struct ReplayView {
+    pub layout: Layout,
+    pub user_id: String,
+    pub key_id: Option<String>,
+}
+
+impl ReplayView {
+    pub fn user_href(&self) -> String {
+        user_href(&self.user_id)
+    }
+}
+
+/// Headers for the reveal: never cached, never referred.
+fn no_store(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// `POST /users/{id}/keys`: validate, claim the form token, record the
+/// intent, create, reveal once.
+// The body is never logged: `skip_all` keeps the form (and the response) out of spans.
+#[tracing::instrument(skip_all, fields(vultr.user_id = %id))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    who: Identity,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(input): Form<CreateKeyInput>,
+) -> Result<Response, AppError> {
+    check_id(&id)?;
+    let scope = KeyForm::scope(&id);
+    let token = input.form_token.clone().unwrap_or_default();
+    match state.tokens.claim(&token, &who.email, &scope) {
+        Claim::Claimed => {}
+        Claim::Replay { result_id } => {
+            let layout = Layout::new(&who, &session).await;
+            let mut resp = render(
+                StatusCode::CONFLICT,
+                &ReplayView {
+                    layout,
+                    user_id: id,
+                    key_id: result_id,
+                },
+            );
+            no_store(&mut resp);
+            return Ok(resp);
+        }
+        Claim::Invalid => {
+            // Unknown or foreign token: act on nothing, offer a fresh form.
+            let mut form = KeyForm::blank(state.tokens.issue(&who.email, &scope));
+            let _ = validate(&input, &mut form);
+            form.name_error = None;
+            form.date_error = None;
+            form.form_error = Some(
+                "This form has expired or was not issued to you. Nothing was created; check the keys below and submit again.".into(),
+            );
+            let layout = Layout::new(&who, &session).await;
+            return user_page(&state, layout, &id, form, StatusCode::BAD_REQUEST).await;
+        }
+    }
+
+    let mut form = KeyForm::blank(token.clone());
+    let Some(body) = validate(&input, &mut form) else {
+        // Nothing was sent: the same form may be submitted again once fixed.
+        state.tokens.release(&token);
+        let layout = Layout::new(&who, &session).await;
+        return user_page(&state, layout, &id, form, StatusCode::UNPROCESSABLE_ENTITY).await;
+    };
+
+    // The user's email goes into the audit; this also 404s before any write.
+    let user = match state.vultr.get_user(&id).await {
+        Ok(u) => u,
+        Err(e) => {
+            state.tokens.release(&token);
+            return Err(e.into());
+        }
+    };
+
+    let intent = Intent {
+        actor: who.email.clone(),
+        role: "operator".into(),
+        action: "key.create",
+        target_user_id: Some(id.clone()),
+        target_user_email: user.email.clone(),
+        key_name: Some(body.name.clone()),
+        requested_expiry: body.date_expire.clone(),
+        request_id: request_id(&headers),
+        ..Default::default()
+    };
+    let audit_id = match state.audit.intent(&intent).await {
+        Ok(a) => a,
+        Err(e) => {
+            state.tokens.release(&token);
+            return Err(e.into());
+        }
+    };
+
+    match state.vultr.create_key(&id, &body).await {
+        Ok(created) => {
+            state.tokens.complete(&token, Some(created.id.clone()));
+            state
+                .audit
+                .settle(audit_id, Outcome::Ok, Some(&created.id), None, None)
+                .await;
+            tracing::info!(key.id = %created.id, "key created");
+            let key = created.summary();
+            let layout = Layout::new(&who, &session).await;
+            let mut resp = render(
+                StatusCode::OK,
+                &CreatedView {
+                    layout,
+                    user,
+                    key,
+                    secret: created.api_key,
+                },
+            );
+            no_store(&mut resp);
+            Ok(resp)
+        }
+        Err(e @ VultrError::OutcomeUnknown(_)) => {
+            // It may exist: never let this form create a second one.
+            state.tokens.complete(&token, None);
+            state
+                .audit
+                .settle(audit_id, Outcome::Unknown, None, None, Some(&e.to_string()))
+                .await;
+            Err(e.into())
+        }
+        Err(e) => {
+            // Vultr definitely did not create it: the form may be sent again.
+            state.tokens.release(&token);
+            state
+                .audit
+                .settle(audit_id, Outcome::Failed, None, e.status(), Some(&e.to_string()))
+                .await;
+            Err(e.into())
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "keys/confirm_delete.html")]
+pub struct ConfirmDeleteView {
+    pub layout: Layout,
+    pub user: User,
+    pub key: ApiKey,
+    pub token: String,
+    pub notice: Option<String>,
+}
+
+impl ConfirmDeleteView {
+    pub fn action(&self) -> String {
+        format!("/users/{}/keys/{}/delete", self.user.id, self.key.id)
+    }
+    pub fn user_href(&self) -> String {
+        user_href(&self.user.id)
+    }
+}
+
+fn revoke_scope(user_id: &str, key_id: &str) -> String {
+    format!("revoke:{user_id}:{key_id}")
+}
+
+async fn confirm_page(
+    state: &AppState,
+    who: &Identity,
+    session: &Session,
+    id: &str,
+    key_id: &str,
+    notice: Option<String>,
+) -> Result<Response, AppError> {
+    let (user, key) = tokio::join!(state.vultr.get_user(id), state.vultr.get_key(id, key_id));
+    let (user, key) = (user?, key?);
+    let token = state.tokens.issue(&who.email, &revoke_scope(id, key_id));
+    let layout = Layout::new(who, session).await;
+    Ok(render(
+        StatusCode::OK,
+        &ConfirmDeleteView {
+            layout,
+            user,
+            key,
+            token,
+            notice,
+        },
+    ))
+}
+
+/// `GET /users/{id}/keys/{key_id}/delete`: the confirmation step, naming the key.
+#[tracing::instrument(skip_all, fields(vultr.user_id = %id, key.id = %key_id))]
+pub async fn confirm_delete(
+    State(state): State<AppState>,
+    who: Identity,
+    session: Session,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    check_id(&id)?;
+    check_id(&key_id)?;
+    confirm_page(&state, &who, &session, &id, &key_id, None).await
+}
+
+#[derive(Deserialize, Default)]
+pub struct RevokeInput {
+    #[serde(default)]
+    form_token: Option<String>,
+}
+
+/// `POST /users/{id}/keys/{key_id}/delete`: revokes with a confirmed token;
+/// without one it shows the confirmation step instead of acting.
+#[tracing::instrument(skip_all, fields(vultr.user_id = %id, key.id = %key_id))]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    who: Identity,
+    session: Session,
+    headers: HeaderMap,
+    Path((id, key_id)): Path<(String, String)>,
+    Form(input): Form<RevokeInput>,
+) -> Result<Response, AppError> {
+    check_id(&id)?;
+    check_id(&key_id)?;
+    let scope = revoke_scope(&id, &key_id);
+    let token = input.form_token.unwrap_or_default();
+    match state.tokens.claim(&token, &who.email, &scope) {
+        Claim::Claimed => {}
+        Claim::Replay { .. } => {
+            flash(
+                &session,
+                &who,
+                "info",
+                "That key was already revoked.".into(),
+            )
+            .await;
+            return Ok(Redirect::to(&user_href(&id)).into_response());
+        }
+        Claim::Invalid => {
+            let notice = (!token.is_empty()).then(|| {
+                "That confirmation has expired. Confirm again to revoke the key.".to_string()
+            });
+            return confirm_page(&state, &who, &session, &id, &key_id, notice).await;
+        }
+    }
+
+    let (user, key) = tokio::join!(state.vultr.get_user(&id), state.vultr.get_key(&id, &key_id));
+    let (user, key) = match (user, key) {
+        (Ok(u), Ok(k)) => (u, k),
+        (Err(e), _) | (_, Err(e)) => {
+            state.tokens.release(&token);
+            return Err(e.into());
+        }
+    };
+    let intent = Intent {
+        actor: who.email.clone(),
+        role: "operator".into(),
+        action: "key.revoke",
+        target_user_id: Some(id.clone()),
+        target_user_email: user.email.clone(),
+        key_id: Some(key_id.clone()),
+        key_name: key.name.clone(),
+        request_id: request_id(&headers),
+        ..Default::default()
+    };
+    let audit_id = match state.audit.intent(&intent).await {
+        Ok(a) => a,
+        Err(e) => {
+            state.tokens.release(&token);
+            return Err(e.into());
+        }
+    };
+    match state.vultr.delete_key(&id, &key_id).await {
+        Ok(()) => {
+            state.tokens.complete(&token, Some(key_id.clone()));
+            state
+                .audit
+                .settle(audit_id, Outcome::Ok, None, None, None)
+                .await;
+            flash(
+                &session,
+                &who,
+                "ok",
+                format!("Revoked the key “{}”.", key.name_or_dash()),
+            )
+            .await;
+            Ok(Redirect::to(&user_href(&id)).into_response())
+        }
+        Err(e) => {
+            let outcome = if matches!(e, VultrError::OutcomeUnknown(_)) {
+                state.tokens.complete(&token, None);
+                Outcome::Unknown
+            } else {
+                state.tokens.release(&token);
+                Outcome::Failed
+            };
+            state
+                .audit
+                .settle(audit_id, outcome, None, e.status(), Some(&e.to_string()))
+                .await;
+            Err(e.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(name: &str, expire: Option<&str>, date: &str) -> CreateKeyInput {
+        CreateKeyInput {
+            name: Some(name.into()),
+            expire: expire.map(str::to_string),
+            date_expire: Some(date.into()),
+            form_token: None,
+        }
+    }
+
+    fn check(i: CreateKeyInput) -> (Option<NewApiKey>, KeyForm) {
+        let mut f = KeyForm::blank("t".into());
+        (validate(&i, &mut f), f)
+    }
+
+    #[test]
+    fn a_valid_expiring_key() {
+        let d = (OffsetDateTime::now_utc().date() + time::Duration::days(90)).to_string();
+        let (body, _) = check(input("  ci  ", Some("on"), &d));
+        let body = body.unwrap();
+        assert_eq!(body.name, "ci");
+        assert!(body.expire);
+        assert_eq!(body.date_expire.unwrap(), format!("{d}T00:00:00Z"));
+    }
+
+    #[test]
+    fn a_key_that_never_expires() {
+        let (body, _) = check(input("ci", None, ""));
+        assert_eq!(
+            body.unwrap(),
+            NewApiKey {
+                name: "ci".into(),
+                expire: false,
+                date_expire: None
+            }
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_explained() {
+        let cases = [
+            input("", None, ""),
+            input("   ", None, ""),
+            input(&"x".repeat(300), None, ""),
+            input("a\u{7}b", None, ""),
+            input("ok", Some("on"), ""),
+            input("ok", Some("on"), "2030-02-30"),
+            input("ok", Some("on"), "2020-01-01"),
+            input("ok", Some("on"), "tomorrow"),
+            input("ok", None, "2030-01-01"),
+        ];
+        for c in cases {
+            let (body, f) = check(c);
+            assert!(body.is_none());
+            assert!(f.has_errors());
+        }
+    }
+
+    #[test]
+    fn entered_values_are_kept_on_error() {
+        let (_, f) = check(input("my key", Some("on"), "2030-02-30"));
+        assert_eq!(f.name, "my key");
+        assert!(f.expire);
+        assert_eq!(f.date_expire, "2030-02-30");
+    }
+}

@@ -1,0 +1,114 @@
+//! Server-rendered pages: one module per area, one askama struct per page.
+
+pub mod assets;
+pub mod audit;
+pub mod keys;
+pub mod ops;
+pub mod users;
+
+use askama::Template;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tower_sessions::Session;
+
+use crate::identity::Identity;
+
+/// What every page's frame needs: who is signed in and a one-off notice.
+#[derive(Clone, Debug, Default)]
+pub struct Layout {
+    pub who: Option<String>,
+    pub flash: Option<Flash>,
+    pub css: String,
+    pub js: String,
+}
+
+/// A notice shown once after a redirect. Never holds a secret.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Flash {
+    pub kind: String,
+    pub text: String,
+}
+
+const FLASH_KEY: &str = "keydesk.flash";
+const SESSION_IDENTITY_KEY: &str = "keydesk.identity";
+
+impl Layout {
+    /// A frame without session access (error pages).
+    pub fn plain(who: Option<String>) -> Self {
+        Self {
+            who,
+            flash: None,
+            css: assets::CSS.url(),
+            js: assets::JS.url(),
+        }
+    }
+
+    /// The frame of a normal page: takes the pending flash, if any.
+    pub async fn new(who: &Identity, session: &Session) -> Self {
+        bind_session(who, session).await;
+        let flash = session.remove::<Flash>(FLASH_KEY).await.ok().flatten();
+        Self {
+            flash,
+            ..Self::plain(Some(who.email.clone()))
+        }
+    }
+}
+
+/// A session belongs to one SSO identity: if the proxy now says someone else,
+/// start a fresh session so nothing (a notice, later a token) crosses over.
+async fn bind_session(who: &Identity, session: &Session) {
+    let bound = session
+        .get::<String>(SESSION_IDENTITY_KEY)
+        .await
+        .ok()
+        .flatten();
+    if bound.as_deref() != Some(who.email.as_str()) {
+        if bound.is_some() {
+            let _ = session.flush().await;
+        }
+        let _ = session.insert(SESSION_IDENTITY_KEY, &who.email).await;
+    }
+}
+
+/// Queues a notice for the next page.
+pub async fn flash(session: &Session, who: &Identity, kind: &str, text: String) {
+    bind_session(who, session).await;
+    if let Err(e) = session
+        .insert(
+            FLASH_KEY,
+            Flash {
+                kind: kind.to_string(),
+                text,
+            },
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not store flash notice");
+    }
+}
+
+/// Renders a page; a template failure is logged and answered with a bare 500.
+pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
+    match page.render() {
+        Ok(html) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "internal error",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `/users/{id}` for links and redirects; ids are validated before use.
+pub fn user_href(id: &str) -> String {
+    format!("/users/{id}")
+}

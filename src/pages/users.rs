@@ -1,0 +1,238 @@
+//! Users list and the user page (details, keys, add-key form, history).
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tower_sessions::Session;
+
+use super::{Layout, render};
+use crate::app::AppState;
+use crate::audit::{Entry, Filter};
+use crate::error::AppError;
+use crate::identity::Identity;
+use crate::pages::keys::KeyForm;
+use crate::vultr::{ApiKey, User, valid_id};
+
+/// Most matches a search shows at once.
+const MAX_SEARCH_RESULTS: usize = 500;
+
+#[derive(Deserialize, Default)]
+pub struct UsersQuery {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    q: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "users/list.html")]
+pub struct UsersView {
+    pub layout: Layout,
+    pub users: Vec<User>,
+    pub q: String,
+    pub total: Option<u64>,
+    pub shown_note: String,
+    pub next: Option<String>,
+    pub prev: Option<String>,
+}
+
+impl UsersView {
+    pub fn href(&self, u: &User) -> String {
+        super::user_href(&u.id)
+    }
+}
+
+pub async fn index() -> Redirect {
+    Redirect::to("/users")
+}
+
+/// `GET /users`: one upstream page per screen, or every page when searching.
+#[tracing::instrument(skip_all)]
+pub async fn list_users(
+    State(state): State<AppState>,
+    who: Identity,
+    session: Session,
+    Query(query): Query<UsersQuery>,
+) -> Result<Response, AppError> {
+    let q = query.q.as_deref().map(str::trim).unwrap_or("").to_string();
+    if q.chars().count() > 200 || q.chars().any(char::is_control) {
+        return Err(AppError::BadRequest(
+            "The search text is too long or contains control characters.".into(),
+        ));
+    }
+    let cursor = query.cursor.filter(|c| !c.is_empty());
+    if let Some(c) = &cursor
+        && (c.len() > 512 || c.chars().any(char::is_control))
+    {
+        return Err(AppError::BadRequest("That page cursor is not valid.".into()));
+    }
+    let layout = Layout::new(&who, &session).await;
+    let view = if q.is_empty() {
+        let page = state
+            .vultr
+            .list_users(state.page_size, cursor.as_deref())
+            .await?;
+        let total = page.meta.total;
+        let shown = page.users.len();
+        UsersView {
+            layout,
+            next: page.next_cursor(),
+            prev: page.prev_cursor(),
+            shown_note: match total {
+                Some(t) => format!("{} user{} in the account", fmt_count(t), plural(t)),
+                None => format!("{shown} users on this page"),
+            },
+            users: page.users,
+            q,
+            total,
+        }
+    } else {
+        // Search must see every page, not just the current one.
+        let needle = q.to_lowercase();
+        let matches: Vec<User> = state
+            .vultr
+            .list_all_users()
+            .await?
+            .into_iter()
+            .filter(|u| u.matches(&needle))
+            .collect();
+        let n = matches.len() as u64;
+        let shown_note = if matches.len() > MAX_SEARCH_RESULTS {
+            format!(
+                "{} matches; showing the first {MAX_SEARCH_RESULTS}, refine the search",
+                fmt_count(n)
+            )
+        } else {
+            format!("{} match{}", fmt_count(n), if n == 1 { "" } else { "es" })
+        };
+        UsersView {
+            layout,
+            users: matches.into_iter().take(MAX_SEARCH_RESULTS).collect(),
+            q,
+            total: Some(n),
+            shown_note,
+            next: None,
+            prev: None,
+        }
+    };
+    Ok(render(StatusCode::OK, &view))
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `1204` → `1,204`.
+pub fn fmt_count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[derive(Template)]
+#[template(path = "users/show.html")]
+pub struct UserView {
+    pub layout: Layout,
+    pub user: User,
+    pub keys: Vec<ApiKey>,
+    pub form: KeyForm,
+    pub history: Vec<Entry>,
+}
+
+impl UserView {
+    pub fn delete_href(&self, k: &ApiKey) -> String {
+        format!("/users/{}/keys/{}/delete", self.user.id, k.id)
+    }
+}
+
+/// Rejects ids that are not plain Vultr ids before anything is sent upstream.
+pub fn check_id(id: &str) -> Result<(), AppError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(AppError::BadRequest(
+            "That is not a valid Vultr id. Nothing was sent to Vultr.".into(),
+        ))
+    }
+}
+
+/// `GET /users/{id}`.
+#[tracing::instrument(skip_all, fields(vultr.user_id = %id))]
+pub async fn show_user(
+    State(state): State<AppState>,
+    who: Identity,
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    check_id(&id)?;
+    let form = KeyForm::blank(state.tokens.issue(&who.email, &KeyForm::scope(&id)));
+    let layout = Layout::new(&who, &session).await;
+    user_page(&state, layout, &id, form, StatusCode::OK).await
+}
+
+/// Renders the user page with `form` (fresh, or re-rendered with errors).
+pub async fn user_page(
+    state: &AppState,
+    layout: Layout,
+    id: &str,
+    form: KeyForm,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    // User and keys in parallel: one upstream round trip of latency.
+    let (user, keys) = tokio::join!(state.vultr.get_user(id), state.vultr.list_keys(id));
+    let (user, mut keys) = (user?, keys?);
+    keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));
+    let history = state
+        .audit
+        .list(
+            &Filter {
+                user: Some(id.to_string()),
+                ..Default::default()
+            },
+            10,
+            0,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "audit history unavailable for the user page");
+            Vec::new()
+        });
+    Ok(render(
+        status,
+        &UserView {
+            layout,
+            user,
+            keys,
+            form,
+            history,
+        },
+    ))
+}
+
+/// `GET /users/{id}/keys`: the keys live on the user page. Also where a
+/// reload of the create POST as a GET lands: never a reveal.
+pub async fn keys_anchor(Path(id): Path<String>) -> Result<Response, AppError> {
+    check_id(&id)?;
+    Ok(Redirect::to(&format!("/users/{id}#keys")).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_count;
+
+    #[test]
+    fn counts_have_thousands_separators() {
+        assert_eq!(fmt_count(0), "0");
+        assert_eq!(fmt_count(999), "999");
+        assert_eq!(fmt_count(1204), "1,204");
+        assert_eq!(fmt_count(1234567), "1,234,567");
+    }
+}

@@ -1,0 +1,416 @@
+//! Serde models of the Vultr API v2 objects keydesk reads and writes.
+//!
+//! Every field but `id` is optional and unknown fields are ignored: Vultr adds
+//! and deprecates fields over time and keydesk must keep working.
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A user of the Vultr account (`GET /v2/users`, `GET /v2/users/{id}`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct User {
+    pub id: String,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    /// Deprecated since 07/2025; older data may carry only this.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub api_enabled: Option<bool>,
+    #[serde(default)]
+    pub acls: Option<Vec<String>>,
+    #[serde(default)]
+    pub service_user: Option<bool>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub last_activity: Option<String>,
+    /// Shape not pinned down by the docs (id, email or name): kept as raw JSON.
+    #[serde(default)]
+    pub invited_by: Option<serde_json::Value>,
+    #[serde(default)]
+    pub invited_on: Option<String>,
+    #[serde(default)]
+    pub invite_accepted: Option<serde_json::Value>,
+}
+
+impl User {
+    /// The name staff recognise: first + last, else the deprecated `name`, else the email.
+    pub fn display_name(&self) -> String {
+        let parts: Vec<&str> = [self.first_name.as_deref(), self.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !parts.is_empty() {
+            return parts.join(" ");
+        }
+        if let Some(n) = self.name.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            return n.to_string();
+        }
+        self.email.clone().unwrap_or_else(|| self.id.clone())
+    }
+
+    pub fn email_or_dash(&self) -> &str {
+        self.email.as_deref().unwrap_or("—")
+    }
+
+    pub fn status_or_dash(&self) -> &str {
+        self.status.as_deref().unwrap_or("—")
+    }
+
+    /// API access defaults to "on" when the field is absent, as in the console.
+    pub fn api_access(&self) -> bool {
+        self.api_enabled.unwrap_or(true)
+    }
+
+    pub fn is_service_user(&self) -> bool {
+        self.service_user.unwrap_or(false)
+    }
+
+    pub fn acl_list(&self) -> String {
+        match &self.acls {
+            Some(a) if !a.is_empty() => a.join(", "),
+            _ => "—".to_string(),
+        }
+    }
+
+    pub fn last_activity_display(&self) -> String {
+        display_time(self.last_activity.as_deref())
+    }
+
+    pub fn invited_by_display(&self) -> String {
+        json_display(self.invited_by.as_ref())
+    }
+
+    pub fn invited_on_display(&self) -> String {
+        display_time(self.invited_on.as_deref())
+    }
+
+    pub fn invite_accepted_display(&self) -> String {
+        json_display(self.invite_accepted.as_ref())
+    }
+
+    /// Case-insensitive match on any name field or the email.
+    pub fn matches(&self, needle_lower: &str) -> bool {
+        [
+            Some(self.display_name()),
+            self.name.clone(),
+            self.email.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|h| h.to_lowercase().contains(needle_lower))
+    }
+}
+
+fn json_display(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None | Some(serde_json::Value::Null) => "—".to_string(),
+        Some(serde_json::Value::String(s)) if s.is_empty() => "—".to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Bool(b)) => if *b { "yes" } else { "no" }.to_string(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Upstream timestamps rendered as `YYYY-MM-DD HH:MM UTC`; anything unparsable is shown as sent.
+pub fn display_time(raw: Option<&str>) -> String {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => "—".to_string(),
+        Some(s) => match parse_time(s) {
+            Some(t) => format_utc(t),
+            None => s.to_string(),
+        },
+    }
+}
+
+pub fn format_utc(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}
+
+/// Parses RFC 3339 and the `YYYY-MM-DD HH:MM:SS` form some Vultr endpoints use.
+pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(t);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    if let Ok(t) = time::PrimitiveDateTime::parse(s, &fmt) {
+        return Some(t.assume_utc());
+    }
+    let date_only = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &date_only)
+        .ok()
+        .map(|d| d.midnight().assume_utc())
+}
+
+/// A user's API key as lists and gets return it: the secret is masked.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub expire: Option<bool>,
+    #[serde(default)]
+    pub date_expire: Option<String>,
+    /// Masked, e.g. `****…00000`. Never the full secret in this type.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub date_created: Option<String>,
+}
+
+/// Where a key stands today.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    Never,
+    Expired,
+    ExpiresIn(i64),
+}
+
+impl ApiKey {
+    pub fn name_or_dash(&self) -> &str {
+        self.name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("(unnamed)")
+    }
+
+    pub fn expiry_time(&self) -> Option<OffsetDateTime> {
+        self.date_expire.as_deref().and_then(parse_time)
+    }
+
+    pub fn state_at(&self, now: OffsetDateTime) -> KeyState {
+        // A key without a usable expiry date never expires, whatever the flag says.
+        match (self.expire.unwrap_or(true), self.expiry_time()) {
+            (true, Some(t)) => {
+                let secs = (t - now).whole_seconds();
+                if secs <= 0 {
+                    KeyState::Expired
+                } else {
+                    // Round up: a key expiring in 3 hours "expires in 1 day".
+                    KeyState::ExpiresIn((secs + 86_399) / 86_400)
+                }
+            }
+            _ => KeyState::Never,
+        }
+    }
+
+    pub fn state(&self) -> KeyState {
+        self.state_at(OffsetDateTime::now_utc())
+    }
+
+    pub fn state_label(&self) -> String {
+        match self.state() {
+            KeyState::Never => "never expires".to_string(),
+            KeyState::Expired => "expired".to_string(),
+            KeyState::ExpiresIn(1) => "expires in 1 day".to_string(),
+            KeyState::ExpiresIn(n) => format!("expires in {n} days"),
+        }
+    }
+
+    /// CSS class for the state badge.
+    pub fn state_class(&self) -> &'static str {
+        match self.state() {
+            KeyState::Never => "state-never",
+            KeyState::Expired => "state-expired",
+            KeyState::ExpiresIn(n) if n <= 7 => "state-soon",
+            KeyState::ExpiresIn(_) => "state-ok",
+        }
+    }
+
+    pub fn expiry_display(&self) -> String {
+        match self.state() {
+            KeyState::Never => "—".to_string(),
+            _ => display_time(self.date_expire.as_deref()),
+        }
+    }
+
+    pub fn masked(&self) -> &str {
+        self.api_key.as_deref().unwrap_or("—")
+    }
+}
+
+/// The create response: the only type that ever holds a full key.
+/// `SecretString`'s Debug prints `[REDACTED]`, so a stray `{:?}` leaks nothing.
+#[derive(Debug, Deserialize)]
+pub struct CreatedApiKey {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub expire: Option<bool>,
+    #[serde(default)]
+    pub date_expire: Option<String>,
+    pub api_key: SecretString,
+}
+
+impl CreatedApiKey {
+    /// The masked view of this key, for lists and logs.
+    pub fn summary(&self) -> ApiKey {
+        ApiKey {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            expire: self.expire,
+            date_expire: self.date_expire.clone(),
+            api_key: None,
+            date_created: None,
+        }
+    }
+}
+
+/// Body of `POST /v2/users/{id}/apikeys`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewApiKey {
+    pub name: String,
+    pub expire: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub date_expire: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Links {
+    #[serde(default)]
+    pub next: Option<String>,
+    #[serde(default)]
+    pub prev: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Meta {
+    #[serde(default)]
+    pub total: Option<u64>,
+    #[serde(default)]
+    pub links: Option<Links>,
+}
+
+/// One page of `GET /v2/users`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct UsersPage {
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub meta: Meta,
+}
+
+impl UsersPage {
+    fn link(&self, pick: impl Fn(&Links) -> Option<&String>) -> Option<String> {
+        self.meta
+            .links
+            .as_ref()
+            .and_then(pick)
+            .filter(|c| !c.is_empty())
+            .cloned()
+    }
+    pub fn next_cursor(&self) -> Option<String> {
+        self.link(|l| l.next.as_ref())
+    }
+    pub fn prev_cursor(&self) -> Option<String> {
+        self.link(|l| l.prev.as_ref())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct UserEnvelope {
+    pub user: User,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct KeysEnvelope {
+    #[serde(default)]
+    pub api_keys: Vec<ApiKey>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct KeyEnvelope {
+    pub api_key: ApiKey,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CreatedEnvelope {
+    pub api_key: CreatedApiKey,
+}
+
+/// Vultr's error body: `{"error": "...", "status": N}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ErrorBody {
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_tolerates_missing_and_unknown_fields() {
+        let u: User = serde_json::from_str(r#"{"id":"abc","surprise":1,"acls":null}"#).unwrap();
+        assert_eq!(u.display_name(), "abc");
+        assert!(u.api_access());
+        assert_eq!(u.acl_list(), "—");
+    }
+
+    #[test]
+    fn display_name_falls_back_to_deprecated_name_then_email() {
+        let u: User = serde_json::from_str(r#"{"id":"a","name":"Old Name","email":"e@x"}"#).unwrap();
+        assert_eq!(u.display_name(), "Old Name");
+        let u: User = serde_json::from_str(r#"{"id":"a","email":"e@x","first_name":""}"#).unwrap();
+        assert_eq!(u.display_name(), "e@x");
+    }
+
+    #[test]
+    fn key_state_buckets() {
+        let now = OffsetDateTime::now_utc();
+        let mk = |expire: bool, d: Option<OffsetDateTime>| ApiKey {
+            id: "k".into(),
+            expire: Some(expire),
+            date_expire: d.map(|d| d.format(&Rfc3339).unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(mk(false, None).state_at(now), KeyState::Never);
+        assert_eq!(mk(true, None).state_at(now), KeyState::Never);
+        assert_eq!(
+            mk(true, Some(now - time::Duration::days(1))).state_at(now),
+            KeyState::Expired
+        );
+        assert_eq!(
+            mk(true, Some(now + time::Duration::hours(3))).state_at(now),
+            KeyState::ExpiresIn(1)
+        );
+        assert_eq!(
+            mk(true, Some(now + time::Duration::days(90))).state_at(now),
+            KeyState::ExpiresIn(90)
+        );
+    }
+
+    #[test]
+    fn created_key_debug_hides_the_secret() {
+        let k: CreatedApiKey =
+            serde_json::from_str(r#"{"id":"1","api_key":"SUPERSECRETVALUE12345"}"#).unwrap();
+        assert!(!format!("{k:?}").contains("SUPERSECRET"));
+    }
+
+    #[test]
+    fn parses_vultr_time_forms() {
+        assert!(parse_time("2030-01-01T00:00:00Z").is_some());
+        assert!(parse_time("2030-01-01T00:00:00+00:00").is_some());
+        assert!(parse_time("2030-01-01 00:00:00").is_some());
+        assert!(parse_time("soon").is_none());
+    }
+}
