@@ -40,7 +40,7 @@ pub struct CommonArgs {
     pub upstream_timeout: Duration,
 
     /// Users shown per page of the users list (passed to Vultr as per_page, 1-500).
-    #[arg(long, env = "KEYDESK_PAGE_SIZE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
+    #[arg(long, env = "KEYDESK_PAGE_SIZE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
     pub page_size: u32,
 
     /// Log format: text or json. The level comes from RUST_LOG (default info).

@@ -175,12 +175,14 @@ pub async fn error_pages(req: Request, next: Next) -> Response {
         Some(p) => p.clone(),
         None => {
             let status = resp.status();
-            let is_html = resp
+            // Only axum's bare answers (empty or plain text) are replaced;
+            // HTML pages and JSON (probes) pass through untouched.
+            let bare = resp
                 .headers()
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/html"));
-            if !(status.is_client_error() || status.is_server_error()) || is_html {
+                .is_none_or(|v| v.starts_with("text/plain"));
+            if !(status.is_client_error() || status.is_server_error()) || !bare {
                 return resp;
             }
             let (title, message) = match status {

@@ -46,8 +46,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(args.common.listen)
                 .await
                 .map_err(|e| format!("KEYDESK_LISTEN {}: {e}", args.common.listen))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| format!("cannot read the listening address: {e}"))?;
             tracing::info!(
-                listen = %args.common.listen,
+                listen = %bound,
                 vultr = %args.vultr_api_url,
                 auth_header = %args.auth_header,
                 trusted_proxies = ?args.trusted_proxies,

@@ -1,0 +1,167 @@
+//! Test harness: the fake Vultr and keydesk on ephemeral ports, a
+//! cookie-keeping client that does not follow redirects, and helpers.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use keydesk::app::{self, AppState, Settings};
+use keydesk::fake_vultr::FakeVultr;
+use keydesk::identity::AuthMode;
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::SecretString;
+
+pub const ROOT_KEY: &str = "ROOTKEY0TEST0ABCDEFGHIJKLMNOPQRSTUV";
+pub const STAFF: &str = "staff@example.com";
+
+pub struct TestApp {
+    pub base: String,
+    pub fake: FakeVultr,
+    pub client: reqwest::Client,
+    pub state: AppState,
+}
+
+pub struct Options {
+    pub trusted: Vec<&'static str>,
+    pub identity: Option<&'static str>,
+    pub page_size: u32,
+    pub root_key: &'static str,
+    pub audit_db: String,
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            trusted: vec!["127.0.0.1/32"],
+            identity: Some(STAFF),
+            page_size: 10,
+            root_key: ROOT_KEY,
+            audit_db: "sqlite::memory:".into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub fn client(identity: Option<&str>) -> reqwest::Client {
+    let mut headers = HeaderMap::new();
+    if let Some(id) = identity {
+        headers.insert("x-forwarded-email", HeaderValue::from_str(id).unwrap());
+    }
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(FakeVultr::seeded(ROOT_KEY), Options::default()).await
+    }
+
+    pub async fn spawn_with(fake: FakeVultr, opts: Options) -> Self {
+        let url = fake.spawn().await.unwrap();
+        let state = AppState::new(Settings {
+            vultr_url: url,
+            root_key: SecretString::from(opts.root_key.to_string()),
+            auth: AuthMode::Header {
+                header: "x-forwarded-email".parse().unwrap(),
+                trusted: opts.trusted.iter().map(|c| c.parse().unwrap()).collect(),
+            },
+            audit_db: opts.audit_db.clone(),
+            cookie_secure: false,
+            upstream_timeout: opts.timeout,
+            page_size: opts.page_size,
+        })
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = app::build_router(state.clone());
+        tokio::spawn(app::serve(listener, router, std::future::pending()));
+        Self {
+            base: format!("http://{addr}"),
+            fake,
+            client: client(opts.identity),
+            state,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.text().await.unwrap())
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The id of the seeded user whose email is `email`.
+    pub fn user_id(&self, email: &str) -> String {
+        self.fake
+            .users()
+            .into_iter()
+            .find(|u| u.email.as_deref() == Some(email))
+            .map(|u| u.id)
+            .unwrap()
+    }
+
+    /// Opens a user page and returns the add-key form's one-time token.
+    pub async fn form_token(&self, user_id: &str) -> String {
+        let (status, body) = self.get(&format!("/users/{user_id}")).await;
+        assert_eq!(status, 200, "{body}");
+        hidden_token(&body)
+    }
+}
+
+/// The value of the first `form_token` hidden input in a page.
+pub fn hidden_token(body: &str) -> String {
+    let marker = r#"name="form_token" value=""#;
+    let start = body.find(marker).expect("page has a form token") + marker.len();
+    let end = body[start..].find('"').unwrap() + start;
+    body[start..end].to_string()
+}
+
+/// The text inside `<textarea id="new-api-key" ...>…</textarea>`, if any.
+pub fn revealed_key(body: &str) -> Option<String> {
+    let start = body.find(r#"id="new-api-key""#)?;
+    let open = body[start..].find('>')? + start + 1;
+    let close = body[open..].find('<')? + open;
+    Some(body[open..close].trim().to_string())
+}
+
+/// `YYYY-MM-DD`, `days` from today (UTC).
+pub fn date_in(days: i64) -> String {
+    (time::OffsetDateTime::now_utc().date() + time::Duration::days(days)).to_string()
+}
+
+/// A GET written byte for byte on a TCP socket, so the path is not normalised.
+pub async fn raw_get(base: &str, path: &str, identity: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Forwarded-Email: {identity}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
