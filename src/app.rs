@@ -20,10 +20,13 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
 
 use crate::audit::AuditStore;
-use crate::identity::AuthMode;
 use crate::idempotency::FormTokens;
+use crate::identity::AuthMode;
 use crate::pages::{assets, audit, keys, ops, users};
 use crate::vultr::VultrClient;
+
+/// The last readiness verdict and when it was reached.
+pub type Readiness = Arc<tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>>;
 
 /// Everything a handler may use. Cheap to clone.
 #[derive(Clone)]
@@ -34,7 +37,7 @@ pub struct AppState {
     pub audit: AuditStore,
     pub page_size: u32,
     pub cookie_secure: bool,
-    pub readiness: Arc<tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>>,
+    pub readiness: Readiness,
 }
 
 /// What `serve`, `demo` and the tests configure.

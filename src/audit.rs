@@ -256,7 +256,10 @@ impl AuditStore {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<Entry>, sqlx::Error> {
-        let mut q = Self::filtered("SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, upstream_status, error, request_id FROM audit", f);
+        let mut q = Self::filtered(
+            "SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, upstream_status, error, request_id FROM audit",
+            f,
+        );
         q.push(" ORDER BY id DESC LIMIT ")
             .push_bind(limit)
             .push(" OFFSET ")
@@ -315,7 +318,12 @@ mod tests {
                 .await
                 .is_err()
         );
-        assert!(sqlx::query("DELETE FROM audit").execute(&s.pool).await.is_err());
+        assert!(
+            sqlx::query("DELETE FROM audit")
+                .execute(&s.pool)
+                .await
+                .is_err()
+        );
         assert_eq!(s.count(&Filter::default()).await.unwrap(), 1);
     }
 

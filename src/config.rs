@@ -26,6 +26,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Try keydesk locally: an in-process fake Vultr API with seeded users and a fixed demo identity.
     Demo(DemoArgs),
+    /// Probe a running keydesk's /healthz and exit 0 when healthy (for container HEALTHCHECKs).
+    Healthcheck {
+        /// URL of the liveness probe.
+        #[arg(long, env = "KEYDESK_HEALTHCHECK_URL", default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
 }
 
 /// Settings shared by `serve` and `demo`.
@@ -60,7 +66,11 @@ pub struct ServeArgs {
     pub vultr_api_key_file: Option<PathBuf>,
 
     /// Base URL of the Vultr API.
-    #[arg(long, env = "KEYDESK_VULTR_API_URL", default_value = "https://api.vultr.com")]
+    #[arg(
+        long,
+        env = "KEYDESK_VULTR_API_URL",
+        default_value = "https://api.vultr.com"
+    )]
     pub vultr_api_url: String,
 
     /// Request header carrying the signed-in identity, set by the SSO proxy.
@@ -77,7 +87,11 @@ pub struct ServeArgs {
     pub trusted_proxies: Vec<IpNet>,
 
     /// SQLite database of the audit trail (created on first start).
-    #[arg(long, env = "KEYDESK_AUDIT_DB", default_value = "sqlite://keydesk-audit.db")]
+    #[arg(
+        long,
+        env = "KEYDESK_AUDIT_DB",
+        default_value = "sqlite://keydesk-audit.db"
+    )]
     pub audit_db: String,
 
     /// Mark the session cookie Secure. Turn off only for plain-http local use.
@@ -93,7 +107,11 @@ pub struct ServeArgs {
 #[derive(Args)]
 pub struct DemoArgs {
     /// The fixed identity the demo signs you in as.
-    #[arg(long, env = "KEYDESK_DEMO_IDENTITY", default_value = "demo@keydesk.local")]
+    #[arg(
+        long,
+        env = "KEYDESK_DEMO_IDENTITY",
+        default_value = "demo@keydesk.local"
+    )]
     pub identity: String,
 
     /// Audit database for the demo (in memory by default).
@@ -116,7 +134,9 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 /// Why the root key could not be loaded; each message names the variable.
 #[derive(Debug, thiserror::Error)]
 pub enum RootKeyError {
-    #[error("VULTR_API_KEY is not set (nor VULTR_API_KEY_FILE): keydesk needs the root Vultr API key")]
+    #[error(
+        "VULTR_API_KEY is not set (nor VULTR_API_KEY_FILE): keydesk needs the root Vultr API key"
+    )]
     Missing,
     #[error("VULTR_API_KEY_FILE {path}: {source}")]
     Unreadable {

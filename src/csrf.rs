@@ -76,11 +76,26 @@ mod tests {
 
     #[test]
     fn origin_must_match_host() {
-        assert!(same_origin(&headers(&[("host", "kd.example"), ("origin", "https://kd.example")])));
-        assert!(!same_origin(&headers(&[("host", "kd.example"), ("origin", "https://evil.example")])));
-        assert!(!same_origin(&headers(&[("host", "kd.example"), ("origin", "null")])));
-        assert!(same_origin(&headers(&[("host", "kd.example"), ("referer", "https://kd.example/users/x")])));
-        assert!(!same_origin(&headers(&[("host", "kd.example"), ("referer", "https://kd.example.evil/x")])));
+        assert!(same_origin(&headers(&[
+            ("host", "kd.example"),
+            ("origin", "https://kd.example")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "kd.example"),
+            ("origin", "https://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "kd.example"),
+            ("origin", "null")
+        ])));
+        assert!(same_origin(&headers(&[
+            ("host", "kd.example"),
+            ("referer", "https://kd.example/users/x")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "kd.example"),
+            ("referer", "https://kd.example.evil/x")
+        ])));
         assert!(same_origin(&headers(&[("host", "127.0.0.1:8080")])));
         assert!(same_origin(&headers(&[
             ("host", "keydesk:8080"),

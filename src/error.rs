@@ -190,15 +190,21 @@ pub async fn error_pages(req: Request, next: Next) -> Response {
                 StatusCode::METHOD_NOT_ALLOWED => {
                     ("Method not allowed", "This page cannot be used that way.")
                 }
-                StatusCode::PAYLOAD_TOO_LARGE => ("Request too large", "The form sent was too large."),
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ("Request too large", "The form sent was too large.")
+                }
                 StatusCode::REQUEST_TIMEOUT => ("Request timed out", "keydesk gave up waiting."),
                 StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
                     ("Bad request", "The request could not be understood.")
                 }
-                StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                    ("Bad request", "The form was sent in a format keydesk does not accept.")
-                }
-                _ => ("Something went wrong", "keydesk could not complete the request."),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                    "Bad request",
+                    "The form was sent in a format keydesk does not accept.",
+                ),
+                _ => (
+                    "Something went wrong",
+                    "keydesk could not complete the request.",
+                ),
             };
             ErrorPage {
                 status,

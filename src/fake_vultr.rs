@@ -185,7 +185,11 @@ impl FakeVultr {
             ("Joan", "Clarke", "joan@example.com"),
             ("Bjarne", "Stroustrup", "bjarne@example.com"),
             ("O'Brien & \"Sons\"", "<b>Bold</b>", "obrien@example.com"),
-            ("<script>alert('x')</script>", "Mallory", "mallory@example.com"),
+            (
+                "<script>alert('x')</script>",
+                "Mallory",
+                "mallory@example.com",
+            ),
             ("CI", "Deployer", "ci-bot@example.com"),
         ];
         let acl_sets: [&[&str]; 4] = [
@@ -402,8 +406,11 @@ async fn record_and_guard(
     if authorization.as_deref() != Some(&format!("Bearer {}", fake.inner.token)) {
         return vultr_error(StatusCode::UNAUTHORIZED, "Invalid API token.");
     }
-    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(body)))
-        .await
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(body),
+    ))
+    .await
 }
 
 #[derive(Deserialize)]
@@ -533,7 +540,11 @@ async fn create_key(
         return vultr_error(StatusCode::BAD_REQUEST, "Invalid JSON.");
     };
     let date_expire = if req.expire {
-        match req.date_expire.as_deref().map(|d| OffsetDateTime::parse(d, &Rfc3339)) {
+        match req
+            .date_expire
+            .as_deref()
+            .map(|d| OffsetDateTime::parse(d, &Rfc3339))
+        {
             Some(Ok(t)) if t > OffsetDateTime::now_utc() => req.date_expire.clone(),
             _ => return vultr_error(StatusCode::BAD_REQUEST, "Invalid date_expire."),
         }

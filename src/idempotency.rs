@@ -88,9 +88,7 @@ impl FormTokens {
     pub fn claim(&self, token: &str, actor: &str, scope: &str) -> Claim {
         let mut map = self.lock();
         match map.get_mut(token) {
-            Some(e)
-                if e.actor == actor && e.scope == scope && e.issued.elapsed() < TOKEN_TTL =>
-            {
+            Some(e) if e.actor == actor && e.scope == scope && e.issued.elapsed() < TOKEN_TTL => {
                 match &e.state {
                     State::Fresh => {
                         e.state = State::InFlight;
@@ -177,7 +175,10 @@ mod tests {
                     s.spawn(move || t.claim(&tok, "a@x", "s") == Claim::Claimed)
                 })
                 .collect();
-            hs.into_iter().filter_map(|h| h.join().ok()).filter(|w| *w).count()
+            hs.into_iter()
+                .filter_map(|h| h.join().ok())
+                .filter(|w| *w)
+                .count()
         });
         assert_eq!(wins, 1);
     }

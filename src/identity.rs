@@ -129,7 +129,10 @@ mod tests {
     fn trust_is_by_cidr_and_handles_mapped_v4() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
         assert!(peer_is_trusted("10.1.2.3".parse().unwrap(), &trusted));
-        assert!(peer_is_trusted("::ffff:10.1.2.3".parse().unwrap(), &trusted));
+        assert!(peer_is_trusted(
+            "::ffff:10.1.2.3".parse().unwrap(),
+            &trusted
+        ));
         assert!(peer_is_trusted("::1".parse().unwrap(), &trusted));
         assert!(!peer_is_trusted("192.168.1.1".parse().unwrap(), &trusted));
     }

@@ -25,11 +25,27 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Healthcheck { url } => {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()
+                .map_err(|e| e.to_string())?;
+            match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("{url} answered {}", r.status())),
+                Err(e) => Err(format!("{url}: {e}")),
+            }
+        }
         Command::Serve(args) => {
             telemetry::init(&args.common.log_format);
             let root_key = args.root_key().map_err(|e| e.to_string())?;
-            let header = HeaderName::from_bytes(args.auth_header.trim().as_bytes())
-                .map_err(|_| format!("KEYDESK_AUTH_HEADER {:?} is not a header name", args.auth_header))?;
+            let header =
+                HeaderName::from_bytes(args.auth_header.trim().as_bytes()).map_err(|_| {
+                    format!(
+                        "KEYDESK_AUTH_HEADER {:?} is not a header name",
+                        args.auth_header
+                    )
+                })?;
             let settings = Settings {
                 vultr_url: args.vultr_api_url.clone(),
                 root_key,

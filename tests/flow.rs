@@ -1,6 +1,9 @@
 //! The core flow over HTTP: list, paginate, search, open a user, create a key
 //! shown exactly once, replays, revoke, and the error paths.
 
+// Tests fail loudly on any unexpected error: unwrap is the point.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -53,7 +56,10 @@ async fn search_matches_name_or_email_across_all_pages() {
     assert!(body.contains("evil.test"));
     let (_, body) = app.get("/users?q=grace%40example").await;
     assert!(body.contains("Grace Hopper"));
-    assert!(body.contains(r#"value="grace@example""#), "query kept in the box");
+    assert!(
+        body.contains(r#"value="grace@example""#),
+        "query kept in the box"
+    );
     let (_, body) = app.get("/users?q=nobody-like-this").await;
     assert!(body.contains(r#"id="no-match""#));
 }
@@ -114,7 +120,11 @@ async fn create_shows_the_key_once_and_sends_exactly_one_post() {
     assert_eq!(r.headers()["cache-control"], "no-store");
     assert_eq!(r.headers()["pragma"], "no-cache");
     assert_eq!(r.headers()["referrer-policy"], "no-referrer");
-    assert!(r.headers().get("set-cookie").is_none_or(|c| !c.to_str().unwrap().contains("deploy")));
+    assert!(
+        r.headers()
+            .get("set-cookie")
+            .is_none_or(|c| !c.to_str().unwrap().contains("deploy"))
+    );
     let body = r.text().await.unwrap();
     let secret = revealed_key(&body).expect("the reveal shows the key");
     assert_eq!(secret.len(), 36);
@@ -155,7 +165,11 @@ async fn a_key_that_never_expires_is_sent_without_a_date() {
     let r = app
         .post_form(
             &format!("/users/{id}/keys"),
-            &[("form_token", &token), ("name", "forever"), ("date_expire", "")],
+            &[
+                ("form_token", &token),
+                ("name", "forever"),
+                ("date_expire", ""),
+            ],
         )
         .await;
     assert_eq!(r.status(), 200);
@@ -166,7 +180,10 @@ async fn a_key_that_never_expires_is_sent_without_a_date() {
         .find(|r| r.method == "POST")
         .unwrap();
     let sent: serde_json::Value = serde_json::from_str(&post.body).unwrap();
-    assert_eq!(sent, serde_json::json!({"name": "forever", "expire": false}));
+    assert_eq!(
+        sent,
+        serde_json::json!({"name": "forever", "expire": false})
+    );
 }
 
 #[tokio::test]
@@ -174,7 +191,11 @@ async fn replaying_a_create_never_creates_or_reveals_a_second_key() {
     let app = TestApp::spawn().await;
     let id = app.user_id("ada@example.com");
     let token = app.form_token(&id).await;
-    let form = [("form_token", token.as_str()), ("name", "once"), ("date_expire", "")];
+    let form = [
+        ("form_token", token.as_str()),
+        ("name", "once"),
+        ("date_expire", ""),
+    ];
     let first = app.post_form(&format!("/users/{id}/keys"), &form).await;
     assert_eq!(first.status(), 200);
     let secret = revealed_key(&first.text().await.unwrap()).unwrap();
@@ -224,9 +245,9 @@ async fn eight_concurrent_submissions_create_one_key() {
     assert_eq!(app.fake.count("POST", "/v2/users"), 1);
 }
 
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futs.map(tokio::spawn).collect();
@@ -247,8 +268,22 @@ async fn validation_errors_keep_values_and_send_nothing() {
         (vec![("name", long.as_str())], "too long"),
         (vec![("name", "bad\u{1}name")], "control characters"),
         (vec![("name", "k"), ("expire", "on")], "Choose the date"),
-        (vec![("name", "k"), ("expire", "on"), ("date_expire", "2030-02-30")], "real calendar date"),
-        (vec![("name", "k"), ("expire", "on"), ("date_expire", "2020-01-01")], "in the future"),
+        (
+            vec![
+                ("name", "k"),
+                ("expire", "on"),
+                ("date_expire", "2030-02-30"),
+            ],
+            "real calendar date",
+        ),
+        (
+            vec![
+                ("name", "k"),
+                ("expire", "on"),
+                ("date_expire", "2020-01-01"),
+            ],
+            "in the future",
+        ),
     ];
     for (fields, message) in cases {
         let token = app.form_token(&id).await;
@@ -266,9 +301,19 @@ async fn validation_errors_keep_values_and_send_nothing() {
     // After fixing the form, the same token works.
     let token = app.form_token(&id).await;
     let bad = [("form_token", token.as_str()), ("name", "")];
-    assert_eq!(app.post_form(&format!("/users/{id}/keys"), &bad).await.status(), 422);
+    assert_eq!(
+        app.post_form(&format!("/users/{id}/keys"), &bad)
+            .await
+            .status(),
+        422
+    );
     let good = [("form_token", token.as_str()), ("name", "fixed")];
-    assert_eq!(app.post_form(&format!("/users/{id}/keys"), &good).await.status(), 200);
+    assert_eq!(
+        app.post_form(&format!("/users/{id}/keys"), &good)
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -277,7 +322,10 @@ async fn a_post_without_a_valid_form_token_creates_nothing() {
     let id = app.user_id("ada@example.com");
     for token in ["", "forged-token"] {
         let r = app
-            .post_form(&format!("/users/{id}/keys"), &[("form_token", token), ("name", "x")])
+            .post_form(
+                &format!("/users/{id}/keys"),
+                &[("form_token", token), ("name", "x")],
+            )
             .await;
         assert_eq!(r.status(), 400);
         let body = r.text().await.unwrap();
@@ -287,12 +335,19 @@ async fn a_post_without_a_valid_form_token_creates_nothing() {
     // A token minted for another staff member does not work either.
     let other = client(Some("someone-else@example.com"));
     let (_, page) = {
-        let r = other.get(app.url(&format!("/users/{id}"))).send().await.unwrap();
+        let r = other
+            .get(app.url(&format!("/users/{id}")))
+            .send()
+            .await
+            .unwrap();
         (r.status(), r.text().await.unwrap())
     };
     let foreign = hidden_token(&page);
     let r = app
-        .post_form(&format!("/users/{id}/keys"), &[("form_token", &foreign), ("name", "x")])
+        .post_form(
+            &format!("/users/{id}/keys"),
+            &[("form_token", &foreign), ("name", "x")],
+        )
         .await;
     assert_eq!(r.status(), 400);
     assert_eq!(app.fake.count("POST", "/v2/users"), 0);
@@ -339,13 +394,22 @@ async fn create_and_revoke_are_in_the_audit_trail_under_the_staff_name() {
     let id = app.user_id("grace@example.com");
     let token = app.form_token(&id).await;
     let r = app
-        .post_form(&format!("/users/{id}/keys"), &[("form_token", &token), ("name", "audited")])
+        .post_form(
+            &format!("/users/{id}/keys"),
+            &[("form_token", &token), ("name", "audited")],
+        )
         .await;
     let secret = revealed_key(&r.text().await.unwrap()).unwrap();
-    let key = app.fake.keys_of(&id).into_iter().find(|k| k.name.as_deref() == Some("ci-runner")).unwrap();
+    let key = app
+        .fake
+        .keys_of(&id)
+        .into_iter()
+        .find(|k| k.name.as_deref() == Some("ci-runner"))
+        .unwrap();
     let path = format!("/users/{id}/keys/{}/delete", key.id);
     let (_, confirm) = app.get(&path).await;
-    app.post_form(&path, &[("form_token", &hidden_token(&confirm))]).await;
+    app.post_form(&path, &[("form_token", &hidden_token(&confirm))])
+        .await;
 
     let (status, audit) = app.get("/audit").await;
     assert_eq!(status, 200);
@@ -353,7 +417,10 @@ async fn create_and_revoke_are_in_the_audit_trail_under_the_staff_name() {
     assert!(audit.contains("key.revoke"));
     assert!(audit.contains("audited"));
     assert!(audit.contains("ci-runner"));
-    assert_eq!(audit.matches(STAFF).count() >= 3, true, "actor shown per row and in the header");
+    assert!(
+        audit.matches(STAFF).count() >= 3,
+        "actor shown per row and in the header"
+    );
     assert!(!audit.contains(&secret));
     let (_, filtered) = app.get("/audit?action=key.revoke").await;
     assert!(filtered.contains("ci-runner") && !filtered.contains("audited"));
@@ -410,13 +477,23 @@ async fn bad_ids_are_rejected_before_any_upstream_call() {
         .post_form("/users/a%2Fb/keys", &[("name", "x"), ("form_token", "t")])
         .await;
     assert_eq!(r.status(), 400);
-    assert!(app.fake.requests().is_empty(), "nothing reached the upstream");
+    assert!(
+        app.fake.requests().is_empty(),
+        "nothing reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn no_identity_gets_a_401_page() {
     let fake = keydesk::fake_vultr::FakeVultr::seeded(ROOT_KEY);
-    let app = TestApp::spawn_with(fake, Options { identity: None, ..Default::default() }).await;
+    let app = TestApp::spawn_with(
+        fake,
+        Options {
+            identity: None,
+            ..Default::default()
+        },
+    )
+    .await;
     let (status, body) = app.get("/users").await;
     assert_eq!(status, 401);
     assert!(body.contains("SSO proxy"));
@@ -430,7 +507,10 @@ async fn identity_header_from_an_untrusted_peer_is_rejected() {
     let fake = keydesk::fake_vultr::FakeVultr::seeded(ROOT_KEY);
     let app = TestApp::spawn_with(
         fake,
-        Options { trusted: vec!["10.0.0.0/8"], ..Default::default() },
+        Options {
+            trusted: vec!["10.0.0.0/8"],
+            ..Default::default()
+        },
     )
     .await;
     let (status, body) = app.get("/users").await;
@@ -451,7 +531,14 @@ async fn identity_header_from_an_untrusted_peer_is_rejected() {
 #[tokio::test]
 async fn a_rejected_root_key_is_explained() {
     let fake = keydesk::fake_vultr::FakeVultr::seeded(ROOT_KEY);
-    let app = TestApp::spawn_with(fake, Options { root_key: "WRONG", ..Default::default() }).await;
+    let app = TestApp::spawn_with(
+        fake,
+        Options {
+            root_key: "WRONG",
+            ..Default::default()
+        },
+    )
+    .await;
     let (status, body) = app.get("/users").await;
     assert_eq!(status, 502);
     assert!(body.contains("Vultr rejected keydesk"));

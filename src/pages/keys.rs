@@ -1,10 +1,10 @@
 //! Creating (shown once) and revoking a user's API keys.
 
 use askama::Template;
+use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use time::{Date, OffsetDateTime};
@@ -37,7 +37,10 @@ pub struct KeyForm {
 }
 
 fn tomorrow() -> Date {
-    OffsetDateTime::now_utc().date().next_day().unwrap_or(Date::MAX)
+    OffsetDateTime::now_utc()
+        .date()
+        .next_day()
+        .unwrap_or(Date::MAX)
 }
 
 impl KeyForm {
@@ -112,9 +115,8 @@ pub fn validate(input: &CreateKeyInput, form: &mut KeyForm) -> Option<NewApiKey>
             let fmt = time::macros::format_description!("[year]-[month]-[day]");
             match Date::parse(&form.date_expire, &fmt) {
                 Err(_) => {
-                    form.date_error = Some(
-                        "That is not a real calendar date (expected YYYY-MM-DD).".into(),
-                    )
+                    form.date_error =
+                        Some("That is not a real calendar date (expected YYYY-MM-DD).".into())
                 }
                 Ok(d) if d < tomorrow() => {
                     form.date_error = Some("The expiry date must be in the future.".into())
@@ -303,7 +305,13 @@ pub async fn create_key(
             state.tokens.release(&token);
             state
                 .audit
-                .settle(audit_id, Outcome::Failed, None, e.status(), Some(&e.to_string()))
+                .settle(
+                    audit_id,
+                    Outcome::Failed,
+                    None,
+                    e.status(),
+                    Some(&e.to_string()),
+                )
                 .await;
             Err(e.into())
         }

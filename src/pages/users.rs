@@ -66,7 +66,9 @@ pub async fn list_users(
     if let Some(c) = &cursor
         && (c.len() > 512 || c.chars().any(char::is_control))
     {
-        return Err(AppError::BadRequest("That page cursor is not valid.".into()));
+        return Err(AppError::BadRequest(
+            "That page cursor is not valid.".into(),
+        ));
     }
     let layout = Layout::new(&who, &session).await;
     let view = if q.is_empty() {
@@ -129,7 +131,7 @@ pub fn fmt_count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

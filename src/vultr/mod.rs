@@ -210,7 +210,10 @@ impl VultrClient {
         req: reqwest::RequestBuilder,
         is_write: bool,
     ) -> Result<Vec<u8>, VultrError> {
-        let mut resp = req.send().await.map_err(|e| transport_error(&e, is_write))?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, is_write))?;
         let status = resp.status();
         if let Some(len) = resp.content_length()
             && len > MAX_BODY_BYTES as u64
@@ -318,8 +321,12 @@ mod tests {
             StatusCode::UNAUTHORIZED,
             br#"{"error":"Invalid API token.","status":401}"#,
         );
-        assert!(matches!(e, VultrError::Api { status: 401, ref message } if message == "Invalid API token."));
+        assert!(
+            matches!(e, VultrError::Api { status: 401, ref message } if message == "Invalid API token.")
+        );
         let e = api_error(StatusCode::BAD_GATEWAY, b"<html>");
-        assert!(matches!(e, VultrError::Api { status: 502, ref message } if message == "Bad Gateway"));
+        assert!(
+            matches!(e, VultrError::Api { status: 502, ref message } if message == "Bad Gateway")
+        );
     }
 }

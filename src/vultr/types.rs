@@ -52,7 +52,12 @@ impl User {
         if !parts.is_empty() {
             return parts.join(" ");
         }
-        if let Some(n) = self.name.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        if let Some(n) = self
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             return n.to_string();
         }
         self.email.clone().unwrap_or_else(|| self.id.clone())
@@ -368,7 +373,8 @@ mod tests {
 
     #[test]
     fn display_name_falls_back_to_deprecated_name_then_email() {
-        let u: User = serde_json::from_str(r#"{"id":"a","name":"Old Name","email":"e@x"}"#).unwrap();
+        let u: User =
+            serde_json::from_str(r#"{"id":"a","name":"Old Name","email":"e@x"}"#).unwrap();
         assert_eq!(u.display_name(), "Old Name");
         let u: User = serde_json::from_str(r#"{"id":"a","email":"e@x","first_name":""}"#).unwrap();
         assert_eq!(u.display_name(), "e@x");

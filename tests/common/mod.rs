@@ -1,6 +1,6 @@
 //! Test harness: the fake Vultr and keydesk on ephemeral ports, a
 //! cookie-keeping client that does not follow redirects, and helpers.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::time::Duration;
 

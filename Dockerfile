@@ -1,0 +1,32 @@
+# keydesk container: one static-ish binary with templates and assets embedded.
+# Build steps mirror CI: `cargo build --release --locked`.
+
+FROM rust:1.95-bookworm AS builder
+WORKDIR /src
+# Cache the dependency layer: build a stub crate with the real manifest first.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src/migrations && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src target/release/keydesk target/release/deps/keydesk* target/release/.fingerprint/keydesk*
+COPY src ./src
+COPY templates ./templates
+COPY static ./static
+RUN cargo build --release --locked && strip target/release/keydesk
+
+FROM debian:bookworm-slim
+# CA certificates for TLS to api.vultr.com; nothing else is needed at run time.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/keydesk --create-home keydesk
+COPY --from=builder /src/target/release/keydesk /usr/local/bin/keydesk
+USER 10001:10001
+WORKDIR /var/lib/keydesk
+ENV KEYDESK_LISTEN=0.0.0.0:8080 \
+    KEYDESK_AUDIT_DB=sqlite:///var/lib/keydesk/keydesk-audit.db \
+    KEYDESK_LOG_FORMAT=json
+EXPOSE 8080
+VOLUME ["/var/lib/keydesk"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
+    CMD ["keydesk", "healthcheck", "--url", "http://127.0.0.1:8080/healthz"]
+ENTRYPOINT ["keydesk"]
+CMD ["serve"]
