@@ -29,7 +29,11 @@ pub enum Command {
     /// Probe a running keydesk's /healthz and exit 0 when healthy (for container HEALTHCHECKs).
     Healthcheck {
         /// URL of the liveness probe.
-        #[arg(long, env = "KEYDESK_HEALTHCHECK_URL", default_value = "http://127.0.0.1:8080/healthz")]
+        #[arg(
+            long,
+            env = "KEYDESK_HEALTHCHECK_URL",
+            default_value = "http://127.0.0.1:8080/healthz"
+        )]
         url: String,
     },
 }

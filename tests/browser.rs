@@ -1,0 +1,373 @@
+//! Real-browser tests: Debian's chromium driven over WebDriver (fantoccini +
+//! chromedriver) against keydesk on an ephemeral port with the fake upstream.
+//! With CI=true a browser that cannot start fails the tests; locally, without
+//! chromedriver, they are skipped with a message.
+
+// Tests fail loudly on any unexpected error: unwrap is the point.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+struct Driver {
+    _child: tokio::process::Child,
+    url: String,
+    _profile: TempDir,
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts chromedriver, or returns None (skip) outside CI when it is missing.
+async fn start_driver() -> Option<Driver> {
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let bin = ["/usr/bin/chromedriver", "chromedriver"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok()
+        });
+    let Some(bin) = bin else {
+        assert!(!in_ci, "CI=true but chromedriver is not installed");
+        eprintln!("SKIPPED: chromedriver not installed (apt-get install chromium chromium-driver)");
+        return None;
+    };
+    let port = free_port();
+    let child = tokio::process::Command::new(bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let status = format!("{url}/status");
+    for _ in 0..100 {
+        if reqwest::get(&status)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            let profile = std::env::temp_dir().join(format!("keydesk-chrome-{port}"));
+            return Some(Driver {
+                _child: child,
+                url,
+                _profile: TempDir(profile),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not become ready");
+}
+
+async fn browser(driver: &Driver, javascript: bool) -> Client {
+    let mut args = vec![
+        "--headless=new".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--no-first-run".into(),
+        "--window-size=1280,1000".into(),
+        format!("--user-data-dir={}", driver._profile.0.display()),
+    ];
+    if std::path::Path::new("/usr/bin/chromium").exists() {
+        args.push("--disable-features=Translate".into());
+    }
+    let mut opts = json!({ "args": args });
+    if std::path::Path::new("/usr/bin/chromium").exists() {
+        opts["binary"] = json!("/usr/bin/chromium");
+    }
+    if !javascript {
+        opts["prefs"] = json!({ "profile.managed_default_content_settings.javascript": 2 });
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), opts);
+    let client = ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("chromium starts under chromedriver");
+    // Let the page read the clipboard back, so the copy can be verified.
+    client
+}
+
+/// Lets the current page read the clipboard back, so the copy can be verified.
+/// Permissions are per origin, so this runs once a keydesk page is open.
+async fn grant_clipboard(driver: &Driver, c: &Client) {
+    let session = c.session_id().await.unwrap().unwrap();
+    for name in ["clipboard-read", "clipboard-write"] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/session/{session}/permissions", driver.url))
+            .json(&json!({"descriptor": {"name": name}, "state": "granted"}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert!(status.is_success(), "{name}: {}", r.text().await.unwrap());
+    }
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn css(c: &Client, sel: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(sel))
+        .await
+        .unwrap_or_else(|e| panic!("{sel}: {e}"))
+}
+
+#[tokio::test]
+async fn staff_create_copy_reload_and_revoke_in_a_real_browser() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let app = TestApp::spawn_with(
+        keydesk::fake_vultr::FakeVultr::seeded(ROOT_KEY),
+        Options::default(),
+    )
+    .await;
+    // The browser cannot set the SSO header, so this app runs in demo identity mode.
+    let demo = demo_app(&app).await;
+    let c = browser(&driver, true).await;
+
+    // Users list → search → open a user.
+    c.goto(&format!("{demo}/users")).await.unwrap();
+    screenshot(&c, "users-list").await;
+    let q = css(&c, "#q").await;
+    q.send_keys("grace").await.unwrap();
+    css(&c, "form.search button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#users-table").await;
+    c.find(Locator::LinkText("Grace Hopper"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#add-key-form").await;
+    screenshot(&c, "user-page").await;
+
+    // A validation error keeps the entered values.
+    css(&c, "#key-expire").await.click().await.unwrap();
+    css(&c, "#add-key").await.click().await.unwrap();
+    let err = css(&c, "#name-error").await;
+    assert!(err.text().await.unwrap().contains("Enter a name"));
+    screenshot(&c, "add-key-error").await;
+
+    // Add a key with the 90-day preset.
+    css(&c, "#key-name")
+        .await
+        .send_keys("browser-90d")
+        .await
+        .unwrap();
+    css(&c, "button.preset[data-days='90']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let date = css(&c, "#key-date-expire")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(date, date_in(90));
+    css(&c, "#add-key").await.click().await.unwrap();
+
+    // The reveal page shows the key.
+    let field = css(&c, "#new-api-key").await;
+    let secret = field.prop("value").await.unwrap().unwrap();
+    assert_eq!(secret.len(), 36);
+    assert!(
+        c.source()
+            .await
+            .unwrap()
+            .contains("will not be shown again")
+    );
+    screenshot(&c, "reveal").await;
+
+    // The copy button puts exactly the key on the clipboard and says so.
+    css(&c, "#copy-key").await.click().await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::XPath(
+            "//*[@id='copy-status' and contains(., 'Copied')]",
+        ))
+        .await
+        .unwrap();
+    let status = css(&c, "#copy-status").await;
+    assert_eq!(
+        status.attr("aria-live").await.unwrap().as_deref(),
+        Some("polite")
+    );
+    grant_clipboard(&driver, &c).await;
+    let clip = c
+        .execute_async(
+            "const done = arguments[0]; navigator.clipboard.readText().then(done, e => done('ERR ' + e));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        clip.as_str(),
+        Some(secret.as_str()),
+        "clipboard holds exactly the key"
+    );
+
+    // "I have copied the key" → the user page lists it, masked.
+    css(&c, "#copied-done").await.click().await.unwrap();
+    css(&c, "#keys-table").await;
+    let page = c.source().await.unwrap();
+    assert!(page.contains("browser-90d"));
+    assert!(!page.contains(&secret));
+    assert!(page.contains(&secret[31..]), "masked tail visible");
+
+    // Back and reload never show the secret again nor create a second key.
+    c.back().await.unwrap();
+    let _ = c.refresh().await;
+    let back = c.source().await.unwrap();
+    assert!(!back.contains(&secret), "secret gone after back + reload");
+    assert_eq!(app.fake.count("POST", "/v2/users"), 1);
+
+    // Revoke with its confirmation.
+    let grace = app.user_id("grace@example.com");
+    c.goto(&format!("{demo}/users/{grace}")).await.unwrap();
+    let row = css(&c, "tr[data-key-id] a.danger-link").await;
+    row.click().await.unwrap();
+    let name = css(&c, "#revoke-key-name").await.text().await.unwrap();
+    css(&c, "#understand").await.click().await.unwrap();
+    css(&c, "#confirm-revoke-button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let flash = css(&c, "#flash").await.text().await.unwrap();
+    assert!(flash.contains(&name), "{flash}");
+    assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
+
+    // Both actions are in the audit trail under the demo identity.
+    c.goto(&format!("{demo}/audit")).await.unwrap();
+    let audit = css(&c, "#audit-table").await.text().await.unwrap();
+    assert!(audit.contains("key.create") && audit.contains("key.revoke"));
+    assert!(audit.contains("demo@keydesk.local"));
+    screenshot(&c, "audit").await;
+
+    // Narrow screens: the user page still fits at 375 px.
+    c.set_window_size(375, 800).await.unwrap();
+    c.goto(&format!("{demo}/users/{grace}")).await.unwrap();
+    let overflow = c
+        .execute(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    if overflow != json!(true) {
+        let wide = c
+            .execute(
+                "return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).filter(e => !e.closest('.table-wrap')).slice(0, 8).map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right)).join(', ') +  ' tw=' + getComputedStyle(document.querySelector('.table-wrap')).overflowX + ' ' + document.querySelector('.table-wrap').getBoundingClientRect().width + ' main=' + document.querySelector('main').getBoundingClientRect().width + ' body=' + document.body.getBoundingClientRect().width + ' scrollWidth=' + document.documentElement.scrollWidth + ' clientWidth=' + document.documentElement.clientWidth + ' inner=' + window.innerWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        panic!("horizontal page scroll at 375 px, too wide: {wide}");
+    }
+    screenshot(&c, "user-page-375px").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_flow_works_without_javascript() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let demo = demo_app(&app).await;
+    let c = browser(&driver, false).await;
+    let ada = app.user_id("ada@example.com");
+    c.goto(&format!("{demo}/users/{ada}")).await.unwrap();
+    // Progressive enhancement: presets and copy need JS and stay hidden.
+    assert!(
+        !css(&c, "#expiry-presets")
+            .await
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+    css(&c, "#key-name")
+        .await
+        .send_keys("no-js-key")
+        .await
+        .unwrap();
+    css(&c, "#add-key").await.click().await.unwrap();
+    let secret = css(&c, "#new-api-key")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(secret.len(), 36);
+    assert!(!css(&c, "#copy-key").await.is_displayed().await.unwrap());
+    let _ = c.refresh().await;
+    assert!(!c.source().await.unwrap().contains(&secret));
+    assert_eq!(app.fake.count("POST", "/v2/users"), 1);
+    c.close().await.unwrap();
+}
+
+/// A second keydesk on the same fake, in demo-identity mode: a browser cannot
+/// add the SSO proxy's header itself.
+async fn demo_app(app: &TestApp) -> String {
+    let upstream = app.state.vultr.base_url().to_string();
+    let state = keydesk::app::AppState::new(keydesk::app::Settings {
+        vultr_url: upstream,
+        root_key: secrecy::SecretString::from(ROOT_KEY.to_string()),
+        auth: keydesk::identity::AuthMode::Demo("demo@keydesk.local".into()),
+        audit_db: "sqlite::memory:".into(),
+        cookie_secure: false,
+        upstream_timeout: Duration::from_secs(5),
+        page_size: 10,
+    })
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(keydesk::app::serve(
+        listener,
+        keydesk::app::build_router(state),
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
