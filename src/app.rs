@@ -21,7 +21,8 @@ use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
 
 use crate::audit::AuditStore;
 use crate::idempotency::FormTokens;
-use crate::identity::AuthMode;
+use crate::identity::{Access, AuthMode};
+use crate::pages::keys::KeyPolicy;
 use crate::pages::{assets, audit, keys, ops, users};
 use crate::vultr::VultrClient;
 
@@ -33,6 +34,8 @@ pub type Readiness = Arc<tokio::sync::Mutex<Option<(Instant, Result<(), String>)
 pub struct AppState {
     pub vultr: VultrClient,
     pub auth: AuthMode,
+    pub access: Access,
+    pub policy: KeyPolicy,
     pub tokens: Arc<FormTokens>,
     pub audit: AuditStore,
     pub page_size: u32,
@@ -45,6 +48,8 @@ pub struct Settings {
     pub vultr_url: String,
     pub root_key: SecretString,
     pub auth: AuthMode,
+    pub access: Access,
+    pub policy: KeyPolicy,
     pub audit_db: String,
     pub cookie_secure: bool,
     pub upstream_timeout: Duration,
@@ -61,6 +66,8 @@ impl AppState {
         Ok(Self {
             vultr,
             auth: s.auth,
+            access: s.access,
+            policy: s.policy,
             tokens: Arc::new(FormTokens::default()),
             audit,
             page_size: s.page_size,

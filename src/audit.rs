@@ -186,6 +186,21 @@ impl AuditStore {
         Ok(id)
     }
 
+    /// Records an event that has no upstream call (a refusal). A failure to
+    /// write is logged: the refusal itself has already happened.
+    pub async fn record(&self, i: &Intent, outcome: Outcome) {
+        match self.intent(i).await {
+            Ok(id) => self.settle(id, outcome, None, None, None).await,
+            Err(e) => tracing::error!(
+                target: "audit",
+                actor = %i.actor,
+                action = i.action,
+                error = %e,
+                "audit entry could not be written"
+            ),
+        }
+    }
+
     /// Settles an intent. A failure here is logged loudly: the row stays
     /// `pending` and becomes `unknown` at the next start, never lost.
     pub async fn settle(

@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve the portal against the real Vultr API (behind an SSO proxy).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Try keydesk locally: an in-process fake Vultr API with seeded users and a fixed demo identity.
     Demo(DemoArgs),
     /// Probe a running keydesk's /healthz and exit 0 when healthy (for container HEALTHCHECKs).
@@ -52,6 +52,18 @@ pub struct CommonArgs {
     /// Users shown per page of the users list (passed to Vultr as per_page, 1-500).
     #[arg(long, env = "KEYDESK_PAGE_SIZE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
     pub page_size: u32,
+
+    /// When set, every new key must expire within this many days.
+    #[arg(long, env = "KEYDESK_MAX_KEY_LIFETIME_DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub max_key_lifetime_days: Option<u32>,
+
+    /// Optional regex every key name must match (anchor it, e.g. ^[a-z0-9-]+$).
+    #[arg(long, env = "KEYDESK_KEY_NAME_PATTERN")]
+    pub key_name_pattern: Option<String>,
+
+    /// Make a reason / ticket mandatory on create, rotate and revoke.
+    #[arg(long, env = "KEYDESK_REQUIRE_REASON", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_reason: bool,
 
     /// Log format: text or json. The level comes from RUST_LOG (default info).
     #[arg(long, env = "KEYDESK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -89,6 +101,59 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<IpNet>,
+
+    /// How staff identity is established: `header` (trusted proxy header) or `jwt` (signed assertion).
+    #[arg(long, env = "KEYDESK_AUTH_MODE", default_value = "header", value_parser = ["header", "jwt"])]
+    pub auth_mode: String,
+
+    /// Optional header with the signed-in person's groups, comma-separated (e.g. X-Forwarded-Groups). Header mode only.
+    #[arg(long, env = "KEYDESK_GROUPS_HEADER")]
+    pub groups_header: Option<String>,
+
+    /// JWT mode: header carrying the assertion (Cf-Access-Jwt-Assertion, x-goog-iap-jwt-assertion, X-Pomerium-Jwt-Assertion).
+    #[arg(
+        long,
+        env = "KEYDESK_JWT_HEADER",
+        default_value = "Cf-Access-Jwt-Assertion"
+    )]
+    pub jwt_header: String,
+
+    /// JWT mode: URL of the proxy's JWKS (signing keys).
+    #[arg(long, env = "KEYDESK_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// JWT mode: required `iss` (e.g. https://TEAM.cloudflareaccess.com, https://cloud.google.com/iap).
+    #[arg(long, env = "KEYDESK_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// JWT mode: accepted `aud` values, comma-separated (Cloudflare AUD tag, IAP backend, Pomerium route host).
+    #[arg(long, env = "KEYDESK_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+
+    /// JWT mode: claim holding the identity.
+    #[arg(long, env = "KEYDESK_JWT_EMAIL_CLAIM", default_value = "email")]
+    pub jwt_email_claim: String,
+
+    /// JWT mode: claim holding the groups (array or comma-separated string).
+    #[arg(long, env = "KEYDESK_JWT_GROUPS_CLAIM", default_value = "groups")]
+    pub jwt_groups_claim: String,
+
+    /// JWT mode: accepted signature algorithms (asymmetric only).
+    #[arg(
+        long,
+        env = "KEYDESK_JWT_ALGORITHMS",
+        default_value = "RS256,ES256",
+        value_delimiter = ','
+    )]
+    pub jwt_algorithms: Vec<String>,
+
+    /// Who may look: comma list of emails and group:NAME entries.
+    #[arg(long, env = "KEYDESK_VIEWERS", value_delimiter = ',')]
+    pub viewers: Vec<String>,
+
+    /// Who may also create, rotate and revoke keys: comma list of emails and group:NAME entries.
+    #[arg(long, env = "KEYDESK_OPERATORS", value_delimiter = ',')]
+    pub operators: Vec<String>,
 
     /// SQLite database of the audit trail (created on first start).
     #[arg(
@@ -151,6 +216,24 @@ pub enum RootKeyError {
     EmptyFile(String),
     #[error("VULTR_API_KEY is empty")]
     Empty,
+}
+
+impl CommonArgs {
+    /// The key policy, or an error naming the variable.
+    pub fn key_policy(&self) -> Result<crate::pages::keys::KeyPolicy, String> {
+        let name_pattern = match self.key_name_pattern.as_deref().filter(|p| !p.is_empty()) {
+            None => None,
+            Some(p) => Some(
+                regex::Regex::new(p)
+                    .map_err(|e| format!("KEYDESK_KEY_NAME_PATTERN is not a valid regex: {e}"))?,
+            ),
+        };
+        Ok(crate::pages::keys::KeyPolicy {
+            max_days: self.max_key_lifetime_days,
+            name_pattern,
+            require_reason: self.require_reason,
+        })
+    }
 }
 
 impl ServeArgs {

@@ -170,7 +170,7 @@ pub async fn error_pages(req: Request, next: Next) -> Response {
         .unwrap_or("-")
         .to_string();
     let resp = next.run(req).await;
-    let who = resp.extensions().get::<Identity>().map(|i| i.email.clone());
+    let who = resp.extensions().get::<Identity>().cloned();
     let page = match resp.extensions().get::<ErrorPage>() {
         Some(p) => p.clone(),
         None => {
@@ -215,7 +215,7 @@ pub async fn error_pages(req: Request, next: Next) -> Response {
     };
     let (mut parts, _) = resp.into_parts();
     let view = ErrorView {
-        layout: Layout::plain(who),
+        layout: Layout::plain(who.as_ref()),
         page: page.clone(),
         request_id,
     };

@@ -26,6 +26,8 @@ enum State {
 #[derive(Debug)]
 struct Entry {
     actor: String,
+    /// The browser session the form was rendered in, when it had one.
+    session: Option<String>,
     scope: String,
     state: State,
     issued: Instant,
@@ -52,8 +54,9 @@ impl FormTokens {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Mints a token for `actor` to do `scope` once.
-    pub fn issue(&self, actor: &str, scope: &str) -> String {
+    /// Mints a token for `actor` to do `scope` once. When the form is rendered
+    /// inside an existing browser session, the token is also tied to it.
+    pub fn issue(&self, actor: &str, scope: &str, session: Option<String>) -> String {
         let token = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
@@ -76,6 +79,7 @@ impl FormTokens {
             token.clone(),
             Entry {
                 actor: actor.to_string(),
+                session,
                 scope: scope.to_string(),
                 state: State::Fresh,
                 issued: Instant::now(),
@@ -85,10 +89,16 @@ impl FormTokens {
     }
 
     /// Atomically claims `token` for this request.
-    pub fn claim(&self, token: &str, actor: &str, scope: &str) -> Claim {
+    pub fn claim(&self, token: &str, actor: &str, scope: &str, session: Option<&str>) -> Claim {
         let mut map = self.lock();
         match map.get_mut(token) {
-            Some(e) if e.actor == actor && e.scope == scope && e.issued.elapsed() < TOKEN_TTL => {
+            Some(e)
+                if e.actor == actor
+                    && e.scope == scope
+                    && e.issued.elapsed() < TOKEN_TTL
+                    // Bound to a session: only that session may use it.
+                    && e.session.as_deref().is_none_or(|s| Some(s) == session) =>
+            {
                 match &e.state {
                     State::Fresh => {
                         e.state = State::InFlight;
@@ -129,15 +139,15 @@ mod tests {
     #[test]
     fn a_token_is_claimed_once() {
         let t = FormTokens::default();
-        let tok = t.issue("a@x", "create:u1");
-        assert_eq!(t.claim(&tok, "a@x", "create:u1"), Claim::Claimed);
+        let tok = t.issue("a@x", "create:u1", None);
+        assert_eq!(t.claim(&tok, "a@x", "create:u1", None), Claim::Claimed);
         assert_eq!(
-            t.claim(&tok, "a@x", "create:u1"),
+            t.claim(&tok, "a@x", "create:u1", None),
             Claim::Replay { result_id: None }
         );
         t.complete(&tok, Some("k1".into()));
         assert_eq!(
-            t.claim(&tok, "a@x", "create:u1"),
+            t.claim(&tok, "a@x", "create:u1", None),
             Claim::Replay {
                 result_id: Some("k1".into())
             }
@@ -147,32 +157,41 @@ mod tests {
     #[test]
     fn a_token_is_bound_to_actor_and_scope() {
         let t = FormTokens::default();
-        let tok = t.issue("a@x", "create:u1");
-        assert_eq!(t.claim(&tok, "b@x", "create:u1"), Claim::Invalid);
-        assert_eq!(t.claim(&tok, "a@x", "create:u2"), Claim::Invalid);
-        assert_eq!(t.claim("nope", "a@x", "create:u1"), Claim::Invalid);
-        assert_eq!(t.claim(&tok, "a@x", "create:u1"), Claim::Claimed);
+        let tok = t.issue("a@x", "create:u1", None);
+        assert_eq!(t.claim(&tok, "b@x", "create:u1", None), Claim::Invalid);
+        assert_eq!(t.claim(&tok, "a@x", "create:u2", None), Claim::Invalid);
+        assert_eq!(t.claim("nope", "a@x", "create:u1", None), Claim::Invalid);
+        assert_eq!(t.claim(&tok, "a@x", "create:u1", None), Claim::Claimed);
+    }
+
+    #[test]
+    fn a_token_rendered_in_a_session_only_works_in_that_session() {
+        let t = FormTokens::default();
+        let tok = t.issue("a@x", "s", Some("sess-1".into()));
+        assert_eq!(t.claim(&tok, "a@x", "s", Some("sess-2")), Claim::Invalid);
+        assert_eq!(t.claim(&tok, "a@x", "s", None), Claim::Invalid);
+        assert_eq!(t.claim(&tok, "a@x", "s", Some("sess-1")), Claim::Claimed);
     }
 
     #[test]
     fn a_released_token_can_be_claimed_again() {
         let t = FormTokens::default();
-        let tok = t.issue("a@x", "s");
-        assert_eq!(t.claim(&tok, "a@x", "s"), Claim::Claimed);
+        let tok = t.issue("a@x", "s", None);
+        assert_eq!(t.claim(&tok, "a@x", "s", None), Claim::Claimed);
         t.release(&tok);
-        assert_eq!(t.claim(&tok, "a@x", "s"), Claim::Claimed);
+        assert_eq!(t.claim(&tok, "a@x", "s", None), Claim::Claimed);
     }
 
     #[test]
     fn concurrent_claims_have_one_winner() {
         let t = std::sync::Arc::new(FormTokens::default());
-        let tok = t.issue("a@x", "s");
+        let tok = t.issue("a@x", "s", None);
         let wins: usize = std::thread::scope(|s| {
             let hs: Vec<_> = (0..8)
                 .map(|_| {
                     let t = t.clone();
                     let tok = tok.clone();
-                    s.spawn(move || t.claim(&tok, "a@x", "s") == Claim::Claimed)
+                    s.spawn(move || t.claim(&tok, "a@x", "s", None) == Claim::Claimed)
                 })
                 .collect();
             hs.into_iter()

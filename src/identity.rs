@@ -1,39 +1,148 @@
-//! Who is asking: the SSO proxy's identity header, honoured only from
-//! trusted TCP peers, or the fixed demo identity.
+//! Who is asking and what they may do.
+//!
+//! Identity comes from the SSO proxy: a header honoured only from trusted TCP
+//! peers, or a signed JWT (see `jwt`). In the demo it is a fixed identity.
+//! Roles come from keydesk's own policy (`KEYDESK_VIEWERS`,
+//! `KEYDESK_OPERATORS`), deny by default.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
 use crate::app::AppState;
+use crate::audit::{Intent, Outcome};
 use crate::error::AppError;
+use crate::jwt::JwtVerifier;
 
 /// How identities are established.
 #[derive(Clone, Debug)]
 pub enum AuthMode {
-    /// `keydesk demo`: everyone is this identity. Only ever paired with the fake upstream.
+    /// `keydesk demo`: everyone is this operator. Only ever paired with the fake upstream.
     Demo(String),
-    /// The proxy's header, trusted only from these peers.
+    /// The proxy's header (and optional groups header), trusted only from these peers.
     Header {
         header: HeaderName,
+        groups_header: Option<HeaderName>,
         trusted: Vec<IpNet>,
     },
+    /// A JWT in a header, verified against the proxy's JWKS.
+    Jwt(Arc<JwtVerifier>),
+}
+
+impl AuthMode {
+    /// Header mode with no groups header (tests and simple setups).
+    pub fn header(header: &str, trusted: Vec<IpNet>) -> Result<Self, String> {
+        Ok(AuthMode::Header {
+            header: HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| format!("{header:?} is not a header name"))?,
+            groups_header: None,
+            trusted,
+        })
+    }
+}
+
+/// What a signed-in person may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Viewer,
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+        }
+    }
 }
 
 /// The signed-in staff member.
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub email: String,
+    pub groups: Vec<String>,
+    pub role: Role,
 }
 
-/// Paths reachable without identity: probes and static assets.
+impl Identity {
+    pub fn can_write(&self) -> bool {
+        self.role == Role::Operator
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Principal {
+    Email(String),
+    Group(String),
+}
+
+/// Role policy: comma lists of emails and `group:NAME` entries.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    viewers: Vec<Principal>,
+    operators: Vec<Principal>,
+}
+
+fn principals(list: &[String]) -> Vec<Principal> {
+    list.iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+        .map(|e| match e.strip_prefix("group:") {
+            Some(g) => Principal::Group(g.trim().to_string()),
+            None => Principal::Email(e.to_lowercase()),
+        })
+        .collect()
+}
+
+impl Access {
+    pub fn new(viewers: &[String], operators: &[String]) -> Self {
+        Self {
+            viewers: principals(viewers),
+            operators: principals(operators),
+        }
+    }
+
+    /// Everyone signed in is an operator (the demo only).
+    pub fn everyone_operates() -> Self {
+        Self {
+            viewers: vec![],
+            operators: vec![Principal::Group("*".into())],
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.viewers.is_empty() && self.operators.is_empty()
+    }
+
+    fn matches(list: &[Principal], email: &str, groups: &[String]) -> bool {
+        let email = email.to_lowercase();
+        list.iter().any(|p| match p {
+            Principal::Email(e) => *e == email,
+            Principal::Group(g) => g == "*" || groups.iter().any(|x| x == g),
+        })
+    }
+
+    pub fn role_of(&self, email: &str, groups: &[String]) -> Option<Role> {
+        if Self::matches(&self.operators, email, groups) {
+            Some(Role::Operator)
+        } else if Self::matches(&self.viewers, email, groups) {
+            Some(Role::Viewer)
+        } else {
+            None
+        }
+    }
+}
+
+/// Paths reachable without identity: probes, metrics and static assets.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz") || path.starts_with("/static/")
+    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/static/")
 }
 
 pub fn peer_is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
@@ -48,42 +157,44 @@ fn clean_identity(raw: &str) -> Option<String> {
     (!v.is_empty() && v.len() <= 320 && !v.chars().any(char::is_control)).then(|| v.to_string())
 }
 
-/// Middleware: attach `Identity` to the request or answer 401.
-pub async fn require_identity(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    if is_public(req.uri().path()) {
-        return next.run(req).await;
-    }
-    let identity = match &state.auth {
-        AuthMode::Demo(email) => Identity {
-            email: email.clone(),
-        },
-        AuthMode::Header { header, trusted } => {
-            let peer = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip());
-            let value = req.headers().get(header);
+fn header_groups(headers: &HeaderMap, name: &Option<HeaderName>) -> Vec<String> {
+    let Some(name) = name else { return vec![] };
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|g| g.trim().to_string())
+        .filter(|g| !g.is_empty() && g.len() <= 256)
+        .collect()
+}
+
+fn unauthorized(msg: &str) -> Response {
+    AppError::Unauthorized(msg.into()).into_response()
+}
+
+/// Establishes who is asking: `(email, groups)` or a 401 response.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Result<(String, Vec<String>), Response> {
+    match &state.auth {
+        AuthMode::Demo(email) => Ok((email.clone(), vec![])),
+        AuthMode::Header {
+            header,
+            groups_header,
+            trusted,
+        } => {
+            let value = headers.get(header);
             match (peer, value) {
-                (_, None) => {
-                    return AppError::Unauthorized(
-                        "No signed-in identity reached keydesk. Open it through your company's SSO proxy."
-                            .into(),
-                    )
-                    .into_response();
-                }
+                (_, None) => Err(unauthorized(
+                    "No signed-in identity reached keydesk. Open it through your company's SSO proxy.",
+                )),
                 (Some(peer), Some(v)) if peer_is_trusted(peer, trusted) => {
                     match v.to_str().ok().and_then(clean_identity) {
-                        Some(email) => Identity { email },
-                        None => {
-                            return AppError::Unauthorized(
-                                "The SSO proxy sent an unusable identity.".into(),
-                            )
-                            .into_response();
-                        }
+                        Some(email) => Ok((email, header_groups(headers, groups_header))),
+                        None => Err(unauthorized("The SSO proxy sent an unusable identity.")),
                     }
                 }
                 (peer, Some(_)) => {
@@ -93,13 +204,77 @@ pub async fn require_identity(
                         header = %header,
                         "identity header from an untrusted peer rejected"
                     );
-                    return AppError::Unauthorized(
-                        "This request did not come through the SSO proxy keydesk trusts.".into(),
-                    )
-                    .into_response();
+                    Err(unauthorized(
+                        "This request did not come through the SSO proxy keydesk trusts.",
+                    ))
                 }
             }
         }
+        AuthMode::Jwt(verifier) => {
+            let Some(token) = headers
+                .get(&verifier.settings.header)
+                .and_then(|v| v.to_str().ok())
+            else {
+                return Err(unauthorized(
+                    "No signed identity assertion reached keydesk. Open it through your company's SSO proxy.",
+                ));
+            };
+            verifier.verify(token.trim()).await.map_err(|e| {
+                tracing::warn!(reason = %e, "identity assertion rejected");
+                unauthorized("The identity assertion could not be verified.")
+            })
+        }
+    }
+}
+
+/// Middleware: attach `Identity` (with its role) or answer 401/403.
+pub async fn require_identity(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if is_public(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let headers = req.headers().clone();
+    let (email, groups) = match authenticate(&state, &headers, peer).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let Some(role) = state.access.role_of(&email, &groups) else {
+        state
+            .audit
+            .record(
+                &Intent {
+                    actor: email.clone(),
+                    role: "none".into(),
+                    action: "access.denied",
+                    request_id: request_id(req.headers()),
+                    reason: Some(format!("{} {}", req.method(), req.uri().path())),
+                    ..Default::default()
+                },
+                Outcome::Failed,
+            )
+            .await;
+        let mut resp = AppError::Forbidden(format!(
+            "You are signed in as {email}, but you do not have access to keydesk. Ask the keydesk operators to add you as a viewer or operator."
+        ))
+        .into_response();
+        resp.extensions_mut().insert(Identity {
+            email,
+            groups,
+            role: Role::Viewer,
+        });
+        return resp;
+    };
+    let identity = Identity {
+        email,
+        groups,
+        role,
     };
     tracing::Span::current().record("user", identity.email.as_str());
     req.extensions_mut().insert(identity.clone());
@@ -107,6 +282,13 @@ pub async fn require_identity(
     // The error-page renderer sits outside this layer and shows who is signed in.
     resp.extensions_mut().insert(identity);
     resp
+}
+
+pub fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Identity {
@@ -117,7 +299,44 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
             .extensions
             .get::<Identity>()
             .cloned()
-            .ok_or_else(|| StatusCode::UNAUTHORIZED.into_response())
+            .ok_or_else(|| unauthorized("No signed-in identity reached keydesk."))
+    }
+}
+
+/// An identity allowed to change keys. Extracting it from a viewer is a 403,
+/// recorded in the audit trail.
+pub struct Operator(pub Identity);
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let who = Identity::from_request_parts(parts, state).await?;
+        if who.can_write() {
+            return Ok(Operator(who));
+        }
+        state
+            .audit
+            .record(
+                &Intent {
+                    actor: who.email.clone(),
+                    role: who.role.as_str().into(),
+                    action: "access.denied",
+                    request_id: request_id(&parts.headers),
+                    reason: Some(format!("{} {}", parts.method, parts.uri.path())),
+                    ..Default::default()
+                },
+                Outcome::Failed,
+            )
+            .await;
+        Err(AppError::Forbidden(format!(
+            "You are signed in as {} with the viewer role: only operators can create, rotate or revoke keys. Nothing was changed.",
+            who.email
+        ))
+        .into_response())
     }
 }
 
@@ -143,5 +362,25 @@ mod tests {
         assert!(clean_identity("").is_none());
         assert!(clean_identity("a\nb").is_none());
         assert!(clean_identity(&"x".repeat(400)).is_none());
+    }
+
+    #[test]
+    fn roles_deny_by_default() {
+        let a = Access::new(
+            &["v@x.com".into(), "group:auditors".into()],
+            &["Op@X.com".into(), "group:platform".into()],
+        );
+        assert_eq!(a.role_of("op@x.com", &[]), Some(Role::Operator));
+        assert_eq!(a.role_of("v@x.com", &[]), Some(Role::Viewer));
+        assert_eq!(
+            a.role_of("z@x.com", &["auditors".into()]),
+            Some(Role::Viewer)
+        );
+        assert_eq!(
+            a.role_of("v@x.com", &["platform".into()]),
+            Some(Role::Operator)
+        );
+        assert_eq!(a.role_of("z@x.com", &["other".into()]), None);
+        assert!(Access::new(&[], &[]).is_empty());
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fake_vultr;
 pub mod idempotency;
 pub mod identity;
+pub mod jwt;
 pub mod pages;
 pub mod telemetry;
 pub mod vultr;

@@ -7,7 +7,8 @@ use http::HeaderName;
 use keydesk::app::{self, AppState, Settings};
 use keydesk::config::{Cli, Command};
 use keydesk::fake_vultr::{FakeVultr, random_key};
-use keydesk::identity::AuthMode;
+use keydesk::identity::{Access, AuthMode};
+use keydesk::jwt::{JwtSettings, JwtVerifier, parse_algorithms};
 use keydesk::telemetry;
 use secrecy::SecretString;
 
@@ -39,20 +40,18 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(args) => {
             telemetry::init(&args.common.log_format);
             let root_key = args.root_key().map_err(|e| e.to_string())?;
-            let header =
-                HeaderName::from_bytes(args.auth_header.trim().as_bytes()).map_err(|_| {
-                    format!(
-                        "KEYDESK_AUTH_HEADER {:?} is not a header name",
-                        args.auth_header
-                    )
-                })?;
+            let access = Access::new(&args.viewers, &args.operators);
+            if access.is_empty() {
+                return Err("neither KEYDESK_VIEWERS nor KEYDESK_OPERATORS is set: keydesk denies by default and would admit nobody".into());
+            }
+            let auth = auth_mode(&args)?;
+            let policy = args.common.key_policy()?;
             let settings = Settings {
                 vultr_url: args.vultr_api_url.clone(),
                 root_key,
-                auth: AuthMode::Header {
-                    header,
-                    trusted: args.trusted_proxies.clone(),
-                },
+                auth,
+                access,
+                policy,
                 audit_db: args.audit_db.clone(),
                 cookie_secure: args.cookie_secure,
                 upstream_timeout: args.common.upstream_timeout,
@@ -68,10 +67,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             tracing::info!(
                 listen = %bound,
                 vultr = %args.vultr_api_url,
+                auth_mode = %args.auth_mode,
                 auth_header = %args.auth_header,
                 trusted_proxies = ?args.trusted_proxies,
                 "keydesk serving"
             );
+            // Check the root key once at start; /readyz keeps reporting it.
+            let probe = state.clone();
+            tokio::spawn(async move {
+                match keydesk::pages::ops::check_upstream(&probe).await {
+                    Ok(()) => tracing::info!("root key accepted by Vultr"),
+                    Err(reason) => {
+                        tracing::error!(reason = %reason, "upstream check failed at start")
+                    }
+                }
+            });
             run_until_shutdown(listener, state).await
         }
         Command::Demo(args) => {
@@ -87,6 +97,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 vultr_url: url,
                 root_key: SecretString::from(token),
                 auth: AuthMode::Demo(args.identity.clone()),
+                access: Access::everyone_operates(),
+                policy: args.common.key_policy()?,
                 audit_db: args.audit_db.clone(),
                 cookie_secure: false,
                 upstream_timeout: args.common.upstream_timeout,
@@ -111,6 +123,55 @@ async fn run(cli: Cli) -> Result<(), String> {
             run_until_shutdown(listener, state).await
         }
     }
+}
+
+fn header_name(var: &str, value: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(value.trim().as_bytes())
+        .map_err(|_| format!("{var} {value:?} is not a header name"))
+}
+
+fn auth_mode(args: &keydesk::config::ServeArgs) -> Result<AuthMode, String> {
+    if args.auth_mode == "jwt" {
+        let jwks_url = args
+            .jwt_jwks_url
+            .clone()
+            .ok_or("KEYDESK_AUTH_MODE=jwt needs KEYDESK_JWT_JWKS_URL")?;
+        let issuer = args
+            .jwt_issuer
+            .clone()
+            .ok_or("KEYDESK_AUTH_MODE=jwt needs KEYDESK_JWT_ISSUER")?;
+        let audience: Vec<String> = args
+            .jwt_audience
+            .iter()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if audience.is_empty() {
+            return Err("KEYDESK_AUTH_MODE=jwt needs KEYDESK_JWT_AUDIENCE".into());
+        }
+        let verifier = JwtVerifier::new(JwtSettings {
+            header: header_name("KEYDESK_JWT_HEADER", &args.jwt_header)?,
+            jwks_url,
+            issuer,
+            audience,
+            email_claim: args.jwt_email_claim.clone(),
+            groups_claim: args.jwt_groups_claim.clone(),
+            algorithms: parse_algorithms(&args.jwt_algorithms)?,
+        })?;
+        return Ok(AuthMode::Jwt(std::sync::Arc::new(verifier)));
+    }
+    Ok(AuthMode::Header {
+        header: header_name("KEYDESK_AUTH_HEADER", &args.auth_header)?,
+        groups_header: match args
+            .groups_header
+            .as_deref()
+            .filter(|g| !g.trim().is_empty())
+        {
+            Some(g) => Some(header_name("KEYDESK_GROUPS_HEADER", g)?),
+            None => None,
+        },
+        trusted: args.trusted_proxies.clone(),
+    })
 }
 
 async fn run_until_shutdown(

@@ -355,6 +355,8 @@ async fn demo_app(app: &TestApp) -> String {
         vultr_url: upstream,
         root_key: secrecy::SecretString::from(ROOT_KEY.to_string()),
         auth: keydesk::identity::AuthMode::Demo("demo@keydesk.local".into()),
+        access: keydesk::identity::Access::everyone_operates(),
+        policy: Default::default(),
         audit_db: "sqlite::memory:".into(),
         cookie_secure: false,
         upstream_timeout: Duration::from_secs(5),

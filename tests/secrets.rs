@@ -64,6 +64,7 @@ async fn secrets_appear_only_in_the_reveal_body() {
         .env("KEYDESK_LISTEN", "127.0.0.1:0")
         .env("KEYDESK_AUDIT_DB", format!("sqlite://{}", db.display()))
         .env("KEYDESK_COOKIE_SECURE", "false")
+        .env("KEYDESK_OPERATORS", STAFF)
         .env("KEYDESK_LOG_FORMAT", "json")
         // Everything keydesk and its libraries can say.
         .env("RUST_LOG", "trace")

@@ -11,16 +11,56 @@ use time::{Date, OffsetDateTime};
 use tower_sessions::Session;
 
 use super::users::{check_id, user_page};
-use super::{Layout, flash, render, user_href};
+use super::{Layout, flash, render, session_id, user_href};
 use crate::app::AppState;
 use crate::audit::{Intent, Outcome};
 use crate::error::AppError;
 use crate::idempotency::Claim;
-use crate::identity::Identity;
+use crate::identity::{Identity, Operator, request_id};
 use crate::vultr::{ApiKey, NewApiKey, User, VultrError};
 
 /// Longest key name accepted.
 pub const MAX_NAME_CHARS: usize = 100;
+/// Longest reason / ticket text accepted.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// Rules the keydesk operators set for new keys; staff see them in the form.
+#[derive(Clone, Debug, Default)]
+pub struct KeyPolicy {
+    /// When set, expiry is mandatory and at most this many days away.
+    pub max_days: Option<u32>,
+    /// When set, key names must match this pattern (anchored).
+    pub name_pattern: Option<regex::Regex>,
+    /// When true, a reason / ticket is mandatory.
+    pub require_reason: bool,
+}
+
+impl KeyPolicy {
+    pub fn expiry_required(&self) -> bool {
+        self.max_days.is_some()
+    }
+
+    /// The latest expiry date allowed, if any.
+    pub fn max_date(&self) -> Option<Date> {
+        self.max_days
+            .map(|d| OffsetDateTime::now_utc().date() + time::Duration::days(i64::from(d)))
+    }
+
+    /// The rules in words, for the form.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(d) = self.max_days {
+            out.push(format!("Keys must expire, at most {d} days from today."));
+        }
+        if let Some(p) = &self.name_pattern {
+            out.push(format!("Key names must match the pattern {}.", p.as_str()));
+        }
+        if self.require_reason {
+            out.push("A reason or ticket is required.".into());
+        }
+        out
+    }
+}
 
 /// The add-key form as rendered: token, values and per-field errors.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +71,14 @@ pub struct KeyForm {
     pub date_expire: String,
     pub name_error: Option<String>,
     pub date_error: Option<String>,
+    pub reason: String,
+    pub reason_error: Option<String>,
     pub form_error: Option<String>,
+    /// The latest date policy allows (the date input's `max`), if any.
+    pub max_date: String,
+    pub expiry_required: bool,
+    pub reason_required: bool,
+    pub policy_notes: Vec<String>,
     /// Tomorrow, the earliest valid expiry (the date input's `min`).
     pub min_date: String,
 }
@@ -48,16 +95,24 @@ impl KeyForm {
         format!("create:{user_id}")
     }
 
-    pub fn blank(token: String) -> Self {
+    pub fn blank(token: String, policy: &KeyPolicy) -> Self {
         Self {
             token,
             min_date: tomorrow().to_string(),
+            max_date: policy.max_date().map(|d| d.to_string()).unwrap_or_default(),
+            expiry_required: policy.expiry_required(),
+            reason_required: policy.require_reason,
+            policy_notes: policy.describe(),
+            expire: policy.expiry_required(),
             ..Default::default()
         }
     }
 
     pub fn has_errors(&self) -> bool {
-        self.name_error.is_some() || self.date_error.is_some() || self.form_error.is_some()
+        self.name_error.is_some()
+            || self.date_error.is_some()
+            || self.reason_error.is_some()
+            || self.form_error.is_some()
     }
 }
 
@@ -71,6 +126,8 @@ pub struct CreateKeyInput {
     #[serde(default)]
     date_expire: Option<String>,
     #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
     form_token: Option<String>,
 }
 
@@ -83,7 +140,11 @@ fn checkbox(v: Option<&str>) -> bool {
 }
 
 /// Validates the input into the upstream body, or fills the form's errors.
-pub fn validate(input: &CreateKeyInput, form: &mut KeyForm) -> Option<NewApiKey> {
+pub fn validate(
+    input: &CreateKeyInput,
+    form: &mut KeyForm,
+    policy: &KeyPolicy,
+) -> Option<NewApiKey> {
     let raw_name = input.name.as_deref().unwrap_or("");
     let name = raw_name.trim();
     form.name = raw_name.chars().take(MAX_NAME_CHARS * 2).collect();
@@ -105,6 +166,27 @@ pub fn validate(input: &CreateKeyInput, form: &mut KeyForm) -> Option<NewApiKey>
         ));
     } else if name.chars().any(char::is_control) {
         form.name_error = Some("The name may not contain control characters.".into());
+    } else if let Some(p) = &policy.name_pattern
+        && !p.is_match(name)
+    {
+        form.name_error = Some(format!(
+            "The name does not follow the naming policy ({}).",
+            p.as_str()
+        ));
+    }
+
+    match check_reason(input.reason.as_deref(), policy) {
+        Ok(r) => form.reason = r.unwrap_or_default(),
+        Err(e) => {
+            form.reason = input
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .chars()
+                .take(MAX_REASON_CHARS)
+                .collect();
+            form.reason_error = Some(e);
+        }
     }
 
     let mut date_expire = None;
@@ -121,16 +203,28 @@ pub fn validate(input: &CreateKeyInput, form: &mut KeyForm) -> Option<NewApiKey>
                 Ok(d) if d < tomorrow() => {
                     form.date_error = Some("The expiry date must be in the future.".into())
                 }
+                Ok(d) if policy.max_date().is_some_and(|m| d > m) => {
+                    form.date_error = Some(format!(
+                        "Policy allows keys to live at most {} days: choose {} or earlier.",
+                        policy.max_days.unwrap_or(0),
+                        policy.max_date().map(|m| m.to_string()).unwrap_or_default()
+                    ))
+                }
                 Ok(d) => date_expire = Some(format!("{d}T00:00:00Z")),
             }
         }
+    } else if policy.expiry_required() {
+        form.date_error = Some(format!(
+            "Policy requires every key to expire, at most {} days from today.",
+            policy.max_days.unwrap_or(0)
+        ));
     } else if !form.date_expire.is_empty() {
         form.date_error = Some(
             "You set an expiry date but did not tick Expiry. Tick it, or clear the date for a key that never expires.".into(),
         );
     }
 
-    if form.name_error.is_some() || form.date_error.is_some() {
+    if form.has_errors() {
         return None;
     }
     Some(NewApiKey {
@@ -138,6 +232,26 @@ pub fn validate(input: &CreateKeyInput, form: &mut KeyForm) -> Option<NewApiKey>
         expire: form.expire,
         date_expire,
     })
+}
+
+/// A trimmed, bounded reason; an error when it is bad or required and missing.
+pub fn check_reason(raw: Option<&str>, policy: &KeyPolicy) -> Result<Option<String>, String> {
+    let r = raw.unwrap_or("").trim();
+    if r.chars().count() > MAX_REASON_CHARS {
+        return Err(format!(
+            "The reason is too long: {MAX_REASON_CHARS} characters at most."
+        ));
+    }
+    if r.chars().any(char::is_control) {
+        return Err("The reason may not contain control characters.".into());
+    }
+    if r.is_empty() {
+        if policy.require_reason {
+            return Err("Give a reason or ticket for this action.".into());
+        }
+        return Ok(None);
+    }
+    Ok(Some(r.to_string()))
 }
 
 /// The one page that ever shows a key. The secret is exposed at one place:
@@ -182,20 +296,13 @@ fn no_store(resp: &mut Response) {
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
 }
 
-fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 /// `POST /users/{id}/keys`: validate, claim the form token, record the
 /// intent, create, reveal once.
 // The body is never logged: `skip_all` keeps the form (and the response) out of spans.
 #[tracing::instrument(skip_all, fields(vultr.user_id = %id))]
 pub async fn create_key(
     State(state): State<AppState>,
-    who: Identity,
+    Operator(who): Operator,
     session: Session,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -204,7 +311,11 @@ pub async fn create_key(
     check_id(&id)?;
     let scope = KeyForm::scope(&id);
     let token = input.form_token.clone().unwrap_or_default();
-    match state.tokens.claim(&token, &who.email, &scope) {
+    let sid = session_id(&session);
+    match state
+        .tokens
+        .claim(&token, &who.email, &scope, sid.as_deref())
+    {
         Claim::Claimed => {}
         Claim::Replay { result_id } => {
             let layout = Layout::new(&who, &session).await;
@@ -221,20 +332,38 @@ pub async fn create_key(
         }
         Claim::Invalid => {
             // Unknown or foreign token: act on nothing, offer a fresh form.
-            let mut form = KeyForm::blank(state.tokens.issue(&who.email, &scope));
-            let _ = validate(&input, &mut form);
+            state
+                .audit
+                .record(
+                    &Intent {
+                        actor: who.email.clone(),
+                        role: who.role.as_str().into(),
+                        action: "csrf.rejected",
+                        target_user_id: Some(id.clone()),
+                        request_id: request_id(&headers),
+                        ..Default::default()
+                    },
+                    Outcome::Failed,
+                )
+                .await;
+            let mut form = KeyForm::blank(
+                state.tokens.issue(&who.email, &scope, sid.clone()),
+                &state.policy,
+            );
+            let _ = validate(&input, &mut form, &state.policy);
             form.name_error = None;
             form.date_error = None;
+            form.reason_error = None;
             form.form_error = Some(
                 "This form has expired or was not issued to you. Nothing was created; check the keys below and submit again.".into(),
             );
             let layout = Layout::new(&who, &session).await;
-            return user_page(&state, layout, &id, form, StatusCode::BAD_REQUEST).await;
+            return user_page(&state, layout, &id, form, StatusCode::FORBIDDEN).await;
         }
     }
 
-    let mut form = KeyForm::blank(token.clone());
-    let Some(body) = validate(&input, &mut form) else {
+    let mut form = KeyForm::blank(token.clone(), &state.policy);
+    let Some(body) = validate(&input, &mut form, &state.policy) else {
         // Nothing was sent: the same form may be submitted again once fixed.
         state.tokens.release(&token);
         let layout = Layout::new(&who, &session).await;
@@ -252,12 +381,13 @@ pub async fn create_key(
 
     let intent = Intent {
         actor: who.email.clone(),
-        role: "operator".into(),
+        role: who.role.as_str().into(),
         action: "key.create",
         target_user_id: Some(id.clone()),
         target_user_email: user.email.clone(),
         key_name: Some(body.name.clone()),
         requested_expiry: body.date_expire.clone(),
+        reason: (!form.reason.is_empty()).then(|| form.reason.clone()),
         request_id: request_id(&headers),
         ..Default::default()
     };
@@ -326,6 +456,8 @@ pub struct ConfirmDeleteView {
     pub key: ApiKey,
     pub token: String,
     pub notice: Option<String>,
+    pub reason: String,
+    pub require_reason: bool,
 }
 
 impl ConfirmDeleteView {
@@ -351,16 +483,24 @@ async fn confirm_page(
 ) -> Result<Response, AppError> {
     let (user, key) = tokio::join!(state.vultr.get_user(id), state.vultr.get_key(id, key_id));
     let (user, key) = (user?, key?);
-    let token = state.tokens.issue(&who.email, &revoke_scope(id, key_id));
+    let token = state
+        .tokens
+        .issue(&who.email, &revoke_scope(id, key_id), session_id(session));
     let layout = Layout::new(who, session).await;
     Ok(render(
-        StatusCode::OK,
+        if notice.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        },
         &ConfirmDeleteView {
             layout,
             user,
             key,
             token,
             notice,
+            reason: String::new(),
+            require_reason: state.policy.require_reason,
         },
     ))
 }
@@ -369,7 +509,7 @@ async fn confirm_page(
 #[tracing::instrument(skip_all, fields(vultr.user_id = %id, key.id = %key_id))]
 pub async fn confirm_delete(
     State(state): State<AppState>,
-    who: Identity,
+    Operator(who): Operator,
     session: Session,
     Path((id, key_id)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
@@ -382,6 +522,8 @@ pub async fn confirm_delete(
 pub struct RevokeInput {
     #[serde(default)]
     form_token: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// `POST /users/{id}/keys/{key_id}/delete`: revokes with a confirmed token;
@@ -389,7 +531,7 @@ pub struct RevokeInput {
 #[tracing::instrument(skip_all, fields(vultr.user_id = %id, key.id = %key_id))]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    who: Identity,
+    Operator(who): Operator,
     session: Session,
     headers: HeaderMap,
     Path((id, key_id)): Path<(String, String)>,
@@ -399,7 +541,16 @@ pub async fn revoke_key(
     check_id(&key_id)?;
     let scope = revoke_scope(&id, &key_id);
     let token = input.form_token.unwrap_or_default();
-    match state.tokens.claim(&token, &who.email, &scope) {
+    let reason = match check_reason(input.reason.as_deref(), &state.policy) {
+        Ok(r) => r,
+        Err(e) => {
+            return confirm_page(&state, &who, &session, &id, &key_id, Some(e)).await;
+        }
+    };
+    match state
+        .tokens
+        .claim(&token, &who.email, &scope, session_id(&session).as_deref())
+    {
         Claim::Claimed => {}
         Claim::Replay { .. } => {
             flash(
@@ -412,10 +563,15 @@ pub async fn revoke_key(
             return Ok(Redirect::to(&user_href(&id)).into_response());
         }
         Claim::Invalid => {
-            let notice = (!token.is_empty()).then(|| {
-                "That confirmation has expired. Confirm again to revoke the key.".to_string()
-            });
-            return confirm_page(&state, &who, &session, &id, &key_id, notice).await;
+            // No valid confirmation token: nothing happens; offer the confirmation step.
+            let notice = if token.is_empty() {
+                "Confirm below to revoke this key.".to_string()
+            } else {
+                "That confirmation has expired or was not issued to you. Confirm again to revoke the key.".to_string()
+            };
+            let mut resp = confirm_page(&state, &who, &session, &id, &key_id, Some(notice)).await?;
+            *resp.status_mut() = StatusCode::FORBIDDEN;
+            return Ok(resp);
         }
     }
 
@@ -429,8 +585,9 @@ pub async fn revoke_key(
     };
     let intent = Intent {
         actor: who.email.clone(),
-        role: "operator".into(),
+        role: who.role.as_str().into(),
         action: "key.revoke",
+        reason,
         target_user_id: Some(id.clone()),
         target_user_email: user.email.clone(),
         key_id: Some(key_id.clone()),
@@ -487,13 +644,15 @@ mod tests {
             name: Some(name.into()),
             expire: expire.map(str::to_string),
             date_expire: Some(date.into()),
+            reason: None,
             form_token: None,
         }
     }
 
     fn check(i: CreateKeyInput) -> (Option<NewApiKey>, KeyForm) {
-        let mut f = KeyForm::blank("t".into());
-        (validate(&i, &mut f), f)
+        let p = KeyPolicy::default();
+        let mut f = KeyForm::blank("t".into(), &p);
+        (validate(&i, &mut f, &p), f)
     }
 
     #[test]
@@ -537,6 +696,57 @@ mod tests {
             assert!(body.is_none());
             assert!(f.has_errors());
         }
+    }
+
+    #[test]
+    fn policy_requires_expiry_within_the_limit_and_the_name_pattern() {
+        let p = KeyPolicy {
+            max_days: Some(90),
+            name_pattern: Some(regex::Regex::new("^ci-[a-z]+$").unwrap()),
+            require_reason: true,
+        };
+        let run = |i: CreateKeyInput| {
+            let mut f = KeyForm::blank("t".into(), &p);
+            (validate(&i, &mut f, &p), f)
+        };
+        let mut ok = input(
+            "ci-deploy",
+            Some("on"),
+            &(OffsetDateTime::now_utc().date() + time::Duration::days(90)).to_string(),
+        );
+        ok.reason = Some("OPS-12".into());
+        assert!(run(ok).0.is_some());
+        let mut never = input("ci-deploy", None, "");
+        never.reason = Some("OPS-12".into());
+        assert!(
+            run(never)
+                .1
+                .date_error
+                .unwrap()
+                .contains("requires every key to expire")
+        );
+        let mut far = input(
+            "ci-deploy",
+            Some("on"),
+            &(OffsetDateTime::now_utc().date() + time::Duration::days(91)).to_string(),
+        );
+        far.reason = Some("OPS-12".into());
+        assert!(run(far).1.date_error.unwrap().contains("at most 90 days"));
+        let mut bad_name = input("Deploy", None, "");
+        bad_name.reason = Some("x".into());
+        assert!(
+            run(bad_name)
+                .1
+                .name_error
+                .unwrap()
+                .contains("naming policy")
+        );
+        let no_reason = input(
+            "ci-deploy",
+            Some("on"),
+            &(OffsetDateTime::now_utc().date() + time::Duration::days(9)).to_string(),
+        );
+        assert!(run(no_reason).1.reason_error.is_some());
     }
 
     #[test]

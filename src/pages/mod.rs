@@ -17,6 +17,8 @@ use crate::identity::Identity;
 #[derive(Clone, Debug, Default)]
 pub struct Layout {
     pub who: Option<String>,
+    pub role: &'static str,
+    pub can_write: bool,
     pub flash: Option<Flash>,
     pub css: String,
     pub js: String,
@@ -34,9 +36,11 @@ const SESSION_IDENTITY_KEY: &str = "keydesk.identity";
 
 impl Layout {
     /// A frame without session access (error pages).
-    pub fn plain(who: Option<String>) -> Self {
+    pub fn plain(who: Option<&Identity>) -> Self {
         Self {
-            who,
+            who: who.map(|w| w.email.clone()),
+            role: who.map(|w| w.role.as_str()).unwrap_or(""),
+            can_write: who.is_some_and(Identity::can_write),
             flash: None,
             css: assets::CSS.url(),
             js: assets::JS.url(),
@@ -49,7 +53,7 @@ impl Layout {
         let flash = session.remove::<Flash>(FLASH_KEY).await.ok().flatten();
         Self {
             flash,
-            ..Self::plain(Some(who.email.clone()))
+            ..Self::plain(Some(who))
         }
     }
 }
@@ -85,6 +89,11 @@ pub async fn flash(session: &Session, who: &Identity, kind: &str, text: String) 
     {
         tracing::warn!(error = %e, "could not store flash notice");
     }
+}
+
+/// The browser session's id, when the request arrived with one.
+pub fn session_id(session: &Session) -> Option<String> {
+    session.id().map(|id| id.to_string())
 }
 
 /// Renders a page; a template failure is logged and answered with a bare 500.

@@ -19,21 +19,26 @@ pub async fn healthz() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
+/// One cheap authenticated call: is Vultr reachable and the root key accepted?
+pub async fn check_upstream(state: &AppState) -> Result<(), String> {
+    match state.vultr.list_users(1, None).await {
+        Ok(_) => Ok(()),
+        Err(VultrError::Api {
+            status: 401 | 403, ..
+        }) => Err("root key rejected by Vultr".to_string()),
+        Err(VultrError::Unreachable(_)) => Err("Vultr API unreachable".to_string()),
+        Err(VultrError::Timeout) => Err("Vultr API timed out".to_string()),
+        Err(e) => Err(format!("Vultr API check failed: {e}")),
+    }
+}
+
 /// `GET /readyz`: Vultr reachable and the root key accepted (cached 30 s).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut cached = state.readiness.lock().await;
     let verdict = match &*cached {
         Some((at, v)) if at.elapsed() < READY_TTL => v.clone(),
         _ => {
-            let v = match state.vultr.list_users(1, None).await {
-                Ok(_) => Ok(()),
-                Err(VultrError::Api {
-                    status: 401 | 403, ..
-                }) => Err("root key rejected by Vultr".to_string()),
-                Err(VultrError::Unreachable(_)) => Err("Vultr API unreachable".to_string()),
-                Err(VultrError::Timeout) => Err("Vultr API timed out".to_string()),
-                Err(e) => Err(format!("Vultr API check failed: {e}")),
-            };
+            let v = check_upstream(&state).await;
             if let Err(reason) = &v {
                 tracing::warn!(reason = %reason, "not ready");
             }

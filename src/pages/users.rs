@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{Layout, render};
+use super::{Layout, render, session_id};
 use crate::app::AppState;
 use crate::audit::{Entry, Filter};
 use crate::error::AppError;
@@ -175,7 +175,12 @@ pub async fn show_user(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     check_id(&id)?;
-    let form = KeyForm::blank(state.tokens.issue(&who.email, &KeyForm::scope(&id)));
+    let form = KeyForm::blank(
+        state
+            .tokens
+            .issue(&who.email, &KeyForm::scope(&id), session_id(&session)),
+        &state.policy,
+    );
     let layout = Layout::new(&who, &session).await;
     user_page(&state, layout, &id, form, StatusCode::OK).await
 }

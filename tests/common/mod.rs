@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use keydesk::app::{self, AppState, Settings};
 use keydesk::fake_vultr::FakeVultr;
-use keydesk::identity::AuthMode;
+use keydesk::identity::{Access, AuthMode};
+use keydesk::pages::keys::KeyPolicy;
 use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::SecretString;
 
 pub const ROOT_KEY: &str = "ROOTKEY0TEST0ABCDEFGHIJKLMNOPQRSTUV";
 pub const STAFF: &str = "staff@example.com";
+pub const VIEWER: &str = "viewer@example.com";
+pub const OTHER: &str = "other@example.com";
 
 pub struct TestApp {
     pub base: String,
@@ -27,6 +30,11 @@ pub struct Options {
     pub root_key: &'static str,
     pub audit_db: String,
     pub timeout: Duration,
+    pub access: Access,
+    pub policy: KeyPolicy,
+    /// Overrides the default header mode (e.g. JWT).
+    pub auth: Option<AuthMode>,
+    pub cookie_secure: bool,
 }
 
 impl Default for Options {
@@ -38,6 +46,13 @@ impl Default for Options {
             root_key: ROOT_KEY,
             audit_db: "sqlite::memory:".into(),
             timeout: Duration::from_secs(5),
+            access: Access::new(
+                &[VIEWER.into()],
+                &[STAFF.into(), OTHER.into(), "group:platform".into()],
+            ),
+            policy: KeyPolicy::default(),
+            auth: None,
+            cookie_secure: false,
         }
     }
 }
@@ -65,12 +80,17 @@ impl TestApp {
         let state = AppState::new(Settings {
             vultr_url: url,
             root_key: SecretString::from(opts.root_key.to_string()),
-            auth: AuthMode::Header {
-                header: "x-forwarded-email".parse().unwrap(),
-                trusted: opts.trusted.iter().map(|c| c.parse().unwrap()).collect(),
-            },
+            auth: opts.auth.clone().unwrap_or_else(|| {
+                AuthMode::header(
+                    "x-forwarded-email",
+                    opts.trusted.iter().map(|c| c.parse().unwrap()).collect(),
+                )
+                .unwrap()
+            }),
+            access: opts.access.clone(),
+            policy: opts.policy.clone(),
             audit_db: opts.audit_db.clone(),
-            cookie_secure: false,
+            cookie_secure: opts.cookie_secure,
             upstream_timeout: opts.timeout,
             page_size: opts.page_size,
         })

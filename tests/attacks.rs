@@ -1,0 +1,460 @@
+//! The attack suite: each row is an attack, its expected outcome, and a check
+//! that the fake upstream received nothing it should not.
+
+// Tests fail loudly on any unexpected error: unwrap is the point.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Json;
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use keydesk::fake_vultr::FakeVultr;
+use keydesk::identity::AuthMode;
+use keydesk::jwt::{JwtSettings, JwtVerifier};
+use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use serde_json::json;
+
+const ISS: &str = "https://team.cloudflareaccess.com";
+const AUD: &str = "keydesk-aud-tag";
+
+struct Jwks {
+    url: String,
+    fetches: Arc<AtomicUsize>,
+    signing_pem: String,
+    public_pem: String,
+    other_pem: String,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn p256_pems() -> (String, String, serde_json::Value) {
+    let key = p256::SecretKey::random(&mut rand_core::OsRng);
+    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let public = key.public_key();
+    let public_pem = public.to_public_key_pem(LineEnding::LF).unwrap();
+    let jwk: serde_json::Value = serde_json::from_str(&public.to_jwk_string()).unwrap();
+    (pem, public_pem, jwk)
+}
+
+/// A local JWKS server with one ES256 key (kid "k1"), counting fetches.
+async fn jwks() -> Jwks {
+    let (signing_pem, public_pem, mut jwk) = p256_pems();
+    jwk["kid"] = json!("k1");
+    jwk["alg"] = json!("ES256");
+    jwk["use"] = json!("sig");
+    let (other_pem, _, _) = p256_pems();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let set = json!({ "keys": [jwk] });
+    let app = axum::Router::new().route(
+        "/certs",
+        get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let set = set.clone();
+            async move { Json(set) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Jwks {
+        url: format!("http://{addr}/certs"),
+        fetches,
+        signing_pem,
+        public_pem,
+        other_pem,
+    }
+}
+
+fn claims(email: &str, iss: &str, aud: &str, exp_in: i64) -> serde_json::Value {
+    json!({"email": email, "iss": iss, "aud": aud, "exp": now() + exp_in, "iat": now(), "nbf": now() - 5, "groups": ["staff"]})
+}
+
+fn es256(pem: &str, kid: &str, claims: &serde_json::Value) -> String {
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some(kid.into());
+    encode(
+        &h,
+        claims,
+        &EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn jwt_app(j: &Jwks) -> TestApp {
+    let verifier = JwtVerifier::new(JwtSettings {
+        header: "cf-access-jwt-assertion".parse().unwrap(),
+        jwks_url: j.url.clone(),
+        issuer: ISS.into(),
+        audience: vec![AUD.into()],
+        email_claim: "email".into(),
+        groups_claim: "groups".into(),
+        algorithms: vec![Algorithm::RS256, Algorithm::ES256],
+    })
+    .unwrap();
+    TestApp::spawn_with(
+        FakeVultr::seeded(ROOT_KEY),
+        Options {
+            identity: None,
+            auth: Some(AuthMode::Jwt(Arc::new(verifier))),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn get_with_jwt(app: &TestApp, token: &str) -> (u16, String) {
+    let r = app
+        .client
+        .get(app.url("/users"))
+        .header("cf-access-jwt-assertion", token)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn jwt_attacks_are_rejected_and_a_valid_assertion_is_accepted() {
+    let j = jwks().await;
+    let app = jwt_app(&j).await;
+    let good = es256(&j.signing_pem, "k1", &claims(STAFF, ISS, AUD, 300));
+    let (status, body) = get_with_jwt(&app, &good).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(STAFF));
+    let after_good = app.fake.requests().len();
+
+    let header_none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims(STAFF, ISS, AUD, 300).to_string());
+    let alg_none = format!("{header_none}.{payload}.");
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("k1".into());
+    let hs256_with_public_key = encode(
+        &hs,
+        &claims(STAFF, ISS, AUD, 300),
+        &EncodingKey::from_secret(j.public_pem.as_bytes()),
+    )
+    .unwrap();
+
+    let attacks: Vec<(&str, String)> = vec![
+        (
+            "forged: signed by another key under the known kid",
+            es256(&j.other_pem, "k1", &claims(STAFF, ISS, AUD, 300)),
+        ),
+        (
+            "expired",
+            es256(&j.signing_pem, "k1", &claims(STAFF, ISS, AUD, -600)),
+        ),
+        (
+            "wrong aud",
+            es256(
+                &j.signing_pem,
+                "k1",
+                &claims(STAFF, ISS, "another-app", 300),
+            ),
+        ),
+        (
+            "wrong iss",
+            es256(
+                &j.signing_pem,
+                "k1",
+                &claims(STAFF, "https://evil.example", AUD, 300),
+            ),
+        ),
+        ("alg none", alg_none),
+        ("HS256 signed with the public key", hs256_with_public_key),
+        (
+            "unknown kid",
+            es256(&j.other_pem, "k-unknown", &claims(STAFF, ISS, AUD, 300)),
+        ),
+        ("garbage", "not.a.jwt".into()),
+    ];
+    for (name, token) in attacks {
+        let (status, body) = get_with_jwt(&app, &token).await;
+        assert_eq!(status, 401, "{name}: {body}");
+        assert!(!body.contains("users-table"), "{name}");
+    }
+    // Missing assertion.
+    let r = app.client.get(app.url("/users")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        app.fake.requests().len(),
+        after_good,
+        "no attack reached Vultr"
+    );
+    // Unknown kids refetch the JWKS, but rate-limited: not once per request.
+    for _ in 0..5 {
+        let t = es256(&j.other_pem, "k-unknown", &claims(STAFF, ISS, AUD, 300));
+        get_with_jwt(&app, &t).await;
+    }
+    assert!(
+        j.fetches.load(Ordering::SeqCst) <= 2,
+        "JWKS fetched {} times",
+        j.fetches.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test]
+async fn identity_attacks() {
+    let app = TestApp::spawn().await;
+    let untrusted = TestApp::spawn_with(
+        FakeVultr::seeded(ROOT_KEY),
+        Options {
+            trusted: vec!["10.0.0.0/8"],
+            ..Default::default()
+        },
+    )
+    .await;
+    let anonymous = client(None);
+    let stranger = client(Some("stranger@example.com"));
+
+    let (s, _) = {
+        let r = anonymous.get(app.url("/users")).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(s, 401, "no identity");
+    let (s, _) = untrusted.get("/users").await;
+    assert_eq!(s, 401, "identity header from an untrusted peer");
+    let r = stranger.get(app.url("/users")).send().await.unwrap();
+    assert_eq!(r.status(), 403, "unknown email");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("signed in as stranger@example.com"));
+    assert!(body.contains("do not have access"));
+    assert!(app.fake.requests().is_empty());
+    assert!(untrusted.fake.requests().is_empty());
+    let denied = app
+        .state
+        .audit
+        .count(&keydesk::audit::Filter {
+            action: Some("access.denied".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied, 1, "the refusal is audited");
+}
+
+#[tokio::test]
+async fn a_viewer_sees_no_controls_and_cannot_post() {
+    let app = TestApp::spawn().await;
+    let viewer = client(Some(VIEWER));
+    let id = app.user_id("ada@example.com");
+    let page = viewer
+        .get(app.url(&format!("/users/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("viewer"));
+    assert!(!page.contains("add-key-form"));
+    assert!(!page.contains("/delete"));
+    // An operator's token does not help a viewer either.
+    let token = app.form_token(&id).await;
+    let key = app.fake.keys_of(&id)[0].id.clone();
+    app.fake.clear_log();
+    for (path, form) in [
+        (
+            format!("/users/{id}/keys"),
+            vec![("form_token", token.as_str()), ("name", "x")],
+        ),
+        (
+            format!("/users/{id}/keys/{key}/delete"),
+            vec![("form_token", token.as_str())],
+        ),
+    ] {
+        let r = viewer
+            .post(app.url(&path))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert!(r.text().await.unwrap().contains("viewer role"));
+    }
+    let r = viewer
+        .get(app.url(&format!("/users/{id}/keys/{key}/delete")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(app.fake.requests().is_empty(), "nothing reached Vultr");
+}
+
+#[tokio::test]
+async fn forgery_attacks_change_nothing() {
+    let app = TestApp::spawn().await;
+    let id = app.user_id("ada@example.com");
+    // Session A renders a form (the cookie is set on the first page).
+    app.get("/users").await;
+    let token_a = app.form_token(&id).await;
+    // Session B: the same person in another browser session.
+    let other_session = client(Some(STAFF));
+    other_session.get(app.url("/users")).send().await.unwrap();
+    let path = format!("/users/{id}/keys");
+    let rows: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        (
+            "no anti-forgery token",
+            app.client.post(app.url(&path)).form(&[("name", "x")]),
+        ),
+        (
+            "another session's token",
+            other_session
+                .post(app.url(&path))
+                .form(&[("form_token", token_a.as_str()), ("name", "x")]),
+        ),
+        (
+            "foreign Origin",
+            app.client
+                .post(app.url(&path))
+                .header("origin", "https://evil.example")
+                .form(&[("form_token", token_a.as_str()), ("name", "x")]),
+        ),
+        (
+            "foreign Referer",
+            app.client
+                .post(app.url(&path))
+                .header("referer", "https://evil.example/page")
+                .form(&[("form_token", token_a.as_str()), ("name", "x")]),
+        ),
+    ];
+    for (name, req) in rows {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 403, "{name}");
+        assert!(revealed_key(&r.text().await.unwrap()).is_none(), "{name}");
+    }
+    assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+    // The original session's token still works afterwards (it was never claimed).
+    let r = app
+        .post_form(&path, &[("form_token", &token_a), ("name", "legit")])
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn input_attacks_are_rejected_before_vultr() {
+    let fake = FakeVultr::seeded(ROOT_KEY);
+    let app = TestApp::spawn_with(
+        fake,
+        Options {
+            policy: keydesk::pages::keys::KeyPolicy {
+                max_days: Some(90),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = app.user_id("ada@example.com");
+    let long = "n".repeat(300);
+    let beyond = date_in(120);
+    let rows: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "control characters in name",
+            vec![
+                ("name", "a\u{0}b"),
+                ("expire", "on"),
+                ("date_expire", "2027-01-01"),
+            ],
+        ),
+        (
+            "300-character name",
+            vec![
+                ("name", &long),
+                ("expire", "on"),
+                ("date_expire", "2027-01-01"),
+            ],
+        ),
+        (
+            "date in the past",
+            vec![
+                ("name", "k"),
+                ("expire", "on"),
+                ("date_expire", "2001-01-01"),
+            ],
+        ),
+        (
+            "2030-02-30",
+            vec![
+                ("name", "k"),
+                ("expire", "on"),
+                ("date_expire", "2030-02-30"),
+            ],
+        ),
+        (
+            "expiry beyond the policy",
+            vec![("name", "k"), ("expire", "on"), ("date_expire", &beyond)],
+        ),
+        (
+            "expiry flag without a date",
+            vec![("name", "k"), ("expire", "on")],
+        ),
+        (
+            "never expiring under a max-lifetime policy",
+            vec![("name", "k")],
+        ),
+    ];
+    for (name, fields) in rows {
+        let token = app.form_token(&id).await;
+        let mut form = fields.clone();
+        form.push(("form_token", &token));
+        let r = app.post_form(&format!("/users/{id}/keys"), &form).await;
+        assert_eq!(r.status(), 422, "{name}");
+        assert!(r.text().await.unwrap().contains("field-error"), "{name}");
+    }
+    assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+    let long_id = "a".repeat(5000);
+    for bad in ["..", "a%2Fb", "%2e%2e%2f", "a%00b", long_id.as_str()] {
+        let (status, _) = raw_get(&app.base, &format!("/users/{bad}"), STAFF).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    assert!(
+        app.fake
+            .requests()
+            .iter()
+            .all(|r| r.method == "GET" && !r.path.contains("..")),
+        "only the form pages' own reads reached Vultr"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_a_role_list() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keydesk"))
+        .arg("serve")
+        .env("VULTR_API_KEY", ROOT_KEY)
+        .env_remove("KEYDESK_VIEWERS")
+        .env_remove("KEYDESK_OPERATORS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("KEYDESK_OPERATORS"), "{err}");
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_httponly_strict_and_secure() {
+    let app = TestApp::spawn_with(
+        FakeVultr::seeded(ROOT_KEY),
+        Options {
+            cookie_secure: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = app.client.get(app.url("/users")).send().await.unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("keydesk_session="), "{cookie}");
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(flag), "{flag} missing: {cookie}");
+    }
+}
