@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -24,7 +27,7 @@ use crate::idempotency::FormTokens;
 use crate::identity::{Access, AuthMode};
 use crate::pages::keys::KeyPolicy;
 use crate::pages::{assets, audit, keys, ops, users};
-use crate::vultr::VultrClient;
+use crate::vultr::{ClientOptions, VultrClient};
 
 /// The last readiness verdict and when it was reached.
 pub type Readiness = Arc<tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>>;
@@ -52,14 +55,15 @@ pub struct Settings {
     pub policy: KeyPolicy,
     pub audit_db: String,
     pub cookie_secure: bool,
-    pub upstream_timeout: Duration,
+    pub upstream: ClientOptions,
     pub page_size: u32,
 }
 
 impl AppState {
     pub async fn new(s: Settings) -> Result<Self, String> {
-        let vultr = VultrClient::new(&s.vultr_url, s.root_key, s.upstream_timeout)
+        let vultr = VultrClient::with_options(&s.vultr_url, s.root_key, s.upstream)
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        crate::metrics::install();
         let audit = AuditStore::open(&s.audit_db)
             .await
             .map_err(|e| format!("KEYDESK_AUDIT_DB {}: {e}", s.audit_db))?;
@@ -111,6 +115,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/audit", get(audit::audit_page))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(crate::metrics::metrics_page))
         .route("/static/{name}", get(assets::serve_static))
         // Innermost first: these run closest to the handlers.
         .layer(axum::middleware::from_fn(crate::csrf::check_origin))
@@ -119,6 +124,7 @@ pub fn build_router(state: AppState) -> Router {
             crate::identity::require_identity,
         ))
         .layer(sessions)
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(
@@ -164,7 +170,11 @@ pub fn build_router(state: AppState) -> Router {
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("no-store"),
                 ))
+                .layer(CompressionLayer::new())
                 .layer(axum::middleware::from_fn(crate::error::error_pages))
+                // A panic becomes a bare 500 that `error_pages` renders: never a stack trace.
+                .layer(CatchPanicLayer::new())
+                .layer(axum::middleware::from_fn(limit_header_size))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     REQUEST_TIMEOUT,
@@ -172,6 +182,25 @@ pub fn build_router(state: AppState) -> Router {
                 .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
         )
         .with_state(state)
+}
+
+/// Largest total size of request headers accepted.
+const HEADER_LIMIT: usize = 16 * 1024;
+
+/// Refuses requests whose headers add up to more than `HEADER_LIMIT` (431).
+async fn limit_header_size(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > HEADER_LIMIT {
+        return crate::error::AppError::HeadersTooLarge.into_response();
+    }
+    next.run(req).await
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.

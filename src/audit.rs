@@ -191,13 +191,16 @@ impl AuditStore {
     pub async fn record(&self, i: &Intent, outcome: Outcome) {
         match self.intent(i).await {
             Ok(id) => self.settle(id, outcome, None, None, None).await,
-            Err(e) => tracing::error!(
+            Err(e) => {
+                metrics::counter!("keydesk_audit_write_failures_total").increment(1);
+                tracing::error!(
                 target: "audit",
                 actor = %i.actor,
                 action = i.action,
                 error = %e,
                 "audit entry could not be written"
-            ),
+                )
+            }
         }
     }
 
@@ -232,13 +235,16 @@ impl AuditStore {
                 error = error.unwrap_or(""),
                 "audit outcome"
             ),
-            Err(e) => tracing::error!(
-                target: "audit",
-                entry_id = id,
-                outcome = outcome.as_str(),
-                error = %e,
-                "audit outcome could not be written; the entry will read unknown"
-            ),
+            Err(e) => {
+                metrics::counter!("keydesk_audit_write_failures_total").increment(1);
+                tracing::error!(
+                    target: "audit",
+                    entry_id = id,
+                    outcome = outcome.as_str(),
+                    error = %e,
+                    "audit outcome could not be written; the entry will read unknown"
+                )
+            }
         }
     }
 

@@ -49,6 +49,14 @@ pub struct CommonArgs {
     #[arg(long, env = "KEYDESK_UPSTREAM_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
     pub upstream_timeout: Duration,
 
+    /// Client-side rate limit for all calls to Vultr, requests per second (Vultr answers 429 above 30/s per IP).
+    #[arg(long, env = "KEYDESK_UPSTREAM_RPS", default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=30))]
+    pub upstream_rps: u32,
+
+    /// Seconds users lists and user details are cached (0 disables). Writes invalidate at once.
+    #[arg(long, env = "KEYDESK_CACHE_TTL", default_value = "10", value_parser = parse_seconds_or_zero)]
+    pub cache_ttl: Duration,
+
     /// Users shown per page of the users list (passed to Vultr as per_page, 1-500).
     #[arg(long, env = "KEYDESK_PAGE_SIZE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
     pub page_size: u32,
@@ -200,6 +208,13 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected seconds between 0 and 3600, got {s:?}"))
 }
 
+fn parse_seconds_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim().trim_end_matches('s') == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_seconds(s)
+}
+
 /// Why the root key could not be loaded; each message names the variable.
 #[derive(Debug, thiserror::Error)]
 pub enum RootKeyError {
@@ -219,6 +234,16 @@ pub enum RootKeyError {
 }
 
 impl CommonArgs {
+    /// How keydesk talks to Vultr.
+    pub fn client_options(&self) -> crate::vultr::ClientOptions {
+        crate::vultr::ClientOptions {
+            timeout: self.upstream_timeout,
+            rps: self.upstream_rps,
+            cache_ttl: self.cache_ttl,
+            ..Default::default()
+        }
+    }
+
     /// The key policy, or an error naming the variable.
     pub fn key_policy(&self) -> Result<crate::pages::keys::KeyPolicy, String> {
         let name_pattern = match self.key_name_pattern.as_deref().filter(|p| !p.is_empty()) {

@@ -29,6 +29,8 @@ pub enum AppError {
     Audit(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("request headers too large")]
+    HeadersTooLarge,
 }
 
 /// What the error page shows.
@@ -55,6 +57,11 @@ impl AppError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
                 "keydesk hit an internal error. Nothing secret was shown; quote the request id to the operators.".to_string(),
+            ),
+            AppError::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request headers too large",
+                "The request carried more headers than keydesk accepts. Clear this site's cookies and retry.".to_string(),
             ),
             AppError::Upstream(e) => upstream_page(e),
         };
@@ -128,9 +135,11 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let page = self.page();
         match &self {
-            AppError::Internal(_) | AppError::Audit(_) => {
-                tracing::error!(error = %self, "request failed")
+            AppError::Audit(_) => {
+                metrics::counter!("keydesk_audit_write_failures_total").increment(1);
+                tracing::error!(error = %self, "request refused: audit store unavailable")
             }
+            AppError::Internal(_) => tracing::error!(error = %self, "request failed"),
             AppError::Upstream(e) => tracing::warn!(error = %e, "upstream call failed"),
             _ => tracing::info!(status = page.status.as_u16(), error = %self, "request refused"),
         }

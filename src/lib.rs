@@ -11,6 +11,7 @@ pub mod fake_vultr;
 pub mod idempotency;
 pub mod identity;
 pub mod jwt;
+pub mod metrics;
 pub mod pages;
 pub mod telemetry;
 pub mod vultr;

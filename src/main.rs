@@ -54,7 +54,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 policy,
                 audit_db: args.audit_db.clone(),
                 cookie_secure: args.cookie_secure,
-                upstream_timeout: args.common.upstream_timeout,
+                upstream: args.common.client_options(),
                 page_size: args.common.page_size,
             };
             let state = AppState::new(settings).await?;
@@ -101,7 +101,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 policy: args.common.key_policy()?,
                 audit_db: args.audit_db.clone(),
                 cookie_secure: false,
-                upstream_timeout: args.common.upstream_timeout,
+                upstream: args.common.client_options(),
                 page_size: args.common.page_size,
             };
             let state = AppState::new(settings).await?;

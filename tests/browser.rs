@@ -359,7 +359,10 @@ async fn demo_app(app: &TestApp) -> String {
         policy: Default::default(),
         audit_db: "sqlite::memory:".into(),
         cookie_secure: false,
-        upstream_timeout: Duration::from_secs(5),
+        upstream: keydesk::vultr::ClientOptions {
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
         page_size: 10,
     })
     .await

@@ -583,7 +583,10 @@ async fn an_unreachable_upstream_is_explained() {
         policy: Default::default(),
         audit_db: "sqlite::memory:".into(),
         cookie_secure: false,
-        upstream_timeout: Duration::from_secs(2),
+        upstream: keydesk::vultr::ClientOptions {
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
         page_size: 10,
     })
     .await

@@ -407,6 +407,7 @@ pub async fn create_key(
                 .settle(audit_id, Outcome::Ok, Some(&created.id), None, None)
                 .await;
             tracing::info!(key.id = %created.id, "key created");
+            metrics::counter!("keydesk_keys_created_total").increment(1);
             let key = created.summary();
             let layout = Layout::new(&who, &session).await;
             let mut resp = render(
@@ -604,6 +605,7 @@ pub async fn revoke_key(
     };
     match state.vultr.delete_key(&id, &key_id).await {
         Ok(()) => {
+            metrics::counter!("keydesk_keys_revoked_total").increment(1);
             state.tokens.complete(&token, Some(key_id.clone()));
             state
                 .audit

@@ -5,8 +5,12 @@
 
 pub mod types;
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use governor::Quota;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -18,7 +22,7 @@ pub use types::*;
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Everything that can go wrong talking to Vultr, in terms a page can explain.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum VultrError {
     /// Vultr answered with an error status (its `{"error": ...}` message when it sent one).
     #[error("Vultr answered {status}: {message}")]
@@ -69,38 +73,120 @@ fn segment(id: &str) -> Result<String, VultrError> {
     Ok(utf8_percent_encode(id, SEGMENT).to_string())
 }
 
-#[derive(Clone)]
-pub struct VultrClient {
+/// How the client treats the upstream: timeouts, rate, retries, cache.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Overall timeout of one call (connect is bounded by the smaller of this and 5 s).
+    pub timeout: Duration,
+    /// Client-side rate limit shared by all upstream traffic, requests per second.
+    pub rps: u32,
+    /// Time-to-live of cached users lists and user details; zero disables caching.
+    pub cache_ttl: Duration,
+    /// Retries for idempotent GETs (connection errors, 429, 502, 503, 504).
+    pub max_retries: u32,
+    /// First backoff step; doubles per retry, with full jitter.
+    pub backoff_base: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            rps: 25,
+            cache_ttl: Duration::from_secs(10),
+            max_retries: 3,
+            backoff_base: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Longest wait keydesk accepts from a `Retry-After` header.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Tokens available at once: keeps any 1 s window at or under rate + burst
+/// (25 + 4 < Vultr's 30/s).
+const BURST: u32 = 4;
+
+type Limiter = governor::DefaultDirectRateLimiter;
+type Body = Arc<Vec<u8>>;
+type Flight = Arc<tokio::sync::OnceCell<Result<Body, VultrError>>>;
+
+struct Inner {
     http: reqwest::Client,
     base: String,
     key: SecretString,
+    limiter: Limiter,
+    opts: ClientOptions,
+    cache: Mutex<HashMap<String, (Instant, Body)>>,
+    inflight: Mutex<HashMap<String, Flight>>,
+}
+
+/// The Vultr API client: one per process, cheap to clone.
+#[derive(Clone)]
+pub struct VultrClient {
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for VultrClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VultrClient")
-            .field("base", &self.base)
+            .field("base", &self.inner.base)
             .field("key", &"[REDACTED]")
+            .field("opts", &self.inner.opts)
             .finish()
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Cache key of the users list pages.
+const LIST_PREFIX: &str = "/v2/users?";
+
 impl VultrClient {
     pub fn new(base: &str, key: SecretString, timeout: Duration) -> Result<Self, reqwest::Error> {
+        Self::with_options(
+            base,
+            key,
+            ClientOptions {
+                timeout,
+                ..ClientOptions::default()
+            },
+        )
+    }
+
+    pub fn with_options(
+        base: &str,
+        key: SecretString,
+        opts: ClientOptions,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
+            .connect_timeout(opts.timeout.min(Duration::from_secs(5)))
+            .timeout(opts.timeout)
             .user_agent(concat!("keydesk/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let rps = NonZeroU32::new(opts.rps.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(BURST.min(opts.rps.max(1))).unwrap_or(NonZeroU32::MIN);
+        let limiter = governor::RateLimiter::direct(Quota::per_second(rps).allow_burst(burst));
         Ok(Self {
-            http,
-            base: base.trim_end_matches('/').to_string(),
-            key,
+            inner: Arc::new(Inner {
+                http,
+                base: base.trim_end_matches('/').to_string(),
+                key,
+                limiter,
+                opts,
+                cache: Mutex::new(HashMap::new()),
+                inflight: Mutex::new(HashMap::new()),
+            }),
         })
     }
 
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.inner.base
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
     }
 
     #[tracing::instrument(skip_all, fields(vultr.cursor_present = cursor.is_some()))]
@@ -113,10 +199,11 @@ impl VultrClient {
         if let Some(c) = cursor.filter(|c| !c.is_empty()) {
             query.push(("cursor", c.to_string()));
         }
-        self.get_json("/v2/users", &query).await
+        self.get_json("GET /v2/users", "/v2/users", &query, true)
+            .await
     }
 
-    /// Every user, following cursors (used by search across pages).
+    /// Every user, following cursors (search across pages, reports).
     pub async fn list_all_users(&self) -> Result<Vec<User>, VultrError> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
@@ -136,14 +223,19 @@ impl VultrClient {
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
     pub async fn get_user(&self, user_id: &str) -> Result<User, VultrError> {
         let path = format!("/v2/users/{}", segment(user_id)?);
-        let env: UserEnvelope = self.get_json(&path, &[]).await?;
+        let env: UserEnvelope = self
+            .get_json("GET /v2/users/{id}", &path, &[], true)
+            .await?;
         Ok(env.user)
     }
 
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
     pub async fn list_keys(&self, user_id: &str) -> Result<Vec<ApiKey>, VultrError> {
         let path = format!("/v2/users/{}/apikeys", segment(user_id)?);
-        let env: KeysEnvelope = self.get_json(&path, &[]).await?;
+        // Keys are never cached: a create or revoke must show at once.
+        let env: KeysEnvelope = self
+            .get_json("GET /v2/users/{id}/apikeys", &path, &[], false)
+            .await?;
         Ok(env.api_keys)
     }
 
@@ -154,7 +246,9 @@ impl VultrClient {
             segment(user_id)?,
             segment(key_id)?
         );
-        let env: KeyEnvelope = self.get_json(&path, &[]).await?;
+        let env: KeyEnvelope = self
+            .get_json("GET /v2/users/{id}/apikeys/{key}", &path, &[], false)
+            .await?;
         Ok(env.api_key)
     }
 
@@ -167,7 +261,10 @@ impl VultrClient {
     ) -> Result<CreatedApiKey, VultrError> {
         let path = format!("/v2/users/{}/apikeys", segment(user_id)?);
         let req = self.request(Method::POST, &path).json(body);
-        let bytes = self.send(req, true).await?;
+        let bytes = self
+            .send_once("POST /v2/users/{id}/apikeys", req, true)
+            .await?;
+        self.invalidate_user(user_id);
         let env: CreatedEnvelope = serde_json::from_slice(&bytes)
             // serde's message names the field, never its value: safe to keep.
             .map_err(|e| VultrError::Malformed(format!("create response: {e}")))?;
@@ -181,66 +278,238 @@ impl VultrClient {
             segment(user_id)?,
             segment(key_id)?
         );
-        self.send(self.request(Method::DELETE, &path), true).await?;
-        Ok(())
+        let res = self
+            .send_once(
+                "DELETE /v2/users/{id}/apikeys/{key}",
+                self.request(Method::DELETE, &path),
+                true,
+            )
+            .await;
+        self.invalidate_user(user_id);
+        res.map(|_| ())
+    }
+
+    /// Switches a user's API access (`PATCH /v2/users/{id}` with `api_enabled`).
+    #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
+    pub async fn set_api_enabled(&self, user_id: &str, enabled: bool) -> Result<(), VultrError> {
+        let path = format!("/v2/users/{}", segment(user_id)?);
+        let req = self
+            .request(Method::PATCH, &path)
+            .json(&serde_json::json!({ "api_enabled": enabled }));
+        let res = self.send_once("PATCH /v2/users/{id}", req, true).await;
+        self.invalidate_user(user_id);
+        res.map(|_| ())
+    }
+
+    /// Drops cached views of a user (after any write to them) and of the lists.
+    pub fn invalidate_user(&self, user_id: &str) {
+        let path = format!("/v2/users/{user_id}");
+        lock(&self.inner.cache).retain(|k, _| {
+            !(k == &path || k.starts_with(&format!("{path}/")) || k.starts_with(LIST_PREFIX))
+        });
+    }
+
+    /// Drops every cached list page (the "refresh" control).
+    pub fn invalidate_lists(&self) {
+        lock(&self.inner.cache).retain(|k, _| !k.starts_with(LIST_PREFIX));
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{}", self.base, path))
+        self.inner
+            .http
+            .request(method, format!("{}{}", self.inner.base, path))
             // The one place the root key leaves its SecretString.
-            .bearer_auth(self.key.expose_secret())
+            .bearer_auth(self.inner.key.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json")
     }
 
     async fn get_json<T: DeserializeOwned>(
         &self,
+        endpoint: &'static str,
         path: &str,
         query: &[(&str, String)],
+        cacheable: bool,
     ) -> Result<T, VultrError> {
-        let bytes = self
-            .send(self.request(Method::GET, path).query(query), false)
-            .await?;
+        let bytes = self.get_shared(endpoint, path, query, cacheable).await?;
         serde_json::from_slice(&bytes).map_err(|e| VultrError::Malformed(e.to_string()))
     }
 
-    /// Sends, maps transport and status errors, and reads a bounded body.
-    async fn send(
+    /// A GET through the cache (when `cacheable` and enabled) and the
+    /// single-flight table: concurrent identical GETs share one request.
+    async fn get_shared(
         &self,
+        endpoint: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+        cacheable: bool,
+    ) -> Result<Body, VultrError> {
+        let key = if query.is_empty() {
+            path.to_string()
+        } else {
+            let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{path}?{}", qs.join("&"))
+        };
+        let ttl = self.inner.opts.cache_ttl;
+        let use_cache = cacheable && !ttl.is_zero();
+        if use_cache {
+            if let Some((at, body)) = lock(&self.inner.cache).get(&key)
+                && at.elapsed() < ttl
+            {
+                metrics::counter!("keydesk_cache_hits_total").increment(1);
+                return Ok(body.clone());
+            }
+            metrics::counter!("keydesk_cache_misses_total").increment(1);
+        }
+        let flight = lock(&self.inner.inflight)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = flight
+            .get_or_init(|| self.get_with_retries(endpoint, path, query))
+            .await
+            .clone();
+        {
+            let mut inflight = lock(&self.inner.inflight);
+            if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                inflight.remove(&key);
+            }
+        }
+        if use_cache && let Ok(body) = &result {
+            lock(&self.inner.cache).insert(key, (Instant::now(), body.clone()));
+        }
+        result
+    }
+
+    /// GETs are idempotent: retried on connection errors, 429, 502, 503 and
+    /// 504 with exponential backoff and full jitter, honouring `Retry-After`.
+    async fn get_with_retries(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Body, VultrError> {
+        let mut attempt = 0;
+        loop {
+            let req = self.request(Method::GET, path).query(query);
+            match self.send_raw(endpoint, req, false).await {
+                Ok(body) => return Ok(Arc::new(body)),
+                Err((e, retry_after)) => {
+                    let retryable = matches!(
+                        e,
+                        VultrError::Unreachable(_)
+                            | VultrError::Api {
+                                status: 429 | 502 | 503 | 504,
+                                ..
+                            }
+                    );
+                    if !retryable || attempt >= self.inner.opts.max_retries {
+                        return Err(e);
+                    }
+                    let backoff = self.inner.opts.backoff_base * 2u32.saturating_pow(attempt);
+                    let jittered = backoff.mul_f64(rand::random::<f64>());
+                    let wait = retry_after.map_or(jittered, |r| r.min(MAX_RETRY_AFTER));
+                    attempt += 1;
+                    metrics::counter!("keydesk_upstream_retries_total", "endpoint" => endpoint)
+                        .increment(1);
+                    tracing::info!(endpoint, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying upstream GET");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        endpoint: &'static str,
         req: reqwest::RequestBuilder,
         is_write: bool,
     ) -> Result<Vec<u8>, VultrError> {
+        self.send_raw(endpoint, req, is_write)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// One request: waits for the rate limiter, sends, reads a bounded body,
+    /// records metrics. On failure also returns any `Retry-After`.
+    async fn send_raw(
+        &self,
+        endpoint: &'static str,
+        req: reqwest::RequestBuilder,
+        is_write: bool,
+    ) -> Result<Vec<u8>, (VultrError, Option<Duration>)> {
+        let waited = Instant::now();
+        self.inner.limiter.until_ready().await;
+        let wait = waited.elapsed();
+        if wait > Duration::from_millis(1) {
+            metrics::counter!("keydesk_ratelimit_waits_total").increment(1);
+            metrics::counter!("keydesk_ratelimit_wait_seconds_total")
+                .increment(wait.as_micros() as u64 / 1000);
+        }
+        let started = Instant::now();
+        let result = self.exchange(req, is_write).await;
+        let status = match &result {
+            Ok(_) => "2xx".to_string(),
+            Err((VultrError::Api { status, .. }, _)) => status.to_string(),
+            Err((VultrError::Timeout | VultrError::OutcomeUnknown(_), _)) => "timeout".into(),
+            Err((VultrError::Unreachable(_), _)) => "unreachable".into(),
+            Err((VultrError::Malformed(_), _)) => "malformed".into(),
+            Err((VultrError::InvalidId, _)) => "invalid".into(),
+        };
+        metrics::counter!("keydesk_upstream_requests_total", "endpoint" => endpoint, "status" => status)
+            .increment(1);
+        metrics::histogram!("keydesk_upstream_request_duration_seconds", "endpoint" => endpoint)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+        is_write: bool,
+    ) -> Result<Vec<u8>, (VultrError, Option<Duration>)> {
         let mut resp = req
             .send()
             .await
-            .map_err(|e| transport_error(&e, is_write))?;
+            .map_err(|e| (transport_error(&e, is_write), None))?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         if let Some(len) = resp.content_length()
             && len > MAX_BODY_BYTES as u64
         {
-            return Err(VultrError::Malformed(format!(
-                "response of {len} bytes exceeds the {MAX_BODY_BYTES}-byte limit"
-            )));
+            return Err((
+                VultrError::Malformed(format!(
+                    "response of {len} bytes exceeds the {MAX_BODY_BYTES}-byte limit"
+                )),
+                None,
+            ));
         }
         let mut body = Vec::new();
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > MAX_BODY_BYTES {
-                        return Err(VultrError::Malformed(format!(
-                            "response exceeds the {MAX_BODY_BYTES}-byte limit"
-                        )));
+                        return Err((
+                            VultrError::Malformed(format!(
+                                "response exceeds the {MAX_BODY_BYTES}-byte limit"
+                            )),
+                            None,
+                        ));
                     }
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(transport_error(&e, is_write)),
+                Err(e) => return Err((transport_error(&e, is_write), None)),
             }
         }
         if status.is_success() {
             return Ok(body);
         }
-        Err(api_error(status, &body))
+        Err((api_error(status, &body), retry_after))
     }
 }
 

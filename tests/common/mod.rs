@@ -8,6 +8,7 @@ use keydesk::app::{self, AppState, Settings};
 use keydesk::fake_vultr::FakeVultr;
 use keydesk::identity::{Access, AuthMode};
 use keydesk::pages::keys::KeyPolicy;
+use keydesk::vultr::ClientOptions;
 use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::SecretString;
 
@@ -29,7 +30,7 @@ pub struct Options {
     pub page_size: u32,
     pub root_key: &'static str,
     pub audit_db: String,
-    pub timeout: Duration,
+    pub upstream: ClientOptions,
     pub access: Access,
     pub policy: KeyPolicy,
     /// Overrides the default header mode (e.g. JWT).
@@ -45,7 +46,15 @@ impl Default for Options {
             page_size: 10,
             root_key: ROOT_KEY,
             audit_db: "sqlite::memory:".into(),
-            timeout: Duration::from_secs(5),
+            // Fast and uncached by default; tests of the cache and the
+            // limiter turn them on explicitly.
+            upstream: ClientOptions {
+                timeout: Duration::from_secs(5),
+                rps: 1000,
+                cache_ttl: Duration::ZERO,
+                max_retries: 3,
+                backoff_base: Duration::from_millis(10),
+            },
             access: Access::new(
                 &[VIEWER.into()],
                 &[STAFF.into(), OTHER.into(), "group:platform".into()],
@@ -91,7 +100,7 @@ impl TestApp {
             policy: opts.policy.clone(),
             audit_db: opts.audit_db.clone(),
             cookie_secure: opts.cookie_secure,
-            upstream_timeout: opts.timeout,
+            upstream: opts.upstream.clone(),
             page_size: opts.page_size,
         })
         .await
