@@ -45,6 +45,10 @@ pub enum Fault {
     Malformed,
     /// Hold every request this long before answering normally.
     Stall(Duration),
+    /// Answer 429 with `Retry-After: N` seconds.
+    RateLimited(u64),
+    /// Answer 200 with a body of this many bytes.
+    Huge(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +90,12 @@ struct Inner {
     data: Mutex<Data>,
     log: Mutex<Vec<Recorded>>,
     fault: Mutex<Option<Fault>>,
+    /// Only requests with this method suffer the fault (all when None).
+    fault_method: Mutex<Option<String>>,
+    /// Vultr's own limit: more than this many requests in any second → 429.
+    rate_limit: Mutex<Option<u32>>,
+    recent: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    too_many: std::sync::atomic::AtomicUsize,
     latency: Mutex<Duration>,
     create_delay: Mutex<Duration>,
 }
@@ -127,6 +137,10 @@ impl FakeVultr {
                 data: Mutex::new(Data::default()),
                 log: Mutex::new(Vec::new()),
                 fault: Mutex::new(None),
+                fault_method: Mutex::new(None),
+                rate_limit: Mutex::new(None),
+                recent: Mutex::new(std::collections::VecDeque::new()),
+                too_many: std::sync::atomic::AtomicUsize::new(0),
                 latency: Mutex::new(Duration::ZERO),
                 create_delay: Mutex::new(Duration::ZERO),
             }),
@@ -315,7 +329,27 @@ impl FakeVultr {
     }
 
     pub fn set_fault(&self, fault: Option<Fault>) {
+        *lock(&self.inner.fault_method) = None;
         *lock(&self.inner.fault) = fault;
+    }
+
+    /// A fault that only requests with `method` suffer (e.g. only the create POST).
+    pub fn set_fault_on(&self, method: &str, fault: Fault) {
+        *lock(&self.inner.fault_method) = Some(method.to_string());
+        *lock(&self.inner.fault) = Some(fault);
+    }
+
+    /// Enforce Vultr's rate limit: more than `per_second` requests in any
+    /// sliding second are answered 429.
+    pub fn set_rate_limit(&self, per_second: Option<u32>) {
+        *lock(&self.inner.rate_limit) = per_second;
+    }
+
+    /// How many 429s the rate limit has answered.
+    pub fn rate_limited_count(&self) -> usize {
+        self.inner
+            .too_many
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Latency added to every request (benchmarks).
@@ -389,11 +423,35 @@ async fn record_and_guard(
         authorization: authorization.clone(),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
+    if let Some(limit) = *lock(&fake.inner.rate_limit) {
+        let now = std::time::Instant::now();
+        let mut recent = lock(&fake.inner.recent);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= limit as usize {
+            fake.inner
+                .too_many
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return vultr_error(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
+        }
+        recent.push_back(now);
+    }
     let latency = *lock(&fake.inner.latency);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let fault = lock(&fake.inner.fault).clone();
+    let applies = lock(&fake.inner.fault_method)
+        .as_deref()
+        .is_none_or(|m| m == parts.method.as_str());
+    let fault = if applies {
+        lock(&fake.inner.fault).clone()
+    } else {
+        None
+    };
     match fault {
         Some(Fault::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -401,6 +459,14 @@ async fn record_and_guard(
         }
         Some(Fault::Malformed) => return (StatusCode::OK, "{\"users\": [oops").into_response(),
         Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
+        Some(Fault::RateLimited(secs)) => {
+            let mut r = vultr_error(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert("retry-after", v);
+            }
+            return r;
+        }
+        Some(Fault::Huge(n)) => return (StatusCode::OK, vec![b' '; n]).into_response(),
         None => {}
     }
     if authorization.as_deref() != Some(&format!("Bearer {}", fake.inner.token)) {

@@ -24,6 +24,8 @@ pub struct UsersQuery {
     cursor: Option<String>,
     #[serde(default)]
     q: Option<String>,
+    #[serde(default)]
+    refresh: Option<String>,
 }
 
 #[derive(Template)]
@@ -69,6 +71,9 @@ pub async fn list_users(
         return Err(AppError::BadRequest(
             "That page cursor is not valid.".into(),
         ));
+    }
+    if query.refresh.is_some() {
+        state.vultr.invalidate_lists();
     }
     let layout = Layout::new(&who, &session).await;
     let view = if q.is_empty() {
@@ -173,8 +178,12 @@ pub async fn show_user(
     who: Identity,
     session: Session,
     Path(id): Path<String>,
+    Query(query): Query<UsersQuery>,
 ) -> Result<Response, AppError> {
     check_id(&id)?;
+    if query.refresh.is_some() {
+        state.vultr.invalidate_user(&id);
+    }
     let form = KeyForm::blank(
         state
             .tokens

@@ -1,0 +1,317 @@
+//! Upstream resilience and observability: a fault matrix over the list, user
+//! and create pages; retries only where allowed; the cache and single-flight;
+//! the rate limiter against the fake's own 30/s limit; a bounded load test;
+//! metrics that move.
+
+// Tests fail loudly on any unexpected error: unwrap is the point.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use keydesk::fake_vultr::{FakeVultr, Fault};
+use keydesk::vultr::ClientOptions;
+
+fn opts(timeout_ms: u64) -> Options {
+    Options {
+        upstream: ClientOptions {
+            timeout: Duration::from_millis(timeout_ms),
+            rps: 1000,
+            cache_ttl: Duration::ZERO,
+            max_retries: 3,
+            backoff_base: Duration::from_millis(10),
+        },
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn fault_matrix_for_list_user_and_create() {
+    // (fault, expected status, words, GET attempts per GET call)
+    let rows: Vec<(&str, Fault, u16, &str, usize)> = vec![
+        ("500", Fault::Status(500), 502, "Vultr is having trouble", 1),
+        ("503", Fault::Status(503), 502, "Vultr is having trouble", 4),
+        (
+            "429 with Retry-After",
+            Fault::RateLimited(0),
+            503,
+            "rate limiting",
+            4,
+        ),
+        ("malformed JSON", Fault::Malformed, 502, "could not read", 1),
+        (
+            "20 MiB body",
+            Fault::Huge(20 * 1024 * 1024),
+            502,
+            "could not read",
+            1,
+        ),
+        (
+            "stall",
+            Fault::Stall(Duration::from_secs(30)),
+            504,
+            "did not answer in time",
+            1,
+        ),
+    ];
+    for (name, fault, status, words, attempts) in rows {
+        let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts(800)).await;
+        let id = app.user_id("ada@example.com");
+        let token = app.form_token(&id).await;
+        app.fake.clear_log();
+        app.fake.set_fault(Some(fault.clone()));
+
+        let (s, body) = app.get("/users").await;
+        assert_eq!(s, status, "{name}: list");
+        assert!(body.contains(words), "{name}: list says {words}");
+        assert!(body.contains(r#"id="request-id""#), "{name}");
+        assert_eq!(
+            app.fake.count("GET", "/v2/users"),
+            attempts,
+            "{name}: list attempts"
+        );
+
+        app.fake.clear_log();
+        let (s, _) = app.get(&format!("/users/{id}")).await;
+        assert_eq!(s, status, "{name}: user page");
+
+        // The create POST alone suffers the fault: it is never retried.
+        app.fake.set_fault_on("POST", fault.clone());
+        app.fake.clear_log();
+        let r = app
+            .post_form(
+                &format!("/users/{id}/keys"),
+                &[("form_token", &token), ("name", "f")],
+            )
+            .await;
+        let (cs, body) = (r.status().as_u16(), r.text().await.unwrap());
+        assert_eq!(app.fake.count("POST", "/v2/users"), 1, "{name}: one POST");
+        assert!(revealed_key(&body).is_none());
+        if name == "stall" {
+            assert_eq!(cs, 504);
+            assert!(body.contains("Outcome unknown"), "{body}");
+            assert!(body.contains("key list"));
+        } else {
+            assert!(cs >= 500, "{name}: create answered {cs}");
+        }
+
+        // Healthy afterwards.
+        app.fake.set_fault(None);
+        assert_eq!(app.get("/users").await.0, 200, "{name}: recovers");
+        assert_eq!(app.get("/healthz").await.0, 200);
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_create_outcome_spends_the_form() {
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts(500)).await;
+    let id = app.user_id("ada@example.com");
+    let token = app.form_token(&id).await;
+    app.fake
+        .set_fault_on("POST", Fault::Stall(Duration::from_secs(5)));
+    let form = [("form_token", token.as_str()), ("name", "maybe")];
+    let r = app.post_form(&format!("/users/{id}/keys"), &form).await;
+    assert_eq!(r.status(), 504);
+    app.fake.set_fault(None);
+    let again = app.post_form(&format!("/users/{id}/keys"), &form).await;
+    assert_eq!(
+        again.status(),
+        409,
+        "a resubmission never creates a second key"
+    );
+    assert_eq!(app.fake.count("POST", "/v2/users"), 1);
+    let (_, audit) = app.get("/audit?outcome=unknown").await;
+    assert!(
+        audit.contains("maybe"),
+        "the unknown outcome is in the audit"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_not_retried_forever() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let client = keydesk::vultr::VultrClient::with_options(
+        &format!("http://127.0.0.1:{port}"),
+        secrecy::SecretString::from("k".to_string()),
+        opts(500).upstream,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = client.list_users(10, None).await.unwrap_err();
+    assert!(matches!(err, keydesk::vultr::VultrError::Unreachable(_)));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn the_cache_serves_repeat_views_and_writes_invalidate_it() {
+    let mut o = opts(2000);
+    o.upstream.cache_ttl = Duration::from_secs(60);
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), o).await;
+    let id = app.user_id("ada@example.com");
+    app.fake.clear_log();
+    for _ in 0..3 {
+        assert_eq!(app.get("/users").await.0, 200);
+        assert_eq!(app.get(&format!("/users/{id}")).await.0, 200);
+    }
+    assert_eq!(
+        app.fake.count("GET", "/v2/users"),
+        1 + 1 + 3,
+        "list once, user once, keys each time"
+    );
+    // The refresh control goes to Vultr again.
+    app.fake.clear_log();
+    app.get("/users?refresh=1").await;
+    assert_eq!(app.fake.count("GET", "/v2/users"), 1);
+    // A write to the user invalidates its cached details.
+    let token = app.form_token(&id).await;
+    app.post_form(
+        &format!("/users/{id}/keys"),
+        &[("form_token", &token), ("name", "c")],
+    )
+    .await;
+    app.fake.clear_log();
+    app.get(&format!("/users/{id}")).await;
+    assert_eq!(
+        app.fake.count("GET", &format!("/v2/users/{id}")),
+        2,
+        "user refetched after the write"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_identical_gets_share_one_upstream_request() {
+    let fake = FakeVultr::seeded(ROOT_KEY);
+    fake.set_latency(Duration::from_millis(300));
+    let app = TestApp::spawn_with(fake, opts(5000)).await;
+    app.fake.clear_log();
+    let mut handles = Vec::new();
+    for _ in 0..10 {
+        let c = app.client.clone();
+        let url = app.url("/users");
+        handles.push(tokio::spawn(async move {
+            c.get(url).send().await.unwrap().status()
+        }));
+    }
+    for h in handles {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    assert_eq!(app.fake.count("GET", "/v2/users"), 1);
+}
+
+#[tokio::test]
+async fn the_rate_limiter_keeps_keydesk_under_vultrs_limit() {
+    let fake = FakeVultr::with_users(ROOT_KEY, 60);
+    fake.set_rate_limit(Some(30));
+    let client = keydesk::vultr::VultrClient::with_options(
+        &fake.spawn().await.unwrap(),
+        secrecy::SecretString::from(ROOT_KEY.to_string()),
+        ClientOptions {
+            cache_ttl: Duration::ZERO,
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let users = fake.users();
+    let started = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for u in users {
+        let c = client.clone();
+        handles.push(tokio::spawn(
+            async move { c.list_keys(&u.id).await.is_ok() },
+        ));
+    }
+    for h in handles {
+        assert!(h.await.unwrap());
+    }
+    assert_eq!(
+        fake.rate_limited_count(),
+        0,
+        "Vultr's limiter never answered 429"
+    );
+    // 60 calls at 25/s with a burst of 4 take at least (60-4)/25 s.
+    assert!(started.elapsed() >= Duration::from_millis(2000));
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_clients_get_no_5xx() {
+    let mut o = opts(5000);
+    o.upstream.cache_ttl = Duration::from_secs(10);
+    o.upstream.rps = 25;
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), o).await;
+    // Clients first: building 200 TLS-capable clients takes a while in debug.
+    let clients: Vec<_> = (0..200).map(|_| client(Some(STAFF))).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut handles = Vec::new();
+    for c in clients {
+        let url = app.url("/users");
+        handles.push(tokio::spawn(async move {
+            let (mut ok, mut bad) = (0u32, 0u32);
+            // Bounded: a fixed time on loopback only.
+            while std::time::Instant::now() < deadline {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status().is_server_error() => bad += 1,
+                    Ok(_) => ok += 1,
+                    Err(_) => bad += 1,
+                }
+            }
+            (ok, bad)
+        }));
+    }
+    let (mut ok, mut bad) = (0, 0);
+    for h in handles {
+        let (o, b) = h.await.unwrap();
+        ok += o;
+        bad += b;
+    }
+    assert_eq!(bad, 0, "{bad} failures out of {}", ok + bad);
+    assert!(ok > 200, "only {ok} requests completed");
+}
+
+fn metric(text: &str, name: &str, label_part: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label_part))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_move_as_requests_flow() {
+    let app = TestApp::spawn().await;
+    let before = app.get("/metrics").await.1;
+    let id = app.user_id("ada@example.com");
+    let token = app.form_token(&id).await;
+    app.post_form(
+        &format!("/users/{id}/keys"),
+        &[("form_token", &token), ("name", "m")],
+    )
+    .await;
+    app.fake.set_fault(Some(Fault::Status(503)));
+    app.get("/users").await;
+    app.fake.set_fault(None);
+    let (status, after) = app.get("/metrics").await;
+    assert_eq!(status, 200);
+    for (name, label) in [
+        ("keydesk_http_requests_total", "route=\"/users/{id}\""),
+        (
+            "keydesk_upstream_requests_total",
+            "endpoint=\"GET /v2/users/{id}\"",
+        ),
+        ("keydesk_upstream_retries_total", ""),
+        ("keydesk_keys_created_total", ""),
+        (
+            "keydesk_http_request_duration_seconds_count",
+            "route=\"/users/{id}\"",
+        ),
+    ] {
+        assert!(
+            metric(&after, name, label) > metric(&before, name, label),
+            "{name}{{{label}}} did not move"
+        );
+    }
+    assert!(!after.contains(ROOT_KEY));
+}
