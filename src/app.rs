@@ -112,7 +112,17 @@ pub fn build_router(state: AppState) -> Router {
             "/users/{id}/keys/{key_id}/delete",
             get(keys::confirm_delete).post(keys::revoke_key),
         )
+        .route(
+            "/users/{id}/keys/{key_id}/rotate",
+            get(keys::rotate_form).post(keys::rotate_key),
+        )
+        .route(
+            "/users/{id}/api-access",
+            get(users::confirm_api_access).post(users::set_api_access),
+        )
         .route("/audit", get(audit::audit_page))
+        .route("/audit.csv", get(audit::audit_csv))
+        .route("/audit.jsonl", get(audit::audit_jsonl))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(crate::metrics::metrics_page))

@@ -139,13 +139,17 @@ impl AuditStore {
         )
         .bind(now())
         .execute(&pool)
-        .await?;
-        if stale.rows_affected() > 0 {
-            tracing::warn!(
+        .await;
+        match stale {
+            Ok(r) if r.rows_affected() > 0 => tracing::warn!(
                 target: "audit",
-                count = stale.rows_affected(),
+                count = r.rows_affected(),
                 "audit entries left open by a previous run marked unknown"
-            );
+            ),
+            Ok(_) => {}
+            // A read-only store still serves the audit pages; every mutating
+            // action will be refused when its intent cannot be written.
+            Err(e) => tracing::error!(target: "audit", error = %e, "audit store is not writable: keydesk will refuse every change"),
         }
         Ok(Self { pool })
     }
@@ -286,6 +290,16 @@ impl AuditStore {
             .push(" OFFSET ")
             .push_bind(offset);
         q.build_query_as::<Entry>().fetch_all(&self.pool).await
+    }
+
+    /// Ids of keys keydesk itself created (create or rotate that ended ok).
+    pub async fn keys_created_here(&self) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT key_id FROM audit WHERE action IN ('key.create', 'key.rotate') AND outcome = 'ok' AND key_id IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().collect())
     }
 
     pub async fn count(&self, f: &Filter) -> Result<i64, sqlx::Error> {

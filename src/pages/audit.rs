@@ -2,8 +2,8 @@
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
@@ -38,6 +38,16 @@ impl AuditView {
     pub fn f<'a>(&self, v: &'a Option<String>) -> &'a str {
         v.as_deref().unwrap_or("")
     }
+    /// The current filter as a query string (for exports and paging).
+    pub fn filter_qs(&self) -> String {
+        self.page_href(0)
+            .trim_start_matches("/audit?")
+            .split('&')
+            .filter(|p| !p.starts_with("page="))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
     /// Link to another page of the same filtered view.
     pub fn page_href(&self, page: i64) -> String {
         let mut pairs: Vec<(&str, &str)> = Vec::new();
@@ -64,6 +74,57 @@ impl AuditView {
             .collect();
         format!("/audit?{}", qs.join("&"))
     }
+}
+
+/// Most rows one export returns.
+const EXPORT_LIMIT: i64 = 100_000;
+
+/// `GET /audit.csv`: the filtered trail as CSV, newest first.
+pub async fn audit_csv(
+    State(state): State<AppState>,
+    _who: Identity,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, AppError> {
+    let entries = state.audit.list(&q.filter, EXPORT_LIMIT, 0).await?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for e in &entries {
+        w.serialize(e)
+            .map_err(|e| AppError::Internal(format!("csv: {e}")))?;
+    }
+    let body = w
+        .into_inner()
+        .map_err(|e| AppError::Internal(format!("csv: {e}")))?;
+    Ok(export(body, "text/csv; charset=utf-8", "keydesk-audit.csv"))
+}
+
+/// `GET /audit.jsonl`: the filtered trail as JSON Lines, newest first.
+pub async fn audit_jsonl(
+    State(state): State<AppState>,
+    _who: Identity,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, AppError> {
+    let entries = state.audit.list(&q.filter, EXPORT_LIMIT, 0).await?;
+    let mut body = Vec::new();
+    for e in &entries {
+        serde_json::to_writer(&mut body, e)
+            .map_err(|e| AppError::Internal(format!("jsonl: {e}")))?;
+        body.push(b'\n');
+    }
+    Ok(export(body, "application/jsonl; charset=utf-8", "keydesk-audit.jsonl"))
+}
+
+fn export(body: Vec<u8>, mime: &'static str, name: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, mime.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 pub async fn audit_page(

@@ -263,6 +263,7 @@ pub struct CreatedView {
     pub user: User,
     pub key: ApiKey,
     secret: SecretString,
+    pub rotation: Option<Rotation>,
 }
 
 impl CreatedView {
@@ -271,6 +272,9 @@ impl CreatedView {
     }
     pub fn user_href(&self) -> String {
         user_href(&self.user.id)
+    }
+    pub fn revoke_old_action(&self, old: &ApiKey) -> String {
+        format!("/users/{}/keys/{}/delete", self.user.id, old.id)
     }
 }
 
@@ -378,7 +382,6 @@ pub async fn create_key(
             return Err(e.into());
         }
     };
-
     let intent = Intent {
         actor: who.email.clone(),
         role: who.role.as_str().into(),
@@ -391,25 +394,54 @@ pub async fn create_key(
         request_id: request_id(&headers),
         ..Default::default()
     };
+    mint(&state, &who, &session, &token, user, &body, intent, None).await
+}
+
+/// The old key of a rotation, offered for revocation on the reveal page.
+pub struct Rotation {
+    pub old_key: ApiKey,
+    pub revoke_token: String,
+}
+
+/// Records the intent, creates the key, settles the audit, reveals it once.
+/// Shared by create and rotate; `token` is already claimed.
+#[allow(clippy::too_many_arguments)]
+async fn mint(
+    state: &AppState,
+    who: &Identity,
+    session: &Session,
+    token: &str,
+    user: User,
+    body: &NewApiKey,
+    intent: Intent,
+    rotating: Option<ApiKey>,
+) -> Result<Response, AppError> {
     let audit_id = match state.audit.intent(&intent).await {
         Ok(a) => a,
         Err(e) => {
-            state.tokens.release(&token);
+            state.tokens.release(token);
             return Err(e.into());
         }
     };
-
-    match state.vultr.create_key(&id, &body).await {
+    match state.vultr.create_key(&user.id, body).await {
         Ok(created) => {
-            state.tokens.complete(&token, Some(created.id.clone()));
+            state.tokens.complete(token, Some(created.id.clone()));
             state
                 .audit
                 .settle(audit_id, Outcome::Ok, Some(&created.id), None, None)
                 .await;
-            tracing::info!(key.id = %created.id, "key created");
+            tracing::info!(key.id = %created.id, action = intent.action, "key created");
             metrics::counter!("keydesk_keys_created_total").increment(1);
+            let rotation = rotating.map(|old_key| Rotation {
+                revoke_token: state.tokens.issue(
+                    &who.email,
+                    &revoke_scope(&user.id, &old_key.id),
+                    session_id(session),
+                ),
+                old_key,
+            });
             let key = created.summary();
-            let layout = Layout::new(&who, &session).await;
+            let layout = Layout::new(who, session).await;
             let mut resp = render(
                 StatusCode::OK,
                 &CreatedView {
@@ -417,6 +449,7 @@ pub async fn create_key(
                     user,
                     key,
                     secret: created.api_key,
+                    rotation,
                 },
             );
             no_store(&mut resp);
@@ -424,7 +457,7 @@ pub async fn create_key(
         }
         Err(e @ VultrError::OutcomeUnknown(_)) => {
             // It may exist: never let this form create a second one.
-            state.tokens.complete(&token, None);
+            state.tokens.complete(token, None);
             state
                 .audit
                 .settle(audit_id, Outcome::Unknown, None, None, Some(&e.to_string()))
@@ -433,20 +466,185 @@ pub async fn create_key(
         }
         Err(e) => {
             // Vultr definitely did not create it: the form may be sent again.
-            state.tokens.release(&token);
+            state.tokens.release(token);
             state
                 .audit
-                .settle(
-                    audit_id,
-                    Outcome::Failed,
-                    None,
-                    e.status(),
-                    Some(&e.to_string()),
-                )
+                .settle(audit_id, Outcome::Failed, None, e.status(), Some(&e.to_string()))
                 .await;
             Err(e.into())
         }
     }
+}
+
+fn rotate_scope(user_id: &str, key_id: &str) -> String {
+    format!("rotate:{user_id}:{key_id}")
+}
+
+#[derive(Template)]
+#[template(path = "keys/rotate.html")]
+pub struct RotateView {
+    pub layout: Layout,
+    pub user: User,
+    pub key: ApiKey,
+    pub form: KeyForm,
+}
+
+impl RotateView {
+    pub fn action(&self) -> String {
+        format!("/users/{}/keys/{}/rotate", self.user.id, self.key.id)
+    }
+    pub fn user_href(&self) -> String {
+        user_href(&self.user.id)
+    }
+}
+
+async fn rotate_page(
+    state: &AppState,
+    who: &Identity,
+    session: &Session,
+    id: &str,
+    key_id: &str,
+    form: Option<KeyForm>,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let (user, key) = tokio::join!(state.vultr.get_user(id), state.vultr.get_key(id, key_id));
+    let (user, key) = (user?, key?);
+    let form = match form {
+        Some(f) => f,
+        None => {
+            let mut f = KeyForm::blank(
+                state
+                    .tokens
+                    .issue(&who.email, &rotate_scope(id, key_id), session_id(session)),
+                &state.policy,
+            );
+            // Default to a 90-day replacement (or the policy maximum if shorter).
+            let days = state.policy.max_days.map_or(90, |m| m.min(90));
+            f.expire = true;
+            f.date_expire =
+                (OffsetDateTime::now_utc().date() + time::Duration::days(i64::from(days))).to_string();
+            f
+        }
+    };
+    let layout = Layout::new(who, session).await;
+    Ok(render(
+        status,
+        &RotateView {
+            layout,
+            user,
+            key,
+            form,
+        },
+    ))
+}
+
+/// `GET /users/{id}/keys/{key_id}/rotate`: choose the replacement's expiry.
+#[tracing::instrument(skip_all, fields(vultr.user_id = %id, key.id = %key_id))]
+pub async fn rotate_form(
+    State(state): State<AppState>,
+    Operator(who): Operator,
+    session: Session,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    check_id(&id)?;
+    check_id(&key_id)?;
+    rotate_page(&state, &who, &session, &id, &key_id, None, StatusCode::OK).await
+}
+
+/// `POST /users/{id}/keys/{key_id}/rotate`: a replacement with the same name
+/// and a new expiry, revealed once; the old key stays until confirmed.
+#[tracing::instrument(skip_all, fields(vultr.user_id = %id, key.id = %key_id))]
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    Operator(who): Operator,
+    session: Session,
+    headers: HeaderMap,
+    Path((id, key_id)): Path<(String, String)>,
+    Form(mut input): Form<CreateKeyInput>,
+) -> Result<Response, AppError> {
+    check_id(&id)?;
+    check_id(&key_id)?;
+    let token = input.form_token.clone().unwrap_or_default();
+    let sid = session_id(&session);
+    match state
+        .tokens
+        .claim(&token, &who.email, &rotate_scope(&id, &key_id), sid.as_deref())
+    {
+        Claim::Claimed => {}
+        Claim::Replay { result_id } => {
+            let layout = Layout::new(&who, &session).await;
+            let mut resp = render(
+                StatusCode::CONFLICT,
+                &ReplayView {
+                    layout,
+                    user_id: id,
+                    key_id: result_id,
+                },
+            );
+            no_store(&mut resp);
+            return Ok(resp);
+        }
+        Claim::Invalid => {
+            state
+                .audit
+                .record(
+                    &Intent {
+                        actor: who.email.clone(),
+                        role: who.role.as_str().into(),
+                        action: "csrf.rejected",
+                        target_user_id: Some(id.clone()),
+                        key_id: Some(key_id.clone()),
+                        request_id: request_id(&headers),
+                        ..Default::default()
+                    },
+                    Outcome::Failed,
+                )
+                .await;
+            let mut resp =
+                rotate_page(&state, &who, &session, &id, &key_id, None, StatusCode::FORBIDDEN)
+                    .await?;
+            *resp.status_mut() = StatusCode::FORBIDDEN;
+            return Ok(resp);
+        }
+    }
+    let (user, old) = tokio::join!(state.vultr.get_user(&id), state.vultr.get_key(&id, &key_id));
+    let (user, old) = match (user, old) {
+        (Ok(u), Ok(k)) => (u, k),
+        (Err(e), _) | (_, Err(e)) => {
+            state.tokens.release(&token);
+            return Err(e.into());
+        }
+    };
+    // Same name as the key it replaces.
+    input.name = Some(old.name.clone().unwrap_or_default());
+    let mut form = KeyForm::blank(token.clone(), &state.policy);
+    let Some(body) = validate(&input, &mut form, &state.policy) else {
+        state.tokens.release(&token);
+        return rotate_page(
+            &state,
+            &who,
+            &session,
+            &id,
+            &key_id,
+            Some(form),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    };
+    let intent = Intent {
+        actor: who.email.clone(),
+        role: who.role.as_str().into(),
+        action: "key.rotate",
+        target_user_id: Some(id.clone()),
+        target_user_email: user.email.clone(),
+        key_name: Some(body.name.clone()),
+        requested_expiry: body.date_expire.clone(),
+        reason: (!form.reason.is_empty()).then(|| form.reason.clone()),
+        related_key_id: Some(key_id.clone()),
+        request_id: request_id(&headers),
+        ..Default::default()
+    };
+    mint(&state, &who, &session, &token, user, &body, intent, Some(old)).await
 }
 
 #[derive(Template)]
@@ -525,6 +723,9 @@ pub struct RevokeInput {
     form_token: Option<String>,
     #[serde(default)]
     reason: Option<String>,
+    /// Set when revoking the old key of a rotation: the replacement's id.
+    #[serde(default)]
+    replaced_by: Option<String>,
 }
 
 /// `POST /users/{id}/keys/{key_id}/delete`: revokes with a confirmed token;
@@ -542,6 +743,11 @@ pub async fn revoke_key(
     check_id(&key_id)?;
     let scope = revoke_scope(&id, &key_id);
     let token = input.form_token.unwrap_or_default();
+    let replaced_by = input
+        .replaced_by
+        .filter(|r| !r.is_empty())
+        .map(|r| check_id(&r).map(|_| r))
+        .transpose()?;
     let reason = match check_reason(input.reason.as_deref(), &state.policy) {
         Ok(r) => r,
         Err(e) => {
@@ -589,6 +795,7 @@ pub async fn revoke_key(
         role: who.role.as_str().into(),
         action: "key.revoke",
         reason,
+        related_key_id: replaced_by,
         target_user_id: Some(id.clone()),
         target_user_email: user.email.clone(),
         key_id: Some(key_id.clone()),

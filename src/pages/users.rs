@@ -11,7 +11,9 @@ use super::{Layout, render, session_id};
 use crate::app::AppState;
 use crate::audit::{Entry, Filter};
 use crate::error::AppError;
-use crate::identity::Identity;
+use crate::audit::{Intent, Outcome};
+use crate::idempotency::Claim;
+use crate::identity::{Identity, Operator};
 use crate::pages::keys::KeyForm;
 use crate::vultr::{ApiKey, User, valid_id};
 
@@ -250,5 +252,174 @@ mod tests {
         assert_eq!(fmt_count(999), "999");
         assert_eq!(fmt_count(1204), "1,204");
         assert_eq!(fmt_count(1234567), "1,234,567");
+    }
+}
+
+/// The incident brake: switching a user's API access off (and on again).
+#[derive(Template)]
+#[template(path = "users/api_access.html")]
+pub struct ApiAccessView {
+    pub layout: Layout,
+    pub user: User,
+    /// The state this confirmation will set.
+    pub enable: bool,
+    pub token: String,
+    pub notice: Option<String>,
+    pub require_reason: bool,
+}
+
+fn api_access_scope(id: &str, enable: bool) -> String {
+    format!("api-access:{id}:{enable}")
+}
+
+async fn api_access_page(
+    state: &AppState,
+    who: &Identity,
+    session: &Session,
+    id: &str,
+    notice: Option<String>,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let user = state.vultr.get_user(id).await?;
+    let enable = !user.api_access();
+    let token = state
+        .tokens
+        .issue(&who.email, &api_access_scope(id, enable), session_id(session));
+    let layout = Layout::new(who, session).await;
+    Ok(render(
+        status,
+        &ApiAccessView {
+            layout,
+            user,
+            enable,
+            token,
+            notice,
+            require_reason: state.policy.require_reason,
+        },
+    ))
+}
+
+/// `GET /users/{id}/api-access`: confirm switching API access off (or on).
+pub async fn confirm_api_access(
+    State(state): State<AppState>,
+    Operator(who): Operator,
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    check_id(&id)?;
+    api_access_page(&state, &who, &session, &id, None, StatusCode::OK).await
+}
+
+#[derive(Deserialize, Default)]
+pub struct ApiAccessInput {
+    #[serde(default)]
+    enabled: Option<String>,
+    #[serde(default)]
+    form_token: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /users/{id}/api-access`: `PATCH /v2/users/{id}` with `api_enabled`, audited.
+pub async fn set_api_access(
+    State(state): State<AppState>,
+    Operator(who): Operator,
+    session: Session,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    axum::Form(input): axum::Form<ApiAccessInput>,
+) -> Result<Response, AppError> {
+    check_id(&id)?;
+    let enable = match input.enabled.as_deref() {
+        Some("true") => true,
+        Some("false") => false,
+        _ => return Err(AppError::BadRequest("Say whether API access should be on or off.".into())),
+    };
+    let reason = match crate::pages::keys::check_reason(input.reason.as_deref(), &state.policy) {
+        Ok(r) => r,
+        Err(e) => {
+            return api_access_page(&state, &who, &session, &id, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await;
+        }
+    };
+    let token = input.form_token.unwrap_or_default();
+    match state.tokens.claim(
+        &token,
+        &who.email,
+        &api_access_scope(&id, enable),
+        session_id(&session).as_deref(),
+    ) {
+        Claim::Claimed => {}
+        Claim::Replay { .. } => {
+            return Ok(Redirect::to(&super::user_href(&id)).into_response());
+        }
+        Claim::Invalid => {
+            return api_access_page(
+                &state,
+                &who,
+                &session,
+                &id,
+                Some("That confirmation has expired or was not issued to you. Confirm again.".into()),
+                StatusCode::FORBIDDEN,
+            )
+            .await;
+        }
+    }
+    let user = match state.vultr.get_user(&id).await {
+        Ok(u) => u,
+        Err(e) => {
+            state.tokens.release(&token);
+            return Err(e.into());
+        }
+    };
+    let intent = Intent {
+        actor: who.email.clone(),
+        role: who.role.as_str().into(),
+        action: "user.api_access",
+        target_user_id: Some(id.clone()),
+        target_user_email: user.email.clone(),
+        requested_expiry: None,
+        key_name: Some(if enable { "api_enabled=true" } else { "api_enabled=false" }.into()),
+        reason,
+        request_id: crate::identity::request_id(&headers),
+        ..Default::default()
+    };
+    let audit_id = match state.audit.intent(&intent).await {
+        Ok(a) => a,
+        Err(e) => {
+            state.tokens.release(&token);
+            return Err(e.into());
+        }
+    };
+    match state.vultr.set_api_enabled(&id, enable).await {
+        Ok(()) => {
+            state.tokens.complete(&token, None);
+            state.audit.settle(audit_id, Outcome::Ok, None, None, None).await;
+            super::flash(
+                &session,
+                &who,
+                "ok",
+                if enable {
+                    "API access switched on: the user's keys work again.".into()
+                } else {
+                    "API access switched off: Vultr now refuses all of this user's keys.".into()
+                },
+            )
+            .await;
+            Ok(Redirect::to(&super::user_href(&id)).into_response())
+        }
+        Err(e) => {
+            let outcome = if matches!(e, crate::vultr::VultrError::OutcomeUnknown(_)) {
+                state.tokens.complete(&token, None);
+                Outcome::Unknown
+            } else {
+                state.tokens.release(&token);
+                Outcome::Failed
+            };
+            state
+                .audit
+                .settle(audit_id, outcome, None, e.status(), Some(&e.to_string()))
+                .await;
+            Err(e.into())
+        }
     }
 }
