@@ -26,7 +26,7 @@ use crate::audit::AuditStore;
 use crate::idempotency::FormTokens;
 use crate::identity::{Access, AuthMode};
 use crate::pages::keys::KeyPolicy;
-use crate::pages::{assets, audit, keys, ops, users};
+use crate::pages::{assets, audit, keys, ops, reports, users};
 use crate::vultr::{ClientOptions, VultrClient};
 
 /// The last readiness verdict and when it was reached.
@@ -44,6 +44,7 @@ pub struct AppState {
     pub page_size: u32,
     pub cookie_secure: bool,
     pub readiness: Readiness,
+    pub reports: Arc<crate::report::Reports>,
 }
 
 /// What `serve`, `demo` and the tests configure.
@@ -77,6 +78,7 @@ impl AppState {
             page_size: s.page_size,
             cookie_secure: s.cookie_secure,
             readiness: Arc::new(tokio::sync::Mutex::new(None)),
+            reports: Arc::new(crate::report::Reports::default()),
         })
     }
 }
@@ -119,6 +121,11 @@ pub fn build_router(state: AppState) -> Router {
         .route(
             "/users/{id}/api-access",
             get(users::confirm_api_access).post(users::set_api_access),
+        )
+        .route("/reports/keys", get(reports::keys_report))
+        .route(
+            "/reports/keys/scan",
+            axum::routing::post(reports::start_scan),
         )
         .route("/audit", get(audit::audit_page))
         .route("/audit.csv", get(audit::audit_csv))

@@ -149,7 +149,9 @@ impl AuditStore {
             Ok(_) => {}
             // A read-only store still serves the audit pages; every mutating
             // action will be refused when its intent cannot be written.
-            Err(e) => tracing::error!(target: "audit", error = %e, "audit store is not writable: keydesk will refuse every change"),
+            Err(e) => {
+                tracing::error!(target: "audit", error = %e, "audit store is not writable: keydesk will refuse every change")
+            }
         }
         Ok(Self { pool })
     }
@@ -293,7 +295,9 @@ impl AuditStore {
     }
 
     /// Ids of keys keydesk itself created (create or rotate that ended ok).
-    pub async fn keys_created_here(&self) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    pub async fn keys_created_here(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT key_id FROM audit WHERE action IN ('key.create', 'key.rotate') AND outcome = 'ok' AND key_id IS NOT NULL",
         )

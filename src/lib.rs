@@ -13,5 +13,6 @@ pub mod identity;
 pub mod jwt;
 pub mod metrics;
 pub mod pages;
+pub mod report;
 pub mod telemetry;
 pub mod vultr;

@@ -110,7 +110,11 @@ pub async fn audit_jsonl(
             .map_err(|e| AppError::Internal(format!("jsonl: {e}")))?;
         body.push(b'\n');
     }
-    Ok(export(body, "application/jsonl; charset=utf-8", "keydesk-audit.jsonl"))
+    Ok(export(
+        body,
+        "application/jsonl; charset=utf-8",
+        "keydesk-audit.jsonl",
+    ))
 }
 
 fn export(body: Vec<u8>, mime: &'static str, name: &str) -> Response {

@@ -469,7 +469,13 @@ async fn mint(
             state.tokens.release(token);
             state
                 .audit
-                .settle(audit_id, Outcome::Failed, None, e.status(), Some(&e.to_string()))
+                .settle(
+                    audit_id,
+                    Outcome::Failed,
+                    None,
+                    e.status(),
+                    Some(&e.to_string()),
+                )
                 .await;
             Err(e.into())
         }
@@ -521,8 +527,9 @@ async fn rotate_page(
             // Default to a 90-day replacement (or the policy maximum if shorter).
             let days = state.policy.max_days.map_or(90, |m| m.min(90));
             f.expire = true;
-            f.date_expire =
-                (OffsetDateTime::now_utc().date() + time::Duration::days(i64::from(days))).to_string();
+            f.date_expire = (OffsetDateTime::now_utc().date()
+                + time::Duration::days(i64::from(days)))
+            .to_string();
             f
         }
     };
@@ -566,10 +573,12 @@ pub async fn rotate_key(
     check_id(&key_id)?;
     let token = input.form_token.clone().unwrap_or_default();
     let sid = session_id(&session);
-    match state
-        .tokens
-        .claim(&token, &who.email, &rotate_scope(&id, &key_id), sid.as_deref())
-    {
+    match state.tokens.claim(
+        &token,
+        &who.email,
+        &rotate_scope(&id, &key_id),
+        sid.as_deref(),
+    ) {
         Claim::Claimed => {}
         Claim::Replay { result_id } => {
             let layout = Layout::new(&who, &session).await;
@@ -600,9 +609,16 @@ pub async fn rotate_key(
                     Outcome::Failed,
                 )
                 .await;
-            let mut resp =
-                rotate_page(&state, &who, &session, &id, &key_id, None, StatusCode::FORBIDDEN)
-                    .await?;
+            let mut resp = rotate_page(
+                &state,
+                &who,
+                &session,
+                &id,
+                &key_id,
+                None,
+                StatusCode::FORBIDDEN,
+            )
+            .await?;
             *resp.status_mut() = StatusCode::FORBIDDEN;
             return Ok(resp);
         }
@@ -644,7 +660,17 @@ pub async fn rotate_key(
         request_id: request_id(&headers),
         ..Default::default()
     };
-    mint(&state, &who, &session, &token, user, &body, intent, Some(old)).await
+    mint(
+        &state,
+        &who,
+        &session,
+        &token,
+        user,
+        &body,
+        intent,
+        Some(old),
+    )
+    .await
 }
 
 #[derive(Template)]

@@ -4,6 +4,7 @@ pub mod assets;
 pub mod audit;
 pub mod keys;
 pub mod ops;
+pub mod reports;
 pub mod users;
 
 use askama::Template;

@@ -10,8 +10,8 @@ use tower_sessions::Session;
 use super::{Layout, render, session_id};
 use crate::app::AppState;
 use crate::audit::{Entry, Filter};
-use crate::error::AppError;
 use crate::audit::{Intent, Outcome};
+use crate::error::AppError;
 use crate::idempotency::Claim;
 use crate::identity::{Identity, Operator};
 use crate::pages::keys::KeyForm;
@@ -282,9 +282,11 @@ async fn api_access_page(
 ) -> Result<Response, AppError> {
     let user = state.vultr.get_user(id).await?;
     let enable = !user.api_access();
-    let token = state
-        .tokens
-        .issue(&who.email, &api_access_scope(id, enable), session_id(session));
+    let token = state.tokens.issue(
+        &who.email,
+        &api_access_scope(id, enable),
+        session_id(session),
+    );
     let layout = Layout::new(who, session).await;
     Ok(render(
         status,
@@ -333,12 +335,24 @@ pub async fn set_api_access(
     let enable = match input.enabled.as_deref() {
         Some("true") => true,
         Some("false") => false,
-        _ => return Err(AppError::BadRequest("Say whether API access should be on or off.".into())),
+        _ => {
+            return Err(AppError::BadRequest(
+                "Say whether API access should be on or off.".into(),
+            ));
+        }
     };
     let reason = match crate::pages::keys::check_reason(input.reason.as_deref(), &state.policy) {
         Ok(r) => r,
         Err(e) => {
-            return api_access_page(&state, &who, &session, &id, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await;
+            return api_access_page(
+                &state,
+                &who,
+                &session,
+                &id,
+                Some(e),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
         }
     };
     let token = input.form_token.unwrap_or_default();
@@ -358,7 +372,9 @@ pub async fn set_api_access(
                 &who,
                 &session,
                 &id,
-                Some("That confirmation has expired or was not issued to you. Confirm again.".into()),
+                Some(
+                    "That confirmation has expired or was not issued to you. Confirm again.".into(),
+                ),
                 StatusCode::FORBIDDEN,
             )
             .await;
@@ -378,7 +394,14 @@ pub async fn set_api_access(
         target_user_id: Some(id.clone()),
         target_user_email: user.email.clone(),
         requested_expiry: None,
-        key_name: Some(if enable { "api_enabled=true" } else { "api_enabled=false" }.into()),
+        key_name: Some(
+            if enable {
+                "api_enabled=true"
+            } else {
+                "api_enabled=false"
+            }
+            .into(),
+        ),
         reason,
         request_id: crate::identity::request_id(&headers),
         ..Default::default()
@@ -393,7 +416,10 @@ pub async fn set_api_access(
     match state.vultr.set_api_enabled(&id, enable).await {
         Ok(()) => {
             state.tokens.complete(&token, None);
-            state.audit.settle(audit_id, Outcome::Ok, None, None, None).await;
+            state
+                .audit
+                .settle(audit_id, Outcome::Ok, None, None, None)
+                .await;
             super::flash(
                 &session,
                 &who,
