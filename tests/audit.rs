@@ -220,7 +220,11 @@ async fn filters_and_exports_return_exactly_the_matching_entries() {
     let ada = app.user_id("ada@example.com");
     let alan = app.user_id("alan@example.com");
     let mut secrets = Vec::new();
-    for (user, name) in [(&ada, "a1"), (&ada, "a2"), (&alan, "b1")] {
+    for (user, name) in [
+        (&ada, "alpha-one"),
+        (&ada, "alpha-two"),
+        (&alan, "bravo-one"),
+    ] {
         let token = app.form_token(user).await;
         let r = app
             .post_form(
@@ -244,14 +248,14 @@ async fn filters_and_exports_return_exactly_the_matching_entries() {
     );
     let csv = csv.text().await.unwrap();
     assert_eq!(csv.lines().count(), 3, "header + 2 rows:\n{csv}");
-    assert!(csv.contains("a1") && csv.contains("a2") && !csv.contains("b1"));
+    assert!(csv.contains("alpha-one") && csv.contains("alpha-two") && !csv.contains("bravo-one"));
     let (_, jsonl) = app.get(&format!("/audit.jsonl?user={alan}")).await;
     let rows: Vec<serde_json::Value> = jsonl
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["key_name"], "b1");
+    assert_eq!(rows[0]["key_name"], "bravo-one");
     assert_eq!(rows[0]["actor"], STAFF);
     let (_, all) = app.get("/audit.jsonl").await;
     for s in &secrets {

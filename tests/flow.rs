@@ -640,3 +640,30 @@ async fn every_response_carries_security_headers_and_a_request_id() {
     assert_eq!(r.headers()["x-request-id"], "trace-me-123");
     assert!(r.text().await.unwrap().contains("trace-me-123"));
 }
+
+#[tokio::test]
+async fn users_sort_across_all_pages_and_search_keeps_its_query_when_paging() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.get("/users?sort=name").await;
+    assert_eq!(status, 200);
+    // Sorted over all 25 users, not just the first upstream page.
+    let first_rows: Vec<&str> = body.split("<tr data-user-id=").skip(1).take(2).collect();
+    assert!(first_rows[0].contains("&#60;script"), "'<' sorts first");
+    assert!(body.contains(r#"aria-sort="ascending""#));
+    let (_, desc) = app.get("/users?sort=email&dir=desc").await;
+    let first = desc.split("<tr data-user-id=").nth(1).unwrap();
+    assert!(first.contains("tony@example.com"), "{first}");
+    // 24 users match "example.com": three pages of ten, the query kept in the links.
+    let (_, p1) = app.get("/users?q=example.com").await;
+    assert!(p1.contains("24 matches"));
+    assert!(p1.contains("page 1 of 3"));
+    assert!(
+        p1.contains(r#"id="next-page" href="/users?q=example%2Ecom&#38;page=2""#),
+        "{p1}"
+    );
+    let (_, p3) = app.get("/users?q=example.com&page=3").await;
+    assert!(p3.contains("page 3 of 3"));
+    assert_eq!(p3.matches("<tr data-user-id=").count(), 4);
+    let (status, _) = app.get("/users?sort=password").await;
+    assert_eq!(status, 400);
+}

@@ -17,9 +17,6 @@ use crate::identity::{Identity, Operator};
 use crate::pages::keys::KeyForm;
 use crate::vultr::{ApiKey, User, valid_id};
 
-/// Most matches a search shows at once.
-const MAX_SEARCH_RESULTS: usize = 500;
-
 #[derive(Deserialize, Default)]
 pub struct UsersQuery {
     #[serde(default)]
@@ -28,6 +25,12 @@ pub struct UsersQuery {
     q: Option<String>,
     #[serde(default)]
     refresh: Option<String>,
+    #[serde(default)]
+    sort: Option<String>,
+    #[serde(default)]
+    dir: Option<String>,
+    #[serde(default)]
+    page: Option<String>,
 }
 
 #[derive(Template)]
@@ -36,15 +39,68 @@ pub struct UsersView {
     pub layout: Layout,
     pub users: Vec<User>,
     pub q: String,
+    /// `name`, `email`, `activity`, or empty for Vultr's order.
+    pub sort: String,
+    pub desc: bool,
     pub total: Option<u64>,
     pub shown_note: String,
+    /// Links to the next and previous page, keeping search and sort.
     pub next: Option<String>,
     pub prev: Option<String>,
 }
 
+fn enc(v: &str) -> String {
+    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 impl UsersView {
-    pub fn href(&self, u: &User) -> String {
-        super::user_href(&u.id)
+    fn query(&self, sort: &str, desc: bool) -> String {
+        let mut parts = Vec::new();
+        if !self.q.is_empty() {
+            parts.push(format!("q={}", enc(&self.q)));
+        }
+        if !sort.is_empty() {
+            parts.push(format!("sort={sort}"));
+            if desc {
+                parts.push("dir=desc".into());
+            }
+        }
+        parts.join("&")
+    }
+
+    pub fn cursor_href(&self, cursor: &str) -> String {
+        format!("/users?cursor={}", enc(cursor))
+    }
+
+    pub fn page_href(&self, page: usize) -> String {
+        let q = self.query(&self.sort, self.desc);
+        format!(
+            "/users?{q}{}page={page}",
+            if q.is_empty() { "" } else { "&" }
+        )
+    }
+
+    /// Header link: sorts by `key`, flipping the direction when already sorted by it.
+    pub fn sort_href(&self, key: &str) -> String {
+        let desc = self.sort == key && !self.desc;
+        format!("/users?{}", self.query(key, desc))
+    }
+
+    /// `aria-sort` value for a column.
+    pub fn aria_sort(&self, key: &str) -> &'static str {
+        match (self.sort == key, self.desc) {
+            (false, _) => "none",
+            (true, false) => "ascending",
+            (true, true) => "descending",
+        }
+    }
+
+    pub fn arrow(&self, key: &str) -> &'static str {
+        match (self.sort == key, self.desc) {
+            (false, _) => "",
+            (true, false) => " ▲",
+            (true, true) => " ▼",
+        }
     }
 }
 
@@ -74,58 +130,98 @@ pub async fn list_users(
             "That page cursor is not valid.".into(),
         ));
     }
+    let sort = match query.sort.as_deref().unwrap_or("") {
+        "" => None,
+        s @ ("name" | "email" | "activity") => Some(s.to_string()),
+        _ => return Err(AppError::BadRequest("Unknown sort column.".into())),
+    };
+    let desc = query.dir.as_deref() == Some("desc");
     if query.refresh.is_some() {
         state.vultr.invalidate_lists();
     }
     let layout = Layout::new(&who, &session).await;
-    let view = if q.is_empty() {
+    let mut view = UsersView {
+        layout,
+        users: vec![],
+        q: q.clone(),
+        sort: sort.clone().unwrap_or_default(),
+        desc,
+        total: None,
+        shown_note: String::new(),
+        next: None,
+        prev: None,
+    };
+    if q.is_empty() && sort.is_none() {
+        // Plain browsing: one upstream page per screen, Vultr's cursor.
         let page = state
             .vultr
             .list_users(state.page_size, cursor.as_deref())
             .await?;
-        let total = page.meta.total;
         let shown = page.users.len();
-        UsersView {
-            layout,
-            next: page.next_cursor(),
-            prev: page.prev_cursor(),
-            shown_note: match total {
-                Some(t) => format!("{} user{} in the account", fmt_count(t), plural(t)),
-                None => format!("{shown} users on this page"),
-            },
-            users: page.users,
-            q,
-            total,
-        }
+        view.total = page.meta.total;
+        view.shown_note = match page.meta.total {
+            Some(t) => format!("{} user{} in the account", fmt_count(t), plural(t)),
+            None => format!("{shown} users on this page"),
+        };
+        view.next = page.next_cursor().map(|c| view.cursor_href(&c));
+        view.prev = page.prev_cursor().map(|c| view.cursor_href(&c));
+        view.users = page.users;
     } else {
-        // Search must see every page, not just the current one.
+        // Search and sort must see every page, not just the current one.
         let needle = q.to_lowercase();
-        let matches: Vec<User> = state
+        let mut matches: Vec<User> = state
             .vultr
             .list_all_users()
             .await?
             .into_iter()
-            .filter(|u| u.matches(&needle))
+            .filter(|u| needle.is_empty() || u.matches(&needle))
             .collect();
-        let n = matches.len() as u64;
-        let shown_note = if matches.len() > MAX_SEARCH_RESULTS {
+        match sort.as_deref() {
+            Some("email") => {
+                matches.sort_by_key(|u| u.email.clone().unwrap_or_default().to_lowercase())
+            }
+            Some("activity") => matches.sort_by_key(User::last_activity_ts),
+            Some(_) => matches.sort_by_key(|u| u.display_name().to_lowercase()),
+            None => {}
+        }
+        if desc {
+            matches.reverse();
+        }
+        let n = matches.len();
+        let per = state.page_size as usize;
+        let pages = n.div_ceil(per).max(1);
+        let page = query
+            .page
+            .as_deref()
+            .and_then(|p| p.parse::<usize>().ok())
+            .filter(|p| (1..=pages).contains(p))
+            .unwrap_or(1);
+        view.total = Some(n as u64);
+        view.shown_note = if q.is_empty() {
             format!(
-                "{} matches; showing the first {MAX_SEARCH_RESULTS}, refine the search",
-                fmt_count(n)
+                "{} user{} in the account",
+                fmt_count(n as u64),
+                plural(n as u64)
             )
         } else {
-            format!("{} match{}", fmt_count(n), if n == 1 { "" } else { "es" })
+            format!(
+                "{} match{}",
+                fmt_count(n as u64),
+                if n == 1 { "" } else { "es" }
+            )
         };
-        UsersView {
-            layout,
-            users: matches.into_iter().take(MAX_SEARCH_RESULTS).collect(),
-            q,
-            total: Some(n),
-            shown_note,
-            next: None,
-            prev: None,
+        if pages > 1 {
+            view.shown_note
+                .push_str(&format!(" · page {page} of {pages}"));
         }
-    };
+        view.next = (page < pages).then(|| view.page_href(page + 1));
+        view.prev = (page > 1).then(|| view.page_href(page - 1));
+        view.users = matches
+            .into_iter()
+            .skip((page - 1) * per)
+            .take(per)
+            .collect();
+    }
     Ok(render(StatusCode::OK, &view))
 }
 
@@ -204,25 +300,22 @@ pub async fn user_page(
     form: KeyForm,
     status: StatusCode,
 ) -> Result<Response, AppError> {
-    // User and keys in parallel: one upstream round trip of latency.
-    let (user, keys) = tokio::join!(state.vultr.get_user(id), state.vultr.list_keys(id));
+    // User, keys and the local history in parallel: one upstream round trip of latency.
+    let history_filter = Filter {
+        user: Some(id.to_string()),
+        ..Default::default()
+    };
+    let (user, keys, history) = tokio::join!(
+        state.vultr.get_user(id),
+        state.vultr.list_keys(id),
+        state.audit.list(&history_filter, 10, 0)
+    );
     let (user, mut keys) = (user?, keys?);
     keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));
-    let history = state
-        .audit
-        .list(
-            &Filter {
-                user: Some(id.to_string()),
-                ..Default::default()
-            },
-            10,
-            0,
-        )
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "audit history unavailable for the user page");
-            Vec::new()
-        });
+    let history = history.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "audit history unavailable for the user page");
+        Vec::new()
+    });
     Ok(render(
         status,
         &UserView {

@@ -88,7 +88,15 @@ impl User {
     }
 
     pub fn last_activity_display(&self) -> String {
-        display_time(self.last_activity.as_deref())
+        display_time_relative(self.last_activity.as_deref())
+    }
+
+    /// Sort key for "last activity": missing sorts as oldest.
+    pub fn last_activity_ts(&self) -> i64 {
+        self.last_activity
+            .as_deref()
+            .and_then(parse_time)
+            .map_or(i64::MIN, |t| t.unix_timestamp())
     }
 
     pub fn invited_by_display(&self) -> String {
@@ -134,6 +142,39 @@ pub fn display_time(raw: Option<&str>) -> String {
             Some(t) => format_utc(t),
             None => s.to_string(),
         },
+    }
+}
+
+/// Absolute time plus how far it is from now: `2027-02-24 00:00 UTC (in 90 days)`.
+pub fn display_time_relative(raw: Option<&str>) -> String {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => "—".to_string(),
+        Some(s) => match parse_time(s) {
+            Some(t) => format!(
+                "{} ({})",
+                format_utc(t),
+                relative(t, OffsetDateTime::now_utc())
+            ),
+            None => s.to_string(),
+        },
+    }
+}
+
+/// `in 3 days`, `5 h ago`, `just now`.
+pub fn relative(t: OffsetDateTime, now: OffsetDateTime) -> String {
+    let secs = (t - now).whole_seconds();
+    let abs = secs.unsigned_abs();
+    let amount = match abs {
+        0..=59 => return "just now".to_string(),
+        60..=3599 => format!("{} min", abs / 60),
+        3600..=86_399 => format!("{} h", abs / 3600),
+        86_400..=172_799 => "1 day".to_string(),
+        _ => format!("{} days", abs / 86_400),
+    };
+    if secs > 0 {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
     }
 }
 
@@ -243,7 +284,7 @@ impl ApiKey {
     pub fn expiry_display(&self) -> String {
         match self.state() {
             KeyState::Never => "—".to_string(),
-            _ => display_time(self.date_expire.as_deref()),
+            _ => display_time_relative(self.date_expire.as_deref()),
         }
     }
 
@@ -410,6 +451,20 @@ mod tests {
         let k: CreatedApiKey =
             serde_json::from_str(r#"{"id":"1","api_key":"SUPERSECRETVALUE12345"}"#).unwrap();
         assert!(!format!("{k:?}").contains("SUPERSECRET"));
+    }
+
+    #[test]
+    fn relative_times_read_naturally() {
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(
+            relative(
+                now + time::Duration::days(90) + time::Duration::seconds(5),
+                now
+            ),
+            "in 90 days"
+        );
+        assert_eq!(relative(now - time::Duration::hours(5), now), "5 h ago");
+        assert_eq!(relative(now, now), "just now");
     }
 
     #[test]
