@@ -35,6 +35,9 @@
       var confirmed = false;
       var doneLink = document.getElementById("copied-done");
       if (doneLink) doneLink.addEventListener("click", function () { confirmed = true; });
+      // Confirming the new key is deployed (rotation) also means it was copied.
+      var revokeOld = document.getElementById("revoke-old");
+      if (revokeOld) revokeOld.addEventListener("click", function () { confirmed = true; });
       window.addEventListener("beforeunload", function (e) {
         if (!confirmed) { e.preventDefault(); e.returnValue = ""; }
       });

@@ -162,7 +162,7 @@ async fn rotate_reveals_once_then_revokes_the_old_key_only_when_confirmed() {
     assert_eq!(r.headers()["cache-control"], "no-store");
     let body = r.text().await.unwrap();
     let secret = revealed_key(&body).unwrap();
-    assert!(body.contains("Revoke the old key now"));
+    assert!(body.contains("revoke the old one now"));
     // Same name, new expiry; the old key is still there.
     let keys = app.fake.keys_of(&id);
     let new = keys
@@ -188,11 +188,18 @@ async fn rotate_reveals_once_then_revokes_the_old_key_only_when_confirmed() {
     assert_eq!(app.fake.count("POST", "/v2/users"), 1);
 
     // Confirming deployment revokes the old key, linked to the new one.
-    let revoke_token = {
-        let marker = r#"id="revoke-old-form">"#;
-        let rest = &body[body.find(marker).unwrap()..];
-        hidden_token(rest)
-    };
+    assert!(body.contains(&format!(
+        "/users/{id}/keys/{}/delete?replaced_by={}",
+        old.id, new.id
+    )));
+    let (_, confirm) = app
+        .get(&format!(
+            "/users/{id}/keys/{}/delete?replaced_by={}",
+            old.id, new.id
+        ))
+        .await;
+    assert!(confirm.contains(&format!(r#"name="replaced_by" value="{}""#, new.id)));
+    let revoke_token = hidden_token(&confirm);
     let r = app
         .post_form(
             &format!("/users/{id}/keys/{}/delete", old.id),

@@ -350,12 +350,21 @@ async fn the_flow_works_without_javascript() {
 /// A second keydesk on the same fake, in demo-identity mode: a browser cannot
 /// add the SSO proxy's header itself.
 async fn demo_app(app: &TestApp) -> String {
+    demo_app_as(
+        app,
+        "demo@keydesk.local",
+        keydesk::identity::Access::everyone_operates(),
+    )
+    .await
+}
+
+async fn demo_app_as(app: &TestApp, who: &str, access: keydesk::identity::Access) -> String {
     let upstream = app.state.vultr.base_url().to_string();
     let state = keydesk::app::AppState::new(keydesk::app::Settings {
         vultr_url: upstream,
         root_key: secrecy::SecretString::from(ROOT_KEY.to_string()),
-        auth: keydesk::identity::AuthMode::Demo("demo@keydesk.local".into()),
-        access: keydesk::identity::Access::everyone_operates(),
+        auth: keydesk::identity::AuthMode::Demo(who.into()),
+        access,
         policy: Default::default(),
         audit_db: "sqlite::memory:".into(),
         cookie_secure: false,
@@ -375,4 +384,99 @@ async fn demo_app(app: &TestApp) -> String {
         std::future::pending(),
     ));
     format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn rotate_end_to_end_and_a_viewer_sees_no_controls() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let demo = demo_app(&app).await;
+    let c = browser(&driver, true).await;
+    let grace = app.user_id("grace@example.com");
+    let old = app
+        .fake
+        .keys_of(&grace)
+        .into_iter()
+        .find(|k| k.name.as_deref() == Some("ci-runner"))
+        .unwrap();
+
+    // Rotate: choose the replacement's expiry, reveal once, then retire the old key.
+    c.goto(&format!("{demo}/users/{grace}")).await.unwrap();
+    css(&c, &format!("tr[data-key-id='{}'] a.rotate-link", old.id))
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#rotate-form").await;
+    css(&c, "#key-reason")
+        .await
+        .send_keys("quarterly rotation")
+        .await
+        .unwrap();
+    css(&c, "#rotate-button").await.click().await.unwrap();
+    let secret = css(&c, "#new-api-key")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(secret.len(), 36);
+    assert!(
+        app.fake.keys_of(&grace).iter().any(|k| k.id == old.id),
+        "old key kept until confirmed"
+    );
+    css(&c, "#revoke-old").await.click().await.unwrap();
+    css(&c, "#understand").await.click().await.unwrap();
+    css(&c, "#confirm-revoke-button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let flash = css(&c, "#flash").await.text().await.unwrap();
+    assert!(flash.contains("ci-runner"), "{flash}");
+    let keys = app.fake.keys_of(&grace);
+    assert!(keys.iter().all(|k| k.id != old.id), "old key revoked");
+    assert!(
+        keys.iter().any(|k| k.name.as_deref() == Some("ci-runner")),
+        "replacement present"
+    );
+    assert_eq!(app.fake.count("POST", "/v2/users"), 1);
+
+    // The expiring-keys report, scanned from the browser.
+    c.goto(&format!("{demo}/reports/keys")).await.unwrap();
+    css(&c, "#rescan").await.click().await.unwrap();
+    c.wait()
+        .at_most(std::time::Duration::from_secs(20))
+        .for_element(Locator::Css("#report-age"))
+        .await
+        .unwrap();
+    screenshot(&c, "report").await;
+    c.close().await.unwrap();
+
+    // A viewer: no add-key form, no rotate or revoke links, no brake.
+    let viewer = demo_app_as(
+        &app,
+        "auditor@example.com",
+        keydesk::identity::Access::new(&["auditor@example.com".into()], &[]),
+    )
+    .await;
+    let v = browser(&driver, true).await;
+    v.goto(&format!("{viewer}/users/{grace}")).await.unwrap();
+    css(&v, "#keys-table").await;
+    let role = css(&v, "#role").await.text().await.unwrap();
+    assert_eq!(role, "viewer");
+    for sel in [
+        "#add-key-form",
+        "a.rotate-link",
+        "a.danger-link",
+        "#api-access-toggle",
+    ] {
+        assert!(
+            v.find(Locator::Css(sel)).await.is_err(),
+            "{sel} rendered for a viewer"
+        );
+    }
+    v.close().await.unwrap();
 }

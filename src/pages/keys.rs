@@ -273,8 +273,11 @@ impl CreatedView {
     pub fn user_href(&self) -> String {
         user_href(&self.user.id)
     }
-    pub fn revoke_old_action(&self, old: &ApiKey) -> String {
-        format!("/users/{}/keys/{}/delete", self.user.id, old.id)
+    pub fn revoke_old_href(&self, old: &ApiKey) -> String {
+        format!(
+            "/users/{}/keys/{}/delete?replaced_by={}",
+            self.user.id, old.id, self.key.id
+        )
     }
 }
 
@@ -397,10 +400,12 @@ pub async fn create_key(
     mint(&state, &who, &session, &token, user, &body, intent, None).await
 }
 
-/// The old key of a rotation, offered for revocation on the reveal page.
+/// The old key of a rotation, offered for revocation from the reveal page.
+/// The reveal is `Referrer-Policy: no-referrer`, so browsers would send
+/// `Origin: null` from a form there: the offer is a link to the normal
+/// confirmation step instead.
 pub struct Rotation {
     pub old_key: ApiKey,
-    pub revoke_token: String,
 }
 
 /// Records the intent, creates the key, settles the audit, reveals it once.
@@ -432,14 +437,7 @@ async fn mint(
                 .await;
             tracing::info!(key.id = %created.id, action = intent.action, "key created");
             metrics::counter!("keydesk_keys_created_total").increment(1);
-            let rotation = rotating.map(|old_key| Rotation {
-                revoke_token: state.tokens.issue(
-                    &who.email,
-                    &revoke_scope(&user.id, &old_key.id),
-                    session_id(session),
-                ),
-                old_key,
-            });
+            let rotation = rotating.map(|old_key| Rotation { old_key });
             let key = created.summary();
             let layout = Layout::new(who, session).await;
             let mut resp = render(
@@ -683,6 +681,8 @@ pub struct ConfirmDeleteView {
     pub notice: Option<String>,
     pub reason: String,
     pub require_reason: bool,
+    /// When retiring the old key of a rotation: the replacement's id.
+    pub replaced_by: Option<String>,
 }
 
 impl ConfirmDeleteView {
@@ -705,6 +705,7 @@ async fn confirm_page(
     id: &str,
     key_id: &str,
     notice: Option<String>,
+    replaced_by: Option<String>,
 ) -> Result<Response, AppError> {
     let (user, key) = tokio::join!(state.vultr.get_user(id), state.vultr.get_key(id, key_id));
     let (user, key) = (user?, key?);
@@ -726,6 +727,7 @@ async fn confirm_page(
             notice,
             reason: String::new(),
             require_reason: state.policy.require_reason,
+            replaced_by,
         },
     ))
 }
@@ -737,10 +739,24 @@ pub async fn confirm_delete(
     Operator(who): Operator,
     session: Session,
     Path((id, key_id)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ConfirmQuery>,
 ) -> Result<Response, AppError> {
     check_id(&id)?;
     check_id(&key_id)?;
-    confirm_page(&state, &who, &session, &id, &key_id, None).await
+    let replaced_by = valid_replacement(q.replaced_by)?;
+    confirm_page(&state, &who, &session, &id, &key_id, None, replaced_by).await
+}
+
+#[derive(Deserialize, Default)]
+pub struct ConfirmQuery {
+    #[serde(default)]
+    replaced_by: Option<String>,
+}
+
+fn valid_replacement(r: Option<String>) -> Result<Option<String>, AppError> {
+    r.filter(|r| !r.is_empty())
+        .map(|r| check_id(&r).map(|_| r))
+        .transpose()
 }
 
 #[derive(Deserialize, Default)]
@@ -769,15 +785,11 @@ pub async fn revoke_key(
     check_id(&key_id)?;
     let scope = revoke_scope(&id, &key_id);
     let token = input.form_token.unwrap_or_default();
-    let replaced_by = input
-        .replaced_by
-        .filter(|r| !r.is_empty())
-        .map(|r| check_id(&r).map(|_| r))
-        .transpose()?;
+    let replaced_by = valid_replacement(input.replaced_by)?;
     let reason = match check_reason(input.reason.as_deref(), &state.policy) {
         Ok(r) => r,
         Err(e) => {
-            return confirm_page(&state, &who, &session, &id, &key_id, Some(e)).await;
+            return confirm_page(&state, &who, &session, &id, &key_id, Some(e), replaced_by).await;
         }
     };
     match state
@@ -802,7 +814,16 @@ pub async fn revoke_key(
             } else {
                 "That confirmation has expired or was not issued to you. Confirm again to revoke the key.".to_string()
             };
-            let mut resp = confirm_page(&state, &who, &session, &id, &key_id, Some(notice)).await?;
+            let mut resp = confirm_page(
+                &state,
+                &who,
+                &session,
+                &id,
+                &key_id,
+                Some(notice),
+                replaced_by,
+            )
+            .await?;
             *resp.status_mut() = StatusCode::FORBIDDEN;
             return Ok(resp);
         }
