@@ -174,14 +174,35 @@ fn auth_mode(args: &keydesk::config::ServeArgs) -> Result<AuthMode, String> {
     })
 }
 
+/// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 async fn run_until_shutdown(
     listener: tokio::net::TcpListener,
     state: AppState,
 ) -> Result<(), String> {
     let audit = state.audit.clone();
     let router = app::build_router(state);
-    let res = app::serve(listener, router, app::shutdown_signal()).await;
+    let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            app::shutdown_signal().await;
+            stopping.notify_one();
+        }
+    };
+    let res = tokio::select! {
+        r = app::serve(listener, router, signal) => r.map_err(|e| format!("server error: {e}")),
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "in-flight requests did not finish in time; stopping anyway");
+            Ok(())
+        }
+    };
     // Flush and close the audit store after the last request finished.
     audit.close().await;
-    res.map_err(|e| format!("server error: {e}"))
+    tracing::info!("keydesk stopped");
+    res
 }

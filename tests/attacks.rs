@@ -458,3 +458,34 @@ async fn the_session_cookie_is_httponly_strict_and_secure() {
         assert!(cookie.contains(flag), "{flag} missing: {cookie}");
     }
 }
+
+#[tokio::test]
+async fn protocol_abuse_gets_portal_error_pages() {
+    let app = TestApp::spawn().await;
+    // Wrong method.
+    let r = app.client.delete(app.url("/users")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.text().await.unwrap().contains("Method not allowed"));
+    // Oversized body.
+    let id = app.user_id("ada@example.com");
+    let big = "x".repeat(200 * 1024);
+    let r = app
+        .post_form(&format!("/users/{id}/keys"), &[("name", big.as_str())])
+        .await;
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap().contains("too large"));
+    // Oversized headers.
+    let r = app
+        .client
+        .get(app.url("/users"))
+        .header("x-padding", "p".repeat(20 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    // Unknown page.
+    let (s, body) = app.get("/nope").await;
+    assert_eq!(s, 404);
+    assert!(body.contains("There is no page at this address") && !body.contains("panicked"));
+    assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+}

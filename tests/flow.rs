@@ -667,3 +667,39 @@ async fn users_sort_across_all_pages_and_search_keeps_its_query_when_paging() {
     let (status, _) = app.get("/users?sort=password").await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn pages_stay_small_and_are_compressed() {
+    let app = TestApp::spawn().await;
+    let id = app.user_id("grace@example.com");
+    for path in [
+        "/users",
+        "/users?q=example",
+        &format!("/users/{id}"),
+        "/audit",
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, 200);
+        assert!(body.len() < 100 * 1024, "{path} is {} bytes", body.len());
+    }
+    let r = app
+        .client
+        .get(app.url("/users"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let r = app
+        .client
+        .get(app.url("/static/app.css"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=31536000")
+    );
+}

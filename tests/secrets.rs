@@ -142,12 +142,17 @@ async fn secrets_appear_only_in_the_reveal_body() {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("keydesk stops within 10 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
     while let Ok(line) = rx.try_recv() {
         logs.push_str(&line);
         logs.push('\n');
     }
     assert!(logs.contains("key created"), "trace logs were captured");
+    assert!(logs.contains("keydesk stopped"), "shut down gracefully");
 
     let mut files = String::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
