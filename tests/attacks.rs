@@ -489,3 +489,43 @@ async fn protocol_abuse_gets_portal_error_pages() {
     assert!(body.contains("There is no page at this address") && !body.contains("panicked"));
     assert_eq!(app.fake.count("POST", "/v2/users"), 0);
 }
+
+#[tokio::test]
+async fn a_new_identity_on_the_same_cookie_gets_a_fresh_session() {
+    let app = TestApp::spawn().await;
+    let id = app.user_id("ada@example.com");
+    let key = app.fake.keys_of(&id)[0].clone();
+    let path = format!("/users/{id}/keys/{}/delete", key.id);
+    let (_, confirm) = app.get(&path).await;
+    // STAFF revokes: a notice is queued in STAFF's session.
+    let r = app
+        .post_form(&path, &[("form_token", &hidden_token(&confirm))])
+        .await;
+    assert_eq!(r.status(), 303);
+    // The same browser (same cookie) now arrives as another person.
+    let r = app
+        .client
+        .get(app.url(&format!("/users/{id}")))
+        .header("x-forwarded-email", OTHER)
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(body.contains(OTHER));
+    assert!(
+        !body.contains("Revoked the key"),
+        "nothing crosses identities"
+    );
+    // And a form rendered for STAFF is useless to OTHER on that cookie.
+    let token = app.form_token(&id).await;
+    let r = app
+        .client
+        .post(app.url(&format!("/users/{id}/keys")))
+        .header("x-forwarded-email", OTHER)
+        .form(&[("form_token", token.as_str()), ("name", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+}
