@@ -75,6 +75,17 @@ impl Identity {
     pub fn can_write(&self) -> bool {
         self.role == Role::Operator
     }
+
+    /// An audit intent attributed to this person, for this request.
+    pub fn intent(&self, action: &'static str, headers: &HeaderMap) -> Intent {
+        Intent {
+            actor: self.email.clone(),
+            role: self.role.as_str().into(),
+            action,
+            request_id: request_id(headers),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -322,12 +333,8 @@ impl FromRequestParts<AppState> for Operator {
             .audit
             .record(
                 &Intent {
-                    actor: who.email.clone(),
-                    role: who.role.as_str().into(),
-                    action: "access.denied",
-                    request_id: request_id(&parts.headers),
                     reason: Some(format!("{} {}", parts.method, parts.uri.path())),
-                    ..Default::default()
+                    ..who.intent("access.denied", &parts.headers)
                 },
                 Outcome::Failed,
             )

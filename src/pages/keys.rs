@@ -11,13 +11,13 @@ use time::{Date, OffsetDateTime};
 use tower_sessions::Session;
 
 use super::users::{check_id, user_page};
-use super::{Layout, flash, render, session_id, user_href};
+use super::{Layout, flash, render, session_id, upstream_failed, user_href};
 use crate::app::AppState;
 use crate::audit::{Intent, Outcome};
 use crate::error::AppError;
 use crate::idempotency::Claim;
-use crate::identity::{Identity, Operator, request_id};
-use crate::vultr::{ApiKey, NewApiKey, User, VultrError};
+use crate::identity::{Identity, Operator};
+use crate::vultr::{ApiKey, NewApiKey, User};
 
 /// Longest key name accepted.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -295,6 +295,27 @@ impl ReplayView {
     }
 }
 
+/// "Already created, cannot be shown again": the answer to any replayed
+/// create or rotate form. Never holds the secret.
+async fn replay_page(
+    who: &Identity,
+    session: &Session,
+    user_id: String,
+    key_id: Option<String>,
+) -> Response {
+    let layout = Layout::new(who, session).await;
+    let mut resp = render(
+        StatusCode::CONFLICT,
+        &ReplayView {
+            layout,
+            user_id,
+            key_id,
+        },
+    );
+    no_store(&mut resp);
+    resp
+}
+
 /// Headers for the reveal: never cached, never referred.
 fn no_store(resp: &mut Response) {
     let h = resp.headers_mut();
@@ -325,17 +346,7 @@ pub async fn create_key(
     {
         Claim::Claimed => {}
         Claim::Replay { result_id } => {
-            let layout = Layout::new(&who, &session).await;
-            let mut resp = render(
-                StatusCode::CONFLICT,
-                &ReplayView {
-                    layout,
-                    user_id: id,
-                    key_id: result_id,
-                },
-            );
-            no_store(&mut resp);
-            return Ok(resp);
+            return Ok(replay_page(&who, &session, id, result_id).await);
         }
         Claim::Invalid => {
             // Unknown or foreign token: act on nothing, offer a fresh form.
@@ -343,12 +354,8 @@ pub async fn create_key(
                 .audit
                 .record(
                     &Intent {
-                        actor: who.email.clone(),
-                        role: who.role.as_str().into(),
-                        action: "csrf.rejected",
                         target_user_id: Some(id.clone()),
-                        request_id: request_id(&headers),
-                        ..Default::default()
+                        ..who.intent("csrf.rejected", &headers)
                     },
                     Outcome::Failed,
                 )
@@ -386,16 +393,12 @@ pub async fn create_key(
         }
     };
     let intent = Intent {
-        actor: who.email.clone(),
-        role: who.role.as_str().into(),
-        action: "key.create",
         target_user_id: Some(id.clone()),
         target_user_email: user.email.clone(),
         key_name: Some(body.name.clone()),
         requested_expiry: body.date_expire.clone(),
         reason: (!form.reason.is_empty()).then(|| form.reason.clone()),
-        request_id: request_id(&headers),
-        ..Default::default()
+        ..who.intent("key.create", &headers)
     };
     mint(&state, &who, &session, &token, user, &body, intent, None).await
 }
@@ -453,30 +456,7 @@ async fn mint(
             no_store(&mut resp);
             Ok(resp)
         }
-        Err(e @ VultrError::OutcomeUnknown(_)) => {
-            // It may exist: never let this form create a second one.
-            state.tokens.complete(token, None);
-            state
-                .audit
-                .settle(audit_id, Outcome::Unknown, None, None, Some(&e.to_string()))
-                .await;
-            Err(e.into())
-        }
-        Err(e) => {
-            // Vultr definitely did not create it: the form may be sent again.
-            state.tokens.release(token);
-            state
-                .audit
-                .settle(
-                    audit_id,
-                    Outcome::Failed,
-                    None,
-                    e.status(),
-                    Some(&e.to_string()),
-                )
-                .await;
-            Err(e.into())
-        }
+        Err(e) => Err(upstream_failed(state, audit_id, token, e).await),
     }
 }
 
@@ -579,30 +559,16 @@ pub async fn rotate_key(
     ) {
         Claim::Claimed => {}
         Claim::Replay { result_id } => {
-            let layout = Layout::new(&who, &session).await;
-            let mut resp = render(
-                StatusCode::CONFLICT,
-                &ReplayView {
-                    layout,
-                    user_id: id,
-                    key_id: result_id,
-                },
-            );
-            no_store(&mut resp);
-            return Ok(resp);
+            return Ok(replay_page(&who, &session, id, result_id).await);
         }
         Claim::Invalid => {
             state
                 .audit
                 .record(
                     &Intent {
-                        actor: who.email.clone(),
-                        role: who.role.as_str().into(),
-                        action: "csrf.rejected",
                         target_user_id: Some(id.clone()),
                         key_id: Some(key_id.clone()),
-                        request_id: request_id(&headers),
-                        ..Default::default()
+                        ..who.intent("csrf.rejected", &headers)
                     },
                     Outcome::Failed,
                 )
@@ -646,17 +612,13 @@ pub async fn rotate_key(
         .await;
     };
     let intent = Intent {
-        actor: who.email.clone(),
-        role: who.role.as_str().into(),
-        action: "key.rotate",
         target_user_id: Some(id.clone()),
         target_user_email: user.email.clone(),
         key_name: Some(body.name.clone()),
         requested_expiry: body.date_expire.clone(),
         reason: (!form.reason.is_empty()).then(|| form.reason.clone()),
         related_key_id: Some(key_id.clone()),
-        request_id: request_id(&headers),
-        ..Default::default()
+        ..who.intent("key.rotate", &headers)
     };
     mint(
         &state,
@@ -838,17 +800,13 @@ pub async fn revoke_key(
         }
     };
     let intent = Intent {
-        actor: who.email.clone(),
-        role: who.role.as_str().into(),
-        action: "key.revoke",
         reason,
         related_key_id: replaced_by,
         target_user_id: Some(id.clone()),
         target_user_email: user.email.clone(),
         key_id: Some(key_id.clone()),
         key_name: key.name.clone(),
-        request_id: request_id(&headers),
-        ..Default::default()
+        ..who.intent("key.revoke", &headers)
     };
     let audit_id = match state.audit.intent(&intent).await {
         Ok(a) => a,
@@ -874,20 +832,7 @@ pub async fn revoke_key(
             .await;
             Ok(Redirect::to(&user_href(&id)).into_response())
         }
-        Err(e) => {
-            let outcome = if matches!(e, VultrError::OutcomeUnknown(_)) {
-                state.tokens.complete(&token, None);
-                Outcome::Unknown
-            } else {
-                state.tokens.release(&token);
-                Outcome::Failed
-            };
-            state
-                .audit
-                .settle(audit_id, outcome, None, e.status(), Some(&e.to_string()))
-                .await;
-            Err(e.into())
-        }
+        Err(e) => Err(upstream_failed(&state, audit_id, &token, e).await),
     }
 }
 

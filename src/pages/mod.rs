@@ -92,6 +92,29 @@ pub async fn flash(session: &Session, who: &Identity, kind: &str, text: String) 
     }
 }
 
+/// Settles a failed upstream write. An unknown outcome spends the form (the
+/// change may have happened, so the form must never act again); a definite
+/// failure gives the form back so it can be sent again.
+pub async fn upstream_failed(
+    state: &crate::app::AppState,
+    audit_id: i64,
+    token: &str,
+    e: crate::vultr::VultrError,
+) -> crate::error::AppError {
+    let outcome = if matches!(e, crate::vultr::VultrError::OutcomeUnknown(_)) {
+        state.tokens.complete(token, None);
+        crate::audit::Outcome::Unknown
+    } else {
+        state.tokens.release(token);
+        crate::audit::Outcome::Failed
+    };
+    state
+        .audit
+        .settle(audit_id, outcome, None, e.status(), Some(&e.to_string()))
+        .await;
+    e.into()
+}
+
 /// The browser session's id, when the request arrived with one.
 pub fn session_id(session: &Session) -> Option<String> {
     session.id().map(|id| id.to_string())

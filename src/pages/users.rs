@@ -481,23 +481,11 @@ pub async fn set_api_access(
         }
     };
     let intent = Intent {
-        actor: who.email.clone(),
-        role: who.role.as_str().into(),
-        action: "user.api_access",
         target_user_id: Some(id.clone()),
         target_user_email: user.email.clone(),
-        requested_expiry: None,
-        key_name: Some(
-            if enable {
-                "api_enabled=true"
-            } else {
-                "api_enabled=false"
-            }
-            .into(),
-        ),
+        key_name: Some(format!("api_enabled={enable}")),
         reason,
-        request_id: crate::identity::request_id(&headers),
-        ..Default::default()
+        ..who.intent("user.api_access", &headers)
     };
     let audit_id = match state.audit.intent(&intent).await {
         Ok(a) => a,
@@ -526,19 +514,6 @@ pub async fn set_api_access(
             .await;
             Ok(Redirect::to(&super::user_href(&id)).into_response())
         }
-        Err(e) => {
-            let outcome = if matches!(e, crate::vultr::VultrError::OutcomeUnknown(_)) {
-                state.tokens.complete(&token, None);
-                Outcome::Unknown
-            } else {
-                state.tokens.release(&token);
-                Outcome::Failed
-            };
-            state
-                .audit
-                .settle(audit_id, outcome, None, e.status(), Some(&e.to_string()))
-                .await;
-            Err(e.into())
-        }
+        Err(e) => Err(super::upstream_failed(&state, audit_id, &token, e).await),
     }
 }
