@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -365,36 +364,12 @@ async fn an_unwritable_audit_store_refuses_changes_and_sends_nothing() {
 
 /// Starts the real binary on the given audit DB; returns (child, base URL).
 async fn spawn_keydesk(upstream: &str, db: &std::path::Path) -> (tokio::process::Child, String) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keydesk"))
-        .arg("serve")
-        .env("VULTR_API_KEY", ROOT_KEY)
-        .env("KEYDESK_VULTR_API_URL", upstream)
-        .env("KEYDESK_LISTEN", "127.0.0.1:0")
-        .env("KEYDESK_AUDIT_DB", format!("sqlite://{}", db.display()))
-        .env("KEYDESK_COOKIE_SECURE", "false")
-        .env("KEYDESK_OPERATORS", STAFF)
-        .env("KEYDESK_LOG_FORMAT", "json")
-        .env("KEYDESK_UPSTREAM_TIMEOUT", "30")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("keydesk serving") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                return format!("http://{}", v["fields"]["listen"].as_str().unwrap());
-            }
-        }
-        panic!("keydesk exited before serving");
-    })
-    .await
-    .unwrap();
-    // Keep draining its logs so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (child, base, _logs) = spawn_binary(&[
+        ("KEYDESK_VULTR_API_URL", upstream.to_string()),
+        ("KEYDESK_AUDIT_DB", format!("sqlite://{}", db.display())),
+        ("KEYDESK_UPSTREAM_TIMEOUT", "30".into()),
+    ])
+    .await;
     (child, base)
 }
 

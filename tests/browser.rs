@@ -359,31 +359,9 @@ async fn demo_app(app: &TestApp) -> String {
 }
 
 async fn demo_app_as(app: &TestApp, who: &str, access: keydesk::identity::Access) -> String {
-    let upstream = app.state.vultr.base_url().to_string();
-    let state = keydesk::app::AppState::new(keydesk::app::Settings {
-        vultr_url: upstream,
-        root_key: secrecy::SecretString::from(ROOT_KEY.to_string()),
-        auth: keydesk::identity::AuthMode::Demo(who.into()),
-        access,
-        policy: Default::default(),
-        audit_db: "sqlite::memory:".into(),
-        cookie_secure: false,
-        upstream: keydesk::vultr::ClientOptions {
-            timeout: Duration::from_secs(5),
-            ..Default::default()
-        },
-        page_size: 10,
-    })
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(keydesk::app::serve(
-        listener,
-        keydesk::app::build_router(state),
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
+    serve(demo_settings(app.state.vultr.base_url(), who, access))
+        .await
+        .0
 }
 
 #[tokio::test]

@@ -575,30 +575,13 @@ async fn an_unreachable_upstream_is_explained() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let state = keydesk::app::AppState::new(keydesk::app::Settings {
-        vultr_url: format!("http://127.0.0.1:{port}"),
-        root_key: secrecy::SecretString::from(ROOT_KEY.to_string()),
-        auth: keydesk::identity::AuthMode::Demo("d@x".into()),
-        access: keydesk::identity::Access::everyone_operates(),
-        policy: Default::default(),
-        audit_db: "sqlite::memory:".into(),
-        cookie_secure: false,
-        upstream: keydesk::vultr::ClientOptions {
-            timeout: Duration::from_secs(2),
-            ..Default::default()
-        },
-        page_size: 10,
-    })
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(keydesk::app::serve(
-        listener,
-        keydesk::app::build_router(state),
-        std::future::pending(),
-    ));
-    let r = reqwest::get(format!("http://{addr}/users")).await.unwrap();
+    let (base, _) = serve(demo_settings(
+        &format!("http://127.0.0.1:{port}"),
+        "d@x",
+        keydesk::identity::Access::everyone_operates(),
+    ))
+    .await;
+    let r = reqwest::get(format!("{base}/users")).await.unwrap();
     assert_eq!(r.status(), 502);
     assert!(r.text().await.unwrap().contains("Vultr is unreachable"));
 }

@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use keydesk::fake_vultr::FakeVultr;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keydesk");
 
@@ -57,44 +55,14 @@ async fn secrets_appear_only_in_the_reveal_body() {
     let dir = std::env::temp_dir().join(format!("keydesk-secrets-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("audit.db");
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("serve")
-        .env("VULTR_API_KEY", ROOT_KEY)
-        .env("KEYDESK_VULTR_API_URL", &upstream)
-        .env("KEYDESK_LISTEN", "127.0.0.1:0")
-        .env("KEYDESK_AUDIT_DB", format!("sqlite://{}", db.display()))
-        .env("KEYDESK_COOKIE_SECURE", "false")
-        .env("KEYDESK_OPERATORS", STAFF)
-        .env("KEYDESK_LOG_FORMAT", "json")
+    let (mut child, base, mut rx) = spawn_binary(&[
+        ("KEYDESK_VULTR_API_URL", upstream.clone()),
+        ("KEYDESK_AUDIT_DB", format!("sqlite://{}", db.display())),
         // Everything keydesk and its libraries can say.
-        .env("RUST_LOG", "trace")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            let _ = tx.send(l);
-        }
-    });
+        ("RUST_LOG", "trace".into()),
+    ])
+    .await;
     let mut logs = String::new();
-    let base = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let line = rx.recv().await.expect("keydesk exited early");
-            logs.push_str(&line);
-            logs.push('\n');
-            if line.contains("keydesk serving") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                return format!("http://{}", v["fields"]["listen"].as_str().unwrap());
-            }
-        }
-    })
-    .await
-    .expect("keydesk started");
 
     let c = client(Some(STAFF));
     let id = fake
@@ -147,7 +115,7 @@ async fn secrets_appear_only_in_the_reveal_body() {
         .expect("keydesk stops within 10 s of SIGTERM")
         .unwrap();
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
-    while let Ok(line) = rx.try_recv() {
+    while let Some(line) = rx.recv().await {
         logs.push_str(&line);
         logs.push('\n');
     }

@@ -86,7 +86,7 @@ impl TestApp {
 
     pub async fn spawn_with(fake: FakeVultr, opts: Options) -> Self {
         let url = fake.spawn().await.unwrap();
-        let state = AppState::new(Settings {
+        let (base, state) = serve(Settings {
             vultr_url: url,
             root_key: SecretString::from(opts.root_key.to_string()),
             auth: opts.auth.clone().unwrap_or_else(|| {
@@ -103,14 +103,9 @@ impl TestApp {
             upstream: opts.upstream.clone(),
             page_size: opts.page_size,
         })
-        .await
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = app::build_router(state.clone());
-        tokio::spawn(app::serve(listener, router, std::future::pending()));
+        .await;
         Self {
-            base: format!("http://{addr}"),
+            base,
             fake,
             client: client(opts.identity),
             state,
@@ -152,6 +147,90 @@ impl TestApp {
         assert_eq!(status, 200, "{body}");
         hidden_token(&body)
     }
+}
+
+/// Serves keydesk in-process on an ephemeral port; returns its base URL.
+pub async fn serve(settings: Settings) -> (String, AppState) {
+    let state = AppState::new(settings).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app::build_router(state.clone());
+    tokio::spawn(app::serve(listener, router, std::future::pending()));
+    (format!("http://{addr}"), state)
+}
+
+/// Settings for a demo-identity keydesk (no SSO header needed, e.g. a browser).
+pub fn demo_settings(upstream: &str, who: &str, access: Access) -> Settings {
+    Settings {
+        vultr_url: upstream.to_string(),
+        root_key: SecretString::from(ROOT_KEY.to_string()),
+        auth: AuthMode::Demo(who.into()),
+        access,
+        policy: KeyPolicy::default(),
+        audit_db: "sqlite::memory:".into(),
+        cookie_secure: false,
+        upstream: ClientOptions {
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+        page_size: 10,
+    }
+}
+
+/// The real binary, `keydesk serve`, with `env` on top of a working base
+/// configuration. Returns the child, its base URL and its log lines (JSON).
+pub async fn spawn_binary(
+    env: &[(&str, String)],
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keydesk"));
+    cmd.arg("serve")
+        .env("VULTR_API_KEY", ROOT_KEY)
+        .env("KEYDESK_LISTEN", "127.0.0.1:0")
+        .env("KEYDESK_COOKIE_SECURE", "false")
+        .env("KEYDESK_OPERATORS", STAFF)
+        .env("KEYDESK_LOG_FORMAT", "json");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        // Keep draining so keydesk never blocks on a full pipe.
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let _ = tx.send(l);
+        }
+    });
+    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let base = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let line = rx.recv().await.expect("keydesk exited before serving");
+            let _ = out_tx.send(line.clone());
+            if line.contains("keydesk serving") {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                return format!("http://{}", v["fields"]["listen"].as_str().unwrap());
+            }
+        }
+    })
+    .await
+    .expect("keydesk started");
+    tokio::spawn(async move {
+        while let Some(l) = rx.recv().await {
+            let _ = out_tx.send(l);
+        }
+    });
+    (child, base, out_rx)
 }
 
 /// The value of the first `form_token` hidden input in a page.
