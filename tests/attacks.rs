@@ -529,3 +529,74 @@ async fn a_new_identity_on_the_same_cookie_gets_a_fresh_session() {
     assert_eq!(r.status(), 403);
     assert_eq!(app.fake.count("POST", "/v2/users"), 0);
 }
+
+#[tokio::test]
+async fn an_rs256_assertion_is_verified_and_an_rs256_forgery_is_not() {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::traits::PublicKeyParts;
+    let mut rng = rand_core::OsRng;
+    let key = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+    let other = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+    let jwk = json!({
+        "kty": "RSA", "kid": "r1", "alg": "RS256", "use": "sig",
+        "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+        "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+    });
+    let set = json!({ "keys": [jwk] });
+    let jwks_app = axum::Router::new().route("/jwks", get(move || async move { Json(set) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, jwks_app).await });
+    let verifier = JwtVerifier::new(JwtSettings {
+        header: "x-goog-iap-jwt-assertion".parse().unwrap(),
+        jwks_url: format!("http://{addr}/jwks"),
+        issuer: "https://cloud.google.com/iap".into(),
+        audience: vec!["/projects/1/global/backendServices/2".into()],
+        email_claim: "email".into(),
+        groups_claim: "groups".into(),
+        algorithms: vec![Algorithm::RS256],
+    })
+    .unwrap();
+    let app = TestApp::spawn_with(
+        FakeVultr::seeded(ROOT_KEY),
+        Options {
+            identity: None,
+            auth: Some(AuthMode::Jwt(Arc::new(verifier))),
+            ..Default::default()
+        },
+    )
+    .await;
+    let sign = |k: &rsa::RsaPrivateKey| {
+        let pem = k.to_pkcs1_pem(LineEnding::LF).unwrap();
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("r1".into());
+        encode(
+            &h,
+            &claims(
+                VIEWER,
+                "https://cloud.google.com/iap",
+                "/projects/1/global/backendServices/2",
+                300,
+            ),
+            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let ok = app
+        .client
+        .get(app.url("/users"))
+        .header("x-goog-iap-jwt-assertion", sign(&key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().contains(VIEWER));
+    let forged = app
+        .client
+        .get(app.url("/users"))
+        .header("x-goog-iap-jwt-assertion", sign(&other))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+}
