@@ -458,3 +458,88 @@ async fn rotate_end_to_end_and_a_viewer_sees_no_controls() {
     }
     v.close().await.unwrap();
 }
+
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
+const SPACE: &str = "\u{E00D}";
+
+/// Presses Tab until the focused element satisfies `want` (id, or `data-days`).
+async fn tab_to(c: &Client, want: &str) {
+    for _ in 0..80 {
+        let el = c.active_element().await.unwrap();
+        let id = el.attr("id").await.unwrap().unwrap_or_default();
+        let days = el.attr("data-days").await.unwrap().unwrap_or_default();
+        if id == want || format!("days-{days}") == want {
+            return;
+        }
+        el.send_keys(TAB).await.unwrap();
+    }
+    panic!("Tab never reached {want}");
+}
+
+async fn press(c: &Client, keys: &str) {
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(keys)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_key_can_be_created_and_copied_with_the_keyboard_alone() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let demo = demo_app(&app).await;
+    let c = browser(&driver, true).await;
+    let alan = app.user_id("alan@example.com");
+    c.goto(&format!("{demo}/users/{alan}")).await.unwrap();
+    css(&c, "#add-key-form").await;
+
+    tab_to(&c, "key-name").await;
+    // Focus is visible where the keyboard is.
+    let outline = c
+        .execute(
+            "return getComputedStyle(document.activeElement).outlineStyle;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_ne!(outline, json!("none"), "focus ring visible");
+    press(&c, "keyboard-key").await;
+    tab_to(&c, "days-90").await;
+    press(&c, ENTER).await;
+    tab_to(&c, "add-key").await;
+    press(&c, ENTER).await;
+
+    let secret = css(&c, "#new-api-key")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(secret.len(), 36);
+    grant_clipboard(&driver, &c).await;
+    tab_to(&c, "copy-key").await;
+    press(&c, SPACE).await;
+    c.wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::XPath(
+            "//*[@id='copy-status' and contains(., 'Copied')]",
+        ))
+        .await
+        .unwrap();
+    tab_to(&c, "copied-done").await;
+    press(&c, ENTER).await;
+    css(&c, "#keys-table").await;
+    let created = app
+        .fake
+        .keys_of(&alan)
+        .into_iter()
+        .find(|k| k.name.as_deref() == Some("keyboard-key"))
+        .expect("created from the keyboard");
+    assert!(created.date_expire.unwrap().starts_with(&date_in(90)));
+    c.close().await.unwrap();
+}
