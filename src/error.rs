@@ -24,6 +24,9 @@ pub enum AppError {
     NotFound(String),
     #[error(transparent)]
     Upstream(#[from] VultrError),
+    /// A write reached Vultr but its answer was lost; points at the user's keys.
+    #[error("outcome unknown for user {user_id}: {detail}")]
+    OutcomeUnknown { user_id: String, detail: String },
     /// The audit trail could not be written: refuse to act unrecorded.
     #[error("audit store unavailable: {0}")]
     Audit(String),
@@ -39,10 +42,20 @@ pub struct ErrorPage {
     pub status: StatusCode,
     pub title: String,
     pub message: String,
+    /// Where to go next (href, text); the users list when absent.
+    pub link: Option<(String, String)>,
 }
 
 impl AppError {
     pub fn page(&self) -> ErrorPage {
+        // After a lost answer, the useful next step is the user's key list.
+        let link = match self {
+            AppError::OutcomeUnknown { user_id, .. } => Some((
+                format!("/users/{user_id}#keys"),
+                "Open the user's key list".to_string(),
+            )),
+            _ => None,
+        };
         let (status, title, message) = match self {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m.clone()),
             AppError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "Not signed in", m.clone()),
@@ -64,11 +77,15 @@ impl AppError {
                 "The request carried more headers than keydesk accepts. Clear this site's cookies and retry.".to_string(),
             ),
             AppError::Upstream(e) => upstream_page(e),
+            AppError::OutcomeUnknown { detail, .. } => {
+                upstream_page(&VultrError::OutcomeUnknown(detail.clone()))
+            }
         };
         ErrorPage {
             status,
             title: title.to_string(),
             message,
+            link,
         }
     }
 }
@@ -121,7 +138,7 @@ fn upstream_page(e: &VultrError) -> (StatusCode, &'static str, String) {
         VultrError::OutcomeUnknown(_) => (
             StatusCode::GATEWAY_TIMEOUT,
             "Outcome unknown",
-            "The request reached Vultr but its answer was lost, so keydesk cannot tell whether it took effect. Check the user's key list before trying again.".to_string(),
+            "The request reached Vultr but its answer was lost, so keydesk cannot tell whether it took effect. This form will not act again: check the user's key list before trying anew.".to_string(),
         ),
         VultrError::Malformed(_) => (
             StatusCode::BAD_GATEWAY,
@@ -141,6 +158,9 @@ impl IntoResponse for AppError {
             }
             AppError::Internal(_) => tracing::error!(error = %self, "request failed"),
             AppError::Upstream(e) => tracing::warn!(error = %e, "upstream call failed"),
+            AppError::OutcomeUnknown { .. } => {
+                tracing::warn!(error = %self, "upstream write outcome unknown")
+            }
             _ => tracing::info!(status = page.status.as_u16(), error = %self, "request refused"),
         }
         let mut resp = page.status.into_response();
@@ -219,6 +239,7 @@ pub async fn error_pages(req: Request, next: Next) -> Response {
                 status,
                 title: title.into(),
                 message: message.into(),
+                link: None,
             }
         }
     };

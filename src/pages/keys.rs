@@ -456,7 +456,7 @@ async fn mint(
             no_store(&mut resp);
             Ok(resp)
         }
-        Err(e) => Err(upstream_failed(state, audit_id, token, e).await),
+        Err(e) => Err(upstream_failed(state, audit_id, token, &user.id, e).await),
     }
 }
 
@@ -832,7 +832,7 @@ pub async fn revoke_key(
             .await;
             Ok(Redirect::to(&user_href(&id)).into_response())
         }
-        Err(e) => Err(upstream_failed(&state, audit_id, &token, e).await),
+        Err(e) => Err(upstream_failed(&state, audit_id, &token, &id, e).await),
     }
 }
 

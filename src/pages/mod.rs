@@ -99,9 +99,11 @@ pub async fn upstream_failed(
     state: &crate::app::AppState,
     audit_id: i64,
     token: &str,
+    user_id: &str,
     e: crate::vultr::VultrError,
 ) -> crate::error::AppError {
-    let outcome = if matches!(e, crate::vultr::VultrError::OutcomeUnknown(_)) {
+    let unknown = matches!(e, crate::vultr::VultrError::OutcomeUnknown(_));
+    let outcome = if unknown {
         state.tokens.complete(token, None);
         crate::audit::Outcome::Unknown
     } else {
@@ -112,6 +114,12 @@ pub async fn upstream_failed(
         .audit
         .settle(audit_id, outcome, None, e.status(), Some(&e.to_string()))
         .await;
+    if unknown {
+        return crate::error::AppError::OutcomeUnknown {
+            user_id: user_id.to_string(),
+            detail: e.to_string(),
+        };
+    }
     e.into()
 }
 

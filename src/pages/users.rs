@@ -514,6 +514,6 @@ pub async fn set_api_access(
             .await;
             Ok(Redirect::to(&super::user_href(&id)).into_response())
         }
-        Err(e) => Err(super::upstream_failed(&state, audit_id, &token, e).await),
+        Err(e) => Err(super::upstream_failed(&state, audit_id, &token, &id, e).await),
     }
 }
