@@ -124,6 +124,15 @@ impl FormTokens {
         }
     }
 
+    /// Passes `r` through, giving the token back when it is an error: a step
+    /// before the upstream write failed, so nothing happened.
+    pub fn release_on_err<T, E>(&self, token: &str, r: Result<T, E>) -> Result<T, E> {
+        if r.is_err() {
+            self.release(token);
+        }
+        r
+    }
+
     /// Marks a claimed token used for good, remembering only the result's id.
     pub fn complete(&self, token: &str, result_id: Option<String>) {
         if let Some(e) = self.lock().get_mut(token) {

@@ -385,13 +385,9 @@ pub async fn create_key(
     };
 
     // The user's email goes into the audit; this also 404s before any write.
-    let user = match state.vultr.get_user(&id).await {
-        Ok(u) => u,
-        Err(e) => {
-            state.tokens.release(&token);
-            return Err(e.into());
-        }
-    };
+    let user = state
+        .tokens
+        .release_on_err(&token, state.vultr.get_user(&id).await)?;
     let intent = Intent {
         target_user_id: Some(id.clone()),
         target_user_email: user.email.clone(),
@@ -424,13 +420,9 @@ async fn mint(
     intent: Intent,
     rotating: Option<ApiKey>,
 ) -> Result<Response, AppError> {
-    let audit_id = match state.audit.intent(&intent).await {
-        Ok(a) => a,
-        Err(e) => {
-            state.tokens.release(token);
-            return Err(e.into());
-        }
-    };
+    let audit_id = state
+        .tokens
+        .release_on_err(token, state.audit.intent(&intent).await)?;
     match state.vultr.create_key(&user.id, body).await {
         Ok(created) => {
             state.tokens.complete(token, Some(created.id.clone()));
@@ -588,13 +580,9 @@ pub async fn rotate_key(
         }
     }
     let (user, old) = tokio::join!(state.vultr.get_user(&id), state.vultr.get_key(&id, &key_id));
-    let (user, old) = match (user, old) {
-        (Ok(u), Ok(k)) => (u, k),
-        (Err(e), _) | (_, Err(e)) => {
-            state.tokens.release(&token);
-            return Err(e.into());
-        }
-    };
+    let (user, old) = state
+        .tokens
+        .release_on_err(&token, user.and_then(|u| old.map(|k| (u, k))))?;
     // Same name as the key it replaces.
     input.name = Some(old.name.clone().unwrap_or_default());
     let mut form = KeyForm::blank(token.clone(), &state.policy);
@@ -792,13 +780,9 @@ pub async fn revoke_key(
     }
 
     let (user, key) = tokio::join!(state.vultr.get_user(&id), state.vultr.get_key(&id, &key_id));
-    let (user, key) = match (user, key) {
-        (Ok(u), Ok(k)) => (u, k),
-        (Err(e), _) | (_, Err(e)) => {
-            state.tokens.release(&token);
-            return Err(e.into());
-        }
-    };
+    let (user, key) = state
+        .tokens
+        .release_on_err(&token, user.and_then(|u| key.map(|k| (u, k))))?;
     let intent = Intent {
         reason,
         related_key_id: replaced_by,
@@ -808,13 +792,9 @@ pub async fn revoke_key(
         key_name: key.name.clone(),
         ..who.intent("key.revoke", &headers)
     };
-    let audit_id = match state.audit.intent(&intent).await {
-        Ok(a) => a,
-        Err(e) => {
-            state.tokens.release(&token);
-            return Err(e.into());
-        }
-    };
+    let audit_id = state
+        .tokens
+        .release_on_err(&token, state.audit.intent(&intent).await)?;
     match state.vultr.delete_key(&id, &key_id).await {
         Ok(()) => {
             metrics::counter!("keydesk_keys_revoked_total").increment(1);

@@ -473,13 +473,9 @@ pub async fn set_api_access(
             .await;
         }
     }
-    let user = match state.vultr.get_user(&id).await {
-        Ok(u) => u,
-        Err(e) => {
-            state.tokens.release(&token);
-            return Err(e.into());
-        }
-    };
+    let user = state
+        .tokens
+        .release_on_err(&token, state.vultr.get_user(&id).await)?;
     let intent = Intent {
         target_user_id: Some(id.clone()),
         target_user_email: user.email.clone(),
@@ -487,13 +483,9 @@ pub async fn set_api_access(
         reason,
         ..who.intent("user.api_access", &headers)
     };
-    let audit_id = match state.audit.intent(&intent).await {
-        Ok(a) => a,
-        Err(e) => {
-            state.tokens.release(&token);
-            return Err(e.into());
-        }
-    };
+    let audit_id = state
+        .tokens
+        .release_on_err(&token, state.audit.intent(&intent).await)?;
     match state.vultr.set_api_enabled(&id, enable).await {
         Ok(()) => {
             state.tokens.complete(&token, None);
