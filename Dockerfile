@@ -5,12 +5,15 @@ FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 # Cache the dependency layer: build a stub crate with the real manifest first.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/migrations && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+# (The manifest declares a bench target, so its file must exist too.)
+RUN mkdir -p src/migrations benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > benches/keydesk.rs \
     && cargo build --release --locked \
     && rm -rf src target/release/keydesk target/release/deps/keydesk* target/release/.fingerprint/keydesk*
 COPY src ./src
 COPY templates ./templates
 COPY static ./static
+COPY benches ./benches
 RUN cargo build --release --locked && strip target/release/keydesk
 
 FROM debian:bookworm-slim

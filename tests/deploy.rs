@@ -69,3 +69,22 @@ fn the_dockerfile_runs_as_non_root_with_a_healthcheck() {
     assert!(d.contains("KEYDESK_LISTEN=0.0.0.0:8080"));
     assert!(d.contains("cargo build --release --locked"));
 }
+
+#[test]
+fn the_dockerfile_copies_everything_the_manifest_names() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    for dir in ["src", "templates", "static"] {
+        assert!(
+            d.contains(&format!("COPY {dir} ./{dir}")),
+            "Dockerfile must COPY {dir}"
+        );
+    }
+    // Cargo refuses a manifest whose declared targets are missing, even for
+    // `cargo build`: the stub layer and the real build both need them.
+    if manifest.contains("[[bench]]") {
+        assert!(d.contains("COPY benches ./benches"));
+        assert!(d.contains("benches/keydesk.rs"));
+    }
+}
