@@ -334,6 +334,30 @@ async fn forgery_attacks_change_nothing() {
         assert!(revealed_key(&r.text().await.unwrap()).is_none(), "{name}");
     }
     assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+    // A forged revoke is refused the same way.
+    let key = app.fake.keys_of(&id)[0].id.clone();
+    let r = other_session
+        .post(app.url(&format!("/users/{id}/keys/{key}/delete")))
+        .form(&[("form_token", token_a.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.fake.count("DELETE", "/v2/users"), 0);
+    // Token refusals are audited (Origin/Referer refusals stop before any handler).
+    let refused = app
+        .state
+        .audit
+        .count(&keydesk::audit::Filter {
+            action: Some("csrf.rejected".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        refused, 3,
+        "missing token, other session's token, forged revoke"
+    );
     // The original session's token still works afterwards (it was never claimed).
     let r = app
         .post_form(&path, &[("form_token", &token_a), ("name", "legit")])

@@ -382,12 +382,7 @@ async fn a_process_killed_mid_create_leaves_a_visible_unknown_entry() {
     let db = dir.join("audit.db");
     let (mut child, base) = spawn_keydesk(&upstream, &db).await;
     let c = client(Some(STAFF));
-    let id = fake
-        .users()
-        .into_iter()
-        .find(|u| u.email.as_deref() == Some("ada@example.com"))
-        .unwrap()
-        .id;
+    let id = user_id_in(&fake, "ada@example.com");
     let page = c
         .get(format!("{base}/users/{id}"))
         .send()

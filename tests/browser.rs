@@ -146,6 +146,16 @@ async fn css(c: &Client, sel: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("{sel}: {e}"))
 }
 
+/// The current value of a form field (the revealed key, a date input).
+async fn value(c: &Client, sel: &str) -> String {
+    css(c, sel)
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn staff_create_copy_reload_and_revoke_in_a_real_browser() {
     let Some(driver) = start_driver().await else {
@@ -198,18 +208,12 @@ async fn staff_create_copy_reload_and_revoke_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    let date = css(&c, "#key-date-expire")
-        .await
-        .prop("value")
-        .await
-        .unwrap()
-        .unwrap();
+    let date = value(&c, "#key-date-expire").await;
     assert_eq!(date, date_in(90));
     css(&c, "#add-key").await.click().await.unwrap();
 
     // The reveal page shows the key.
-    let field = css(&c, "#new-api-key").await;
-    let secret = field.prop("value").await.unwrap().unwrap();
+    let secret = value(&c, "#new-api-key").await;
     assert_eq!(secret.len(), 36);
     assert!(
         c.source()
@@ -333,12 +337,7 @@ async fn the_flow_works_without_javascript() {
         .await
         .unwrap();
     css(&c, "#add-key").await.click().await.unwrap();
-    let secret = css(&c, "#new-api-key")
-        .await
-        .prop("value")
-        .await
-        .unwrap()
-        .unwrap();
+    let secret = value(&c, "#new-api-key").await;
     assert_eq!(secret.len(), 36);
     assert!(!css(&c, "#copy-key").await.is_displayed().await.unwrap());
     let _ = c.refresh().await;
@@ -394,12 +393,7 @@ async fn rotate_end_to_end_and_a_viewer_sees_no_controls() {
         .await
         .unwrap();
     css(&c, "#rotate-button").await.click().await.unwrap();
-    let secret = css(&c, "#new-api-key")
-        .await
-        .prop("value")
-        .await
-        .unwrap()
-        .unwrap();
+    let secret = value(&c, "#new-api-key").await;
     assert_eq!(secret.len(), 36);
     assert!(
         app.fake.keys_of(&grace).iter().any(|k| k.id == old.id),
@@ -514,12 +508,7 @@ async fn a_key_can_be_created_and_copied_with_the_keyboard_alone() {
     tab_to(&c, "add-key").await;
     press(&c, ENTER).await;
 
-    let secret = css(&c, "#new-api-key")
-        .await
-        .prop("value")
-        .await
-        .unwrap()
-        .unwrap();
+    let secret = value(&c, "#new-api-key").await;
     assert_eq!(secret.len(), 36);
     grant_clipboard(&driver, &c).await;
     tab_to(&c, "copy-key").await;

@@ -65,12 +65,7 @@ async fn secrets_appear_only_in_the_reveal_body() {
     let mut logs = String::new();
 
     let c = client(Some(STAFF));
-    let id = fake
-        .users()
-        .into_iter()
-        .find(|u| u.email.as_deref() == Some("ada@example.com"))
-        .unwrap()
-        .id;
+    let id = user_id_in(&fake, "ada@example.com");
     let page = c.get(format!("{base}/users/{id}")).send().await.unwrap();
     let token = hidden_token(&page.text().await.unwrap());
     let resp = c

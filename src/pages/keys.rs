@@ -11,7 +11,7 @@ use time::{Date, OffsetDateTime};
 use tower_sessions::Session;
 
 use super::users::{check_id, user_page};
-use super::{Layout, flash, render, session_id, upstream_failed, user_href};
+use super::{Layout, flash, record_forgery, render, session_id, upstream_failed, user_href};
 use crate::app::AppState;
 use crate::audit::{Intent, Outcome};
 use crate::error::AppError;
@@ -350,16 +350,7 @@ pub async fn create_key(
         }
         Claim::Invalid => {
             // Unknown or foreign token: act on nothing, offer a fresh form.
-            state
-                .audit
-                .record(
-                    &Intent {
-                        target_user_id: Some(id.clone()),
-                        ..who.intent("csrf.rejected", &headers)
-                    },
-                    Outcome::Failed,
-                )
-                .await;
+            record_forgery(&state, &who, &headers, &id, None).await;
             let mut form = KeyForm::blank(
                 state.tokens.issue(&who.email, &scope, sid.clone()),
                 &state.policy,
@@ -483,8 +474,7 @@ async fn rotate_page(
     form: Option<KeyForm>,
     status: StatusCode,
 ) -> Result<Response, AppError> {
-    let (user, key) = tokio::join!(state.vultr.get_user(id), state.vultr.get_key(id, key_id));
-    let (user, key) = (user?, key?);
+    let (user, key) = state.vultr.get_user_and_key(id, key_id).await?;
     let form = match form {
         Some(f) => f,
         None => {
@@ -554,18 +544,8 @@ pub async fn rotate_key(
             return Ok(replay_page(&who, &session, id, result_id).await);
         }
         Claim::Invalid => {
-            state
-                .audit
-                .record(
-                    &Intent {
-                        target_user_id: Some(id.clone()),
-                        key_id: Some(key_id.clone()),
-                        ..who.intent("csrf.rejected", &headers)
-                    },
-                    Outcome::Failed,
-                )
-                .await;
-            let mut resp = rotate_page(
+            record_forgery(&state, &who, &headers, &id, Some(&key_id)).await;
+            return rotate_page(
                 &state,
                 &who,
                 &session,
@@ -574,15 +554,12 @@ pub async fn rotate_key(
                 None,
                 StatusCode::FORBIDDEN,
             )
-            .await?;
-            *resp.status_mut() = StatusCode::FORBIDDEN;
-            return Ok(resp);
+            .await;
         }
     }
-    let (user, old) = tokio::join!(state.vultr.get_user(&id), state.vultr.get_key(&id, &key_id));
     let (user, old) = state
         .tokens
-        .release_on_err(&token, user.and_then(|u| old.map(|k| (u, k))))?;
+        .release_on_err(&token, state.vultr.get_user_and_key(&id, &key_id).await)?;
     // Same name as the key it replaces.
     input.name = Some(old.name.clone().unwrap_or_default());
     let mut form = KeyForm::blank(token.clone(), &state.policy);
@@ -657,8 +634,7 @@ async fn confirm_page(
     notice: Option<String>,
     replaced_by: Option<String>,
 ) -> Result<Response, AppError> {
-    let (user, key) = tokio::join!(state.vultr.get_user(id), state.vultr.get_key(id, key_id));
-    let (user, key) = (user?, key?);
+    let (user, key) = state.vultr.get_user_and_key(id, key_id).await?;
     let token = state
         .tokens
         .issue(&who.email, &revoke_scope(id, key_id), session_id(session));
@@ -759,6 +735,7 @@ pub async fn revoke_key(
         }
         Claim::Invalid => {
             // No valid confirmation token: nothing happens; offer the confirmation step.
+            record_forgery(&state, &who, &headers, &id, Some(&key_id)).await;
             let notice = if token.is_empty() {
                 "Confirm below to revoke this key.".to_string()
             } else {
@@ -779,10 +756,9 @@ pub async fn revoke_key(
         }
     }
 
-    let (user, key) = tokio::join!(state.vultr.get_user(&id), state.vultr.get_key(&id, &key_id));
     let (user, key) = state
         .tokens
-        .release_on_err(&token, user.and_then(|u| key.map(|k| (u, k))))?;
+        .release_on_err(&token, state.vultr.get_user_and_key(&id, &key_id).await)?;
     let intent = Intent {
         reason,
         related_key_id: replaced_by,

@@ -123,6 +123,28 @@ pub async fn upstream_failed(
     e.into()
 }
 
+/// Audits a refused form token (missing, expired, foreign identity or session):
+/// every mutating form refuses through here, so every refusal is recorded.
+pub async fn record_forgery(
+    state: &crate::app::AppState,
+    who: &Identity,
+    headers: &axum::http::HeaderMap,
+    user_id: &str,
+    key_id: Option<&str>,
+) {
+    state
+        .audit
+        .record(
+            &crate::audit::Intent {
+                target_user_id: Some(user_id.to_string()),
+                key_id: key_id.map(str::to_string),
+                ..who.intent("csrf.rejected", headers)
+            },
+            crate::audit::Outcome::Failed,
+        )
+        .await;
+}
+
 /// The browser session's id, when the request arrived with one.
 pub fn session_id(session: &Session) -> Option<String> {
     session.id().map(|id| id.to_string())

@@ -460,6 +460,7 @@ pub async fn set_api_access(
             return Ok(Redirect::to(&super::user_href(&id)).into_response());
         }
         Claim::Invalid => {
+            super::record_forgery(&state, &who, &headers, &id, None).await;
             return api_access_page(
                 &state,
                 &who,

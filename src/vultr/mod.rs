@@ -252,6 +252,16 @@ impl VultrClient {
         Ok(env.api_key)
     }
 
+    /// A user and one of their keys, fetched concurrently (one round trip).
+    pub async fn get_user_and_key(
+        &self,
+        user_id: &str,
+        key_id: &str,
+    ) -> Result<(User, ApiKey), VultrError> {
+        let (user, key) = tokio::join!(self.get_user(user_id), self.get_key(user_id, key_id));
+        Ok((user?, key?))
+    }
+
     /// Creates a key. Never retried: a lost answer is `OutcomeUnknown`, not a second POST.
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
     pub async fn create_key(

@@ -133,12 +133,7 @@ impl TestApp {
 
     /// The id of the seeded user whose email is `email`.
     pub fn user_id(&self, email: &str) -> String {
-        self.fake
-            .users()
-            .into_iter()
-            .find(|u| u.email.as_deref() == Some(email))
-            .map(|u| u.id)
-            .unwrap()
+        user_id_in(&self.fake, email)
     }
 
     /// Opens a user page and returns the add-key form's one-time token.
@@ -147,6 +142,15 @@ impl TestApp {
         assert_eq!(status, 200, "{body}");
         hidden_token(&body)
     }
+}
+
+/// The id of the user of `fake` whose email is `email`.
+pub fn user_id_in(fake: &FakeVultr, email: &str) -> String {
+    fake.users()
+        .into_iter()
+        .find(|u| u.email.as_deref() == Some(email))
+        .map(|u| u.id)
+        .unwrap()
 }
 
 /// Serves keydesk in-process on an ephemeral port; returns its base URL.
