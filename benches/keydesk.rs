@@ -8,12 +8,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use keydesk::app::{self, AppState, Settings};
+use keydesk::Application;
 use keydesk::fake_vultr::FakeVultr;
-use keydesk::identity::{Access, AuthMode};
+use keydesk::identity::Access;
+use keydesk::state::Settings;
 use keydesk::vultr::ClientOptions;
 use secrecy::SecretString;
 
@@ -31,13 +31,8 @@ fn http() -> reqwest::Client {
 }
 
 async fn keydesk_on(fake_url: &str, cache_ttl: Duration, rps: u32) -> String {
-    let state = AppState::new(Settings {
-        vultr_url: fake_url.to_string(),
-        root_key: SecretString::from(ROOT.to_string()),
-        auth: AuthMode::header("x-forwarded-email", vec!["127.0.0.1/32".parse().unwrap()]).unwrap(),
+    let settings = Settings {
         access: Access::new(&[], &[WHO.into()]),
-        policy: Default::default(),
-        audit_db: "sqlite::memory:".into(),
         cookie_secure: false,
         upstream: ClientOptions {
             rps,
@@ -45,17 +40,9 @@ async fn keydesk_on(fake_url: &str, cache_ttl: Duration, rps: u32) -> String {
             ..ClientOptions::default()
         },
         page_size: 100,
-    })
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(app::serve(
-        listener,
-        app::build_router(state),
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
+        ..Settings::new(fake_url, SecretString::from(ROOT.to_string()))
+    };
+    Application::build(settings).await.unwrap().spawn().0
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {

@@ -1,16 +1,13 @@
-//! Application state, the one router builder, middleware order, and the
-//! `serve` / `demo` entry points with graceful shutdown.
+//! The one router: every route, and the middleware in order. Paths are
+//! spelled here as patterns and in `pages::paths` as links.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use secrecy::SecretString;
-use tokio::net::TcpListener;
+use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
@@ -22,66 +19,10 @@ use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
 
-use crate::audit::AuditStore;
-use crate::idempotency::FormTokens;
-use crate::identity::{Access, AuthMode};
-use crate::pages::keys::KeyPolicy;
-use crate::pages::{assets, audit, keys, ops, reports, users};
-use crate::vultr::{ClientOptions, VultrClient};
-
-/// The last readiness verdict and when it was reached.
-pub type Readiness = Arc<tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>>;
-
-/// Everything a handler may use. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub vultr: VultrClient,
-    pub auth: AuthMode,
-    pub access: Access,
-    pub policy: KeyPolicy,
-    pub tokens: Arc<FormTokens>,
-    pub audit: AuditStore,
-    pub page_size: u32,
-    pub cookie_secure: bool,
-    pub readiness: Readiness,
-    pub reports: Arc<crate::report::Reports>,
-}
-
-/// What `serve`, `demo` and the tests configure.
-pub struct Settings {
-    pub vultr_url: String,
-    pub root_key: SecretString,
-    pub auth: AuthMode,
-    pub access: Access,
-    pub policy: KeyPolicy,
-    pub audit_db: String,
-    pub cookie_secure: bool,
-    pub upstream: ClientOptions,
-    pub page_size: u32,
-}
-
-impl AppState {
-    pub async fn new(s: Settings) -> Result<Self, String> {
-        let vultr = VultrClient::with_options(&s.vultr_url, s.root_key, s.upstream)
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        crate::metrics::install();
-        let audit = AuditStore::open(&s.audit_db)
-            .await
-            .map_err(|e| format!("KEYDESK_AUDIT_DB {}: {e}", s.audit_db))?;
-        Ok(Self {
-            vultr,
-            auth: s.auth,
-            access: s.access,
-            policy: s.policy,
-            tokens: Arc::new(FormTokens::default()),
-            audit,
-            page_size: s.page_size,
-            cookie_secure: s.cookie_secure,
-            readiness: Arc::new(tokio::sync::Mutex::new(None)),
-            reports: Arc::new(crate::report::Reports::default()),
-        })
-    }
-}
+use crate::identity::Gate;
+use crate::pages::keys::{create, revoke, rotate};
+use crate::pages::{assets, audit, brake, ops, reports, users};
+use crate::state::AppState;
 
 /// Largest request body accepted (forms are tiny).
 const BODY_LIMIT: usize = 64 * 1024;
@@ -104,30 +45,27 @@ pub fn build_router(state: AppState) -> Router {
 
     Router::new()
         .route("/", get(users::index))
-        .route("/users", get(users::list_users))
-        .route("/users/{id}", get(users::show_user))
+        .route("/users", get(users::users_list))
+        .route("/users/{id}", get(users::user_show))
         .route(
             "/users/{id}/keys",
-            get(users::keys_anchor).post(keys::create_key),
+            get(users::keys_anchor).post(create::key_create),
         )
         .route(
             "/users/{id}/keys/{key_id}/delete",
-            get(keys::confirm_delete).post(keys::revoke_key),
+            get(revoke::revoke_confirm).post(revoke::revoke_submit),
         )
         .route(
             "/users/{id}/keys/{key_id}/rotate",
-            get(keys::rotate_form).post(keys::rotate_key),
+            get(rotate::rotate_form).post(rotate::rotate_submit),
         )
         .route(
             "/users/{id}/api-access",
-            get(users::confirm_api_access).post(users::set_api_access),
+            get(brake::brake_confirm).post(brake::brake_submit),
         )
         .route("/reports/keys", get(reports::keys_report))
-        .route(
-            "/reports/keys/scan",
-            axum::routing::post(reports::start_scan),
-        )
-        .route("/audit", get(audit::audit_page))
+        .route("/reports/keys/scan", post(reports::scan_start))
+        .route("/audit", get(audit::audit_list))
         .route("/audit.csv", get(audit::audit_csv))
         .route("/audit.jsonl", get(audit::audit_jsonl))
         .route("/healthz", get(ops::healthz))
@@ -137,7 +75,7 @@ pub fn build_router(state: AppState) -> Router {
         // Innermost first: these run closest to the handlers.
         .layer(axum::middleware::from_fn(crate::csrf::check_origin))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            Gate::from_ref(&state),
             crate::identity::require_identity,
         ))
         .layer(sessions)
@@ -188,7 +126,7 @@ pub fn build_router(state: AppState) -> Router {
                     HeaderValue::from_static("no-store"),
                 ))
                 .layer(CompressionLayer::new())
-                .layer(axum::middleware::from_fn(crate::error::error_pages))
+                .layer(axum::middleware::from_fn(crate::pages::error::error_pages))
                 // A panic becomes a bare 500 that `error_pages` renders: never a stack trace.
                 .layer(CatchPanicLayer::new())
                 .layer(axum::middleware::from_fn(limit_header_size))
@@ -218,41 +156,4 @@ async fn limit_header_size(
         return crate::error::AppError::HeadersTooLarge.into_response();
     }
     next.run(req).await
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

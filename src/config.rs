@@ -6,8 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use http::HeaderName;
 use ipnet::IpNet;
 use secrecy::SecretString;
+
+use crate::identity::{Access, AuthMode};
+use crate::jwt::{JwtSettings, JwtVerifier, parse_algorithms};
+use crate::state::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -245,7 +250,7 @@ impl CommonArgs {
     }
 
     /// The key policy, or an error naming the variable.
-    pub fn key_policy(&self) -> Result<crate::pages::keys::KeyPolicy, String> {
+    pub fn key_policy(&self) -> Result<crate::policy::KeyPolicy, String> {
         let name_pattern = match self.key_name_pattern.as_deref().filter(|p| !p.is_empty()) {
             None => None,
             Some(p) => Some(
@@ -253,10 +258,101 @@ impl CommonArgs {
                     .map_err(|e| format!("KEYDESK_KEY_NAME_PATTERN is not a valid regex: {e}"))?,
             ),
         };
-        Ok(crate::pages::keys::KeyPolicy {
+        Ok(crate::policy::KeyPolicy {
             max_days: self.max_key_lifetime_days,
             name_pattern,
             require_reason: self.require_reason,
+        })
+    }
+}
+
+impl DemoArgs {
+    /// The demo's settings against the in-process fake at `vultr_url`, which
+    /// accepts `root_key`. Everyone is the fixed demo identity, an operator.
+    pub fn settings(&self, vultr_url: &str, root_key: SecretString) -> Result<Settings, String> {
+        Ok(Settings {
+            auth: AuthMode::Demo(self.identity.clone()),
+            access: Access::everyone_operates(),
+            policy: self.common.key_policy()?,
+            audit_db: self.audit_db.clone(),
+            cookie_secure: false,
+            upstream: self.common.client_options(),
+            page_size: self.common.page_size,
+            listen: self.common.listen,
+            ..Settings::new(vultr_url, root_key)
+        })
+    }
+}
+
+fn header_name(var: &str, value: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(value.trim().as_bytes())
+        .map_err(|_| format!("{var} {value:?} is not a header name"))
+}
+
+impl ServeArgs {
+    /// Everything `serve` runs with, or an error naming the variable at fault.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let root_key = self.root_key().map_err(|e| e.to_string())?;
+        let access = Access::new(&self.viewers, &self.operators);
+        if access.is_empty() {
+            return Err("neither KEYDESK_VIEWERS nor KEYDESK_OPERATORS is set: keydesk denies by default and would admit nobody".into());
+        }
+        Ok(Settings {
+            auth: self.auth_mode()?,
+            access,
+            policy: self.common.key_policy()?,
+            audit_db: self.audit_db.clone(),
+            cookie_secure: self.cookie_secure,
+            upstream: self.common.client_options(),
+            page_size: self.common.page_size,
+            listen: self.common.listen,
+            ..Settings::new(&self.vultr_api_url, root_key)
+        })
+    }
+
+    /// How identities are established: the proxy's header, or a verified JWT.
+    fn auth_mode(&self) -> Result<AuthMode, String> {
+        let args = self;
+        if args.auth_mode == "jwt" {
+            let jwks_url = args
+                .jwt_jwks_url
+                .clone()
+                .ok_or("KEYDESK_AUTH_MODE=jwt needs KEYDESK_JWT_JWKS_URL")?;
+            let issuer = args
+                .jwt_issuer
+                .clone()
+                .ok_or("KEYDESK_AUTH_MODE=jwt needs KEYDESK_JWT_ISSUER")?;
+            let audience: Vec<String> = args
+                .jwt_audience
+                .iter()
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect();
+            if audience.is_empty() {
+                return Err("KEYDESK_AUTH_MODE=jwt needs KEYDESK_JWT_AUDIENCE".into());
+            }
+            let verifier = JwtVerifier::new(JwtSettings {
+                header: header_name("KEYDESK_JWT_HEADER", &args.jwt_header)?,
+                jwks_url,
+                issuer,
+                audience,
+                email_claim: args.jwt_email_claim.clone(),
+                groups_claim: args.jwt_groups_claim.clone(),
+                algorithms: parse_algorithms(&args.jwt_algorithms)?,
+            })?;
+            return Ok(AuthMode::Jwt(std::sync::Arc::new(verifier)));
+        }
+        Ok(AuthMode::Header {
+            header: header_name("KEYDESK_AUTH_HEADER", &args.auth_header)?,
+            groups_header: match args
+                .groups_header
+                .as_deref()
+                .filter(|g| !g.trim().is_empty())
+            {
+                Some(g) => Some(header_name("KEYDESK_GROUPS_HEADER", g)?),
+                None => None,
+            },
+            trusted: args.trusted_proxies.clone(),
         })
     }
 }

@@ -1,15 +1,13 @@
 //! One error type for every page. It becomes a response carrying an
-//! `ErrorPage` extension; the `error_pages` middleware renders it in the
+//! `ErrorPage` extension; `pages::error::error_pages` renders it in the
 //! portal's layout with the request id, so handlers never build HTML for
-//! failures. Internal detail goes to the log once, never to the page.
+//! failures and this module knows no pages. Internal detail goes to the log
+//! once, never to the page.
 
-use axum::extract::Request;
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::identity::Identity;
-use crate::pages::{Layout, render};
+use crate::ids::InvalidId;
 use crate::vultr::VultrError;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +91,6 @@ impl AppError {
 /// Vultr failures mapped on purpose into words a staff member can act on.
 fn upstream_page(e: &VultrError) -> (StatusCode, &'static str, String) {
     match e {
-        VultrError::InvalidId => (
-            StatusCode::BAD_REQUEST,
-            "Invalid id",
-            "That is not a valid Vultr id. Nothing was sent to Vultr.".to_string(),
-        ),
         VultrError::Api { status: 401 | 403, message } => (
             StatusCode::BAD_GATEWAY,
             "Vultr rejected keydesk's root key",
@@ -175,85 +168,14 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+impl From<InvalidId> for AppError {
+    fn from(_: InvalidId) -> Self {
+        AppError::BadRequest("That is not a valid Vultr id. Nothing was sent to Vultr.".into())
+    }
+}
+
 impl From<askama::Error> for AppError {
     fn from(e: askama::Error) -> Self {
         AppError::Internal(e.to_string())
     }
-}
-
-#[derive(askama::Template)]
-#[template(path = "error.html")]
-pub struct ErrorView {
-    pub layout: Layout,
-    pub page: ErrorPage,
-    pub request_id: String,
-}
-
-/// Middleware: render `ErrorPage` responses, and give axum's bare 404/405/413
-/// answers the same page, so no failure is ever blank or a stack trace.
-pub async fn error_pages(req: Request, next: Next) -> Response {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
-    let resp = next.run(req).await;
-    let who = resp.extensions().get::<Identity>().cloned();
-    let page = match resp.extensions().get::<ErrorPage>() {
-        Some(p) => p.clone(),
-        None => {
-            let status = resp.status();
-            // Only axum's bare answers (empty or plain text) are replaced;
-            // HTML pages and JSON (probes) pass through untouched.
-            let bare = resp
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_none_or(|v| v.starts_with("text/plain"));
-            if !(status.is_client_error() || status.is_server_error()) || !bare {
-                return resp;
-            }
-            let (title, message) = match status {
-                StatusCode::NOT_FOUND => ("Not found", "There is no page at this address."),
-                StatusCode::METHOD_NOT_ALLOWED => {
-                    ("Method not allowed", "This page cannot be used that way.")
-                }
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    ("Request too large", "The form sent was too large.")
-                }
-                StatusCode::REQUEST_TIMEOUT => ("Request timed out", "keydesk gave up waiting."),
-                StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
-                    ("Bad request", "The request could not be understood.")
-                }
-                StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-                    "Bad request",
-                    "The form was sent in a format keydesk does not accept.",
-                ),
-                _ => (
-                    "Something went wrong",
-                    "keydesk could not complete the request.",
-                ),
-            };
-            ErrorPage {
-                status,
-                title: title.into(),
-                message: message.into(),
-                link: None,
-            }
-        }
-    };
-    let (mut parts, _) = resp.into_parts();
-    let view = ErrorView {
-        layout: Layout::plain(who.as_ref()),
-        page: page.clone(),
-        request_id,
-    };
-    let fresh = render(page.status, &view);
-    // Keep headers such as Allow, drop the old body's length and type.
-    parts.headers.remove(header::CONTENT_LENGTH);
-    let (fresh_parts, body) = fresh.into_parts();
-    parts.headers.extend(fresh_parts.headers);
-    parts.status = page.status;
-    Response::from_parts(parts, body)
 }

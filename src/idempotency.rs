@@ -8,8 +8,34 @@
 //! Only the outcome (the key id) is kept, never a response body or secret.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::ids::VultrId;
+
+/// What a form does: its token is good for this and nothing else.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    CreateKey(&'a VultrId),
+    RotateKey(&'a VultrId, &'a VultrId),
+    RevokeKey(&'a VultrId, &'a VultrId),
+    /// The brake, towards the given state of API access.
+    ApiAccess(&'a VultrId, bool),
+    ReportScan,
+}
+
+impl fmt::Display for Scope<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::CreateKey(u) => write!(f, "create:{u}"),
+            Scope::RotateKey(u, k) => write!(f, "rotate:{u}:{k}"),
+            Scope::RevokeKey(u, k) => write!(f, "revoke:{u}:{k}"),
+            Scope::ApiAccess(u, on) => write!(f, "api-access:{u}:{on}"),
+            Scope::ReportScan => f.write_str("report:scan"),
+        }
+    }
+}
 
 /// Tokens older than this are forgotten (the form must be reloaded).
 const TOKEN_TTL: Duration = Duration::from_secs(12 * 60 * 60);
@@ -56,7 +82,7 @@ impl FormTokens {
 
     /// Mints a token for `actor` to do `scope` once. When the form is rendered
     /// inside an existing browser session, the token is also tied to it.
-    pub fn issue(&self, actor: &str, scope: &str, session: Option<String>) -> String {
+    pub fn issue(&self, actor: &str, scope: Scope<'_>, session: Option<String>) -> String {
         let token = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
@@ -89,7 +115,14 @@ impl FormTokens {
     }
 
     /// Atomically claims `token` for this request.
-    pub fn claim(&self, token: &str, actor: &str, scope: &str, session: Option<&str>) -> Claim {
+    pub fn claim(
+        &self,
+        token: &str,
+        actor: &str,
+        scope: Scope<'_>,
+        session: Option<&str>,
+    ) -> Claim {
+        let scope = scope.to_string();
         let mut map = self.lock();
         match map.get_mut(token) {
             Some(e)
@@ -145,18 +178,25 @@ impl FormTokens {
 mod tests {
     use super::*;
 
+    fn u(id: &str) -> VultrId {
+        VultrId::parse(id).unwrap()
+    }
+
     #[test]
     fn a_token_is_claimed_once() {
         let t = FormTokens::default();
-        let tok = t.issue("a@x", "create:u1", None);
-        assert_eq!(t.claim(&tok, "a@x", "create:u1", None), Claim::Claimed);
+        let tok = t.issue("a@x", Scope::CreateKey(&u("u1")), None);
         assert_eq!(
-            t.claim(&tok, "a@x", "create:u1", None),
+            t.claim(&tok, "a@x", Scope::CreateKey(&u("u1")), None),
+            Claim::Claimed
+        );
+        assert_eq!(
+            t.claim(&tok, "a@x", Scope::CreateKey(&u("u1")), None),
             Claim::Replay { result_id: None }
         );
         t.complete(&tok, Some("k1".into()));
         assert_eq!(
-            t.claim(&tok, "a@x", "create:u1", None),
+            t.claim(&tok, "a@x", Scope::CreateKey(&u("u1")), None),
             Claim::Replay {
                 result_id: Some("k1".into())
             }
@@ -166,41 +206,68 @@ mod tests {
     #[test]
     fn a_token_is_bound_to_actor_and_scope() {
         let t = FormTokens::default();
-        let tok = t.issue("a@x", "create:u1", None);
-        assert_eq!(t.claim(&tok, "b@x", "create:u1", None), Claim::Invalid);
-        assert_eq!(t.claim(&tok, "a@x", "create:u2", None), Claim::Invalid);
-        assert_eq!(t.claim("nope", "a@x", "create:u1", None), Claim::Invalid);
-        assert_eq!(t.claim(&tok, "a@x", "create:u1", None), Claim::Claimed);
+        let tok = t.issue("a@x", Scope::CreateKey(&u("u1")), None);
+        assert_eq!(
+            t.claim(&tok, "b@x", Scope::CreateKey(&u("u1")), None),
+            Claim::Invalid
+        );
+        assert_eq!(
+            t.claim(&tok, "a@x", Scope::CreateKey(&u("u2")), None),
+            Claim::Invalid
+        );
+        assert_eq!(
+            t.claim("nope", "a@x", Scope::CreateKey(&u("u1")), None),
+            Claim::Invalid
+        );
+        assert_eq!(
+            t.claim(&tok, "a@x", Scope::CreateKey(&u("u1")), None),
+            Claim::Claimed
+        );
     }
 
     #[test]
     fn a_token_rendered_in_a_session_only_works_in_that_session() {
         let t = FormTokens::default();
-        let tok = t.issue("a@x", "s", Some("sess-1".into()));
-        assert_eq!(t.claim(&tok, "a@x", "s", Some("sess-2")), Claim::Invalid);
-        assert_eq!(t.claim(&tok, "a@x", "s", None), Claim::Invalid);
-        assert_eq!(t.claim(&tok, "a@x", "s", Some("sess-1")), Claim::Claimed);
+        let tok = t.issue("a@x", Scope::ReportScan, Some("sess-1".into()));
+        assert_eq!(
+            t.claim(&tok, "a@x", Scope::ReportScan, Some("sess-2")),
+            Claim::Invalid
+        );
+        assert_eq!(
+            t.claim(&tok, "a@x", Scope::ReportScan, None),
+            Claim::Invalid
+        );
+        assert_eq!(
+            t.claim(&tok, "a@x", Scope::ReportScan, Some("sess-1")),
+            Claim::Claimed
+        );
     }
 
     #[test]
     fn a_released_token_can_be_claimed_again() {
         let t = FormTokens::default();
-        let tok = t.issue("a@x", "s", None);
-        assert_eq!(t.claim(&tok, "a@x", "s", None), Claim::Claimed);
+        let tok = t.issue("a@x", Scope::ReportScan, None);
+        assert_eq!(
+            t.claim(&tok, "a@x", Scope::ReportScan, None),
+            Claim::Claimed
+        );
         t.release(&tok);
-        assert_eq!(t.claim(&tok, "a@x", "s", None), Claim::Claimed);
+        assert_eq!(
+            t.claim(&tok, "a@x", Scope::ReportScan, None),
+            Claim::Claimed
+        );
     }
 
     #[test]
     fn concurrent_claims_have_one_winner() {
         let t = std::sync::Arc::new(FormTokens::default());
-        let tok = t.issue("a@x", "s", None);
+        let tok = t.issue("a@x", Scope::ReportScan, None);
         let wins: usize = std::thread::scope(|s| {
             let hs: Vec<_> = (0..8)
                 .map(|_| {
                     let t = t.clone();
                     let tok = tok.clone();
-                    s.spawn(move || t.claim(&tok, "a@x", "s", None) == Claim::Claimed)
+                    s.spawn(move || t.claim(&tok, "a@x", Scope::ReportScan, None) == Claim::Claimed)
                 })
                 .collect();
             hs.into_iter()

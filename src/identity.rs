@@ -8,15 +8,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
-use crate::app::AppState;
-use crate::audit::{Intent, Outcome};
+use crate::audit::{AuditAction, AuditStore, Intent, Outcome};
 use crate::error::AppError;
 use crate::jwt::JwtVerifier;
 
@@ -77,13 +76,10 @@ impl Identity {
     }
 
     /// An audit intent attributed to this person, for this request.
-    pub fn intent(&self, action: &'static str, headers: &HeaderMap) -> Intent {
+    pub fn intent(&self, action: AuditAction, headers: &HeaderMap) -> Intent {
         Intent {
-            actor: self.email.clone(),
-            role: self.role.as_str().into(),
-            action,
             request_id: request_id(headers),
-            ..Default::default()
+            ..Intent::new(&self.email, self.role.as_str(), action)
         }
     }
 }
@@ -184,9 +180,18 @@ fn unauthorized(msg: &str) -> Response {
     AppError::Unauthorized(msg.into()).into_response()
 }
 
+/// What the identity middleware needs: how people sign in, who may do
+/// what, and where refusals are recorded. Built from the application state.
+#[derive(Clone)]
+pub struct Gate {
+    pub auth: AuthMode,
+    pub access: Access,
+    pub audit: AuditStore,
+}
+
 /// Establishes who is asking: `(email, groups)` or a 401 response.
 async fn authenticate(
-    state: &AppState,
+    state: &Gate,
     headers: &HeaderMap,
     peer: Option<IpAddr>,
 ) -> Result<(String, Vec<String>), Response> {
@@ -239,11 +244,7 @@ async fn authenticate(
 }
 
 /// Middleware: attach `Identity` (with its role) or answer 401/403.
-pub async fn require_identity(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_identity(State(state): State<Gate>, mut req: Request, next: Next) -> Response {
     if is_public(req.uri().path()) {
         return next.run(req).await;
     }
@@ -261,12 +262,9 @@ pub async fn require_identity(
             .audit
             .record(
                 &Intent {
-                    actor: email.clone(),
-                    role: "none".into(),
-                    action: "access.denied",
                     request_id: request_id(req.headers()),
                     reason: Some(format!("{} {}", req.method(), req.uri().path())),
-                    ..Default::default()
+                    ..Intent::new(&email, "none", AuditAction::AccessDenied)
                 },
                 Outcome::Failed,
             )
@@ -318,23 +316,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
 /// recorded in the audit trail.
 pub struct Operator(pub Identity);
 
-impl FromRequestParts<AppState> for Operator {
+impl<S> FromRequestParts<S> for Operator
+where
+    S: Send + Sync,
+    AuditStore: FromRef<S>,
+{
     type Rejection = Response;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let who = Identity::from_request_parts(parts, state).await?;
         if who.can_write() {
             return Ok(Operator(who));
         }
-        state
-            .audit
+        AuditStore::from_ref(state)
             .record(
                 &Intent {
                     reason: Some(format!("{} {}", parts.method, parts.uri.path())),
-                    ..who.intent("access.denied", &parts.headers)
+                    ..who.intent(AuditAction::AccessDenied, &parts.headers)
                 },
                 Outcome::Failed,
             )

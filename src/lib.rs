@@ -1,6 +1,6 @@
 //! keydesk: a self-service portal for Vultr user API keys, behind an SSO proxy.
 //!
-//! See ARCHITECTURE.md for the map of modules.
+//! See ARCHITECTURE.md for the layers and the map of modules.
 
 pub mod app;
 pub mod audit;
@@ -10,9 +10,17 @@ pub mod error;
 pub mod fake_vultr;
 pub mod idempotency;
 pub mod identity;
+pub mod ids;
 pub mod jwt;
 pub mod metrics;
 pub mod pages;
+pub mod policy;
 pub mod report;
+pub mod startup;
+pub mod state;
 pub mod telemetry;
+pub mod timefmt;
 pub mod vultr;
+pub mod write;
+
+pub use startup::Application;

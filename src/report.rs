@@ -13,7 +13,8 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use crate::audit::AuditStore;
-use crate::vultr::{ApiKey, VultrClient};
+use crate::ids::VultrId;
+use crate::vultr::{ApiKey, VultrClient, VultrError};
 
 /// Users whose keys are fetched at once (the rate limiter is the real bound).
 const SCAN_CONCURRENCY: usize = 8;
@@ -159,7 +160,13 @@ pub async fn scan(
         let done = progress.done.clone();
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let keys = vultr.list_keys(&user.id).await;
+            // An id Vultr itself sent that is not a plain id is not followed.
+            let keys = match VultrId::parse(&user.id) {
+                Ok(id) => vultr.list_keys(&id).await,
+                Err(_) => Err(VultrError::Malformed(
+                    "user id is not a plain Vultr id".into(),
+                )),
+            };
             done.fetch_add(1, Ordering::Relaxed);
             (user, keys)
         });

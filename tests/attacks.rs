@@ -371,7 +371,7 @@ async fn input_attacks_are_rejected_before_vultr() {
     let app = TestApp::spawn_with(
         fake,
         Options {
-            policy: keydesk::pages::keys::KeyPolicy {
+            policy: keydesk::policy::KeyPolicy {
                 max_days: Some(90),
                 ..Default::default()
             },

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use keydesk::audit::{AuditStore, Filter, Intent, Outcome};
+use keydesk::audit::{AuditAction, AuditStore, Filter, Intent, Outcome};
 use keydesk::fake_vultr::{FakeVultr, Fault};
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
@@ -282,11 +282,12 @@ async fn a_thousand_concurrent_audited_actions_are_all_recorded() {
         tasks.spawn(async move {
             let id = store
                 .intent(&Intent {
-                    actor: format!("staff{}@example.com", i % 7),
-                    role: "operator".into(),
-                    action: "key.create",
                     key_name: Some(format!("k{i}")),
-                    ..Default::default()
+                    ..Intent::new(
+                        &format!("staff{}@example.com", i % 7),
+                        "operator",
+                        AuditAction::KeyCreate,
+                    )
                 })
                 .await
                 .unwrap();
@@ -312,7 +313,7 @@ async fn a_thousand_concurrent_audited_actions_are_all_recorded() {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.key_name.unwrap())
+        .map(|e| e.intent.key_name.unwrap())
         .collect();
     assert_eq!(names.len(), 1000, "none lost or duplicated");
     store.close().await;

@@ -224,9 +224,11 @@ async fn the_rate_limiter_keeps_keydesk_under_vultrs_limit() {
     let mut handles = Vec::new();
     for u in users {
         let c = client.clone();
-        handles.push(tokio::spawn(
-            async move { c.list_keys(&u.id).await.is_ok() },
-        ));
+        handles.push(tokio::spawn(async move {
+            c.list_keys(&keydesk::ids::VultrId::parse(&u.id).unwrap())
+                .await
+                .is_ok()
+        }));
     }
     for h in handles {
         assert!(h.await.unwrap());

@@ -5,13 +5,13 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tower_sessions::Session;
 
-use super::{Layout, render};
-use crate::app::AppState;
+use super::{Layout, paths, render};
 use crate::audit::{Entry, Filter};
 use crate::error::AppError;
 use crate::identity::Identity;
+use crate::state::AppState;
+use crate::write::Ctx;
 
 const PER_PAGE: i64 = 50;
 
@@ -24,8 +24,8 @@ pub struct AuditQuery {
 }
 
 #[derive(Template)]
-#[template(path = "audit.html")]
-pub struct AuditView {
+#[template(path = "audit/list.html")]
+pub struct AuditListView {
     pub layout: Layout,
     pub entries: Vec<Entry>,
     pub filter: Filter,
@@ -34,7 +34,7 @@ pub struct AuditView {
     pub pages: i64,
 }
 
-impl AuditView {
+impl AuditListView {
     pub fn f<'a>(&self, v: &'a Option<String>) -> &'a str {
         v.as_deref().unwrap_or("")
     }
@@ -65,14 +65,9 @@ impl AuditView {
         pairs.push(("page", &page));
         let qs: Vec<String> = pairs
             .into_iter()
-            .map(|(k, v)| {
-                format!(
-                    "{k}={}",
-                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-                )
-            })
+            .map(|(k, v)| format!("{k}={}", paths::enc(v)))
             .collect();
-        format!("/audit?{}", qs.join("&"))
+        format!("{}?{}", paths::AUDIT, qs.join("&"))
     }
 }
 
@@ -131,12 +126,9 @@ fn export(body: Vec<u8>, mime: &'static str, name: &str) -> Response {
         .into_response()
 }
 
-pub async fn audit_page(
-    State(state): State<AppState>,
-    who: Identity,
-    session: Session,
-    Query(q): Query<AuditQuery>,
-) -> Result<Response, AppError> {
+/// `GET /audit`: the attributed history, newest first, filtered and paged.
+pub async fn audit_list(ctx: Ctx, Query(q): Query<AuditQuery>) -> Result<Response, AppError> {
+    let state = &ctx.state;
     let page = q
         .page
         .as_deref()
@@ -148,16 +140,13 @@ pub async fn audit_page(
         .audit
         .list(&q.filter, PER_PAGE, (page - 1) * PER_PAGE)
         .await?;
-    let layout = Layout::new(&who, &session).await;
-    Ok(render(
-        StatusCode::OK,
-        &AuditView {
-            layout,
-            entries,
-            filter: q.filter,
-            total,
-            page,
-            pages: ((total + PER_PAGE - 1) / PER_PAGE).max(1),
-        },
-    ))
+    let view = AuditListView {
+        layout: ctx.layout().await,
+        entries,
+        filter: q.filter,
+        total,
+        page,
+        pages: ((total + PER_PAGE - 1) / PER_PAGE).max(1),
+    };
+    Ok(render(StatusCode::OK, &view))
 }

@@ -2,17 +2,21 @@
 
 pub mod assets;
 pub mod audit;
+pub mod brake;
+pub mod error;
 pub mod keys;
 pub mod ops;
+pub mod paths;
 pub mod reports;
 pub mod users;
 
 use askama::Template;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
 use crate::identity::Identity;
+use crate::write::Ctx;
 
 /// What every page's frame needs: who is signed in and a one-off notice.
 #[derive(Clone, Debug, Default)]
@@ -75,6 +79,18 @@ async fn bind_session(who: &Identity, session: &Session) {
     }
 }
 
+impl Ctx {
+    /// The frame of this request's page.
+    pub async fn layout(&self) -> Layout {
+        Layout::new(&self.who, &self.session).await
+    }
+
+    /// Queues a notice for the next page.
+    pub async fn flash(&self, kind: &str, text: String) {
+        flash(&self.session, &self.who, kind, text).await
+    }
+}
+
 /// Queues a notice for the next page.
 pub async fn flash(session: &Session, who: &Identity, kind: &str, text: String) {
     bind_session(who, session).await;
@@ -90,64 +106,6 @@ pub async fn flash(session: &Session, who: &Identity, kind: &str, text: String) 
     {
         tracing::warn!(error = %e, "could not store flash notice");
     }
-}
-
-/// Settles a failed upstream write. An unknown outcome spends the form (the
-/// change may have happened, so the form must never act again); a definite
-/// failure gives the form back so it can be sent again.
-pub async fn upstream_failed(
-    state: &crate::app::AppState,
-    audit_id: i64,
-    token: &str,
-    user_id: &str,
-    e: crate::vultr::VultrError,
-) -> crate::error::AppError {
-    let unknown = matches!(e, crate::vultr::VultrError::OutcomeUnknown(_));
-    let outcome = if unknown {
-        state.tokens.complete(token, None);
-        crate::audit::Outcome::Unknown
-    } else {
-        state.tokens.release(token);
-        crate::audit::Outcome::Failed
-    };
-    state
-        .audit
-        .settle(audit_id, outcome, None, e.status(), Some(&e.to_string()))
-        .await;
-    if unknown {
-        return crate::error::AppError::OutcomeUnknown {
-            user_id: user_id.to_string(),
-            detail: e.to_string(),
-        };
-    }
-    e.into()
-}
-
-/// Audits a refused form token (missing, expired, foreign identity or session):
-/// every mutating form refuses through here, so every refusal is recorded.
-pub async fn record_forgery(
-    state: &crate::app::AppState,
-    who: &Identity,
-    headers: &axum::http::HeaderMap,
-    user_id: &str,
-    key_id: Option<&str>,
-) {
-    state
-        .audit
-        .record(
-            &crate::audit::Intent {
-                target_user_id: Some(user_id.to_string()),
-                key_id: key_id.map(str::to_string),
-                ..who.intent("csrf.rejected", headers)
-            },
-            crate::audit::Outcome::Failed,
-        )
-        .await;
-}
-
-/// The browser session's id, when the request arrived with one.
-pub fn session_id(session: &Session) -> Option<String> {
-    session.id().map(|id| id.to_string())
 }
 
 /// Renders a page; a template failure is logged and answered with a bare 500.
@@ -171,7 +129,10 @@ pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
     }
 }
 
-/// `/users/{id}` for links and redirects; ids are validated before use.
-pub fn user_href(id: &str) -> String {
-    format!("/users/{id}")
+/// Headers for pages that must never be kept: the reveal and its replays.
+pub fn no_store(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
 }

@@ -3,22 +3,18 @@
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
-use tower_sessions::Session;
 
-use super::{Layout, render, session_id};
-use crate::app::AppState;
+use super::{Layout, paths, render};
 use crate::error::AppError;
-use crate::idempotency::Claim;
-use crate::identity::Identity;
+use crate::idempotency::{Claim, Scope};
 use crate::report::Row;
 use crate::vultr::KeyState;
-
-const SCAN_SCOPE: &str = "report:scan";
+use crate::write::Ctx;
 
 #[derive(Deserialize, Default)]
 pub struct ReportQuery {
@@ -59,24 +55,18 @@ fn ago(secs: i64) -> String {
     }
 }
 
-pub async fn keys_report(
-    State(state): State<AppState>,
-    who: Identity,
-    session: Session,
-    Query(q): Query<ReportQuery>,
-) -> Result<Response, AppError> {
+/// `GET /reports/keys`: the last scan's buckets, or the running scan's progress.
+pub async fn keys_report(ctx: Ctx, Query(q): Query<ReportQuery>) -> Result<Response, AppError> {
     let days = q
         .days
         .as_deref()
         .and_then(|d| d.parse::<i64>().ok())
         .filter(|d| (1..=3650).contains(d))
         .unwrap_or(30);
-    let snap = state.reports.snapshot();
-    let token = state
-        .tokens
-        .issue(&who.email, SCAN_SCOPE, session_id(&session));
+    let snap = ctx.state.reports.snapshot();
+    let token = ctx.issue(Scope::ReportScan);
     let mut view = KeysReportView {
-        layout: Layout::new(&who, &session).await,
+        layout: ctx.layout().await,
         days,
         token,
         running: snap.running.map(|(d, t, e, by)| (d, t, e.as_secs(), by)),
@@ -132,19 +122,14 @@ pub struct ScanInput {
 }
 
 /// Starts a scan (any signed-in role: it only reads) and goes to the report.
-pub async fn start_scan(
-    State(state): State<AppState>,
-    who: Identity,
-    session: Session,
-    Form(input): Form<ScanInput>,
-) -> Result<Response, AppError> {
+pub async fn scan_start(ctx: Ctx, Form(input): Form<ScanInput>) -> Result<Response, AppError> {
+    let (state, who) = (&ctx.state, &ctx.who);
     let token = input.form_token.unwrap_or_default();
-    match state.tokens.claim(
-        &token,
-        &who.email,
-        SCAN_SCOPE,
-        session_id(&session).as_deref(),
-    ) {
+    let sid = ctx.session_id();
+    match state
+        .tokens
+        .claim(&token, &who.email, Scope::ReportScan, sid.as_deref())
+    {
         Claim::Claimed => {
             state.tokens.complete(&token, None);
             state
@@ -158,5 +143,5 @@ pub async fn start_scan(
             ));
         }
     }
-    Ok(Redirect::to("/reports/keys").into_response())
+    Ok(Redirect::to(paths::KEYS_REPORT).into_response())
 }

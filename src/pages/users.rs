@@ -1,21 +1,20 @@
 //! Users list and the user page (details, keys, add-key form, history).
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use tower_sessions::Session;
 
-use super::{Layout, render, session_id};
-use crate::app::AppState;
+use super::paths::{self, UserPath, enc};
+use super::{Layout, render};
 use crate::audit::{Entry, Filter};
-use crate::audit::{Intent, Outcome};
 use crate::error::AppError;
-use crate::idempotency::Claim;
-use crate::identity::{Identity, Operator};
-use crate::pages::keys::KeyForm;
-use crate::vultr::{ApiKey, User, valid_id};
+use crate::idempotency::Scope;
+use crate::ids::VultrId;
+use crate::policy::KeyForm;
+use crate::vultr::{ApiKey, User};
+use crate::write::Ctx;
 
 #[derive(Deserialize, Default)]
 pub struct UsersQuery {
@@ -35,7 +34,7 @@ pub struct UsersQuery {
 
 #[derive(Template)]
 #[template(path = "users/list.html")]
-pub struct UsersView {
+pub struct UsersListView {
     pub layout: Layout,
     pub users: Vec<User>,
     pub q: String,
@@ -49,11 +48,7 @@ pub struct UsersView {
     pub prev: Option<String>,
 }
 
-fn enc(v: &str) -> String {
-    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-impl UsersView {
+impl UsersListView {
     fn query(&self, sort: &str, desc: bool) -> String {
         let mut parts = Vec::new();
         if !self.q.is_empty() {
@@ -69,7 +64,7 @@ impl UsersView {
     }
 
     pub fn cursor_href(&self, cursor: &str) -> String {
-        format!("/users?cursor={}", enc(cursor))
+        format!("{}?cursor={}", paths::USERS, enc(cursor))
     }
 
     pub fn page_href(&self, page: usize) -> String {
@@ -105,17 +100,13 @@ impl UsersView {
 }
 
 pub async fn index() -> Redirect {
-    Redirect::to("/users")
+    Redirect::to(paths::USERS)
 }
 
 /// `GET /users`: one upstream page per screen, or every page when searching.
 #[tracing::instrument(skip_all)]
-pub async fn list_users(
-    State(state): State<AppState>,
-    who: Identity,
-    session: Session,
-    Query(query): Query<UsersQuery>,
-) -> Result<Response, AppError> {
+pub async fn users_list(ctx: Ctx, Query(query): Query<UsersQuery>) -> Result<Response, AppError> {
+    let state = &ctx.state;
     let q = query.q.as_deref().map(str::trim).unwrap_or("").to_string();
     if q.chars().count() > 200 || q.chars().any(char::is_control) {
         return Err(AppError::BadRequest(
@@ -139,9 +130,8 @@ pub async fn list_users(
     if query.refresh.is_some() {
         state.vultr.invalidate_lists();
     }
-    let layout = Layout::new(&who, &session).await;
-    let mut view = UsersView {
-        layout,
+    let mut view = UsersListView {
+        layout: ctx.layout().await,
         users: vec![],
         q: q.clone(),
         sort: sort.clone().unwrap_or_default(),
@@ -244,7 +234,7 @@ pub fn fmt_count(n: u64) -> String {
 
 #[derive(Template)]
 #[template(path = "users/show.html")]
-pub struct UserView {
+pub struct UserShowView {
     pub layout: Layout,
     pub user: User,
     pub keys: Vec<ApiKey>,
@@ -252,54 +242,52 @@ pub struct UserView {
     pub history: Vec<Entry>,
 }
 
-impl UserView {
-    pub fn delete_href(&self, k: &ApiKey) -> String {
-        format!("/users/{}/keys/{}/delete", self.user.id, k.id)
+impl UserShowView {
+    pub fn href(&self) -> String {
+        paths::user(&self.user.id)
+    }
+    pub fn refresh_href(&self) -> String {
+        paths::user_refresh(&self.user.id)
+    }
+    pub fn create_action(&self) -> String {
+        paths::key_create(&self.user.id)
+    }
+    pub fn rotate_href(&self, k: &ApiKey) -> String {
+        paths::key_rotate(&self.user.id, &k.id)
+    }
+    pub fn revoke_href(&self, k: &ApiKey) -> String {
+        paths::key_revoke(&self.user.id, &k.id)
+    }
+    pub fn brake_href(&self) -> String {
+        paths::brake(&self.user.id)
+    }
+    pub fn audit_href(&self) -> String {
+        paths::audit_of_user(&self.user.id)
     }
 }
 
-/// Rejects ids that are not plain Vultr ids before anything is sent upstream.
-pub fn check_id(id: &str) -> Result<(), AppError> {
-    if valid_id(id) {
-        Ok(())
-    } else {
-        Err(AppError::BadRequest(
-            "That is not a valid Vultr id. Nothing was sent to Vultr.".into(),
-        ))
-    }
-}
-
-/// `GET /users/{id}`.
+/// `GET /users/{id}`: details, keys, the add-key form and recent history.
 #[tracing::instrument(skip_all, fields(vultr.user_id = %id))]
-pub async fn show_user(
-    State(state): State<AppState>,
-    who: Identity,
-    session: Session,
-    Path(id): Path<String>,
+pub async fn user_show(
+    ctx: Ctx,
+    UserPath(id): UserPath,
     Query(query): Query<UsersQuery>,
 ) -> Result<Response, AppError> {
-    check_id(&id)?;
     if query.refresh.is_some() {
-        state.vultr.invalidate_user(&id);
+        ctx.state.vultr.invalidate_user(&id);
     }
-    let form = KeyForm::blank(
-        state
-            .tokens
-            .issue(&who.email, &KeyForm::scope(&id), session_id(&session)),
-        &state.policy,
-    );
-    let layout = Layout::new(&who, &session).await;
-    user_page(&state, layout, &id, form, StatusCode::OK).await
+    let form = KeyForm::blank(ctx.issue(Scope::CreateKey(&id)), &ctx.state.policy);
+    user_page(&ctx, &id, form, StatusCode::OK).await
 }
 
 /// Renders the user page with `form` (fresh, or re-rendered with errors).
 pub async fn user_page(
-    state: &AppState,
-    layout: Layout,
-    id: &str,
+    ctx: &Ctx,
+    id: &VultrId,
     form: KeyForm,
     status: StatusCode,
 ) -> Result<Response, AppError> {
+    let state = &ctx.state;
     // User, keys and the local history in parallel: one upstream round trip of latency.
     let history_filter = Filter {
         user: Some(id.to_string()),
@@ -308,7 +296,7 @@ pub async fn user_page(
     let (user, keys, history) = tokio::join!(
         state.vultr.get_user(id),
         state.vultr.list_keys(id),
-        state.audit.list(&history_filter, 10, 0)
+        state.audit.list(&history_filter, 10, 0),
     );
     let (user, mut keys) = (user?, keys?);
     keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));
@@ -316,23 +304,20 @@ pub async fn user_page(
         tracing::warn!(error = %e, "audit history unavailable for the user page");
         Vec::new()
     });
-    Ok(render(
-        status,
-        &UserView {
-            layout,
-            user,
-            keys,
-            form,
-            history,
-        },
-    ))
+    let view = UserShowView {
+        layout: ctx.layout().await,
+        user,
+        keys,
+        form,
+        history,
+    };
+    Ok(render(status, &view))
 }
 
 /// `GET /users/{id}/keys`: the keys live on the user page. Also where a
 /// reload of the create POST as a GET lands: never a reveal.
-pub async fn keys_anchor(Path(id): Path<String>) -> Result<Response, AppError> {
-    check_id(&id)?;
-    Ok(Redirect::to(&format!("/users/{id}#keys")).into_response())
+pub async fn keys_anchor(UserPath(id): UserPath) -> Response {
+    Redirect::to(&paths::user_keys_list(id.as_str())).into_response()
 }
 
 #[cfg(test)]
@@ -345,168 +330,5 @@ mod tests {
         assert_eq!(fmt_count(999), "999");
         assert_eq!(fmt_count(1204), "1,204");
         assert_eq!(fmt_count(1234567), "1,234,567");
-    }
-}
-
-/// The incident brake: switching a user's API access off (and on again).
-#[derive(Template)]
-#[template(path = "users/api_access.html")]
-pub struct ApiAccessView {
-    pub layout: Layout,
-    pub user: User,
-    /// The state this confirmation will set.
-    pub enable: bool,
-    pub token: String,
-    pub notice: Option<String>,
-    pub require_reason: bool,
-}
-
-fn api_access_scope(id: &str, enable: bool) -> String {
-    format!("api-access:{id}:{enable}")
-}
-
-async fn api_access_page(
-    state: &AppState,
-    who: &Identity,
-    session: &Session,
-    id: &str,
-    notice: Option<String>,
-    status: StatusCode,
-) -> Result<Response, AppError> {
-    let user = state.vultr.get_user(id).await?;
-    let enable = !user.api_access();
-    let token = state.tokens.issue(
-        &who.email,
-        &api_access_scope(id, enable),
-        session_id(session),
-    );
-    let layout = Layout::new(who, session).await;
-    Ok(render(
-        status,
-        &ApiAccessView {
-            layout,
-            user,
-            enable,
-            token,
-            notice,
-            require_reason: state.policy.require_reason,
-        },
-    ))
-}
-
-/// `GET /users/{id}/api-access`: confirm switching API access off (or on).
-pub async fn confirm_api_access(
-    State(state): State<AppState>,
-    Operator(who): Operator,
-    session: Session,
-    Path(id): Path<String>,
-) -> Result<Response, AppError> {
-    check_id(&id)?;
-    api_access_page(&state, &who, &session, &id, None, StatusCode::OK).await
-}
-
-#[derive(Deserialize, Default)]
-pub struct ApiAccessInput {
-    #[serde(default)]
-    enabled: Option<String>,
-    #[serde(default)]
-    form_token: Option<String>,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-/// `POST /users/{id}/api-access`: `PATCH /v2/users/{id}` with `api_enabled`, audited.
-pub async fn set_api_access(
-    State(state): State<AppState>,
-    Operator(who): Operator,
-    session: Session,
-    headers: axum::http::HeaderMap,
-    Path(id): Path<String>,
-    axum::Form(input): axum::Form<ApiAccessInput>,
-) -> Result<Response, AppError> {
-    check_id(&id)?;
-    let enable = match input.enabled.as_deref() {
-        Some("true") => true,
-        Some("false") => false,
-        _ => {
-            return Err(AppError::BadRequest(
-                "Say whether API access should be on or off.".into(),
-            ));
-        }
-    };
-    let reason = match crate::pages::keys::check_reason(input.reason.as_deref(), &state.policy) {
-        Ok(r) => r,
-        Err(e) => {
-            return api_access_page(
-                &state,
-                &who,
-                &session,
-                &id,
-                Some(e),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
-        }
-    };
-    let token = input.form_token.unwrap_or_default();
-    match state.tokens.claim(
-        &token,
-        &who.email,
-        &api_access_scope(&id, enable),
-        session_id(&session).as_deref(),
-    ) {
-        Claim::Claimed => {}
-        Claim::Replay { .. } => {
-            return Ok(Redirect::to(&super::user_href(&id)).into_response());
-        }
-        Claim::Invalid => {
-            super::record_forgery(&state, &who, &headers, &id, None).await;
-            return api_access_page(
-                &state,
-                &who,
-                &session,
-                &id,
-                Some(
-                    "That confirmation has expired or was not issued to you. Confirm again.".into(),
-                ),
-                StatusCode::FORBIDDEN,
-            )
-            .await;
-        }
-    }
-    let user = state
-        .tokens
-        .release_on_err(&token, state.vultr.get_user(&id).await)?;
-    let intent = Intent {
-        target_user_id: Some(id.clone()),
-        target_user_email: user.email.clone(),
-        key_name: Some(format!("api_enabled={enable}")),
-        reason,
-        ..who.intent("user.api_access", &headers)
-    };
-    let audit_id = state
-        .tokens
-        .release_on_err(&token, state.audit.intent(&intent).await)?;
-    match state.vultr.set_api_enabled(&id, enable).await {
-        Ok(()) => {
-            state.tokens.complete(&token, None);
-            state
-                .audit
-                .settle(audit_id, Outcome::Ok, None, None, None)
-                .await;
-            super::flash(
-                &session,
-                &who,
-                "ok",
-                if enable {
-                    "API access switched on: the user's keys work again.".into()
-                } else {
-                    "API access switched off: Vultr now refuses all of this user's keys.".into()
-                },
-            )
-            .await;
-            Ok(Redirect::to(&super::user_href(&id)).into_response())
-        }
-        Err(e) => Err(super::upstream_failed(&state, audit_id, &token, &id, e).await),
     }
 }

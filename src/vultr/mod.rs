@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::Quota;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 pub use types::*;
+
+use crate::ids::VultrId;
 
 /// Largest upstream body keydesk will buffer; anything bigger is refused.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -39,9 +40,6 @@ pub enum VultrError {
     /// The body was not what the API documents.
     #[error("Vultr sent a response keydesk cannot read: {0}")]
     Malformed(String),
-    /// An id that is not a plain Vultr id; refused before any call.
-    #[error("invalid id")]
-    InvalidId,
 }
 
 impl VultrError {
@@ -51,26 +49,6 @@ impl VultrError {
             _ => None,
         }
     }
-}
-
-/// Characters that may not appear raw in a path segment: everything but alphanumerics and `-_`.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
-
-/// Vultr ids are short hex strings or UUIDs. Anything else (`..`, `/`, NUL, 5 000
-/// characters) is rejected so that no id can steer keydesk to another upstream path.
-pub fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn segment(id: &str) -> Result<String, VultrError> {
-    if !valid_id(id) {
-        return Err(VultrError::InvalidId);
-    }
-    // Defence in depth: the validation above already excludes every encodable byte.
-    Ok(utf8_percent_encode(id, SEGMENT).to_string())
 }
 
 /// How the client treats the upstream: timeouts, rate, retries, cache.
@@ -221,8 +199,8 @@ impl VultrClient {
     }
 
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
-    pub async fn get_user(&self, user_id: &str) -> Result<User, VultrError> {
-        let path = format!("/v2/users/{}", segment(user_id)?);
+    pub async fn get_user(&self, user_id: &VultrId) -> Result<User, VultrError> {
+        let path = format!("/v2/users/{user_id}");
         let env: UserEnvelope = self
             .get_json("GET /v2/users/{id}", &path, &[], true)
             .await?;
@@ -230,8 +208,8 @@ impl VultrClient {
     }
 
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
-    pub async fn list_keys(&self, user_id: &str) -> Result<Vec<ApiKey>, VultrError> {
-        let path = format!("/v2/users/{}/apikeys", segment(user_id)?);
+    pub async fn list_keys(&self, user_id: &VultrId) -> Result<Vec<ApiKey>, VultrError> {
+        let path = format!("/v2/users/{user_id}/apikeys");
         // Keys are never cached: a create or revoke must show at once.
         let env: KeysEnvelope = self
             .get_json("GET /v2/users/{id}/apikeys", &path, &[], false)
@@ -240,12 +218,8 @@ impl VultrClient {
     }
 
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id, key.id = %key_id))]
-    pub async fn get_key(&self, user_id: &str, key_id: &str) -> Result<ApiKey, VultrError> {
-        let path = format!(
-            "/v2/users/{}/apikeys/{}",
-            segment(user_id)?,
-            segment(key_id)?
-        );
+    pub async fn get_key(&self, user_id: &VultrId, key_id: &VultrId) -> Result<ApiKey, VultrError> {
+        let path = format!("/v2/users/{user_id}/apikeys/{key_id}");
         let env: KeyEnvelope = self
             .get_json("GET /v2/users/{id}/apikeys/{key}", &path, &[], false)
             .await?;
@@ -255,8 +229,8 @@ impl VultrClient {
     /// A user and one of their keys, fetched concurrently (one round trip).
     pub async fn get_user_and_key(
         &self,
-        user_id: &str,
-        key_id: &str,
+        user_id: &VultrId,
+        key_id: &VultrId,
     ) -> Result<(User, ApiKey), VultrError> {
         let (user, key) = tokio::join!(self.get_user(user_id), self.get_key(user_id, key_id));
         Ok((user?, key?))
@@ -266,10 +240,10 @@ impl VultrClient {
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
     pub async fn create_key(
         &self,
-        user_id: &str,
+        user_id: &VultrId,
         body: &NewApiKey,
     ) -> Result<CreatedApiKey, VultrError> {
-        let path = format!("/v2/users/{}/apikeys", segment(user_id)?);
+        let path = format!("/v2/users/{user_id}/apikeys");
         let req = self.request(Method::POST, &path).json(body);
         let bytes = self
             .send_once("POST /v2/users/{id}/apikeys", req, true)
@@ -282,12 +256,8 @@ impl VultrClient {
     }
 
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id, key.id = %key_id))]
-    pub async fn delete_key(&self, user_id: &str, key_id: &str) -> Result<(), VultrError> {
-        let path = format!(
-            "/v2/users/{}/apikeys/{}",
-            segment(user_id)?,
-            segment(key_id)?
-        );
+    pub async fn delete_key(&self, user_id: &VultrId, key_id: &VultrId) -> Result<(), VultrError> {
+        let path = format!("/v2/users/{user_id}/apikeys/{key_id}");
         let res = self
             .send_once(
                 "DELETE /v2/users/{id}/apikeys/{key}",
@@ -301,8 +271,12 @@ impl VultrClient {
 
     /// Switches a user's API access (`PATCH /v2/users/{id}` with `api_enabled`).
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
-    pub async fn set_api_enabled(&self, user_id: &str, enabled: bool) -> Result<(), VultrError> {
-        let path = format!("/v2/users/{}", segment(user_id)?);
+    pub async fn set_api_enabled(
+        &self,
+        user_id: &VultrId,
+        enabled: bool,
+    ) -> Result<(), VultrError> {
+        let path = format!("/v2/users/{user_id}");
         let req = self
             .request(Method::PATCH, &path)
             .json(&serde_json::json!({ "api_enabled": enabled }));
@@ -312,7 +286,7 @@ impl VultrClient {
     }
 
     /// Drops cached views of a user (after any write to them) and of the lists.
-    pub fn invalidate_user(&self, user_id: &str) {
+    pub fn invalidate_user(&self, user_id: &VultrId) {
         let path = format!("/v2/users/{user_id}");
         lock(&self.inner.cache).retain(|k, _| {
             !(k == &path || k.starts_with(&format!("{path}/")) || k.starts_with(LIST_PREFIX))
@@ -463,7 +437,6 @@ impl VultrClient {
             Err((VultrError::Timeout | VultrError::OutcomeUnknown(_), _)) => "timeout".into(),
             Err((VultrError::Unreachable(_), _)) => "unreachable".into(),
             Err((VultrError::Malformed(_), _)) => "malformed".into(),
-            Err((VultrError::InvalidId, _)) => "invalid".into(),
         };
         metrics::counter!("keydesk_upstream_requests_total", "endpoint" => endpoint, "status" => status)
             .increment(1);
@@ -564,24 +537,6 @@ fn transport_error(e: &reqwest::Error, is_write: bool) -> VultrError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hostile_ids_are_rejected() {
-        for bad in [
-            "",
-            "..",
-            "../../account",
-            "a/b",
-            "%2e%2e",
-            "a\0b",
-            "a b",
-            &"x".repeat(5000),
-        ] {
-            assert!(segment(bad).is_err(), "{bad:?} should be rejected");
-        }
-        assert_eq!(segment("f255efc9700d9").unwrap(), "f255efc9700d9");
-        assert!(segment("3b8f1c2e-9d4a-4f6b-8e2a-1c0d9e8f7a6b").is_ok());
-    }
 
     #[test]
     fn client_debug_hides_the_root_key() {

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use keydesk::app::{self, AppState, Settings};
+use keydesk::Application;
 use keydesk::fake_vultr::FakeVultr;
 use keydesk::identity::{Access, AuthMode};
-use keydesk::pages::keys::KeyPolicy;
+use keydesk::policy::KeyPolicy;
+use keydesk::state::{AppState, Settings};
 use keydesk::vultr::ClientOptions;
 use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::SecretString;
@@ -87,8 +88,6 @@ impl TestApp {
     pub async fn spawn_with(fake: FakeVultr, opts: Options) -> Self {
         let url = fake.spawn().await.unwrap();
         let (base, state) = serve(Settings {
-            vultr_url: url,
-            root_key: SecretString::from(opts.root_key.to_string()),
             auth: opts.auth.clone().unwrap_or_else(|| {
                 AuthMode::header(
                     "x-forwarded-email",
@@ -102,6 +101,7 @@ impl TestApp {
             cookie_secure: opts.cookie_secure,
             upstream: opts.upstream.clone(),
             page_size: opts.page_size,
+            ..Settings::new(&url, SecretString::from(opts.root_key.to_string()))
         })
         .await;
         Self {
@@ -138,9 +138,94 @@ impl TestApp {
 
     /// Opens a user page and returns the add-key form's one-time token.
     pub async fn form_token(&self, user_id: &str) -> String {
-        let (status, body) = self.get(&format!("/users/{user_id}")).await;
-        assert_eq!(status, 200, "{body}");
+        self.token_of(&format!("/users/{user_id}")).await
+    }
+
+    /// Opens the page at `path` (it must answer 200) and returns its form token.
+    pub async fn token_of(&self, path: &str) -> String {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
         hidden_token(&body)
+    }
+
+    /// Posts `fields` with `token` as the form's one-time token.
+    pub async fn submit(
+        &self,
+        path: &str,
+        token: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut form = vec![("form_token", token)];
+        form.extend_from_slice(fields);
+        self.post_form(path, &form).await
+    }
+
+    /// The add-key form of `user`, sent with `fields` and a fresh token.
+    pub async fn create_key(&self, user: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let token = self.form_token(user).await;
+        self.create_key_with(user, &token, fields).await
+    }
+
+    /// The add-key form of `user`, sent with `fields` and the given token.
+    pub async fn create_key_with(
+        &self,
+        user: &str,
+        token: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.submit(&format!("/users/{user}/keys"), token, fields)
+            .await
+    }
+
+    /// Creates a key named `name` that never expires; returns the revealed secret.
+    pub async fn create_key_named(&self, user: &str, name: &str) -> String {
+        let r = self.create_key(user, &[("name", name)]).await;
+        assert_eq!(r.status(), 200);
+        revealed_key(&r.text().await.unwrap()).expect("the key is revealed")
+    }
+
+    /// Confirms the revocation of `key` of `user` with `fields`.
+    pub async fn revoke(
+        &self,
+        user: &str,
+        key: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let path = format!("/users/{user}/keys/{key}/delete");
+        let token = self.token_of(&path).await;
+        self.submit(&path, &token, fields).await
+    }
+
+    /// Rotates `key` of `user` with `fields` (expiry, reason).
+    pub async fn rotate(
+        &self,
+        user: &str,
+        key: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let path = format!("/users/{user}/keys/{key}/rotate");
+        let token = self.token_of(&path).await;
+        self.submit(&path, &token, fields).await
+    }
+
+    /// Confirms the brake page of `user`, setting API access to `enabled`.
+    pub async fn set_api_access(
+        &self,
+        user: &str,
+        enabled: bool,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let path = format!("/users/{user}/api-access");
+        let token = self.token_of(&path).await;
+        let mut all = vec![("enabled", if enabled { "true" } else { "false" })];
+        all.extend_from_slice(fields);
+        self.submit(&path, &token, &all).await
+    }
+
+    /// Starts the expiring-keys scan from the report page.
+    pub async fn start_scan(&self) -> reqwest::Response {
+        let token = self.token_of("/reports/keys").await;
+        self.submit("/reports/keys/scan", &token, &[]).await
     }
 }
 
@@ -155,29 +240,21 @@ pub fn user_id_in(fake: &FakeVultr, email: &str) -> String {
 
 /// Serves keydesk in-process on an ephemeral port; returns its base URL.
 pub async fn serve(settings: Settings) -> (String, AppState) {
-    let state = AppState::new(settings).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = app::build_router(state.clone());
-    tokio::spawn(app::serve(listener, router, std::future::pending()));
-    (format!("http://{addr}"), state)
+    Application::build(settings).await.unwrap().spawn()
 }
 
 /// Settings for a demo-identity keydesk (no SSO header needed, e.g. a browser).
 pub fn demo_settings(upstream: &str, who: &str, access: Access) -> Settings {
     Settings {
-        vultr_url: upstream.to_string(),
-        root_key: SecretString::from(ROOT_KEY.to_string()),
         auth: AuthMode::Demo(who.into()),
         access,
-        policy: KeyPolicy::default(),
-        audit_db: "sqlite::memory:".into(),
         cookie_secure: false,
         upstream: ClientOptions {
             timeout: Duration::from_secs(2),
             ..Default::default()
         },
         page_size: 10,
+        ..Settings::new(upstream, SecretString::from(ROOT_KEY.to_string()))
     }
 }
 

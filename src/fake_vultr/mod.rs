@@ -3,14 +3,16 @@
 //! It serves `keydesk demo` and the integration tests over real HTTP, so the
 //! real client is always exercised. It follows the documented shapes: cursor
 //! pagination, masked keys in lists and gets, the full key only on create,
-//! 401 on a wrong bearer, 404 on unknown ids. It records every request it
-//! receives so tests can assert what keydesk sent, and can be switched into
-//! fault modes.
+//! 401 on a wrong bearer, 404 on unknown ids.
+//!
+//! The demo runs it as it is. Tests and benches build keydesk with the
+//! `test-support` feature, which adds the knobs in `knobs.rs`: a request log
+//! (with headers, to assert what keydesk sent), fault modes, latency and
+//! Vultr's rate limit. None of that ships in the release binary.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -26,30 +28,10 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::vultr::{ApiKey, NewApiKey, User};
 
-/// One request as the fake received it.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    pub authorization: Option<String>,
-    pub body: String,
-}
-
-/// How the fake misbehaves, for failure tests.
-#[derive(Debug, Clone)]
-pub enum Fault {
-    /// Answer every request with this status and a Vultr error body.
-    Status(u16),
-    /// Answer 200 with a body that is not JSON.
-    Malformed,
-    /// Hold every request this long before answering normally.
-    Stall(Duration),
-    /// Answer 429 with `Retry-After: N` seconds.
-    RateLimited(u64),
-    /// Answer 200 with a body of this many bytes.
-    Huge(usize),
-}
+#[cfg(feature = "test-support")]
+mod knobs;
+#[cfg(feature = "test-support")]
+pub use knobs::{Fault, Recorded};
 
 #[derive(Debug, Clone)]
 struct StoredKey {
@@ -88,16 +70,9 @@ struct Data {
 struct Inner {
     token: String,
     data: Mutex<Data>,
-    log: Mutex<Vec<Recorded>>,
-    fault: Mutex<Option<Fault>>,
-    /// Only requests with this method suffer the fault (all when None).
-    fault_method: Mutex<Option<String>>,
-    /// Vultr's own limit: more than this many requests in any second → 429.
-    rate_limit: Mutex<Option<u32>>,
-    recent: Mutex<std::collections::VecDeque<std::time::Instant>>,
-    too_many: std::sync::atomic::AtomicUsize,
-    latency: Mutex<Duration>,
-    create_delay: Mutex<Duration>,
+    /// Request log, faults, latency and rate limit: tests and benches only.
+    #[cfg(feature = "test-support")]
+    knobs: knobs::Knobs,
 }
 
 /// Handle on a fake Vultr: its data, its request log and its fault switch.
@@ -135,14 +110,8 @@ impl FakeVultr {
             inner: Arc::new(Inner {
                 token: token.to_string(),
                 data: Mutex::new(Data::default()),
-                log: Mutex::new(Vec::new()),
-                fault: Mutex::new(None),
-                fault_method: Mutex::new(None),
-                rate_limit: Mutex::new(None),
-                recent: Mutex::new(std::collections::VecDeque::new()),
-                too_many: std::sync::atomic::AtomicUsize::new(0),
-                latency: Mutex::new(Duration::ZERO),
-                create_delay: Mutex::new(Duration::ZERO),
+                #[cfg(feature = "test-support")]
+                knobs: knobs::Knobs::default(),
             }),
         }
     }
@@ -311,57 +280,6 @@ impl FakeVultr {
             .unwrap_or_default()
     }
 
-    /// Every request received so far.
-    pub fn requests(&self) -> Vec<Recorded> {
-        lock(&self.inner.log).clone()
-    }
-
-    /// How many requests matched `method` and a path starting with `prefix`.
-    pub fn count(&self, method: &str, prefix: &str) -> usize {
-        lock(&self.inner.log)
-            .iter()
-            .filter(|r| r.method == method && r.path.starts_with(prefix))
-            .count()
-    }
-
-    pub fn clear_log(&self) {
-        lock(&self.inner.log).clear();
-    }
-
-    pub fn set_fault(&self, fault: Option<Fault>) {
-        *lock(&self.inner.fault_method) = None;
-        *lock(&self.inner.fault) = fault;
-    }
-
-    /// A fault that only requests with `method` suffer (e.g. only the create POST).
-    pub fn set_fault_on(&self, method: &str, fault: Fault) {
-        *lock(&self.inner.fault_method) = Some(method.to_string());
-        *lock(&self.inner.fault) = Some(fault);
-    }
-
-    /// Enforce Vultr's rate limit: more than `per_second` requests in any
-    /// sliding second are answered 429.
-    pub fn set_rate_limit(&self, per_second: Option<u32>) {
-        *lock(&self.inner.rate_limit) = per_second;
-    }
-
-    /// How many 429s the rate limit has answered.
-    pub fn rate_limited_count(&self) -> usize {
-        self.inner
-            .too_many
-            .load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Latency added to every request (benchmarks).
-    pub fn set_latency(&self, d: Duration) {
-        *lock(&self.inner.latency) = d;
-    }
-
-    /// Extra time a create takes, so tests can race concurrent submissions.
-    pub fn set_create_delay(&self, d: Duration) {
-        *lock(&self.inner.create_delay) = d;
-    }
-
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v2/users", get(list_users))
@@ -372,10 +290,7 @@ impl FakeVultr {
                 get(get_key).delete(delete_key),
             )
             .fallback(|| async { vultr_error(StatusCode::NOT_FOUND, "Not found.") })
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                record_and_guard,
-            ))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), guard))
             .with_state(self.clone())
     }
 
@@ -401,82 +316,26 @@ fn vultr_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// Records the request, checks the bearer, and applies latency and faults.
-async fn record_and_guard(
+/// Checks the bearer, as Vultr does. With `test-support`, first records the
+/// request and applies the test knobs (rate limit, latency, faults).
+async fn guard(
     State(fake): State<FakeVultr>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let (parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, 1024 * 1024).await else {
-        return vultr_error(StatusCode::PAYLOAD_TOO_LARGE, "Request too large.");
+    #[cfg(feature = "test-support")]
+    let req = match fake.inner.knobs.before(req).await {
+        Ok(req) => req,
+        Err(answer) => return answer,
     };
-    let authorization = parts
-        .headers
+    let bearer = req
+        .headers()
         .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    lock(&fake.inner.log).push(Recorded {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().map(str::to_string),
-        authorization: authorization.clone(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    });
-    if let Some(limit) = *lock(&fake.inner.rate_limit) {
-        let now = std::time::Instant::now();
-        let mut recent = lock(&fake.inner.recent);
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-        {
-            recent.pop_front();
-        }
-        if recent.len() >= limit as usize {
-            fake.inner
-                .too_many
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            return vultr_error(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
-        }
-        recent.push_back(now);
-    }
-    let latency = *lock(&fake.inner.latency);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let applies = lock(&fake.inner.fault_method)
-        .as_deref()
-        .is_none_or(|m| m == parts.method.as_str());
-    let fault = if applies {
-        lock(&fake.inner.fault).clone()
-    } else {
-        None
-    };
-    match fault {
-        Some(Fault::Status(code)) => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return vultr_error(status, "Injected failure.");
-        }
-        Some(Fault::Malformed) => return (StatusCode::OK, "{\"users\": [oops").into_response(),
-        Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
-        Some(Fault::RateLimited(secs)) => {
-            let mut r = vultr_error(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
-            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-                r.headers_mut().insert("retry-after", v);
-            }
-            return r;
-        }
-        Some(Fault::Huge(n)) => return (StatusCode::OK, vec![b' '; n]).into_response(),
-        None => {}
-    }
-    if authorization.as_deref() != Some(&format!("Bearer {}", fake.inner.token)) {
+        .and_then(|v| v.to_str().ok());
+    if bearer != Some(&format!("Bearer {}", fake.inner.token)) {
         return vultr_error(StatusCode::UNAUTHORIZED, "Invalid API token.");
     }
-    next.run(axum::extract::Request::from_parts(
-        parts,
-        axum::body::Body::from(body),
-    ))
-    .await
+    next.run(req).await
 }
 
 #[derive(Deserialize)]
@@ -598,10 +457,8 @@ async fn create_key(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let delay = *lock(&fake.inner.create_delay);
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
+    #[cfg(feature = "test-support")]
+    fake.inner.knobs.before_create().await;
     let Ok(req) = serde_json::from_slice::<NewApiKey>(&body) else {
         return vultr_error(StatusCode::BAD_REQUEST, "Invalid JSON.");
     };

@@ -9,99 +9,14 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// How an entry ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    Failed,
-    Unknown,
-}
+mod entry;
 
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Unknown => "unknown",
-        }
-    }
-}
-
-/// What is about to happen, written before the upstream call.
-#[derive(Debug, Clone, Default)]
-pub struct Intent {
-    pub actor: String,
-    pub role: String,
-    pub action: &'static str,
-    pub target_user_id: Option<String>,
-    pub target_user_email: Option<String>,
-    pub key_id: Option<String>,
-    pub key_name: Option<String>,
-    pub requested_expiry: Option<String>,
-    pub reason: Option<String>,
-    pub related_key_id: Option<String>,
-    pub request_id: Option<String>,
-}
-
-/// A stored entry, for pages and exports.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Entry {
-    pub id: i64,
-    pub at: String,
-    pub actor: String,
-    pub role: String,
-    pub action: String,
-    pub target_user_id: Option<String>,
-    pub target_user_email: Option<String>,
-    pub key_id: Option<String>,
-    pub key_name: Option<String>,
-    pub requested_expiry: Option<String>,
-    pub reason: Option<String>,
-    pub related_key_id: Option<String>,
-    pub outcome: String,
-    pub upstream_status: Option<i64>,
-    pub error: Option<String>,
-    pub request_id: Option<String>,
-}
-
-impl Entry {
-    pub fn at_display(&self) -> String {
-        crate::vultr::display_time(Some(&self.at))
-    }
-    pub fn opt<'a>(&self, v: &'a Option<String>) -> &'a str {
-        v.as_deref().filter(|s| !s.is_empty()).unwrap_or("—")
-    }
-    pub fn status_display(&self) -> String {
-        self.upstream_status
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "—".into())
-    }
-}
-
-/// Filters of the audit page; empty fields match everything.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct Filter {
-    #[serde(default)]
-    pub actor: Option<String>,
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub action: Option<String>,
-    #[serde(default)]
-    pub outcome: Option<String>,
-}
-
-impl Filter {
-    fn clean(v: &Option<String>) -> Option<&str> {
-        v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-    }
-}
+pub use entry::{AuditAction, Entry, Filter, Intent, Outcome};
 
 #[derive(Clone, Debug)]
 pub struct AuditStore {
@@ -160,13 +75,13 @@ impl AuditStore {
     pub async fn intent(&self, i: &Intent) -> Result<i64, sqlx::Error> {
         let at = now();
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12) RETURNING id",
+            "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id, api_enabled)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12, ?13) RETURNING id",
         )
         .bind(&at)
         .bind(&i.actor)
         .bind(&i.role)
-        .bind(i.action)
+        .bind(i.action.as_str())
         .bind(&i.target_user_id)
         .bind(&i.target_user_email)
         .bind(&i.key_id)
@@ -175,13 +90,14 @@ impl AuditStore {
         .bind(&i.reason)
         .bind(&i.related_key_id)
         .bind(&i.request_id)
+        .bind(i.api_enabled)
         .fetch_one(&self.pool)
         .await?;
         tracing::info!(
             target: "audit",
             entry_id = id,
             actor = %i.actor,
-            action = i.action,
+            action = i.action.as_str(),
             target_user_id = i.target_user_id.as_deref().unwrap_or(""),
             key_id = i.key_id.as_deref().unwrap_or(""),
             key_name = i.key_name.as_deref().unwrap_or(""),
@@ -202,12 +118,36 @@ impl AuditStore {
                 tracing::error!(
                 target: "audit",
                 actor = %i.actor,
-                action = i.action,
+                action = i.action.as_str(),
                 error = %e,
                 "audit entry could not be written"
                 )
             }
         }
+    }
+
+    /// Settles an open intent; returns how many rows changed (1, or 0 when
+    /// the entry was not open).
+    pub async fn try_settle(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        key_id: Option<&str>,
+        upstream_status: Option<u16>,
+        error: Option<&str>,
+    ) -> Result<u64, sqlx::Error> {
+        let r = sqlx::query(
+            "UPDATE audit SET outcome = ?1, key_id = COALESCE(key_id, ?2), upstream_status = ?3, error = ?4, finished_at = ?5 WHERE id = ?6 AND outcome = 'pending'",
+        )
+        .bind(outcome.as_str())
+        .bind(key_id)
+        .bind(upstream_status.map(i64::from))
+        .bind(error)
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     /// Settles an intent. A failure here is logged loudly: the row stays
@@ -220,18 +160,22 @@ impl AuditStore {
         upstream_status: Option<u16>,
         error: Option<&str>,
     ) {
-        let res = sqlx::query(
-            "UPDATE audit SET outcome = ?1, key_id = COALESCE(?2, key_id), upstream_status = ?3, error = ?4, finished_at = ?5 WHERE id = ?6 AND outcome = 'pending'",
-        )
-        .bind(outcome.as_str())
-        .bind(key_id)
-        .bind(upstream_status.map(i64::from))
-        .bind(error)
-        .bind(now())
-        .bind(id)
-        .execute(&self.pool)
-        .await;
-        match res {
+        match self
+            .try_settle(id, outcome, key_id, upstream_status, error)
+            .await
+        {
+            // Exactly one open intent must have been settled; anything else
+            // means the row was settled already or never existed.
+            Ok(n) if n != 1 => {
+                metrics::counter!("keydesk_audit_settle_mismatches_total").increment(1);
+                tracing::error!(
+                    target: "audit",
+                    entry_id = id,
+                    outcome = outcome.as_str(),
+                    rows = n,
+                    "audit settle changed no open entry"
+                )
+            }
             Ok(_) => tracing::info!(
                 target: "audit",
                 entry_id = id,
@@ -284,7 +228,7 @@ impl AuditStore {
         offset: i64,
     ) -> Result<Vec<Entry>, sqlx::Error> {
         let mut q = Self::filtered(
-            "SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, upstream_status, error, request_id FROM audit",
+            "SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, api_enabled, outcome, upstream_status, error, request_id FROM audit",
             f,
         );
         q.push(" ORDER BY id DESC LIMIT ")
@@ -299,8 +243,10 @@ impl AuditStore {
         &self,
     ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT key_id FROM audit WHERE action IN ('key.create', 'key.rotate') AND outcome = 'ok' AND key_id IS NOT NULL",
+            "SELECT key_id FROM audit WHERE action IN (?1, ?2) AND outcome = 'ok' AND key_id IS NOT NULL",
         )
+        .bind(AuditAction::KeyCreate.as_str())
+        .bind(AuditAction::KeyRotate.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(ids.into_iter().collect())
@@ -324,20 +270,17 @@ mod tests {
         AuditStore::open("sqlite::memory:").await.unwrap()
     }
 
-    fn intent(action: &'static str) -> Intent {
+    fn intent(action: AuditAction) -> Intent {
         Intent {
-            actor: "a@x".into(),
-            role: "operator".into(),
-            action,
             target_user_id: Some("u1".into()),
-            ..Default::default()
+            ..Intent::new("a@x", "operator", action)
         }
     }
 
     #[tokio::test]
     async fn intent_then_outcome_is_one_entry() {
         let s = store().await;
-        let id = s.intent(&intent("key.create")).await.unwrap();
+        let id = s.intent(&intent(AuditAction::KeyCreate)).await.unwrap();
         s.settle(id, Outcome::Ok, Some("k1"), Some(201), None).await;
         let all = s.list(&Filter::default(), 10, 0).await.unwrap();
         assert_eq!(all.len(), 1);
@@ -348,7 +291,7 @@ mod tests {
     #[tokio::test]
     async fn settled_entries_cannot_change_or_vanish() {
         let s = store().await;
-        let id = s.intent(&intent("key.revoke")).await.unwrap();
+        let id = s.intent(&intent(AuditAction::KeyRevoke)).await.unwrap();
         s.settle(id, Outcome::Failed, None, Some(404), Some("gone"))
             .await;
         assert!(
@@ -369,7 +312,11 @@ mod tests {
     #[tokio::test]
     async fn filters_match_exactly() {
         let s = store().await;
-        for a in ["key.create", "key.revoke", "key.create"] {
+        for a in [
+            AuditAction::KeyCreate,
+            AuditAction::KeyRevoke,
+            AuditAction::KeyCreate,
+        ] {
             let id = s.intent(&intent(a)).await.unwrap();
             s.settle(id, Outcome::Ok, None, None, None).await;
         }
@@ -384,5 +331,46 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.count(&f).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_pending_entry_may_only_be_settled() {
+        let s = store().await;
+        let id = s.intent(&intent(AuditAction::KeyCreate)).await.unwrap();
+        for rewrite in [
+            "UPDATE audit SET actor = 'mallory@x'",
+            "UPDATE audit SET action = 'key.revoke'",
+            "UPDATE audit SET target_user_id = 'u2'",
+            "UPDATE audit SET at = '2000-01-01T00:00:00Z'",
+            "UPDATE audit SET outcome = 'pending', reason = 'x'",
+        ] {
+            assert!(
+                sqlx::query(rewrite).execute(&s.pool).await.is_err(),
+                "{rewrite} must be refused"
+            );
+        }
+        s.settle(id, Outcome::Ok, Some("k1"), None, None).await;
+        let all = s.list(&Filter::default(), 10, 0).await.unwrap();
+        assert_eq!(all[0].actor, "a@x");
+        assert_eq!(all[0].outcome, "ok");
+        assert_eq!(all[0].key_id.as_deref(), Some("k1"));
+    }
+
+    #[tokio::test]
+    async fn settling_twice_changes_nothing_the_second_time() {
+        let s = store().await;
+        let id = s.intent(&intent(AuditAction::KeyRevoke)).await.unwrap();
+        assert_eq!(
+            s.try_settle(id, Outcome::Ok, None, None, None).await.ok(),
+            Some(1)
+        );
+        assert_eq!(
+            s.try_settle(id, Outcome::Failed, None, None, None)
+                .await
+                .ok(),
+            Some(0)
+        );
+        let all = s.list(&Filter::default(), 10, 0).await.unwrap();
+        assert_eq!(all[0].outcome, "ok");
     }
 }

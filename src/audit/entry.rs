@@ -1,0 +1,225 @@
+//! What the audit trail records: actions, intents, outcomes and stored
+//! entries. No field can hold a secret.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::ser::SerializeStruct;
+
+/// Every kind of audited event. The string form is what the database, the
+/// page filters and the exports hold; it never changes for an existing action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    KeyCreate,
+    KeyRotate,
+    KeyRevoke,
+    /// The incident brake: a user's API access switched off or on.
+    UserApiAccess,
+    /// A form token that was missing, expired, or issued to someone else.
+    CsrfRejected,
+    /// An identity without the role a page needs.
+    AccessDenied,
+}
+
+impl AuditAction {
+    pub const ALL: [AuditAction; 6] = [
+        AuditAction::KeyCreate,
+        AuditAction::KeyRotate,
+        AuditAction::KeyRevoke,
+        AuditAction::UserApiAccess,
+        AuditAction::CsrfRejected,
+        AuditAction::AccessDenied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::KeyCreate => "key.create",
+            AuditAction::KeyRotate => "key.rotate",
+            AuditAction::KeyRevoke => "key.revoke",
+            AuditAction::UserApiAccess => "user.api_access",
+            AuditAction::CsrfRejected => "csrf.rejected",
+            AuditAction::AccessDenied => "access.denied",
+        }
+    }
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for AuditAction {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown audit action {s:?}"))
+    }
+}
+
+impl PartialEq<&str> for AuditAction {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// How an entry ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    Unknown,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// What is about to happen, written before the upstream call.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Intent {
+    pub actor: String,
+    pub role: String,
+    #[sqlx(try_from = "String")]
+    pub action: AuditAction,
+    pub target_user_id: Option<String>,
+    pub target_user_email: Option<String>,
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+    pub requested_expiry: Option<String>,
+    pub reason: Option<String>,
+    pub related_key_id: Option<String>,
+    /// The brake's new state: API access on (`true`) or off (`false`).
+    pub api_enabled: Option<bool>,
+    pub request_id: Option<String>,
+}
+
+impl Intent {
+    /// An intent of `actor` (with `role`) to do `action`; the rest is filled by the caller.
+    pub fn new(actor: &str, role: &str, action: AuditAction) -> Self {
+        Self {
+            actor: actor.to_string(),
+            role: role.to_string(),
+            action,
+            target_user_id: None,
+            target_user_email: None,
+            key_id: None,
+            key_name: None,
+            requested_expiry: None,
+            reason: None,
+            related_key_id: None,
+            api_enabled: None,
+            request_id: None,
+        }
+    }
+}
+
+/// A stored entry: the intent as written, plus when and how it ended.
+/// Derefs to its `Intent`, so `entry.actor` reads naturally.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Entry {
+    pub id: i64,
+    pub at: String,
+    #[sqlx(flatten)]
+    pub intent: Intent,
+    pub outcome: String,
+    pub upstream_status: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Intent;
+    fn deref(&self) -> &Intent {
+        &self.intent
+    }
+}
+
+/// One flat record in the order of the exports' columns (CSV needs flat rows).
+impl Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let i = &self.intent;
+        let mut r = s.serialize_struct("Entry", 17)?;
+        r.serialize_field("id", &self.id)?;
+        r.serialize_field("at", &self.at)?;
+        r.serialize_field("actor", &i.actor)?;
+        r.serialize_field("role", &i.role)?;
+        r.serialize_field("action", i.action.as_str())?;
+        r.serialize_field("target_user_id", &i.target_user_id)?;
+        r.serialize_field("target_user_email", &i.target_user_email)?;
+        r.serialize_field("key_id", &i.key_id)?;
+        r.serialize_field("key_name", &i.key_name)?;
+        r.serialize_field("requested_expiry", &i.requested_expiry)?;
+        r.serialize_field("reason", &i.reason)?;
+        r.serialize_field("related_key_id", &i.related_key_id)?;
+        r.serialize_field("outcome", &self.outcome)?;
+        r.serialize_field("upstream_status", &self.upstream_status)?;
+        r.serialize_field("error", &self.error)?;
+        r.serialize_field("request_id", &i.request_id)?;
+        r.serialize_field("api_enabled", &i.api_enabled)?;
+        r.end()
+    }
+}
+
+impl Entry {
+    pub fn at_display(&self) -> String {
+        crate::timefmt::display_time(Some(&self.at))
+    }
+    pub fn opt<'a>(&self, v: &'a Option<String>) -> &'a str {
+        v.as_deref().filter(|s| !s.is_empty()).unwrap_or("—")
+    }
+    pub fn status_display(&self) -> String {
+        self.upstream_status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "—".into())
+    }
+    /// What the entry acted on, in words: the key name, or the brake's new state.
+    pub fn subject(&self) -> String {
+        match self.api_enabled {
+            Some(true) => "API access on".to_string(),
+            Some(false) => "API access off".to_string(),
+            None => self.opt(&self.key_name).to_string(),
+        }
+    }
+}
+
+/// Filters of the audit page; empty fields match everything.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Filter {
+    #[serde(default)]
+    pub actor: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub outcome: Option<String>,
+}
+
+impl Filter {
+    pub(super) fn clean(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_keep_their_stored_names() {
+        for a in AuditAction::ALL {
+            assert_eq!(AuditAction::try_from(a.as_str().to_string()), Ok(a));
+        }
+        assert_eq!(AuditAction::KeyCreate.as_str(), "key.create");
+        assert_eq!(AuditAction::UserApiAccess.as_str(), "user.api_access");
+        assert!(AuditAction::try_from("key.nope".to_string()).is_err());
+    }
+}

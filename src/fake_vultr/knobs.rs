@@ -1,0 +1,197 @@
+//! Test machinery of the fake, compiled only with the `test-support`
+//! feature (the tests and benches turn it on): the request log, fault modes,
+//! latency and Vultr's own rate limit.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::{FakeVultr, lock, vultr_error};
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub authorization: Option<String>,
+    pub body: String,
+}
+
+/// How the fake misbehaves, for failure tests.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer every request with this status and a Vultr error body.
+    Status(u16),
+    /// Answer 200 with a body that is not JSON.
+    Malformed,
+    /// Hold every request this long before answering normally.
+    Stall(Duration),
+    /// Answer 429 with `Retry-After: N` seconds.
+    RateLimited(u64),
+    /// Answer 200 with a body of this many bytes.
+    Huge(usize),
+}
+
+/// The knobs' state, inside the fake.
+#[derive(Default)]
+pub(super) struct Knobs {
+    log: Mutex<Vec<Recorded>>,
+    fault: Mutex<Option<Fault>>,
+    /// Only requests with this method suffer the fault (all when None).
+    fault_method: Mutex<Option<String>>,
+    /// Vultr's own limit: more than this many requests in any second → 429.
+    rate_limit: Mutex<Option<u32>>,
+    recent: Mutex<VecDeque<Instant>>,
+    too_many: AtomicUsize,
+    latency: Mutex<Duration>,
+    create_delay: Mutex<Duration>,
+}
+
+impl Knobs {
+    /// Records the request, then applies the rate limit, latency and faults:
+    /// the request to pass on, or the answer that replaces it.
+    pub(super) async fn before(
+        &self,
+        req: axum::extract::Request,
+    ) -> Result<axum::extract::Request, Response> {
+        let (parts, body) = req.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, 1024 * 1024).await else {
+            return Err(vultr_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request too large.",
+            ));
+        };
+        lock(&self.log).push(Recorded {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            authorization: parts
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+        if let Some(limit) = *lock(&self.rate_limit) {
+            let now = Instant::now();
+            let mut recent = lock(&self.recent);
+            while recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            {
+                recent.pop_front();
+            }
+            if recent.len() >= limit as usize {
+                self.too_many.fetch_add(1, Ordering::SeqCst);
+                return Err(vultr_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Rate limit exceeded.",
+                ));
+            }
+            recent.push_back(now);
+        }
+        let latency = *lock(&self.latency);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let applies = lock(&self.fault_method)
+            .as_deref()
+            .is_none_or(|m| m == parts.method.as_str());
+        let fault = if applies {
+            lock(&self.fault).clone()
+        } else {
+            None
+        };
+        match fault {
+            Some(Fault::Status(code)) => {
+                let status =
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return Err(vultr_error(status, "Injected failure."));
+            }
+            Some(Fault::Malformed) => {
+                return Err((StatusCode::OK, "{\"users\": [oops").into_response());
+            }
+            Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
+            Some(Fault::RateLimited(secs)) => {
+                let mut r = vultr_error(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
+                if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert("retry-after", v);
+                }
+                return Err(r);
+            }
+            Some(Fault::Huge(n)) => return Err((StatusCode::OK, vec![b' '; n]).into_response()),
+            None => {}
+        }
+        Ok(axum::extract::Request::from_parts(
+            parts,
+            axum::body::Body::from(body),
+        ))
+    }
+
+    /// Holds a create as long as the test asked.
+    pub(super) async fn before_create(&self) {
+        let delay = *lock(&self.create_delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+impl FakeVultr {
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.inner.knobs.log).clone()
+    }
+
+    /// How many requests matched `method` and a path starting with `prefix`.
+    pub fn count(&self, method: &str, prefix: &str) -> usize {
+        lock(&self.inner.knobs.log)
+            .iter()
+            .filter(|r| r.method == method && r.path.starts_with(prefix))
+            .count()
+    }
+
+    pub fn clear_log(&self) {
+        lock(&self.inner.knobs.log).clear();
+    }
+
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        *lock(&self.inner.knobs.fault_method) = None;
+        *lock(&self.inner.knobs.fault) = fault;
+    }
+
+    /// A fault that only requests with `method` suffer (e.g. only the create POST).
+    pub fn set_fault_on(&self, method: &str, fault: Fault) {
+        *lock(&self.inner.knobs.fault_method) = Some(method.to_string());
+        *lock(&self.inner.knobs.fault) = Some(fault);
+    }
+
+    /// Enforce Vultr's rate limit: more than `per_second` requests in any
+    /// sliding second are answered 429.
+    pub fn set_rate_limit(&self, per_second: Option<u32>) {
+        *lock(&self.inner.knobs.rate_limit) = per_second;
+    }
+
+    /// How many 429s the rate limit has answered.
+    pub fn rate_limited_count(&self) -> usize {
+        self.inner
+            .knobs
+            .too_many
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Latency added to every request (benchmarks).
+    pub fn set_latency(&self, d: Duration) {
+        *lock(&self.inner.knobs.latency) = d;
+    }
+
+    /// Extra time a create takes, so tests can race concurrent submissions.
+    pub fn set_create_delay(&self, d: Duration) {
+        *lock(&self.inner.knobs.create_delay) = d;
+    }
+}

@@ -1,0 +1,95 @@
+//! `VultrId`: a user or key id, parsed once at the edge.
+//!
+//! Vultr ids are short hex strings or UUIDs. Anything else (`..`, `/`, NUL,
+//! 5,000 characters) is refused when the path is extracted, so no id can steer
+//! keydesk to another upstream path and no later code checks again.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A plain Vultr id: 1 to 64 of `[A-Za-z0-9_-]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VultrId(String);
+
+/// The error of an id that is not a plain Vultr id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid Vultr id")]
+pub struct InvalidId;
+
+impl VultrId {
+    /// Parses `raw`, or refuses it.
+    pub fn parse(raw: &str) -> Result<Self, InvalidId> {
+        let ok = (1..=64).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(InvalidId)
+        }
+    }
+
+    /// The id as text: safe as a URL path segment as it is (no byte needs encoding).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for VultrId {
+    type Error = InvalidId;
+    fn try_from(s: String) -> Result<Self, InvalidId> {
+        Self::parse(&s)
+    }
+}
+
+impl From<VultrId> for String {
+    fn from(id: VultrId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for VultrId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for VultrId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_ids_are_refused() {
+        for bad in [
+            "",
+            "..",
+            "../../account",
+            "a/b",
+            "%2e%2e",
+            "a\0b",
+            "a b",
+            &"x".repeat(65),
+        ] {
+            assert!(VultrId::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn vultr_ids_are_accepted() {
+        assert_eq!(
+            VultrId::parse("f255efc9700d9").map(|i| i.to_string()),
+            Ok("f255efc9700d9".to_string())
+        );
+        assert!(VultrId::parse("3b8f1c2e-9d4a-4f6b-8e2a-1c0d9e8f7a6b").is_ok());
+        assert!(serde_json::from_str::<VultrId>("\"../x\"").is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! `GET|POST /users/{id}/keys/{key_id}/delete`: the confirmation naming the
+//! key, then the revocation.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use crate::audit::{AuditAction, Intent};
+use crate::error::AppError;
+use crate::idempotency::Scope;
+use crate::identity::Operator;
+use crate::ids::VultrId;
+use crate::pages::paths::{self, KeyPath};
+use crate::pages::{Layout, render};
+use crate::policy::check_reason;
+use crate::vultr::{ApiKey, User};
+use crate::write::{Ctx, Refusal};
+
+#[derive(Template)]
+#[template(path = "keys/revoke_confirm.html")]
+pub struct RevokeConfirmView {
+    pub layout: Layout,
+    pub user: User,
+    pub key: ApiKey,
+    pub token: String,
+    pub notice: Option<String>,
+    pub reason: String,
+    pub require_reason: bool,
+    /// When retiring the old key of a rotation: the replacement's id.
+    pub replaced_by: Option<VultrId>,
+}
+
+impl RevokeConfirmView {
+    pub fn action(&self) -> String {
+        paths::key_revoke(&self.user.id, &self.key.id)
+    }
+    pub fn user_href(&self) -> String {
+        paths::user(&self.user.id)
+    }
+    pub fn user_keys_href(&self) -> String {
+        paths::user_keys_list(&self.user.id)
+    }
+}
+
+/// The confirmation page; with a `notice` it explains why it is shown again.
+async fn confirm_page(
+    ctx: &Ctx,
+    (id, key_id): (&VultrId, &VultrId),
+    notice: Option<String>,
+    replaced_by: Option<VultrId>,
+) -> Result<Response, AppError> {
+    let (user, key) = ctx.state.vultr.get_user_and_key(id, key_id).await?;
+    let status = match notice {
+        Some(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        None => StatusCode::OK,
+    };
+    let view = RevokeConfirmView {
+        layout: ctx.layout().await,
+        user,
+        key,
+        token: ctx.issue(Scope::RevokeKey(id, key_id)),
+        notice,
+        reason: String::new(),
+        require_reason: ctx.state.policy.require_reason,
+        replaced_by,
+    };
+    Ok(render(status, &view))
+}
+
+#[derive(Deserialize, Default)]
+pub struct RevokeQuery {
+    #[serde(default)]
+    replaced_by: Option<String>,
+}
+
+/// An optional id from a form or query: empty is none, anything else must parse.
+fn optional_id(raw: Option<String>) -> Result<Option<VultrId>, AppError> {
+    raw.filter(|r| !r.is_empty())
+        .map(|r| VultrId::parse(&r).map_err(AppError::from))
+        .transpose()
+}
+
+/// The confirmation step, naming the key.
+#[tracing::instrument(skip_all, fields(vultr.user_id = %id, key.id = %key_id))]
+pub async fn revoke_confirm(
+    Operator(_): Operator,
+    ctx: Ctx,
+    KeyPath(id, key_id): KeyPath,
+    Query(q): Query<RevokeQuery>,
+) -> Result<Response, AppError> {
+    let replaced_by = optional_id(q.replaced_by)?;
+    confirm_page(&ctx, (&id, &key_id), None, replaced_by).await
+}
+
+#[derive(Deserialize, Default)]
+pub struct RevokeInput {
+    #[serde(default)]
+    form_token: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    /// Set when revoking the old key of a rotation: the replacement's id.
+    #[serde(default)]
+    replaced_by: Option<String>,
+}
+
+/// Revokes with a confirmed token; without one it shows the confirmation
+/// step instead of acting.
+#[tracing::instrument(skip_all, fields(vultr.user_id = %id, key.id = %key_id))]
+pub async fn revoke_submit(
+    Operator(_): Operator,
+    ctx: Ctx,
+    KeyPath(id, key_id): KeyPath,
+    Form(input): Form<RevokeInput>,
+) -> Result<Response, AppError> {
+    let ids = (&id, &key_id);
+    let replaced_by = optional_id(input.replaced_by)?;
+    let reason = match check_reason(input.reason.as_deref(), &ctx.state.policy) {
+        Ok(r) => r,
+        Err(e) => return confirm_page(&ctx, ids, Some(e), replaced_by).await,
+    };
+    let token = input.form_token.as_deref().filter(|t| !t.is_empty());
+    let scope = Scope::RevokeKey(&id, &key_id);
+    let claim = match ctx.claim(token, scope, &id, Some(&key_id)).await {
+        Ok(claim) => claim,
+        Err(Refusal::Replay { .. }) => {
+            ctx.flash("info", "That key was already revoked.".into())
+                .await;
+            return Ok(Redirect::to(&paths::user(id.as_str())).into_response());
+        }
+        Err(Refusal::Refused) => {
+            let notice = match token {
+                None => "Confirm below to revoke this key.",
+                Some(_) => {
+                    "That confirmation has expired or was not issued to you. Confirm again to revoke the key."
+                }
+            };
+            let mut resp = confirm_page(&ctx, ids, Some(notice.into()), replaced_by).await?;
+            *resp.status_mut() = StatusCode::FORBIDDEN;
+            return Ok(resp);
+        }
+    };
+    let (user, key) = claim.prepare(ctx.state.vultr.get_user_and_key(&id, &key_id).await)?;
+    let intent = Intent {
+        reason,
+        related_key_id: replaced_by.map(String::from),
+        target_user_id: Some(id.to_string()),
+        target_user_email: user.email.clone(),
+        key_id: Some(key_id.to_string()),
+        key_name: key.name.clone(),
+        ..ctx.intent(AuditAction::KeyRevoke)
+    };
+    let call = ctx.state.vultr.delete_key(&id, &key_id);
+    claim
+        .execute(intent, call, |_| Some(key_id.to_string()))
+        .await?;
+    metrics::counter!("keydesk_keys_revoked_total").increment(1);
+    let text = format!("Revoked the key “{}”.", key.name_or_dash());
+    ctx.flash("ok", text).await;
+    Ok(Redirect::to(&paths::user(id.as_str())).into_response())
+}

@@ -1,0 +1,135 @@
+//! keydesk's URLs both ways: typed helpers that build every link and form
+//! action, and the path extractors that parse ids once (a bad id is a 400
+//! page before anything else runs). The router in `app.rs` spells the same
+//! paths as patterns.
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::error::AppError;
+use crate::ids::{InvalidId, VultrId};
+
+pub const USERS: &str = "/users";
+pub const AUDIT: &str = "/audit";
+pub const KEYS_REPORT: &str = "/reports/keys";
+pub const KEYS_REPORT_SCAN: &str = "/reports/keys/scan";
+
+/// Everything but RFC 3986's unreserved characters is encoded.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a query value, every non-alphanumeric byte.
+pub fn enc(v: &str) -> String {
+    utf8_percent_encode(v, NON_ALPHANUMERIC).to_string()
+}
+
+/// Percent-encodes an id in a query: ids keep their `-` and `_` readable.
+fn enc_id(v: &str) -> String {
+    utf8_percent_encode(v, QUERY_VALUE).to_string()
+}
+
+/// `/users/{id}`: the user page.
+pub fn user(id: &str) -> String {
+    format!("/users/{id}")
+}
+
+/// `/users/{id}#keys`: the user's key list.
+pub fn user_keys_list(id: &str) -> String {
+    format!("/users/{id}#keys")
+}
+
+/// `/users/{id}?refresh=1`: the user page, fetched anew from Vultr.
+pub fn user_refresh(id: &str) -> String {
+    format!("/users/{id}?refresh=1")
+}
+
+/// `/users/{id}/keys`: where the add-key form posts.
+pub fn key_create(id: &str) -> String {
+    format!("/users/{id}/keys")
+}
+
+/// `/users/{id}/keys/{key}/rotate`.
+pub fn key_rotate(id: &str, key: &str) -> String {
+    format!("/users/{id}/keys/{key}/rotate")
+}
+
+/// `/users/{id}/keys/{key}/delete`: the revoke confirmation and its POST.
+pub fn key_revoke(id: &str, key: &str) -> String {
+    format!("/users/{id}/keys/{key}/delete")
+}
+
+/// The revoke confirmation of the old key of a rotation.
+pub fn key_revoke_replaced(id: &str, key: &str, replaced_by: &str) -> String {
+    format!(
+        "/users/{id}/keys/{key}/delete?replaced_by={}",
+        enc_id(replaced_by)
+    )
+}
+
+/// `/users/{id}/api-access`: the brake's confirmation and its POST.
+pub fn brake(id: &str) -> String {
+    format!("/users/{id}/api-access")
+}
+
+/// The audit trail filtered to one user.
+pub fn audit_of_user(id: &str) -> String {
+    format!("/audit?user={}", enc_id(id))
+}
+
+fn bad_id(_: InvalidId) -> AppError {
+    AppError::from(InvalidId)
+}
+
+/// `/users/{id}/…`: the user id, parsed.
+pub struct UserPath(pub VultrId);
+
+/// `/users/{id}/keys/{key_id}/…`: both ids, parsed.
+pub struct KeyPath(pub VultrId, pub VultrId);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| bad_id(InvalidId))?;
+        Ok(UserPath(VultrId::parse(&raw).map_err(bad_id)?))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let Path((user, key)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| bad_id(InvalidId))?;
+        Ok(KeyPath(
+            VultrId::parse(&user).map_err(bad_id)?,
+            VultrId::parse(&key).map_err(bad_id)?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_match_the_routes() {
+        assert_eq!(user("u1"), "/users/u1");
+        assert_eq!(key_create("u1"), "/users/u1/keys");
+        assert_eq!(key_revoke("u1", "k1"), "/users/u1/keys/k1/delete");
+        assert_eq!(key_rotate("u1", "k1"), "/users/u1/keys/k1/rotate");
+        assert_eq!(
+            key_revoke_replaced("u1", "k1", "k2"),
+            "/users/u1/keys/k1/delete?replaced_by=k2"
+        );
+        assert_eq!(brake("u1"), "/users/u1/api-access");
+        assert_eq!(audit_of_user("a b"), "/audit?user=a%20b");
+    }
+}

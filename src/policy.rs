@@ -1,0 +1,366 @@
+//! The key policy and the validation of the add-key form: pure functions of
+//! their input, used by the configuration and by every form that makes a key.
+
+use serde::Deserialize;
+use time::{Date, OffsetDateTime};
+
+use crate::vultr::NewApiKey;
+
+/// Longest key name accepted.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest reason / ticket text accepted.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// Rules the keydesk operators set for new keys; staff see them in the form.
+#[derive(Clone, Debug, Default)]
+pub struct KeyPolicy {
+    /// When set, expiry is mandatory and at most this many days away.
+    pub max_days: Option<u32>,
+    /// When set, key names must match this pattern (anchored).
+    pub name_pattern: Option<regex::Regex>,
+    /// When true, a reason / ticket is mandatory.
+    pub require_reason: bool,
+}
+
+impl KeyPolicy {
+    pub fn expiry_required(&self) -> bool {
+        self.max_days.is_some()
+    }
+
+    /// The latest expiry date allowed, if any.
+    pub fn max_date(&self) -> Option<Date> {
+        self.max_days
+            .map(|d| OffsetDateTime::now_utc().date() + time::Duration::days(i64::from(d)))
+    }
+
+    /// The rules in words, for the form.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(d) = self.max_days {
+            out.push(format!("Keys must expire, at most {d} days from today."));
+        }
+        if let Some(p) = &self.name_pattern {
+            out.push(format!("Key names must match the pattern {}.", p.as_str()));
+        }
+        if self.require_reason {
+            out.push("A reason or ticket is required.".into());
+        }
+        out
+    }
+}
+
+/// The add-key form as rendered: token, values and per-field errors.
+#[derive(Debug, Clone, Default)]
+pub struct KeyForm {
+    pub token: String,
+    pub name: String,
+    pub expire: bool,
+    pub date_expire: String,
+    pub name_error: Option<String>,
+    pub date_error: Option<String>,
+    pub reason: String,
+    pub reason_error: Option<String>,
+    pub form_error: Option<String>,
+    /// The latest date policy allows (the date input's `max`), if any.
+    pub max_date: String,
+    pub expiry_required: bool,
+    pub reason_required: bool,
+    pub policy_notes: Vec<String>,
+    /// Tomorrow, the earliest valid expiry (the date input's `min`).
+    pub min_date: String,
+}
+
+fn tomorrow() -> Date {
+    OffsetDateTime::now_utc()
+        .date()
+        .next_day()
+        .unwrap_or(Date::MAX)
+}
+
+impl KeyForm {
+    pub fn blank(token: String, policy: &KeyPolicy) -> Self {
+        Self {
+            token,
+            min_date: tomorrow().to_string(),
+            max_date: policy.max_date().map(|d| d.to_string()).unwrap_or_default(),
+            expiry_required: policy.expiry_required(),
+            reason_required: policy.require_reason,
+            policy_notes: policy.describe(),
+            expire: policy.expiry_required(),
+            ..Default::default()
+        }
+    }
+
+    /// The validated reason, if one was given.
+    pub fn reason(&self) -> Option<String> {
+        (!self.reason.is_empty()).then(|| self.reason.clone())
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.name_error.is_some()
+            || self.date_error.is_some()
+            || self.reason_error.is_some()
+            || self.form_error.is_some()
+    }
+}
+
+/// What the browser posts. Field names are a contract: `name`, `expire`, `date_expire`.
+#[derive(Deserialize, Default)]
+pub struct CreateKeyInput {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub expire: Option<String>,
+    #[serde(default)]
+    pub date_expire: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub form_token: Option<String>,
+}
+
+/// An HTML checkbox sends `on` (or our `true`); accept the usual spellings of yes.
+fn checkbox(v: Option<&str>) -> bool {
+    matches!(
+        v.map(|s| s.trim().to_ascii_lowercase()).as_deref(),
+        Some("on" | "true" | "1" | "yes")
+    )
+}
+
+/// Validates the input into the upstream body, or fills the form's errors.
+pub fn validate(
+    input: &CreateKeyInput,
+    form: &mut KeyForm,
+    policy: &KeyPolicy,
+) -> Option<NewApiKey> {
+    let raw_name = input.name.as_deref().unwrap_or("");
+    let name = raw_name.trim();
+    form.name = raw_name.chars().take(MAX_NAME_CHARS * 2).collect();
+    form.expire = checkbox(input.expire.as_deref());
+    form.date_expire = input
+        .date_expire
+        .as_deref()
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(32)
+        .collect();
+
+    if name.is_empty() {
+        form.name_error = Some("Enter a name for the key.".into());
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        form.name_error = Some(format!(
+            "The name is too long: {MAX_NAME_CHARS} characters at most."
+        ));
+    } else if name.chars().any(char::is_control) {
+        form.name_error = Some("The name may not contain control characters.".into());
+    } else if let Some(p) = &policy.name_pattern
+        && !p.is_match(name)
+    {
+        form.name_error = Some(format!(
+            "The name does not follow the naming policy ({}).",
+            p.as_str()
+        ));
+    }
+
+    match check_reason(input.reason.as_deref(), policy) {
+        Ok(r) => form.reason = r.unwrap_or_default(),
+        Err(e) => {
+            form.reason = input
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .chars()
+                .take(MAX_REASON_CHARS)
+                .collect();
+            form.reason_error = Some(e);
+        }
+    }
+
+    let mut date_expire = None;
+    if form.expire {
+        if form.date_expire.is_empty() {
+            form.date_error = Some("Choose the date the key expires on.".into());
+        } else {
+            let fmt = time::macros::format_description!("[year]-[month]-[day]");
+            match Date::parse(&form.date_expire, &fmt) {
+                Err(_) => {
+                    form.date_error =
+                        Some("That is not a real calendar date (expected YYYY-MM-DD).".into())
+                }
+                Ok(d) if d < tomorrow() => {
+                    form.date_error = Some("The expiry date must be in the future.".into())
+                }
+                Ok(d) if policy.max_date().is_some_and(|m| d > m) => {
+                    form.date_error = Some(format!(
+                        "Policy allows keys to live at most {} days: choose {} or earlier.",
+                        policy.max_days.unwrap_or(0),
+                        policy.max_date().map(|m| m.to_string()).unwrap_or_default()
+                    ))
+                }
+                Ok(d) => date_expire = Some(format!("{d}T00:00:00Z")),
+            }
+        }
+    } else if policy.expiry_required() {
+        form.date_error = Some(format!(
+            "Policy requires every key to expire, at most {} days from today.",
+            policy.max_days.unwrap_or(0)
+        ));
+    } else if !form.date_expire.is_empty() {
+        form.date_error = Some(
+            "You set an expiry date but did not tick Expiry. Tick it, or clear the date for a key that never expires.".into(),
+        );
+    }
+
+    if form.has_errors() {
+        return None;
+    }
+    Some(NewApiKey {
+        name: name.to_string(),
+        expire: form.expire,
+        date_expire,
+    })
+}
+
+/// A trimmed, bounded reason; an error when it is bad or required and missing.
+pub fn check_reason(raw: Option<&str>, policy: &KeyPolicy) -> Result<Option<String>, String> {
+    let r = raw.unwrap_or("").trim();
+    if r.chars().count() > MAX_REASON_CHARS {
+        return Err(format!(
+            "The reason is too long: {MAX_REASON_CHARS} characters at most."
+        ));
+    }
+    if r.chars().any(char::is_control) {
+        return Err("The reason may not contain control characters.".into());
+    }
+    if r.is_empty() {
+        if policy.require_reason {
+            return Err("Give a reason or ticket for this action.".into());
+        }
+        return Ok(None);
+    }
+    Ok(Some(r.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(name: &str, expire: Option<&str>, date: &str) -> CreateKeyInput {
+        CreateKeyInput {
+            name: Some(name.into()),
+            expire: expire.map(str::to_string),
+            date_expire: Some(date.into()),
+            reason: None,
+            form_token: None,
+        }
+    }
+
+    fn check(i: CreateKeyInput) -> (Option<NewApiKey>, KeyForm) {
+        let p = KeyPolicy::default();
+        let mut f = KeyForm::blank("t".into(), &p);
+        (validate(&i, &mut f, &p), f)
+    }
+
+    #[test]
+    fn a_valid_expiring_key() {
+        let d = (OffsetDateTime::now_utc().date() + time::Duration::days(90)).to_string();
+        let (body, _) = check(input("  ci  ", Some("on"), &d));
+        let body = body.unwrap();
+        assert_eq!(body.name, "ci");
+        assert!(body.expire);
+        assert_eq!(body.date_expire.unwrap(), format!("{d}T00:00:00Z"));
+    }
+
+    #[test]
+    fn a_key_that_never_expires() {
+        let (body, _) = check(input("ci", None, ""));
+        assert_eq!(
+            body.unwrap(),
+            NewApiKey {
+                name: "ci".into(),
+                expire: false,
+                date_expire: None
+            }
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_explained() {
+        let cases = [
+            input("", None, ""),
+            input("   ", None, ""),
+            input(&"x".repeat(300), None, ""),
+            input("a\u{7}b", None, ""),
+            input("ok", Some("on"), ""),
+            input("ok", Some("on"), "2030-02-30"),
+            input("ok", Some("on"), "2020-01-01"),
+            input("ok", Some("on"), "tomorrow"),
+            input("ok", None, "2030-01-01"),
+        ];
+        for c in cases {
+            let (body, f) = check(c);
+            assert!(body.is_none());
+            assert!(f.has_errors());
+        }
+    }
+
+    #[test]
+    fn policy_requires_expiry_within_the_limit_and_the_name_pattern() {
+        let p = KeyPolicy {
+            max_days: Some(90),
+            name_pattern: Some(regex::Regex::new("^ci-[a-z]+$").unwrap()),
+            require_reason: true,
+        };
+        let run = |i: CreateKeyInput| {
+            let mut f = KeyForm::blank("t".into(), &p);
+            (validate(&i, &mut f, &p), f)
+        };
+        let mut ok = input(
+            "ci-deploy",
+            Some("on"),
+            &(OffsetDateTime::now_utc().date() + time::Duration::days(90)).to_string(),
+        );
+        ok.reason = Some("OPS-12".into());
+        assert!(run(ok).0.is_some());
+        let mut never = input("ci-deploy", None, "");
+        never.reason = Some("OPS-12".into());
+        assert!(
+            run(never)
+                .1
+                .date_error
+                .unwrap()
+                .contains("requires every key to expire")
+        );
+        let mut far = input(
+            "ci-deploy",
+            Some("on"),
+            &(OffsetDateTime::now_utc().date() + time::Duration::days(91)).to_string(),
+        );
+        far.reason = Some("OPS-12".into());
+        assert!(run(far).1.date_error.unwrap().contains("at most 90 days"));
+        let mut bad_name = input("Deploy", None, "");
+        bad_name.reason = Some("x".into());
+        assert!(
+            run(bad_name)
+                .1
+                .name_error
+                .unwrap()
+                .contains("naming policy")
+        );
+        let no_reason = input(
+            "ci-deploy",
+            Some("on"),
+            &(OffsetDateTime::now_utc().date() + time::Duration::days(9)).to_string(),
+        );
+        assert!(run(no_reason).1.reason_error.is_some());
+    }
+
+    #[test]
+    fn entered_values_are_kept_on_error() {
+        let (_, f) = check(input("my key", Some("on"), "2030-02-30"));
+        assert_eq!(f.name, "my key");
+        assert!(f.expire);
+        assert_eq!(f.date_expire, "2030-02-30");
+    }
+}

@@ -1,0 +1,123 @@
+//! `Application::build`: the one start-up, used by `main`, the tests and the
+//! benches. It binds the listener (port 0 for an ephemeral port), builds the
+//! state and the router, and serves until told to stop, then drains
+//! in-flight requests within a bounded grace period and closes the audit store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::state::{AppState, Settings};
+
+/// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// A built keydesk: bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Builds the state and binds `settings.listen`; an error names what failed.
+    pub async fn build(settings: Settings) -> Result<Self, String> {
+        let listen = settings.listen;
+        let state = AppState::new(settings).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("KEYDESK_LISTEN {listen}: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        Ok(Self {
+            listener,
+            addr,
+            state,
+        })
+    }
+
+    /// The bound address (the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, for clients on this machine.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then gives in-flight requests
+    /// `SHUTDOWN_GRACE` to finish, and closes the audit store last.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        let audit = self.state.audit.clone();
+        let router = crate::app::build_router(self.state);
+        let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+        let signal = {
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                stopping.notify_one();
+            }
+        };
+        let serve = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
+        let res = tokio::select! {
+            r = serve => r.map_err(|e| format!("server error: {e}")),
+            _ = async {
+                stopping.notified().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "in-flight requests did not finish in time; stopping anyway");
+                Ok(())
+            }
+        };
+        // Flush and close the audit store after the last request finished.
+        audit.close().await;
+        tracing::info!("keydesk stopped");
+        res
+    }
+
+    /// Serves in the background until the process ends (tests and benches).
+    pub fn spawn(self) -> (String, AppState) {
+        let base = self.base_url();
+        let state = self.state.clone();
+        tokio::spawn(self.run_until(std::future::pending()));
+        (base, state)
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,130 @@
+//! `AppState`, what a handler may use, and `Settings`, what builds it. The
+//! lowest layer of the web side: it knows the parts, never the pages.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::FromRef;
+use ipnet::IpNet;
+use secrecy::SecretString;
+
+use crate::audit::AuditStore;
+use crate::idempotency::FormTokens;
+use crate::identity::{Access, AuthMode, Gate};
+use crate::policy::KeyPolicy;
+use crate::report::Reports;
+use crate::vultr::{ClientOptions, VultrClient, VultrError};
+
+/// The last readiness verdict and when it was reached.
+pub type Readiness = Arc<tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>>;
+
+/// Everything a handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub vultr: VultrClient,
+    pub auth: AuthMode,
+    pub access: Access,
+    pub policy: KeyPolicy,
+    pub tokens: Arc<FormTokens>,
+    pub audit: AuditStore,
+    pub page_size: u32,
+    pub cookie_secure: bool,
+    pub readiness: Readiness,
+    pub reports: Arc<Reports>,
+}
+
+/// What `serve`, `demo`, the tests and the benches configure. `Settings::new`
+/// gives safe defaults; set the fields that differ with struct update syntax.
+pub struct Settings {
+    pub vultr_url: String,
+    pub root_key: SecretString,
+    pub auth: AuthMode,
+    pub access: Access,
+    pub policy: KeyPolicy,
+    pub audit_db: String,
+    pub cookie_secure: bool,
+    pub upstream: ClientOptions,
+    pub page_size: u32,
+    pub listen: SocketAddr,
+}
+
+impl Settings {
+    /// Defaults: identity from `X-Forwarded-Email` sent by a loopback proxy,
+    /// nobody admitted, no key policy, an in-memory audit, Secure cookies,
+    /// 20 users a page, listening on an ephemeral loopback port.
+    pub fn new(vultr_url: &str, root_key: SecretString) -> Self {
+        let loopback: Vec<IpNet> = ["127.0.0.1/32", "::1/128"]
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        Self {
+            vultr_url: vultr_url.to_string(),
+            root_key,
+            auth: AuthMode::Header {
+                header: http::HeaderName::from_static("x-forwarded-email"),
+                groups_header: None,
+                trusted: loopback,
+            },
+            access: Access::default(),
+            policy: KeyPolicy::default(),
+            audit_db: "sqlite::memory:".into(),
+            cookie_secure: true,
+            upstream: ClientOptions::default(),
+            page_size: 20,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+impl AppState {
+    pub async fn new(s: Settings) -> Result<Self, String> {
+        let vultr = VultrClient::with_options(&s.vultr_url, s.root_key, s.upstream)
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        crate::metrics::install();
+        let audit = AuditStore::open(&s.audit_db)
+            .await
+            .map_err(|e| format!("KEYDESK_AUDIT_DB {}: {e}", s.audit_db))?;
+        Ok(Self {
+            vultr,
+            auth: s.auth,
+            access: s.access,
+            policy: s.policy,
+            tokens: Arc::new(FormTokens::default()),
+            audit,
+            page_size: s.page_size,
+            cookie_secure: s.cookie_secure,
+            readiness: Arc::new(tokio::sync::Mutex::new(None)),
+            reports: Arc::new(Reports::default()),
+        })
+    }
+
+    /// One cheap authenticated call: is Vultr reachable and the root key accepted?
+    pub async fn check_upstream(&self) -> Result<(), String> {
+        match self.vultr.list_users(1, None).await {
+            Ok(_) => Ok(()),
+            Err(VultrError::Api {
+                status: 401 | 403, ..
+            }) => Err("root key rejected by Vultr".to_string()),
+            Err(VultrError::Unreachable(_)) => Err("Vultr API unreachable".to_string()),
+            Err(VultrError::Timeout) => Err("Vultr API timed out".to_string()),
+            Err(e) => Err(format!("Vultr API check failed: {e}")),
+        }
+    }
+}
+
+impl FromRef<AppState> for AuditStore {
+    fn from_ref(s: &AppState) -> Self {
+        s.audit.clone()
+    }
+}
+
+impl FromRef<AppState> for Gate {
+    fn from_ref(s: &AppState) -> Self {
+        Gate {
+            auth: s.auth.clone(),
+            access: s.access.clone(),
+            audit: s.audit.clone(),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The one audited write. Every form that changes something at Vultr goes
+//! through here, in this order:
+//!
+//! 1. `Ctx::claim` claims the form's one-time token, before anything else; a
+//!    replay or a refused token stops here (a refusal is audited);
+//! 2. `Claimed::prepare` runs the steps before the write (fetch the target),
+//!    giving the form back if one fails: nothing happened;
+//! 3. `Claimed::execute` commits the audit intent (or refuses to act), makes
+//!    the upstream call, then settles the entry and spends the form. A definite
+//!    failure gives the form back; an unknown outcome spends it, since the
+//!    change may have happened.
+//!
+//! A handler describes only its own part: the scope, the intent, the call
+//! and the page that follows.
+
+use std::future::Future;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use tower_sessions::Session;
+
+use crate::audit::{AuditAction, Intent, Outcome};
+use crate::error::AppError;
+use crate::idempotency::{Claim, Scope};
+use crate::identity::Identity;
+use crate::ids::VultrId;
+use crate::state::AppState;
+use crate::vultr::VultrError;
+
+/// One signed-in request: the state, who is asking, their browser session
+/// and the request headers (for the request id and the audit).
+pub struct Ctx {
+    pub state: AppState,
+    pub who: Identity,
+    pub session: Session,
+    pub headers: HeaderMap,
+}
+
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let who = Identity::from_request_parts(parts, state).await?;
+        let session =
+            Session::from_request_parts(parts, state)
+                .await
+                .map_err(|(status, msg)| {
+                    AppError::Internal(format!("session unavailable ({status}): {msg}"))
+                        .into_response()
+                })?;
+        let State(state) = State::<AppState>::from_request_parts(parts, state)
+            .await
+            .map_err(|never| match never {})?;
+        Ok(Self {
+            state,
+            who,
+            session,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+/// Why a form did not get to act.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The form was used already (or is in use): the id of what it made, if any.
+    Replay { result_id: Option<String> },
+    /// Missing, expired, or issued to someone or somewhere else. Already audited.
+    Refused,
+}
+
+impl Ctx {
+    /// The browser session's id, when the request arrived with one.
+    pub fn session_id(&self) -> Option<String> {
+        self.session.id().map(|id| id.to_string())
+    }
+
+    /// An audit intent of this person for this request.
+    pub fn intent(&self, action: AuditAction) -> Intent {
+        self.who.intent(action, &self.headers)
+    }
+
+    /// Mints a one-time token for a form doing `scope`, bound to this person
+    /// and this browser session.
+    pub fn issue(&self, scope: Scope<'_>) -> String {
+        self.state
+            .tokens
+            .issue(&self.who.email, scope, self.session_id())
+    }
+
+    /// Step 1: claims the form's token for `scope`. A refused token is audited
+    /// as `csrf.rejected` against `user` (and `key`).
+    pub async fn claim(
+        &self,
+        token: Option<&str>,
+        scope: Scope<'_>,
+        user: &VultrId,
+        key: Option<&VultrId>,
+    ) -> Result<Claimed<'_>, Refusal> {
+        let token = token.unwrap_or_default();
+        let sid = self.session_id();
+        match self
+            .state
+            .tokens
+            .claim(token, &self.who.email, scope, sid.as_deref())
+        {
+            Claim::Claimed => Ok(Claimed {
+                ctx: self,
+                token: token.to_string(),
+            }),
+            Claim::Replay { result_id } => Err(Refusal::Replay { result_id }),
+            Claim::Invalid => {
+                let intent = Intent {
+                    target_user_id: Some(user.to_string()),
+                    key_id: key.map(VultrId::to_string),
+                    ..self.intent(AuditAction::CsrfRejected)
+                };
+                self.state.audit.record(&intent, Outcome::Failed).await;
+                Err(Refusal::Refused)
+            }
+        }
+    }
+}
+
+/// A form token this request owns.
+pub struct Claimed<'a> {
+    ctx: &'a Ctx,
+    token: String,
+}
+
+impl Claimed<'_> {
+    /// The token, for re-rendering the same form after a validation error.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Gives the form back: nothing was sent, it may be submitted again.
+    pub fn release(self) {
+        self.ctx.state.tokens.release(&self.token);
+    }
+
+    /// Step 2: passes a pre-write result through, giving the form back on error.
+    pub fn prepare<T, E>(&self, r: Result<T, E>) -> Result<T, AppError>
+    where
+        AppError: From<E>,
+    {
+        r.map_err(|e| {
+            self.ctx.state.tokens.release(&self.token);
+            AppError::from(e)
+        })
+    }
+
+    /// Step 3: commits `intent`, runs `call`, settles the entry and spends
+    /// the form. `result_id` names what the call made (a key id), if anything.
+    pub async fn execute<T>(
+        self,
+        intent: Intent,
+        call: impl Future<Output = Result<T, VultrError>>,
+        result_id: impl FnOnce(&T) -> Option<String>,
+    ) -> Result<T, AppError> {
+        let state = &self.ctx.state;
+        let audit_id = self.prepare(state.audit.intent(&intent).await)?;
+        match call.await {
+            Ok(done) => {
+                let id = result_id(&done);
+                state.tokens.complete(&self.token, id.clone());
+                state
+                    .audit
+                    .settle(audit_id, Outcome::Ok, id.as_deref(), None, None)
+                    .await;
+                Ok(done)
+            }
+            Err(e) => {
+                let unknown = matches!(e, VultrError::OutcomeUnknown(_));
+                let outcome = if unknown {
+                    // It may have happened: this form must never act again.
+                    state.tokens.complete(&self.token, None);
+                    Outcome::Unknown
+                } else {
+                    state.tokens.release(&self.token);
+                    Outcome::Failed
+                };
+                state
+                    .audit
+                    .settle(audit_id, outcome, None, e.status(), Some(&e.to_string()))
+                    .await;
+                Err(match (unknown, intent.target_user_id) {
+                    (true, Some(user_id)) => AppError::OutcomeUnknown {
+                        user_id,
+                        detail: e.to_string(),
+                    },
+                    _ => e.into(),
+                })
+            }
+        }
+    }
+}
