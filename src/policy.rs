@@ -68,6 +68,8 @@ pub struct KeyForm {
     pub policy_notes: Vec<String>,
     /// Tomorrow, the earliest valid expiry (the date input's `min`).
     pub min_date: String,
+    /// What the form makes, in its labels: "key", or "replacement" when rotating.
+    pub subject: &'static str,
 }
 
 fn tomorrow() -> Date {
@@ -87,6 +89,7 @@ impl KeyForm {
             reason_required: policy.require_reason,
             policy_notes: policy.describe(),
             expire: policy.expiry_required(),
+            subject: "key",
             ..Default::default()
         }
     }
@@ -107,15 +110,10 @@ impl KeyForm {
 /// What the browser posts. Field names are a contract: `name`, `expire`, `date_expire`.
 #[derive(Deserialize, Default)]
 pub struct CreateKeyInput {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub expire: Option<String>,
-    #[serde(default)]
     pub date_expire: Option<String>,
-    #[serde(default)]
     pub reason: Option<String>,
-    #[serde(default)]
     pub form_token: Option<String>,
 }
 

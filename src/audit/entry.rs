@@ -1,6 +1,7 @@
 //! What the audit trail records: actions, intents, outcomes and stored
 //! entries. No field can hold a secret.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Serialize;
@@ -145,24 +146,56 @@ impl std::ops::Deref for Entry {
 /// One flat record in the order of the exports' columns (CSV needs flat rows).
 impl Serialize for Entry {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize_cells(s, |v| Cow::Borrowed(v))
+    }
+}
+
+/// An entry for a spreadsheet: text cells that a spreadsheet would run as a
+/// formula are neutralised (OWASP's CSV injection advice).
+pub struct CsvSafe<'a>(pub &'a Entry);
+
+impl Serialize for CsvSafe<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_cells(s, neutralise)
+    }
+}
+
+/// A cell beginning with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`, so
+/// a spreadsheet shows it as text instead of evaluating it.
+pub fn neutralise(v: &str) -> Cow<'_, str> {
+    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{v}"))
+    } else {
+        Cow::Borrowed(v)
+    }
+}
+
+impl Entry {
+    /// The entry as one flat struct; `cell` maps every text value.
+    fn serialize_cells<S: serde::Serializer>(
+        &self,
+        s: S,
+        cell: impl Fn(&str) -> Cow<'_, str>,
+    ) -> Result<S::Ok, S::Error> {
         let i = &self.intent;
+        let text = |v: &Option<String>| v.as_deref().map(|v| cell(v).into_owned());
         let mut r = s.serialize_struct("Entry", 17)?;
         r.serialize_field("id", &self.id)?;
         r.serialize_field("at", &self.at)?;
-        r.serialize_field("actor", &i.actor)?;
+        r.serialize_field("actor", &cell(&i.actor))?;
         r.serialize_field("role", &i.role)?;
         r.serialize_field("action", i.action.as_str())?;
-        r.serialize_field("target_user_id", &i.target_user_id)?;
-        r.serialize_field("target_user_email", &i.target_user_email)?;
-        r.serialize_field("key_id", &i.key_id)?;
-        r.serialize_field("key_name", &i.key_name)?;
+        r.serialize_field("target_user_id", &text(&i.target_user_id))?;
+        r.serialize_field("target_user_email", &text(&i.target_user_email))?;
+        r.serialize_field("key_id", &text(&i.key_id))?;
+        r.serialize_field("key_name", &text(&i.key_name))?;
         r.serialize_field("requested_expiry", &i.requested_expiry)?;
-        r.serialize_field("reason", &i.reason)?;
-        r.serialize_field("related_key_id", &i.related_key_id)?;
+        r.serialize_field("reason", &text(&i.reason))?;
+        r.serialize_field("related_key_id", &text(&i.related_key_id))?;
         r.serialize_field("outcome", &self.outcome)?;
         r.serialize_field("upstream_status", &self.upstream_status)?;
-        r.serialize_field("error", &self.error)?;
-        r.serialize_field("request_id", &i.request_id)?;
+        r.serialize_field("error", &text(&self.error))?;
+        r.serialize_field("request_id", &text(&i.request_id))?;
         r.serialize_field("api_enabled", &i.api_enabled)?;
         r.end()
     }
@@ -193,13 +226,9 @@ impl Entry {
 /// Filters of the audit page; empty fields match everything.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct Filter {
-    #[serde(default)]
     pub actor: Option<String>,
-    #[serde(default)]
     pub user: Option<String>,
-    #[serde(default)]
     pub action: Option<String>,
-    #[serde(default)]
     pub outcome: Option<String>,
 }
 
@@ -221,5 +250,14 @@ mod tests {
         assert_eq!(AuditAction::KeyCreate.as_str(), "key.create");
         assert_eq!(AuditAction::UserApiAccess.as_str(), "user.api_access");
         assert!(AuditAction::try_from("key.nope".to_string()).is_err());
+    }
+
+    #[test]
+    fn formula_cells_are_neutralised() {
+        for bad in ["=1+1", "+cmd", "-2", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(neutralise(bad), format!("'{bad}"));
+        }
+        assert_eq!(neutralise("ci-deploy"), "ci-deploy");
+        assert_eq!(neutralise(""), "");
     }
 }

@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 
 mod entry;
 
-pub use entry::{AuditAction, Entry, Filter, Intent, Outcome};
+pub use entry::{AuditAction, CsvSafe, Entry, Filter, Intent, Outcome};
 
 #[derive(Clone, Debug)]
 pub struct AuditStore {

@@ -7,21 +7,15 @@ ALTER TABLE audit ADD COLUMN api_enabled INTEGER;
 CREATE TRIGGER IF NOT EXISTS audit_pending_settle_only
 BEFORE UPDATE ON audit
 WHEN OLD.outcome = 'pending' AND (
-       NEW.outcome = 'pending'
-    OR NEW.id IS NOT OLD.id
-    OR NEW.at IS NOT OLD.at
-    OR NEW.actor IS NOT OLD.actor
-    OR NEW.role IS NOT OLD.role
-    OR NEW.action IS NOT OLD.action
-    OR NEW.target_user_id IS NOT OLD.target_user_id
-    OR NEW.target_user_email IS NOT OLD.target_user_email
+    NEW.outcome = 'pending'
     OR (OLD.key_id IS NOT NULL AND NEW.key_id IS NOT OLD.key_id)
-    OR NEW.key_name IS NOT OLD.key_name
-    OR NEW.requested_expiry IS NOT OLD.requested_expiry
-    OR NEW.reason IS NOT OLD.reason
-    OR NEW.related_key_id IS NOT OLD.related_key_id
-    OR NEW.request_id IS NOT OLD.request_id
-    OR NEW.api_enabled IS NOT OLD.api_enabled
+    OR (NEW.id, NEW.at, NEW.actor, NEW.role, NEW.action, NEW.target_user_id,
+        NEW.target_user_email, NEW.key_name, NEW.requested_expiry, NEW.reason,
+        NEW.related_key_id, NEW.request_id, NEW.api_enabled)
+       IS NOT
+       (OLD.id, OLD.at, OLD.actor, OLD.role, OLD.action, OLD.target_user_id,
+        OLD.target_user_email, OLD.key_name, OLD.requested_expiry, OLD.reason,
+        OLD.related_key_id, OLD.request_id, OLD.api_enabled)
 )
 BEGIN
     SELECT RAISE(ABORT, 'only the outcome of an open audit entry can be set');

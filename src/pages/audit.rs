@@ -1,16 +1,14 @@
 //! `GET /audit`: the attributed history, newest first, filterable.
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{Layout, paths, render};
-use crate::audit::{Entry, Filter};
+use crate::audit::{CsvSafe, Entry, Filter};
 use crate::error::AppError;
-use crate::identity::Identity;
-use crate::state::AppState;
 use crate::write::Ctx;
 
 const PER_PAGE: i64 = 50;
@@ -19,7 +17,6 @@ const PER_PAGE: i64 = 50;
 pub struct AuditQuery {
     #[serde(flatten)]
     filter: Filter,
-    #[serde(default)]
     page: Option<String>,
 }
 
@@ -74,33 +71,26 @@ impl AuditListView {
 /// Most rows one export returns.
 const EXPORT_LIMIT: i64 = 100_000;
 
-/// `GET /audit.csv`: the filtered trail as CSV, newest first.
-pub async fn audit_csv(
-    State(state): State<AppState>,
-    _who: Identity,
-    Query(q): Query<AuditQuery>,
-) -> Result<Response, AppError> {
-    let entries = state.audit.list(&q.filter, EXPORT_LIMIT, 0).await?;
+/// The entries an export holds: the page's filter, newest first, bounded.
+async fn export_entries(ctx: &Ctx, q: &AuditQuery) -> Result<Vec<Entry>, AppError> {
+    Ok(ctx.state.audit.list(&q.filter, EXPORT_LIMIT, 0).await?)
+}
+
+/// `GET /audit.csv`: the filtered trail as CSV, safe to open in a spreadsheet.
+pub async fn audit_csv(ctx: Ctx, Query(q): Query<AuditQuery>) -> Result<Response, AppError> {
+    let failed = |e: csv::Error| AppError::Internal(format!("csv: {e}"));
     let mut w = csv::Writer::from_writer(Vec::new());
-    for e in &entries {
-        w.serialize(e)
-            .map_err(|e| AppError::Internal(format!("csv: {e}")))?;
+    for e in &export_entries(&ctx, &q).await? {
+        w.serialize(CsvSafe(e)).map_err(failed)?;
     }
-    let body = w
-        .into_inner()
-        .map_err(|e| AppError::Internal(format!("csv: {e}")))?;
+    let body = w.into_inner().map_err(|e| failed(e.into_error().into()))?;
     Ok(export(body, "text/csv; charset=utf-8", "keydesk-audit.csv"))
 }
 
-/// `GET /audit.jsonl`: the filtered trail as JSON Lines, newest first.
-pub async fn audit_jsonl(
-    State(state): State<AppState>,
-    _who: Identity,
-    Query(q): Query<AuditQuery>,
-) -> Result<Response, AppError> {
-    let entries = state.audit.list(&q.filter, EXPORT_LIMIT, 0).await?;
+/// `GET /audit.jsonl`: the filtered trail as JSON Lines, values as stored.
+pub async fn audit_jsonl(ctx: Ctx, Query(q): Query<AuditQuery>) -> Result<Response, AppError> {
     let mut body = Vec::new();
-    for e in &entries {
+    for e in &export_entries(&ctx, &q).await? {
         serde_json::to_writer(&mut body, e)
             .map_err(|e| AppError::Internal(format!("jsonl: {e}")))?;
         body.push(b'\n');

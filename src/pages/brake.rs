@@ -31,15 +31,6 @@ pub struct BrakeConfirmView {
     pub require_reason: bool,
 }
 
-impl BrakeConfirmView {
-    pub fn action(&self) -> String {
-        paths::brake(&self.user.id)
-    }
-    pub fn user_href(&self) -> String {
-        paths::user(&self.user.id)
-    }
-}
-
 async fn confirm_page(
     ctx: &Ctx,
     id: &VultrId,
@@ -70,11 +61,8 @@ pub async fn brake_confirm(
 
 #[derive(Deserialize, Default)]
 pub struct BrakeInput {
-    #[serde(default)]
     enabled: Option<String>,
-    #[serde(default)]
     form_token: Option<String>,
-    #[serde(default)]
     reason: Option<String>,
 }
 

@@ -18,7 +18,6 @@ use crate::write::Ctx;
 
 #[derive(Deserialize, Default)]
 pub struct ReportQuery {
-    #[serde(default)]
     days: Option<String>,
 }
 
@@ -117,7 +116,6 @@ pub async fn keys_report(ctx: Ctx, Query(q): Query<ReportQuery>) -> Result<Respo
 
 #[derive(Deserialize, Default)]
 pub struct ScanInput {
-    #[serde(default)]
     form_token: Option<String>,
 }
 

@@ -18,17 +18,11 @@ use crate::write::Ctx;
 
 #[derive(Deserialize, Default)]
 pub struct UsersQuery {
-    #[serde(default)]
     cursor: Option<String>,
-    #[serde(default)]
     q: Option<String>,
-    #[serde(default)]
     refresh: Option<String>,
-    #[serde(default)]
     sort: Option<String>,
-    #[serde(default)]
     dir: Option<String>,
-    #[serde(default)]
     page: Option<String>,
 }
 
@@ -240,30 +234,6 @@ pub struct UserShowView {
     pub keys: Vec<ApiKey>,
     pub form: KeyForm,
     pub history: Vec<Entry>,
-}
-
-impl UserShowView {
-    pub fn href(&self) -> String {
-        paths::user(&self.user.id)
-    }
-    pub fn refresh_href(&self) -> String {
-        paths::user_refresh(&self.user.id)
-    }
-    pub fn create_action(&self) -> String {
-        paths::key_create(&self.user.id)
-    }
-    pub fn rotate_href(&self, k: &ApiKey) -> String {
-        paths::key_rotate(&self.user.id, &k.id)
-    }
-    pub fn revoke_href(&self, k: &ApiKey) -> String {
-        paths::key_revoke(&self.user.id, &k.id)
-    }
-    pub fn brake_href(&self) -> String {
-        paths::brake(&self.user.id)
-    }
-    pub fn audit_href(&self) -> String {
-        paths::audit_of_user(&self.user.id)
-    }
 }
 
 /// `GET /users/{id}`: details, keys, the add-key form and recent history.

@@ -3,6 +3,7 @@
 //! One `reqwest::Client` for the whole process. The root key is a
 //! `SecretString` exposed at exactly one place: the bearer header.
 
+mod transport;
 pub mod types;
 
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::Quota;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
@@ -401,137 +402,6 @@ impl VultrClient {
             }
         }
     }
-
-    async fn send_once(
-        &self,
-        endpoint: &'static str,
-        req: reqwest::RequestBuilder,
-        is_write: bool,
-    ) -> Result<Vec<u8>, VultrError> {
-        self.send_raw(endpoint, req, is_write)
-            .await
-            .map_err(|(e, _)| e)
-    }
-
-    /// One request: waits for the rate limiter, sends, reads a bounded body,
-    /// records metrics. On failure also returns any `Retry-After`.
-    async fn send_raw(
-        &self,
-        endpoint: &'static str,
-        req: reqwest::RequestBuilder,
-        is_write: bool,
-    ) -> Result<Vec<u8>, (VultrError, Option<Duration>)> {
-        let waited = Instant::now();
-        self.inner.limiter.until_ready().await;
-        let wait = waited.elapsed();
-        if wait > Duration::from_millis(1) {
-            metrics::counter!("keydesk_ratelimit_waits_total").increment(1);
-            metrics::counter!("keydesk_ratelimit_wait_seconds_total")
-                .increment(wait.as_micros() as u64 / 1000);
-        }
-        let started = Instant::now();
-        let result = self.exchange(req, is_write).await;
-        let status = match &result {
-            Ok(_) => "2xx".to_string(),
-            Err((VultrError::Api { status, .. }, _)) => status.to_string(),
-            Err((VultrError::Timeout | VultrError::OutcomeUnknown(_), _)) => "timeout".into(),
-            Err((VultrError::Unreachable(_), _)) => "unreachable".into(),
-            Err((VultrError::Malformed(_), _)) => "malformed".into(),
-        };
-        metrics::counter!("keydesk_upstream_requests_total", "endpoint" => endpoint, "status" => status)
-            .increment(1);
-        metrics::histogram!("keydesk_upstream_request_duration_seconds", "endpoint" => endpoint)
-            .record(started.elapsed().as_secs_f64());
-        result
-    }
-
-    async fn exchange(
-        &self,
-        req: reqwest::RequestBuilder,
-        is_write: bool,
-    ) -> Result<Vec<u8>, (VultrError, Option<Duration>)> {
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| (transport_error(&e, is_write), None))?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        if let Some(len) = resp.content_length()
-            && len > MAX_BODY_BYTES as u64
-        {
-            return Err((
-                VultrError::Malformed(format!(
-                    "response of {len} bytes exceeds the {MAX_BODY_BYTES}-byte limit"
-                )),
-                None,
-            ));
-        }
-        let mut body = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_BODY_BYTES {
-                        return Err((
-                            VultrError::Malformed(format!(
-                                "response exceeds the {MAX_BODY_BYTES}-byte limit"
-                            )),
-                            None,
-                        ));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err((transport_error(&e, is_write), None)),
-            }
-        }
-        if status.is_success() {
-            return Ok(body);
-        }
-        Err((api_error(status, &body), retry_after))
-    }
-}
-
-fn api_error(status: StatusCode, body: &[u8]) -> VultrError {
-    let message = serde_json::from_slice::<ErrorBody>(body)
-        .ok()
-        .and_then(|b| b.error)
-        .filter(|m| !m.trim().is_empty())
-        .unwrap_or_else(|| {
-            status
-                .canonical_reason()
-                .unwrap_or("unexpected status")
-                .to_string()
-        });
-    // Bound what an upstream can make us display and log.
-    let message: String = message.chars().take(300).collect();
-    VultrError::Api {
-        status: status.as_u16(),
-        message,
-    }
-}
-
-fn transport_error(e: &reqwest::Error, is_write: bool) -> VultrError {
-    // reqwest's Display includes the URL, which holds no secret (ids only).
-    if e.is_connect() {
-        return VultrError::Unreachable(e.to_string());
-    }
-    if is_write {
-        return VultrError::OutcomeUnknown(if e.is_timeout() {
-            "timed out".to_string()
-        } else {
-            e.to_string()
-        });
-    }
-    if e.is_timeout() {
-        VultrError::Timeout
-    } else {
-        VultrError::Unreachable(e.to_string())
-    }
 }
 
 #[cfg(test)]
@@ -547,20 +417,5 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("ROOTKEY"));
-    }
-
-    #[test]
-    fn error_body_message_is_used() {
-        let e = api_error(
-            StatusCode::UNAUTHORIZED,
-            br#"{"error":"Invalid API token.","status":401}"#,
-        );
-        assert!(
-            matches!(e, VultrError::Api { status: 401, ref message } if message == "Invalid API token.")
-        );
-        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>");
-        assert!(
-            matches!(e, VultrError::Api { status: 502, ref message } if message == "Bad Gateway")
-        );
     }
 }

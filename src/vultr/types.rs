@@ -13,31 +13,19 @@ use crate::timefmt::{display_time, display_time_relative, parse_time};
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct User {
     pub id: String,
-    #[serde(default)]
     pub first_name: Option<String>,
-    #[serde(default)]
     pub last_name: Option<String>,
     /// Deprecated since 07/2025; older data may carry only this.
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub email: Option<String>,
-    #[serde(default)]
     pub api_enabled: Option<bool>,
-    #[serde(default)]
     pub acls: Option<Vec<String>>,
-    #[serde(default)]
     pub service_user: Option<bool>,
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default)]
     pub last_activity: Option<String>,
     /// Shape not pinned down by the docs (id, email or name): kept as raw JSON.
-    #[serde(default)]
     pub invited_by: Option<serde_json::Value>,
-    #[serde(default)]
     pub invited_on: Option<String>,
-    #[serde(default)]
     pub invite_accepted: Option<serde_json::Value>,
 }
 
@@ -139,16 +127,11 @@ fn json_display(v: Option<&serde_json::Value>) -> String {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ApiKey {
     pub id: String,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub expire: Option<bool>,
-    #[serde(default)]
     pub date_expire: Option<String>,
     /// Masked, e.g. `****…00000`. Never the full secret in this type.
-    #[serde(default)]
     pub api_key: Option<String>,
-    #[serde(default)]
     pub date_created: Option<String>,
 }
 
@@ -228,11 +211,8 @@ impl ApiKey {
 #[derive(Debug, Deserialize)]
 pub struct CreatedApiKey {
     pub id: String,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub expire: Option<bool>,
-    #[serde(default)]
     pub date_expire: Option<String>,
     pub api_key: SecretString,
 }
@@ -261,27 +241,24 @@ pub struct NewApiKey {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct Links {
-    #[serde(default)]
     pub next: Option<String>,
-    #[serde(default)]
     pub prev: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct Meta {
-    #[serde(default)]
     pub total: Option<u64>,
-    #[serde(default)]
     pub links: Option<Links>,
 }
 
 /// One page of `GET /v2/users`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct UsersPage {
-    #[serde(default)]
     pub users: Vec<User>,
-    #[serde(default)]
     pub meta: Meta,
 }
 
@@ -326,7 +303,6 @@ pub(crate) struct CreatedEnvelope {
 /// Vultr's error body: `{"error": "...", "status": N}`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ErrorBody {
-    #[serde(default)]
     pub error: Option<String>,
 }
 

@@ -4,7 +4,7 @@ use axum::Form;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use crate::audit::{AuditAction, Intent};
+use crate::audit::AuditAction;
 use crate::error::AppError;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
@@ -51,14 +51,7 @@ pub async fn key_create(
     };
     // The user's email goes into the audit; this also 404s before any write.
     let user = claim.prepare(ctx.state.vultr.get_user(&id).await)?;
-    let intent = Intent {
-        target_user_id: Some(id.to_string()),
-        target_user_email: user.email.clone(),
-        key_name: Some(body.name.clone()),
-        requested_expiry: body.date_expire.clone(),
-        reason: form.reason(),
-        ..ctx.intent(AuditAction::KeyCreate)
-    };
+    let intent = super::new_key_intent(&ctx, AuditAction::KeyCreate, &user, &body, &form);
     let call = ctx.state.vultr.create_key(&id, &body);
     let created = claim.execute(intent, call, |k| Some(k.id.clone())).await?;
     Ok(super::reveal(&ctx, user, created, None).await)

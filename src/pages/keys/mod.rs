@@ -11,9 +11,29 @@ use axum::response::Response;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Layout, no_store, paths, render};
+use crate::audit::{AuditAction, Intent};
 use crate::ids::VultrId;
-use crate::vultr::{ApiKey, CreatedApiKey, User};
+use crate::policy::KeyForm;
+use crate::vultr::{ApiKey, CreatedApiKey, NewApiKey, User};
 use crate::write::Ctx;
+
+/// The audit intent of a new key (create or rotate) for `user`.
+pub fn new_key_intent(
+    ctx: &Ctx,
+    action: AuditAction,
+    user: &User,
+    body: &NewApiKey,
+    form: &KeyForm,
+) -> Intent {
+    Intent {
+        target_user_id: Some(user.id.clone()),
+        target_user_email: user.email.clone(),
+        key_name: Some(body.name.clone()),
+        requested_expiry: body.date_expire.clone(),
+        reason: form.reason(),
+        ..ctx.intent(action)
+    }
+}
 
 /// The one page that ever shows a key. The secret is exposed at one place:
 /// `secret()`, called by the template.

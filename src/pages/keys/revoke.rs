@@ -33,18 +33,6 @@ pub struct RevokeConfirmView {
     pub replaced_by: Option<VultrId>,
 }
 
-impl RevokeConfirmView {
-    pub fn action(&self) -> String {
-        paths::key_revoke(&self.user.id, &self.key.id)
-    }
-    pub fn user_href(&self) -> String {
-        paths::user(&self.user.id)
-    }
-    pub fn user_keys_href(&self) -> String {
-        paths::user_keys_list(&self.user.id)
-    }
-}
-
 /// The confirmation page; with a `notice` it explains why it is shown again.
 async fn confirm_page(
     ctx: &Ctx,
@@ -70,12 +58,6 @@ async fn confirm_page(
     Ok(render(status, &view))
 }
 
-#[derive(Deserialize, Default)]
-pub struct RevokeQuery {
-    #[serde(default)]
-    replaced_by: Option<String>,
-}
-
 /// An optional id from a form or query: empty is none, anything else must parse.
 fn optional_id(raw: Option<String>) -> Result<Option<VultrId>, AppError> {
     raw.filter(|r| !r.is_empty())
@@ -89,20 +71,18 @@ pub async fn revoke_confirm(
     Operator(_): Operator,
     ctx: Ctx,
     KeyPath(id, key_id): KeyPath,
-    Query(q): Query<RevokeQuery>,
+    Query(q): Query<RevokeInput>,
 ) -> Result<Response, AppError> {
     let replaced_by = optional_id(q.replaced_by)?;
     confirm_page(&ctx, (&id, &key_id), None, replaced_by).await
 }
 
+/// The revoke form (the confirmation's query carries only `replaced_by`).
 #[derive(Deserialize, Default)]
 pub struct RevokeInput {
-    #[serde(default)]
     form_token: Option<String>,
-    #[serde(default)]
     reason: Option<String>,
     /// Set when revoking the old key of a rotation: the replacement's id.
-    #[serde(default)]
     replaced_by: Option<String>,
 }
 

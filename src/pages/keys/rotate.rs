@@ -13,7 +13,7 @@ use crate::error::AppError;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
 use crate::ids::VultrId;
-use crate::pages::paths::{self, KeyPath};
+use crate::pages::paths::KeyPath;
 use crate::pages::{Layout, render};
 use crate::policy::{CreateKeyInput, KeyForm, validate};
 use crate::vultr::{ApiKey, User};
@@ -31,18 +31,6 @@ pub struct RotateFormView {
     pub form: KeyForm,
 }
 
-impl RotateFormView {
-    pub fn action(&self) -> String {
-        paths::key_rotate(&self.user.id, &self.key.id)
-    }
-    pub fn user_href(&self) -> String {
-        paths::user(&self.user.id)
-    }
-    pub fn user_keys_href(&self) -> String {
-        paths::user_keys_list(&self.user.id)
-    }
-}
-
 /// The rotate form: `form` re-rendered with errors, or a fresh one.
 async fn rotate_page(
     ctx: &Ctx,
@@ -52,7 +40,7 @@ async fn rotate_page(
 ) -> Result<Response, AppError> {
     let (user, key) = ctx.state.vultr.get_user_and_key(id, key_id).await?;
     let policy = &ctx.state.policy;
-    let form = form.unwrap_or_else(|| {
+    let mut form = form.unwrap_or_else(|| {
         let mut f = KeyForm::blank(ctx.issue(Scope::RotateKey(id, key_id)), policy);
         let days = policy
             .max_days
@@ -62,6 +50,7 @@ async fn rotate_page(
             (OffsetDateTime::now_utc().date() + time::Duration::days(i64::from(days))).to_string();
         f
     });
+    form.subject = "replacement";
     let view = RotateFormView {
         layout: ctx.layout().await,
         user,
@@ -110,13 +99,8 @@ pub async fn rotate_submit(
         return rotate_page(&ctx, (&id, &key_id), Some(form), status).await;
     };
     let intent = Intent {
-        target_user_id: Some(id.to_string()),
-        target_user_email: user.email.clone(),
-        key_name: Some(body.name.clone()),
-        requested_expiry: body.date_expire.clone(),
-        reason: form.reason(),
         related_key_id: Some(key_id.to_string()),
-        ..ctx.intent(AuditAction::KeyRotate)
+        ..super::new_key_intent(&ctx, AuditAction::KeyRotate, &user, &body, &form)
     };
     let call = ctx.state.vultr.create_key(&id, &body);
     let created = claim.execute(intent, call, |k| Some(k.id.clone())).await?;
