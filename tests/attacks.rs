@@ -359,9 +359,7 @@ async fn forgery_attacks_change_nothing() {
         "missing token, other session's token, forged revoke"
     );
     // The original session's token still works afterwards (it was never claimed).
-    let r = app
-        .post_form(&path, &[("form_token", &token_a), ("name", "legit")])
-        .await;
+    let r = app.submit(&path, &token_a, &[("name", "legit")]).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -522,9 +520,7 @@ async fn a_new_identity_on_the_same_cookie_gets_a_fresh_session() {
     let path = format!("/users/{id}/keys/{}/delete", key.id);
     let (_, confirm) = app.get(&path).await;
     // STAFF revokes: a notice is queued in STAFF's session.
-    let r = app
-        .post_form(&path, &[("form_token", &hidden_token(&confirm))])
-        .await;
+    let r = app.submit(&path, &hidden_token(&confirm), &[]).await;
     assert_eq!(r.status(), 303);
     // The same browser (same cookie) now arrives as another person.
     let r = app

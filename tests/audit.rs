@@ -43,11 +43,8 @@ async fn every_mutating_action_writes_one_settled_entry() {
     let app = TestApp::spawn().await;
     let id = app.user_id("ada@example.com");
     let token = app.form_token(&id).await;
-    app.post_form(
-        &format!("/users/{id}/keys"),
-        &[("form_token", &token), ("name", "one"), ("reason", "OPS-1")],
-    )
-    .await;
+    app.create_key_with(&id, &token, &[("name", "one"), ("reason", "OPS-1")])
+        .await;
     let created = entries(&app, "key.create").await;
     assert_eq!(created.len(), 1);
     assert_eq!(created[0].outcome, "ok");
@@ -64,12 +61,7 @@ async fn every_mutating_action_writes_one_settled_entry() {
     // A failed upstream call records `failed` with the status.
     let token = app.form_token(&id).await;
     app.fake.set_fault_on("POST", Fault::Status(500));
-    let r = app
-        .post_form(
-            &format!("/users/{id}/keys"),
-            &[("form_token", &token), ("name", "two")],
-        )
-        .await;
+    let r = app.create_key_with(&id, &token, &[("name", "two")]).await;
     assert_eq!(r.status(), 502);
     app.fake.set_fault(None);
     let failed: Vec<_> = entries(&app, "key.create")
@@ -86,13 +78,10 @@ async fn every_mutating_action_writes_one_settled_entry() {
     assert!(confirm.contains("Switch API access off"));
     let t = hidden_token(&confirm);
     let r = app
-        .post_form(
+        .submit(
             &format!("/users/{id}/api-access"),
-            &[
-                ("form_token", &t),
-                ("enabled", "false"),
-                ("reason", "leak INC-7"),
-            ],
+            &t,
+            &[("enabled", "false"), ("reason", "leak INC-7")],
         )
         .await;
     assert_eq!(r.status(), 303);
@@ -147,10 +136,10 @@ async fn rotate_reveals_once_then_revokes_the_old_key_only_when_confirmed() {
     let token = hidden_token(&form);
     let date = date_in(60);
     let r = app
-        .post_form(
+        .submit(
             &path,
+            &token,
             &[
-                ("form_token", &token),
                 ("expire", "true"),
                 ("date_expire", &date),
                 ("reason", "rotation"),
@@ -173,14 +162,7 @@ async fn rotate_reveals_once_then_revokes_the_old_key_only_when_confirmed() {
     assert!(keys.iter().any(|k| k.id == old.id));
     // A replay neither creates nor reveals.
     let again = app
-        .post_form(
-            &path,
-            &[
-                ("form_token", &token),
-                ("expire", "true"),
-                ("date_expire", &date),
-            ],
-        )
+        .submit(&path, &token, &[("expire", "true"), ("date_expire", &date)])
         .await;
     assert_eq!(again.status(), 409);
     assert!(!again.text().await.unwrap().contains(&secret));
@@ -200,13 +182,10 @@ async fn rotate_reveals_once_then_revokes_the_old_key_only_when_confirmed() {
     assert!(confirm.contains(&format!(r#"name="replaced_by" value="{}""#, new.id)));
     let revoke_token = hidden_token(&confirm);
     let r = app
-        .post_form(
+        .submit(
             &format!("/users/{id}/keys/{}/delete", old.id),
-            &[
-                ("form_token", &revoke_token),
-                ("replaced_by", &new.id),
-                ("understand", "true"),
-            ],
+            &revoke_token,
+            &[("replaced_by", &new.id), ("understand", "true")],
         )
         .await;
     assert_eq!(r.status(), 303);
@@ -232,12 +211,7 @@ async fn filters_and_exports_return_exactly_the_matching_entries() {
         (&alan, "bravo-one"),
     ] {
         let token = app.form_token(user).await;
-        let r = app
-            .post_form(
-                &format!("/users/{user}/keys"),
-                &[("form_token", &token), ("name", name)],
-            )
-            .await;
+        let r = app.create_key_with(&user, &token, &[("name", name)]).await;
         secrets.push(revealed_key(&r.text().await.unwrap()).unwrap());
     }
     let csv = app
@@ -338,20 +312,16 @@ async fn an_unwritable_audit_store_refuses_changes_and_sends_nothing() {
     .await;
     let id = app.user_id("ada@example.com");
     let token = app.form_token(&id).await;
-    let r = app
-        .post_form(
-            &format!("/users/{id}/keys"),
-            &[("form_token", &token), ("name", "x")],
-        )
-        .await;
+    let r = app.create_key_with(&id, &token, &[("name", "x")]).await;
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().contains("Audit trail unavailable"));
     let key = app.fake.keys_of(&id)[0].id.clone();
     let (_, confirm) = app.get(&format!("/users/{id}/keys/{key}/delete")).await;
     let r = app
-        .post_form(
+        .submit(
             &format!("/users/{id}/keys/{key}/delete"),
-            &[("form_token", &hidden_token(&confirm))],
+            &hidden_token(&confirm),
+            &[],
         )
         .await;
     assert_eq!(r.status(), 503);
@@ -441,18 +411,12 @@ async fn the_report_buckets_keys_and_never_causes_a_429() {
     // One key created through keydesk: not "outside".
     let ada = app.user_id("ada@example.com");
     let token = app.form_token(&ada).await;
-    app.post_form(
-        &format!("/users/{ada}/keys"),
-        &[("form_token", &token), ("name", "ours")],
-    )
-    .await;
+    app.create_key_with(&ada, &token, &[("name", "ours")]).await;
 
     let (_, page) = app.get("/reports/keys").await;
     assert!(page.contains("No scan yet"));
     let t = hidden_token(&page);
-    let r = app
-        .post_form("/reports/keys/scan", &[("form_token", &t)])
-        .await;
+    let r = app.submit("/reports/keys/scan", &t, &[]).await;
     assert_eq!(r.status(), 303);
     let (_, progress) = app.get("/reports/keys").await;
     assert!(progress.contains("scan-progress") || progress.contains("report-age"));

@@ -106,10 +106,10 @@ async fn create_shows_the_key_once_and_sends_exactly_one_post() {
     app.fake.clear_log();
     let date = date_in(90);
     let r = app
-        .post_form(
-            &format!("/users/{id}/keys"),
+        .create_key_with(
+            &id,
+            &token,
             &[
-                ("form_token", &token),
                 ("name", "  deploy-bot  "),
                 ("expire", "true"),
                 ("date_expire", &date),
@@ -163,14 +163,7 @@ async fn a_key_that_never_expires_is_sent_without_a_date() {
     let id = app.user_id("alan@example.com");
     let token = app.form_token(&id).await;
     let r = app
-        .post_form(
-            &format!("/users/{id}/keys"),
-            &[
-                ("form_token", &token),
-                ("name", "forever"),
-                ("date_expire", ""),
-            ],
-        )
+        .create_key_with(&id, &token, &[("name", "forever"), ("date_expire", "")])
         .await;
     assert_eq!(r.status(), 200);
     let post = app
@@ -321,12 +314,7 @@ async fn a_post_without_a_valid_form_token_creates_nothing() {
     let app = TestApp::spawn().await;
     let id = app.user_id("ada@example.com");
     for token in ["", "forged-token"] {
-        let r = app
-            .post_form(
-                &format!("/users/{id}/keys"),
-                &[("form_token", token), ("name", "x")],
-            )
-            .await;
+        let r = app.create_key_with(&id, token, &[("name", "x")]).await;
         assert_eq!(r.status(), 403);
         let body = r.text().await.unwrap();
         assert!(body.contains("expired or was not issued to you"));
@@ -343,12 +331,7 @@ async fn a_post_without_a_valid_form_token_creates_nothing() {
         (r.status(), r.text().await.unwrap())
     };
     let foreign = hidden_token(&page);
-    let r = app
-        .post_form(
-            &format!("/users/{id}/keys"),
-            &[("form_token", &foreign), ("name", "x")],
-        )
-        .await;
+    let r = app.create_key_with(&id, &foreign, &[("name", "x")]).await;
     assert_eq!(r.status(), 403);
     assert_eq!(app.fake.count("POST", "/v2/users"), 0);
 }
@@ -374,7 +357,7 @@ async fn revoke_asks_for_confirmation_naming_the_key_then_deletes_once() {
     assert!(r.text().await.unwrap().contains("old-laptop"));
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 0);
 
-    let r = app.post_form(&path, &[("form_token", &token)]).await;
+    let r = app.submit(&path, &token, &[]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], format!("/users/{id}"));
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
@@ -383,7 +366,7 @@ async fn revoke_asks_for_confirmation_naming_the_key_then_deletes_once() {
     let (_, page) = app.get(&format!("/users/{id}")).await;
     assert!(page.contains("Revoked the key “old-laptop”."));
     // A replay does not delete again.
-    let r = app.post_form(&path, &[("form_token", &token)]).await;
+    let r = app.submit(&path, &token, &[]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
 }
@@ -394,10 +377,7 @@ async fn create_and_revoke_are_in_the_audit_trail_under_the_staff_name() {
     let id = app.user_id("grace@example.com");
     let token = app.form_token(&id).await;
     let r = app
-        .post_form(
-            &format!("/users/{id}/keys"),
-            &[("form_token", &token), ("name", "audited")],
-        )
+        .create_key_with(&id, &token, &[("name", "audited")])
         .await;
     let secret = revealed_key(&r.text().await.unwrap()).unwrap();
     let key = app
@@ -408,8 +388,7 @@ async fn create_and_revoke_are_in_the_audit_trail_under_the_staff_name() {
         .unwrap();
     let path = format!("/users/{id}/keys/{}/delete", key.id);
     let (_, confirm) = app.get(&path).await;
-    app.post_form(&path, &[("form_token", &hidden_token(&confirm))])
-        .await;
+    app.submit(&path, &hidden_token(&confirm), &[]).await;
 
     let (status, audit) = app.get("/audit").await;
     assert_eq!(status, 200);

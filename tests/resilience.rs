@@ -80,12 +80,7 @@ async fn fault_matrix_for_list_user_and_create() {
         // The create POST alone suffers the fault: it is never retried.
         app.fake.set_fault_on("POST", fault.clone());
         app.fake.clear_log();
-        let r = app
-            .post_form(
-                &format!("/users/{id}/keys"),
-                &[("form_token", &token), ("name", "f")],
-            )
-            .await;
+        let r = app.create_key_with(&id, &token, &[("name", "f")]).await;
         let (cs, body) = (r.status().as_u16(), r.text().await.unwrap());
         assert_eq!(app.fake.count("POST", "/v2/users"), 1, "{name}: one POST");
         assert!(revealed_key(&body).is_none());
@@ -172,11 +167,7 @@ async fn the_cache_serves_repeat_views_and_writes_invalidate_it() {
     assert_eq!(app.fake.count("GET", "/v2/users"), 1);
     // A write to the user invalidates its cached details.
     let token = app.form_token(&id).await;
-    app.post_form(
-        &format!("/users/{id}/keys"),
-        &[("form_token", &token), ("name", "c")],
-    )
-    .await;
+    app.create_key_with(&id, &token, &[("name", "c")]).await;
     app.fake.clear_log();
     app.get(&format!("/users/{id}")).await;
     assert_eq!(
@@ -290,11 +281,7 @@ async fn metrics_move_as_requests_flow() {
     let before = app.get("/metrics").await.1;
     let id = app.user_id("ada@example.com");
     let token = app.form_token(&id).await;
-    app.post_form(
-        &format!("/users/{id}/keys"),
-        &[("form_token", &token), ("name", "m")],
-    )
-    .await;
+    app.create_key_with(&id, &token, &[("name", "m")]).await;
     app.fake.set_fault(Some(Fault::Status(503)));
     app.get("/users").await;
     app.fake.set_fault(None);
