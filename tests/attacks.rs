@@ -114,12 +114,8 @@ async fn jwt_app(j: &Jwks) -> TestApp {
 
 async fn get_with_jwt(app: &TestApp, token: &str) -> (u16, String) {
     let r = app
-        .client
-        .get(app.url("/users"))
-        .header("cf-access-jwt-assertion", token)
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/users", ("cf-access-jwt-assertion", token))
+        .await;
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
@@ -231,15 +227,7 @@ async fn identity_attacks() {
     assert!(body.contains("do not have access"));
     assert!(app.fake.requests().is_empty());
     assert!(untrusted.fake.requests().is_empty());
-    let denied = app
-        .state
-        .audit
-        .count(&keydesk::audit::Filter {
-            action: Some("access.denied".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let denied = app.audit_count("access.denied").await;
     assert_eq!(denied, 1, "the refusal is audited");
 }
 
@@ -248,14 +236,7 @@ async fn a_viewer_sees_no_controls_and_cannot_post() {
     let app = TestApp::spawn().await;
     let viewer = client(Some(VIEWER));
     let id = app.user_id("ada@example.com");
-    let page = viewer
-        .get(app.url(&format!("/users/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&viewer, app.url(&format!("/users/{id}"))).await;
     assert!(page.contains("viewer"));
     assert!(!page.contains("add-key-form"));
     assert!(!page.contains("/delete"));
@@ -345,15 +326,7 @@ async fn forgery_attacks_change_nothing() {
     assert_eq!(r.status(), 403);
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 0);
     // Token refusals are audited (Origin/Referer refusals stop before any handler).
-    let refused = app
-        .state
-        .audit
-        .count(&keydesk::audit::Filter {
-            action: Some("csrf.rejected".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let refused = app.audit_count("csrf.rejected").await;
     assert_eq!(
         refused, 3,
         "missing token, other session's token, forged revoke"
@@ -427,10 +400,7 @@ async fn input_attacks_are_rejected_before_vultr() {
         ),
     ];
     for (name, fields) in rows {
-        let token = app.form_token(&id).await;
-        let mut form = fields.clone();
-        form.push(("form_token", &token));
-        let r = app.post_form(&format!("/users/{id}/keys"), &form).await;
+        let r = app.create_key(&id, &fields).await;
         assert_eq!(r.status(), 422, "{name}");
         assert!(r.text().await.unwrap().contains("field-error"), "{name}");
     }
@@ -524,12 +494,8 @@ async fn a_new_identity_on_the_same_cookie_gets_a_fresh_session() {
     assert_eq!(r.status(), 303);
     // The same browser (same cookie) now arrives as another person.
     let r = app
-        .client
-        .get(app.url(&format!("/users/{id}")))
-        .header("x-forwarded-email", OTHER)
-        .send()
-        .await
-        .unwrap();
+        .get_with_header(&format!("/users/{id}"), ("x-forwarded-email", OTHER))
+        .await;
     let body = r.text().await.unwrap();
     assert!(body.contains(OTHER));
     assert!(
@@ -539,13 +505,8 @@ async fn a_new_identity_on_the_same_cookie_gets_a_fresh_session() {
     // And a form rendered for STAFF is useless to OTHER on that cookie.
     let token = app.form_token(&id).await;
     let r = app
-        .client
-        .post(app.url(&format!("/users/{id}/keys")))
-        .header("x-forwarded-email", OTHER)
-        .form(&[("form_token", token.as_str()), ("name", "x")])
-        .send()
-        .await
-        .unwrap();
+        .create_key_with_header(&id, &token, ("x-forwarded-email", OTHER))
+        .await;
     assert_eq!(r.status(), 403);
     assert_eq!(app.fake.count("POST", "/v2/users"), 0);
 }

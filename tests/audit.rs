@@ -85,12 +85,7 @@ async fn every_mutating_action_writes_one_settled_entry() {
         )
         .await;
     assert_eq!(r.status(), 303);
-    let patch = app
-        .fake
-        .requests()
-        .into_iter()
-        .find(|r| r.method == "PATCH")
-        .unwrap();
+    let patch = app.upstream_request("PATCH");
     assert_eq!(patch.body, r#"{"api_enabled":false}"#);
     assert_eq!(
         app.fake
@@ -124,12 +119,7 @@ async fn every_mutating_action_writes_one_settled_entry() {
 async fn rotate_reveals_once_then_revokes_the_old_key_only_when_confirmed() {
     let app = TestApp::spawn().await;
     let id = app.user_id("grace@example.com");
-    let old = app
-        .fake
-        .keys_of(&id)
-        .into_iter()
-        .find(|k| k.name.as_deref() == Some("ci-runner"))
-        .unwrap();
+    let old = app.key_named(&id, "ci-runner");
     let path = format!("/users/{id}/keys/{}/rotate", old.id);
     let (status, form) = app.get(&path).await;
     assert_eq!(status, 200);
@@ -354,14 +344,7 @@ async fn a_process_killed_mid_create_leaves_a_visible_unknown_entry() {
     let (mut child, base) = spawn_keydesk(&upstream, &db).await;
     let c = client(Some(STAFF));
     let id = user_id_in(&fake, "ada@example.com");
-    let page = c
-        .get(format!("{base}/users/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&c, format!("{base}/users/{id}")).await;
     let token = hidden_token(&page);
     let post = {
         let c = c.clone();
@@ -387,14 +370,7 @@ async fn a_process_killed_mid_create_leaves_a_visible_unknown_entry() {
     post.abort();
 
     let (_child2, base2) = spawn_keydesk(&upstream, &db).await;
-    let audit = c
-        .get(format!("{base2}/audit?outcome=unknown"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let audit = get_text(&c, format!("{base2}/audit?outcome=unknown")).await;
     assert!(audit.contains("doomed"), "{audit}");
     assert!(audit.contains("outcome-row-unknown"), "highlighted");
     assert!(audit.contains("keydesk stopped before the outcome was known"));

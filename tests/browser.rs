@@ -198,11 +198,7 @@ async fn staff_create_copy_reload_and_revoke_in_a_real_browser() {
     screenshot(&c, "add-key-error").await;
 
     // Add a key with the 90-day preset.
-    css(&c, "#key-name")
-        .await
-        .send_keys("browser-90d")
-        .await
-        .unwrap();
+    type_into(&c, "#key-name", "browser-90d").await;
     css(&c, "button.preset[data-days='90']")
         .await
         .click()
@@ -315,12 +311,9 @@ async fn staff_create_copy_reload_and_revoke_in_a_real_browser() {
 
 #[tokio::test]
 async fn the_flow_works_without_javascript() {
-    let Some(driver) = start_driver().await else {
+    let Some((_driver, app, demo, c)) = open_demo(false).await else {
         return;
     };
-    let app = TestApp::spawn().await;
-    let demo = demo_app(&app).await;
-    let c = browser(&driver, false).await;
     let ada = app.user_id("ada@example.com");
     c.goto(&format!("{demo}/users/{ada}")).await.unwrap();
     // Progressive enhancement: presets and copy need JS and stay hidden.
@@ -331,11 +324,7 @@ async fn the_flow_works_without_javascript() {
             .await
             .unwrap()
     );
-    css(&c, "#key-name")
-        .await
-        .send_keys("no-js-key")
-        .await
-        .unwrap();
+    type_into(&c, "#key-name", "no-js-key").await;
     css(&c, "#add-key").await.click().await.unwrap();
     let secret = value(&c, "#new-api-key").await;
     assert_eq!(secret.len(), 36);
@@ -348,6 +337,21 @@ async fn the_flow_works_without_javascript() {
 
 /// A second keydesk on the same fake, in demo-identity mode: a browser cannot
 /// add the SSO proxy's header itself.
+/// Types `text` into the element matching `selector`.
+async fn type_into(c: &Client, selector: &str, text: &str) {
+    css(c, selector).await.send_keys(text).await.unwrap();
+}
+
+/// Chromium on a demo keydesk over a fresh seeded fake: the driver (keep it
+/// alive), the app, the demo's base URL and the browser. None when skipped.
+async fn open_demo(javascript: bool) -> Option<(Driver, TestApp, String, Client)> {
+    let driver = start_driver().await?;
+    let app = TestApp::spawn().await;
+    let demo = demo_app(&app).await;
+    let c = browser(&driver, javascript).await;
+    Some((driver, app, demo, c))
+}
+
 async fn demo_app(app: &TestApp) -> String {
     demo_app_as(
         app,
@@ -365,19 +369,11 @@ async fn demo_app_as(app: &TestApp, who: &str, access: keydesk::identity::Access
 
 #[tokio::test]
 async fn rotate_end_to_end_and_a_viewer_sees_no_controls() {
-    let Some(driver) = start_driver().await else {
+    let Some((driver, app, demo, c)) = open_demo(true).await else {
         return;
     };
-    let app = TestApp::spawn().await;
-    let demo = demo_app(&app).await;
-    let c = browser(&driver, true).await;
     let grace = app.user_id("grace@example.com");
-    let old = app
-        .fake
-        .keys_of(&grace)
-        .into_iter()
-        .find(|k| k.name.as_deref() == Some("ci-runner"))
-        .unwrap();
+    let old = app.key_named(&grace, "ci-runner");
 
     // Rotate: choose the replacement's expiry, reveal once, then retire the old key.
     c.goto(&format!("{demo}/users/{grace}")).await.unwrap();
@@ -387,11 +383,7 @@ async fn rotate_end_to_end_and_a_viewer_sees_no_controls() {
         .await
         .unwrap();
     css(&c, "#rotate-form").await;
-    css(&c, "#key-reason")
-        .await
-        .send_keys("quarterly rotation")
-        .await
-        .unwrap();
+    type_into(&c, "#key-reason", "quarterly rotation").await;
     css(&c, "#rotate-button").await.click().await.unwrap();
     let secret = value(&c, "#new-api-key").await;
     assert_eq!(secret.len(), 36);
@@ -482,12 +474,9 @@ async fn press(c: &Client, keys: &str) {
 
 #[tokio::test]
 async fn a_key_can_be_created_and_copied_with_the_keyboard_alone() {
-    let Some(driver) = start_driver().await else {
+    let Some((driver, app, demo, c)) = open_demo(true).await else {
         return;
     };
-    let app = TestApp::spawn().await;
-    let demo = demo_app(&app).await;
-    let c = browser(&driver, true).await;
     let alan = app.user_id("alan@example.com");
     c.goto(&format!("{demo}/users/{alan}")).await.unwrap();
     css(&c, "#add-key-form").await;

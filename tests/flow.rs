@@ -166,12 +166,7 @@ async fn a_key_that_never_expires_is_sent_without_a_date() {
         .create_key_with(&id, &token, &[("name", "forever"), ("date_expire", "")])
         .await;
     assert_eq!(r.status(), 200);
-    let post = app
-        .fake
-        .requests()
-        .into_iter()
-        .find(|r| r.method == "POST")
-        .unwrap();
+    let post = app.upstream_request("POST");
     let sent: serde_json::Value = serde_json::from_str(&post.body).unwrap();
     assert_eq!(
         sent,
@@ -279,10 +274,7 @@ async fn validation_errors_keep_values_and_send_nothing() {
         ),
     ];
     for (fields, message) in cases {
-        let token = app.form_token(&id).await;
-        let mut form = fields.clone();
-        form.push(("form_token", &token));
-        let r = app.post_form(&format!("/users/{id}/keys"), &form).await;
+        let r = app.create_key(&id, &fields).await;
         assert_eq!(r.status(), 422, "{fields:?}");
         let body = r.text().await.unwrap();
         assert!(body.contains(message), "{message} for {fields:?}");
@@ -340,12 +332,7 @@ async fn a_post_without_a_valid_form_token_creates_nothing() {
 async fn revoke_asks_for_confirmation_naming_the_key_then_deletes_once() {
     let app = TestApp::spawn().await;
     let id = app.user_id("ada@example.com");
-    let key = app
-        .fake
-        .keys_of(&id)
-        .into_iter()
-        .find(|k| k.name.as_deref() == Some("old-laptop"))
-        .unwrap();
+    let key = app.key_named(&id, "old-laptop");
     let path = format!("/users/{id}/keys/{}/delete", key.id);
     let (status, confirm) = app.get(&path).await;
     assert_eq!(status, 200);
@@ -380,12 +367,7 @@ async fn create_and_revoke_are_in_the_audit_trail_under_the_staff_name() {
         .create_key_with(&id, &token, &[("name", "audited")])
         .await;
     let secret = revealed_key(&r.text().await.unwrap()).unwrap();
-    let key = app
-        .fake
-        .keys_of(&id)
-        .into_iter()
-        .find(|k| k.name.as_deref() == Some("ci-runner"))
-        .unwrap();
+    let key = app.key_named(&id, "ci-runner");
     let path = format!("/users/{id}/keys/{}/delete", key.id);
     let (_, confirm) = app.get(&path).await;
     app.submit(&path, &hidden_token(&confirm), &[]).await;
@@ -497,12 +479,8 @@ async fn identity_header_from_an_untrusted_peer_is_rejected() {
     assert!(body.contains("did not come through the SSO proxy"));
     // X-Forwarded-For never buys trust.
     let r = app
-        .client
-        .get(app.url("/users"))
-        .header("x-forwarded-for", "10.1.2.3")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/users", ("x-forwarded-for", "10.1.2.3"))
+        .await;
     assert_eq!(r.status(), 401);
     assert!(app.fake.requests().is_empty());
 }
@@ -571,13 +549,8 @@ async fn cross_site_posts_are_refused() {
     let id = app.user_id("ada@example.com");
     let token = app.form_token(&id).await;
     let r = app
-        .client
-        .post(app.url(&format!("/users/{id}/keys")))
-        .header("origin", "https://evil.example")
-        .form(&[("form_token", token.as_str()), ("name", "x")])
-        .send()
-        .await
-        .unwrap();
+        .create_key_with_header(&id, &token, ("origin", "https://evil.example"))
+        .await;
     assert_eq!(r.status(), 403);
     assert_eq!(app.fake.count("POST", "/v2/users"), 0);
 }
@@ -592,12 +565,8 @@ async fn every_response_carries_security_headers_and_a_request_id() {
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert!(h.contains_key("x-request-id"));
     let r = app
-        .client
-        .get(app.url("/nowhere"))
-        .header("x-request-id", "trace-me-123")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/nowhere", ("x-request-id", "trace-me-123"))
+        .await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["x-request-id"], "trace-me-123");
     assert!(r.text().await.unwrap().contains("trace-me-123"));
@@ -645,12 +614,8 @@ async fn pages_stay_small_and_are_compressed() {
         assert!(body.len() < 100 * 1024, "{path} is {} bytes", body.len());
     }
     let r = app
-        .client
-        .get(app.url("/users"))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/users", ("accept-encoding", "gzip"))
+        .await;
     assert_eq!(r.headers()["content-encoding"], "gzip");
     let r = app
         .client

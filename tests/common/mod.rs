@@ -131,6 +131,43 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The key of `user` named `name`, as the fake holds it.
+    pub fn key_named(&self, user: &str, name: &str) -> keydesk::vultr::ApiKey {
+        self.fake
+            .keys_of(user)
+            .into_iter()
+            .find(|k| k.name.as_deref() == Some(name))
+            .unwrap()
+    }
+
+    /// A GET to `path` with one extra header.
+    pub async fn get_with_header(&self, path: &str, header: (&str, &str)) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header(header.0, header.1)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// How many audit entries have `action`.
+    pub async fn audit_count(&self, action: &str) -> i64 {
+        let filter = keydesk::audit::Filter {
+            action: Some(action.into()),
+            ..Default::default()
+        };
+        self.state.audit.count(&filter).await.unwrap()
+    }
+
+    /// The first request with `method` that the fake received.
+    pub fn upstream_request(&self, method: &str) -> keydesk::fake_vultr::Recorded {
+        self.fake
+            .requests()
+            .into_iter()
+            .find(|r| r.method == method)
+            .unwrap()
+    }
+
     /// The id of the seeded user whose email is `email`.
     pub fn user_id(&self, email: &str) -> String {
         user_id_in(&self.fake, email)
@@ -177,11 +214,33 @@ impl TestApp {
             .await
     }
 
+    /// The add-key form of `user` with `token`, sent with one extra header.
+    pub async fn create_key_with_header(
+        &self,
+        user: &str,
+        token: &str,
+        header: (&str, &str),
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/users/{user}/keys")))
+            .header(header.0, header.1)
+            .form(&[("form_token", token), ("name", "x")])
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Creates a key named `name` that never expires; returns the revealed secret.
     pub async fn create_key_named(&self, user: &str, name: &str) -> String {
         let r = self.create_key(user, &[("name", name)]).await;
         assert_eq!(r.status(), 200);
         revealed_key(&r.text().await.unwrap()).expect("the key is revealed")
+    }
+
+    /// Opens the form at `path` and sends it back with `fields`.
+    pub async fn through_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let token = self.token_of(path).await;
+        self.submit(path, &token, fields).await
     }
 
     /// Confirms the revocation of `key` of `user` with `fields`.
@@ -192,8 +251,7 @@ impl TestApp {
         fields: &[(&str, &str)],
     ) -> reqwest::Response {
         let path = format!("/users/{user}/keys/{key}/delete");
-        let token = self.token_of(&path).await;
-        self.submit(&path, &token, fields).await
+        self.through_form(&path, fields).await
     }
 
     /// Rotates `key` of `user` with `fields` (expiry, reason).
@@ -204,8 +262,7 @@ impl TestApp {
         fields: &[(&str, &str)],
     ) -> reqwest::Response {
         let path = format!("/users/{user}/keys/{key}/rotate");
-        let token = self.token_of(&path).await;
-        self.submit(&path, &token, fields).await
+        self.through_form(&path, fields).await
     }
 
     /// Confirms the brake page of `user`, setting API access to `enabled`.
@@ -215,11 +272,10 @@ impl TestApp {
         enabled: bool,
         fields: &[(&str, &str)],
     ) -> reqwest::Response {
-        let path = format!("/users/{user}/api-access");
-        let token = self.token_of(&path).await;
         let mut all = vec![("enabled", if enabled { "true" } else { "false" })];
         all.extend_from_slice(fields);
-        self.submit(&path, &token, &all).await
+        self.through_form(&format!("/users/{user}/api-access"), &all)
+            .await
     }
 
     /// Starts the expiring-keys scan from the report page.
@@ -227,6 +283,11 @@ impl TestApp {
         let token = self.token_of("/reports/keys").await;
         self.submit("/reports/keys/scan", &token, &[]).await
     }
+}
+
+/// The body of a GET to `url` with client `c`, whatever the status.
+pub async fn get_text(c: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    c.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// The id of the user of `fake` whose email is `email`.
