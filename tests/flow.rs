@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use std::time::Duration;
 
 #[tokio::test]
 async fn root_redirects_to_the_users_list() {
@@ -210,40 +209,42 @@ async fn replaying_a_create_never_creates_or_reveals_a_second_key() {
 #[tokio::test]
 async fn eight_concurrent_submissions_create_one_key() {
     let app = TestApp::spawn().await;
-    app.fake.set_create_delay(Duration::from_millis(300));
     let id = app.user_id("grace@example.com");
     let token = app.form_token(&id).await;
-    let path = format!("/users/{id}/keys");
-    let posts = (0..8).map(|_| {
+    // The one POST that reaches Vultr is held there until the other seven
+    // have been answered: the eight submissions truly overlap.
+    app.fake.hold("POST", "/v2/users");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..8 {
         let form = [("form_token", token.clone()), ("name", "race".to_string())];
-        let req = app.client.post(app.url(&path)).form(&form);
-        async move {
+        let req = app
+            .client
+            .post(app.url(&format!("/users/{id}/keys")))
+            .form(&form);
+        let tx = tx.clone();
+        tokio::spawn(async move {
             let r = req.send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        }
-    });
-    let results = futures_join_all(posts).await;
+            let _ = tx.send((r.status().as_u16(), r.text().await.unwrap()));
+        });
+    }
+    let mut results = Vec::new();
+    for _ in 0..7 {
+        results.push(rx.recv().await.unwrap());
+    }
+    wait_until("the first POST held at Vultr", || app.fake.held() == 1).await;
+    assert!(
+        results.iter().all(|(s, _)| *s == 409),
+        "seven replays while it runs"
+    );
+    app.fake.release();
+    results.push(rx.recv().await.unwrap());
     let reveals = results
         .iter()
         .filter(|(_, b)| revealed_key(b).is_some())
         .count();
     assert_eq!(reveals, 1, "exactly one reveal");
     assert_eq!(results.iter().filter(|(s, _)| *s == 200).count(), 1);
-    assert_eq!(results.iter().filter(|(s, _)| *s == 409).count(), 7);
     assert_eq!(app.fake.count("POST", "/v2/users"), 1);
-}
-
-async fn futures_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        out.push(h.await.unwrap());
-    }
-    out
 }
 
 #[tokio::test]

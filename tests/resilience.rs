@@ -179,10 +179,11 @@ async fn the_cache_serves_repeat_views_and_writes_invalidate_it() {
 
 #[tokio::test]
 async fn concurrent_identical_gets_share_one_upstream_request() {
-    let fake = FakeVultr::seeded(ROOT_KEY);
-    fake.set_latency(Duration::from_millis(300));
-    let app = TestApp::spawn_with(fake, opts(5000)).await;
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts(5000)).await;
     app.fake.clear_log();
+    // The first list request is held at Vultr until all ten page requests
+    // are inside keydesk's single flight: one fetching, nine waiting.
+    app.fake.hold("GET", "/v2/users");
     let mut handles = Vec::new();
     for _ in 0..10 {
         let c = app.client.clone();
@@ -191,6 +192,11 @@ async fn concurrent_identical_gets_share_one_upstream_request() {
             c.get(url).send().await.unwrap().status()
         }));
     }
+    wait_until("ten GETs in single flight", || {
+        app.state.vultr.gets_in_flight() == 10 && app.fake.held() == 1
+    })
+    .await;
+    app.fake.release();
     for h in handles {
         assert_eq!(h.await.unwrap(), 200);
     }
@@ -306,4 +312,42 @@ async fn metrics_move_as_requests_flow() {
         );
     }
     assert!(!after.contains(ROOT_KEY));
+}
+
+/// Issue: a broken upstream answer was cached as if it were good. After every
+/// fault mode, with the cache on, the first request after recovery is a 200.
+#[tokio::test]
+async fn the_first_request_after_any_fault_is_served_fresh_with_the_cache_on() {
+    let modes: Vec<(&str, Fault)> = vec![
+        ("truncated 200", Fault::Truncated),
+        ("malformed 200", Fault::Malformed),
+        ("non-JSON 200", Fault::NotJson),
+        ("oversized body", Fault::Huge(9 * 1024 * 1024)),
+        ("500", Fault::Status(500)),
+        ("503", Fault::Status(503)),
+        ("429", Fault::RateLimited(0)),
+        ("stall", Fault::Stall(Duration::from_secs(5))),
+        ("connection dropped", Fault::Reset),
+    ];
+    for (name, fault) in modes {
+        let mut o = opts(600);
+        o.upstream.cache_ttl = Duration::from_secs(300);
+        o.upstream.max_retries = 1;
+        let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), o).await;
+        let id = app.user_id("ada@example.com");
+        let user = format!("/users/{id}");
+        app.fake.set_fault(Some(fault));
+        for path in ["/users", user.as_str()] {
+            let (status, _) = app.get(path).await;
+            assert!(
+                status >= 500,
+                "{name}: {path} fails while Vultr does ({status})"
+            );
+        }
+        app.fake.set_fault(None);
+        for path in ["/users", user.as_str()] {
+            let (status, body) = app.get(path).await;
+            assert_eq!(status, 200, "{name}: {path} after recovery: {body}");
+        }
+    }
 }

@@ -27,8 +27,14 @@ pub struct Recorded {
 pub enum Fault {
     /// Answer every request with this status and a Vultr error body.
     Status(u16),
-    /// Answer 200 with a body that is not JSON.
+    /// Answer 200 with JSON that breaks off (`{"users": [oops`).
     Malformed,
+    /// Answer 200 with a valid-looking body cut off mid-object, as a proxy might.
+    Truncated,
+    /// Answer 200 with an HTML page instead of JSON.
+    NotJson,
+    /// Send 200 headers, then drop the connection mid-body.
+    Reset,
     /// Hold every request this long before answering normally.
     Stall(Duration),
     /// Answer 429 with `Retry-After: N` seconds.
@@ -38,7 +44,6 @@ pub enum Fault {
 }
 
 /// The knobs' state, inside the fake.
-#[derive(Default)]
 pub(super) struct Knobs {
     log: Mutex<Vec<Recorded>>,
     fault: Mutex<Option<Fault>>,
@@ -50,9 +55,48 @@ pub(super) struct Knobs {
     too_many: AtomicUsize,
     latency: Mutex<Duration>,
     create_delay: Mutex<Duration>,
+    /// Requests with this method and path prefix wait at the gate.
+    hold: Mutex<Option<(String, String)>>,
+    /// Requests waiting at the gate now.
+    held: AtomicUsize,
+    /// Open (`true`) lets held requests go on.
+    gate: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Self {
+            log: Mutex::default(),
+            fault: Mutex::default(),
+            fault_method: Mutex::default(),
+            rate_limit: Mutex::default(),
+            recent: Mutex::default(),
+            too_many: AtomicUsize::default(),
+            latency: Mutex::default(),
+            create_delay: Mutex::default(),
+            hold: Mutex::default(),
+            held: AtomicUsize::default(),
+            gate: tokio::sync::watch::Sender::new(true),
+        }
+    }
 }
 
 impl Knobs {
+    /// Waits at the gate while it is closed, when the request matches the hold.
+    async fn gate(&self, method: &str, path: &str) {
+        let matches = lock(&self.hold)
+            .as_ref()
+            .is_some_and(|(m, p)| m == method && path.starts_with(p.as_str()));
+        if !matches {
+            return;
+        }
+        let mut open = self.gate.subscribe();
+        self.held.fetch_add(1, Ordering::SeqCst);
+        // An error means the fake is gone: nothing to wait for.
+        let _ = open.wait_for(|o| *o).await;
+        self.held.fetch_sub(1, Ordering::SeqCst);
+    }
+
     /// Records the request, then applies the rate limit, latency and faults:
     /// the request to pass on, or the answer that replaces it.
     pub(super) async fn before(
@@ -77,6 +121,7 @@ impl Knobs {
                 .map(str::to_string),
             body: String::from_utf8_lossy(&body).into_owned(),
         });
+        self.gate(parts.method.as_str(), parts.uri.path()).await;
         if let Some(limit) = *lock(&self.rate_limit) {
             let now = Instant::now();
             let mut recent = lock(&self.recent);
@@ -115,6 +160,22 @@ impl Knobs {
             }
             Some(Fault::Malformed) => {
                 return Err((StatusCode::OK, "{\"users\": [oops").into_response());
+            }
+            Some(Fault::Truncated) => {
+                let cut = r#"{"user": {"id": "cut-off", "email": "ada@exam"#;
+                return Err(
+                    (StatusCode::OK, [("content-type", "application/json")], cut).into_response(),
+                );
+            }
+            Some(Fault::NotJson) => {
+                let page = "<html><body>Down for maintenance</body></html>";
+                return Err((StatusCode::OK, [("content-type", "text/html")], page).into_response());
+            }
+            Some(Fault::Reset) => {
+                let broken = futures_util::stream::once(async {
+                    Err::<axum::body::Bytes, _>(std::io::Error::other("connection reset"))
+                });
+                return Err((StatusCode::OK, axum::body::Body::from_stream(broken)).into_response());
             }
             Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
             Some(Fault::RateLimited(secs)) => {
@@ -193,5 +254,23 @@ impl FakeVultr {
     /// Extra time a create takes, so tests can race concurrent submissions.
     pub fn set_create_delay(&self, d: Duration) {
         *lock(&self.inner.knobs.create_delay) = d;
+    }
+
+    /// Holds every request with `method` whose path starts with `prefix`
+    /// until `release`: lets a test see what keydesk does meanwhile.
+    pub fn hold(&self, method: &str, prefix: &str) {
+        self.inner.knobs.gate.send_replace(false);
+        *lock(&self.inner.knobs.hold) = Some((method.to_string(), prefix.to_string()));
+    }
+
+    /// How many requests wait at the hold now.
+    pub fn held(&self) -> usize {
+        self.inner.knobs.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets every held request go on, and holds no more.
+    pub fn release(&self) {
+        *lock(&self.inner.knobs.hold) = None;
+        self.inner.knobs.gate.send_replace(true);
     }
 }

@@ -6,10 +6,11 @@
 mod transport;
 pub mod types;
 
-use std::collections::HashMap;
+use std::any::Any;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use governor::Quota;
 use reqwest::Method;
@@ -86,8 +87,12 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 const BURST: u32 = 4;
 
 type Limiter = governor::DefaultDirectRateLimiter;
-type Body = Arc<Vec<u8>>;
-type Flight = Arc<tokio::sync::OnceCell<Result<Body, VultrError>>>;
+/// A parsed answer: any of the typed results a GET gives.
+type Parsed = Arc<dyn Any + Send + Sync>;
+type ParsedCache = moka::future::Cache<String, Parsed>;
+
+/// Most distinct GETs remembered at once (invented cursors cannot grow it).
+const CACHE_CAPACITY: u64 = 10_000;
 
 struct Inner {
     http: reqwest::Client,
@@ -95,8 +100,13 @@ struct Inner {
     key: SecretString,
     limiter: Limiter,
     opts: ClientOptions,
-    cache: Mutex<HashMap<String, (Instant, Body)>>,
-    inflight: Mutex<HashMap<String, Flight>>,
+    /// Parsed lists and user details, for `cache_ttl`. Never an error, never bytes.
+    cache: ParsedCache,
+    /// Single flight for what is not cached: concurrent identical GETs share
+    /// one request, and the entry is dropped as soon as it is answered.
+    flights: ParsedCache,
+    /// GETs inside the cache or single flight now (waiting or fetching).
+    gets_in_flight: AtomicUsize,
 }
 
 /// The Vultr API client: one per process, cheap to clone.
@@ -113,10 +123,6 @@ impl std::fmt::Debug for VultrClient {
             .field("opts", &self.inner.opts)
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Cache key of the users list pages.
@@ -153,9 +159,16 @@ impl VultrClient {
                 base: base.trim_end_matches('/').to_string(),
                 key,
                 limiter,
+                cache: moka::future::Cache::builder()
+                    .max_capacity(CACHE_CAPACITY)
+                    .time_to_live(opts.cache_ttl.max(Duration::from_millis(1)))
+                    .support_invalidation_closures()
+                    .build(),
+                flights: moka::future::Cache::builder()
+                    .max_capacity(CACHE_CAPACITY)
+                    .build(),
                 opts,
-                cache: Mutex::new(HashMap::new()),
-                inflight: Mutex::new(HashMap::new()),
+                gets_in_flight: AtomicUsize::new(0),
             }),
         })
     }
@@ -166,6 +179,11 @@ impl VultrClient {
 
     pub fn options(&self) -> &ClientOptions {
         &self.inner.opts
+    }
+
+    /// GETs waiting in single flight or fetching now: one fetches, the rest wait.
+    pub fn gets_in_flight(&self) -> usize {
+        self.inner.gets_in_flight.load(Ordering::SeqCst)
     }
 
     #[tracing::instrument(skip_all, fields(vultr.cursor_present = cursor.is_some()))]
@@ -289,14 +307,23 @@ impl VultrClient {
     /// Drops cached views of a user (after any write to them) and of the lists.
     pub fn invalidate_user(&self, user_id: &VultrId) {
         let path = format!("/v2/users/{user_id}");
-        lock(&self.inner.cache).retain(|k, _| {
-            !(k == &path || k.starts_with(&format!("{path}/")) || k.starts_with(LIST_PREFIX))
+        let below = format!("{path}/");
+        self.invalidate_if(move |k| {
+            k == &path || k.starts_with(&below) || k.starts_with(LIST_PREFIX)
         });
     }
 
     /// Drops every cached list page (the "refresh" control).
     pub fn invalidate_lists(&self) {
-        lock(&self.inner.cache).retain(|k, _| !k.starts_with(LIST_PREFIX));
+        self.invalidate_if(|k| k.starts_with(LIST_PREFIX));
+    }
+
+    fn invalidate_if(&self, pred: impl Fn(&String) -> bool + Send + Sync + 'static) {
+        if let Err(e) = self.inner.cache.invalidate_entries_if(move |k, _| pred(k)) {
+            // Only possible without invalidation closures: drop everything instead.
+            tracing::warn!(error = %e, "cache invalidation fell back to clearing");
+            self.inner.cache.invalidate_all();
+        }
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -308,61 +335,50 @@ impl VultrClient {
             .header(reqwest::header::ACCEPT, "application/json")
     }
 
-    async fn get_json<T: DeserializeOwned>(
+    /// A GET, parsed into `T`. Cacheable answers are kept for the cache's
+    /// TTL once they parsed; everything goes through single flight, so
+    /// concurrent identical GETs share one upstream request. Errors are
+    /// never kept: the next request asks Vultr again.
+    async fn get_json<T: DeserializeOwned + Clone + Send + Sync + 'static>(
         &self,
         endpoint: &'static str,
         path: &str,
         query: &[(&str, String)],
         cacheable: bool,
     ) -> Result<T, VultrError> {
-        let bytes = self.get_shared(endpoint, path, query, cacheable).await?;
-        serde_json::from_slice(&bytes).map_err(|e| VultrError::Malformed(e.to_string()))
-    }
-
-    /// A GET through the cache (when `cacheable` and enabled) and the
-    /// single-flight table: concurrent identical GETs share one request.
-    async fn get_shared(
-        &self,
-        endpoint: &'static str,
-        path: &str,
-        query: &[(&str, String)],
-        cacheable: bool,
-    ) -> Result<Body, VultrError> {
         let key = if query.is_empty() {
             path.to_string()
         } else {
             let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("{path}?{}", qs.join("&"))
         };
-        let ttl = self.inner.opts.cache_ttl;
-        let use_cache = cacheable && !ttl.is_zero();
-        if use_cache {
-            if let Some((at, body)) = lock(&self.inner.cache).get(&key)
-                && at.elapsed() < ttl
-            {
+        let use_cache = cacheable && !self.inner.opts.cache_ttl.is_zero();
+        let store = if use_cache {
+            if let Some(hit) = self.inner.cache.get(&key).await {
                 metrics::counter!("keydesk_cache_hits_total").increment(1);
-                return Ok(body.clone());
+                return downcast(hit);
             }
             metrics::counter!("keydesk_cache_misses_total").increment(1);
-        }
-        let flight = lock(&self.inner.inflight)
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let result = flight
-            .get_or_init(|| self.get_with_retries(endpoint, path, query))
+            &self.inner.cache
+        } else {
+            &self.inner.flights
+        };
+        let fetch = async {
+            let body = self.get_with_retries(endpoint, path, query).await?;
+            let value: T =
+                serde_json::from_slice(&body).map_err(|e| VultrError::Malformed(e.to_string()))?;
+            Ok::<Parsed, VultrError>(Arc::new(value))
+        };
+        self.inner.gets_in_flight.fetch_add(1, Ordering::SeqCst);
+        let result = store
+            .try_get_with(key.clone(), fetch)
             .await
-            .clone();
-        {
-            let mut inflight = lock(&self.inner.inflight);
-            if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                inflight.remove(&key);
-            }
+            .map_err(|e: Arc<VultrError>| (*e).clone());
+        self.inner.gets_in_flight.fetch_sub(1, Ordering::SeqCst);
+        if !use_cache {
+            self.inner.flights.invalidate(&key).await;
         }
-        if use_cache && let Ok(body) = &result {
-            lock(&self.inner.cache).insert(key, (Instant::now(), body.clone()));
-        }
-        result
+        downcast(result?)
     }
 
     /// GETs are idempotent: retried on connection errors, 429, 502, 503 and
@@ -372,12 +388,12 @@ impl VultrClient {
         endpoint: &'static str,
         path: &str,
         query: &[(&str, String)],
-    ) -> Result<Body, VultrError> {
+    ) -> Result<Vec<u8>, VultrError> {
         let mut attempt = 0;
         loop {
             let req = self.request(Method::GET, path).query(query);
             match self.send_raw(endpoint, req, false).await {
-                Ok(body) => return Ok(Arc::new(body)),
+                Ok(body) => return Ok(body),
                 Err((e, retry_after)) => {
                     let retryable = matches!(
                         e,
@@ -404,6 +420,14 @@ impl VultrClient {
     }
 }
 
+/// A cached answer as the type it was parsed into. One cache key is only
+/// ever filled by one endpoint's type, so a mismatch is a bug, reported as such.
+fn downcast<T: Clone + Send + Sync + 'static>(v: Parsed) -> Result<T, VultrError> {
+    v.downcast::<T>()
+        .map(|t| (*t).clone())
+        .map_err(|_| VultrError::Malformed("cached answer of another type".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +441,16 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("ROOTKEY"));
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let c =
+            VultrClient::new("http://x", SecretString::from("k"), Duration::from_secs(1)).unwrap();
+        assert_eq!(c.inner.cache.policy().max_capacity(), Some(CACHE_CAPACITY));
+        assert_eq!(
+            c.inner.flights.policy().max_capacity(),
+            Some(CACHE_CAPACITY)
+        );
     }
 }

@@ -279,18 +279,18 @@ impl UsersPage {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub(crate) struct UserEnvelope {
     pub user: User,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub(crate) struct KeysEnvelope {
     #[serde(default)]
     pub api_keys: Vec<ApiKey>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub(crate) struct KeyEnvelope {
     pub api_key: ApiKey,
 }

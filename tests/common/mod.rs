@@ -285,6 +285,19 @@ impl TestApp {
     }
 }
 
+/// Waits until `cond` holds, checking every 5 ms for at most 10 s; a
+/// condition that never comes fails the test with `what`.
+pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The body of a GET to `url` with client `c`, whatever the status.
 pub async fn get_text(c: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
     c.get(url).send().await.unwrap().text().await.unwrap()
