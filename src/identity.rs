@@ -189,12 +189,45 @@ pub struct Gate {
     pub audit: AuditStore,
 }
 
+/// The identity headers of this mode: identity, groups, assertion.
+fn identity_headers(auth: &AuthMode) -> Vec<&HeaderName> {
+    match auth {
+        AuthMode::Demo(_) => vec![],
+        AuthMode::Header {
+            header,
+            groups_header,
+            ..
+        } => std::iter::once(header).chain(groups_header).collect(),
+        AuthMode::Jwt(v) => vec![&v.settings.header],
+    }
+}
+
+/// A header that should come once from the proxy but came several times:
+/// a proxy that appends instead of replacing lets the client pick who it is.
+fn repeated_header<'a>(auth: &'a AuthMode, headers: &HeaderMap) -> Option<&'a HeaderName> {
+    identity_headers(auth)
+        .into_iter()
+        .find(|h| headers.get_all(*h).iter().count() > 1)
+}
+
 /// Establishes who is asking: `(email, groups)` or a 401 response.
 async fn authenticate(
     state: &Gate,
     headers: &HeaderMap,
     peer: Option<IpAddr>,
 ) -> Result<(String, Vec<String>), Response> {
+    if let Some(h) = repeated_header(&state.auth, headers) {
+        tracing::warn!(header = %h, peer = ?peer, "identity header sent more than once: refused");
+        let intent = Intent {
+            request_id: request_id(headers),
+            reason: Some(format!("{h} sent more than once")),
+            ..Intent::new("(ambiguous identity)", "none", AuditAction::AccessDenied)
+        };
+        state.audit.record(&intent, Outcome::Failed).await;
+        return Err(unauthorized(
+            "The request carried more than one identity. keydesk refused it; ask the operators to check the SSO proxy.",
+        ));
+    }
     match &state.auth {
         AuthMode::Demo(email) => Ok((email.clone(), vec![])),
         AuthMode::Header {

@@ -121,10 +121,11 @@ impl JwtVerifier {
         }
         let mut cache = self.cache.write().await;
         // Rate limit refetches: an unknown kid must not become a request flood.
+        // This holds from the very first request: an unreachable IdP is asked
+        // at most once per interval, whether or not a set was ever fetched.
         let may_fetch = cache
             .last_attempt
-            .is_none_or(|t| t.elapsed() >= REFETCH_INTERVAL)
-            || cache.set.is_none();
+            .is_none_or(|t| t.elapsed() >= REFETCH_INTERVAL);
         if may_fetch {
             cache.last_attempt = Some(Instant::now());
             match self.fetch().await {

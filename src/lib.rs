@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pages;
 pub mod policy;
 pub mod report;
+pub mod session;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

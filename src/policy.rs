@@ -118,7 +118,7 @@ pub struct CreateKeyInput {
 }
 
 /// An HTML checkbox sends `on` (or our `true`); accept the usual spellings of yes.
-fn checkbox(v: Option<&str>) -> bool {
+pub fn checkbox(v: Option<&str>) -> bool {
     matches!(
         v.map(|s| s.trim().to_ascii_lowercase()).as_deref(),
         Some("on" | "true" | "1" | "yes")

@@ -83,11 +83,10 @@ impl Ctx {
     }
 
     /// Mints a one-time token for a form doing `scope`, bound to this person
-    /// and this browser session.
-    pub fn issue(&self, scope: Scope<'_>) -> String {
-        self.state
-            .tokens
-            .issue(&self.who.email, scope, self.session_id())
+    /// and this browser session (created now on a first visit).
+    pub async fn issue(&self, scope: Scope<'_>) -> String {
+        let sid = crate::session::ensure_id(&self.who, &self.session).await;
+        self.state.tokens.issue(&self.who.email, scope, sid)
     }
 
     /// Step 1: claims the form's token for `scope`. A refused token is audited

@@ -490,7 +490,9 @@ async fn a_new_identity_on_the_same_cookie_gets_a_fresh_session() {
     let path = format!("/users/{id}/keys/{}/delete", key.id);
     let (_, confirm) = app.get(&path).await;
     // STAFF revokes: a notice is queued in STAFF's session.
-    let r = app.submit(&path, &hidden_token(&confirm), &[]).await;
+    let r = app
+        .submit(&path, &hidden_token(&confirm), &[CONFIRMED])
+        .await;
     assert_eq!(r.status(), 303);
     // The same browser (same cookie) now arrives as another person.
     let r = app
@@ -580,4 +582,139 @@ async fn an_rs256_assertion_is_verified_and_an_rs256_forgery_is_not() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
+}
+
+/// Two identity headers: a proxy that appends its own header instead of
+/// replacing the client's would let the client choose who they are.
+#[tokio::test]
+async fn an_identity_header_sent_twice_is_refused_and_audited() {
+    let groups = AuthMode::Header {
+        header: "x-forwarded-email".parse().unwrap(),
+        groups_header: Some("x-forwarded-groups".parse().unwrap()),
+        trusted: vec!["127.0.0.1/32".parse().unwrap()],
+    };
+    let app = TestApp::spawn_with(
+        FakeVultr::seeded(ROOT_KEY),
+        Options {
+            identity: None,
+            auth: Some(groups),
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = client(None);
+    let twice = |pairs: &[(&'static str, &'static str)]| {
+        let mut req = c.get(app.url("/users"));
+        for (k, v) in pairs {
+            req = req.header(*k, *v);
+        }
+        req
+    };
+    let cases: [&[(&str, &str)]; 2] = [
+        &[
+            ("x-forwarded-email", STAFF),
+            ("x-forwarded-email", "nobody@example.com"),
+        ],
+        &[
+            ("x-forwarded-email", STAFF),
+            ("x-forwarded-groups", "platform"),
+            ("x-forwarded-groups", "admins"),
+        ],
+    ];
+    for pairs in cases {
+        let r = twice(pairs).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{pairs:?}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("more than one identity"), "{body}");
+        assert!(!body.contains(STAFF), "not served as the first identity");
+    }
+    assert_eq!(app.audit_count("access.denied").await, 2);
+    assert!(app.fake.requests().is_empty(), "nothing reached Vultr");
+    // Once each, the same person is served.
+    let r = twice(&[("x-forwarded-email", STAFF)]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_jwt_assertion_sent_twice_is_refused() {
+    let j = jwks().await;
+    let app = jwt_app(&j).await;
+    let good = es256(&j.signing_pem, "k1", &claims(STAFF, ISS, AUD, 300));
+    let r = client(None)
+        .get(app.url("/users"))
+        .header("cf-access-jwt-assertion", good.as_str())
+        .header("cf-access-jwt-assertion", good.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(app.audit_count("access.denied").await, 1);
+    assert_eq!(get_with_jwt(&app, &good).await.0, 200);
+}
+
+#[tokio::test]
+async fn an_unreachable_idp_is_asked_at_most_once_per_interval_from_the_start() {
+    // A JWKS endpoint that always fails, counting how often it is asked.
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let failing = axum::Router::new().route(
+        "/certs",
+        get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { axum::http::StatusCode::SERVICE_UNAVAILABLE }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, failing).await });
+    let mut j = jwks().await;
+    j.url = format!("http://{addr}/certs");
+    let app = jwt_app(&j).await;
+    let token = es256(&j.signing_pem, "k1", &claims(STAFF, ISS, AUD, 300));
+    for _ in 0..20 {
+        assert_eq!(get_with_jwt(&app, &token).await.0, 401);
+    }
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "20 requests before any successful fetch asked the IdP once"
+    );
+}
+
+/// A form rendered on a first visit (no cookie yet) is bound to the session
+/// created for it: the same person without that cookie cannot use it.
+#[tokio::test]
+async fn a_first_visit_form_token_is_bound_to_a_new_session() {
+    let app = TestApp::spawn().await;
+    let id = app.user_id("ada@example.com");
+    let r = app
+        .client
+        .get(app.url(&format!("/users/{id}")))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert!(
+        cookie
+            .as_deref()
+            .is_some_and(|c| c.starts_with("keydesk_session=")),
+        "the first visit gets a session: {cookie:?}"
+    );
+    let token = hidden_token(&r.text().await.unwrap());
+    // Same identity, no cookie: the token was not issued to this browser.
+    let cookieless = client(Some(STAFF));
+    let r = cookieless
+        .post(app.url(&format!("/users/{id}/keys")))
+        .form(&[("form_token", token.as_str()), ("name", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+    // The browser that got the page and its cookie can.
+    let r = app.create_key_with(&id, &token, &[("name", "x")]).await;
+    assert_eq!(r.status(), 200);
 }

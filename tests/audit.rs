@@ -81,7 +81,7 @@ async fn every_mutating_action_writes_one_settled_entry() {
         .submit(
             &format!("/users/{id}/api-access"),
             &t,
-            &[("enabled", "false"), ("reason", "leak INC-7")],
+            &[("enabled", "false"), ("reason", "leak INC-7"), CONFIRMED],
         )
         .await;
     assert_eq!(r.status(), 303);
@@ -311,7 +311,7 @@ async fn an_unwritable_audit_store_refuses_changes_and_sends_nothing() {
         .submit(
             &format!("/users/{id}/keys/{key}/delete"),
             &hidden_token(&confirm),
-            &[],
+            &[CONFIRMED],
         )
         .await;
     assert_eq!(r.status(), 503);

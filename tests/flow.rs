@@ -345,7 +345,7 @@ async fn revoke_asks_for_confirmation_naming_the_key_then_deletes_once() {
     assert!(r.text().await.unwrap().contains("old-laptop"));
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 0);
 
-    let r = app.submit(&path, &token, &[]).await;
+    let r = app.submit(&path, &token, &[CONFIRMED]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], format!("/users/{id}"));
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
@@ -354,7 +354,7 @@ async fn revoke_asks_for_confirmation_naming_the_key_then_deletes_once() {
     let (_, page) = app.get(&format!("/users/{id}")).await;
     assert!(page.contains("Revoked the key “old-laptop”."));
     // A replay does not delete again.
-    let r = app.submit(&path, &token, &[]).await;
+    let r = app.submit(&path, &token, &[CONFIRMED]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
 }
@@ -371,7 +371,8 @@ async fn create_and_revoke_are_in_the_audit_trail_under_the_staff_name() {
     let key = app.key_named(&id, "ci-runner");
     let path = format!("/users/{id}/keys/{}/delete", key.id);
     let (_, confirm) = app.get(&path).await;
-    app.submit(&path, &hidden_token(&confirm), &[]).await;
+    app.submit(&path, &hidden_token(&confirm), &[CONFIRMED])
+        .await;
 
     let (status, audit) = app.get("/audit").await;
     assert_eq!(status, 200);
@@ -630,4 +631,37 @@ async fn pages_stay_small_and_are_compressed() {
             .unwrap()
             .contains("max-age=31536000")
     );
+}
+
+#[tokio::test]
+async fn revoke_without_the_understand_box_is_refused_and_sends_nothing() {
+    let app = TestApp::spawn().await;
+    let id = app.user_id("ada@example.com");
+    let key = app.key_named(&id, "old-laptop");
+    let path = format!("/users/{id}/keys/{}/delete", key.id);
+    let token = app.token_of(&path).await;
+    let r = app.submit(&path, &token, &[]).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("Tick “I understand”"));
+    assert_eq!(app.fake.count("DELETE", "/v2/users"), 0);
+    // Nothing happened, so the same confirmation still works once ticked.
+    let r = app.submit(&path, &token, &[CONFIRMED]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
+}
+
+#[tokio::test]
+async fn the_brake_without_the_understand_box_is_refused_and_sends_nothing() {
+    let app = TestApp::spawn().await;
+    let id = app.user_id("ada@example.com");
+    let path = format!("/users/{id}/api-access");
+    let token = app.token_of(&path).await;
+    let r = app.submit(&path, &token, &[("enabled", "false")]).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(app.fake.count("PATCH", "/v2/users"), 0);
+    let r = app
+        .submit(&path, &token, &[("enabled", "false"), CONFIRMED])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(app.fake.count("PATCH", "/v2/users"), 1);
 }

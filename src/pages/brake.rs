@@ -41,7 +41,7 @@ async fn confirm_page(
     let enable = !user.api_access();
     let view = BrakeConfirmView {
         layout: ctx.layout().await,
-        token: ctx.issue(Scope::ApiAccess(id, enable)),
+        token: ctx.issue(Scope::ApiAccess(id, enable)).await,
         user,
         enable,
         notice,
@@ -64,6 +64,8 @@ pub struct BrakeInput {
     enabled: Option<String>,
     form_token: Option<String>,
     reason: Option<String>,
+    /// The "I understand" box: the switch needs it ticked.
+    understand: Option<String>,
 }
 
 /// `PATCH /v2/users/{id}` with `api_enabled`, audited.
@@ -101,6 +103,17 @@ pub async fn brake_submit(
             return confirm_page(&ctx, &id, Some(notice.into()), StatusCode::FORBIDDEN).await;
         }
     };
+    if !crate::policy::checkbox(input.understand.as_deref()) {
+        claim.release();
+        let notice = "Tick “I understand” to confirm. Nothing was changed.";
+        return confirm_page(
+            &ctx,
+            &id,
+            Some(notice.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
     let user = claim.prepare(ctx.state.vultr.get_user(&id).await)?;
     let intent = Intent {
         target_user_id: Some(id.to_string()),

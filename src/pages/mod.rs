@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
 use crate::identity::Identity;
+use crate::session::{self, Flash};
 use crate::write::Ctx;
 
 /// What every page's frame needs: who is signed in and a one-off notice.
@@ -28,16 +29,6 @@ pub struct Layout {
     pub css: String,
     pub js: String,
 }
-
-/// A notice shown once after a redirect. Never holds a secret.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Flash {
-    pub kind: String,
-    pub text: String,
-}
-
-const FLASH_KEY: &str = "keydesk.flash";
-const SESSION_IDENTITY_KEY: &str = "keydesk.identity";
 
 impl Layout {
     /// A frame without session access (error pages).
@@ -54,28 +45,12 @@ impl Layout {
 
     /// The frame of a normal page: takes the pending flash, if any.
     pub async fn new(who: &Identity, session: &Session) -> Self {
-        bind_session(who, session).await;
-        let flash = session.remove::<Flash>(FLASH_KEY).await.ok().flatten();
+        session::bind(who, session).await;
+        let flash = session::take_flash(session).await;
         Self {
             flash,
             ..Self::plain(Some(who))
         }
-    }
-}
-
-/// A session belongs to one SSO identity: if the proxy now says someone else,
-/// start a fresh session so nothing (a notice, later a token) crosses over.
-async fn bind_session(who: &Identity, session: &Session) {
-    let bound = session
-        .get::<String>(SESSION_IDENTITY_KEY)
-        .await
-        .ok()
-        .flatten();
-    if bound.as_deref() != Some(who.email.as_str()) {
-        if bound.is_some() {
-            let _ = session.flush().await;
-        }
-        let _ = session.insert(SESSION_IDENTITY_KEY, &who.email).await;
     }
 }
 
@@ -87,24 +62,7 @@ impl Ctx {
 
     /// Queues a notice for the next page.
     pub async fn flash(&self, kind: &str, text: String) {
-        flash(&self.session, &self.who, kind, text).await
-    }
-}
-
-/// Queues a notice for the next page.
-pub async fn flash(session: &Session, who: &Identity, kind: &str, text: String) {
-    bind_session(who, session).await;
-    if let Err(e) = session
-        .insert(
-            FLASH_KEY,
-            Flash {
-                kind: kind.to_string(),
-                text,
-            },
-        )
-        .await
-    {
-        tracing::warn!(error = %e, "could not store flash notice");
+        session::put_flash(&self.who, &self.session, kind, text).await
     }
 }
 

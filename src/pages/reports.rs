@@ -63,7 +63,7 @@ pub async fn keys_report(ctx: Ctx, Query(q): Query<ReportQuery>) -> Result<Respo
         .filter(|d| (1..=3650).contains(d))
         .unwrap_or(30);
     let snap = ctx.state.reports.snapshot();
-    let token = ctx.issue(Scope::ReportScan);
+    let token = ctx.issue(Scope::ReportScan).await;
     let mut view = KeysReportView {
         layout: ctx.layout().await,
         days,

@@ -17,6 +17,8 @@ pub const ROOT_KEY: &str = "ROOTKEY0TEST0ABCDEFGHIJKLMNOPQRSTUV";
 pub const STAFF: &str = "staff@example.com";
 pub const VIEWER: &str = "viewer@example.com";
 pub const OTHER: &str = "other@example.com";
+/// The ticked "I understand" box of the revoke and brake confirmations.
+pub const CONFIRMED: (&str, &str) = ("understand", "true");
 
 pub struct TestApp {
     pub base: String,
@@ -251,7 +253,9 @@ impl TestApp {
         fields: &[(&str, &str)],
     ) -> reqwest::Response {
         let path = format!("/users/{user}/keys/{key}/delete");
-        self.through_form(&path, fields).await
+        let mut all = vec![CONFIRMED];
+        all.extend_from_slice(fields);
+        self.through_form(&path, &all).await
     }
 
     /// Rotates `key` of `user` with `fields` (expiry, reason).
@@ -272,7 +276,10 @@ impl TestApp {
         enabled: bool,
         fields: &[(&str, &str)],
     ) -> reqwest::Response {
-        let mut all = vec![("enabled", if enabled { "true" } else { "false" })];
+        let mut all = vec![
+            ("enabled", if enabled { "true" } else { "false" }),
+            CONFIRMED,
+        ];
         all.extend_from_slice(fields);
         self.through_form(&format!("/users/{user}/api-access"), &all)
             .await

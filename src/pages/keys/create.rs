@@ -33,7 +33,7 @@ pub async fn key_create(
         Err(Refusal::Replay { result_id }) => return Ok(super::replay(&ctx, &id, result_id).await),
         Err(Refusal::Refused) => {
             // Keep what was typed, drop the field errors, offer a fresh token.
-            let mut form = KeyForm::blank(ctx.issue(scope), policy);
+            let mut form = KeyForm::blank(ctx.issue(scope).await, policy);
             let _ = validate(&input, &mut form, policy);
             form.name_error = None;
             form.date_error = None;

@@ -49,7 +49,7 @@ async fn confirm_page(
         layout: ctx.layout().await,
         user,
         key,
-        token: ctx.issue(Scope::RevokeKey(id, key_id)),
+        token: ctx.issue(Scope::RevokeKey(id, key_id)).await,
         notice,
         reason: String::new(),
         require_reason: ctx.state.policy.require_reason,
@@ -84,6 +84,8 @@ pub struct RevokeInput {
     reason: Option<String>,
     /// Set when revoking the old key of a rotation: the replacement's id.
     replaced_by: Option<String>,
+    /// The "I understand" box: the revocation needs it ticked.
+    understand: Option<String>,
 }
 
 /// Revokes with a confirmed token; without one it shows the confirmation
@@ -122,6 +124,11 @@ pub async fn revoke_submit(
             return Ok(resp);
         }
     };
+    if !crate::policy::checkbox(input.understand.as_deref()) {
+        claim.release();
+        let notice = "Tick “I understand” to confirm the revocation. Nothing was revoked.";
+        return confirm_page(&ctx, ids, Some(notice.into()), replaced_by).await;
+    }
     let (user, key) = claim.prepare(ctx.state.vultr.get_user_and_key(&id, &key_id).await)?;
     let intent = Intent {
         reason,

@@ -40,16 +40,20 @@ async fn rotate_page(
 ) -> Result<Response, AppError> {
     let (user, key) = ctx.state.vultr.get_user_and_key(id, key_id).await?;
     let policy = &ctx.state.policy;
-    let mut form = form.unwrap_or_else(|| {
-        let mut f = KeyForm::blank(ctx.issue(Scope::RotateKey(id, key_id)), policy);
-        let days = policy
-            .max_days
-            .map_or(DEFAULT_DAYS, |m| m.min(DEFAULT_DAYS));
-        f.expire = true;
-        f.date_expire =
-            (OffsetDateTime::now_utc().date() + time::Duration::days(i64::from(days))).to_string();
-        f
-    });
+    let mut form = match form {
+        Some(f) => f,
+        None => {
+            let mut f = KeyForm::blank(ctx.issue(Scope::RotateKey(id, key_id)).await, policy);
+            let days = policy
+                .max_days
+                .map_or(DEFAULT_DAYS, |m| m.min(DEFAULT_DAYS));
+            f.expire = true;
+            f.date_expire = (OffsetDateTime::now_utc().date()
+                + time::Duration::days(i64::from(days)))
+            .to_string();
+            f
+        }
+    };
     form.subject = "replacement";
     let view = RotateFormView {
         layout: ctx.layout().await,

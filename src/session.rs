@@ -1,0 +1,57 @@
+//! The browser session, as a typed bucket: bound to one SSO identity, and
+//! holding nothing but that binding and a one-off notice. Never a secret.
+
+use tower_sessions::Session;
+
+use crate::identity::Identity;
+
+const FLASH_KEY: &str = "keydesk.flash";
+const IDENTITY_KEY: &str = "keydesk.identity";
+
+/// A notice shown once after a redirect. Never holds a secret.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Flash {
+    pub kind: String,
+    pub text: String,
+}
+
+/// A session belongs to one SSO identity: if the proxy now says someone else,
+/// start a fresh session so nothing (a notice, a form token) crosses over.
+pub async fn bind(who: &Identity, session: &Session) {
+    let bound = session.get::<String>(IDENTITY_KEY).await.ok().flatten();
+    if bound.as_deref() != Some(who.email.as_str()) {
+        if bound.is_some() {
+            let _ = session.flush().await;
+        }
+        let _ = session.insert(IDENTITY_KEY, &who.email).await;
+    }
+}
+
+/// The id of this person's session, creating the session when there is none
+/// yet, so that a form rendered on a first visit is bound to it too.
+pub async fn ensure_id(who: &Identity, session: &Session) -> Option<String> {
+    bind(who, session).await;
+    if session.id().is_none()
+        && let Err(e) = session.save().await
+    {
+        tracing::warn!(error = %e, "could not create the session");
+    }
+    session.id().map(|id| id.to_string())
+}
+
+/// Takes the pending notice, if any.
+pub async fn take_flash(session: &Session) -> Option<Flash> {
+    session.remove::<Flash>(FLASH_KEY).await.ok().flatten()
+}
+
+/// Queues a notice for the next page.
+pub async fn put_flash(who: &Identity, session: &Session, kind: &str, text: String) {
+    bind(who, session).await;
+    let flash = Flash {
+        kind: kind.to_string(),
+        text,
+    };
+    if let Err(e) = session.insert(FLASH_KEY, flash).await {
+        tracing::warn!(error = %e, "could not store flash notice");
+    }
+}
