@@ -131,8 +131,20 @@ async fn grant_clipboard(driver: &Driver, c: &Client) {
     }
 }
 
+/// Where screenshots go: under `target/` by default, so a test run leaves the
+/// checkout clean; the README's copies in `docs/screenshots/` are refreshed
+/// only when `KEYDESK_UPDATE_SCREENSHOTS=1`.
+fn screenshot_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if std::env::var("KEYDESK_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        root.join("docs/screenshots")
+    } else {
+        root.join("target/screenshots")
+    }
+}
+
 async fn screenshot(c: &Client, name: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    let dir = screenshot_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let png = c.screenshot().await.unwrap();
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
@@ -257,8 +269,12 @@ async fn staff_create_copy_reload_and_revoke_in_a_real_browser() {
 
     // Back and reload never show the secret again nor create a second key.
     c.back().await.unwrap();
-    let _ = c.refresh().await;
+    reload(&c).await;
     let back = c.source().await.unwrap();
+    assert!(
+        back.contains(r#"id="already-created""#),
+        "the resent form gets the 409 page that cannot show the key again"
+    );
     assert!(!back.contains(&secret), "secret gone after back + reload");
     assert_eq!(app.fake.count("POST", "/v2/users"), 1);
 
@@ -329,14 +345,24 @@ async fn the_flow_works_without_javascript() {
     let secret = value(&c, "#new-api-key").await;
     assert_eq!(secret.len(), 36);
     assert!(!css(&c, "#copy-key").await.is_displayed().await.unwrap());
-    let _ = c.refresh().await;
-    assert!(!c.source().await.unwrap().contains(&secret));
+    reload(&c).await;
+    let again = c.source().await.unwrap();
+    assert!(again.contains(r#"id="already-created""#), "the 409 page");
+    assert!(!again.contains(&secret));
     assert_eq!(app.fake.count("POST", "/v2/users"), 1);
     c.close().await.unwrap();
 }
 
 /// A second keydesk on the same fake, in demo-identity mode: a browser cannot
 /// add the SSO proxy's header itself.
+/// Reloads the page; a POST result makes Chromium ask to send the form
+/// again, and the answer is yes: the server must then refuse to act twice.
+async fn reload(c: &Client) {
+    if c.refresh().await.is_err() {
+        c.accept_alert().await.unwrap();
+    }
+}
+
 /// Types `text` into the element matching `selector`.
 async fn type_into(c: &Client, selector: &str, text: &str) {
     css(c, selector).await.send_keys(text).await.unwrap();

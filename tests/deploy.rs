@@ -57,17 +57,96 @@ fn every_variable_in_deploy_and_dockerfile_is_documented_in_help() {
     assert!(checked >= 20, "only {checked} variables found");
 }
 
+/// The Dockerfile's instructions, stage by stage: comments dropped, line
+/// continuations joined, so a comment can never satisfy a check.
+fn dockerfile_stages(text: &str) -> Vec<Vec<String>> {
+    let mut stages: Vec<Vec<String>> = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                let instruction = std::mem::take(&mut current);
+                if instruction.starts_with("FROM ") {
+                    stages.push(Vec::new());
+                }
+                if let Some(stage) = stages.last_mut() {
+                    stage.push(instruction);
+                }
+            }
+        }
+    }
+    stages
+}
+
 #[test]
 fn the_dockerfile_runs_as_non_root_with_a_healthcheck() {
     let d = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile"),
     )
     .unwrap();
-    assert!(d.contains("USER 10001"));
-    assert!(d.contains("HEALTHCHECK"));
-    assert!(d.contains("EXPOSE 8080"));
-    assert!(d.contains("KEYDESK_LISTEN=0.0.0.0:8080"));
-    assert!(d.contains("cargo build --release --locked"));
+    let stages = dockerfile_stages(&d);
+    assert_eq!(stages.len(), 2, "a builder and a runtime stage");
+    let (builder, runtime) = (&stages[0], &stages[1]);
+    let has = |stage: &[String], f: &dyn Fn(&str) -> bool| stage.iter().any(|i| f(i));
+    assert!(has(builder, &|i| i
+        .starts_with("RUN cargo build --release --locked")));
+    assert!(has(runtime, &|i| i.starts_with("USER 10001")));
+    assert!(has(runtime, &|i| i.starts_with("HEALTHCHECK ")
+        && i.contains("keydesk\", \"healthcheck")));
+    assert!(has(runtime, &|i| i == "EXPOSE 8080"));
+    assert!(has(runtime, &|i| i.starts_with("ENV ")
+        && i.contains("KEYDESK_LISTEN=0.0.0.0:8080")));
+    // The last USER wins: nothing switches back to root after it.
+    let last_user = runtime
+        .iter()
+        .rev()
+        .find(|i| i.starts_with("USER "))
+        .unwrap();
+    assert!(last_user.starts_with("USER 10001"));
+}
+
+#[test]
+fn a_comment_does_not_count_as_an_instruction() {
+    let stages = dockerfile_stages("FROM a\n# USER 10001\nRUN x \\\n  && y\n");
+    assert_eq!(
+        stages,
+        vec![vec!["FROM a".to_string(), "RUN x  && y".to_string()]]
+    );
+}
+
+#[test]
+fn the_compose_example_serves_https_on_port_443() {
+    let c = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/docker-compose.yml"),
+    )
+    .unwrap();
+    let code: Vec<&str> = c
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or(""))
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    for line in &code {
+        let Some(mapping) = line.trim().strip_prefix("- \"443:") else {
+            continue;
+        };
+        let port = mapping.trim_end_matches('"');
+        let https = format!("--https-address=0.0.0.0:{port}");
+        assert!(
+            code.iter().any(|l| l.contains(&https)),
+            "host port 443 maps to {port}, which must be oauth2-proxy's TLS listener"
+        );
+        assert!(code.iter().any(|l| l.contains("--tls-cert-file=")));
+        assert!(code.iter().any(|l| l.contains("--tls-key-file=")));
+    }
 }
 
 #[test]

@@ -135,3 +135,34 @@ async fn secrets_appear_only_in_the_reveal_body() {
     assert!(fake.requests().iter().all(|r| !r.body.contains(&secret)));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("serve")
+        .env("VULTR_API_KEY", ROOT_KEY)
+        .env("KEYDESK_VULTR_API_URL", "http://127.0.0.1:9")
+        .env("KEYDESK_LISTEN", "127.0.0.1:0")
+        .env("KEYDESK_OPERATORS", STAFF)
+        .env("KEYDESK_LOG_FORMAT", "text")
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let serving = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("keydesk logged");
+            if line.contains("keydesk serving") {
+                return line;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!serving.contains('\u{1b}'), "escape codes in {serving:?}");
+    assert!(serving.contains("INFO"), "a plain text line: {serving:?}");
+}

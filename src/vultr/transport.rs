@@ -32,8 +32,8 @@ impl VultrClient {
         let wait = waited.elapsed();
         if wait > Duration::from_millis(1) {
             metrics::counter!("keydesk_ratelimit_waits_total").increment(1);
-            metrics::counter!("keydesk_ratelimit_wait_seconds_total")
-                .increment(wait.as_micros() as u64 / 1000);
+            // Seconds, as the name says: a float gauge that only goes up.
+            metrics::gauge!("keydesk_ratelimit_wait_seconds_total").increment(wait.as_secs_f64());
         }
         let started = Instant::now();
         let result = self.exchange(req, is_write).await;
@@ -65,8 +65,7 @@ impl VultrClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         if let Some(len) = resp.content_length()
             && len > MAX_BODY_BYTES as u64
         {
@@ -140,9 +139,35 @@ fn transport_error(e: &reqwest::Error, is_write: bool) -> VultrError {
     }
 }
 
+/// `Retry-After` in either form: delay seconds, or an HTTP-date (a date in
+/// the past means now).
+pub(super) fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2026 07:28:00 GMT").unwrap();
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2026 07:28:05 GMT", now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2026 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
 
     #[test]
     fn error_body_message_is_used() {
