@@ -30,21 +30,42 @@ pub fn display_time_relative(raw: Option<&str>) -> String {
     }
 }
 
-/// `in 3 days`, `5 h ago`, `just now`.
-pub fn relative(t: OffsetDateTime, now: OffsetDateTime) -> String {
+/// The one rounding rule for every relative date: whole `unit`s from `now`
+/// to `t`, rounded up (towards the later moment). Time left is never
+/// understated (2 days 1 h left is "in 3 days", as the key's state says), and
+/// time past is never overstated (36 h ago is "1 day ago").
+pub fn units_until(t: OffsetDateTime, now: OffsetDateTime, unit_secs: i64) -> i64 {
     let secs = (t - now).whole_seconds();
-    let abs = secs.unsigned_abs();
-    let amount = match abs {
-        0..=59 => return "just now".to_string(),
-        60..=3599 => format!("{} min", abs / 60),
-        3600..=86_399 => format!("{} h", abs / 3600),
-        86_400..=172_799 => "1 day".to_string(),
-        _ => format!("{} days", abs / 86_400),
-    };
-    if secs > 0 {
-        format!("in {amount}")
+    secs.div_euclid(unit_secs) + i64::from(secs.rem_euclid(unit_secs) != 0)
+}
+
+/// Whole days until `t` under that rule: what "expires in N days" counts.
+pub fn days_until(t: OffsetDateTime, now: OffsetDateTime) -> i64 {
+    units_until(t, now, 86_400)
+}
+
+/// `in 3 days`, `5 h ago`, `just now`: the largest unit whose rounded count
+/// is at least one of it (under a minute is "just now").
+pub fn relative(t: OffsetDateTime, now: OffsetDateTime) -> String {
+    if (t - now).whole_seconds().abs() < 60 {
+        return "just now".to_string();
+    }
+    let minutes = units_until(t, now, 60);
+    let hours = units_until(t, now, 3600);
+    let days = days_until(t, now);
+    let (n, unit) = if minutes.abs() < 60 {
+        (minutes, "min")
+    } else if hours.abs() < 24 {
+        (hours, "h")
+    } else if days.abs() == 1 {
+        (days, "day")
     } else {
-        format!("{amount} ago")
+        (days, "days")
+    };
+    match n {
+        0 => "just now".to_string(),
+        n if n > 0 => format!("in {n} {unit}"),
+        n => format!("{} {unit} ago", -n),
     }
 }
 
@@ -82,13 +103,7 @@ mod tests {
     #[test]
     fn relative_times_read_naturally() {
         let now = OffsetDateTime::now_utc();
-        assert_eq!(
-            relative(
-                now + time::Duration::days(90) + time::Duration::seconds(5),
-                now
-            ),
-            "in 90 days"
-        );
+        assert_eq!(relative(now + time::Duration::days(90), now), "in 90 days");
         assert_eq!(relative(now - time::Duration::hours(5), now), "5 h ago");
         assert_eq!(relative(now, now), "just now");
     }
@@ -99,5 +114,32 @@ mod tests {
         assert!(parse_time("2030-01-01T00:00:00+00:00").is_some());
         assert!(parse_time("2030-01-01 00:00:00").is_some());
         assert!(parse_time("soon").is_none());
+    }
+
+    #[test]
+    fn one_rounding_rule_at_the_edges() {
+        let now = OffsetDateTime::now_utc();
+        let d = time::Duration::days;
+        let s = time::Duration::seconds;
+        // Already past.
+        assert_eq!(relative(now - s(30), now), "just now");
+        assert_eq!(relative(now - s(90), now), "1 min ago");
+        assert_eq!(
+            relative(now - d(1) - time::Duration::hours(12), now),
+            "1 day ago"
+        );
+        assert_eq!(relative(now - d(40), now), "40 days ago");
+        // Under one hour, under one day.
+        assert_eq!(relative(now + s(59 * 60 + 59), now), "in 1 h");
+        assert_eq!(relative(now + s(25 * 60), now), "in 25 min");
+        assert_eq!(relative(now + time::Duration::hours(23), now), "in 23 h");
+        assert_eq!(relative(now + d(1) - s(1), now), "in 1 day");
+        // Exactly N days, and N days minus one second.
+        assert_eq!(relative(now + d(7), now), "in 7 days");
+        assert_eq!(relative(now + d(7) - s(1), now), "in 7 days");
+        assert_eq!(relative(now + d(7) + s(1), now), "in 8 days");
+        assert_eq!(days_until(now + d(7) - s(1), now), 7);
+        assert_eq!(days_until(now + d(7), now), 7);
+        assert_eq!(days_until(now - s(1), now), 0);
     }
 }

@@ -665,3 +665,35 @@ async fn the_brake_without_the_understand_box_is_refused_and_sends_nothing() {
     assert_eq!(r.status(), 303);
     assert_eq!(app.fake.count("PATCH", "/v2/users"), 1);
 }
+
+#[tokio::test]
+async fn relative_dates_agree_with_the_key_state_on_every_page() {
+    let app = TestApp::spawn().await;
+    let id = app.user_id("grace@example.com");
+    // The seeded key that expires in 3 days (less a few hours).
+    let (_, page) = app.get(&format!("/users/{id}")).await;
+    let row = page
+        .split("<tr data-key-id=")
+        .find(|r| r.contains("expires in 3 days"))
+        .expect("a key expiring in 3 days");
+    assert!(row.contains("(in 3 days)"), "date and state agree: {row}");
+    // The reveal says it once: "(in 90 days)", no repeated phrase.
+    let r = app
+        .create_key(
+            &id,
+            &[
+                ("name", "q"),
+                ("expire", "true"),
+                ("date_expire", &date_in(90)),
+            ],
+        )
+        .await;
+    let body = r.text().await.unwrap();
+    let expiry = body
+        .split(r#"id="new-key-expiry">"#)
+        .nth(1)
+        .and_then(|s| s.split("</dd>").next())
+        .unwrap();
+    assert!(expiry.ends_with("(in 90 days)"), "{expiry}");
+    assert!(!expiry.contains("expires in"), "{expiry}");
+}

@@ -159,12 +159,12 @@ impl ApiKey {
         // A key without a usable expiry date never expires, whatever the flag says.
         match (self.expire.unwrap_or(true), self.expiry_time()) {
             (true, Some(t)) => {
-                let secs = (t - now).whole_seconds();
-                if secs <= 0 {
+                if t <= now {
                     KeyState::Expired
                 } else {
-                    // Round up: a key expiring in 3 hours "expires in 1 day".
-                    KeyState::ExpiresIn((secs + 86_399) / 86_400)
+                    // The same rule as every relative date: a key expiring
+                    // in 3 hours "expires in 1 day".
+                    KeyState::ExpiresIn(crate::timefmt::days_until(t, now))
                 }
             }
             _ => KeyState::Never,
