@@ -201,7 +201,7 @@ async fn filters_and_exports_return_exactly_the_matching_entries() {
         (&alan, "bravo-one"),
     ] {
         let token = app.form_token(user).await;
-        let r = app.create_key_with(&user, &token, &[("name", name)]).await;
+        let r = app.create_key_with(user, &token, &[("name", name)]).await;
         secrets.push(revealed_key(&r.text().await.unwrap()).unwrap());
     }
     let csv = app
@@ -399,15 +399,23 @@ async fn the_report_buckets_keys_and_never_causes_a_429() {
     app.state.reports.wait_idle().await;
     let (_, report) = app.get("/reports/keys?days=30").await;
 
-    // Expected buckets straight from the fake's data.
+    // Expected buckets from the fake's raw dates, not from keydesk's own code.
+    let now = time::OffsetDateTime::now_utc();
+    let rfc3339 = time::format_description::well_known::Rfc3339;
     let (mut expired, mut soon, mut never) = (0, 0, 0);
     for u in app.fake.users() {
         for k in app.fake.keys_of(&u.id) {
-            match k.state() {
-                keydesk::vultr::KeyState::Expired => expired += 1,
-                keydesk::vultr::KeyState::ExpiresIn(n) if n <= 30 => soon += 1,
-                keydesk::vultr::KeyState::Never => never += 1,
-                _ => {}
+            let date = k.date_expire.as_deref().filter(|d| !d.is_empty());
+            match (k.expire, date) {
+                (Some(true), Some(d)) => {
+                    let left = time::OffsetDateTime::parse(d, &rfc3339).unwrap() - now;
+                    if left <= time::Duration::ZERO {
+                        expired += 1;
+                    } else if left <= time::Duration::days(30) {
+                        soon += 1;
+                    }
+                }
+                _ => never += 1,
             }
         }
     }
@@ -423,4 +431,38 @@ async fn the_report_buckets_keys_and_never_causes_a_429() {
         .sum();
     assert!(report.contains(&format!("{} keys created outside keydesk", total_keys - 1)));
     assert_eq!(app.fake.rate_limited_count(), 0, "Vultr never answered 429");
+}
+
+#[tokio::test]
+async fn the_csv_export_neutralises_formula_cells_and_jsonl_keeps_values() {
+    let app = TestApp::spawn().await;
+    let id = app.fake.add_user(keydesk::vultr::User {
+        id: "f0a1b2c3d4e5f".into(),
+        email: Some("@SUM(1+1)@evil.test".into()),
+        ..Default::default()
+    });
+    let r = app
+        .create_key(
+            &id,
+            &[
+                ("name", "=HYPERLINK(\"http://evil\")"),
+                ("reason", "+INC-1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let (status, csv) = app.get("/audit.csv").await;
+    assert_eq!(status, 200);
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let headers = rows.headers().unwrap().clone();
+    let row = rows.records().next().unwrap().unwrap();
+    let cell = |name: &str| row[headers.iter().position(|h| h == name).unwrap()].to_string();
+    assert_eq!(cell("key_name"), "'=HYPERLINK(\"http://evil\")");
+    assert_eq!(cell("target_user_email"), "'@SUM(1+1)@evil.test");
+    assert_eq!(cell("reason"), "'+INC-1");
+    assert_eq!(cell("actor"), STAFF, "ordinary cells are untouched");
+    let (_, jsonl) = app.get("/audit.jsonl").await;
+    let entry: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert_eq!(entry["key_name"], "=HYPERLINK(\"http://evil\")");
+    assert_eq!(entry["target_user_email"], "@SUM(1+1)@evil.test");
 }

@@ -29,14 +29,6 @@ impl Drop for TempDir {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts chromedriver, or returns None (skip) outside CI when it is missing.
 async fn start_driver() -> Option<Driver> {
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -53,14 +45,31 @@ async fn start_driver() -> Option<Driver> {
         eprintln!("SKIPPED: chromedriver not installed (apt-get install chromium chromium-driver)");
         return None;
     };
-    let port = free_port();
-    let child = tokio::process::Command::new(bin)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
+    // Port 0: chromedriver picks a free port itself and says which, so no
+    // port is guessed, dropped and reused.
+    let mut child = tokio::process::Command::new(bin)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("chromedriver starts");
+    let stdout = child.stdout.take().expect("chromedriver stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let port = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                return rest.trim_end_matches('.').trim().parse::<u16>().ok();
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("chromedriver reports its port");
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let url = format!("http://127.0.0.1:{port}");
     let status = format!("{url}/status");
     for _ in 0..100 {

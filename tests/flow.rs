@@ -529,11 +529,8 @@ async fn upstream_failures_render_explanatory_pages() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_explained() {
-    // Bind then drop a port so nothing listens there.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Reserved but not listening: connections are refused.
+    let (_reserved, port) = refusing_port();
     let (base, _) = serve(demo_settings(
         &format!("http://127.0.0.1:{port}"),
         "d@x",

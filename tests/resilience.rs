@@ -129,10 +129,8 @@ async fn an_unknown_create_outcome_spends_the_form() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_not_retried_forever() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Reserved but not listening: connections are refused.
+    let (_reserved, port) = refusing_port();
     let client = keydesk::vultr::VultrClient::with_options(
         &format!("http://127.0.0.1:{port}"),
         secrecy::SecretString::from("k".to_string()),

@@ -28,23 +28,46 @@ fn serve_without_a_root_key_names_the_missing_variable() {
     assert!(err.contains("VULTR_API_KEY"));
 }
 
+/// Every `env = "…"` the configuration declares, read from its source.
+fn declared_variables() -> Vec<String> {
+    let src =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/config.rs")).unwrap();
+    src.split("env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
-fn help_documents_every_variable() {
-    let out = std::process::Command::new(BIN)
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&out.stdout);
-    for var in [
-        "VULTR_API_KEY",
-        "VULTR_API_KEY_FILE",
-        "KEYDESK_VULTR_API_URL",
-        "KEYDESK_LISTEN",
-        "KEYDESK_AUTH_HEADER",
-        "KEYDESK_TRUSTED_PROXIES",
-        "KEYDESK_AUDIT_DB",
-    ] {
-        assert!(help.contains(var), "{var} missing from --help");
+fn help_and_readme_document_every_variable() {
+    let help: String = ["serve", "demo", "healthcheck"]
+        .iter()
+        .map(|cmd| {
+            let out = std::process::Command::new(BIN)
+                .args([cmd, "--help"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let vars = declared_variables();
+    assert!(
+        vars.len() >= 28,
+        "only {} variables found in config.rs",
+        vars.len()
+    );
+    for var in &vars {
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "{var} missing from --help"
+        );
+        assert!(
+            readme.contains(var.as_str()),
+            "{var} missing from README.md"
+        );
     }
 }
 
@@ -88,10 +111,28 @@ async fn secrets_appear_only_in_the_reveal_body() {
         .unwrap();
     captured.push_str(&format!("{:?}", replay.headers()));
     captured.push_str(&replay.text().await.unwrap());
+    // Revoke the new key: more upstream traffic that must not carry it.
+    let key_id = fake
+        .keys_of(&id)
+        .into_iter()
+        .find(|k| k.name.as_deref() == Some("leak-check"))
+        .unwrap()
+        .id;
+    let confirm = format!("{base}/users/{id}/keys/{key_id}/delete");
+    let revoke_token = hidden_token(&get_text(&c, &confirm).await);
+    let revoked = c
+        .post(&confirm)
+        .form(&[("form_token", revoke_token.as_str()), CONFIRMED])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 303);
     for path in [
         "/users",
         &format!("/users/{id}"),
         "/audit",
+        "/audit.csv",
+        "/audit.jsonl",
         "/readyz",
         "/nope",
     ] {
@@ -131,8 +172,32 @@ async fn secrets_appear_only_in_the_reveal_body() {
         assert!(!text.contains(&secret), "new key found in {what}");
         assert!(!text.contains(ROOT_KEY), "root key found in {what}");
     }
-    // The fake saw the root key only as the bearer, and the secret never came back.
-    assert!(fake.requests().iter().all(|r| !r.body.contains(&secret)));
+    // Vultr saw the root key only as the bearer, and none of the requests
+    // keydesk sent after the key existed (pages, the revoke) carried it.
+    let requests = fake.requests();
+    let after = requests
+        .iter()
+        .skip_while(|r| r.method != "POST")
+        .skip(1)
+        .collect::<Vec<_>>();
+    assert!(
+        after.iter().any(|r| r.method == "DELETE"),
+        "the revoke went upstream"
+    );
+    for r in &requests {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {ROOT_KEY}").as_str())
+        );
+        for part in [&r.path, &r.body, r.query.as_ref().unwrap_or(&String::new())] {
+            assert!(
+                !part.contains(&secret),
+                "secret sent upstream: {} {}",
+                r.method,
+                r.path
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

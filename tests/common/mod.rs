@@ -292,6 +292,15 @@ impl TestApp {
     }
 }
 
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound (so nobody else can take it) but never listening.
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
 /// Waits until `cond` holds, checking every 5 ms for at most 10 s; a
 /// condition that never comes fails the test with `what`.
 pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
