@@ -6,6 +6,7 @@ pub mod app;
 pub mod audit;
 pub mod config;
 pub mod csrf;
+pub mod db;
 pub mod error;
 pub mod fake_vultr;
 pub mod idempotency;

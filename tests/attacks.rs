@@ -180,7 +180,7 @@ async fn jwt_attacks_are_rejected_and_a_valid_assertion_is_accepted() {
         assert!(!body.contains("users-table"), "{name}");
     }
     // Missing assertion.
-    let r = app.client.get(app.url("/users")).send().await.unwrap();
+    let r = app.response("/users").await;
     assert_eq!(r.status(), 401);
     assert_eq!(
         app.fake.requests().len(),
@@ -443,7 +443,7 @@ async fn the_session_cookie_is_httponly_strict_and_secure() {
         },
     )
     .await;
-    let r = app.client.get(app.url("/users")).send().await.unwrap();
+    let r = app.response("/users").await;
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.starts_with("keydesk_session="), "{cookie}");
     for flag in ["HttpOnly", "SameSite=Strict", "Secure"] {
@@ -468,12 +468,8 @@ async fn protocol_abuse_gets_portal_error_pages() {
     assert!(r.text().await.unwrap().contains("too large"));
     // Oversized headers.
     let r = app
-        .client
-        .get(app.url("/users"))
-        .header("x-padding", "p".repeat(20 * 1024))
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/users", ("x-padding", &"p".repeat(20 * 1024)))
+        .await;
     assert_eq!(r.status(), 431);
     // Unknown page.
     let (s, body) = app.get("/nope").await;
@@ -566,21 +562,13 @@ async fn an_rs256_assertion_is_verified_and_an_rs256_forgery_is_not() {
         .unwrap()
     };
     let ok = app
-        .client
-        .get(app.url("/users"))
-        .header("x-goog-iap-jwt-assertion", sign(&key))
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/users", ("x-goog-iap-jwt-assertion", &sign(&key)))
+        .await;
     assert_eq!(ok.status(), 200);
     assert!(ok.text().await.unwrap().contains(VIEWER));
     let forged = app
-        .client
-        .get(app.url("/users"))
-        .header("x-goog-iap-jwt-assertion", sign(&other))
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/users", ("x-goog-iap-jwt-assertion", &sign(&other)))
+        .await;
     assert_eq!(forged.status(), 401);
 }
 
@@ -687,12 +675,7 @@ async fn an_unreachable_idp_is_asked_at_most_once_per_interval_from_the_start() 
 async fn a_first_visit_form_token_is_bound_to_a_new_session() {
     let app = TestApp::spawn().await;
     let id = app.user_id("ada@example.com");
-    let r = app
-        .client
-        .get(app.url(&format!("/users/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.response(&format!("/users/{id}")).await;
     let cookie = r
         .headers()
         .get("set-cookie")

@@ -205,11 +205,8 @@ async fn filters_and_exports_return_exactly_the_matching_entries() {
         secrets.push(revealed_key(&r.text().await.unwrap()).unwrap());
     }
     let csv = app
-        .client
-        .get(app.url(&format!("/audit.csv?user={ada}&action=key.create")))
-        .send()
-        .await
-        .unwrap();
+        .response(&format!("/audit.csv?user={ada}&action=key.create"))
+        .await;
     assert!(
         csv.headers()["content-type"]
             .to_str()

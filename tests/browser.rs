@@ -242,13 +242,7 @@ async fn staff_create_copy_reload_and_revoke_in_a_real_browser() {
 
     // The copy button puts exactly the key on the clipboard and says so.
     css(&c, "#copy-key").await.click().await.unwrap();
-    c.wait()
-        .at_most(Duration::from_secs(5))
-        .for_element(Locator::XPath(
-            "//*[@id='copy-status' and contains(., 'Copied')]",
-        ))
-        .await
-        .unwrap();
+    wait_copied(&c).await;
     let status = css(&c, "#copy-status").await;
     assert_eq!(
         status.attr("aria-live").await.unwrap().as_deref(),
@@ -370,6 +364,16 @@ async fn reload(c: &Client) {
     if c.refresh().await.is_err() {
         c.accept_alert().await.unwrap();
     }
+}
+
+/// Waits until the copy button has said "Copied".
+async fn wait_copied(c: &Client) {
+    let copied = "//*[@id='copy-status' and contains(., 'Copied')]";
+    c.wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::XPath(copied))
+        .await
+        .unwrap();
 }
 
 /// Types `text` into the element matching `selector`.
@@ -537,13 +541,7 @@ async fn a_key_can_be_created_and_copied_with_the_keyboard_alone() {
     grant_clipboard(&driver, &c).await;
     tab_to(&c, "copy-key").await;
     press(&c, SPACE).await;
-    c.wait()
-        .at_most(Duration::from_secs(5))
-        .for_element(Locator::XPath(
-            "//*[@id='copy-status' and contains(., 'Copied')]",
-        ))
-        .await
-        .unwrap();
+    wait_copied(&c).await;
     tab_to(&c, "copied-done").await;
     press(&c, ENTER).await;
     css(&c, "#keys-table").await;

@@ -11,7 +11,7 @@ use common::*;
 #[tokio::test]
 async fn root_redirects_to_the_users_list() {
     let app = TestApp::spawn().await;
-    let r = app.client.get(app.url("/")).send().await.unwrap();
+    let r = app.response("/").await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/users");
 }
@@ -197,12 +197,7 @@ async fn replaying_a_create_never_creates_or_reveals_a_second_key() {
     }
     assert_eq!(app.fake.count("POST", "/v2/users"), 1);
     // A GET of the create URL (a reload after navigation) is never a reveal.
-    let r = app
-        .client
-        .get(app.url(&format!("/users/{id}/keys")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.response(&format!("/users/{id}/keys")).await;
     assert_eq!(r.status(), 303);
 }
 
@@ -502,7 +497,7 @@ async fn a_rejected_root_key_is_explained() {
     assert_eq!(status, 502);
     assert!(body.contains("Vultr rejected keydesk"));
     assert!(!body.contains("WRONG"));
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.response("/readyz").await;
     assert_eq!(r.status(), 503);
     let body = r.text().await.unwrap();
     assert!(body.contains("root key rejected by Vultr"), "{body}");
@@ -557,7 +552,7 @@ async fn cross_site_posts_are_refused() {
 #[tokio::test]
 async fn every_response_carries_security_headers_and_a_request_id() {
     let app = TestApp::spawn().await;
-    let r = app.client.get(app.url("/users")).send().await.unwrap();
+    let r = app.response("/users").await;
     let h = r.headers();
     let csp = h["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"));
@@ -616,12 +611,7 @@ async fn pages_stay_small_and_are_compressed() {
         .get_with_header("/users", ("accept-encoding", "gzip"))
         .await;
     assert_eq!(r.headers()["content-encoding"], "gzip");
-    let r = app
-        .client
-        .get(app.url("/static/app.css"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.response("/static/app.css").await;
     assert!(
         r.headers()["cache-control"]
             .to_str()

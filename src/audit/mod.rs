@@ -2,25 +2,32 @@
 //!
 //! A mutating action writes an *intent* row (outcome `pending`) and commits it
 //! before calling Vultr, then settles it to `ok`, `failed` or `unknown`. A
-//! crash mid-call leaves `pending`, which the next start turns into `unknown`,
-//! so nothing is lost silently. If the intent cannot be written, the action is
-//! refused. Secrets are never passed to this module: no field can hold one.
+//! crash mid-call leaves `pending`: it becomes `unknown` once no request could
+//! still settle it (see `mark_stale`), so nothing is lost silently. If the
+//! intent cannot be written, the action is refused. Secrets are never passed
+//! to this module: no field can hold one. Works on SQLite and PostgreSQL.
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use crate::db::{Db, Engine};
+use crate::on_pool;
 
 mod entry;
 
 pub use entry::{AuditAction, CsvSafe, Entry, Filter, Intent, Outcome};
 
+/// The longest a request can take (the request timeout) plus a margin: an
+/// intent older than this can no longer be settled by anyone.
+pub const PENDING_BOUND: std::time::Duration = std::time::Duration::from_secs(90);
+
 #[derive(Clone, Debug)]
 pub struct AuditStore {
-    pool: SqlitePool,
+    db: Db,
+    /// This process, as written into its intents.
+    instance: String,
+    /// How old an open intent must be before another process marks it.
+    pending_bound_ms: i64,
 }
 
 fn now() -> String {
@@ -29,37 +36,51 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
-impl AuditStore {
-    /// Opens (creating if needed) the database, applies migrations, and marks
-    /// intents left open by a previous process as `unknown`.
-    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let mut opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .busy_timeout(Duration::from_secs(5));
-        if !in_memory {
-            opts = opts.journal_mode(SqliteJournalMode::Wal);
+/// Appends the page filters to a `SELECT … FROM audit` builder.
+macro_rules! push_filters {
+    ($q:ident, $f:expr) => {{
+        $q.push(" WHERE 1 = 1");
+        if let Some(v) = Filter::clean(&$f.actor) {
+            $q.push(" AND actor = ").push_bind(v.to_string());
         }
-        // An in-memory database exists per connection: keep exactly one.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(if in_memory { 1 } else { 4 })
-            .min_connections(if in_memory { 1 } else { 0 })
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("src/migrations").run(&pool).await?;
-        let stale = sqlx::query(
-            "UPDATE audit SET outcome = 'unknown', error = 'keydesk stopped before the outcome was known', finished_at = ?1 WHERE outcome = 'pending'",
-        )
-        .bind(now())
-        .execute(&pool)
-        .await;
-        match stale {
-            Ok(r) if r.rows_affected() > 0 => tracing::warn!(
+        if let Some(v) = Filter::clean(&$f.user) {
+            $q.push(" AND (target_user_id = ")
+                .push_bind(v.to_string())
+                .push(" OR target_user_email = ")
+                .push_bind(v.to_string())
+                .push(")");
+        }
+        if let Some(v) = Filter::clean(&$f.action) {
+            $q.push(" AND action = ").push_bind(v.to_string());
+        }
+        if let Some(v) = Filter::clean(&$f.outcome) {
+            $q.push(" AND outcome = ").push_bind(v.to_string());
+        }
+    }};
+}
+
+impl AuditStore {
+    /// Opens a database of its own (tests and tools): SQLite or PostgreSQL.
+    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
+        Ok(Self::new(Db::open(url).await?, PENDING_BOUND).await)
+    }
+
+    /// The audit trail in `db`. On SQLite, one process owns the file, so every
+    /// intent left open by a previous run is marked `unknown` at once; on
+    /// PostgreSQL only those older than `pending_bound`, since another live
+    /// replica may still settle its own.
+    pub async fn new(db: Db, pending_bound: std::time::Duration) -> Self {
+        let store = Self {
+            db,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            pending_bound_ms: i64::try_from(pending_bound.as_millis()).unwrap_or(i64::MAX),
+        };
+        let all = store.db.engine() == Engine::Sqlite;
+        match store.mark_stale(all).await {
+            Ok(n) if n > 0 => tracing::warn!(
                 target: "audit",
-                count = r.rows_affected(),
-                "audit entries left open by a previous run marked unknown"
+                count = n,
+                "audit entries left open by a stopped process marked unknown"
             ),
             Ok(_) => {}
             // A read-only store still serves the audit pages; every mutating
@@ -68,15 +89,45 @@ impl AuditStore {
                 tracing::error!(target: "audit", error = %e, "audit store is not writable: keydesk will refuse every change")
             }
         }
-        Ok(Self { pool })
+        store
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Marks open intents `unknown` that no request can settle any more:
+    /// this process's own stale ones and any older than the bound (or, with
+    /// `all`, every open one). Returns how many.
+    pub async fn mark_stale(&self, all: bool) -> Result<u64, sqlx::Error> {
+        let now_ms = self.db.now_ms().await?;
+        let cutoff = if all {
+            i64::MAX
+        } else {
+            now_ms - self.pending_bound_ms
+        };
+        let r = on_pool!(&self.db, |p| {
+            sqlx::query(
+            "UPDATE audit SET outcome = 'unknown', error = 'keydesk stopped before the outcome was known', finished_at = $1
+             WHERE outcome = 'pending' AND (COALESCE(started_ms, 0) < $2)",
+        )
+        .bind(now())
+        .bind(cutoff)
+        .execute(p)
+        .await?
+        .rows_affected()
+        });
+        Ok(r)
     }
 
     /// Commits an intent; the action must not proceed if this fails.
     pub async fn intent(&self, i: &Intent) -> Result<i64, sqlx::Error> {
         let at = now();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id, api_enabled)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', ?12, ?13) RETURNING id",
+        let started_ms = self.db.now_ms().await?;
+        let id: i64 = on_pool!(&self.db, |p| {
+            sqlx::query_scalar(
+            "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id, api_enabled, instance, started_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $15) RETURNING id",
         )
         .bind(&at)
         .bind(&i.actor)
@@ -91,8 +142,11 @@ impl AuditStore {
         .bind(&i.related_key_id)
         .bind(&i.request_id)
         .bind(i.api_enabled)
-        .fetch_one(&self.pool)
-        .await?;
+        .bind(&self.instance)
+        .bind(started_ms)
+        .fetch_one(p)
+        .await?
+        });
         tracing::info!(
             target: "audit",
             entry_id = id,
@@ -136,8 +190,9 @@ impl AuditStore {
         upstream_status: Option<u16>,
         error: Option<&str>,
     ) -> Result<u64, sqlx::Error> {
-        let r = sqlx::query(
-            "UPDATE audit SET outcome = ?1, key_id = COALESCE(key_id, ?2), upstream_status = ?3, error = ?4, finished_at = ?5 WHERE id = ?6 AND outcome = 'pending'",
+        let r = on_pool!(&self.db, |p| {
+            sqlx::query(
+            "UPDATE audit SET outcome = $1, key_id = COALESCE(key_id, $2), upstream_status = $3, error = $4, finished_at = $5 WHERE id = $6 AND outcome = 'pending'",
         )
         .bind(outcome.as_str())
         .bind(key_id)
@@ -145,9 +200,11 @@ impl AuditStore {
         .bind(error)
         .bind(now())
         .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        .execute(p)
+        .await?
+        .rows_affected()
+        });
+        Ok(r)
     }
 
     /// Settles an intent. A failure here is logged loudly: the row stays
@@ -198,28 +255,6 @@ impl AuditStore {
         }
     }
 
-    fn filtered(select: &str, f: &Filter) -> QueryBuilder<Sqlite> {
-        let mut q = QueryBuilder::new(select);
-        q.push(" WHERE 1 = 1");
-        if let Some(v) = Filter::clean(&f.actor) {
-            q.push(" AND actor = ").push_bind(v);
-        }
-        if let Some(v) = Filter::clean(&f.user) {
-            q.push(" AND (target_user_id = ")
-                .push_bind(v)
-                .push(" OR target_user_email = ")
-                .push_bind(v)
-                .push(")");
-        }
-        if let Some(v) = Filter::clean(&f.action) {
-            q.push(" AND action = ").push_bind(v);
-        }
-        if let Some(v) = Filter::clean(&f.outcome) {
-            q.push(" AND outcome = ").push_bind(v);
-        }
-        q
-    }
-
     /// Newest first.
     pub async fn list(
         &self,
@@ -227,44 +262,60 @@ impl AuditStore {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<Entry>, sqlx::Error> {
-        let mut q = Self::filtered(
-            "SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, api_enabled, outcome, upstream_status, error, request_id FROM audit",
-            f,
-        );
-        q.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        q.build_query_as::<Entry>().fetch_all(&self.pool).await
+        on_pool!(&self.db, |p| {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, api_enabled, outcome, upstream_status, error, request_id FROM audit",
+            );
+            push_filters!(q, f);
+            q.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(limit)
+                .push(" OFFSET ")
+                .push_bind(offset);
+            q.build_query_as::<Entry>().fetch_all(p).await
+        })
     }
 
     /// Ids of keys keydesk itself created (create or rotate that ended ok).
     pub async fn keys_created_here(
         &self,
     ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT key_id FROM audit WHERE action IN (?1, ?2) AND outcome = 'ok' AND key_id IS NOT NULL",
+        let ids: Vec<String> = on_pool!(&self.db, |p| {
+            sqlx::query_scalar(
+            "SELECT key_id FROM audit WHERE action IN ($1, $2) AND outcome = 'ok' AND key_id IS NOT NULL",
         )
         .bind(AuditAction::KeyCreate.as_str())
         .bind(AuditAction::KeyRotate.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await?
+        });
         Ok(ids.into_iter().collect())
     }
 
     pub async fn count(&self, f: &Filter) -> Result<i64, sqlx::Error> {
-        let mut q = Self::filtered("SELECT COUNT(*) FROM audit", f);
-        q.build_query_scalar::<i64>().fetch_one(&self.pool).await
+        on_pool!(&self.db, |p| {
+            let mut q = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM audit");
+            push_filters!(q, f);
+            q.build_query_scalar::<i64>().fetch_one(p).await
+        })
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.db.close().await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl AuditStore {
+        fn sqlite(&self) -> &sqlx::SqlitePool {
+            match &self.db {
+                Db::Sqlite(p) => p,
+                Db::Postgres(_) => unreachable!("unit tests use SQLite"),
+            }
+        }
+    }
 
     async fn store() -> AuditStore {
         AuditStore::open("sqlite::memory:").await.unwrap()
@@ -296,13 +347,13 @@ mod tests {
             .await;
         assert!(
             sqlx::query("UPDATE audit SET actor = 'x'")
-                .execute(&s.pool)
+                .execute(s.sqlite())
                 .await
                 .is_err()
         );
         assert!(
             sqlx::query("DELETE FROM audit")
-                .execute(&s.pool)
+                .execute(s.sqlite())
                 .await
                 .is_err()
         );
@@ -345,7 +396,7 @@ mod tests {
             "UPDATE audit SET outcome = 'pending', reason = 'x'",
         ] {
             assert!(
-                sqlx::query(rewrite).execute(&s.pool).await.is_err(),
+                sqlx::query(rewrite).execute(s.sqlite()).await.is_err(),
                 "{rewrite} must be refused"
             );
         }

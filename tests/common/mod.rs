@@ -2,6 +2,8 @@
 //! cookie-keeping client that does not follow redirects, and helpers.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod pg;
+
 use std::time::Duration;
 
 use keydesk::Application;
@@ -140,6 +142,11 @@ impl TestApp {
             .into_iter()
             .find(|k| k.name.as_deref() == Some(name))
             .unwrap()
+    }
+
+    /// The response to a GET of `path`, whatever its status.
+    pub async fn response(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
     }
 
     /// A GET to `path` with one extra header.

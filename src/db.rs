@@ -1,0 +1,155 @@
+//! The database: SQLite embedded (the default) or PostgreSQL (shared by
+//! several replicas). One `Db` value, one SQL text per query: every query is
+//! written once with `$1`-style parameters, which both engines accept, and
+//! `on_pool!` runs it on whichever pool is open. Migrations are embedded per
+//! engine and applied at start (on PostgreSQL under sqlx's advisory lock, so
+//! replicas starting together do not race).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+
+/// An open database of either engine. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the open pool, whichever engine it is.
+/// The body is written once and type-checked for both.
+#[macro_export]
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Which engine a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    pub fn of(url: &str) -> Result<Self, String> {
+        if url.starts_with("sqlite:") {
+            Ok(Engine::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Engine::Postgres)
+        } else {
+            Err("expected sqlite://PATH or postgres://… ".into())
+        }
+    }
+}
+
+/// A database URL with any password hidden, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Db {
+    /// Opens (creating a SQLite file if needed) and migrates the database.
+    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
+        let engine = Engine::of(url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        let db = match engine {
+            Engine::Sqlite => Db::Sqlite(open_sqlite(url).await?),
+            Engine::Postgres => {
+                let opts = PgConnectOptions::from_str(url)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(opts)
+                    .await?;
+                Db::Postgres(pool)
+            }
+        };
+        match &db {
+            Db::Sqlite(p) => sqlx::migrate!("src/migrations/sqlite").run(p).await?,
+            Db::Postgres(p) => sqlx::migrate!("src/migrations/postgres").run(p).await?,
+        }
+        Ok(db)
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self {
+            Db::Sqlite(_) => Engine::Sqlite,
+            Db::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// The database clock, in milliseconds since the epoch: one clock for
+    /// every replica (rate budget, leases).
+    pub async fn now_ms(&self) -> Result<i64, sqlx::Error> {
+        match self {
+            Db::Sqlite(p) => {
+                sqlx::query_scalar(
+                    "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+                )
+                .fetch_one(p)
+                .await
+            }
+            Db::Postgres(p) => {
+                sqlx::query_scalar("SELECT (extract(epoch from clock_timestamp()) * 1000)::BIGINT")
+                    .fetch_one(p)
+                    .await
+            }
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, |p| p.close().await)
+    }
+}
+
+async fn open_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let mut opts = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .busy_timeout(Duration::from_secs(5));
+    if !in_memory {
+        opts = opts.journal_mode(SqliteJournalMode::Wal);
+    }
+    // An in-memory database exists per connection: keep exactly one.
+    SqlitePoolOptions::new()
+        .max_connections(if in_memory { 1 } else { 4 })
+        .min_connections(if in_memory { 1 } else { 0 })
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(opts)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_the_engine_and_hide_passwords() {
+        assert_eq!(Engine::of("sqlite://a.db"), Ok(Engine::Sqlite));
+        assert_eq!(Engine::of("sqlite::memory:"), Ok(Engine::Sqlite));
+        assert_eq!(Engine::of("postgres://u:p@h/db"), Ok(Engine::Postgres));
+        assert!(Engine::of("mysql://x").is_err());
+        assert_eq!(
+            redacted("postgres://kd:s3cret@db:5432/kd"),
+            "postgres://kd:***@db:5432/kd"
+        );
+        assert_eq!(redacted("sqlite://a.db"), "sqlite://a.db");
+    }
+}
