@@ -17,11 +17,12 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
-use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
+use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::identity::Gate;
 use crate::pages::keys::{create, revoke, rotate};
 use crate::pages::{assets, audit, brake, ops, reports, users};
+use crate::session_store::DbSessionStore;
 use crate::state::AppState;
 
 /// Largest request body accepted (forms are tiny).
@@ -34,7 +35,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// The one router: every path is spelled here.
 pub fn build_router(state: AppState) -> Router {
-    let sessions = SessionManagerLayer::new(MemoryStore::default())
+    let sessions = SessionManagerLayer::new(DbSessionStore::new(state.db.clone()))
         .with_name("keydesk_session")
         .with_http_only(true)
         .with_same_site(SameSite::Strict)

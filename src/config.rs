@@ -168,7 +168,15 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYDESK_OPERATORS", value_delimiter = ',')]
     pub operators: Vec<String>,
 
-    /// SQLite database of the audit trail (created on first start).
+    /// Database: sqlite://PATH (embedded, created on first start) or postgres://USER:PASS@HOST/DB (shared by several replicas). Overrides KEYDESK_AUDIT_DB.
+    #[arg(long, env = "KEYDESK_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// File holding the database URL (it may contain a password); read once at start.
+    #[arg(long, env = "KEYDESK_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
+    /// Old name of KEYDESK_DATABASE_URL, still accepted: the SQLite database of the audit trail.
     #[arg(
         long,
         env = "KEYDESK_AUDIT_DB",
@@ -196,7 +204,7 @@ pub struct DemoArgs {
     )]
     pub identity: String,
 
-    /// Audit database for the demo (in memory by default).
+    /// Database for the demo (in memory by default: no server needed).
     #[arg(long, env = "KEYDESK_AUDIT_DB", default_value = "sqlite::memory:")]
     pub audit_db: String,
 
@@ -274,7 +282,7 @@ impl DemoArgs {
             auth: AuthMode::Demo(self.identity.clone()),
             access: Access::everyone_operates(),
             policy: self.common.key_policy()?,
-            audit_db: self.audit_db.clone(),
+            database_url: self.audit_db.clone(),
             cookie_secure: false,
             upstream: self.common.client_options(),
             page_size: self.common.page_size,
@@ -301,7 +309,7 @@ impl ServeArgs {
             auth: self.auth_mode()?,
             access,
             policy: self.common.key_policy()?,
-            audit_db: self.audit_db.clone(),
+            database_url: self.database_url()?,
             cookie_secure: self.cookie_secure,
             upstream: self.common.client_options(),
             page_size: self.common.page_size,
@@ -358,6 +366,22 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
+    /// The database URL: from its file, else KEYDESK_DATABASE_URL, else the
+    /// old KEYDESK_AUDIT_DB (so an existing deployment keeps its data).
+    pub fn database_url(&self) -> Result<String, String> {
+        let url = match (&self.database_url_file, &self.database_url) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map_err(|e| format!("KEYDESK_DATABASE_URL_FILE {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+            (None, Some(url)) => url.trim().to_string(),
+            (None, None) => self.audit_db.trim().to_string(),
+        };
+        crate::db::Engine::of(&url)
+            .map_err(|e| format!("KEYDESK_DATABASE_URL {}: {e}", crate::db::redacted(&url)))?;
+        Ok(url)
+    }
+
     /// The root key from the file (preferred) or the variable.
     pub fn root_key(&self) -> Result<SecretString, RootKeyError> {
         if let Some(path) = &self.vultr_api_key_file {

@@ -28,6 +28,9 @@ pub enum AppError {
     /// The audit trail could not be written: refuse to act unrecorded.
     #[error("audit store unavailable: {0}")]
     Audit(String),
+    /// The database (form tokens, sessions, jobs) could not be reached.
+    #[error("database unavailable: {0}")]
+    Store(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("request headers too large")]
@@ -63,6 +66,11 @@ impl AppError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Audit trail unavailable",
                 "keydesk could not write its audit trail, so it refused to act: nothing was sent to Vultr. Try again, or ask the operators to check the audit database.".to_string(),
+            ),
+            AppError::Store(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Database unavailable",
+                "keydesk could not reach its database, so it did nothing: nothing was sent to Vultr. Retry in a moment.".to_string(),
             ),
             AppError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -149,7 +157,9 @@ impl IntoResponse for AppError {
                 metrics::counter!("keydesk_audit_write_failures_total").increment(1);
                 tracing::error!(error = %self, "request refused: audit store unavailable")
             }
-            AppError::Internal(_) => tracing::error!(error = %self, "request failed"),
+            AppError::Internal(_) | AppError::Store(_) => {
+                tracing::error!(error = %self, "request failed")
+            }
             AppError::Upstream(e) => tracing::warn!(error = %e, "upstream call failed"),
             AppError::OutcomeUnknown { .. } => {
                 tracing::warn!(error = %self, "upstream write outcome unknown")
@@ -165,6 +175,13 @@ impl IntoResponse for AppError {
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         AppError::Audit(e.to_string())
+    }
+}
+
+impl AppError {
+    /// A database failure outside the audit trail (tokens, sessions, jobs).
+    pub fn store(e: sqlx::Error) -> Self {
+        AppError::Store(e.to_string())
     }
 }
 

@@ -5,14 +5,17 @@
 //! act at most once. Because the token is unguessable and bound to the
 //! identity, it is also the form's anti-forgery token.
 //!
-//! Only the outcome (the key id) is kept, never a response body or secret.
+//! Only a hash of the token and the outcome (the key id) are stored, never a
+//! response body or secret.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
+use crate::db::Db;
 use crate::ids::VultrId;
+use crate::on_pool;
 
 /// What a form does: its token is good for this and nothing else.
 #[derive(Debug, Clone, Copy)]
@@ -38,26 +41,7 @@ impl fmt::Display for Scope<'_> {
 }
 
 /// Tokens older than this are forgotten (the form must be reloaded).
-const TOKEN_TTL: Duration = Duration::from_secs(12 * 60 * 60);
-/// Upper bound on remembered tokens, so a client cannot grow memory forever.
-const MAX_TOKENS: usize = 100_000;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum State {
-    Fresh,
-    InFlight,
-    Done { result_id: Option<String> },
-}
-
-#[derive(Debug)]
-struct Entry {
-    actor: String,
-    /// The browser session the form was rendered in, when it had one.
-    session: Option<String>,
-    scope: String,
-    state: State,
-    issued: Instant,
-}
+pub const TOKEN_TTL: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,107 +54,147 @@ pub enum Claim {
     Invalid,
 }
 
-#[derive(Default)]
+/// The form tokens, in the database: a restart or another replica sees the
+/// same tokens, and exactly one claimer wins among any number of them.
+#[derive(Clone, Debug)]
 pub struct FormTokens {
-    map: Mutex<HashMap<String, Entry>>,
+    db: Db,
+}
+
+/// What is stored instead of the token: its SHA-256, hex.
+fn hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 impl FormTokens {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn new(db: Db) -> Self {
+        Self { db }
     }
 
-    /// Mints a token for `actor` to do `scope` once. When the form is rendered
-    /// inside an existing browser session, the token is also tied to it.
-    pub fn issue(&self, actor: &str, scope: Scope<'_>, session: Option<String>) -> String {
+    /// Mints a token for `actor` to do `scope` once, tied to the browser
+    /// session it is rendered in when there is one.
+    pub async fn issue(
+        &self,
+        actor: &str,
+        scope: Scope<'_>,
+        session: Option<String>,
+    ) -> Result<String, sqlx::Error> {
         let token = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        let mut map = self.lock();
-        if map.len() >= MAX_TOKENS {
-            map.retain(|_, e| e.issued.elapsed() < TOKEN_TTL);
-            if map.len() >= MAX_TOKENS {
-                // Still full: drop the oldest tenth.
-                let mut ages: Vec<(Instant, String)> =
-                    map.iter().map(|(k, e)| (e.issued, k.clone())).collect();
-                ages.sort();
-                for (_, k) in ages.into_iter().take(MAX_TOKENS / 10) {
-                    map.remove(&k);
-                }
-            }
-        }
-        map.insert(
-            token.clone(),
-            Entry {
-                actor: actor.to_string(),
-                session,
-                scope: scope.to_string(),
-                state: State::Fresh,
-                issued: Instant::now(),
-            },
-        );
-        token
+        let expires = now_ms() + TOKEN_TTL.as_millis() as i64;
+        on_pool!(&self.db, |p| {
+            sqlx::query(
+            "INSERT INTO form_tokens (token_hash, actor, scope, session_id, state, expires_ms) VALUES ($1, $2, $3, $4, 'fresh', $5)",
+        )
+        .bind(hash(&token))
+        .bind(actor)
+        .bind(scope.to_string())
+        .bind(session)
+        .bind(expires)
+        .execute(p)
+        .await
+        .map(|_| ())?
+        });
+        Ok(token)
     }
 
-    /// Atomically claims `token` for this request.
-    pub fn claim(
+    /// Claims `token` for this request with one conditional update: among any
+    /// number of concurrent claims, on any number of replicas, one wins.
+    pub async fn claim(
         &self,
         token: &str,
         actor: &str,
         scope: Scope<'_>,
         session: Option<&str>,
-    ) -> Claim {
-        let scope = scope.to_string();
-        let mut map = self.lock();
-        match map.get_mut(token) {
-            Some(e)
-                if e.actor == actor
-                    && e.scope == scope
-                    && e.issued.elapsed() < TOKEN_TTL
-                    // Bound to a session: only that session may use it.
-                    && e.session.as_deref().is_none_or(|s| Some(s) == session) =>
-            {
-                match &e.state {
-                    State::Fresh => {
-                        e.state = State::InFlight;
-                        Claim::Claimed
-                    }
-                    State::InFlight => Claim::Replay { result_id: None },
-                    State::Done { result_id } => Claim::Replay {
-                        result_id: result_id.clone(),
-                    },
-                }
-            }
-            _ => Claim::Invalid,
+    ) -> Result<Claim, sqlx::Error> {
+        let (h, scope, now) = (hash(token), scope.to_string(), now_ms());
+        let won: Option<String> = on_pool!(&self.db, |p| sqlx::query_scalar(
+            "UPDATE form_tokens SET state = 'inflight'
+             WHERE token_hash = $1 AND actor = $2 AND scope = $3 AND expires_ms > $4
+               AND (session_id IS NULL OR session_id = $5) AND state = 'fresh'
+             RETURNING token_hash",
+        )
+        .bind(&h)
+        .bind(actor)
+        .bind(&scope)
+        .bind(now)
+        .bind(session)
+        .fetch_optional(p)
+        .await?);
+        if won.is_some() {
+            return Ok(Claim::Claimed);
         }
+        let seen: Option<(String, Option<String>)> = on_pool!(&self.db, |p| sqlx::query_as(
+            "SELECT state, result_id FROM form_tokens
+             WHERE token_hash = $1 AND actor = $2 AND scope = $3 AND expires_ms > $4
+               AND (session_id IS NULL OR session_id = $5)",
+        )
+        .bind(&h)
+        .bind(actor)
+        .bind(&scope)
+        .bind(now)
+        .bind(session)
+        .fetch_optional(p)
+        .await?);
+        Ok(match seen {
+            // Another request holds it (or just gave it back): not ours to use.
+            Some((_, result_id)) => Claim::Replay { result_id },
+            None => Claim::Invalid,
+        })
     }
 
     /// Gives a claimed token back: nothing happened upstream (validation failed,
     /// or Vultr definitely refused), so the same form may be sent again.
-    pub fn release(&self, token: &str) {
-        if let Some(e) = self.lock().get_mut(token)
-            && e.state == State::InFlight
-        {
-            e.state = State::Fresh;
+    pub async fn release(&self, token: &str) {
+        let r =
+            on_pool!(&self.db, |p| {
+                sqlx::query(
+            "UPDATE form_tokens SET state = 'fresh' WHERE token_hash = $1 AND state = 'inflight'",
+        )
+        .bind(hash(token))
+        .execute(p)
+        .await
+        .map(|_| ())
+            });
+        if let Err(e) = r {
+            // The form stays spent: safe, the user reloads it.
+            tracing::warn!(error = %e, "could not give a form token back");
         }
-    }
-
-    /// Passes `r` through, giving the token back when it is an error: a step
-    /// before the upstream write failed, so nothing happened.
-    pub fn release_on_err<T, E>(&self, token: &str, r: Result<T, E>) -> Result<T, E> {
-        if r.is_err() {
-            self.release(token);
-        }
-        r
     }
 
     /// Marks a claimed token used for good, remembering only the result's id.
-    pub fn complete(&self, token: &str, result_id: Option<String>) {
-        if let Some(e) = self.lock().get_mut(token) {
-            e.state = State::Done { result_id };
+    /// If this fails the token stays claimed: it can never act again either.
+    pub async fn complete(&self, token: &str, result_id: Option<String>) {
+        let r = on_pool!(&self.db, |p| sqlx::query(
+            "UPDATE form_tokens SET state = 'done', result_id = $2 WHERE token_hash = $1",
+        )
+        .bind(hash(token))
+        .bind(result_id)
+        .execute(p)
+        .await
+        .map(|_| ()));
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not record a form token's result");
         }
+    }
+
+    /// Forgets expired tokens; returns how many.
+    pub async fn purge_expired(&self) -> Result<u64, sqlx::Error> {
+        on_pool!(&self.db, |p| sqlx::query(
+            "DELETE FROM form_tokens WHERE expires_ms <= $1"
+        )
+        .bind(now_ms())
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
     }
 }
 
@@ -178,103 +202,67 @@ impl FormTokens {
 mod tests {
     use super::*;
 
+    async fn tokens() -> FormTokens {
+        FormTokens::new(Db::open("sqlite::memory:").await.unwrap())
+    }
+
     fn u(id: &str) -> VultrId {
         VultrId::parse(id).unwrap()
     }
 
-    #[test]
-    fn a_token_is_claimed_once() {
-        let t = FormTokens::default();
-        let tok = t.issue("a@x", Scope::CreateKey(&u("u1")), None);
-        assert_eq!(
-            t.claim(&tok, "a@x", Scope::CreateKey(&u("u1")), None),
-            Claim::Claimed
-        );
-        assert_eq!(
-            t.claim(&tok, "a@x", Scope::CreateKey(&u("u1")), None),
-            Claim::Replay { result_id: None }
-        );
-        t.complete(&tok, Some("k1".into()));
-        assert_eq!(
-            t.claim(&tok, "a@x", Scope::CreateKey(&u("u1")), None),
-            Claim::Replay {
-                result_id: Some("k1".into())
-            }
-        );
+    #[tokio::test]
+    async fn a_token_is_claimed_once_and_remembers_its_result() {
+        let t = tokens().await;
+        let (u1, s) = (u("u1"), None);
+        let tok = t.issue("a@x", Scope::CreateKey(&u1), None).await.unwrap();
+        let claim = || t.claim(&tok, "a@x", Scope::CreateKey(&u1), s);
+        assert_eq!(claim().await.unwrap(), Claim::Claimed);
+        assert_eq!(claim().await.unwrap(), Claim::Replay { result_id: None });
+        t.complete(&tok, Some("k1".into())).await;
+        let done = Claim::Replay {
+            result_id: Some("k1".into()),
+        };
+        assert_eq!(claim().await.unwrap(), done);
     }
 
-    #[test]
-    fn a_token_is_bound_to_actor_and_scope() {
-        let t = FormTokens::default();
-        let tok = t.issue("a@x", Scope::CreateKey(&u("u1")), None);
-        assert_eq!(
-            t.claim(&tok, "b@x", Scope::CreateKey(&u("u1")), None),
-            Claim::Invalid
-        );
-        assert_eq!(
-            t.claim(&tok, "a@x", Scope::CreateKey(&u("u2")), None),
-            Claim::Invalid
-        );
-        assert_eq!(
-            t.claim("nope", "a@x", Scope::CreateKey(&u("u1")), None),
-            Claim::Invalid
-        );
-        assert_eq!(
-            t.claim(&tok, "a@x", Scope::CreateKey(&u("u1")), None),
-            Claim::Claimed
-        );
+    #[tokio::test]
+    async fn a_token_is_bound_to_actor_scope_and_session() {
+        let t = tokens().await;
+        let (u1, u2) = (u("u1"), u("u2"));
+        let tok = t
+            .issue("a@x", Scope::CreateKey(&u1), Some("sess-1".into()))
+            .await
+            .unwrap();
+        for (actor, scope, session) in [
+            ("b@x", Scope::CreateKey(&u1), Some("sess-1")),
+            ("a@x", Scope::CreateKey(&u2), Some("sess-1")),
+            ("a@x", Scope::CreateKey(&u1), Some("sess-2")),
+            ("a@x", Scope::CreateKey(&u1), None),
+        ] {
+            let c = t.claim(&tok, actor, scope, session).await.unwrap();
+            assert_eq!(c, Claim::Invalid, "{actor} {scope} {session:?}");
+        }
+        let c = t.claim("nope", "a@x", Scope::CreateKey(&u1), Some("sess-1"));
+        assert_eq!(c.await.unwrap(), Claim::Invalid);
+        let c = t.claim(&tok, "a@x", Scope::CreateKey(&u1), Some("sess-1"));
+        assert_eq!(c.await.unwrap(), Claim::Claimed);
     }
 
-    #[test]
-    fn a_token_rendered_in_a_session_only_works_in_that_session() {
-        let t = FormTokens::default();
-        let tok = t.issue("a@x", Scope::ReportScan, Some("sess-1".into()));
-        assert_eq!(
-            t.claim(&tok, "a@x", Scope::ReportScan, Some("sess-2")),
-            Claim::Invalid
-        );
-        assert_eq!(
-            t.claim(&tok, "a@x", Scope::ReportScan, None),
-            Claim::Invalid
-        );
-        assert_eq!(
-            t.claim(&tok, "a@x", Scope::ReportScan, Some("sess-1")),
-            Claim::Claimed
-        );
-    }
-
-    #[test]
-    fn a_released_token_can_be_claimed_again() {
-        let t = FormTokens::default();
-        let tok = t.issue("a@x", Scope::ReportScan, None);
-        assert_eq!(
-            t.claim(&tok, "a@x", Scope::ReportScan, None),
-            Claim::Claimed
-        );
-        t.release(&tok);
-        assert_eq!(
-            t.claim(&tok, "a@x", Scope::ReportScan, None),
-            Claim::Claimed
-        );
-    }
-
-    #[test]
-    fn concurrent_claims_have_one_winner() {
-        let t = std::sync::Arc::new(FormTokens::default());
-        let tok = t.issue("a@x", Scope::ReportScan, None);
-        let wins: usize = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..8)
-                .map(|_| {
-                    let t = t.clone();
-                    let tok = tok.clone();
-                    s.spawn(move || t.claim(&tok, "a@x", Scope::ReportScan, None) == Claim::Claimed)
-                })
-                .collect();
-            hs.into_iter()
-                .filter_map(|h| h.join().ok())
-                .filter(|w| *w)
-                .count()
-        });
-        assert_eq!(wins, 1);
+    #[tokio::test]
+    async fn a_released_token_can_be_claimed_again_and_only_its_hash_is_stored() {
+        let t = tokens().await;
+        let tok = t.issue("a@x", Scope::ReportScan, None).await.unwrap();
+        let claim = || t.claim(&tok, "a@x", Scope::ReportScan, None);
+        assert_eq!(claim().await.unwrap(), Claim::Claimed);
+        t.release(&tok).await;
+        assert_eq!(claim().await.unwrap(), Claim::Claimed);
+        let stored: Vec<String> = on_pool!(&t.db, |p| sqlx::query_scalar(
+            "SELECT token_hash FROM form_tokens"
+        )
+        .fetch_all(p)
+        .await
+        .unwrap());
+        assert_eq!(stored, vec![hash(&tok)]);
+        assert!(!stored[0].contains(&tok));
     }
 }

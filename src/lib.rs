@@ -18,6 +18,7 @@ pub mod pages;
 pub mod policy;
 pub mod report;
 pub mod session;
+pub mod session_store;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -15,22 +15,42 @@ pub struct Flash {
     pub text: String,
 }
 
+/// How often an unchanged session is saved anyway, to keep it alive.
+const TOUCH_EVERY_SECS: i64 = 3600;
+const TOUCHED_KEY: &str = "keydesk.touched";
+
 /// A session belongs to one SSO identity: if the proxy now says someone else,
 /// start a fresh session so nothing (a notice, a form token) crosses over.
+/// A page that stores nothing creates no session (a monitor or a script
+/// without cookies leaves no trace); an existing one is kept alive.
 pub async fn bind(who: &Identity, session: &Session) {
+    if session.id().is_some() {
+        bind_or_create(who, session).await;
+    }
+}
+
+async fn bind_or_create(who: &Identity, session: &Session) {
     let bound = session.get::<String>(IDENTITY_KEY).await.ok().flatten();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     if bound.as_deref() != Some(who.email.as_str()) {
         if bound.is_some() {
             let _ = session.flush().await;
         }
         let _ = session.insert(IDENTITY_KEY, &who.email).await;
+        let _ = session.insert(TOUCHED_KEY, now).await;
+        return;
+    }
+    // Only a write extends the expiry: write at most once an hour.
+    let touched = session.get::<i64>(TOUCHED_KEY).await.ok().flatten();
+    if touched.is_none_or(|t| now - t >= TOUCH_EVERY_SECS) {
+        let _ = session.insert(TOUCHED_KEY, now).await;
     }
 }
 
 /// The id of this person's session, creating the session when there is none
 /// yet, so that a form rendered on a first visit is bound to it too.
 pub async fn ensure_id(who: &Identity, session: &Session) -> Option<String> {
-    bind(who, session).await;
+    bind_or_create(who, session).await;
     if session.id().is_none()
         && let Err(e) = session.save().await
     {
@@ -39,14 +59,15 @@ pub async fn ensure_id(who: &Identity, session: &Session) -> Option<String> {
     session.id().map(|id| id.to_string())
 }
 
-/// Takes the pending notice, if any.
+/// Takes the pending notice, if any (a session without one is not written).
 pub async fn take_flash(session: &Session) -> Option<Flash> {
+    session.get::<Flash>(FLASH_KEY).await.ok().flatten()?;
     session.remove::<Flash>(FLASH_KEY).await.ok().flatten()
 }
 
 /// Queues a notice for the next page.
 pub async fn put_flash(who: &Identity, session: &Session, kind: &str, text: String) {
-    bind(who, session).await;
+    bind_or_create(who, session).await;
     let flash = Flash {
         kind: kind.to_string(),
         text,

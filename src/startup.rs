@@ -60,6 +60,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), String> {
         let audit = self.state.audit.clone();
+        let upkeep = tokio::spawn(upkeep(self.state.clone()));
         let router = crate::app::build_router(self.state);
         let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
         let signal = {
@@ -84,7 +85,8 @@ impl Application {
                 Ok(())
             }
         };
-        // Flush and close the audit store after the last request finished.
+        upkeep.abort();
+        // Flush and close the database after the last request finished.
         audit.close().await;
         tracing::info!("keydesk stopped");
         res
@@ -96,6 +98,34 @@ impl Application {
         let state = self.state.clone();
         tokio::spawn(self.run_until(std::future::pending()));
         (base, state)
+    }
+}
+
+/// How often expired sessions and tokens are deleted and stale intents marked.
+const UPKEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Periodic housekeeping, on every replica (each statement is idempotent):
+/// delete expired sessions and form tokens, so the database stays bounded,
+/// and mark open audit intents unknown once no request can settle them.
+async fn upkeep(state: AppState) {
+    use tower_sessions::ExpiredDeletion;
+    let sessions = crate::session_store::DbSessionStore::new(state.db.clone());
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sessions.delete_expired().await {
+            tracing::warn!(error = %e, "could not delete expired sessions");
+        }
+        if let Err(e) = state.tokens.purge_expired().await {
+            tracing::warn!(error = %e, "could not delete expired form tokens");
+        }
+        match state.audit.mark_stale(false).await {
+            Ok(n) if n > 0 => {
+                tracing::warn!(target: "audit", count = n, "open audit entries marked unknown")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not mark stale audit entries"),
+        }
     }
 }
 

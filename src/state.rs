@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 
 use crate::audit::AuditStore;
+use crate::db::{Db, redacted};
 use crate::idempotency::FormTokens;
 use crate::identity::{Access, AuthMode, Gate};
 use crate::policy::KeyPolicy;
@@ -26,7 +27,8 @@ pub struct AppState {
     pub auth: AuthMode,
     pub access: Access,
     pub policy: KeyPolicy,
-    pub tokens: Arc<FormTokens>,
+    pub tokens: FormTokens,
+    pub db: Db,
     pub audit: AuditStore,
     pub page_size: u32,
     pub cookie_secure: bool,
@@ -42,7 +44,10 @@ pub struct Settings {
     pub auth: AuthMode,
     pub access: Access,
     pub policy: KeyPolicy,
-    pub audit_db: String,
+    /// `sqlite://PATH` (the default, embedded) or `postgres://…` (shared).
+    pub database_url: String,
+    /// How old an open audit intent must be before it is marked unknown.
+    pub pending_bound: std::time::Duration,
     pub cookie_secure: bool,
     pub upstream: ClientOptions,
     pub page_size: u32,
@@ -68,7 +73,8 @@ impl Settings {
             },
             access: Access::default(),
             policy: KeyPolicy::default(),
-            audit_db: "sqlite::memory:".into(),
+            database_url: "sqlite::memory:".into(),
+            pending_bound: crate::audit::PENDING_BOUND,
             cookie_secure: true,
             upstream: ClientOptions::default(),
             page_size: 20,
@@ -82,16 +88,18 @@ impl AppState {
         let vultr = VultrClient::with_options(&s.vultr_url, s.root_key, s.upstream)
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         crate::metrics::install();
-        let audit = AuditStore::open(&s.audit_db)
+        let db = Db::open(&s.database_url)
             .await
-            .map_err(|e| format!("KEYDESK_AUDIT_DB {}: {e}", s.audit_db))?;
+            .map_err(|e| format!("KEYDESK_DATABASE_URL {}: {e}", redacted(&s.database_url)))?;
+        let audit = AuditStore::new(db.clone(), s.pending_bound).await;
         Ok(Self {
             vultr,
             auth: s.auth,
             access: s.access,
             policy: s.policy,
-            tokens: Arc::new(FormTokens::default()),
+            tokens: FormTokens::new(db.clone()),
             audit,
+            db,
             page_size: s.page_size,
             cookie_secure: s.cookie_secure,
             readiness: Arc::new(tokio::sync::Mutex::new(None)),

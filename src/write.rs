@@ -69,6 +69,8 @@ pub enum Refusal {
     Replay { result_id: Option<String> },
     /// Missing, expired, or issued to someone or somewhere else. Already audited.
     Refused,
+    /// The database could not be asked: nothing was done.
+    Unavailable(AppError),
 }
 
 impl Ctx {
@@ -84,9 +86,13 @@ impl Ctx {
 
     /// Mints a one-time token for a form doing `scope`, bound to this person
     /// and this browser session (created now on a first visit).
-    pub async fn issue(&self, scope: Scope<'_>) -> String {
+    pub async fn issue(&self, scope: Scope<'_>) -> Result<String, AppError> {
         let sid = crate::session::ensure_id(&self.who, &self.session).await;
-        self.state.tokens.issue(&self.who.email, scope, sid)
+        self.state
+            .tokens
+            .issue(&self.who.email, scope, sid)
+            .await
+            .map_err(AppError::store)
     }
 
     /// Step 1: claims the form's token for `scope`. A refused token is audited
@@ -100,11 +106,12 @@ impl Ctx {
     ) -> Result<Claimed<'_>, Refusal> {
         let token = token.unwrap_or_default();
         let sid = self.session_id();
-        match self
+        let claim = self
             .state
             .tokens
             .claim(token, &self.who.email, scope, sid.as_deref())
-        {
+            .await;
+        match claim.map_err(|e| Refusal::Unavailable(AppError::store(e)))? {
             Claim::Claimed => Ok(Claimed {
                 ctx: self,
                 token: token.to_string(),
@@ -136,19 +143,22 @@ impl Claimed<'_> {
     }
 
     /// Gives the form back: nothing was sent, it may be submitted again.
-    pub fn release(self) {
-        self.ctx.state.tokens.release(&self.token);
+    pub async fn release(self) {
+        self.ctx.state.tokens.release(&self.token).await;
     }
 
     /// Step 2: passes a pre-write result through, giving the form back on error.
-    pub fn prepare<T, E>(&self, r: Result<T, E>) -> Result<T, AppError>
+    pub async fn prepare<T, E>(&self, r: Result<T, E>) -> Result<T, AppError>
     where
         AppError: From<E>,
     {
-        r.map_err(|e| {
-            self.ctx.state.tokens.release(&self.token);
-            AppError::from(e)
-        })
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.ctx.state.tokens.release(&self.token).await;
+                Err(AppError::from(e))
+            }
+        }
     }
 
     /// Step 3: commits `intent`, runs `call`, settles the entry and spends
@@ -160,11 +170,11 @@ impl Claimed<'_> {
         result_id: impl FnOnce(&T) -> Option<String>,
     ) -> Result<T, AppError> {
         let state = &self.ctx.state;
-        let audit_id = self.prepare(state.audit.intent(&intent).await)?;
+        let audit_id = self.prepare(state.audit.intent(&intent).await).await?;
         match call.await {
             Ok(done) => {
                 let id = result_id(&done);
-                state.tokens.complete(&self.token, id.clone());
+                state.tokens.complete(&self.token, id.clone()).await;
                 state
                     .audit
                     .settle(audit_id, Outcome::Ok, id.as_deref(), None, None)
@@ -175,10 +185,10 @@ impl Claimed<'_> {
                 let unknown = matches!(e, VultrError::OutcomeUnknown(_));
                 let outcome = if unknown {
                     // It may have happened: this form must never act again.
-                    state.tokens.complete(&self.token, None);
+                    state.tokens.complete(&self.token, None).await;
                     Outcome::Unknown
                 } else {
-                    state.tokens.release(&self.token);
+                    state.tokens.release(&self.token).await;
                     Outcome::Failed
                 };
                 state

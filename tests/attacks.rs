@@ -443,7 +443,11 @@ async fn the_session_cookie_is_httponly_strict_and_secure() {
         },
     )
     .await;
+    // A page that stores nothing sets no cookie; a page with a form does.
     let r = app.response("/users").await;
+    assert!(r.headers().get("set-cookie").is_none());
+    let id = app.user_id("ada@example.com");
+    let r = app.response(&format!("/users/{id}")).await;
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.starts_with("keydesk_session="), "{cookie}");
     for flag in ["HttpOnly", "SameSite=Strict", "Secure"] {

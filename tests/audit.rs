@@ -285,14 +285,24 @@ async fn a_thousand_concurrent_audited_actions_are_all_recorded() {
 async fn an_unwritable_audit_store_refuses_changes_and_sends_nothing() {
     let dir = temp_dir("audit-ro");
     let path = dir.join("a.db");
-    let store = AuditStore::open(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    store.close().await;
+    let url = format!("sqlite://{}", path.display());
+    // A database whose audit table refuses every new entry (a full disk, a
+    // revoked grant): forms still work, intents cannot be written.
+    let db = keydesk::db::Db::open(&url).await.unwrap();
+    keydesk::on_pool!(&db, |p| {
+        sqlx::query(
+        "CREATE TRIGGER refuse_intents BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    .execute(p)
+    .await
+    .map(|_| ())
+    .unwrap()
+    });
+    db.close().await;
     let app = TestApp::spawn_with(
         FakeVultr::seeded(ROOT_KEY),
         Options {
-            audit_db: format!("sqlite://{}?mode=ro", path.display()),
+            audit_db: url.clone(),
             ..Default::default()
         },
     )
@@ -303,20 +313,29 @@ async fn an_unwritable_audit_store_refuses_changes_and_sends_nothing() {
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().contains("Audit trail unavailable"));
     let key = app.fake.keys_of(&id)[0].id.clone();
-    let (_, confirm) = app.get(&format!("/users/{id}/keys/{key}/delete")).await;
-    let r = app
-        .submit(
-            &format!("/users/{id}/keys/{key}/delete"),
-            &hidden_token(&confirm),
-            &[CONFIRMED],
-        )
-        .await;
+    let r = app.revoke(&id, &key, &[]).await;
     assert_eq!(r.status(), 503);
     assert_eq!(app.fake.count("POST", "/v2/users"), 0);
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 0);
     // The failed writes are counted for operators.
     let (_, metrics) = app.get("/metrics").await;
     assert!(metrics.contains("keydesk_audit_write_failures_total"));
+
+    // A database keydesk cannot write at all: it shows no form and acts on nothing.
+    let ro = TestApp::spawn_with(
+        FakeVultr::seeded(ROOT_KEY),
+        Options {
+            audit_db: format!("{url}?mode=ro"),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, body) = ro
+        .get(&format!("/users/{}", ro.user_id("ada@example.com")))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Database unavailable"));
+    assert_eq!(ro.fake.count("POST", "/v2/users"), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -9,6 +9,9 @@ use std::path::Path;
 /// Top-level module → layer, as ARCHITECTURE.md draws them.
 const LAYERS: &[(&str, u8)] = &[
     ("ids", 0),
+    ("db", 0),
+    // The macro of `db`, named at the crate root.
+    ("on_pool", 0),
     ("timefmt", 0),
     ("jwt", 0),
     ("metrics", 0),
@@ -20,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("policy", 2),
     ("report", 2),
     ("fake_vultr", 2),
+    ("session_store", 2),
     ("identity", 3),
     ("csrf", 3),
     ("state", 4),

@@ -41,7 +41,7 @@ async fn confirm_page(
     let enable = !user.api_access();
     let view = BrakeConfirmView {
         layout: ctx.layout().await,
-        token: ctx.issue(Scope::ApiAccess(id, enable)).await,
+        token: ctx.issue(Scope::ApiAccess(id, enable)).await?,
         user,
         enable,
         notice,
@@ -98,13 +98,14 @@ pub async fn brake_submit(
         Err(Refusal::Replay { .. }) => {
             return Ok(Redirect::to(&paths::user(id.as_str())).into_response());
         }
+        Err(Refusal::Unavailable(e)) => return Err(e),
         Err(Refusal::Refused) => {
             let notice = "That confirmation has expired or was not issued to you. Confirm again.";
             return confirm_page(&ctx, &id, Some(notice.into()), StatusCode::FORBIDDEN).await;
         }
     };
     if !crate::policy::checkbox(input.understand.as_deref()) {
-        claim.release();
+        claim.release().await;
         let notice = "Tick “I understand” to confirm. Nothing was changed.";
         return confirm_page(
             &ctx,
@@ -114,7 +115,7 @@ pub async fn brake_submit(
         )
         .await;
     }
-    let user = claim.prepare(ctx.state.vultr.get_user(&id).await)?;
+    let user = claim.prepare(ctx.state.vultr.get_user(&id).await).await?;
     let intent = Intent {
         target_user_id: Some(id.to_string()),
         target_user_email: user.email.clone(),

@@ -63,7 +63,7 @@ pub async fn keys_report(ctx: Ctx, Query(q): Query<ReportQuery>) -> Result<Respo
         .filter(|d| (1..=3650).contains(d))
         .unwrap_or(30);
     let snap = ctx.state.reports.snapshot();
-    let token = ctx.issue(Scope::ReportScan).await;
+    let token = ctx.issue(Scope::ReportScan).await?;
     let mut view = KeysReportView {
         layout: ctx.layout().await,
         days,
@@ -127,9 +127,11 @@ pub async fn scan_start(ctx: Ctx, Form(input): Form<ScanInput>) -> Result<Respon
     match state
         .tokens
         .claim(&token, &who.email, Scope::ReportScan, sid.as_deref())
+        .await
+        .map_err(AppError::store)?
     {
         Claim::Claimed => {
-            state.tokens.complete(&token, None);
+            state.tokens.complete(&token, None).await;
             state
                 .reports
                 .start(state.vultr.clone(), state.audit.clone(), &who.email);

@@ -246,7 +246,7 @@ pub async fn user_show(
     if query.refresh.is_some() {
         ctx.state.vultr.invalidate_user(&id);
     }
-    let form = KeyForm::blank(ctx.issue(Scope::CreateKey(&id)).await, &ctx.state.policy);
+    let form = KeyForm::blank(ctx.issue(Scope::CreateKey(&id)).await?, &ctx.state.policy);
     user_page(&ctx, &id, form, StatusCode::OK).await
 }
 

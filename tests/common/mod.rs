@@ -101,7 +101,7 @@ impl TestApp {
             }),
             access: opts.access.clone(),
             policy: opts.policy.clone(),
-            audit_db: opts.audit_db.clone(),
+            database_url: opts.audit_db.clone(),
             cookie_secure: opts.cookie_secure,
             upstream: opts.upstream.clone(),
             page_size: opts.page_size,

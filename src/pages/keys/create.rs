@@ -31,9 +31,10 @@ pub async fn key_create(
     {
         Ok(claim) => claim,
         Err(Refusal::Replay { result_id }) => return Ok(super::replay(&ctx, &id, result_id).await),
+        Err(Refusal::Unavailable(e)) => return Err(e),
         Err(Refusal::Refused) => {
             // Keep what was typed, drop the field errors, offer a fresh token.
-            let mut form = KeyForm::blank(ctx.issue(scope).await, policy);
+            let mut form = KeyForm::blank(ctx.issue(scope).await?, policy);
             let _ = validate(&input, &mut form, policy);
             form.name_error = None;
             form.date_error = None;
@@ -46,11 +47,11 @@ pub async fn key_create(
     };
     let mut form = KeyForm::blank(claim.token().to_string(), policy);
     let Some(body) = validate(&input, &mut form, policy) else {
-        claim.release();
+        claim.release().await;
         return user_page(&ctx, &id, form, StatusCode::UNPROCESSABLE_ENTITY).await;
     };
     // The user's email goes into the audit; this also 404s before any write.
-    let user = claim.prepare(ctx.state.vultr.get_user(&id).await)?;
+    let user = claim.prepare(ctx.state.vultr.get_user(&id).await).await?;
     let intent = super::new_key_intent(&ctx, AuditAction::KeyCreate, &user, &body, &form);
     let call = ctx.state.vultr.create_key(&id, &body);
     let created = claim.execute(intent, call, |k| Some(k.id.clone())).await?;

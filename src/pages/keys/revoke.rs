@@ -49,7 +49,7 @@ async fn confirm_page(
         layout: ctx.layout().await,
         user,
         key,
-        token: ctx.issue(Scope::RevokeKey(id, key_id)).await,
+        token: ctx.issue(Scope::RevokeKey(id, key_id)).await?,
         notice,
         reason: String::new(),
         require_reason: ctx.state.policy.require_reason,
@@ -112,6 +112,7 @@ pub async fn revoke_submit(
                 .await;
             return Ok(Redirect::to(&paths::user(id.as_str())).into_response());
         }
+        Err(Refusal::Unavailable(e)) => return Err(e),
         Err(Refusal::Refused) => {
             let notice = match token {
                 None => "Confirm below to revoke this key.",
@@ -125,11 +126,13 @@ pub async fn revoke_submit(
         }
     };
     if !crate::policy::checkbox(input.understand.as_deref()) {
-        claim.release();
+        claim.release().await;
         let notice = "Tick “I understand” to confirm the revocation. Nothing was revoked.";
         return confirm_page(&ctx, ids, Some(notice.into()), replaced_by).await;
     }
-    let (user, key) = claim.prepare(ctx.state.vultr.get_user_and_key(&id, &key_id).await)?;
+    let (user, key) = claim
+        .prepare(ctx.state.vultr.get_user_and_key(&id, &key_id).await)
+        .await?;
     let intent = Intent {
         reason,
         related_key_id: replaced_by.map(String::from),

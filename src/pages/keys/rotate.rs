@@ -43,7 +43,7 @@ async fn rotate_page(
     let mut form = match form {
         Some(f) => f,
         None => {
-            let mut f = KeyForm::blank(ctx.issue(Scope::RotateKey(id, key_id)).await, policy);
+            let mut f = KeyForm::blank(ctx.issue(Scope::RotateKey(id, key_id)).await?, policy);
             let days = policy
                 .max_days
                 .map_or(DEFAULT_DAYS, |m| m.min(DEFAULT_DAYS));
@@ -89,16 +89,19 @@ pub async fn rotate_submit(
     {
         Ok(claim) => claim,
         Err(Refusal::Replay { result_id }) => return Ok(super::replay(&ctx, &id, result_id).await),
+        Err(Refusal::Unavailable(e)) => return Err(e),
         Err(Refusal::Refused) => {
             return rotate_page(&ctx, (&id, &key_id), None, StatusCode::FORBIDDEN).await;
         }
     };
-    let (user, old) = claim.prepare(ctx.state.vultr.get_user_and_key(&id, &key_id).await)?;
+    let (user, old) = claim
+        .prepare(ctx.state.vultr.get_user_and_key(&id, &key_id).await)
+        .await?;
     // Same name as the key it replaces.
     input.name = Some(old.name.clone().unwrap_or_default());
     let mut form = KeyForm::blank(claim.token().to_string(), &ctx.state.policy);
     let Some(body) = validate(&input, &mut form, &ctx.state.policy) else {
-        claim.release();
+        claim.release().await;
         let status = StatusCode::UNPROCESSABLE_ENTITY;
         return rotate_page(&ctx, (&id, &key_id), Some(form), status).await;
     };
