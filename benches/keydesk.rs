@@ -335,15 +335,14 @@ async fn bench_scan() {
         ClientOptions::default(),
     )
     .unwrap();
-    let audit = keydesk::audit::AuditStore::open("sqlite::memory:")
-        .await
-        .unwrap();
-    let reports = std::sync::Arc::new(keydesk::report::Reports::default());
+    let db = keydesk::db::Db::open("sqlite::memory:").await.unwrap();
+    let audit = keydesk::audit::AuditStore::new(db.clone(), keydesk::audit::PENDING_BOUND).await;
+    let reports = std::sync::Arc::new(keydesk::report::Reports::new(db));
     let started = Instant::now();
-    assert!(reports.start(client, audit, WHO));
+    assert!(reports.start(client, audit, WHO).await.unwrap());
     reports.wait_idle().await;
     let took = started.elapsed();
-    let snap = reports.snapshot();
+    let snap = reports.snapshot().await.unwrap();
     let r = snap.last.expect("scan finished");
     let floor = 1200.0 / 25.0;
     println!(

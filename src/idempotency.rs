@@ -154,16 +154,15 @@ impl FormTokens {
     /// Gives a claimed token back: nothing happened upstream (validation failed,
     /// or Vultr definitely refused), so the same form may be sent again.
     pub async fn release(&self, token: &str) {
-        let r =
-            on_pool!(&self.db, |p| {
-                sqlx::query(
+        let r = on_pool!(&self.db, |p| {
+            sqlx::query(
             "UPDATE form_tokens SET state = 'fresh' WHERE token_hash = $1 AND state = 'inflight'",
         )
         .bind(hash(token))
         .execute(p)
         .await
         .map(|_| ())
-            });
+        });
         if let Err(e) = r {
             // The form stays spent: safe, the user reloads it.
             tracing::warn!(error = %e, "could not give a form token back");

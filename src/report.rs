@@ -12,15 +12,26 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
+use serde::{Deserialize, Serialize};
+
 use crate::audit::AuditStore;
+use crate::db::Db;
 use crate::ids::VultrId;
+use crate::on_pool;
 use crate::vultr::{ApiKey, VultrClient, VultrError};
 
 /// Users whose keys are fetched at once (the rate limiter is the real bound).
 const SCAN_CONCURRENCY: usize = 8;
 
+/// How long a scan's lease lasts without a heartbeat: a replica that dies
+/// mid-scan frees the job after this.
+const LEASE: Duration = Duration::from_secs(30);
+/// How often the running scan renews its lease and publishes progress.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+const JOB: &str = "report.scan";
+
 /// One key in the report.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub user_id: String,
     pub user_name: String,
@@ -30,112 +41,211 @@ pub struct Row {
     pub outside: bool,
 }
 
-/// A finished scan.
-#[derive(Debug, Clone)]
+/// A finished scan, as stored (masked keys only, never a secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    pub finished: OffsetDateTime,
-    pub took: Duration,
+    pub finished_ms: i64,
+    pub took_ms: u64,
     pub users: usize,
     pub failed_users: usize,
     pub rows: Vec<Row>,
 }
 
-/// A scan in progress.
+impl Report {
+    pub fn finished(&self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.finished_ms) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+/// A scan in progress, as its runner counts it.
 #[derive(Debug, Clone)]
 pub struct Progress {
     pub done: Arc<AtomicUsize>,
     pub total: Arc<AtomicUsize>,
-    pub started: Instant,
-    pub started_by: String,
 }
 
-#[derive(Default)]
-struct Inner {
-    running: Option<Progress>,
-    last: Option<Arc<Report>>,
-    last_error: Option<String>,
-}
-
-/// The report's state, shared by the pages and the background job.
-#[derive(Default)]
-pub struct Reports {
-    inner: std::sync::Mutex<Inner>,
-}
-
-/// What the page shows.
+/// What the page shows: a running scan (from any replica) and the last result.
 pub struct Snapshot {
+    /// (done, total, elapsed, started_by) while a scan runs.
     pub running: Option<(usize, usize, Duration, String)>,
     pub last: Option<Arc<Report>>,
     pub last_error: Option<String>,
 }
 
-impl Reports {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// The report's state, in the database: at most one scan runs across all
+/// replicas (a lease), and every replica sees its progress and result.
+pub struct Reports {
+    db: Db,
+    /// This process, as the lease owner.
+    instance: String,
+}
 
-    pub fn snapshot(&self) -> Snapshot {
-        let g = self.lock();
-        Snapshot {
-            running: g.running.as_ref().map(|p| {
-                (
-                    p.done.load(Ordering::Relaxed),
-                    p.total.load(Ordering::Relaxed),
-                    p.started.elapsed(),
-                    p.started_by.clone(),
-                )
-            }),
-            last: g.last.clone(),
-            last_error: g.last_error.clone(),
+type JobRow = (
+    i64,
+    Option<String>,
+    Option<i64>,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+);
+
+impl Reports {
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
-    /// Starts a scan unless one is running; returns whether it started.
-    pub fn start(self: &Arc<Self>, vultr: VultrClient, audit: AuditStore, actor: &str) -> bool {
-        let progress = {
-            let mut g = self.lock();
-            if g.running.is_some() {
-                return false;
-            }
-            let p = Progress {
-                done: Arc::new(AtomicUsize::new(0)),
-                total: Arc::new(AtomicUsize::new(0)),
-                started: Instant::now(),
-                started_by: actor.to_string(),
-            };
-            g.running = Some(p.clone());
-            p
+    pub async fn snapshot(&self) -> Result<Snapshot, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let (lease, by, started, done, total, result, error): JobRow = on_pool!(&self.db, |p| {
+            sqlx::query_as(
+                "SELECT lease_until_ms, started_by, started_ms, done, total, result, error FROM jobs WHERE name = $1",
+            )
+            .bind(JOB)
+            .fetch_one(p)
+            .await?
+        });
+        let running = (lease > now).then(|| {
+            let elapsed = u64::try_from(now - started.unwrap_or(now)).unwrap_or(0);
+            (
+                usize::try_from(done).unwrap_or(0),
+                usize::try_from(total).unwrap_or(0),
+                Duration::from_millis(elapsed),
+                by.unwrap_or_default(),
+            )
+        });
+        let last = match result {
+            Some(json) => match serde_json::from_str::<Report>(&json) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored report unreadable");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Snapshot {
+            running,
+            last,
+            last_error: error,
+        })
+    }
+
+    /// Starts a scan unless one runs anywhere in the cluster; returns whether
+    /// this call started it (a second "Rescan" joins the running one).
+    pub async fn start(
+        self: &Arc<Self>,
+        vultr: VultrClient,
+        audit: AuditStore,
+        actor: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let won: Option<String> = on_pool!(&self.db, |p| {
+            sqlx::query_scalar(
+            "UPDATE jobs SET owner = $1, lease_until_ms = $2, started_by = $3, started_ms = $4, done = 0, total = 0, error = NULL
+             WHERE name = $5 AND lease_until_ms < $4 RETURNING name",
+        )
+        .bind(&self.instance)
+        .bind(now + LEASE.as_millis() as i64)
+        .bind(actor)
+        .bind(now)
+        .bind(JOB)
+        .fetch_optional(p)
+        .await?
+        });
+        if won.is_none() {
+            return Ok(false);
+        }
+        let progress = Progress {
+            done: Arc::new(AtomicUsize::new(0)),
+            total: Arc::new(AtomicUsize::new(0)),
         };
         let me = self.clone();
         tokio::spawn(async move {
+            let heartbeat = {
+                let (me, progress) = (me.clone(), progress.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(HEARTBEAT).await;
+                        if let Err(e) = me.publish(&progress).await {
+                            tracing::warn!(error = %e, "scan heartbeat failed");
+                        }
+                    }
+                })
+            };
             let result = scan(&vultr, &audit, &progress).await;
-            let mut g = me.lock();
-            g.running = None;
-            match result {
-                Ok(r) => {
-                    tracing::info!(
-                        users = r.users,
-                        keys = r.rows.len(),
-                        failed_users = r.failed_users,
-                        took_ms = r.took.as_millis() as u64,
-                        "key report scan finished"
-                    );
-                    g.last = Some(Arc::new(r));
-                    g.last_error = None;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "key report scan failed");
-                    g.last_error = Some(e);
-                }
+            heartbeat.abort();
+            if let Err(e) = me.finish(result).await {
+                tracing::error!(error = %e, "could not store the scan result");
             }
         });
-        true
+        Ok(true)
     }
 
-    /// Waits until no scan is running (tests and benchmarks).
+    /// Renews the lease and publishes progress.
+    async fn publish(&self, p: &Progress) -> Result<(), sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        on_pool!(&self.db, |pool| {
+            sqlx::query(
+            "UPDATE jobs SET lease_until_ms = $1, done = $2, total = $3 WHERE name = $4 AND owner = $5",
+        )
+        .bind(now + LEASE.as_millis() as i64)
+        .bind(p.done.load(Ordering::Relaxed) as i64)
+        .bind(p.total.load(Ordering::Relaxed) as i64)
+        .bind(JOB)
+        .bind(&self.instance)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        })
+    }
+
+    /// Stores the outcome and frees the job.
+    async fn finish(&self, result: Result<Report, String>) -> Result<(), sqlx::Error> {
+        let (report, error) = match result {
+            Ok(r) => {
+                tracing::info!(
+                    users = r.users,
+                    keys = r.rows.len(),
+                    failed_users = r.failed_users,
+                    took_ms = r.took_ms,
+                    "key report scan finished"
+                );
+                let json = serde_json::to_string(&r).map_err(|e| sqlx::Error::Encode(e.into()))?;
+                (Some(json), None)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "key report scan failed");
+                (None, Some(e))
+            }
+        };
+        let now = self.db.now_ms().await?;
+        on_pool!(&self.db, |p| sqlx::query(
+            "UPDATE jobs SET lease_until_ms = 0, owner = NULL, finished_ms = $1,
+                 result = COALESCE($2, result), error = $3
+             WHERE name = $4 AND owner = $5",
+        )
+        .bind(now)
+        .bind(report)
+        .bind(error)
+        .bind(JOB)
+        .bind(&self.instance)
+        .execute(p)
+        .await
+        .map(|_| ()))
+    }
+
+    /// Waits until no scan runs anywhere (tests and benchmarks).
     pub async fn wait_idle(&self) {
-        while self.lock().running.is_some() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        loop {
+            match self.snapshot().await {
+                Ok(s) if s.running.is_none() => return,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
         }
     }
 }
@@ -211,9 +321,10 @@ pub async fn scan(
             .map(|t| t.unix_timestamp())
             .unwrap_or(i64::MAX)
     });
+    let finished = OffsetDateTime::now_utc();
     Ok(Report {
-        finished: OffsetDateTime::now_utc(),
-        took: started.elapsed(),
+        finished_ms: (finished.unix_timestamp_nanos() / 1_000_000) as i64,
+        took_ms: started.elapsed().as_millis() as u64,
         users: users.len(),
         failed_users,
         rows,

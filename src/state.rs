@@ -85,12 +85,17 @@ impl Settings {
 
 impl AppState {
     pub async fn new(s: Settings) -> Result<Self, String> {
-        let vultr = VultrClient::with_options(&s.vultr_url, s.root_key, s.upstream)
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         crate::metrics::install();
         let db = Db::open(&s.database_url)
             .await
             .map_err(|e| format!("KEYDESK_DATABASE_URL {}: {e}", redacted(&s.database_url)))?;
+        // Replicas share one egress IP: on PostgreSQL the budget is shared.
+        let mut upstream = s.upstream;
+        if db.engine() == crate::db::Engine::Postgres {
+            upstream.shared_budget = Some(db.clone());
+        }
+        let vultr = VultrClient::with_options(&s.vultr_url, s.root_key, upstream)
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let audit = AuditStore::new(db.clone(), s.pending_bound).await;
         Ok(Self {
             vultr,
@@ -99,11 +104,11 @@ impl AppState {
             policy: s.policy,
             tokens: FormTokens::new(db.clone()),
             audit,
+            reports: Arc::new(Reports::new(db.clone())),
             db,
             page_size: s.page_size,
             cookie_secure: s.cookie_secure,
             readiness: Arc::new(tokio::sync::Mutex::new(None)),
-            reports: Arc::new(Reports::default()),
         })
     }
 

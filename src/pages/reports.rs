@@ -62,7 +62,12 @@ pub async fn keys_report(ctx: Ctx, Query(q): Query<ReportQuery>) -> Result<Respo
         .and_then(|d| d.parse::<i64>().ok())
         .filter(|d| (1..=3650).contains(d))
         .unwrap_or(30);
-    let snap = ctx.state.reports.snapshot();
+    let snap = ctx
+        .state
+        .reports
+        .snapshot()
+        .await
+        .map_err(AppError::store)?;
     let token = ctx.issue(Scope::ReportScan).await?;
     let mut view = KeysReportView {
         layout: ctx.layout().await,
@@ -79,8 +84,8 @@ pub async fn keys_report(ctx: Ctx, Query(q): Query<ReportQuery>) -> Result<Respo
         error: snap.last_error,
     };
     if let Some(r) = snap.last {
-        view.age = ago((OffsetDateTime::now_utc() - r.finished).whole_seconds());
-        view.took = format!("{:.1} s", r.took.as_secs_f64());
+        view.age = ago((OffsetDateTime::now_utc() - r.finished()).whole_seconds());
+        view.took = format!("{:.1} s", r.took_ms as f64 / 1000.0);
         view.users = r.users;
         view.failed_users = r.failed_users;
         view.outside = r.rows.iter().filter(|r| r.outside).count();
@@ -132,9 +137,12 @@ pub async fn scan_start(ctx: Ctx, Form(input): Form<ScanInput>) -> Result<Respon
     {
         Claim::Claimed => {
             state.tokens.complete(&token, None).await;
+            // Joins a scan already running on any replica.
             state
                 .reports
-                .start(state.vultr.clone(), state.audit.clone(), &who.email);
+                .start(state.vultr.clone(), state.audit.clone(), &who.email)
+                .await
+                .map_err(AppError::store)?;
         }
         Claim::Replay { .. } => {}
         Claim::Invalid => {

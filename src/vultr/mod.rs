@@ -3,16 +3,15 @@
 //! One `reqwest::Client` for the whole process. The root key is a
 //! `SecretString` exposed at exactly one place: the bearer header.
 
+mod budget;
 mod transport;
 pub mod types;
 
 use std::any::Any;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use governor::Quota;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -66,6 +65,9 @@ pub struct ClientOptions {
     pub max_retries: u32,
     /// First backoff step; doubles per retry, with full jitter.
     pub backoff_base: Duration,
+    /// When set, `rps` is a budget shared through this database by every
+    /// process using it (several replicas); else it is this process's own.
+    pub shared_budget: Option<crate::db::Db>,
 }
 
 impl Default for ClientOptions {
@@ -76,6 +78,7 @@ impl Default for ClientOptions {
             cache_ttl: Duration::from_secs(10),
             max_retries: 3,
             backoff_base: Duration::from_millis(200),
+            shared_budget: None,
         }
     }
 }
@@ -86,7 +89,6 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// (25 + 4 < Vultr's 30/s).
 const BURST: u32 = 4;
 
-type Limiter = governor::DefaultDirectRateLimiter;
 /// A parsed answer: any of the typed results a GET gives.
 type Parsed = Arc<dyn Any + Send + Sync>;
 type ParsedCache = moka::future::Cache<String, Parsed>;
@@ -98,7 +100,7 @@ struct Inner {
     http: reqwest::Client,
     base: String,
     key: SecretString,
-    limiter: Limiter,
+    budget: budget::Budget,
     opts: ClientOptions,
     /// Parsed lists and user details, for `cache_ttl`. Never an error, never bytes.
     cache: ParsedCache,
@@ -150,15 +152,16 @@ impl VultrClient {
             .timeout(opts.timeout)
             .user_agent(concat!("keydesk/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let rps = NonZeroU32::new(opts.rps.max(1)).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(BURST.min(opts.rps.max(1))).unwrap_or(NonZeroU32::MIN);
-        let limiter = governor::RateLimiter::direct(Quota::per_second(rps).allow_burst(burst));
+        let budget = match &opts.shared_budget {
+            Some(db) => budget::Budget::shared(db.clone(), opts.rps, BURST),
+            None => budget::Budget::local(opts.rps, BURST),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 base: base.trim_end_matches('/').to_string(),
                 key,
-                limiter,
+                budget,
                 cache: moka::future::Cache::builder()
                     .max_capacity(CACHE_CAPACITY)
                     .time_to_live(opts.cache_ttl.max(Duration::from_millis(1)))

@@ -27,9 +27,7 @@ impl VultrClient {
         req: reqwest::RequestBuilder,
         is_write: bool,
     ) -> Result<Vec<u8>, (VultrError, Option<Duration>)> {
-        let waited = Instant::now();
-        self.inner.limiter.until_ready().await;
-        let wait = waited.elapsed();
+        let wait = self.inner.budget.acquire().await;
         if wait > Duration::from_millis(1) {
             metrics::counter!("keydesk_ratelimit_waits_total").increment(1);
             // Seconds, as the name says: a float gauge that only goes up.
