@@ -29,6 +29,7 @@ pub struct TestApp {
     pub state: AppState,
 }
 
+#[derive(Clone)]
 pub struct Options {
     pub trusted: Vec<&'static str>,
     pub identity: Option<&'static str>,
@@ -41,6 +42,36 @@ pub struct Options {
     /// Overrides the default header mode (e.g. JWT).
     pub auth: Option<AuthMode>,
     pub cookie_secure: bool,
+}
+
+impl Options {
+    /// keydesk's settings for these options against the Vultr API at `url`.
+    pub fn settings(&self, url: &str) -> Settings {
+        Settings {
+            auth: self.auth.clone().unwrap_or_else(|| {
+                AuthMode::header(
+                    "x-forwarded-email",
+                    self.trusted.iter().map(|c| c.parse().unwrap()).collect(),
+                )
+                .unwrap()
+            }),
+            access: self.access.clone(),
+            policy: self.policy.clone(),
+            database_url: self.audit_db.clone(),
+            cookie_secure: self.cookie_secure,
+            upstream: self.upstream.clone(),
+            page_size: self.page_size,
+            ..Settings::new(url, SecretString::from(self.root_key.to_string()))
+        }
+    }
+
+    /// These options on the database at `url`.
+    pub fn on(url: &str) -> Self {
+        Self {
+            audit_db: url.to_string(),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for Options {
@@ -92,27 +123,24 @@ impl TestApp {
 
     pub async fn spawn_with(fake: FakeVultr, opts: Options) -> Self {
         let url = fake.spawn().await.unwrap();
-        let (base, state) = serve(Settings {
-            auth: opts.auth.clone().unwrap_or_else(|| {
-                AuthMode::header(
-                    "x-forwarded-email",
-                    opts.trusted.iter().map(|c| c.parse().unwrap()).collect(),
-                )
-                .unwrap()
-            }),
-            access: opts.access.clone(),
-            policy: opts.policy.clone(),
-            database_url: opts.audit_db.clone(),
-            cookie_secure: opts.cookie_secure,
-            upstream: opts.upstream.clone(),
-            page_size: opts.page_size,
-            ..Settings::new(&url, SecretString::from(opts.root_key.to_string()))
-        })
-        .await;
+        let (base, state) = serve(opts.settings(&url)).await;
         Self {
             base,
             fake,
             client: client(opts.identity),
+            state,
+        }
+    }
+
+    /// A second keydesk (a replica) on the same fake and `opts`' database,
+    /// sharing this app's browser (cookies are per host, not per port).
+    pub async fn replica(&self, opts: Options) -> Self {
+        let url = self.fake.spawn().await.unwrap();
+        let (base, state) = serve(opts.settings(&url)).await;
+        Self {
+            base,
+            fake: self.fake.clone(),
+            client: self.client.clone(),
             state,
         }
     }
@@ -339,6 +367,37 @@ pub fn user_id_in(fake: &FakeVultr, email: &str) -> String {
 /// Serves keydesk in-process on an ephemeral port; returns its base URL.
 pub async fn serve(settings: Settings) -> (String, AppState) {
     Application::build(settings).await.unwrap().spawn()
+}
+
+/// keydesk in-process until `stop`: for restart tests.
+pub struct Stoppable {
+    pub base: String,
+    pub state: AppState,
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Stoppable {
+    pub async fn start(settings: Settings) -> Self {
+        let app = Application::build(settings).await.unwrap();
+        let (base, state) = (app.base_url(), app.state().clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            state,
+            stop,
+            done,
+        }
+    }
+
+    /// Stops gracefully and waits until the server has closed its database.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.done.await.unwrap().unwrap();
+    }
 }
 
 /// Settings for a demo-identity keydesk (no SSO header needed, e.g. a browser).
