@@ -31,6 +31,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Try keydesk locally: an in-process fake Vultr API with seeded users and a fixed demo identity.
     Demo(DemoArgs),
+    /// Apply the database migrations and exit (run it as the schema's owner when keydesk itself runs with a restricted role).
+    Migrate(MigrateArgs),
     /// Probe a running keydesk's /healthz and exit 0 when healthy (for container HEALTHCHECKs).
     Healthcheck {
         /// URL of the liveness probe.
@@ -190,6 +192,56 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// `keydesk migrate`.
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// Database to migrate (as for serve).
+    #[arg(long, env = "KEYDESK_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// File holding the database URL.
+    #[arg(long, env = "KEYDESK_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
+    /// Old name of KEYDESK_DATABASE_URL.
+    #[arg(
+        long,
+        env = "KEYDESK_AUDIT_DB",
+        default_value = "sqlite://keydesk-audit.db"
+    )]
+    pub audit_db: String,
+}
+
+impl MigrateArgs {
+    pub fn database_url(&self) -> Result<String, String> {
+        resolve_database_url(
+            self.database_url_file.as_deref(),
+            self.database_url.as_deref(),
+            &self.audit_db,
+        )
+    }
+}
+
+/// The database URL: from its file, else KEYDESK_DATABASE_URL, else the
+/// old KEYDESK_AUDIT_DB (so an existing deployment keeps its data).
+fn resolve_database_url(
+    file: Option<&std::path::Path>,
+    url: Option<&str>,
+    audit_db: &str,
+) -> Result<String, String> {
+    let url = match (file, url) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map_err(|e| format!("KEYDESK_DATABASE_URL_FILE {}: {e}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, Some(url)) => url.trim().to_string(),
+        (None, None) => audit_db.trim().to_string(),
+    };
+    crate::db::Engine::of(&url)
+        .map_err(|e| format!("KEYDESK_DATABASE_URL {}: {e}", crate::db::redacted(&url)))?;
+    Ok(url)
 }
 
 /// `keydesk demo`. It has no upstream URL option: the demo identity can never

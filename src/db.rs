@@ -67,6 +67,13 @@ pub fn redacted(url: &str) -> String {
 impl Db {
     /// Opens (creating a SQLite file if needed) and migrates the database.
     pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
+        let db = Self::open_unmigrated(url).await?;
+        db.migrate(false).await?;
+        Ok(db)
+    }
+
+    /// Opens the database without touching its schema.
+    pub async fn open_unmigrated(url: &str) -> Result<Self, sqlx::Error> {
         let engine = Engine::of(url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
         let db = match engine {
             Engine::Sqlite => Db::Sqlite(open_sqlite(url).await?),
@@ -80,11 +87,31 @@ impl Db {
                 Db::Postgres(pool)
             }
         };
-        match &db {
-            Db::Sqlite(p) => sqlx::migrate!("src/migrations/sqlite").run(p).await?,
-            Db::Postgres(p) => sqlx::migrate!("src/migrations/postgres").run(p).await?,
-        }
         Ok(db)
+    }
+
+    /// Applies the embedded migrations. On PostgreSQL an application role
+    /// that may not create tables (see README) runs nothing when the schema
+    /// is already current; `force` (`keydesk migrate`, as the owner) runs
+    /// the migrator regardless.
+    pub async fn migrate(&self, force: bool) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Sqlite(p) => sqlx::migrate!("src/migrations/sqlite").run(p).await?,
+            Db::Postgres(p) => {
+                let migrator = sqlx::migrate!("src/migrations/postgres");
+                let applied: Vec<i64> = sqlx::query_scalar(
+                    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+                )
+                .fetch_all(p)
+                .await
+                .unwrap_or_default();
+                let current = migrator.iter().all(|m| applied.contains(&m.version));
+                if force || !current {
+                    migrator.run(p).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn engine(&self) -> Engine {

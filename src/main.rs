@@ -25,6 +25,19 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Healthcheck { url } => keydesk::pages::ops::probe(&url).await,
+        Command::Migrate(args) => {
+            let url = args.database_url()?;
+            let shown = keydesk::db::redacted(&url);
+            let db = keydesk::db::Db::open_unmigrated(&url)
+                .await
+                .map_err(|e| format!("KEYDESK_DATABASE_URL {shown}: {e}"))?;
+            db.migrate(true)
+                .await
+                .map_err(|e| format!("migrating {shown}: {e}"))?;
+            db.close().await;
+            println!("keydesk: {shown} is up to date");
+            Ok(())
+        }
         Command::Serve(args) => {
             telemetry::init(&args.common.log_format);
             let app = Application::build(args.settings()?).await?;

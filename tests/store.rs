@@ -136,3 +136,150 @@ async fn an_open_intent_is_marked_unknown_only_past_the_bound_on_postgres() {
         "unknown"
     );
 }
+
+#[tokio::test]
+async fn exactly_one_of_many_concurrent_claims_wins_on_both_engines() {
+    use keydesk::idempotency::{Claim, FormTokens, Scope};
+    for (engine, url) in databases().await {
+        // Two pools on one database: two replicas.
+        let (one, two) = (Db::open(&url).await.unwrap(), Db::open(&url).await.unwrap());
+        let (a, b) = (FormTokens::new(one), FormTokens::new(two));
+        let token = a
+            .issue("a@x", Scope::ReportScan, Some("s1".into()))
+            .await
+            .unwrap();
+        let claims = (0..16).map(|i| {
+            let t = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let token = token.clone();
+            tokio::spawn(async move { t.claim(&token, "a@x", Scope::ReportScan, Some("s1")).await })
+        });
+        let mut won = 0;
+        for c in claims {
+            match c.await.unwrap().unwrap() {
+                Claim::Claimed => won += 1,
+                Claim::Replay { .. } => {}
+                Claim::Invalid => panic!("{engine}: a valid token was refused"),
+            }
+        }
+        assert_eq!(won, 1, "{engine}");
+        b.complete(&token, Some("k9".into())).await;
+        let replay = a
+            .claim(&token, "a@x", Scope::ReportScan, Some("s1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            replay,
+            Claim::Replay {
+                result_id: Some("k9".into())
+            },
+            "{engine}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_stored_loaded_and_expire_on_both_engines() {
+    use keydesk::session_store::DbSessionStore;
+    use tower_sessions::session::{Id, Record};
+    use tower_sessions::{ExpiredDeletion, SessionStore};
+    for (engine, url) in databases().await {
+        let store = DbSessionStore::new(Db::open(&url).await.unwrap());
+        let mut live = Record {
+            id: Id::default(),
+            data: [("keydesk.identity".to_string(), serde_json::json!("a@x"))].into(),
+            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        };
+        store.create(&mut live).await.unwrap();
+        let loaded = store.load(&live.id).await.unwrap().expect("stored");
+        assert_eq!(loaded.data, live.data, "{engine}");
+        live.data.insert(
+            "keydesk.flash".into(),
+            serde_json::json!({"kind": "ok", "text": "t"}),
+        );
+        store.save(&live).await.unwrap();
+        assert_eq!(store.load(&live.id).await.unwrap().unwrap().data.len(), 2);
+        let mut old = Record {
+            id: Id::default(),
+            data: Default::default(),
+            expiry_date: time::OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        };
+        store.create(&mut old).await.unwrap();
+        assert!(
+            store.load(&old.id).await.unwrap().is_none(),
+            "{engine}: expired is gone"
+        );
+        store.delete_expired().await.unwrap();
+        assert_eq!(
+            store.count().await.unwrap(),
+            1,
+            "{engine}: expired rows deleted"
+        );
+        store.delete(&live.id).await.unwrap();
+        assert_eq!(store.count().await.unwrap(), 0, "{engine}");
+    }
+}
+
+/// The README's grants (deploy/postgres-grants.sql): keydesk works as the
+/// application role, which cannot rewrite, delete or unprotect the audit.
+#[tokio::test]
+async fn the_application_role_cannot_bypass_the_append_only_audit() {
+    use keydesk::idempotency::{Claim, FormTokens, Scope};
+    let Some(owner_url) = common::pg::fresh_database().await else {
+        return;
+    };
+    let owner = Db::open(&owner_url).await.unwrap(); // migrates, as the owner
+    let grants = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/postgres-grants.sql"
+    ))
+    .unwrap();
+    keydesk::on_pool!(&owner, |p| {
+        sqlx::query(
+            "DO $$ BEGIN CREATE ROLE keydesk_app LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        )
+        .execute(p)
+        .await
+        .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(grants))
+            .execute(p)
+            .await
+            .unwrap();
+    });
+    let app_url = owner_url.replacen("postgres://postgres@", "postgres://keydesk_app@", 1);
+    // Starts as the application role: the schema is current, nothing to create.
+    let app = Db::open(&app_url).await.unwrap();
+    let audit = AuditStore::new(app.clone(), keydesk::audit::PENDING_BOUND).await;
+    let id = audit.intent(&intent(AuditAction::KeyCreate)).await.unwrap();
+    assert_eq!(
+        audit
+            .try_settle(id, Outcome::Ok, Some("k1"), Some(201), None)
+            .await
+            .unwrap(),
+        1
+    );
+    let tokens = FormTokens::new(app.clone());
+    let t = tokens.issue("a@x", Scope::ReportScan, None).await.unwrap();
+    assert_eq!(
+        tokens
+            .claim(&t, "a@x", Scope::ReportScan, None)
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    for bypass in [
+        "UPDATE audit SET actor = 'mallory@x'",
+        "DELETE FROM audit",
+        "TRUNCATE audit",
+        "ALTER TABLE audit DISABLE TRIGGER ALL",
+        "DROP TRIGGER audit_settle_only ON audit",
+    ] {
+        assert!(
+            raw(&app, bypass).await.is_err(),
+            "the app role could: {bypass}"
+        );
+    }
+    assert_eq!(
+        audit.list(&Filter::default(), 10, 0).await.unwrap()[0].actor,
+        "a@x"
+    );
+}

@@ -1,0 +1,17 @@
+-- keydesk on PostgreSQL: the application role can record and settle audit
+-- entries but never rewrite or remove them. Run as the schema owner (the role
+-- that ran `keydesk migrate`), after each migration, in keydesk's database:
+--   psql "$OWNER_URL" -v ON_ERROR_STOP=1 -f deploy/postgres-grants.sql
+-- The role itself: CREATE ROLE keydesk_app LOGIN PASSWORD '…';
+GRANT USAGE ON SCHEMA public TO keydesk_app;
+-- keydesk checks at start that the schema is current; it never migrates as this role.
+GRANT SELECT ON _sqlx_migrations TO keydesk_app;
+-- The audit trail: read, append, and settle an open entry's outcome. No
+-- DELETE, no TRUNCATE, no UPDATE of who/what/when; the triggers refuse even
+-- those to the owner, and only the owner could disable them.
+GRANT SELECT, INSERT ON audit TO keydesk_app;
+GRANT UPDATE (outcome, key_id, upstream_status, error, finished_at) ON audit TO keydesk_app;
+GRANT USAGE ON SEQUENCE audit_id_seq TO keydesk_app;
+-- Shared state that is not a record: form tokens, sessions, jobs, the budget.
+GRANT SELECT, INSERT, UPDATE, DELETE ON form_tokens, sessions TO keydesk_app;
+GRANT SELECT, UPDATE ON jobs, rate_budget TO keydesk_app;
