@@ -359,6 +359,284 @@ async fn bench_scan() {
     );
 }
 
+/// A fresh PostgreSQL database for the benches: `KEYDESK_BENCH_DATABASE_URL`
+/// (an admin URL), else the tests' throwaway cluster if it runs. None: skip.
+async fn postgres_database() -> Option<String> {
+    let admin = std::env::var("KEYDESK_BENCH_DATABASE_URL")
+        .ok()
+        .unwrap_or_else(|| {
+            let dir = std::env::temp_dir().join("keydesk-test-pg");
+            format!(
+                "postgres://postgres@localhost/postgres?host={}",
+                dir.display()
+            )
+        });
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .ok()?;
+    let name = format!("kd_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .ok()?;
+    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    Some(format!("{base}/{name}?{query}"))
+}
+
+fn sqlite_database(tag: &str) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "keydesk-bench-{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    format!("sqlite://{}", dir.join("keydesk.db").display())
+}
+
+/// The release binary, `keydesk serve`, on `db` against the fake at `fake`.
+async fn spawn_serve(fake: &str, db: &str) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keydesk"))
+        .arg("serve")
+        .env("VULTR_API_KEY", ROOT)
+        .env("KEYDESK_VULTR_API_URL", fake)
+        .env("KEYDESK_LISTEN", "127.0.0.1:0")
+        .env("KEYDESK_OPERATORS", WHO)
+        .env("KEYDESK_COOKIE_SECURE", "false")
+        .env("KEYDESK_DATABASE_URL", db)
+        .env("KEYDESK_UPSTREAM_RPS", "30")
+        .env("KEYDESK_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info,tower_http=warn,sqlx=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next_line().await.unwrap().expect("keydesk serving");
+        if line.contains("keydesk serving") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break format!("http://{}", v["fields"]["listen"].as_str().unwrap());
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}
+
+/// Soak: `cookieless` page requests from clients that keep no cookies (a
+/// monitor, a script) beside `keeping` from clients that keep their session,
+/// against the release binary; RSS and throughput sampled every second.
+async fn soak(label: &str, db: &str, cookieless: u64, keeping: u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let fake = FakeVultr::with_users(ROOT, 100);
+    let fake_url = fake.spawn().await.unwrap();
+    let (mut child, base) = spawn_serve(&fake_url, db).await;
+    let pid = child.id().unwrap();
+    let ids: Vec<String> = fake.users().iter().map(|u| u.id.clone()).collect();
+    let done = std::sync::Arc::new(AtomicU64::new(0));
+    let left_cookieless = std::sync::Arc::new(AtomicU64::new(cookieless));
+    let left_keeping = std::sync::Arc::new(AtomicU64::new(keeping));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..24 {
+        let keeps = w < 4;
+        let mut b = reqwest::Client::builder()
+            .pool_max_idle_per_host(4)
+            .cookie_store(keeps);
+        b = b.default_headers({
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("x-forwarded-email", WHO.parse().unwrap());
+            h
+        });
+        let c = b.build().unwrap();
+        let (base, ids, done) = (base.clone(), ids.clone(), done.clone());
+        let left = if keeps {
+            left_keeping.clone()
+        } else {
+            left_cookieless.clone()
+        };
+        tasks.spawn(async move {
+            let mut i = w;
+            while left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let url = if keeps {
+                    format!("{base}/users/{}", ids[i % ids.len()])
+                } else {
+                    format!("{base}/users")
+                };
+                let r = c.get(url).send().await.unwrap();
+                assert!(r.status().is_success(), "{}", r.status());
+                r.bytes().await.unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        });
+    }
+    let total = cookieless + keeping;
+    let started = Instant::now();
+    let mut samples: Vec<(f64, u64, u64)> = Vec::new(); // (secs, done, rss KiB)
+    while done.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        samples.push((
+            started.elapsed().as_secs_f64(),
+            done.load(Ordering::Relaxed),
+            rss_kib(pid).0,
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+    let at = |frac: f64| {
+        let want = (total as f64 * frac) as u64;
+        *samples
+            .iter()
+            .find(|s| s.1 >= want)
+            .unwrap_or(samples.last().unwrap())
+    };
+    let rate = |from: f64, to: f64| {
+        let (a, b) = (at(from), at(to));
+        (b.1 - a.1) as f64 / (b.0 - a.0).max(0.001)
+    };
+    let (start_rate, end_rate) = (rate(0.02, 0.12), rate(0.88, 0.98));
+    let (rss_10, rss_50, rss_end) = (at(0.1).2, at(0.5).2, samples.last().unwrap().2);
+    let (_, hwm) = rss_kib(pid);
+    println!(
+        "| {label} | {} | {:.0} s | {:.1} / {:.1} / {:.1} MiB (peak {:.1}) | {:+.2} MiB | {start_rate:.0} → {end_rate:.0} req/s ({:.0} %) |",
+        total,
+        started.elapsed().as_secs_f64(),
+        rss_10 as f64 / 1024.0,
+        rss_50 as f64 / 1024.0,
+        rss_end as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        (rss_end as f64 - rss_50 as f64) / 1024.0,
+        end_rate / start_rate * 100.0
+    );
+    child.kill().await.unwrap();
+}
+
+async fn bench_soak() {
+    let cookieless: u64 = std::env::var("SOAK_COOKIELESS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let keeping: u64 = std::env::var("SOAK_KEEPING")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    println!(
+        "\n## Soak: {cookieless} cookieless GET /users + {keeping} cookie-keeping GET /users/{{id}} (release binary, 24 clients)"
+    );
+    println!(
+        "| store | requests | time | RSS at 10 % / 50 % / end | growth, last half | throughput start → end |"
+    );
+    println!("|---|---|---|---|---|---|");
+    soak("SQLite file", &sqlite_database("soak"), cookieless, keeping).await;
+    match postgres_database().await {
+        Some(url) => soak("PostgreSQL", &url, cookieless, keeping).await,
+        None => {
+            println!("| PostgreSQL | skipped: no server (set KEYDESK_BENCH_DATABASE_URL) | | | | |")
+        }
+    }
+}
+
+/// Added latency of `GET /users/{id}` per store, beside the direct upstream.
+async fn bench_store_latency() {
+    println!("\n## GET /users/{{id}} per store (fake latency 20 ms, cache off): p50 / p99");
+    let fake = FakeVultr::with_users(ROOT, 64);
+    fake.set_latency(Duration::from_millis(20));
+    let fake_url = fake.spawn().await.unwrap();
+    let ids: Vec<String> = fake.users().iter().map(|u| u.id.clone()).collect();
+    let c = http();
+    let direct: Vec<String> = ids
+        .iter()
+        .map(|id| format!("{fake_url}/v2/users/{id}"))
+        .collect();
+    let mut stores = vec![
+        ("SQLite in memory", "sqlite::memory:".to_string()),
+        ("SQLite file (WAL)", sqlite_database("lat")),
+    ];
+    if let Some(url) = postgres_database().await {
+        stores.push(("PostgreSQL (unix socket)", url));
+    }
+    println!("| store | c | upstream alone p50 / p99 | keydesk p50 / p99 | added p50 / p99 |");
+    println!("|---|---|---|---|---|");
+    for (label, db) in stores {
+        let settings = Settings {
+            access: Access::new(&[], &[WHO.into()]),
+            cookie_secure: false,
+            database_url: db,
+            upstream: ClientOptions {
+                rps: 100_000,
+                cache_ttl: Duration::ZERO,
+                ..ClientOptions::default()
+            },
+            ..Settings::new(&fake_url, SecretString::from(ROOT.to_string()))
+        };
+        let base = Application::build(settings).await.unwrap().spawn().0;
+        let pages: Vec<String> = ids.iter().map(|id| format!("{base}/users/{id}")).collect();
+        for conc in [1usize, 16] {
+            let n = 400;
+            let d = latencies(&c, &direct, Some(ROOT), n, conc).await;
+            let k = latencies(&c, &pages, None, n, conc).await;
+            let added = |p: f64| pct(&k, p).saturating_sub(pct(&d, p));
+            println!(
+                "| {label} | {conc} | {} / {} | {} / {} | **{} / {}** |",
+                ms(pct(&d, 0.5)),
+                ms(pct(&d, 0.99)),
+                ms(pct(&k, 0.5)),
+                ms(pct(&k, 0.99)),
+                ms(added(0.5)),
+                ms(added(0.99))
+            );
+        }
+    }
+}
+
+/// Form-token claims per second: 2 replicas (two pools) on PostgreSQL,
+/// beside one SQLite file.
+async fn bench_claims() {
+    use keydesk::idempotency::{FormTokens, Scope};
+    println!("\n## Form-token claims (issue + claim + complete), 32 concurrent");
+    println!("| store | claims | time | claims/s |");
+    println!("|---|---|---|---|");
+    let mut stores = vec![("SQLite file, 1 process", sqlite_database("claims"), 1)];
+    if let Some(url) = postgres_database().await {
+        stores.push(("PostgreSQL, 2 replicas", url, 2));
+    }
+    for (label, url, replicas) in stores {
+        let mut pools = Vec::new();
+        for _ in 0..replicas {
+            pools.push(FormTokens::new(keydesk::db::Db::open(&url).await.unwrap()));
+        }
+        let n = 4000usize;
+        let mut tokens = Vec::new();
+        for i in 0..n {
+            tokens.push(
+                pools[i % replicas]
+                    .issue(WHO, Scope::ReportScan, None)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let started = Instant::now();
+        let tokens = std::sync::Arc::new(tokens);
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..32 {
+            let (t, tokens) = (pools[w % replicas].clone(), tokens.clone());
+            tasks.spawn(async move {
+                for tok in tokens.iter().skip(w).step_by(32) {
+                    let c = t.claim(tok, WHO, Scope::ReportScan, None).await.unwrap();
+                    assert_eq!(c, keydesk::idempotency::Claim::Claimed);
+                    t.complete(tok, None).await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let took = started.elapsed().as_secs_f64();
+        println!("| {label} | {n} | {took:.2} s | {:.0} |", n as f64 / took);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let which: Vec<String> = std::env::args()
@@ -387,5 +665,14 @@ async fn main() {
     }
     if run("scan") {
         bench_scan().await;
+    }
+    if run("store") {
+        bench_store_latency().await;
+    }
+    if run("claims") {
+        bench_claims().await;
+    }
+    if run("soak") {
+        bench_soak().await;
     }
 }
