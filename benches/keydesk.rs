@@ -541,12 +541,24 @@ async fn bench_soak() {
 
 /// Added latency of `GET /users/{id}` per store, beside the direct upstream.
 async fn bench_store_latency() {
-    println!("\n## GET /users/{{id}} per store (fake latency 20 ms, cache off): p50 / p99");
+    println!(
+        "\n## GET /users/{{id}} per store (fake latency 20 ms, cache off, a cookie-keeping browser): p50 / p99"
+    );
     let fake = FakeVultr::with_users(ROOT, 64);
     fake.set_latency(Duration::from_millis(20));
     let fake_url = fake.spawn().await.unwrap();
     let ids: Vec<String> = fake.users().iter().map(|u| u.id.clone()).collect();
-    let c = http();
+    // A staff browser keeps its session cookie.
+    let c = reqwest::Client::builder()
+        .default_headers({
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("x-forwarded-email", WHO.parse().unwrap());
+            h
+        })
+        .cookie_store(true)
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
     let direct: Vec<String> = ids
         .iter()
         .map(|id| format!("{fake_url}/v2/users/{id}"))

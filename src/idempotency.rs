@@ -92,7 +92,7 @@ impl FormTokens {
         let expires = now_ms() + TOKEN_TTL.as_millis() as i64;
         on_pool!(&self.db, |p| {
             sqlx::query(
-            "INSERT INTO form_tokens (token_hash, actor, scope, session_id, state, expires_ms) VALUES ($1, $2, $3, $4, 'fresh', $5)",
+            "INSERT INTO form_tokens (token_hash, actor, scope, session_binding, state, expires_ms) VALUES ($1, $2, $3, $4, 'fresh', $5)",
         )
         .bind(hash(&token))
         .bind(actor)
@@ -119,7 +119,7 @@ impl FormTokens {
         let won: Option<String> = on_pool!(&self.db, |p| sqlx::query_scalar(
             "UPDATE form_tokens SET state = 'inflight'
              WHERE token_hash = $1 AND actor = $2 AND scope = $3 AND expires_ms > $4
-               AND (session_id IS NULL OR session_id = $5) AND state = 'fresh'
+               AND (session_binding IS NULL OR session_binding = $5) AND state = 'fresh'
              RETURNING token_hash",
         )
         .bind(&h)
@@ -135,7 +135,7 @@ impl FormTokens {
         let seen: Option<(String, Option<String>)> = on_pool!(&self.db, |p| sqlx::query_as(
             "SELECT state, result_id FROM form_tokens
              WHERE token_hash = $1 AND actor = $2 AND scope = $3 AND expires_ms > $4
-               AND (session_id IS NULL OR session_id = $5)",
+               AND (session_binding IS NULL OR session_binding = $5)",
         )
         .bind(&h)
         .bind(actor)

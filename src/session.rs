@@ -7,6 +7,7 @@ use crate::identity::Identity;
 
 const FLASH_KEY: &str = "keydesk.flash";
 const IDENTITY_KEY: &str = "keydesk.identity";
+const BINDING_KEY: &str = "keydesk.binding";
 
 /// A notice shown once after a redirect. Never holds a secret.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -47,16 +48,28 @@ async fn bind_or_create(who: &Identity, session: &Session) {
     }
 }
 
-/// The id of this person's session, creating the session when there is none
-/// yet, so that a form rendered on a first visit is bound to it too.
-pub async fn ensure_id(who: &Identity, session: &Session) -> Option<String> {
+/// The random value that binds this person's forms to this browser session,
+/// creating it (and the session, on a first visit) when there is none. The
+/// session is written once, by the session layer after the response; the
+/// session id itself is never needed, nor stored with a token.
+pub async fn ensure_binding(who: &Identity, session: &Session) -> Option<String> {
     bind_or_create(who, session).await;
-    if session.id().is_none()
-        && let Err(e) = session.save().await
-    {
-        tracing::warn!(error = %e, "could not create the session");
+    if let Some(b) = binding(session).await {
+        return Some(b);
     }
-    session.id().map(|id| id.to_string())
+    let fresh = uuid::Uuid::new_v4().simple().to_string();
+    match session.insert(BINDING_KEY, &fresh).await {
+        Ok(()) => Some(fresh),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not bind the form to the session");
+            None
+        }
+    }
+}
+
+/// This browser session's form binding, if it has one.
+pub async fn binding(session: &Session) -> Option<String> {
+    session.get::<String>(BINDING_KEY).await.ok().flatten()
 }
 
 /// Takes the pending notice, if any (a session without one is not written).

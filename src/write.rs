@@ -74,9 +74,9 @@ pub enum Refusal {
 }
 
 impl Ctx {
-    /// The browser session's id, when the request arrived with one.
-    pub fn session_id(&self) -> Option<String> {
-        self.session.id().map(|id| id.to_string())
+    /// The form binding of the browser session the request came with, if any.
+    pub async fn session_binding(&self) -> Option<String> {
+        crate::session::binding(&self.session).await
     }
 
     /// An audit intent of this person for this request.
@@ -87,7 +87,7 @@ impl Ctx {
     /// Mints a one-time token for a form doing `scope`, bound to this person
     /// and this browser session (created now on a first visit).
     pub async fn issue(&self, scope: Scope<'_>) -> Result<String, AppError> {
-        let sid = crate::session::ensure_id(&self.who, &self.session).await;
+        let sid = crate::session::ensure_binding(&self.who, &self.session).await;
         self.state
             .tokens
             .issue(&self.who.email, scope, sid)
@@ -105,7 +105,7 @@ impl Ctx {
         key: Option<&VultrId>,
     ) -> Result<Claimed<'_>, Refusal> {
         let token = token.unwrap_or_default();
-        let sid = self.session_id();
+        let sid = self.session_binding().await;
         let claim = self
             .state
             .tokens

@@ -211,6 +211,7 @@ async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         .env("KEYDESK_LISTEN", "127.0.0.1:0")
         .env("KEYDESK_OPERATORS", STAFF)
         .env("KEYDESK_LOG_FORMAT", "text")
+        .env("KEYDESK_DATABASE_URL", "sqlite::memory:")
         .env_remove("NO_COLOR")
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())

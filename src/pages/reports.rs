@@ -128,7 +128,7 @@ pub struct ScanInput {
 pub async fn scan_start(ctx: Ctx, Form(input): Form<ScanInput>) -> Result<Response, AppError> {
     let (state, who) = (&ctx.state, &ctx.who);
     let token = input.form_token.unwrap_or_default();
-    let sid = ctx.session_id();
+    let sid = ctx.session_binding().await;
     match state
         .tokens
         .claim(&token, &who.email, Scope::ReportScan, sid.as_deref())

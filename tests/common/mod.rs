@@ -431,6 +431,8 @@ pub async fn spawn_binary(
         .env("KEYDESK_LISTEN", "127.0.0.1:0")
         .env("KEYDESK_COOKIE_SECURE", "false")
         .env("KEYDESK_OPERATORS", STAFF)
+        // Never the working directory's default file; tests pass their own.
+        .env("KEYDESK_AUDIT_DB", "sqlite::memory:")
         .env("KEYDESK_LOG_FORMAT", "json");
     for (k, v) in env {
         cmd.env(k, v);

@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS form_tokens (
     token_hash TEXT    PRIMARY KEY,
     actor      TEXT    NOT NULL,
     scope      TEXT    NOT NULL,
-    session_id TEXT,
+    session_binding TEXT,
     state      TEXT    NOT NULL CHECK (state IN ('fresh', 'inflight', 'done')),
     result_id  TEXT,
     expires_ms INTEGER NOT NULL
