@@ -32,7 +32,7 @@ pub enum Command {
     /// Try keydesk locally: an in-process fake Vultr API with seeded users and a fixed demo identity.
     Demo(DemoArgs),
     /// Apply the database migrations and exit (run it as the schema's owner when keydesk itself runs with a restricted role).
-    Migrate(MigrateArgs),
+    Migrate(DatabaseArgs),
     /// Probe a running keydesk's /healthz and exit 0 when healthy (for container HEALTHCHECKs).
     Healthcheck {
         /// URL of the liveness probe.
@@ -170,6 +170,20 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYDESK_OPERATORS", value_delimiter = ',')]
     pub operators: Vec<String>,
 
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Mark the session cookie Secure. Turn off only for plain-http local use.
+    #[arg(long, env = "KEYDESK_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Where keydesk keeps its state: `serve` and `migrate`.
+#[derive(Args, Clone)]
+pub struct DatabaseArgs {
     /// Database: sqlite://PATH (embedded, created on first start) or postgres://USER:PASS@HOST/DB (shared by several replicas). Overrides KEYDESK_AUDIT_DB.
     #[arg(long, env = "KEYDESK_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -185,63 +199,24 @@ pub struct ServeArgs {
         default_value = "sqlite://keydesk-audit.db"
     )]
     pub audit_db: String,
-
-    /// Mark the session cookie Secure. Turn off only for plain-http local use.
-    #[arg(long, env = "KEYDESK_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub cookie_secure: bool,
-
-    #[command(flatten)]
-    pub common: CommonArgs,
 }
 
-/// `keydesk migrate`.
-#[derive(Args)]
-pub struct MigrateArgs {
-    /// Database to migrate (as for serve).
-    #[arg(long, env = "KEYDESK_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-
-    /// File holding the database URL.
-    #[arg(long, env = "KEYDESK_DATABASE_URL_FILE")]
-    pub database_url_file: Option<PathBuf>,
-
-    /// Old name of KEYDESK_DATABASE_URL.
-    #[arg(
-        long,
-        env = "KEYDESK_AUDIT_DB",
-        default_value = "sqlite://keydesk-audit.db"
-    )]
-    pub audit_db: String,
-}
-
-impl MigrateArgs {
-    pub fn database_url(&self) -> Result<String, String> {
-        resolve_database_url(
-            self.database_url_file.as_deref(),
-            self.database_url.as_deref(),
-            &self.audit_db,
-        )
+impl DatabaseArgs {
+    /// The database URL: from its file, else KEYDESK_DATABASE_URL, else the
+    /// old KEYDESK_AUDIT_DB (so an existing deployment keeps its data).
+    pub fn url(&self) -> Result<String, String> {
+        let url = match (&self.database_url_file, &self.database_url) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map_err(|e| format!("KEYDESK_DATABASE_URL_FILE {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+            (None, Some(url)) => url.trim().to_string(),
+            (None, None) => self.audit_db.trim().to_string(),
+        };
+        crate::db::Engine::of(&url)
+            .map_err(|e| format!("KEYDESK_DATABASE_URL {}: {e}", crate::db::redacted(&url)))?;
+        Ok(url)
     }
-}
-
-/// The database URL: from its file, else KEYDESK_DATABASE_URL, else the
-/// old KEYDESK_AUDIT_DB (so an existing deployment keeps its data).
-fn resolve_database_url(
-    file: Option<&std::path::Path>,
-    url: Option<&str>,
-    audit_db: &str,
-) -> Result<String, String> {
-    let url = match (file, url) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .map_err(|e| format!("KEYDESK_DATABASE_URL_FILE {}: {e}", path.display()))?
-            .trim()
-            .to_string(),
-        (None, Some(url)) => url.trim().to_string(),
-        (None, None) => audit_db.trim().to_string(),
-    };
-    crate::db::Engine::of(&url)
-        .map_err(|e| format!("KEYDESK_DATABASE_URL {}: {e}", crate::db::redacted(&url)))?;
-    Ok(url)
 }
 
 /// `keydesk demo`. It has no upstream URL option: the demo identity can never
@@ -361,7 +336,7 @@ impl ServeArgs {
             auth: self.auth_mode()?,
             access,
             policy: self.common.key_policy()?,
-            database_url: self.database_url()?,
+            database_url: self.database.url()?,
             cookie_secure: self.cookie_secure,
             upstream: self.common.client_options(),
             page_size: self.common.page_size,
@@ -418,22 +393,6 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
-    /// The database URL: from its file, else KEYDESK_DATABASE_URL, else the
-    /// old KEYDESK_AUDIT_DB (so an existing deployment keeps its data).
-    pub fn database_url(&self) -> Result<String, String> {
-        let url = match (&self.database_url_file, &self.database_url) {
-            (Some(path), _) => std::fs::read_to_string(path)
-                .map_err(|e| format!("KEYDESK_DATABASE_URL_FILE {}: {e}", path.display()))?
-                .trim()
-                .to_string(),
-            (None, Some(url)) => url.trim().to_string(),
-            (None, None) => self.audit_db.trim().to_string(),
-        };
-        crate::db::Engine::of(&url)
-            .map_err(|e| format!("KEYDESK_DATABASE_URL {}: {e}", crate::db::redacted(&url)))?;
-        Ok(url)
-    }
-
     /// The root key from the file (preferred) or the variable.
     pub fn root_key(&self) -> Result<SecretString, RootKeyError> {
         if let Some(path) = &self.vultr_api_key_file {

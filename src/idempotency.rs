@@ -116,34 +116,37 @@ impl FormTokens {
         session: Option<&str>,
     ) -> Result<Claim, sqlx::Error> {
         let (h, scope, now) = (hash(token), scope.to_string(), now_ms());
-        let won: Option<String> = on_pool!(&self.db, |p| sqlx::query_scalar(
-            "UPDATE form_tokens SET state = 'inflight'
-             WHERE token_hash = $1 AND actor = $2 AND scope = $3 AND expires_ms > $4
-               AND (session_binding IS NULL OR session_binding = $5) AND state = 'fresh'
-             RETURNING token_hash",
-        )
-        .bind(&h)
-        .bind(actor)
-        .bind(&scope)
-        .bind(now)
-        .bind(session)
-        .fetch_optional(p)
-        .await?);
+        // The same rows for both statements: this token, for this person,
+        // scope and browser session, not expired.
+        macro_rules! matching {
+            ($sql:literal) => {
+                concat!(
+                    $sql,
+                    " WHERE token_hash = $1 AND actor = $2 AND scope = $3 AND expires_ms > $4",
+                    " AND (session_binding IS NULL OR session_binding = $5)"
+                )
+            };
+        }
+        macro_rules! bound {
+            ($q:expr) => {
+                $q.bind(&h).bind(actor).bind(&scope).bind(now).bind(session)
+            };
+        }
+        let claim = concat!(
+            matching!("UPDATE form_tokens SET state = 'inflight'"),
+            " AND state = 'fresh' RETURNING token_hash"
+        );
+        let won: Option<String> = on_pool!(&self.db, |p| bound!(sqlx::query_scalar(claim))
+            .fetch_optional(p)
+            .await?);
         if won.is_some() {
             return Ok(Claim::Claimed);
         }
-        let seen: Option<(String, Option<String>)> = on_pool!(&self.db, |p| sqlx::query_as(
-            "SELECT state, result_id FROM form_tokens
-             WHERE token_hash = $1 AND actor = $2 AND scope = $3 AND expires_ms > $4
-               AND (session_binding IS NULL OR session_binding = $5)",
-        )
-        .bind(&h)
-        .bind(actor)
-        .bind(&scope)
-        .bind(now)
-        .bind(session)
-        .fetch_optional(p)
-        .await?);
+        let look = matching!("SELECT state, result_id FROM form_tokens");
+        let seen: Option<(String, Option<String>)> =
+            on_pool!(&self.db, |p| bound!(sqlx::query_as(look))
+                .fetch_optional(p)
+                .await?);
         Ok(match seen {
             // Another request holds it (or just gave it back): not ours to use.
             Some((_, result_id)) => Claim::Replay { result_id },

@@ -26,7 +26,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Healthcheck { url } => keydesk::pages::ops::probe(&url).await,
         Command::Migrate(args) => {
-            let url = args.database_url()?;
+            let url = args.url()?;
             let shown = keydesk::db::redacted(&url);
             let db = keydesk::db::Db::open_unmigrated(&url)
                 .await

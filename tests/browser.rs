@@ -287,13 +287,7 @@ async fn staff_create_copy_reload_and_revoke_in_a_real_browser() {
     let row = css(&c, "tr[data-key-id] a.danger-link").await;
     row.click().await.unwrap();
     let name = css(&c, "#revoke-key-name").await.text().await.unwrap();
-    css(&c, "#understand").await.click().await.unwrap();
-    css(&c, "#confirm-revoke-button")
-        .await
-        .click()
-        .await
-        .unwrap();
-    let flash = css(&c, "#flash").await.text().await.unwrap();
+    let flash = confirm_revoke(&c).await;
     assert!(flash.contains(&name), "{flash}");
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
 
@@ -366,6 +360,17 @@ async fn reload(c: &Client) {
     }
 }
 
+/// Ticks "I understand", confirms the revocation; the notice that follows.
+async fn confirm_revoke(c: &Client) -> String {
+    css(c, "#understand").await.click().await.unwrap();
+    css(c, "#confirm-revoke-button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(c, "#flash").await.text().await.unwrap()
+}
+
 /// Waits until the copy button has said "Copied".
 async fn wait_copied(c: &Client) {
     let copied = "//*[@id='copy-status' and contains(., 'Copied')]";
@@ -431,13 +436,7 @@ async fn rotate_end_to_end_and_a_viewer_sees_no_controls() {
         "old key kept until confirmed"
     );
     css(&c, "#revoke-old").await.click().await.unwrap();
-    css(&c, "#understand").await.click().await.unwrap();
-    css(&c, "#confirm-revoke-button")
-        .await
-        .click()
-        .await
-        .unwrap();
-    let flash = css(&c, "#flash").await.text().await.unwrap();
+    let flash = confirm_revoke(&c).await;
     assert!(flash.contains("ci-runner"), "{flash}");
     let keys = app.fake.keys_of(&grace);
     assert!(keys.iter().all(|k| k.id != old.id), "old key revoked");

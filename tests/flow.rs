@@ -206,33 +206,7 @@ async fn eight_concurrent_submissions_create_one_key() {
     let app = TestApp::spawn().await;
     let id = app.user_id("grace@example.com");
     let token = app.form_token(&id).await;
-    // The one POST that reaches Vultr is held there until the other seven
-    // have been answered: the eight submissions truly overlap.
-    app.fake.hold("POST", "/v2/users");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for _ in 0..8 {
-        let form = [("form_token", token.clone()), ("name", "race".to_string())];
-        let req = app
-            .client
-            .post(app.url(&format!("/users/{id}/keys")))
-            .form(&form);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let r = req.send().await.unwrap();
-            let _ = tx.send((r.status().as_u16(), r.text().await.unwrap()));
-        });
-    }
-    let mut results = Vec::new();
-    for _ in 0..7 {
-        results.push(rx.recv().await.unwrap());
-    }
-    wait_until("the first POST held at Vultr", || app.fake.held() == 1).await;
-    assert!(
-        results.iter().all(|(s, _)| *s == 409),
-        "seven replays while it runs"
-    );
-    app.fake.release();
-    results.push(rx.recv().await.unwrap());
+    let results = race_eight(&[&app], &id, &token).await;
     let reveals = results
         .iter()
         .filter(|(_, b)| revealed_key(b).is_some())

@@ -47,31 +47,7 @@ async fn eight_concurrent_submits_split_across_replicas_make_one_key() {
     };
     let id = a.user_id("grace@example.com");
     let token = a.form_token(&id).await;
-    a.fake.hold("POST", "/v2/users");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for i in 0..8 {
-        let app = if i % 2 == 0 { &a } else { &b };
-        let req = app
-            .client
-            .post(app.url(&format!("/users/{id}/keys")))
-            .form(&[("form_token", token.as_str()), ("name", "race")]);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let r = req.send().await.unwrap();
-            let _ = tx.send((r.status().as_u16(), r.text().await.unwrap()));
-        });
-    }
-    let mut results = Vec::new();
-    for _ in 0..7 {
-        results.push(rx.recv().await.unwrap());
-    }
-    wait_until("the one POST held at Vultr", || a.fake.held() == 1).await;
-    assert!(
-        results.iter().all(|(s, _)| *s == 409),
-        "seven replays meanwhile"
-    );
-    a.fake.release();
-    results.push(rx.recv().await.unwrap());
+    let results = race_eight(&[&a, &b], &id, &token).await;
     assert_eq!(results.iter().filter(|(s, _)| *s == 200).count(), 1);
     assert_eq!(a.fake.count("POST", "/v2/users"), 1);
 }

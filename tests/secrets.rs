@@ -91,24 +91,19 @@ async fn secrets_appear_only_in_the_reveal_body() {
     let id = user_id_in(&fake, "ada@example.com");
     let page = c.get(format!("{base}/users/{id}")).send().await.unwrap();
     let token = hidden_token(&page.text().await.unwrap());
-    let resp = c
-        .post(format!("{base}/users/{id}/keys"))
-        .form(&[("form_token", token.as_str()), ("name", "leak-check")])
-        .send()
-        .await
-        .unwrap();
+    let create = || {
+        c.post(format!("{base}/users/{id}/keys"))
+            .form(&[("form_token", token.as_str()), ("name", "leak-check")])
+            .send()
+    };
+    let resp = create().await.unwrap();
     let mut captured = format!("{:?}", resp.headers());
     let reveal = resp.text().await.unwrap();
     let secret = revealed_key(&reveal).expect("revealed");
     assert_eq!(reveal.matches(&secret).count(), 1);
 
     // Everything after the reveal: replays, later pages, the audit, the probes.
-    let replay = c
-        .post(format!("{base}/users/{id}/keys"))
-        .form(&[("form_token", token.as_str()), ("name", "leak-check")])
-        .send()
-        .await
-        .unwrap();
+    let replay = create().await.unwrap();
     captured.push_str(&format!("{:?}", replay.headers()));
     captured.push_str(&replay.text().await.unwrap());
     // Revoke the new key: more upstream traffic that must not carry it.

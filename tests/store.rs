@@ -48,6 +48,8 @@ async fn the_audit_trail_is_append_only_on_both_engines() {
             "UPDATE audit SET actor = 'mallory@x'",
             "UPDATE audit SET action = 'key.revoke'",
             "UPDATE audit SET at = '2000-01-01T00:00:00Z'",
+            "UPDATE audit SET target_user_id = 'u2'",
+            "UPDATE audit SET outcome = 'pending', reason = 'x'",
         ] {
             assert!(raw(&db, rewrite).await.is_err(), "{engine}: {rewrite}");
         }

@@ -38,7 +38,8 @@ impl AuditListView {
     /// The current filter as a query string (for exports and paging).
     pub fn filter_qs(&self) -> String {
         self.page_href(0)
-            .trim_start_matches("/audit?")
+            .trim_start_matches(paths::AUDIT)
+            .trim_start_matches('?')
             .split('&')
             .filter(|p| !p.starts_with("page="))
             .collect::<Vec<_>>()

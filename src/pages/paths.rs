@@ -12,6 +12,8 @@ use crate::ids::{InvalidId, VultrId};
 
 pub const USERS: &str = "/users";
 pub const AUDIT: &str = "/audit";
+pub const AUDIT_CSV: &str = "/audit.csv";
+pub const AUDIT_JSONL: &str = "/audit.jsonl";
 pub const KEYS_REPORT: &str = "/reports/keys";
 pub const KEYS_REPORT_SCAN: &str = "/reports/keys/scan";
 

@@ -64,7 +64,8 @@ impl UsersListView {
     pub fn page_href(&self, page: usize) -> String {
         let q = self.query(&self.sort, self.desc);
         format!(
-            "/users?{q}{}page={page}",
+            "{}?{q}{}page={page}",
+            paths::USERS,
             if q.is_empty() { "" } else { "&" }
         )
     }
@@ -72,7 +73,7 @@ impl UsersListView {
     /// Header link: sorts by `key`, flipping the direction when already sorted by it.
     pub fn sort_href(&self, key: &str) -> String {
         let desc = self.sort == key && !self.desc;
-        format!("/users?{}", self.query(key, desc))
+        format!("{}?{}", paths::USERS, self.query(key, desc))
     }
 
     /// `aria-sort` value for a column.

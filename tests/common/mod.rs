@@ -350,6 +350,40 @@ pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Sends `user`'s add-key form with `token` as 8 concurrent requests, spread
+/// over `apps`, while Vultr holds the one POST that gets through: the seven
+/// other answers must come back while it is held (so the eight truly
+/// overlap). Returns all eight (status, body), the held one last.
+pub async fn race_eight(apps: &[&TestApp], user: &str, token: &str) -> Vec<(u16, String)> {
+    let fake = &apps[0].fake;
+    fake.hold("POST", "/v2/users");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..8 {
+        let app = apps[i % apps.len()];
+        let req = app
+            .client
+            .post(app.url(&format!("/users/{user}/keys")))
+            .form(&[("form_token", token), ("name", "race")]);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let r = req.send().await.unwrap();
+            let _ = tx.send((r.status().as_u16(), r.text().await.unwrap()));
+        });
+    }
+    let mut results = Vec::new();
+    for _ in 0..7 {
+        results.push(rx.recv().await.unwrap());
+    }
+    wait_until("the one POST held at Vultr", || fake.held() == 1).await;
+    assert!(
+        results.iter().all(|(s, _)| *s == 409),
+        "seven replays meanwhile"
+    );
+    fake.release();
+    results.push(rx.recv().await.unwrap());
+    results
+}
+
 /// The body of a GET to `url` with client `c`, whatever the status.
 pub async fn get_text(c: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
     c.get(url).send().await.unwrap().text().await.unwrap()
