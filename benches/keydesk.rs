@@ -526,7 +526,7 @@ async fn bench_soak() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     println!(
-        "\n## Soak: {cookieless} cookieless GET /users + {keeping} cookie-keeping GET /users/{{id}} (release binary, 24 clients)"
+        "\n## Soak: {cookieless} cookieless + {keeping} cookie-keeping page requests (release binary, 24 clients)"
     );
     println!(
         "| store | requests | time | RSS at 10 % / 50 % / end | growth, last half | throughput start → end |"

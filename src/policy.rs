@@ -310,48 +310,46 @@ mod tests {
             name_pattern: Some(regex::Regex::new("^ci-[a-z]+$").unwrap()),
             require_reason: true,
         };
-        let run = |i: CreateKeyInput| {
+        let days =
+            |n: i64| (OffsetDateTime::now_utc().date() + time::Duration::days(n)).to_string();
+        // (name, expiry date or none, reason, the error expected, if any)
+        let cases = [
+            ("ci-deploy", Some(days(90)), Some("OPS-12"), None),
+            (
+                "ci-deploy",
+                None,
+                Some("OPS-12"),
+                Some("requires every key to expire"),
+            ),
+            (
+                "ci-deploy",
+                Some(days(91)),
+                Some("OPS-12"),
+                Some("at most 90 days"),
+            ),
+            ("Deploy", None, Some("x"), Some("naming policy")),
+            ("ci-deploy", Some(days(9)), None, Some("Give a reason")),
+        ];
+        for (name, date, reason, error) in cases {
+            let mut i = input(
+                name,
+                date.as_ref().map(|_| "on"),
+                date.as_deref().unwrap_or(""),
+            );
+            i.reason = reason.map(str::to_string);
             let mut f = KeyForm::blank("t".into(), &p);
-            (validate(&i, &mut f, &p), f)
-        };
-        let mut ok = input(
-            "ci-deploy",
-            Some("on"),
-            &(OffsetDateTime::now_utc().date() + time::Duration::days(90)).to_string(),
-        );
-        ok.reason = Some("OPS-12".into());
-        assert!(run(ok).0.is_some());
-        let mut never = input("ci-deploy", None, "");
-        never.reason = Some("OPS-12".into());
-        assert!(
-            run(never)
-                .1
-                .date_error
-                .unwrap()
-                .contains("requires every key to expire")
-        );
-        let mut far = input(
-            "ci-deploy",
-            Some("on"),
-            &(OffsetDateTime::now_utc().date() + time::Duration::days(91)).to_string(),
-        );
-        far.reason = Some("OPS-12".into());
-        assert!(run(far).1.date_error.unwrap().contains("at most 90 days"));
-        let mut bad_name = input("Deploy", None, "");
-        bad_name.reason = Some("x".into());
-        assert!(
-            run(bad_name)
-                .1
-                .name_error
-                .unwrap()
-                .contains("naming policy")
-        );
-        let no_reason = input(
-            "ci-deploy",
-            Some("on"),
-            &(OffsetDateTime::now_utc().date() + time::Duration::days(9)).to_string(),
-        );
-        assert!(run(no_reason).1.reason_error.is_some());
+            let body = validate(&i, &mut f, &p);
+            let errors = [&f.name_error, &f.date_error, &f.reason_error];
+            match error {
+                None => assert!(body.is_some(), "{name} {date:?}: {errors:?}"),
+                Some(e) => assert!(
+                    errors
+                        .iter()
+                        .any(|x| x.as_deref().is_some_and(|x| x.contains(e))),
+                    "{name} {date:?}: expected {e:?} in {errors:?}"
+                ),
+            }
+        }
     }
 
     #[test]

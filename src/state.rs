@@ -85,7 +85,7 @@ impl Settings {
 
 impl AppState {
     pub async fn new(s: Settings) -> Result<Self, String> {
-        crate::metrics::install();
+        crate::metrics::start_upkeep();
         let db = Db::open(&s.database_url)
             .await
             .map_err(|e| format!("KEYDESK_DATABASE_URL {}: {e}", redacted(&s.database_url)))?;

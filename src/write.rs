@@ -21,7 +21,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
-use crate::audit::{AuditAction, Intent, Outcome};
+use crate::audit::{AuditAction, Intent, Outcome, Settlement};
 use crate::error::AppError;
 use crate::idempotency::{Claim, Scope};
 use crate::identity::Identity;
@@ -177,7 +177,13 @@ impl Claimed<'_> {
                 state.tokens.complete(&self.token, id.clone()).await;
                 state
                     .audit
-                    .settle(audit_id, Outcome::Ok, id.as_deref(), None, None)
+                    .settle(
+                        audit_id,
+                        Settlement {
+                            key_id: id.as_deref(),
+                            ..Outcome::Ok.settled()
+                        },
+                    )
                     .await;
                 Ok(done)
             }
@@ -193,7 +199,14 @@ impl Claimed<'_> {
                 };
                 state
                     .audit
-                    .settle(audit_id, outcome, None, e.status(), Some(&e.to_string()))
+                    .settle(
+                        audit_id,
+                        Settlement {
+                            upstream_status: e.status(),
+                            error: Some(&e.to_string()),
+                            ..outcome.settled()
+                        },
+                    )
                     .await;
                 Err(match (unknown, intent.target_user_id) {
                     (true, Some(user_id)) => AppError::OutcomeUnknown {

@@ -274,8 +274,7 @@ async fn a_viewer_sees_no_controls_and_cannot_post() {
 
 #[tokio::test]
 async fn forgery_attacks_change_nothing() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     // Session A renders a form (the cookie is set on the first page).
     app.get("/users").await;
     let token_a = app.form_token(&id).await;
@@ -484,8 +483,7 @@ async fn protocol_abuse_gets_portal_error_pages() {
 
 #[tokio::test]
 async fn a_new_identity_on_the_same_cookie_gets_a_fresh_session() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     let key = app.fake.keys_of(&id)[0].clone();
     let path = format!("/users/{id}/keys/{}/delete", key.id);
     let (_, confirm) = app.get(&path).await;
@@ -677,8 +675,7 @@ async fn an_unreachable_idp_is_asked_at_most_once_per_interval_from_the_start() 
 /// created for it: the same person without that cookie cannot use it.
 #[tokio::test]
 async fn a_first_visit_form_token_is_bound_to_a_new_session() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     let r = app.response(&format!("/users/{id}")).await;
     let cookie = r
         .headers()

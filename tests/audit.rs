@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use keydesk::audit::{AuditAction, AuditStore, Filter, Intent, Outcome};
+use keydesk::audit::{AuditAction, AuditStore, Filter, Intent, Outcome, Settlement};
 use keydesk::fake_vultr::{FakeVultr, Fault};
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
@@ -40,8 +40,7 @@ async fn entries(app: &TestApp, action: &str) -> Vec<keydesk::audit::Entry> {
 
 #[tokio::test]
 async fn every_mutating_action_writes_one_settled_entry() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     let token = app.form_token(&id).await;
     app.create_key_with(&id, &token, &[("name", "one"), ("reason", "OPS-1")])
         .await;
@@ -117,8 +116,7 @@ async fn every_mutating_action_writes_one_settled_entry() {
 
 #[tokio::test]
 async fn rotate_reveals_once_then_revokes_the_old_key_only_when_confirmed() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("grace@example.com");
+    let (app, id) = TestApp::with_user("grace@example.com").await;
     let old = app.key_named(&id, "ci-runner");
     let path = format!("/users/{id}/keys/{}/rotate", old.id);
     let (status, form) = app.get(&path).await;
@@ -253,7 +251,14 @@ async fn a_thousand_concurrent_audited_actions_are_all_recorded() {
                 .await
                 .unwrap();
             store
-                .settle(id, Outcome::Ok, Some(&format!("key-{i}")), Some(201), None)
+                .settle(
+                    id,
+                    Settlement {
+                        key_id: Some(&format!("key-{i}")),
+                        upstream_status: Some(201),
+                        ..Outcome::Ok.settled()
+                    },
+                )
                 .await;
             id
         });

@@ -65,8 +65,7 @@ async fn search_matches_name_or_email_across_all_pages() {
 
 #[tokio::test]
 async fn user_page_shows_details_keys_and_the_add_key_form() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     app.fake.clear_log();
     let (status, body) = app.get(&format!("/users/{id}")).await;
     assert_eq!(status, 200);
@@ -99,8 +98,7 @@ async fn key_states_cover_expired_soon_and_never() {
 
 #[tokio::test]
 async fn create_shows_the_key_once_and_sends_exactly_one_post() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     let token = app.form_token(&id).await;
     app.fake.clear_log();
     let date = date_in(90);
@@ -158,8 +156,7 @@ async fn create_shows_the_key_once_and_sends_exactly_one_post() {
 
 #[tokio::test]
 async fn a_key_that_never_expires_is_sent_without_a_date() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("alan@example.com");
+    let (app, id) = TestApp::with_user("alan@example.com").await;
     let token = app.form_token(&id).await;
     let r = app
         .create_key_with(&id, &token, &[("name", "forever"), ("date_expire", "")])
@@ -175,8 +172,7 @@ async fn a_key_that_never_expires_is_sent_without_a_date() {
 
 #[tokio::test]
 async fn replaying_a_create_never_creates_or_reveals_a_second_key() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     let token = app.form_token(&id).await;
     let form = [
         ("form_token", token.as_str()),
@@ -203,8 +199,7 @@ async fn replaying_a_create_never_creates_or_reveals_a_second_key() {
 
 #[tokio::test]
 async fn eight_concurrent_submissions_create_one_key() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("grace@example.com");
+    let (app, id) = TestApp::with_user("grace@example.com").await;
     let token = app.form_token(&id).await;
     let results = race_eight(&[&app], &id, &token).await;
     let reveals = results
@@ -218,8 +213,7 @@ async fn eight_concurrent_submissions_create_one_key() {
 
 #[tokio::test]
 async fn validation_errors_keep_values_and_send_nothing() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     let long = "x".repeat(300);
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
         (vec![("name", "  ")], "Enter a name"),
@@ -273,8 +267,7 @@ async fn validation_errors_keep_values_and_send_nothing() {
 
 #[tokio::test]
 async fn a_post_without_a_valid_form_token_creates_nothing() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     for token in ["", "forged-token"] {
         let r = app.create_key_with(&id, token, &[("name", "x")]).await;
         assert_eq!(r.status(), 403);
@@ -300,8 +293,7 @@ async fn a_post_without_a_valid_form_token_creates_nothing() {
 
 #[tokio::test]
 async fn revoke_asks_for_confirmation_naming_the_key_then_deletes_once() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     let key = app.key_named(&id, "old-laptop");
     let path = format!("/users/{id}/keys/{}/delete", key.id);
     let (status, confirm) = app.get(&path).await;
@@ -330,8 +322,7 @@ async fn revoke_asks_for_confirmation_naming_the_key_then_deletes_once() {
 
 #[tokio::test]
 async fn create_and_revoke_are_in_the_audit_trail_under_the_staff_name() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("grace@example.com");
+    let (app, id) = TestApp::with_user("grace@example.com").await;
     let token = app.form_token(&id).await;
     let r = app
         .create_key_with(&id, &token, &[("name", "audited")])
@@ -513,8 +504,7 @@ async fn an_unreachable_upstream_is_explained() {
 
 #[tokio::test]
 async fn cross_site_posts_are_refused() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     let token = app.form_token(&id).await;
     let r = app
         .create_key_with_header(&id, &token, ("origin", "https://evil.example"))
@@ -569,8 +559,7 @@ async fn users_sort_across_all_pages_and_search_keeps_its_query_when_paging() {
 
 #[tokio::test]
 async fn pages_stay_small_and_are_compressed() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("grace@example.com");
+    let (app, id) = TestApp::with_user("grace@example.com").await;
     for path in [
         "/users",
         "/users?q=example",
@@ -596,8 +585,7 @@ async fn pages_stay_small_and_are_compressed() {
 
 #[tokio::test]
 async fn revoke_without_the_understand_box_is_refused_and_sends_nothing() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     let key = app.key_named(&id, "old-laptop");
     let path = format!("/users/{id}/keys/{}/delete", key.id);
     let token = app.token_of(&path).await;
@@ -613,8 +601,7 @@ async fn revoke_without_the_understand_box_is_refused_and_sends_nothing() {
 
 #[tokio::test]
 async fn the_brake_without_the_understand_box_is_refused_and_sends_nothing() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("ada@example.com");
+    let (app, id) = TestApp::with_user("ada@example.com").await;
     let path = format!("/users/{id}/api-access");
     let token = app.token_of(&path).await;
     let r = app.submit(&path, &token, &[("enabled", "false")]).await;
@@ -629,8 +616,7 @@ async fn the_brake_without_the_understand_box_is_refused_and_sends_nothing() {
 
 #[tokio::test]
 async fn relative_dates_agree_with_the_key_state_on_every_page() {
-    let app = TestApp::spawn().await;
-    let id = app.user_id("grace@example.com");
+    let (app, id) = TestApp::with_user("grace@example.com").await;
     // The seeded key that expires in 3 days (less a few hours).
     let (_, page) = app.get(&format!("/users/{id}")).await;
     let row = page

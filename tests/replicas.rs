@@ -13,21 +13,21 @@ use common::*;
 use keydesk::audit::{AuditAction, Filter, Intent};
 use keydesk::fake_vultr::FakeVultr;
 
-/// Two replicas, A and B, on a fresh PostgreSQL database; None (skip) outside
-/// CI when there is no server.
-async fn two_replicas() -> Option<(TestApp, TestApp)> {
+/// Two replicas, A and B, on a fresh PostgreSQL database, and the id of the
+/// seeded user with `email`; None (skip) outside CI when there is no server.
+async fn two_replicas(email: &str) -> Option<(TestApp, TestApp, String)> {
     let url = pg::fresh_database().await?;
     let a = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), Options::on(&url)).await;
     let b = a.replica(Options::on(&url)).await;
-    Some((a, b))
+    let id = a.user_id(email);
+    Some((a, b, id))
 }
 
 #[tokio::test]
 async fn a_form_rendered_by_one_replica_works_once_on_the_other() {
-    let Some((a, b)) = two_replicas().await else {
+    let Some((a, b, id)) = two_replicas("ada@example.com").await else {
         return;
     };
-    let id = a.user_id("ada@example.com");
     let token = a.form_token(&id).await;
     let r = b.create_key_with(&id, &token, &[("name", "via-b")]).await;
     assert_eq!(r.status(), 200);
@@ -42,10 +42,9 @@ async fn a_form_rendered_by_one_replica_works_once_on_the_other() {
 
 #[tokio::test]
 async fn eight_concurrent_submits_split_across_replicas_make_one_key() {
-    let Some((a, b)) = two_replicas().await else {
+    let Some((a, b, id)) = two_replicas("grace@example.com").await else {
         return;
     };
-    let id = a.user_id("grace@example.com");
     let token = a.form_token(&id).await;
     let results = race_eight(&[&a, &b], &id, &token).await;
     assert_eq!(results.iter().filter(|(s, _)| *s == 200).count(), 1);
@@ -54,10 +53,9 @@ async fn eight_concurrent_submits_split_across_replicas_make_one_key() {
 
 #[tokio::test]
 async fn a_notice_set_on_one_replica_shows_on_the_other() {
-    let Some((a, b)) = two_replicas().await else {
+    let Some((a, b, id)) = two_replicas("ada@example.com").await else {
         return;
     };
-    let id = a.user_id("ada@example.com");
     let key = a.key_named(&id, "old-laptop");
     let r = a.revoke(&id, &key.id, &[]).await;
     assert_eq!(r.status(), 303);
@@ -157,7 +155,7 @@ async fn a_replica_never_marks_another_replicas_open_intent_until_the_bound() {
 
 #[tokio::test]
 async fn a_scan_runs_once_across_replicas_and_both_see_it() {
-    let Some((a, b)) = two_replicas().await else {
+    let Some((a, b, _)) = two_replicas("ada@example.com").await else {
         return;
     };
     // Hold the scan's first user list so it is visibly running.

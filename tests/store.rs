@@ -6,7 +6,7 @@
 
 mod common;
 
-use keydesk::audit::{AuditAction, AuditStore, Filter, Intent, Outcome};
+use keydesk::audit::{AuditAction, AuditStore, Filter, Intent, Outcome, Settlement};
 use keydesk::db::Db;
 
 /// A fresh database of each engine: a SQLite file, and PostgreSQL when a
@@ -19,6 +19,15 @@ async fn databases() -> Vec<(&'static str, String)> {
         out.push(("postgres", url));
     }
     out
+}
+
+/// A successful settlement that names the key made.
+fn ok_with(key: &str) -> Settlement<'_> {
+    Settlement {
+        key_id: Some(key),
+        upstream_status: Some(201),
+        ..Outcome::Ok.settled()
+    }
 }
 
 fn intent(action: AuditAction) -> Intent {
@@ -53,16 +62,9 @@ async fn the_audit_trail_is_append_only_on_both_engines() {
         ] {
             assert!(raw(&db, rewrite).await.is_err(), "{engine}: {rewrite}");
         }
+        assert_eq!(s.try_settle(open, ok_with("k1")).await.unwrap(), 1);
         assert_eq!(
-            s.try_settle(open, Outcome::Ok, Some("k1"), Some(201), None)
-                .await
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            s.try_settle(open, Outcome::Failed, None, None, None)
-                .await
-                .unwrap(),
+            s.try_settle(open, Outcome::Failed.settled()).await.unwrap(),
             0,
             "{engine}: settled once"
         );
@@ -94,8 +96,7 @@ async fn filters_exports_and_brake_state_read_the_same_on_both_engines() {
             AuditAction::KeyCreate,
         ] {
             let id = s.intent(&intent(a)).await.unwrap();
-            s.settle(id, Outcome::Ok, Some(&format!("k-{a}")), None, None)
-                .await;
+            s.settle(id, ok_with(&format!("k-{a}"))).await;
         }
         let brake = Intent {
             api_enabled: Some(false),
@@ -252,13 +253,7 @@ async fn the_application_role_cannot_bypass_the_append_only_audit() {
     let app = Db::open(&app_url).await.unwrap();
     let audit = AuditStore::new(app.clone(), keydesk::audit::PENDING_BOUND).await;
     let id = audit.intent(&intent(AuditAction::KeyCreate)).await.unwrap();
-    assert_eq!(
-        audit
-            .try_settle(id, Outcome::Ok, Some("k1"), Some(201), None)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(audit.try_settle(id, ok_with("k1")).await.unwrap(), 1);
     let tokens = FormTokens::new(app.clone());
     let t = tokens.issue("a@x", Scope::ReportScan, None).await.unwrap();
     assert_eq!(

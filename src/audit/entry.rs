@@ -84,6 +84,28 @@ impl Outcome {
     }
 }
 
+/// How an intent ended: what `settle` writes into an open entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Settlement<'a> {
+    pub outcome: Outcome,
+    /// The key the action made, when the intent could not name it yet.
+    pub key_id: Option<&'a str>,
+    pub upstream_status: Option<u16>,
+    pub error: Option<&'a str>,
+}
+
+impl Outcome {
+    /// This outcome, with nothing more to say.
+    pub fn settled(self) -> Settlement<'static> {
+        Settlement {
+            outcome: self,
+            key_id: None,
+            upstream_status: None,
+            error: None,
+        }
+    }
+}
+
 /// What is about to happen, written before the upstream call.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Intent {

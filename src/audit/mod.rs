@@ -15,7 +15,7 @@ use crate::on_pool;
 
 mod entry;
 
-pub use entry::{AuditAction, CsvSafe, Entry, Filter, Intent, Outcome};
+pub use entry::{AuditAction, CsvSafe, Entry, Filter, Intent, Outcome, Settlement};
 
 /// The longest a request can take (the request timeout) plus a margin: an
 /// intent older than this can no longer be settled by anyone.
@@ -166,7 +166,7 @@ impl AuditStore {
     /// write is logged: the refusal itself has already happened.
     pub async fn record(&self, i: &Intent, outcome: Outcome) {
         match self.intent(i).await {
-            Ok(id) => self.settle(id, outcome, None, None, None).await,
+            Ok(id) => self.settle(id, outcome.settled()).await,
             Err(e) => {
                 metrics::counter!("keydesk_audit_write_failures_total").increment(1);
                 tracing::error!(
@@ -182,22 +182,15 @@ impl AuditStore {
 
     /// Settles an open intent; returns how many rows changed (1, or 0 when
     /// the entry was not open).
-    pub async fn try_settle(
-        &self,
-        id: i64,
-        outcome: Outcome,
-        key_id: Option<&str>,
-        upstream_status: Option<u16>,
-        error: Option<&str>,
-    ) -> Result<u64, sqlx::Error> {
+    pub async fn try_settle(&self, id: i64, how: Settlement<'_>) -> Result<u64, sqlx::Error> {
         let r = on_pool!(&self.db, |p| {
             sqlx::query(
             "UPDATE audit SET outcome = $1, key_id = COALESCE(key_id, $2), upstream_status = $3, error = $4, finished_at = $5 WHERE id = $6 AND outcome = 'pending'",
         )
-        .bind(outcome.as_str())
-        .bind(key_id)
-        .bind(upstream_status.map(i64::from))
-        .bind(error)
+        .bind(how.outcome.as_str())
+        .bind(how.key_id)
+        .bind(how.upstream_status.map(i64::from))
+        .bind(how.error)
         .bind(now())
         .bind(id)
         .execute(p)
@@ -208,19 +201,15 @@ impl AuditStore {
     }
 
     /// Settles an intent. A failure here is logged loudly: the row stays
-    /// `pending` and becomes `unknown` at the next start, never lost.
-    pub async fn settle(
-        &self,
-        id: i64,
-        outcome: Outcome,
-        key_id: Option<&str>,
-        upstream_status: Option<u16>,
-        error: Option<&str>,
-    ) {
-        match self
-            .try_settle(id, outcome, key_id, upstream_status, error)
-            .await
-        {
+    /// `pending` and becomes `unknown` once past the bound, never lost.
+    pub async fn settle(&self, id: i64, how: Settlement<'_>) {
+        let Settlement {
+            outcome,
+            key_id,
+            upstream_status,
+            error,
+        } = how;
+        match self.try_settle(id, how).await {
             // Exactly one open intent must have been settled; anything else
             // means the row was settled already or never existed.
             Ok(n) if n != 1 => {

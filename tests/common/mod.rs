@@ -121,6 +121,13 @@ impl TestApp {
         Self::spawn_with(FakeVultr::seeded(ROOT_KEY), Options::default()).await
     }
 
+    /// A default app and the id of its seeded user with `email`.
+    pub async fn with_user(email: &str) -> (Self, String) {
+        let app = Self::spawn().await;
+        let id = app.user_id(email);
+        (app, id)
+    }
+
     pub async fn spawn_with(fake: FakeVultr, opts: Options) -> Self {
         let url = fake.spawn().await.unwrap();
         let (base, state) = serve(opts.settings(&url)).await;
