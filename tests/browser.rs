@@ -324,11 +324,9 @@ async fn staff_create_copy_reload_and_revoke_in_a_real_browser() {
 
 #[tokio::test]
 async fn the_flow_works_without_javascript() {
-    let Some((_driver, app, demo, c)) = open_demo(false).await else {
+    let Some((_driver, app, _demo, c, _ada)) = open_user(false, "ada@example.com").await else {
         return;
     };
-    let ada = app.user_id("ada@example.com");
-    c.goto(&format!("{demo}/users/{ada}")).await.unwrap();
     // Progressive enhancement: presets and copy need JS and stay hidden.
     assert!(
         !css(&c, "#expiry-presets")
@@ -384,6 +382,18 @@ async fn wait_copied(c: &Client) {
 /// Types `text` into the element matching `selector`.
 async fn type_into(c: &Client, selector: &str, text: &str) {
     css(c, selector).await.send_keys(text).await.unwrap();
+}
+
+/// `open_demo`, then the page of the seeded user with `email`; also returns
+/// that user's id.
+async fn open_user(
+    javascript: bool,
+    email: &str,
+) -> Option<(Driver, TestApp, String, Client, String)> {
+    let (driver, app, demo, c) = open_demo(javascript).await?;
+    let id = app.user_id(email);
+    c.goto(&format!("{demo}/users/{id}")).await.unwrap();
+    Some((driver, app, demo, c, id))
 }
 
 /// Chromium on a demo keydesk over a fresh seeded fake: the driver (keep it
@@ -512,11 +522,9 @@ async fn press(c: &Client, keys: &str) {
 
 #[tokio::test]
 async fn a_key_can_be_created_and_copied_with_the_keyboard_alone() {
-    let Some((driver, app, demo, c)) = open_demo(true).await else {
+    let Some((driver, app, _demo, c, alan)) = open_user(true, "alan@example.com").await else {
         return;
     };
-    let alan = app.user_id("alan@example.com");
-    c.goto(&format!("{demo}/users/{alan}")).await.unwrap();
     css(&c, "#add-key-form").await;
 
     tab_to(&c, "key-name").await;

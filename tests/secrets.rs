@@ -14,18 +14,36 @@ use keydesk::fake_vultr::FakeVultr;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keydesk");
 
+/// Runs `keydesk serve` with `set` and without `unset`; it must refuse to
+/// start. Returns what it said.
+fn serve_refuses(set: &[(&str, &str)], unset: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("serve");
+    for (k, v) in set {
+        cmd.env(k, v);
+    }
+    for k in unset {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "keydesk started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn serve_without_a_root_key_names_the_missing_variable() {
-    let out = std::process::Command::new(BIN)
-        .arg("serve")
-        .env_remove("VULTR_API_KEY")
-        .env_remove("VULTR_API_KEY_FILE")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refuses(&[], &["VULTR_API_KEY", "VULTR_API_KEY_FILE"]);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("VULTR_API_KEY"));
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_role_list() {
+    let err = serve_refuses(
+        &[("VULTR_API_KEY", ROOT_KEY)],
+        &["KEYDESK_VIEWERS", "KEYDESK_OPERATORS"],
+    );
+    assert!(err.contains("KEYDESK_OPERATORS"), "{err}");
 }
 
 /// Every `env = "…"` the configuration declares, read from its source.
