@@ -383,44 +383,6 @@ impl VultrClient {
         }
         downcast(result?)
     }
-
-    /// GETs are idempotent: retried on connection errors, 429, 502, 503 and
-    /// 504 with exponential backoff and full jitter, honouring `Retry-After`.
-    async fn get_with_retries(
-        &self,
-        endpoint: &'static str,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> Result<Vec<u8>, VultrError> {
-        let mut attempt = 0;
-        loop {
-            let req = self.request(Method::GET, path).query(query);
-            match self.send_raw(endpoint, req, false).await {
-                Ok(body) => return Ok(body),
-                Err((e, retry_after)) => {
-                    let retryable = matches!(
-                        e,
-                        VultrError::Unreachable(_)
-                            | VultrError::Api {
-                                status: 429 | 502 | 503 | 504,
-                                ..
-                            }
-                    );
-                    if !retryable || attempt >= self.inner.opts.max_retries {
-                        return Err(e);
-                    }
-                    let backoff = self.inner.opts.backoff_base * 2u32.saturating_pow(attempt);
-                    let jittered = backoff.mul_f64(rand::random::<f64>());
-                    let wait = retry_after.map_or(jittered, |r| r.min(MAX_RETRY_AFTER));
-                    attempt += 1;
-                    metrics::counter!("keydesk_upstream_retries_total", "endpoint" => endpoint)
-                        .increment(1);
-                    tracing::info!(endpoint, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying upstream GET");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
 }
 
 /// A cached answer as the type it was parsed into. One cache key is only

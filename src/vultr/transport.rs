@@ -1,13 +1,51 @@
-//! One request to Vultr: the rate limiter, a bounded body, metrics, and
-//! errors mapped to `VultrError` (with any `Retry-After`).
+//! One request to Vultr: the rate budget, a bounded body, metrics, errors
+//! mapped to `VultrError` (with any `Retry-After`), and retries for GETs.
 
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
-use super::{ErrorBody, MAX_BODY_BYTES, VultrClient, VultrError};
+use super::{ErrorBody, MAX_BODY_BYTES, MAX_RETRY_AFTER, VultrClient, VultrError};
 
 impl VultrClient {
+    /// GETs are idempotent: retried on connection errors, 429, 502, 503 and
+    /// 504 with exponential backoff and full jitter, honouring `Retry-After`.
+    pub(super) async fn get_with_retries(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<u8>, VultrError> {
+        let mut attempt = 0;
+        loop {
+            let req = self.request(Method::GET, path).query(query);
+            match self.send_raw(endpoint, req, false).await {
+                Ok(body) => return Ok(body),
+                Err((e, retry_after)) => {
+                    let retryable = matches!(
+                        e,
+                        VultrError::Unreachable(_)
+                            | VultrError::Api {
+                                status: 429 | 502 | 503 | 504,
+                                ..
+                            }
+                    );
+                    if !retryable || attempt >= self.inner.opts.max_retries {
+                        return Err(e);
+                    }
+                    let backoff = self.inner.opts.backoff_base * 2u32.saturating_pow(attempt);
+                    let jittered = backoff.mul_f64(rand::random::<f64>());
+                    let wait = retry_after.map_or(jittered, |r| r.min(MAX_RETRY_AFTER));
+                    attempt += 1;
+                    metrics::counter!("keydesk_upstream_retries_total", "endpoint" => endpoint)
+                        .increment(1);
+                    tracing::info!(endpoint, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying upstream GET");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
     pub(super) async fn send_once(
         &self,
         endpoint: &'static str,
