@@ -665,28 +665,28 @@ async fn main() {
             .unwrap_or(0),
         std::env::consts::ARCH
     );
-    if run("latency") {
-        bench_latency().await;
-    }
-    if run("throughput") {
-        bench_throughput().await;
-    }
-    if run("startup") {
-        bench_startup().await;
-    }
-    if run("memory") {
-        bench_memory().await;
-    }
-    if run("scan") {
-        bench_scan().await;
-    }
-    if run("store") {
-        bench_store_latency().await;
-    }
-    if run("claims") {
-        bench_claims().await;
-    }
-    if run("soak") {
-        bench_soak().await;
+    for name in [
+        "latency",
+        "throughput",
+        "startup",
+        "memory",
+        "scan",
+        "store",
+        "claims",
+        "soak",
+    ] {
+        if !run(name) {
+            continue;
+        }
+        match name {
+            "latency" => bench_latency().await,
+            "throughput" => bench_throughput().await,
+            "startup" => bench_startup().await,
+            "memory" => bench_memory().await,
+            "scan" => bench_scan().await,
+            "store" => bench_store_latency().await,
+            "claims" => bench_claims().await,
+            _ => bench_soak().await,
+        }
     }
 }

@@ -117,11 +117,12 @@ async fn every_mutating_action_writes_one_settled_entry() {
 #[tokio::test]
 async fn rotate_reveals_once_then_revokes_the_old_key_only_when_confirmed() {
     let (app, id) = TestApp::with_user("grace@example.com").await;
-    let old = app.key_named(&id, "ci-runner");
-    let path = format!("/users/{id}/keys/{}/rotate", old.id);
-    let (status, form) = app.get(&path).await;
-    assert_eq!(status, 200);
-    let token = hidden_token(&form);
+    let KeyForm {
+        key: old,
+        path,
+        token,
+        ..
+    } = app.key_form(&id, "ci-runner", "rotate").await;
     let date = date_in(60);
     let r = app
         .submit(

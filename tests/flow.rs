@@ -294,12 +294,13 @@ async fn a_post_without_a_valid_form_token_creates_nothing() {
 #[tokio::test]
 async fn revoke_asks_for_confirmation_naming_the_key_then_deletes_once() {
     let (app, id) = TestApp::with_user("ada@example.com").await;
-    let key = app.key_named(&id, "old-laptop");
-    let path = format!("/users/{id}/keys/{}/delete", key.id);
-    let (status, confirm) = app.get(&path).await;
-    assert_eq!(status, 200);
+    let KeyForm {
+        key,
+        path,
+        page: confirm,
+        token,
+    } = app.key_form(&id, "old-laptop", "delete").await;
     assert!(confirm.contains("Revoke the key “old-laptop”?"));
-    let token = hidden_token(&confirm);
     // A POST without the confirmation token only shows the confirmation step.
     let r = app.post_form(&path, &[]).await;
     assert_eq!(r.status(), 403);
@@ -328,11 +329,8 @@ async fn create_and_revoke_are_in_the_audit_trail_under_the_staff_name() {
         .create_key_with(&id, &token, &[("name", "audited")])
         .await;
     let secret = revealed_key(&r.text().await.unwrap()).unwrap();
-    let key = app.key_named(&id, "ci-runner");
-    let path = format!("/users/{id}/keys/{}/delete", key.id);
-    let (_, confirm) = app.get(&path).await;
-    app.submit(&path, &hidden_token(&confirm), &[CONFIRMED])
-        .await;
+    let form = app.key_form(&id, "ci-runner", "delete").await;
+    app.submit(&form.path, &form.token, &[CONFIRMED]).await;
 
     let (status, audit) = app.get("/audit").await;
     assert_eq!(status, 200);
@@ -586,9 +584,7 @@ async fn pages_stay_small_and_are_compressed() {
 #[tokio::test]
 async fn revoke_without_the_understand_box_is_refused_and_sends_nothing() {
     let (app, id) = TestApp::with_user("ada@example.com").await;
-    let key = app.key_named(&id, "old-laptop");
-    let path = format!("/users/{id}/keys/{}/delete", key.id);
-    let token = app.token_of(&path).await;
+    let KeyForm { path, token, .. } = app.key_form(&id, "old-laptop", "delete").await;
     let r = app.submit(&path, &token, &[]).await;
     assert_eq!(r.status(), 422);
     assert!(r.text().await.unwrap().contains("Tick “I understand”"));

@@ -171,6 +171,22 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Opens the `action` form ("delete" or "rotate") of `user`'s key named
+    /// `name`; it must answer 200.
+    pub async fn key_form(&self, user: &str, name: &str, action: &str) -> KeyForm {
+        let key = self.key_named(user, name);
+        let path = format!("/users/{user}/keys/{}/{action}", key.id);
+        let (status, page) = self.get(&path).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        let token = hidden_token(&page);
+        KeyForm {
+            key,
+            path,
+            page,
+            token,
+        }
+    }
+
     /// The key of `user` named `name`, as the fake holds it.
     pub fn key_named(&self, user: &str, name: &str) -> keydesk::vultr::ApiKey {
         self.fake
@@ -333,6 +349,15 @@ impl TestApp {
         let token = self.token_of("/reports/keys").await;
         self.submit("/reports/keys/scan", &token, &[]).await
     }
+}
+
+/// A key's rotate or revoke form, opened: the key, the form's path, the
+/// page and its one-time token.
+pub struct KeyForm {
+    pub key: keydesk::vultr::ApiKey,
+    pub path: String,
+    pub page: String,
+    pub token: String,
 }
 
 /// A loopback port that refuses connections for as long as the returned
