@@ -86,6 +86,16 @@ impl Application {
             }
         };
         upkeep.abort();
+        // No request of this process can settle its open intents any more.
+        match audit.mark_own_unknown().await {
+            Ok(n) if n > 0 => {
+                tracing::warn!(target: "audit", count = n, "open audit entries of this process marked unknown")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not mark this process's open audit entries")
+            }
+        }
         // Flush and close the database after the last request finished.
         audit.close().await;
         tracing::info!("keydesk stopped");

@@ -280,3 +280,22 @@ async fn the_application_role_cannot_bypass_the_append_only_audit() {
         "a@x"
     );
 }
+
+#[tokio::test]
+async fn a_stopping_process_marks_only_its_own_open_intents() {
+    for (engine, url) in databases().await {
+        let db = Db::open(&url).await.unwrap();
+        let a = AuditStore::new(db.clone(), keydesk::audit::PENDING_BOUND).await;
+        let b = AuditStore::new(db.clone(), keydesk::audit::PENDING_BOUND).await;
+        a.intent(&intent(AuditAction::KeyCreate)).await.unwrap();
+        b.intent(&intent(AuditAction::KeyRevoke)).await.unwrap();
+        assert_eq!(a.mark_own_unknown().await.unwrap(), 1, "{engine}");
+        let pending = Filter {
+            outcome: Some("pending".into()),
+            ..Default::default()
+        };
+        let left = b.list(&pending, 10, 0).await.unwrap();
+        assert_eq!(left.len(), 1, "{engine}: B's in-flight intent untouched");
+        assert_eq!(left[0].action, AuditAction::KeyRevoke);
+    }
+}

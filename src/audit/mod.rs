@@ -92,6 +92,23 @@ impl AuditStore {
         store
     }
 
+    /// At shutdown, after the last request: this process's own open intents
+    /// can no longer be settled by anyone. Returns how many were marked.
+    pub async fn mark_own_unknown(&self) -> Result<u64, sqlx::Error> {
+        let r = on_pool!(&self.db, |p| {
+            sqlx::query(
+            "UPDATE audit SET outcome = 'unknown', error = 'keydesk stopped before the outcome was known', finished_at = $1
+             WHERE outcome = 'pending' AND instance = $2",
+        )
+        .bind(now())
+        .bind(&self.instance)
+        .execute(p)
+        .await?
+        .rows_affected()
+        });
+        Ok(r)
+    }
+
     pub fn db(&self) -> &Db {
         &self.db
     }
