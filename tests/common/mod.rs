@@ -291,13 +291,6 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Creates a key named `name` that never expires; returns the revealed secret.
-    pub async fn create_key_named(&self, user: &str, name: &str) -> String {
-        let r = self.create_key(user, &[("name", name)]).await;
-        assert_eq!(r.status(), 200);
-        revealed_key(&r.text().await.unwrap()).expect("the key is revealed")
-    }
-
     /// Opens the form at `path` and sends it back with `fields`.
     pub async fn through_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
         let token = self.token_of(path).await;
@@ -315,33 +308,6 @@ impl TestApp {
         let mut all = vec![CONFIRMED];
         all.extend_from_slice(fields);
         self.through_form(&path, &all).await
-    }
-
-    /// Rotates `key` of `user` with `fields` (expiry, reason).
-    pub async fn rotate(
-        &self,
-        user: &str,
-        key: &str,
-        fields: &[(&str, &str)],
-    ) -> reqwest::Response {
-        let path = format!("/users/{user}/keys/{key}/rotate");
-        self.through_form(&path, fields).await
-    }
-
-    /// Confirms the brake page of `user`, setting API access to `enabled`.
-    pub async fn set_api_access(
-        &self,
-        user: &str,
-        enabled: bool,
-        fields: &[(&str, &str)],
-    ) -> reqwest::Response {
-        let mut all = vec![
-            ("enabled", if enabled { "true" } else { "false" }),
-            CONFIRMED,
-        ];
-        all.extend_from_slice(fields);
-        self.through_form(&format!("/users/{user}/api-access"), &all)
-            .await
     }
 
     /// Starts the expiring-keys scan from the report page.
