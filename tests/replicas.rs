@@ -218,10 +218,7 @@ async fn two_replicas_share_one_upstream_budget() {
         took >= floor * 0.9,
         "the budget held: {took:.1} s for {calls} calls"
     );
-    assert!(
-        took <= floor * 1.1 + 1.0,
-        "and was used: {took:.1} s vs floor {floor:.1} s"
-    );
+    // How close to the floor it runs is a benchmark figure (BENCHMARKS.md).
 }
 
 /// A form rendered before a restart is accepted once after it; a replay is 409.
