@@ -15,3 +15,5 @@ GRANT USAGE ON SEQUENCE audit_id_seq TO keydesk_app;
 -- Shared state that is not a record: form tokens, sessions, jobs, the budget.
 GRANT SELECT, INSERT, UPDATE, DELETE ON form_tokens, sessions TO keydesk_app;
 GRANT SELECT, UPDATE ON jobs, rate_budget TO keydesk_app;
+-- Claim links: created, claimed, revoked and expired by state changes.
+GRANT SELECT, INSERT, UPDATE ON grants TO keydesk_app;

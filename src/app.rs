@@ -21,7 +21,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::identity::Gate;
 use crate::pages::keys::{create, revoke, rotate};
-use crate::pages::{assets, audit, brake, ops, reports, users};
+use crate::pages::{assets, audit, brake, cleanup, offboard, ops, reports, users};
 use crate::session_store::DbSessionStore;
 use crate::state::AppState;
 
@@ -64,7 +64,15 @@ pub fn build_router(state: AppState) -> Router {
             "/users/{id}/api-access",
             get(brake::brake_confirm).post(brake::brake_submit),
         )
+        .route(
+            "/users/{id}/offboard",
+            get(offboard::offboard_confirm).post(offboard::offboard_submit),
+        )
         .route("/reports/keys", get(reports::keys_report))
+        .route(
+            "/reports/keys/revoke-expired",
+            get(cleanup::cleanup_confirm).post(cleanup::cleanup_submit),
+        )
         .route("/reports/keys/scan", post(reports::scan_start))
         .route("/audit", get(audit::audit_list))
         .route("/audit.csv", get(audit::audit_csv))

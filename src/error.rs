@@ -20,6 +20,12 @@ pub enum AppError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// Already done, or being done by another request: nothing more happens.
+    #[error("{0}")]
+    Conflict(String),
+    /// No longer usable (an expired or revoked link).
+    #[error("{0}")]
+    Gone(String),
     #[error(transparent)]
     Upstream(#[from] VultrError),
     /// A write reached Vultr but its answer was lost; points at the user's keys.
@@ -62,6 +68,8 @@ impl AppError {
             AppError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "Not signed in", m.clone()),
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "Forbidden", m.clone()),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m.clone()),
+            AppError::Conflict(m) => (StatusCode::CONFLICT, "Already done", m.clone()),
+            AppError::Gone(m) => (StatusCode::GONE, "No longer valid", m.clone()),
             AppError::Audit(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Audit trail unavailable",

@@ -26,6 +26,15 @@ pub enum Scope<'a> {
     /// The brake, towards the given state of API access.
     ApiAccess(&'a VultrId, bool),
     ReportScan,
+    /// Offboarding a user: the brake, then every key revoked.
+    Offboard(&'a VultrId),
+    /// Revoking expired keys from the report.
+    KeysCleanup,
+    /// Issuing a claim link for a user.
+    GrantCreate(&'a VultrId),
+    /// Claiming a grant (by its id), and revoking one.
+    GrantClaim(&'a str),
+    GrantRevoke(&'a str),
 }
 
 impl fmt::Display for Scope<'_> {
@@ -36,6 +45,11 @@ impl fmt::Display for Scope<'_> {
             Scope::RevokeKey(u, k) => write!(f, "revoke:{u}:{k}"),
             Scope::ApiAccess(u, on) => write!(f, "api-access:{u}:{on}"),
             Scope::ReportScan => f.write_str("report:scan"),
+            Scope::Offboard(u) => write!(f, "offboard:{u}"),
+            Scope::KeysCleanup => f.write_str("keys:cleanup"),
+            Scope::GrantCreate(u) => write!(f, "grant:{u}"),
+            Scope::GrantClaim(g) => write!(f, "claim:{g}"),
+            Scope::GrantRevoke(g) => write!(f, "grant-revoke:{g}"),
         }
     }
 }

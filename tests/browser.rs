@@ -561,3 +561,59 @@ async fn a_key_can_be_created_and_copied_with_the_keyboard_alone() {
     assert!(created.date_expire.unwrap().starts_with(&date_in(90)));
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn offboarding_and_clearing_expired_keys_in_a_real_browser() {
+    let Some((_driver, app, demo, c, grace)) = open_user(true, "grace@example.com").await else {
+        return;
+    };
+    let keys = app.fake.keys_of(&grace).len();
+    assert!(keys > 0, "the demo's Grace has keys");
+
+    // Offboard: from the user page, confirm with a reason.
+    css(&c, "#offboard").await.click().await.unwrap();
+    css(&c, "#offboard-confirm").await;
+    screenshot(&c, "offboard-confirm").await;
+    type_into(&c, "#offboard-reason", "left the company, HR-1234").await;
+    css(&c, "#offboard-submit").await.click().await.unwrap();
+    let done = css(&c, "#offboard-done").await.text().await.unwrap();
+    assert!(done.contains("API access is off"), "{done}");
+    screenshot(&c, "offboard-result").await;
+    assert!(app.fake.keys_of(&grace).is_empty());
+    assert_eq!(app.fake.count("DELETE", "/v2/users"), keys);
+    assert_eq!(app.fake.count("PATCH", "/v2/users"), 1);
+    css(&c, "#offboard-audit").await.click().await.unwrap();
+    css(&c, "#audit-group").await;
+    let rows = c
+        .find_all(Locator::Css("#audit-table tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        keys + 2,
+        "the group entry, the brake and each key"
+    );
+
+    // Clear expired keys from the report.
+    c.goto(&format!("{demo}/reports/keys")).await.unwrap();
+    css(&c, "#rescan").await.click().await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#report-age"))
+        .await
+        .unwrap();
+    css(&c, "#revoke-expired").await.click().await.unwrap();
+    let ticked = c
+        .find_all(Locator::Css("#cleanup-keys input[name=key]:checked"))
+        .await
+        .unwrap()
+        .len();
+    assert!(ticked > 0, "every expired key is ticked by default");
+    type_into(&c, "#cleanup-reason", "monthly clean-up").await;
+    css(&c, "#cleanup-submit").await.click().await.unwrap();
+    let summary = css(&c, "#cleanup-summary").await;
+    let revoked = summary.attr("data-revoked").await.unwrap().unwrap();
+    assert_eq!(revoked, ticked.to_string());
+    screenshot(&c, "cleanup-result").await;
+    c.close().await.unwrap();
+}

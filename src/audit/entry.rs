@@ -20,16 +20,31 @@ pub enum AuditAction {
     CsrfRejected,
     /// An identity without the role a page needs.
     AccessDenied,
+    /// A leaver's offboarding: the group of their brake and key revocations.
+    UserOffboard,
+    /// Expired keys cleared from the report: the group of their revocations.
+    KeysCleanup,
+    /// A claim link issued, claimed (the key created), revoked or expired.
+    GrantCreate,
+    GrantClaim,
+    GrantRevoke,
+    GrantExpire,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 6] = [
+    pub const ALL: [AuditAction; 12] = [
         AuditAction::KeyCreate,
         AuditAction::KeyRotate,
         AuditAction::KeyRevoke,
         AuditAction::UserApiAccess,
         AuditAction::CsrfRejected,
         AuditAction::AccessDenied,
+        AuditAction::UserOffboard,
+        AuditAction::KeysCleanup,
+        AuditAction::GrantCreate,
+        AuditAction::GrantClaim,
+        AuditAction::GrantRevoke,
+        AuditAction::GrantExpire,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +55,12 @@ impl AuditAction {
             AuditAction::UserApiAccess => "user.api_access",
             AuditAction::CsrfRejected => "csrf.rejected",
             AuditAction::AccessDenied => "access.denied",
+            AuditAction::UserOffboard => "user.offboard",
+            AuditAction::KeysCleanup => "keys.cleanup",
+            AuditAction::GrantCreate => "grant.create",
+            AuditAction::GrantClaim => "grant.claim",
+            AuditAction::GrantRevoke => "grant.revoke",
+            AuditAction::GrantExpire => "grant.expire",
         }
     }
 }
@@ -123,6 +144,10 @@ pub struct Intent {
     /// The brake's new state: API access on (`true`) or off (`false`).
     pub api_enabled: Option<bool>,
     pub request_id: Option<String>,
+    /// The entry of the group this one belongs to (an offboarding, a clean-up).
+    pub group_id: Option<i64>,
+    /// For a key created through a claim link: the operator who granted it.
+    pub granted_by: Option<String>,
 }
 
 impl Intent {
@@ -141,6 +166,8 @@ impl Intent {
             related_key_id: None,
             api_enabled: None,
             request_id: None,
+            group_id: None,
+            granted_by: None,
         }
     }
 }
@@ -201,7 +228,7 @@ impl Entry {
     ) -> Result<S::Ok, S::Error> {
         let i = &self.intent;
         let text = |v: &Option<String>| v.as_deref().map(|v| cell(v).into_owned());
-        let mut r = s.serialize_struct("Entry", 17)?;
+        let mut r = s.serialize_struct("Entry", 19)?;
         r.serialize_field("id", &self.id)?;
         r.serialize_field("at", &self.at)?;
         r.serialize_field("actor", &cell(&i.actor))?;
@@ -219,6 +246,8 @@ impl Entry {
         r.serialize_field("error", &text(&self.error))?;
         r.serialize_field("request_id", &text(&i.request_id))?;
         r.serialize_field("api_enabled", &i.api_enabled)?;
+        r.serialize_field("group_id", &i.group_id)?;
+        r.serialize_field("granted_by", &text(&i.granted_by))?;
         r.end()
     }
 }
@@ -235,6 +264,14 @@ impl Entry {
             .map(|s| s.to_string())
             .unwrap_or_else(|| "—".into())
     }
+    /// Whether other entries hang off this one (an offboarding, a clean-up).
+    pub fn is_group(&self) -> bool {
+        matches!(
+            self.action,
+            AuditAction::UserOffboard | AuditAction::KeysCleanup
+        )
+    }
+
     /// What the entry acted on, in words: the key name, or the brake's new state.
     pub fn subject(&self) -> String {
         match self.api_enabled {
@@ -252,6 +289,8 @@ pub struct Filter {
     pub user: Option<String>,
     pub action: Option<String>,
     pub outcome: Option<String>,
+    /// One group: its own entry and every entry linked to it.
+    pub group: Option<String>,
 }
 
 impl Filter {

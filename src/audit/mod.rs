@@ -56,6 +56,13 @@ macro_rules! push_filters {
         if let Some(v) = Filter::clean(&$f.outcome) {
             $q.push(" AND outcome = ").push_bind(v.to_string());
         }
+        if let Some(g) = Filter::clean(&$f.group).and_then(|g| g.parse::<i64>().ok()) {
+            $q.push(" AND (id = ")
+                .push_bind(g)
+                .push(" OR group_id = ")
+                .push_bind(g)
+                .push(")");
+        }
     }};
 }
 
@@ -143,8 +150,8 @@ impl AuditStore {
         let started_ms = self.db.now_ms().await?;
         let id: i64 = on_pool!(&self.db, |p| {
             sqlx::query_scalar(
-            "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id, api_enabled, instance, started_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $15) RETURNING id",
+            "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id, api_enabled, instance, started_ms, group_id, granted_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $15, $16, $17) RETURNING id",
         )
         .bind(&at)
         .bind(&i.actor)
@@ -161,6 +168,8 @@ impl AuditStore {
         .bind(i.api_enabled)
         .bind(&self.instance)
         .bind(started_ms)
+        .bind(i.group_id)
+        .bind(&i.granted_by)
         .fetch_one(p)
         .await?
         });
@@ -270,7 +279,7 @@ impl AuditStore {
     ) -> Result<Vec<Entry>, sqlx::Error> {
         on_pool!(&self.db, |p| {
             let mut q = sqlx::QueryBuilder::new(
-                "SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, api_enabled, outcome, upstream_status, error, request_id FROM audit",
+                "SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, api_enabled, group_id, granted_by, outcome, upstream_status, error, request_id FROM audit",
             );
             push_filters!(q, f);
             q.push(" ORDER BY id DESC LIMIT ")
@@ -281,16 +290,32 @@ impl AuditStore {
         })
     }
 
-    /// Ids of keys keydesk itself created (create or rotate that ended ok).
+    /// Keys that a rotation replaced: old key id → the replacement's id.
+    pub async fn rotated_keys(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, sqlx::Error> {
+        let pairs: Vec<(String, String)> = on_pool!(&self.db, |p| {
+            sqlx::query_as(
+                "SELECT related_key_id, key_id FROM audit WHERE action = $1 AND outcome = 'ok' AND related_key_id IS NOT NULL AND key_id IS NOT NULL",
+            )
+            .bind(AuditAction::KeyRotate.as_str())
+            .fetch_all(p)
+            .await?
+        });
+        Ok(pairs.into_iter().collect())
+    }
+
+    /// Ids of keys keydesk itself created (create, rotate or claim that ended ok).
     pub async fn keys_created_here(
         &self,
     ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
         let ids: Vec<String> = on_pool!(&self.db, |p| {
             sqlx::query_scalar(
-            "SELECT key_id FROM audit WHERE action IN ($1, $2) AND outcome = 'ok' AND key_id IS NOT NULL",
+            "SELECT key_id FROM audit WHERE action IN ($1, $2, $3) AND outcome = 'ok' AND key_id IS NOT NULL",
         )
         .bind(AuditAction::KeyCreate.as_str())
         .bind(AuditAction::KeyRotate.as_str())
+        .bind(AuditAction::GrantClaim.as_str())
         .fetch_all(p)
         .await?
         });

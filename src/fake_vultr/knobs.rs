@@ -49,6 +49,9 @@ pub(super) struct Knobs {
     fault: Mutex<Option<Fault>>,
     /// Only requests with this method suffer the fault (all when None).
     fault_method: Mutex<Option<String>>,
+    /// (method, requests of that method still to pass, status): the next
+    /// one after those fails with the status, once.
+    nth_fault: Mutex<Option<(String, usize, u16)>>,
     /// Vultr's own limit: more than this many requests in any second → 429.
     rate_limit: Mutex<Option<u32>>,
     recent: Mutex<VecDeque<Instant>>,
@@ -69,6 +72,7 @@ impl Default for Knobs {
             log: Mutex::default(),
             fault: Mutex::default(),
             fault_method: Mutex::default(),
+            nth_fault: Mutex::default(),
             rate_limit: Mutex::default(),
             recent: Mutex::default(),
             too_many: AtomicUsize::default(),
@@ -143,6 +147,19 @@ impl Knobs {
         let latency = *lock(&self.latency);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
+        }
+        {
+            let mut nth = lock(&self.nth_fault);
+            if let Some((m, left, code)) = nth.as_mut()
+                && m == parts.method.as_str()
+            {
+                if *left == 0 {
+                    let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY);
+                    *nth = None;
+                    return Err(vultr_error(status, "Injected failure."));
+                }
+                *left -= 1;
+            }
         }
         let applies = lock(&self.fault_method)
             .as_deref()
@@ -230,6 +247,12 @@ impl FakeVultr {
     pub fn set_fault_on(&self, method: &str, fault: Fault) {
         *lock(&self.inner.knobs.fault_method) = Some(method.to_string());
         *lock(&self.inner.knobs.fault) = Some(fault);
+    }
+
+    /// The `n`th request (1-based) with `method` from now fails once with `status`.
+    pub fn fail_nth(&self, method: &str, n: usize, status: u16) {
+        *lock(&self.inner.knobs.nth_fault) =
+            Some((method.to_string(), n.saturating_sub(1), status));
     }
 
     /// Enforce Vultr's rate limit: more than `per_second` requests in any

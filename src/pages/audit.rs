@@ -54,6 +54,7 @@ impl AuditListView {
             ("user", &self.filter.user),
             ("action", &self.filter.action),
             ("outcome", &self.filter.outcome),
+            ("group", &self.filter.group),
         ] {
             if let Some(v) = v.as_deref().filter(|s| !s.is_empty()) {
                 pairs.push((k, v));

@@ -3,8 +3,10 @@
 pub mod assets;
 pub mod audit;
 pub mod brake;
+pub mod cleanup;
 pub mod error;
 pub mod keys;
+pub mod offboard;
 pub mod ops;
 pub mod paths;
 pub mod reports;

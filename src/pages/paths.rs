@@ -16,6 +16,7 @@ pub const AUDIT_CSV: &str = "/audit.csv";
 pub const AUDIT_JSONL: &str = "/audit.jsonl";
 pub const KEYS_REPORT: &str = "/reports/keys";
 pub const KEYS_REPORT_SCAN: &str = "/reports/keys/scan";
+pub const KEYS_REVOKE_EXPIRED: &str = "/reports/keys/revoke-expired";
 
 /// Everything but RFC 3986's unreserved characters is encoded.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -75,6 +76,16 @@ pub fn key_revoke_replaced(id: &str, key: &str, replaced_by: &str) -> String {
 /// `/users/{id}/api-access`: the brake's confirmation and its POST.
 pub fn brake(id: &str) -> String {
     format!("/users/{id}/api-access")
+}
+
+/// `/users/{id}/offboard`: the offboarding confirmation and its POST.
+pub fn user_offboard(id: &str) -> String {
+    format!("/users/{id}/offboard")
+}
+
+/// The audit trail of one group (an offboarding, a clean-up).
+pub fn audit_group(group: impl std::fmt::Display) -> String {
+    format!("/audit?group={group}")
 }
 
 /// The audit trail filtered to one user.

@@ -1,0 +1,365 @@
+//! `GET|POST /reports/keys/revoke-expired`: the "Expired" bucket of the
+//! report cleared in one confirmed step. Each ticked key is checked again
+//! at Vultr (still there, still expired) before its DELETE, every call goes
+//! through the shared rate budget, and the page streams each outcome as it
+//! happens. The work runs on even if the browser goes away.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+
+use askama::Template;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{Layout, render};
+use crate::audit::{AuditAction, Intent};
+use crate::error::AppError;
+use crate::idempotency::Scope;
+use crate::identity::Operator;
+use crate::ids::VultrId;
+use crate::policy::check_reason;
+use crate::report::Row;
+use crate::vultr::KeyState;
+use crate::write::{Ctx, Group, Refusal, StepOutcome};
+
+/// Users whose keys are checked and revoked at once (the budget is the real bound).
+const CONCURRENCY: usize = 4;
+
+/// One expired key on the confirmation page.
+pub struct CleanupRow {
+    pub row: Row,
+    /// A rotation replaced this key and it was never retired: its replacement.
+    pub replaced_by: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "reports/cleanup_confirm.html")]
+pub struct CleanupConfirmView {
+    pub layout: Layout,
+    pub has_report: bool,
+    pub rows: Vec<CleanupRow>,
+    pub token: String,
+    pub notice: Option<String>,
+    pub require_reason: bool,
+}
+
+/// The expired keys of the last scan.
+async fn expired_rows(ctx: &Ctx) -> Result<Option<Vec<Row>>, AppError> {
+    let snap = ctx
+        .state
+        .reports
+        .snapshot()
+        .await
+        .map_err(AppError::store)?;
+    Ok(snap.last.map(|r| {
+        r.rows
+            .iter()
+            .filter(|r| r.key.state() == KeyState::Expired)
+            .cloned()
+            .collect()
+    }))
+}
+
+async fn confirm_page(
+    ctx: &Ctx,
+    notice: Option<String>,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let rows = expired_rows(ctx).await?;
+    let rotated = ctx.state.audit.rotated_keys().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "audit unavailable: rotated keys cannot be flagged");
+        HashMap::new()
+    });
+    let view = CleanupConfirmView {
+        layout: ctx.layout().await,
+        has_report: rows.is_some(),
+        rows: rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(|row| CleanupRow {
+                replaced_by: rotated.get(&row.key.id).cloned(),
+                row,
+            })
+            .collect(),
+        token: ctx.issue(Scope::KeysCleanup).await?,
+        notice,
+        require_reason: ctx.state.policy.require_reason,
+    };
+    Ok(render(status, &view))
+}
+
+/// The confirmation: every expired key of the last scan, all ticked.
+pub async fn cleanup_confirm(Operator(_): Operator, ctx: Ctx) -> Result<Response, AppError> {
+    confirm_page(&ctx, None, StatusCode::OK).await
+}
+
+/// The form: `key` repeats (`{user_id}/{key_id}`, one per ticked box), so
+/// it is read by hand. The page sends `selection=ticked`; a form without it
+/// and without any `key` means the whole bucket as the last scan listed it.
+#[derive(Default)]
+struct CleanupInput {
+    form_token: Option<String>,
+    reason: Option<String>,
+    keys: Vec<String>,
+    ticked: bool,
+}
+
+fn parse_input(body: &[u8]) -> CleanupInput {
+    let mut input = CleanupInput::default();
+    for (k, v) in form_urlencoded::parse(body) {
+        match &*k {
+            "form_token" => input.form_token = Some(v.into_owned()),
+            "reason" => input.reason = Some(v.into_owned()),
+            "key" => input.keys.push(v.into_owned()),
+            "selection" => input.ticked = true,
+            _ => {}
+        }
+    }
+    input
+}
+
+/// `{user_id}/{key_id}` into its two ids.
+fn parse_target(raw: &str) -> Result<(VultrId, VultrId), AppError> {
+    let (u, k) = raw
+        .split_once('/')
+        .ok_or_else(|| AppError::BadRequest("A ticked key is not in the form user/key.".into()))?;
+    Ok((VultrId::parse(u)?, VultrId::parse(k)?))
+}
+
+/// One line of the streamed result.
+#[derive(Template)]
+#[template(path = "reports/cleanup_line.html")]
+struct LineView<'a> {
+    user: &'a str,
+    key_id: &'a str,
+    key_name: &'a str,
+    outcome: &'a StepOutcome,
+}
+
+/// The end of the streamed result.
+#[derive(Template)]
+#[template(path = "reports/cleanup_summary.html")]
+struct SummaryView {
+    revoked: usize,
+    gone: usize,
+    skipped: usize,
+    live: usize,
+    group_id: i64,
+}
+
+/// The page around the streamed lines; split at the markers.
+#[derive(Template)]
+#[template(path = "reports/cleanup_run.html")]
+struct RunView {
+    layout: Layout,
+    total: usize,
+    users: usize,
+}
+
+const LINES: &str = "<!--lines-->";
+const SUMMARY: &str = "<!--summary-->";
+
+/// Revokes the ticked expired keys, streaming each outcome.
+pub async fn cleanup_submit(
+    Operator(_): Operator,
+    ctx: Ctx,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let input = parse_input(&body);
+    let reason = match check_reason(input.reason.as_deref(), &ctx.state.policy) {
+        Ok(r) => r,
+        Err(e) => return confirm_page(&ctx, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await,
+    };
+    let token = input.form_token.as_deref().filter(|t| !t.is_empty());
+    let claim = match ctx.claim_for(token, Scope::KeysCleanup, None, None).await {
+        Ok(claim) => claim,
+        Err(Refusal::Replay { .. }) => {
+            return Err(AppError::Conflict(
+                "This clean-up form was already submitted; it did nothing more. Rescan the report to see what is left.".into(),
+            ));
+        }
+        Err(Refusal::Unavailable(e)) => return Err(e),
+        Err(Refusal::Refused) => {
+            let notice = "That confirmation has expired or was not issued to you. Confirm again.";
+            return confirm_page(&ctx, Some(notice.into()), StatusCode::FORBIDDEN).await;
+        }
+    };
+    let raw: Vec<String> = if input.keys.is_empty() && !input.ticked {
+        let rows = claim.prepare(expired_rows(&ctx).await).await?;
+        rows.unwrap_or_default()
+            .into_iter()
+            .map(|r| format!("{}/{}", r.user_id, r.key.id))
+            .collect()
+    } else {
+        input.keys
+    };
+    if raw.is_empty() {
+        claim.release().await;
+        let notice = "Tick at least one key. Nothing was revoked.";
+        return confirm_page(&ctx, Some(notice.into()), StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    let targets: Vec<(VultrId, VultrId)> = claim
+        .prepare(
+            raw.iter()
+                .map(|r| parse_target(r))
+                .collect::<Result<Vec<_>, _>>(),
+        )
+        .await?;
+    let mut by_user: BTreeMap<VultrId, Vec<VultrId>> = BTreeMap::new();
+    for (user, key) in targets {
+        let keys = by_user.entry(user).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    let total: usize = by_user.values().map(Vec::len).sum();
+    let group = claim
+        .group(Intent {
+            reason,
+            key_name: Some(format!(
+                "{total} expired key(s) of {} user(s)",
+                by_user.len()
+            )),
+            ..ctx.intent(AuditAction::KeysCleanup)
+        })
+        .await?;
+    let page = RunView {
+        layout: ctx.layout().await,
+        total,
+        users: by_user.len(),
+    }
+    .render()?;
+    let (head, rest) = page.split_once(LINES).unwrap_or((&page, ""));
+    let (middle, tail) = rest.split_once(SUMMARY).unwrap_or((rest, ""));
+    let (head, middle, tail) = (head.to_string(), middle.to_string(), tail.to_string());
+
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let _ = tx.send(head);
+    tokio::spawn(async move {
+        let outcomes = run(&group, by_user, &tx).await;
+        let count = |code: &str| outcomes.iter().filter(|o| o.code() == code).count();
+        let summary = SummaryView {
+            revoked: count("done"),
+            gone: count("gone"),
+            skipped: count("skipped"),
+            live: outcomes.iter().filter(|o| o.still_live()).count(),
+            group_id: group.id(),
+        };
+        tracing::info!(
+            revoked = summary.revoked,
+            gone = summary.gone,
+            skipped = summary.skipped,
+            live = summary.live,
+            "expired keys cleared"
+        );
+        group.finish(outcomes.iter()).await;
+        let _ = tx.send(middle);
+        let _ = tx.send(summary.render().unwrap_or_default());
+        let _ = tx.send(tail);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // Lines must reach the browser as they happen: not held for compression.
+    h.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    Ok(resp)
+}
+
+/// Checks each user's keys anew and revokes the targeted ones that are still
+/// there and still expired, a few users at a time.
+async fn run(
+    group: &Group,
+    by_user: BTreeMap<VultrId, Vec<VultrId>>,
+    tx: &mpsc::UnboundedSender<String>,
+) -> Vec<StepOutcome> {
+    let vultr = group.state().vultr.clone();
+    let per_user = futures_util::stream::iter(by_user)
+        .map(|(user, keys)| {
+            let vultr = vultr.clone();
+            async move {
+                let (current, owner) = tokio::join!(vultr.list_keys(&user), vultr.get_user(&user));
+                let email = owner.ok().and_then(|u| u.email);
+                let mut out = Vec::with_capacity(keys.len());
+                for key_id in keys {
+                    let intent = Intent {
+                        target_user_id: Some(user.to_string()),
+                        target_user_email: email.clone(),
+                        key_id: Some(key_id.to_string()),
+                        ..group.part(AuditAction::KeyRevoke)
+                    };
+                    let (name, outcome) = match &current {
+                        Err(e) => (
+                            String::new(),
+                            StepOutcome::Failed(format!("the user's keys could not be read: {e}")),
+                        ),
+                        Ok(list) => match list.iter().find(|k| k.id == key_id.as_str()) {
+                            None => {
+                                group.note(intent, "already gone").await;
+                                (String::new(), StepOutcome::AlreadyGone)
+                            }
+                            Some(k) if k.state() != KeyState::Expired => {
+                                let why = "no longer expired";
+                                group
+                                    .note(
+                                        Intent {
+                                            key_name: k.name.clone(),
+                                            ..intent
+                                        },
+                                        why,
+                                    )
+                                    .await;
+                                (
+                                    k.name_or_dash().to_string(),
+                                    StepOutcome::Skipped(why.into()),
+                                )
+                            }
+                            Some(k) => {
+                                let intent = Intent {
+                                    key_name: k.name.clone(),
+                                    ..intent
+                                };
+                                let call = vultr.delete_key(&user, &key_id);
+                                (
+                                    k.name_or_dash().to_string(),
+                                    group.step(intent, call, true).await,
+                                )
+                            }
+                        },
+                    };
+                    if outcome == StepOutcome::Done {
+                        metrics::counter!("keydesk_keys_revoked_total").increment(1);
+                    }
+                    let line = LineView {
+                        user: email.as_deref().unwrap_or(user.as_str()),
+                        key_id: key_id.as_str(),
+                        key_name: &name,
+                        outcome: &outcome,
+                    };
+                    let _ = tx.send(line.render().unwrap_or_default());
+                    out.push(outcome);
+                }
+                out
+            }
+        })
+        .buffer_unordered(CONCURRENCY);
+    per_user
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
