@@ -21,7 +21,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::identity::Gate;
 use crate::pages::keys::{create, revoke, rotate};
-use crate::pages::{assets, audit, brake, cleanup, offboard, ops, reports, users};
+use crate::pages::{assets, audit, brake, claim, cleanup, grants, offboard, ops, reports, users};
 use crate::session_store::DbSessionStore;
 use crate::state::AppState;
 
@@ -67,6 +67,16 @@ pub fn build_router(state: AppState) -> Router {
         .route(
             "/users/{id}/offboard",
             get(offboard::offboard_confirm).post(offboard::offboard_submit),
+        )
+        .route("/users/{id}/grants", post(grants::grant_create))
+        .route("/grants", get(grants::grants_list))
+        .route(
+            "/grants/{grant}/revoke",
+            get(grants::grant_revoke_confirm).post(grants::grant_revoke),
+        )
+        .route(
+            "/claim/{grant}",
+            get(claim::claim_show).post(claim::claim_submit),
         )
         .route("/reports/keys", get(reports::keys_report))
         .route(

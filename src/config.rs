@@ -83,6 +83,27 @@ pub struct CommonArgs {
     /// Log format: text or json. The level comes from RUST_LOG (default info).
     #[arg(long, env = "KEYDESK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// keydesk's address as staff reach it (e.g. https://keydesk.example.com): makes claim links and notice links absolute.
+    #[arg(long, env = "KEYDESK_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+
+    /// How long a claim link works, in hours.
+    #[arg(long, env = "KEYDESK_CLAIM_TTL_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub claim_ttl_hours: u64,
+}
+
+/// An absolute http(s) URL without a trailing slash, query or fragment.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let u = reqwest::Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err("expected an http(s) URL such as https://keydesk.example.com".into());
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err("no query or fragment, just the address".into());
+    }
+    Ok(s.to_string())
 }
 
 /// `keydesk serve`.
@@ -274,6 +295,10 @@ pub enum RootKeyError {
 }
 
 impl CommonArgs {
+    pub fn claim_ttl(&self) -> Duration {
+        Duration::from_secs(self.claim_ttl_hours.saturating_mul(3600))
+    }
+
     /// How keydesk talks to Vultr.
     pub fn client_options(&self) -> crate::vultr::ClientOptions {
         crate::vultr::ClientOptions {
@@ -314,6 +339,8 @@ impl DemoArgs {
             upstream: self.common.client_options(),
             page_size: self.common.page_size,
             listen: self.common.listen,
+            public_url: self.common.public_url.clone(),
+            claim_ttl: self.common.claim_ttl(),
             ..Settings::new(vultr_url, root_key)
         })
     }
@@ -341,6 +368,8 @@ impl ServeArgs {
             upstream: self.common.client_options(),
             page_size: self.common.page_size,
             listen: self.common.listen,
+            public_url: self.common.public_url.clone(),
+            claim_ttl: self.common.claim_ttl(),
             ..Settings::new(&self.vultr_api_url, root_key)
         })
     }

@@ -49,6 +49,8 @@ impl AuthMode {
 /// What a signed-in person may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
+    /// No keydesk role: may only open claim links addressed to them.
+    Claimant,
     Viewer,
     Operator,
 }
@@ -56,6 +58,7 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Claimant => "claimant",
             Role::Viewer => "viewer",
             Role::Operator => "operator",
         }
@@ -276,6 +279,9 @@ async fn authenticate(
     }
 }
 
+/// The pages an identity with no role may open (its own claim links).
+pub const CLAIM_PREFIX: &str = "/claim/";
+
 /// Middleware: attach `Identity` (with its role) or answer 401/403.
 pub async fn require_identity(State(state): State<Gate>, mut req: Request, next: Next) -> Response {
     if is_public(req.uri().path()) {
@@ -290,7 +296,15 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let Some(role) = state.access.role_of(&email, &groups) else {
+    // Anyone the proxy vouches for may open claim links; each claim page
+    // then checks the link is addressed to them. Nowhere else.
+    let role = state.access.role_of(&email, &groups).or_else(|| {
+        req.uri()
+            .path()
+            .starts_with(CLAIM_PREFIX)
+            .then_some(Role::Claimant)
+    });
+    let Some(role) = role else {
         state
             .audit
             .record(
@@ -331,6 +345,22 @@ pub fn request_id(headers: &HeaderMap) -> Option<String> {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// A staff member: a viewer or an operator. A claimant (no role) is refused,
+/// which the middleware already ensures outside `/claim/`.
+pub struct Staff(pub Identity);
+
+impl<S: Send + Sync> FromRequestParts<S> for Staff {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let who = Identity::from_request_parts(parts, state).await?;
+        if who.role == Role::Claimant {
+            return Err(AppError::Forbidden("You do not have access to keydesk.".into()).into_response());
+        }
+        Ok(Staff(who))
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Identity {

@@ -9,6 +9,7 @@ pub mod csrf;
 pub mod db;
 pub mod error;
 pub mod fake_vultr;
+pub mod grants;
 pub mod idempotency;
 pub mod identity;
 pub mod ids;

@@ -116,7 +116,8 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Periodic housekeeping, on every replica (each statement is idempotent):
 /// delete expired sessions and form tokens, so the database stays bounded,
-/// and mark open audit intents unknown once no request can settle them.
+/// mark open audit intents unknown once no request can settle them, and
+/// expire claim links past their time.
 async fn upkeep(state: AppState) {
     use tower_sessions::ExpiredDeletion;
     let sessions = crate::session_store::DbSessionStore::new(state.db.clone());
@@ -136,6 +137,8 @@ async fn upkeep(state: AppState) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not mark stale audit entries"),
         }
+        // Claim links past their time: expired once, audited by the replica that wins.
+        crate::pages::grants::expire_due(&state).await;
     }
 }
 

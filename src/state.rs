@@ -11,6 +11,7 @@ use secrecy::SecretString;
 
 use crate::audit::AuditStore;
 use crate::db::{Db, redacted};
+use crate::grants::Grants;
 use crate::idempotency::FormTokens;
 use crate::identity::{Access, AuthMode, Gate};
 use crate::policy::KeyPolicy;
@@ -34,6 +35,19 @@ pub struct AppState {
     pub cookie_secure: bool,
     pub readiness: Readiness,
     pub reports: Arc<Reports>,
+    pub grants: Grants,
+    /// keydesk's own address, for absolute links (claim links, notices).
+    pub public_url: Option<String>,
+}
+
+impl AppState {
+    /// `path` as a link to send out: absolute when the public URL is known.
+    pub fn link(&self, path: &str) -> String {
+        match &self.public_url {
+            Some(base) => format!("{base}{path}"),
+            None => path.to_string(),
+        }
+    }
 }
 
 /// What `serve`, `demo`, the tests and the benches configure. `Settings::new`
@@ -52,6 +66,10 @@ pub struct Settings {
     pub upstream: ClientOptions,
     pub page_size: u32,
     pub listen: SocketAddr,
+    /// `KEYDESK_PUBLIC_URL`: absolute links when set.
+    pub public_url: Option<String>,
+    /// How long a claim link works.
+    pub claim_ttl: std::time::Duration,
 }
 
 impl Settings {
@@ -79,6 +97,8 @@ impl Settings {
             upstream: ClientOptions::default(),
             page_size: 20,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_url: None,
+            claim_ttl: std::time::Duration::from_secs(72 * 3600),
         }
     }
 }
@@ -105,6 +125,8 @@ impl AppState {
             tokens: FormTokens::new(db.clone()),
             audit,
             reports: Arc::new(Reports::new(db.clone())),
+            grants: Grants::new(db.clone(), s.claim_ttl),
+            public_url: s.public_url,
             db,
             page_size: s.page_size,
             cookie_secure: s.cookie_secure,

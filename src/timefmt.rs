@@ -81,6 +81,13 @@ pub fn format_utc(t: OffsetDateTime) -> String {
     )
 }
 
+/// A time in Unix milliseconds (the database clock), as `format_utc` shows it.
+pub fn display_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map(format_utc)
+        .unwrap_or_else(|_| "—".to_string())
+}
+
 /// Parses RFC 3339 and the `YYYY-MM-DD HH:MM:SS` form some Vultr endpoints use.
 pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {

@@ -232,6 +232,37 @@ impl Claimed<'_> {
 }
 
 impl Claimed<'_> {
+    /// Step 3 for a change keydesk makes in its own database (a claim link):
+    /// commits `intent`, runs `change`, settles the entry; the form is spent
+    /// on success and given back on failure (nothing happened).
+    pub async fn store<T>(
+        self,
+        intent: Intent,
+        change: impl Future<Output = Result<T, AppError>>,
+        result_id: impl FnOnce(&T) -> Option<String>,
+    ) -> Result<T, AppError> {
+        let state = &self.ctx.state;
+        let audit_id = self.prepare(state.audit.intent(&intent).await).await?;
+        match change.await {
+            Ok(done) => {
+                let id = result_id(&done);
+                state.tokens.complete(&self.token, id).await;
+                state.audit.settle(audit_id, Outcome::Ok.settled()).await;
+                Ok(done)
+            }
+            Err(e) => {
+                state.tokens.release(&self.token).await;
+                let text = e.to_string();
+                let how = Settlement {
+                    error: Some(&text),
+                    ..Outcome::Failed.settled()
+                };
+                state.audit.settle(audit_id, how).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Step 3 for a batch (an offboarding, a clean-up): commits the group's
     /// own entry, or refuses to act when it cannot be written. Each part is
     /// then one linked, audited write through `Group::step`.

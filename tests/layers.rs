@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("vultr", 1),
     ("audit", 1),
     ("idempotency", 1),
+    ("grants", 1),
     ("error", 2),
     ("policy", 2),
     ("report", 2),

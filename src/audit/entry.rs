@@ -148,6 +148,8 @@ pub struct Intent {
     pub group_id: Option<i64>,
     /// For a key created through a claim link: the operator who granted it.
     pub granted_by: Option<String>,
+    /// The claim link an entry concerns.
+    pub grant_id: Option<String>,
 }
 
 impl Intent {
@@ -168,6 +170,7 @@ impl Intent {
             request_id: None,
             group_id: None,
             granted_by: None,
+            grant_id: None,
         }
     }
 }
@@ -228,7 +231,7 @@ impl Entry {
     ) -> Result<S::Ok, S::Error> {
         let i = &self.intent;
         let text = |v: &Option<String>| v.as_deref().map(|v| cell(v).into_owned());
-        let mut r = s.serialize_struct("Entry", 19)?;
+        let mut r = s.serialize_struct("Entry", 20)?;
         r.serialize_field("id", &self.id)?;
         r.serialize_field("at", &self.at)?;
         r.serialize_field("actor", &cell(&i.actor))?;
@@ -248,6 +251,7 @@ impl Entry {
         r.serialize_field("api_enabled", &i.api_enabled)?;
         r.serialize_field("group_id", &i.group_id)?;
         r.serialize_field("granted_by", &text(&i.granted_by))?;
+        r.serialize_field("grant_id", &i.grant_id)?;
         r.end()
     }
 }

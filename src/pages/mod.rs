@@ -3,8 +3,10 @@
 pub mod assets;
 pub mod audit;
 pub mod brake;
+pub mod claim;
 pub mod cleanup;
 pub mod error;
+pub mod grants;
 pub mod keys;
 pub mod offboard;
 pub mod ops;

@@ -16,6 +16,7 @@ pub const AUDIT_CSV: &str = "/audit.csv";
 pub const AUDIT_JSONL: &str = "/audit.jsonl";
 pub const KEYS_REPORT: &str = "/reports/keys";
 pub const KEYS_REPORT_SCAN: &str = "/reports/keys/scan";
+pub const GRANTS: &str = "/grants";
 pub const KEYS_REVOKE_EXPIRED: &str = "/reports/keys/revoke-expired";
 
 /// Everything but RFC 3986's unreserved characters is encoded.
@@ -81,6 +82,21 @@ pub fn brake(id: &str) -> String {
 /// `/users/{id}/offboard`: the offboarding confirmation and its POST.
 pub fn user_offboard(id: &str) -> String {
     format!("/users/{id}/offboard")
+}
+
+/// `/users/{id}/grants`: where the claim-link form posts.
+pub fn grant_create(id: &str) -> String {
+    format!("/users/{id}/grants")
+}
+
+/// `/claim/{grant}`: the owner's claim page (relative; see `AppState::link`).
+pub fn claim(grant: &str) -> String {
+    format!("/claim/{grant}")
+}
+
+/// `/grants/{grant}/revoke`: the revoke confirmation and its POST.
+pub fn grant_revoke(grant: &str) -> String {
+    format!("/grants/{grant}/revoke")
 }
 
 /// The audit trail of one group (an offboarding, a clean-up).

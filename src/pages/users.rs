@@ -235,6 +235,8 @@ pub struct UserShowView {
     pub keys: Vec<ApiKey>,
     pub form: KeyForm,
     pub history: Vec<Entry>,
+    /// Claim links of this user not yet used (pending, or being settled).
+    pub grants: Vec<crate::grants::Grant>,
 }
 
 /// `GET /users/{id}`: details, keys, the add-key form and recent history.
@@ -277,12 +279,37 @@ pub async fn user_page(
     });
     let view = UserShowView {
         layout: ctx.layout().await,
+        grants: open_grants(state, id, &keys).await,
         user,
         keys,
         form,
         history,
     };
     Ok(render(status, &view))
+}
+
+/// The user's open claim links, lost claims reconciled from `keys` first.
+async fn open_grants(
+    state: &crate::state::AppState,
+    id: &VultrId,
+    keys: &[ApiKey],
+) -> Vec<crate::grants::Grant> {
+    use crate::grants::GrantState;
+    super::grants::expire_due(state).await;
+    let list = |s| state.grants.list(Some(s), Some(id.as_str()), 50);
+    if let Ok(unknown) = list(GrantState::Unknown).await {
+        for g in &unknown {
+            super::grants::reconcile(state, g, keys).await;
+        }
+    }
+    let mut open = Vec::new();
+    for s in [GrantState::Pending, GrantState::Claiming, GrantState::Unknown] {
+        match list(s).await {
+            Ok(g) => open.extend(g),
+            Err(e) => tracing::warn!(error = %e, "claim links unavailable for the user page"),
+        }
+    }
+    open
 }
 
 /// `GET /users/{id}/keys`: the keys live on the user page. Also where a

@@ -46,6 +46,15 @@ pub struct KeyCreateView {
     secret: SecretString,
     /// When rotating: the old key, offered for revocation next.
     pub replaces: Option<ApiKey>,
+    /// When the owner claimed it through a link: who granted it. The owner
+    /// may have no role, so the page links nowhere else.
+    pub claimed_from: Option<Claimed>,
+}
+
+/// A key its owner claimed through a link: who granted it, and the link.
+pub struct Claimed {
+    pub granted_by: String,
+    pub grant_id: String,
 }
 
 impl KeyCreateView {
@@ -57,6 +66,14 @@ impl KeyCreateView {
     }
     pub fn user_keys_href(&self) -> String {
         paths::user_keys_list(&self.user.id)
+    }
+    /// Where "I have copied the key" goes: the user's keys, or for a claim
+    /// (whose owner may see no staff page) the top of this page's origin.
+    pub fn done_href(&self) -> String {
+        match &self.claimed_from {
+            Some(c) => paths::claim(&c.grant_id),
+            None => self.user_keys_href(),
+        }
     }
     /// The reveal is `Referrer-Policy: no-referrer`, so a form there would
     /// post `Origin: null`: the old key is retired through the normal
@@ -73,6 +90,17 @@ pub async fn reveal(
     created: CreatedApiKey,
     replaces: Option<ApiKey>,
 ) -> Response {
+    reveal_to(ctx, user, created, replaces, None).await
+}
+
+/// `reveal`, naming who granted the key when its owner claimed it.
+pub async fn reveal_to(
+    ctx: &Ctx,
+    user: User,
+    created: CreatedApiKey,
+    replaces: Option<ApiKey>,
+    claimed_from: Option<Claimed>,
+) -> Response {
     tracing::info!(key.id = %created.id, rotation = replaces.is_some(), "key created");
     metrics::counter!("keydesk_keys_created_total").increment(1);
     let view = KeyCreateView {
@@ -81,6 +109,7 @@ pub async fn reveal(
         key: created.summary(),
         secret: created.api_key,
         replaces,
+        claimed_from,
     };
     let mut resp = render(StatusCode::OK, &view);
     no_store(&mut resp);

@@ -1,0 +1,353 @@
+//! Claim links ("grants"): an operator approves a key for a Vultr user, and
+//! the key is created only when that user, signed in as themselves, claims
+//! it. Nothing secret is ever stored: a grant holds what the key will be,
+//! never a key. Every state change is one conditional update, so a second or
+//! concurrent claim (from any replica) acts on nothing.
+
+use std::fmt;
+
+use rand::RngCore;
+
+use crate::db::Db;
+use crate::on_pool;
+
+/// Where a grant stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantState {
+    Pending,
+    /// A claim is at Vultr right now.
+    Claiming,
+    Claimed,
+    Expired,
+    Revoked,
+    /// The create's answer was lost: reconciled from the key list later.
+    Unknown,
+}
+
+impl GrantState {
+    pub const ALL: [GrantState; 6] = [
+        GrantState::Pending,
+        GrantState::Claiming,
+        GrantState::Claimed,
+        GrantState::Expired,
+        GrantState::Revoked,
+        GrantState::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantState::Pending => "pending",
+            GrantState::Claiming => "claiming",
+            GrantState::Claimed => "claimed",
+            GrantState::Expired => "expired",
+            GrantState::Revoked => "revoked",
+            GrantState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for GrantState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for GrantState {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|g| g.as_str() == s)
+            .ok_or_else(|| format!("unknown grant state {s:?}"))
+    }
+}
+
+/// One grant, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Grant {
+    pub id: String,
+    pub user_id: String,
+    /// The owner: the Vultr user's email when the grant was made.
+    pub user_email: String,
+    pub key_name: String,
+    /// `YYYY-MM-DDT00:00:00Z`, or none for a key that never expires.
+    pub date_expire: Option<String>,
+    pub reason: Option<String>,
+    pub created_by: String,
+    pub created_ms: i64,
+    /// The link stops working at this time (database clock).
+    pub expires_ms: i64,
+    #[sqlx(try_from = "String")]
+    pub state: GrantState,
+    pub claimed_by: Option<String>,
+    pub key_id: Option<String>,
+    pub ended_by: Option<String>,
+    pub ended_ms: Option<i64>,
+}
+
+impl Grant {
+    /// Whether `email` is the grant's owner (emails compare case-insensitively).
+    pub fn is_owner(&self, email: &str) -> bool {
+        self.user_email.eq_ignore_ascii_case(email.trim())
+    }
+
+    /// The tag put into the created key's name, so a claim whose answer was
+    /// lost can be found in the user's key list.
+    pub fn tag(&self) -> String {
+        format!("[claim {}]", &self.id[..8.min(self.id.len())])
+    }
+
+    /// The name the key gets at Vultr: the granted name and the tag.
+    pub fn vultr_key_name(&self) -> String {
+        format!("{} {}", self.key_name, self.tag())
+    }
+
+    pub fn created_display(&self) -> String {
+        crate::timefmt::display_ms(self.created_ms)
+    }
+
+    pub fn expires_display(&self) -> String {
+        crate::timefmt::display_ms(self.expires_ms)
+    }
+
+    /// The key's expiry in words: the date, or "never".
+    pub fn key_expiry_display(&self) -> String {
+        match &self.date_expire {
+            Some(d) => d.get(..10).unwrap_or(d).to_string(),
+            None => "never".to_string(),
+        }
+    }
+}
+
+/// What an operator grants.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub user_id: String,
+    pub user_email: String,
+    pub key_name: String,
+    pub date_expire: Option<String>,
+    pub reason: Option<String>,
+    pub created_by: String,
+}
+
+/// A fresh grant id: 160 random bits from the OS-seeded CSPRNG, hex.
+fn new_id() -> String {
+    let mut bytes = [0u8; 20];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `s` could be a grant id (checked before any database lookup).
+pub fn plausible_id(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `SELECT <every column> FROM grants` and the rest of the query.
+macro_rules! select_grants {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state, claimed_by, key_id, ended_by, ended_ms FROM grants ",
+            $rest
+        )
+    };
+}
+
+/// The grants, in the database.
+#[derive(Clone, Debug)]
+pub struct Grants {
+    db: Db,
+    ttl_ms: i64,
+}
+
+impl Grants {
+    /// Grants whose links work for `ttl`.
+    pub fn new(db: Db, ttl: std::time::Duration) -> Self {
+        Self {
+            db,
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    pub async fn create(&self, g: &NewGrant) -> Result<Grant, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let id = new_id();
+        on_pool!(&self.db, |p| {
+            sqlx::query(
+                "INSERT INTO grants (id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')",
+            )
+            .bind(&id)
+            .bind(&g.user_id)
+            .bind(&g.user_email)
+            .bind(&g.key_name)
+            .bind(&g.date_expire)
+            .bind(&g.reason)
+            .bind(&g.created_by)
+            .bind(now)
+            .bind(now.saturating_add(self.ttl_ms))
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        self.get(&id)
+            .await?
+            .ok_or_else(|| sqlx::Error::RowNotFound)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Grant>, sqlx::Error> {
+        on_pool!(&self.db, |p| {
+            sqlx::query_as::<_, Grant>(select_grants!("WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(p)
+                .await
+        })
+    }
+
+    /// Newest first; `state` and `user` (id or email) filter when set.
+    pub async fn list(
+        &self,
+        state: Option<GrantState>,
+        user: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Grant>, sqlx::Error> {
+        on_pool!(&self.db, |p| {
+            let mut q = sqlx::QueryBuilder::new(select_grants!("WHERE 1 = 1"));
+            if let Some(s) = state {
+                q.push(" AND state = ").push_bind(s.as_str());
+            }
+            if let Some(u) = user {
+                q.push(" AND (user_id = ")
+                    .push_bind(u.to_string())
+                    .push(" OR lower(user_email) = ")
+                    .push_bind(u.to_lowercase())
+                    .push(")");
+            }
+            q.push(" ORDER BY created_ms DESC LIMIT ").push_bind(limit);
+            q.build_query_as::<Grant>().fetch_all(p).await
+        })
+    }
+
+    /// Moves `id` from `from` to `to` if it is still in `from` (and, for a
+    /// claim, not past its time); `who` is recorded. Whether it moved.
+    async fn transition(
+        &self,
+        id: &str,
+        from: GrantState,
+        to: GrantState,
+        who: Option<&str>,
+        key_id: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let ends = matches!(
+            to,
+            GrantState::Claimed | GrantState::Expired | GrantState::Revoked
+        );
+        // A pending grant only moves on while it is valid, except to expire.
+        let timely = from != GrantState::Pending || to == GrantState::Expired || to == GrantState::Revoked;
+        let n = on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE grants SET state = $1,
+                    claimed_by = CASE WHEN $2 = 'claiming' THEN $3 ELSE claimed_by END,
+                    ended_by = CASE WHEN $4 THEN COALESCE($3, ended_by) ELSE ended_by END,
+                    ended_ms = CASE WHEN $4 THEN $5 ELSE ended_ms END,
+                    key_id = COALESCE($6, key_id)
+                 WHERE id = $7 AND state = $8 AND ($9 OR expires_ms > $5)",
+            )
+            .bind(to.as_str())
+            .bind(to.as_str())
+            .bind(who)
+            .bind(ends)
+            .bind(now)
+            .bind(key_id)
+            .bind(id)
+            .bind(from.as_str())
+            .bind(timely)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// The one conditional claim: pending and unexpired → claiming, by `who`.
+    pub async fn begin_claim(&self, id: &str, who: &str) -> Result<bool, sqlx::Error> {
+        self.transition(id, GrantState::Pending, GrantState::Claiming, Some(who), None)
+            .await
+    }
+
+    /// The key exists: claiming (or unknown, once reconciled) → claimed.
+    pub async fn claimed(&self, id: &str, from: GrantState, key_id: &str) -> Result<bool, sqlx::Error> {
+        self.transition(id, from, GrantState::Claimed, None, Some(key_id))
+            .await
+    }
+
+    /// Nothing was created: the grant can be claimed again.
+    pub async fn reopen(&self, id: &str, from: GrantState) -> Result<bool, sqlx::Error> {
+        let n = on_pool!(&self.db, |p| {
+            sqlx::query("UPDATE grants SET state = 'pending', claimed_by = NULL WHERE id = $1 AND state = $2")
+                .bind(id)
+                .bind(from.as_str())
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// The create's answer was lost.
+    pub async fn unknown(&self, id: &str) -> Result<bool, sqlx::Error> {
+        self.transition(id, GrantState::Claiming, GrantState::Unknown, None, None)
+            .await
+    }
+
+    /// An operator revokes a pending grant.
+    pub async fn revoke(&self, id: &str, by: &str) -> Result<bool, sqlx::Error> {
+        self.transition(id, GrantState::Pending, GrantState::Revoked, Some(by), None)
+            .await
+    }
+
+    /// Marks every pending grant past its time expired; returns them.
+    pub async fn expire_due(&self) -> Result<Vec<Grant>, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let due: Vec<String> = on_pool!(&self.db, |p| {
+            sqlx::query_scalar("SELECT id FROM grants WHERE state = 'pending' AND expires_ms <= $1")
+                .bind(now)
+                .fetch_all(p)
+                .await?
+        });
+        let mut out = Vec::new();
+        for id in due {
+            // Only the process whose update wins reports it (replicas race).
+            if self
+                .transition(&id, GrantState::Pending, GrantState::Expired, Some("keydesk"), None)
+                .await?
+                && let Some(g) = self.get(&id).await?
+            {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_long_random_and_recognisable() {
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        assert!(plausible_id(&a), "{a}");
+        assert_eq!(a.len() * 4, 160, "160 bits");
+        assert!(!plausible_id("../etc/passwd"));
+        assert!(!plausible_id(&a[..39]));
+    }
+
+    #[test]
+    fn states_keep_their_stored_names() {
+        for s in GrantState::ALL {
+            assert_eq!(GrantState::try_from(s.as_str().to_string()), Ok(s));
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Claim links, the operator's side: `POST /users/{id}/grants` issues one
+//! from the add-key form, `GET /grants` lists them, `GET|POST
+//! /grants/{grant}/revoke` withdraws a pending one. Expiry is swept here too.
+//! No key is ever created on this side: the owner claims it (`claim.rs`).
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::paths::{self, UserPath};
+use super::users::user_page;
+use super::{Layout, render};
+use crate::audit::{AuditAction, Intent, Outcome, Settlement};
+use crate::error::AppError;
+use crate::grants::{Grant, GrantState, NewGrant, plausible_id};
+use crate::idempotency::Scope;
+use crate::identity::{Operator, Staff};
+use crate::policy::{CreateKeyInput, KeyForm, check_reason, validate};
+use crate::state::AppState;
+use crate::vultr::ApiKey;
+use crate::write::{Ctx, Refusal};
+
+/// The system's name in the audit for what no person did (expiry).
+pub const SYSTEM_ACTOR: &str = "keydesk";
+
+#[derive(Template)]
+#[template(path = "grants/created.html")]
+pub struct GrantCreatedView {
+    pub layout: Layout,
+    pub grant: Grant,
+    /// The claim link: absolute when `KEYDESK_PUBLIC_URL` is set.
+    pub link: String,
+}
+
+/// Issues a claim link from the add-key form (the same fields, the same
+/// policy, the same one-time form: it creates a key or a link, once).
+#[tracing::instrument(skip_all, fields(vultr.user_id = %id))]
+pub async fn grant_create(
+    Operator(_): Operator,
+    ctx: Ctx,
+    UserPath(id): UserPath,
+    Form(input): Form<CreateKeyInput>,
+) -> Result<Response, AppError> {
+    let policy = &ctx.state.policy;
+    let scope = Scope::CreateKey(&id);
+    let claim = match ctx
+        .claim(input.form_token.as_deref(), scope, &id, None)
+        .await
+    {
+        Ok(claim) => claim,
+        Err(Refusal::Replay { .. }) => {
+            return Err(AppError::Conflict(
+                "This form was already used: its key or claim link exists. See the user's page or the claim links list.".into(),
+            ));
+        }
+        Err(Refusal::Unavailable(e)) => return Err(e),
+        Err(Refusal::Refused) => {
+            let mut form = KeyForm::blank(ctx.issue(scope).await?, policy);
+            form.form_error = Some(
+                "This form has expired or was not issued to you. No claim link was made; submit again.".into(),
+            );
+            return user_page(&ctx, &id, form, StatusCode::FORBIDDEN).await;
+        }
+    };
+    let mut form = KeyForm::blank(claim.token().to_string(), policy);
+    let Some(body) = validate(&input, &mut form, policy) else {
+        claim.release().await;
+        return user_page(&ctx, &id, form, StatusCode::UNPROCESSABLE_ENTITY).await;
+    };
+    // The owner is whoever Vultr says this user is, now.
+    ctx.state.vultr.invalidate_user(&id);
+    let user = claim.prepare(ctx.state.vultr.get_user(&id).await).await?;
+    let Some(email) = user.email.clone().filter(|e| !e.trim().is_empty()) else {
+        claim.release().await;
+        return Err(AppError::BadRequest(
+            "This Vultr user has no email address, so no one could claim a link. Use Add Key instead.".into(),
+        ));
+    };
+    let new = NewGrant {
+        user_id: id.to_string(),
+        user_email: email.clone(),
+        key_name: body.name.clone(),
+        date_expire: body.date_expire.clone(),
+        reason: form.reason(),
+        created_by: ctx.who.email.clone(),
+    };
+    let intent = Intent {
+        target_user_id: Some(id.to_string()),
+        target_user_email: Some(email),
+        key_name: Some(body.name),
+        requested_expiry: body.date_expire,
+        reason: form.reason(),
+        ..ctx.intent(AuditAction::GrantCreate)
+    };
+    let grant = claim
+        .store(
+            intent,
+            async { ctx.state.grants.create(&new).await.map_err(AppError::store) },
+            |g| Some(g.id.clone()),
+        )
+        .await?;
+    tracing::info!(grant = %&grant.id[..8], "claim link issued");
+    metrics::counter!("keydesk_grants_total", "event" => "create").increment(1);
+    let view = GrantCreatedView {
+        layout: ctx.layout().await,
+        link: ctx.state.link(&paths::claim(&grant.id)),
+        grant,
+    };
+    Ok(render(StatusCode::OK, &view))
+}
+
+#[derive(Deserialize, Default)]
+pub struct GrantsQuery {
+    state: Option<String>,
+    user: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "grants/list.html")]
+pub struct GrantsListView {
+    pub layout: Layout,
+    pub grants: Vec<Grant>,
+    pub state: String,
+    pub user: String,
+    pub states: [GrantState; 6],
+}
+
+/// `GET /grants`: every claim link, newest first, by state and user.
+pub async fn grants_list(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Query(q): Query<GrantsQuery>,
+) -> Result<Response, AppError> {
+    expire_due(&ctx.state).await;
+    let state = q
+        .state
+        .filter(|s| !s.is_empty())
+        .map(GrantState::try_from)
+        .transpose()
+        .map_err(|_| AppError::BadRequest("Unknown grant state.".into()))?;
+    let user = q.user.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let grants = ctx
+        .state
+        .grants
+        .list(state, user, 500)
+        .await
+        .map_err(AppError::store)?;
+    let view = GrantsListView {
+        layout: ctx.layout().await,
+        grants,
+        state: state.map(|s| s.as_str().to_string()).unwrap_or_default(),
+        user: user.unwrap_or_default().to_string(),
+        states: GrantState::ALL,
+    };
+    Ok(render(StatusCode::OK, &view))
+}
+
+#[derive(Template)]
+#[template(path = "grants/revoke_confirm.html")]
+pub struct GrantRevokeView {
+    pub layout: Layout,
+    pub grant: Grant,
+    pub token: String,
+    pub notice: Option<String>,
+    pub require_reason: bool,
+}
+
+/// The grant `raw` names, or 404.
+pub async fn find(state: &AppState, raw: &str) -> Result<Grant, AppError> {
+    let missing = || AppError::NotFound("There is no such claim link.".into());
+    if !plausible_id(raw) {
+        return Err(missing());
+    }
+    state
+        .grants
+        .get(raw)
+        .await
+        .map_err(AppError::store)?
+        .ok_or_else(missing)
+}
+
+/// Why a grant in `state` can no longer be claimed or revoked, as an error.
+pub fn closed(grant: &Grant) -> AppError {
+    match grant.state {
+        GrantState::Claimed => AppError::Conflict(format!(
+            "This claim link was used on {}: the key was created and shown once, and cannot be shown again.",
+            grant.ended_ms.map(crate::timefmt::display_ms).unwrap_or_default()
+        )),
+        GrantState::Expired => AppError::Gone(
+            "This claim link has expired. Ask an operator for a new one.".into(),
+        ),
+        GrantState::Revoked => AppError::Gone(
+            "This claim link was withdrawn by an operator. Ask them for a new one.".into(),
+        ),
+        GrantState::Claiming | GrantState::Unknown => AppError::Conflict(
+            "This claim link is being used right now, or its last use did not finish. Reload this page in a moment.".into(),
+        ),
+        GrantState::Pending => AppError::Conflict("This claim link is still open.".into()),
+    }
+}
+
+async fn revoke_page(
+    ctx: &Ctx,
+    grant: Grant,
+    notice: Option<String>,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let view = GrantRevokeView {
+        layout: ctx.layout().await,
+        token: ctx.issue(Scope::GrantRevoke(&grant.id)).await?,
+        grant,
+        notice,
+        require_reason: ctx.state.policy.require_reason,
+    };
+    Ok(render(status, &view))
+}
+
+/// The confirmation of withdrawing a pending claim link.
+pub async fn grant_revoke_confirm(
+    Operator(_): Operator,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+) -> Result<Response, AppError> {
+    expire_due(&ctx.state).await;
+    let grant = find(&ctx.state, &raw).await?;
+    if grant.state != GrantState::Pending {
+        return Err(closed(&grant));
+    }
+    revoke_page(&ctx, grant, None, StatusCode::OK).await
+}
+
+#[derive(Deserialize, Default)]
+pub struct GrantRevokeInput {
+    form_token: Option<String>,
+    reason: Option<String>,
+}
+
+/// Withdraws a pending claim link: one conditional update, audited.
+pub async fn grant_revoke(
+    Operator(_): Operator,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+    Form(input): Form<GrantRevokeInput>,
+) -> Result<Response, AppError> {
+    expire_due(&ctx.state).await;
+    let grant = find(&ctx.state, &raw).await?;
+    let reason = match check_reason(input.reason.as_deref(), &ctx.state.policy) {
+        Ok(r) => r,
+        Err(e) => return revoke_page(&ctx, grant, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await,
+    };
+    let user = crate::ids::VultrId::parse(&grant.user_id)?;
+    let token = input.form_token.as_deref().filter(|t| !t.is_empty());
+    let claim = match ctx.claim(token, Scope::GrantRevoke(&grant.id), &user, None).await {
+        Ok(claim) => claim,
+        Err(Refusal::Replay { .. }) => return Err(closed(&grant)),
+        Err(Refusal::Unavailable(e)) => return Err(e),
+        Err(Refusal::Refused) => {
+            let notice = "That confirmation has expired or was not issued to you. Confirm again.";
+            return revoke_page(&ctx, grant, Some(notice.into()), StatusCode::FORBIDDEN).await;
+        }
+    };
+    let intent = Intent {
+        target_user_id: Some(grant.user_id.clone()),
+        target_user_email: Some(grant.user_email.clone()),
+        key_name: Some(grant.key_name.clone()),
+        grant_id: Some(grant.id.clone()),
+        reason,
+        ..ctx.intent(AuditAction::GrantRevoke)
+    };
+    let state = &ctx.state;
+    let revoke = async {
+        match state.grants.revoke(&grant.id, &ctx.who.email).await {
+            Ok(true) => Ok(()),
+            // Claimed, expired or revoked meanwhile: say which.
+            Ok(false) => Err(closed(&find(state, &raw).await?)),
+            Err(e) => Err(AppError::store(e)),
+        }
+    };
+    claim.store(intent, revoke, |_| None).await?;
+    metrics::counter!("keydesk_grants_total", "event" => "revoke").increment(1);
+    ctx.flash("ok", format!("Withdrew the claim link for “{}”.", grant.key_name))
+        .await;
+    Ok(Redirect::to(&paths::user(&grant.user_id)).into_response())
+}
+
+/// Marks pending grants past their time expired, one audit entry each
+/// (by the system). Runs from the upkeep task and before grant pages.
+pub async fn expire_due(state: &AppState) {
+    let expired = match state.grants.expire_due().await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not sweep expired claim links");
+            return;
+        }
+    };
+    for g in expired {
+        let intent = Intent {
+            target_user_id: Some(g.user_id.clone()),
+            target_user_email: Some(g.user_email.clone()),
+            key_name: Some(g.key_name.clone()),
+            grant_id: Some(g.id.clone()),
+            ..Intent::new(SYSTEM_ACTOR, "system", AuditAction::GrantExpire)
+        };
+        state.audit.record(&intent, Outcome::Ok).await;
+        metrics::counter!("keydesk_grants_total", "event" => "expire").increment(1);
+    }
+}
+
+/// Settles grants whose claim lost its answer, from the user's key list:
+/// the tagged key exists (claimed) or not (the link works again). Audited.
+pub async fn reconcile(state: &AppState, grant: &Grant, keys: &[ApiKey]) {
+    if grant.state != GrantState::Unknown {
+        return;
+    }
+    let tag = grant.tag();
+    let found = keys
+        .iter()
+        .find(|k| k.name.as_deref().is_some_and(|n| n.ends_with(&tag)));
+    let (moved, outcome, note) = match found {
+        Some(k) => (
+            state.grants.claimed(&grant.id, GrantState::Unknown, &k.id).await,
+            Outcome::Ok,
+            "reconciled: the key was created",
+        ),
+        None => (
+            state.grants.reopen(&grant.id, GrantState::Unknown).await,
+            Outcome::Failed,
+            "reconciled: no key was created; the link works again",
+        ),
+    };
+    match moved {
+        Ok(true) => {
+            let intent = Intent {
+                target_user_id: Some(grant.user_id.clone()),
+                target_user_email: Some(grant.user_email.clone()),
+                key_name: Some(grant.vultr_key_name()),
+                key_id: found.map(|k| k.id.clone()),
+                granted_by: Some(grant.created_by.clone()),
+                grant_id: Some(grant.id.clone()),
+                ..Intent::new(SYSTEM_ACTOR, "system", AuditAction::GrantClaim)
+            };
+            match state.audit.intent(&intent).await {
+                Ok(id) => {
+                    let how = Settlement {
+                        error: Some(note),
+                        ..outcome.settled()
+                    };
+                    state.audit.settle(id, how).await
+                }
+                Err(e) => tracing::error!(error = %e, "reconciliation could not be audited"),
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "could not reconcile a claim link"),
+    }
+}
