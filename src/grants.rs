@@ -80,6 +80,7 @@ pub struct Grant {
     #[sqlx(try_from = "String")]
     pub state: GrantState,
     pub claimed_by: Option<String>,
+    pub claim_ms: Option<i64>,
     pub key_id: Option<String>,
     pub ended_by: Option<String>,
     pub ended_ms: Option<i64>,
@@ -146,7 +147,7 @@ pub fn plausible_id(s: &str) -> bool {
 macro_rules! select_grants {
     ($rest:literal) => {
         concat!(
-            "SELECT id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state, claimed_by, key_id, ended_by, ended_ms FROM grants ",
+            "SELECT id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state, claimed_by, claim_ms, key_id, ended_by, ended_ms FROM grants ",
             $rest
         )
     };
@@ -189,9 +190,7 @@ impl Grants {
             .await?
             .rows_affected()
         });
-        self.get(&id)
-            .await?
-            .ok_or_else(|| sqlx::Error::RowNotFound)
+        self.get(&id).await?.ok_or_else(|| sqlx::Error::RowNotFound)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Grant>, sqlx::Error> {
@@ -243,11 +242,13 @@ impl Grants {
             GrantState::Claimed | GrantState::Expired | GrantState::Revoked
         );
         // A pending grant only moves on while it is valid, except to expire.
-        let timely = from != GrantState::Pending || to == GrantState::Expired || to == GrantState::Revoked;
+        let timely =
+            from != GrantState::Pending || to == GrantState::Expired || to == GrantState::Revoked;
         let n = on_pool!(&self.db, |p| {
             sqlx::query(
                 "UPDATE grants SET state = $1,
                     claimed_by = CASE WHEN $2 = 'claiming' THEN $3 ELSE claimed_by END,
+                    claim_ms = CASE WHEN $2 = 'claiming' THEN $5 ELSE claim_ms END,
                     ended_by = CASE WHEN $4 THEN COALESCE($3, ended_by) ELSE ended_by END,
                     ended_ms = CASE WHEN $4 THEN $5 ELSE ended_ms END,
                     key_id = COALESCE($6, key_id)
@@ -271,12 +272,23 @@ impl Grants {
 
     /// The one conditional claim: pending and unexpired → claiming, by `who`.
     pub async fn begin_claim(&self, id: &str, who: &str) -> Result<bool, sqlx::Error> {
-        self.transition(id, GrantState::Pending, GrantState::Claiming, Some(who), None)
-            .await
+        self.transition(
+            id,
+            GrantState::Pending,
+            GrantState::Claiming,
+            Some(who),
+            None,
+        )
+        .await
     }
 
     /// The key exists: claiming (or unknown, once reconciled) → claimed.
-    pub async fn claimed(&self, id: &str, from: GrantState, key_id: &str) -> Result<bool, sqlx::Error> {
+    pub async fn claimed(
+        &self,
+        id: &str,
+        from: GrantState,
+        key_id: &str,
+    ) -> Result<bool, sqlx::Error> {
         self.transition(id, from, GrantState::Claimed, None, Some(key_id))
             .await
     }
@@ -300,6 +312,25 @@ impl Grants {
             .await
     }
 
+    /// Claims that went to Vultr longer than `bound` ago and never finished
+    /// (their process stopped) become `unknown`, to be settled from the key
+    /// list. Returns how many.
+    pub async fn abandon_stale_claims(
+        &self,
+        bound: std::time::Duration,
+    ) -> Result<u64, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let cutoff = now - i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
+        let n = on_pool!(&self.db, |p| {
+            sqlx::query("UPDATE grants SET state = 'unknown' WHERE state = 'claiming' AND COALESCE(claim_ms, 0) < $1")
+                .bind(cutoff)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(n)
+    }
+
     /// An operator revokes a pending grant.
     pub async fn revoke(&self, id: &str, by: &str) -> Result<bool, sqlx::Error> {
         self.transition(id, GrantState::Pending, GrantState::Revoked, Some(by), None)
@@ -319,7 +350,13 @@ impl Grants {
         for id in due {
             // Only the process whose update wins reports it (replicas race).
             if self
-                .transition(&id, GrantState::Pending, GrantState::Expired, Some("keydesk"), None)
+                .transition(
+                    &id,
+                    GrantState::Pending,
+                    GrantState::Expired,
+                    Some("keydesk"),
+                    None,
+                )
                 .await?
                 && let Some(g) = self.get(&id).await?
             {

@@ -357,7 +357,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Staff {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let who = Identity::from_request_parts(parts, state).await?;
         if who.role == Role::Claimant {
-            return Err(AppError::Forbidden("You do not have access to keydesk.".into()).into_response());
+            return Err(
+                AppError::Forbidden("You do not have access to keydesk.".into()).into_response(),
+            );
         }
         Ok(Staff(who))
     }

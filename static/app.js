@@ -43,6 +43,20 @@
       });
     }
 
+    // Copy button of a claim link (not a secret: no leave-page guard).
+    var copyLink = document.getElementById("copy-link");
+    if (copyLink && navigator.clipboard) {
+      var linkField = document.getElementById(copyLink.getAttribute("data-copy-target"));
+      copyLink.hidden = false;
+      copyLink.addEventListener("click", function () {
+        navigator.clipboard.writeText(linkField.value).then(function () {
+          status.textContent = "Link copied.";
+        }, function () {
+          status.textContent = "Copy failed: select the link and copy it.";
+        });
+      });
+    }
+
     // Expiry presets on the add-key form.
     var presets = document.getElementById("expiry-presets");
     if (presets) {

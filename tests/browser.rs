@@ -617,3 +617,77 @@ async fn offboarding_and_clearing_expired_keys_in_a_real_browser() {
     screenshot(&c, "cleanup-result").await;
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_claim_link_hands_a_key_to_its_owner_in_a_real_browser() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let ada = app.user_id("ada@example.com");
+    let dir = std::env::temp_dir().join(format!("keydesk-handoff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("keydesk.db").display());
+    // Two identities, one database: the operator, and Ada with no role at all.
+    let access = keydesk::identity::Access::new(&[], &["demo@keydesk.local".into()]);
+    let upstream = app.state.vultr.base_url().to_string();
+    let operator = serve(keydesk::state::Settings {
+        database_url: db.clone(),
+        ..demo_settings(&upstream, "demo@keydesk.local", access.clone())
+    })
+    .await
+    .0;
+    let owner = serve(keydesk::state::Settings {
+        database_url: db,
+        ..demo_settings(&upstream, "ada@example.com", access)
+    })
+    .await
+    .0
+    // Another host name, so the two identities keep separate cookies.
+    .replace("127.0.0.1", "localhost");
+    let c = browser(&driver, true).await;
+
+    // The operator issues a claim link from the add-key form.
+    c.goto(&format!("{operator}/users/{ada}")).await.unwrap();
+    type_into(&c, "#key-name", "handoff-90d").await;
+    css(&c, "button.preset[data-days='90']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#send-claim-link").await.click().await.unwrap();
+    let link = css(&c, "#claim-link").await;
+    let href = link.attr("href").await.unwrap().unwrap();
+    assert!(href.starts_with("/claim/"), "{href}");
+    screenshot(&c, "claim-link").await;
+    assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+
+    // Ada opens it as herself, and creates her key.
+    c.goto(&format!("{owner}{href}")).await.unwrap();
+    css(&c, "#claim").await;
+    assert!(c.find(Locator::Css("nav[aria-label=Main]")).await.is_err());
+    screenshot(&c, "claim-page").await;
+    css(&c, "#claim-submit").await.click().await.unwrap();
+    let secret = value(&c, "#new-api-key").await;
+    assert_eq!(secret.len(), 36);
+    let granted = css(&c, "#granted-by").await.text().await.unwrap();
+    assert!(granted.contains("demo@keydesk.local"), "{granted}");
+    screenshot(&c, "claim-reveal").await;
+    assert_eq!(app.fake.count("POST", "/v2/users"), 1);
+    // Reloading never shows it again, nor creates another.
+    reload(&c).await;
+    css(&c, "#request-id").await;
+    assert!(!c.source().await.unwrap().contains(&secret));
+    assert_eq!(app.fake.count("POST", "/v2/users"), 1);
+
+    // The operator's view: the key exists, the link is used, no secret.
+    c.goto(&format!("{operator}/grants")).await.unwrap();
+    css(&c, "tr[data-grant-state='claimed']").await;
+    assert!(!c.source().await.unwrap().contains(&secret));
+    c.goto(&format!("{operator}/users/{ada}")).await.unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("handoff-90d [claim "));
+    assert!(!page.contains(&secret));
+    c.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

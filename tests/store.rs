@@ -297,3 +297,92 @@ async fn a_stopping_process_marks_only_its_own_open_intents() {
         assert_eq!(left[0].action, AuditAction::KeyRevoke);
     }
 }
+
+#[tokio::test]
+async fn claim_links_move_once_through_their_states_on_both_engines() {
+    use keydesk::grants::{GrantState, Grants, NewGrant};
+    use std::time::Duration;
+    for (engine, url) in databases().await {
+        let db = Db::open(&url).await.unwrap();
+        let grants = Grants::new(db.clone(), Duration::from_secs(3600));
+        let new = NewGrant {
+            user_id: "u1".into(),
+            user_email: "Ada@Example.com".into(),
+            key_name: "ci".into(),
+            date_expire: Some("2030-01-01T00:00:00Z".into()),
+            reason: None,
+            created_by: "op@x".into(),
+        };
+        let g = grants.create(&new).await.unwrap();
+        assert_eq!(g.state, GrantState::Pending, "{engine}");
+        assert!(g.is_owner("ada@example.com"));
+        // Eight concurrent claims: exactly one moves it.
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (grants, id) = (grants.clone(), g.id.clone());
+            set.spawn(async move { grants.begin_claim(&id, "ada@example.com").await.unwrap() });
+        }
+        let mut won = 0;
+        while let Some(r) = set.join_next().await {
+            won += usize::from(r.unwrap());
+        }
+        assert_eq!(won, 1, "{engine}");
+        let claiming = grants.get(&g.id).await.unwrap().unwrap();
+        assert_eq!(claiming.state, GrantState::Claiming);
+        assert_eq!(claiming.claimed_by.as_deref(), Some("ada@example.com"));
+        assert!(claiming.claim_ms.is_some());
+        assert!(
+            !grants.revoke(&g.id, "op@x").await.unwrap(),
+            "{engine}: only pending can be revoked"
+        );
+        assert!(
+            grants
+                .claimed(&g.id, GrantState::Claiming, "k1")
+                .await
+                .unwrap()
+        );
+        let done = grants.get(&g.id).await.unwrap().unwrap();
+        assert_eq!(
+            (done.state, done.key_id.as_deref()),
+            (GrantState::Claimed, Some("k1")),
+            "{engine}"
+        );
+        assert!(!grants.begin_claim(&g.id, "ada@example.com").await.unwrap());
+
+        // A claimed row can only be the owner's: the CHECK holds in the database.
+        let other = grants.create(&new).await.unwrap();
+        assert!(grants.begin_claim(&other.id, "mallory@x").await.unwrap());
+        assert!(
+            grants
+                .claimed(&other.id, GrantState::Claiming, "k2")
+                .await
+                .is_err(),
+            "{engine}: a claim by someone else cannot be completed"
+        );
+
+        // Revoked and expired ones.
+        let r = grants.create(&new).await.unwrap();
+        assert!(grants.revoke(&r.id, "op@x").await.unwrap());
+        assert!(!grants.begin_claim(&r.id, "ada@example.com").await.unwrap());
+        let short = Grants::new(db.clone(), Duration::ZERO);
+        let e = short.create(&new).await.unwrap();
+        assert!(
+            !short.begin_claim(&e.id, "ada@example.com").await.unwrap(),
+            "{engine}: past its time"
+        );
+        let expired = short.expire_due().await.unwrap();
+        assert_eq!(expired.len(), 1, "{engine}");
+        assert_eq!(expired[0].id, e.id);
+        assert!(
+            short.expire_due().await.unwrap().is_empty(),
+            "{engine}: once"
+        );
+        let listed = grants
+            .list(Some(GrantState::Pending), Some("ADA@example.com"), 10)
+            .await
+            .unwrap();
+        assert!(listed.is_empty(), "{engine}");
+        let all = grants.list(None, Some("u1"), 10).await.unwrap();
+        assert_eq!(all.len(), 4, "{engine}");
+    }
+}

@@ -249,6 +249,15 @@ impl FakeVultr {
         *lock(&self.inner.knobs.fault) = Some(fault);
     }
 
+    /// Changes a user's email, as the console would.
+    pub fn set_user_email(&self, user_id: &str, email: &str) {
+        for u in lock(&self.inner.data).users.iter_mut() {
+            if u.id == user_id {
+                u.email = Some(email.to_string());
+            }
+        }
+    }
+
     /// The `n`th request (1-based) with `method` from now fails once with `status`.
     pub fn fail_nth(&self, method: &str, n: usize, status: u16) {
         *lock(&self.inner.knobs.nth_fault) =

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::grants::{closed, expire_due, find, reconcile};
 use super::keys::{Claimed, reveal_to};
-use super::{Layout, no_store, render};
+use super::{Layout, render};
 use crate::audit::{AuditAction, Intent, Outcome};
 use crate::error::AppError;
 use crate::grants::{Grant, GrantState};
@@ -52,19 +52,21 @@ async fn owner_only(ctx: &Ctx, grant: &Grant) -> Result<(), AppError> {
 /// The grant, for its owner, with its state brought up to date: expired if
 /// past its time, and a lost claim reconciled from the user's key list.
 async fn current(ctx: &Ctx, raw: &str) -> Result<(Grant, VultrId), AppError> {
-    let grant = find(&ctx.state, raw).await?;
+    let mut grant = find(&ctx.state, raw).await?;
     owner_only(ctx, &grant).await?;
     let user = VultrId::parse(&grant.user_id)?;
     let now = ctx.state.db.now_ms().await.map_err(AppError::store)?;
-    if grant.state == GrantState::Pending && grant.expires_ms <= now {
+    let overdue = grant.state == GrantState::Pending && grant.expires_ms <= now;
+    if overdue || grant.state == GrantState::Claiming {
         expire_due(&ctx.state).await;
-    } else if grant.state == GrantState::Unknown {
+        grant = find(&ctx.state, raw).await?;
+    }
+    if grant.state == GrantState::Unknown {
         let keys = ctx.state.vultr.list_keys(&user).await?;
         reconcile(&ctx.state, &grant, &keys).await;
-    } else {
-        return Ok((grant, user));
+        grant = find(&ctx.state, raw).await?;
     }
-    Ok((find(&ctx.state, raw).await?, user))
+    Ok((grant, user))
 }
 
 async fn claim_page(
@@ -79,9 +81,9 @@ async fn claim_page(
         grant,
         notice,
     };
-    let mut resp = render(status, &view);
-    no_store(&mut resp);
-    Ok(resp)
+    // `no-store` comes from the default layer; not `no_store()`, whose
+    // no-referrer would make this form post `Origin: null`.
+    Ok(render(status, &view))
 }
 
 /// The owner's confirmation: who granted what, and a "Create my key" form.
@@ -120,13 +122,16 @@ pub async fn claim_submit(
         }
         Err(Refusal::Unavailable(e)) => return Err(e),
         Err(Refusal::Refused) => {
-            let notice = "That form has expired or was opened in another session. Press the button again.";
+            let notice =
+                "That form has expired or was opened in another session. Press the button again.";
             return claim_page(&ctx, grant, Some(notice.into()), StatusCode::FORBIDDEN).await;
         }
     };
     // Vultr's word now, not a cached one: the owner must still be this user.
     ctx.state.vultr.invalidate_user(&user_id);
-    let user = claim.prepare(ctx.state.vultr.get_user(&user_id).await).await?;
+    let user = claim
+        .prepare(ctx.state.vultr.get_user(&user_id).await)
+        .await?;
     let still_theirs = user
         .email
         .as_deref()
@@ -146,7 +151,12 @@ pub async fn claim_submit(
     }
     // The one conditional claim: a second or concurrent one acts on nothing.
     let won = claim
-        .prepare(ctx.state.grants.begin_claim(&grant.id, &ctx.who.email).await)
+        .prepare(
+            ctx.state
+                .grants
+                .begin_claim(&grant.id, &ctx.who.email)
+                .await,
+        )
         .await?;
     if !won {
         claim.release().await;
@@ -172,7 +182,10 @@ pub async fn claim_submit(
     let grants = &ctx.state.grants;
     match claim.execute(intent, call, |k| Some(k.id.clone())).await {
         Ok(created) => {
-            if let Err(e) = grants.claimed(&grant.id, GrantState::Claiming, &created.id).await {
+            if let Err(e) = grants
+                .claimed(&grant.id, GrantState::Claiming, &created.id)
+                .await
+            {
                 // The key exists and is audited; the grant stays "claiming".
                 tracing::error!(error = %e, "claimed grant could not be marked");
             }

@@ -253,7 +253,10 @@ pub async fn grant_revoke(
     };
     let user = crate::ids::VultrId::parse(&grant.user_id)?;
     let token = input.form_token.as_deref().filter(|t| !t.is_empty());
-    let claim = match ctx.claim(token, Scope::GrantRevoke(&grant.id), &user, None).await {
+    let claim = match ctx
+        .claim(token, Scope::GrantRevoke(&grant.id), &user, None)
+        .await
+    {
         Ok(claim) => claim,
         Err(Refusal::Replay { .. }) => return Err(closed(&grant)),
         Err(Refusal::Unavailable(e)) => return Err(e),
@@ -281,14 +284,30 @@ pub async fn grant_revoke(
     };
     claim.store(intent, revoke, |_| None).await?;
     metrics::counter!("keydesk_grants_total", "event" => "revoke").increment(1);
-    ctx.flash("ok", format!("Withdrew the claim link for “{}”.", grant.key_name))
-        .await;
+    ctx.flash(
+        "ok",
+        format!("Withdrew the claim link for “{}”.", grant.key_name),
+    )
+    .await;
     Ok(Redirect::to(&paths::user(&grant.user_id)).into_response())
 }
 
 /// Marks pending grants past their time expired, one audit entry each
-/// (by the system). Runs from the upkeep task and before grant pages.
+/// (by the system), and claims abandoned by a stopped process unknown.
+/// Runs from the upkeep task and before grant pages.
 pub async fn expire_due(state: &AppState) {
+    match state
+        .grants
+        .abandon_stale_claims(crate::audit::PENDING_BOUND)
+        .await
+    {
+        Ok(n) if n > 0 => tracing::warn!(
+            count = n,
+            "claims left unfinished by a stopped process marked unknown"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not check for abandoned claims"),
+    }
     let expired = match state.grants.expire_due().await {
         Ok(g) => g,
         Err(e) => {
@@ -321,7 +340,10 @@ pub async fn reconcile(state: &AppState, grant: &Grant, keys: &[ApiKey]) {
         .find(|k| k.name.as_deref().is_some_and(|n| n.ends_with(&tag)));
     let (moved, outcome, note) = match found {
         Some(k) => (
-            state.grants.claimed(&grant.id, GrantState::Unknown, &k.id).await,
+            state
+                .grants
+                .claimed(&grant.id, GrantState::Unknown, &k.id)
+                .await,
             Outcome::Ok,
             "reconciled: the key was created",
         ),

@@ -303,7 +303,11 @@ async fn open_grants(
         }
     }
     let mut open = Vec::new();
-    for s in [GrantState::Pending, GrantState::Claiming, GrantState::Unknown] {
+    for s in [
+        GrantState::Pending,
+        GrantState::Claiming,
+        GrantState::Unknown,
+    ] {
         match list(s).await {
             Ok(g) => open.extend(g),
             Err(e) => tracing::warn!(error = %e, "claim links unavailable for the user page"),

@@ -272,8 +272,9 @@ impl VultrClient {
             .await?;
         self.invalidate_user(user_id);
         let env: CreatedEnvelope = serde_json::from_slice(&bytes)
+            // Vultr said yes but the answer is unreadable: the key may exist.
             // serde's message names the field, never its value: safe to keep.
-            .map_err(|e| VultrError::Malformed(format!("create response: {e}")))?;
+            .map_err(|e| VultrError::OutcomeUnknown(format!("unreadable create response: {e}")))?;
         Ok(env.api_key)
     }
 

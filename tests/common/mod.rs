@@ -42,6 +42,8 @@ pub struct Options {
     /// Overrides the default header mode (e.g. JWT).
     pub auth: Option<AuthMode>,
     pub cookie_secure: bool,
+    pub public_url: Option<String>,
+    pub claim_ttl: Duration,
 }
 
 impl Options {
@@ -61,6 +63,8 @@ impl Options {
             cookie_secure: self.cookie_secure,
             upstream: self.upstream.clone(),
             page_size: self.page_size,
+            public_url: self.public_url.clone(),
+            claim_ttl: self.claim_ttl,
             ..Settings::new(url, SecretString::from(self.root_key.to_string()))
         }
     }
@@ -99,6 +103,8 @@ impl Default for Options {
             policy: KeyPolicy::default(),
             auth: None,
             cookie_secure: false,
+            public_url: None,
+            claim_ttl: Duration::from_secs(72 * 3600),
         }
     }
 }

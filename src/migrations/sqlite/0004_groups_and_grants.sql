@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS grants (
     expires_ms  INTEGER NOT NULL,
     state       TEXT    NOT NULL CHECK (state IN ('pending', 'claiming', 'claimed', 'expired', 'revoked', 'unknown')),
     claimed_by  TEXT,
+    -- When the current claim went to Vultr: a claim left 'claiming' by a
+    -- stopped process is settled from the key list once it is this old.
+    claim_ms    INTEGER,
     key_id      TEXT,
     ended_by    TEXT,
     ended_ms    INTEGER,

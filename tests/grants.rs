@@ -1,0 +1,493 @@
+//! Claim links: an operator grants, only the key's owner (signed in as
+//! themselves, with or without a keydesk role) creates and sees the key.
+
+// Tests fail loudly on any unexpected error: unwrap is the point.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use keydesk::fake_vultr::FakeVultr;
+
+const ADA: &str = "ada@example.com";
+const STRANGER: &str = "stranger@example.com";
+
+/// The href of `<a id="claim-link" href="…">`.
+fn claim_link(page: &str) -> String {
+    let start = page
+        .find(r#"<a id="claim-link" href=""#)
+        .expect("claim link")
+        + 25;
+    page[start..start + page[start..].find('"').unwrap()].to_string()
+}
+
+/// The grant id at the end of a claim link.
+fn grant_of(link: &str) -> String {
+    link.rsplit('/').next().unwrap().to_string()
+}
+
+/// An operator (the app's own client) grants Ada a key; returns the link.
+async fn grant(app: &TestApp, ada: &str, fields: &[(&str, &str)]) -> String {
+    let token = app.form_token(ada).await;
+    let resp = app
+        .submit(&format!("/users/{ada}/grants"), &token, fields)
+        .await;
+    assert_eq!(resp.status(), 200);
+    claim_link(&resp.text().await.unwrap())
+}
+
+fn posts(app: &TestApp) -> usize {
+    app.fake.count("POST", "/v2/users")
+}
+
+#[tokio::test]
+async fn the_owner_claims_once_and_only_the_owner_sees_the_key() {
+    let opts = Options {
+        public_url: Some("https://keydesk.example.com".into()),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let ada = app.user_id(ADA);
+    let date = date_in(90);
+    let link = grant(
+        &app,
+        &ada,
+        &[
+            ("name", "ci-deploy"),
+            ("expire", "true"),
+            ("date_expire", &date),
+            ("reason", "OPS-7"),
+        ],
+    )
+    .await;
+    assert!(
+        link.starts_with("https://keydesk.example.com/claim/"),
+        "{link}"
+    );
+    let gid = grant_of(&link);
+    assert!(gid.len() >= 32, "at least 128 bits");
+    assert_eq!(posts(&app), 0, "granting creates nothing upstream");
+    let path = format!("/claim/{gid}");
+
+    // The operator's user page lists the open link; no key yet.
+    let (_, user_page) = app.get(&format!("/users/{ada}")).await;
+    assert!(user_page.contains("id=\"pending-grants\""));
+    assert!(user_page.contains("ci-deploy"));
+
+    // The owner has no keydesk role: only their claim page opens.
+    let owner = client(Some(ADA));
+    let r = owner.get(app.url("/users")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = owner.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("id=\"claim-submit\""));
+    assert!(page.contains(STAFF), "names who granted it");
+    assert!(!page.contains("href=\"/users\""), "no staff navigation");
+    assert_eq!(posts(&app), 0, "the GET has no side effect");
+
+    let token = hidden_token(&page);
+    let resp = owner
+        .post(app.url(&path))
+        .form(&[("form_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let reveal = resp.text().await.unwrap();
+    let secret = revealed_key(&reveal).expect("revealed to the owner");
+    assert_eq!(reveal.matches(&secret).count(), 1);
+    assert_eq!(posts(&app), 1);
+    let sent = app.upstream_request("POST");
+    assert!(sent.path.ends_with(&format!("/users/{ada}/apikeys")));
+    assert!(sent.body.contains("ci-deploy [claim "), "{}", sent.body);
+    assert!(sent.body.contains(&date), "{}", sent.body);
+
+    // A replay: 409 and nothing upstream.
+    let replay = owner
+        .post(app.url(&path))
+        .form(&[("form_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 409);
+    assert_eq!(
+        owner.get(app.url(&path)).send().await.unwrap().status(),
+        409
+    );
+    assert_eq!(posts(&app), 1);
+
+    // The audit: the owner created it, the operator granted it.
+    let f = keydesk::audit::Filter {
+        action: Some("grant.claim".into()),
+        ..Default::default()
+    };
+    let entries = app.state.audit.list(&f, 10, 0).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    assert_eq!(
+        (
+            e.actor.as_str(),
+            e.granted_by.as_deref(),
+            e.outcome.as_str()
+        ),
+        (ADA, Some(STAFF), "ok")
+    );
+    assert_eq!(e.grant_id.as_deref(), Some(gid.as_str()));
+    assert_eq!(e.role, "claimant");
+    assert_eq!(app.audit_count("grant.create").await, 1);
+    let (_, audit) = app.get("/audit").await;
+    assert!(audit.contains("granted by staff@example.com"));
+    let (_, jsonl) = app.get("/audit.jsonl").await;
+    assert!(jsonl.contains("\"granted_by\":\"staff@example.com\""));
+
+    // The operator's pages, after the claim: never the key.
+    for p in [format!("/users/{ada}"), "/grants".into(), "/audit".into()] {
+        let (_, body) = app.get(&p).await;
+        assert!(!body.contains(&secret), "{p}");
+    }
+    let (_, grants) = app.get("/grants?state=claimed").await;
+    assert!(grants.contains("data-grant-state=\"claimed\""));
+    // The key counts as keydesk's in the report.
+    app.start_scan().await;
+    app.state.reports.wait_idle().await;
+    let report = app.state.reports.snapshot().await.unwrap().last.unwrap();
+    let row = report
+        .rows
+        .iter()
+        .find(|r| {
+            r.key
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("ci-deploy"))
+        })
+        .unwrap();
+    assert!(!row.outside, "a claimed key is created by keydesk");
+}
+
+#[tokio::test]
+async fn nobody_but_the_owner_may_open_or_claim() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    let link = grant(&app, &ada, &[("name", "mine")]).await;
+    assert!(link.starts_with("/claim/"), "relative without a public URL");
+    let path = link;
+    let owner = client(Some(ADA));
+    let token = hidden_token(&get_text(&owner, app.url(&path)).await);
+    for who in [STAFF, VIEWER, STRANGER] {
+        let c = client(Some(who));
+        let r = c.get(app.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{who}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("mine"), "{who} learns nothing about the key");
+        let r = c
+            .post(app.url(&path))
+            .form(&[("form_token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{who}");
+    }
+    assert_eq!(posts(&app), 0);
+    // A stranger still gets 403 everywhere else.
+    let stranger = client(Some(STRANGER));
+    for p in ["/users", "/grants", "/audit"] {
+        assert_eq!(stranger.get(app.url(p)).send().await.unwrap().status(), 403);
+    }
+    // Case does not matter for the owner's email.
+    let upper = client(Some("ADA@Example.com"));
+    assert_eq!(
+        upper.get(app.url(&path)).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn eight_concurrent_claims_create_one_key() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    let path = grant(&app, &ada, &[("name", "race")]).await;
+    let owner = client(Some(ADA));
+    // Eight tabs, each with its own form, pressed at once.
+    let mut tokens = vec![];
+    for _ in 0..8 {
+        tokens.push(hidden_token(&get_text(&owner, app.url(&path)).await));
+    }
+    let url = app.url(&path);
+    let tasks: Vec<_> = tokens
+        .into_iter()
+        .map(|t| {
+            let (c, url) = (owner.clone(), url.clone());
+            tokio::spawn(async move {
+                let r = c.post(url).form(&[("form_token", t)]).send().await.unwrap();
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = vec![];
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 409),
+        "{statuses:?}"
+    );
+    assert_eq!(posts(&app), 1);
+}
+
+#[tokio::test]
+async fn expired_and_withdrawn_links_are_gone() {
+    let opts = Options {
+        claim_ttl: Duration::ZERO,
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let ada = app.user_id(ADA);
+    let path = grant(&app, &ada, &[("name", "late")]).await;
+    let owner = client(Some(ADA));
+    let r = owner.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    let r = owner
+        .post(app.url(&path))
+        .form(&[("form_token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    assert_eq!(app.audit_count("grant.expire").await, 1);
+    assert_eq!(posts(&app), 0);
+
+    let (app, ada) = TestApp::with_user(ADA).await;
+    let path = grant(&app, &ada, &[("name", "withdrawn")]).await;
+    let owner_token = hidden_token(&get_text(&owner, app.url(&path)).await);
+    let gid = grant_of(&path);
+    let resp = app
+        .through_form(
+            &format!("/grants/{gid}/revoke"),
+            &[("reason", "wrong user")],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(app.audit_count("grant.revoke").await, 1);
+    let r = owner.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    let r = owner
+        .post(app.url(&path))
+        .form(&[("form_token", owner_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    assert_eq!(posts(&app), 0);
+    // Withdrawing again: the link is no longer pending.
+    let again = app.response(&format!("/grants/{gid}/revoke")).await;
+    assert_eq!(again.status(), 410);
+    // A viewer cannot withdraw.
+    let viewer = client(Some(VIEWER));
+    let r = viewer
+        .get(app.url(&format!("/grants/{gid}/revoke")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        viewer
+            .get(app.url("/grants"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_changed_email_at_vultr_refuses_the_claim() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    let path = grant(&app, &ada, &[("name", "moved")]).await;
+    let owner = client(Some(ADA));
+    let token = hidden_token(&get_text(&owner, app.url(&path)).await);
+    app.fake.set_user_email(&ada, "someone-else@example.com");
+    let r = owner
+        .post(app.url(&path))
+        .form(&[("form_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(posts(&app), 0);
+}
+
+/// A claim whose create answer is lost leaves the grant `unknown`.
+async fn lost_claim(app: &TestApp, ada: &str, name: &str) -> keydesk::grants::Grant {
+    let path = grant(app, ada, &[("name", name)]).await;
+    let owner = client(Some(ADA));
+    let token = hidden_token(&get_text(&owner, app.url(&path)).await);
+    // Vultr says 200, but the answer is cut off: the key may exist.
+    app.fake
+        .set_fault_on("POST", keydesk::fake_vultr::Fault::Truncated);
+    let r = owner
+        .post(app.url(&path))
+        .form(&[("form_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    app.fake.set_fault(None);
+    assert_eq!(r.status(), 504, "outcome unknown");
+    let g = app
+        .state
+        .grants
+        .get(&grant_of(&path))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(g.state, keydesk::grants::GrantState::Unknown);
+    // Opening the link again settles it from the key list first.
+    let again = owner.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(
+        again.status(),
+        200,
+        "reconciled on open: nothing was created"
+    );
+    g
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_reconciled_from_the_key_list() {
+    use keydesk::grants::GrantState;
+    let (app, ada) = TestApp::with_user(ADA).await;
+    // Nothing was created: opening the link reconciles it back to pending.
+    let g = lost_claim(&app, &ada, "lost").await;
+    let now = app.state.grants.get(&g.id).await.unwrap().unwrap();
+    assert_eq!(now.state, GrantState::Pending);
+
+    // The key was created (its tagged name is in the list): claimed.
+    let g = lost_claim(&app, &ada, "made").await;
+    let made = app.state.grants.get(&g.id).await.unwrap().unwrap();
+    assert_eq!(made.state, GrantState::Pending);
+    // The other branch: a claim whose process stopped mid-call (left
+    // `claiming`) becomes unknown once past the bound, and the key exists.
+    assert!(app.state.grants.begin_claim(&g.id, ADA).await.unwrap());
+    let mut abandoned = 0;
+    for _ in 0..200 {
+        abandoned = app
+            .state
+            .grants
+            .abandon_stale_claims(Duration::ZERO)
+            .await
+            .unwrap();
+        if abandoned > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(abandoned, 1);
+    let key = app.fake.add_key(&ada, &g.vultr_key_name(), None);
+    let (status, _) = app.get(&format!("/users/{ada}")).await;
+    assert_eq!(status, 200);
+    let now = app.state.grants.get(&g.id).await.unwrap().unwrap();
+    assert_eq!(now.state, GrantState::Claimed);
+    assert_eq!(now.key_id.as_deref(), Some(key.as_str()));
+    assert_eq!(posts(&app), 2, "one attempt each, never a second create");
+    let owner = client(Some(ADA));
+    let r = owner
+        .get(app.url(&format!("/claim/{}", g.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test]
+async fn a_claim_link_reveals_its_key_exactly_once_anywhere() {
+    let fake = FakeVultr::seeded(ROOT_KEY);
+    let upstream = fake.spawn().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("keydesk-claims-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("keydesk.db");
+    let (mut child, base, mut rx) = spawn_binary(&[
+        ("KEYDESK_VULTR_API_URL", upstream.clone()),
+        ("KEYDESK_AUDIT_DB", format!("sqlite://{}", db.display())),
+        ("KEYDESK_PUBLIC_URL", "https://keydesk.example.com".into()),
+        ("RUST_LOG", "trace".into()),
+    ])
+    .await;
+    let staff = client(Some(STAFF));
+    let ada = user_id_in(&fake, ADA);
+    let token = hidden_token(&get_text(&staff, format!("{base}/users/{ada}")).await);
+    let created = staff
+        .post(format!("{base}/users/{ada}/grants"))
+        .form(&[("form_token", token.as_str()), ("name", "handoff")])
+        .send()
+        .await
+        .unwrap();
+    let mut captured = format!("{:?}", created.headers());
+    let page = created.text().await.unwrap();
+    captured.push_str(&page);
+    let path = claim_link(&page).replace("https://keydesk.example.com", "");
+
+    let owner = client(Some(ADA));
+    let claim_page = owner.get(format!("{base}{path}")).send().await.unwrap();
+    captured.push_str(&format!("{:?}", claim_page.headers()));
+    let claim_page = claim_page.text().await.unwrap();
+    captured.push_str(&claim_page);
+    let resp = owner
+        .post(format!("{base}{path}"))
+        .form(&[("form_token", hidden_token(&claim_page).as_str())])
+        .send()
+        .await
+        .unwrap();
+    let reveal_headers = format!("{:?}", resp.headers());
+    let reveal = resp.text().await.unwrap();
+    let secret = revealed_key(&reveal).expect("revealed");
+    assert_eq!(reveal.matches(&secret).count(), 1, "once on the reveal");
+    captured.push_str(&reveal_headers);
+    for p in [
+        path.clone(),
+        format!("/users/{ada}"),
+        "/grants".into(),
+        "/audit".into(),
+        "/audit.jsonl".into(),
+        "/audit.csv".into(),
+    ] {
+        for c in [&staff, &owner] {
+            let r = c.get(format!("{base}{p}")).send().await.unwrap();
+            captured.push_str(&format!("{:?}", r.headers()));
+            captured.push_str(&r.text().await.unwrap());
+        }
+    }
+    let pid = child.id().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let mut logs = String::new();
+    while let Some(line) = rx.recv().await {
+        logs.push_str(&line);
+        logs.push('\n');
+    }
+    assert!(logs.contains("key created"), "trace logs were captured");
+    let mut files = String::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        files.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    assert!(files.contains("handoff"), "the database was written");
+    for (what, text) in [
+        ("logs", &logs),
+        ("pages and headers", &captured),
+        ("files", &files),
+    ] {
+        assert!(!text.contains(&secret), "new key found in {what}");
+        assert!(!text.contains(ROOT_KEY), "root key found in {what}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
