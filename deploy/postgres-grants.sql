@@ -17,3 +17,6 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON form_tokens, sessions TO keydesk_app;
 GRANT SELECT, UPDATE ON jobs, rate_budget TO keydesk_app;
 -- Claim links: created, claimed, revoked and expired by state changes.
 GRANT SELECT, INSERT, UPDATE ON grants TO keydesk_app;
+-- Expiry notices: passes and the one record per (key, threshold, channel).
+GRANT SELECT, INSERT, UPDATE ON notice_runs, notices TO keydesk_app;
+GRANT USAGE ON SEQUENCE notice_runs_id_seq TO keydesk_app;

@@ -21,7 +21,9 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::identity::Gate;
 use crate::pages::keys::{create, revoke, rotate};
-use crate::pages::{assets, audit, brake, claim, cleanup, grants, offboard, ops, reports, users};
+use crate::pages::{
+    assets, audit, brake, claim, cleanup, grants, notices, offboard, ops, reports, users,
+};
 use crate::session_store::DbSessionStore;
 use crate::state::AppState;
 
@@ -78,6 +80,8 @@ pub fn build_router(state: AppState) -> Router {
             "/claim/{grant}",
             get(claim::claim_show).post(claim::claim_submit),
         )
+        .route("/notices", get(notices::notices_list))
+        .route("/notices/run", post(notices::notices_run))
         .route("/reports/keys", get(reports::keys_report))
         .route(
             "/reports/keys/revoke-expired",

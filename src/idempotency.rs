@@ -35,6 +35,8 @@ pub enum Scope<'a> {
     /// Claiming a grant (by its id), and revoking one.
     GrantClaim(&'a str),
     GrantRevoke(&'a str),
+    /// A notice pass started from the page.
+    NoticeRun,
 }
 
 impl fmt::Display for Scope<'_> {
@@ -50,6 +52,7 @@ impl fmt::Display for Scope<'_> {
             Scope::GrantCreate(u) => write!(f, "grant:{u}"),
             Scope::GrantClaim(g) => write!(f, "claim:{g}"),
             Scope::GrantRevoke(g) => write!(f, "grant-revoke:{g}"),
+            Scope::NoticeRun => f.write_str("notices:run"),
         }
     }
 }

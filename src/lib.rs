@@ -15,6 +15,7 @@ pub mod identity;
 pub mod ids;
 pub mod jwt;
 pub mod metrics;
+pub mod notify;
 pub mod pages;
 pub mod policy;
 pub mod report;

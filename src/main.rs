@@ -1,4 +1,4 @@
-//! `keydesk serve|demo|healthcheck`: parse the command line, build, run.
+//! `keydesk serve|demo|notify|migrate|healthcheck`: parse the command line, build, run.
 //! No logic here: configuration lives in `config`, start-up in `startup`.
 
 use std::process::ExitCode;
@@ -61,6 +61,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             });
             app.run_until(shutdown_signal()).await
         }
+        Command::Notify(cmd) => notify_once(*cmd).await,
         Command::Demo(args) => {
             telemetry::init(&args.common.log_format);
             // A fresh random root key that only the in-process fake accepts.
@@ -80,5 +81,55 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             app.run_until(shutdown_signal()).await
         }
+    }
+}
+
+/// `keydesk notify --once`: one pass of expiry notices, then exit; an error
+/// (Vultr unreadable, a channel failing) is a non-zero exit for cron.
+async fn notify_once(cmd: keydesk::config::NotifyCmd) -> Result<(), String> {
+    telemetry::init(&cmd.serve.common.log_format);
+    if !cmd.once {
+        return Err("notify runs one pass and exits: add --once (serve schedules passes itself with KEYDESK_NOTIFY_INTERVAL)".into());
+    }
+    let settings = if cmd.demo {
+        let token = random_key();
+        let url = FakeVultr::seeded(&token)
+            .spawn()
+            .await
+            .map_err(|e| format!("cannot start the demo upstream: {e}"))?;
+        cmd.serve.settings_with(&url, SecretString::from(token))?
+    } else {
+        let key = cmd.serve.root_key().map_err(|e| e.to_string())?;
+        cmd.serve.settings_with(&cmd.serve.vultr_api_url, key)?
+    };
+    let state = keydesk::state::AppState::new(settings).await?;
+    let notifier = state.notifier.clone();
+    if notifier.channels().is_empty() {
+        eprintln!(
+            "keydesk notify: no channel is configured (KEYDESK_NOTIFY_WEBHOOK_URL, KEYDESK_SMTP_URL): nothing will be sent"
+        );
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let report = notifier
+        .run(
+            &state.vultr,
+            &state.audit,
+            keydesk::notify::Trigger::Command,
+            now,
+        )
+        .await;
+    state.audit.close().await;
+    let report = report?;
+    if report.skipped {
+        println!("keydesk notify: another notice pass is running; this one did nothing");
+        return Ok(());
+    }
+    println!(
+        "keydesk notify: pass #{}: {} users, {} keys due, {} notices sent, {} failed",
+        report.run_id, report.users, report.keys_due, report.sent, report.failed
+    );
+    match report.error {
+        None => Ok(()),
+        Some(e) => Err(format!("notice pass #{} failed: {e}", report.run_id)),
     }
 }

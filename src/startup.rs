@@ -61,6 +61,7 @@ impl Application {
     ) -> Result<(), String> {
         let audit = self.state.audit.clone();
         let upkeep = tokio::spawn(upkeep(self.state.clone()));
+        let notices = tokio::spawn(notice_schedule(self.state.clone()));
         let router = crate::app::build_router(self.state);
         let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
         let signal = {
@@ -86,6 +87,7 @@ impl Application {
             }
         };
         upkeep.abort();
+        notices.abort();
         // No request of this process can settle its open intents any more.
         match audit.mark_own_unknown().await {
             Ok(n) if n > 0 => {
@@ -139,6 +141,44 @@ async fn upkeep(state: AppState) {
         }
         // Claim links past their time: expired once, audited by the replica that wins.
         crate::pages::grants::expire_due(&state).await;
+    }
+}
+
+/// The longest the scheduler waits between looks: a pass is due when the
+/// last one (on any replica) started an interval ago.
+const NOTICE_TICK: Duration = Duration::from_secs(60);
+
+/// Runs expiry-notice passes every `KEYDESK_NOTIFY_INTERVAL` when a channel
+/// is configured. Every replica looks; the database lets one run each pass.
+async fn notice_schedule(state: AppState) {
+    let notifier = state.notifier.clone();
+    if !notifier.scheduled() {
+        if notifier.channels().is_empty() {
+            tracing::info!("expiry notices off: no channel configured");
+        } else {
+            tracing::info!("expiry notice scheduler off (KEYDESK_NOTIFY_INTERVAL=0)");
+        }
+        return;
+    }
+    if state.public_url.is_none() {
+        tracing::warn!(
+            "KEYDESK_PUBLIC_URL is not set: links in notices are paths, not full addresses"
+        );
+    }
+    let mut tick = tokio::time::interval(notifier.interval().min(NOTICE_TICK));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = time::OffsetDateTime::now_utc();
+        let run = notifier.run(
+            &state.vultr,
+            &state.audit,
+            crate::notify::Trigger::Schedule,
+            now,
+        );
+        if let Err(e) = run.await {
+            tracing::warn!(error = %e, "scheduled notice pass could not run");
+        }
     }
 }
 

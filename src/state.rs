@@ -14,6 +14,7 @@ use crate::db::{Db, redacted};
 use crate::grants::Grants;
 use crate::idempotency::FormTokens;
 use crate::identity::{Access, AuthMode, Gate};
+use crate::notify::{Notifier, NotifyConfig};
 use crate::policy::KeyPolicy;
 use crate::report::Reports;
 use crate::vultr::{ClientOptions, VultrClient, VultrError};
@@ -36,6 +37,7 @@ pub struct AppState {
     pub readiness: Readiness,
     pub reports: Arc<Reports>,
     pub grants: Grants,
+    pub notifier: Arc<Notifier>,
     /// keydesk's own address, for absolute links (claim links, notices).
     pub public_url: Option<String>,
 }
@@ -70,6 +72,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// How long a claim link works.
     pub claim_ttl: std::time::Duration,
+    /// Expiry notices (no channel and no scheduler by default).
+    pub notify: NotifyConfig,
 }
 
 impl Settings {
@@ -99,6 +103,7 @@ impl Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
             claim_ttl: std::time::Duration::from_secs(72 * 3600),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -126,6 +131,7 @@ impl AppState {
             audit,
             reports: Arc::new(Reports::new(db.clone())),
             grants: Grants::new(db.clone(), s.claim_ttl),
+            notifier: Arc::new(Notifier::new(db.clone(), s.notify, s.public_url.clone())?),
             public_url: s.public_url,
             db,
             page_size: s.page_size,

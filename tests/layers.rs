@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("fake_vultr", 2),
     ("session_store", 2),
     ("identity", 3),
+    ("notify", 3),
     ("csrf", 3),
     ("state", 4),
     ("session", 4),

@@ -29,10 +29,12 @@ pub enum AuditAction {
     GrantClaim,
     GrantRevoke,
     GrantExpire,
+    /// A pass of expiry notices (by the system).
+    NoticeRun,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 13] = [
         AuditAction::KeyCreate,
         AuditAction::KeyRotate,
         AuditAction::KeyRevoke,
@@ -45,6 +47,7 @@ impl AuditAction {
         AuditAction::GrantClaim,
         AuditAction::GrantRevoke,
         AuditAction::GrantExpire,
+        AuditAction::NoticeRun,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +64,7 @@ impl AuditAction {
             AuditAction::GrantClaim => "grant.claim",
             AuditAction::GrantRevoke => "grant.revoke",
             AuditAction::GrantExpire => "grant.expire",
+            AuditAction::NoticeRun => "notice.run",
         }
     }
 }

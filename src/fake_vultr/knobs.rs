@@ -249,6 +249,16 @@ impl FakeVultr {
         *lock(&self.inner.knobs.fault) = Some(fault);
     }
 
+    /// Every key's secret (tests look for leaks).
+    pub fn secrets(&self) -> Vec<String> {
+        lock(&self.inner.data)
+            .keys
+            .values()
+            .flatten()
+            .map(|k| k.secret.clone())
+            .collect()
+    }
+
     /// Changes a user's email, as the console would.
     pub fn set_user_email(&self, user_id: &str, email: &str) {
         for u in lock(&self.inner.data).users.iter_mut() {

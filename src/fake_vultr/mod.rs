@@ -125,8 +125,41 @@ impl FakeVultr {
 
     /// Adds a key that expires after `expires_in` (never when `None`); returns its id.
     pub fn add_key(&self, user_id: &str, name: &str, expires_in: Option<time::Duration>) -> String {
+        self.add_key_with_id(uuid::Uuid::new_v4().to_string(), user_id, name, expires_in)
+    }
+
+    /// A key that expires at `at` exactly; returns its id.
+    pub fn add_key_expiring(&self, user_id: &str, name: &str, at: time::OffsetDateTime) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let date = at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
         let key = StoredKey {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: id.clone(),
+            name: name.to_string(),
+            expire: true,
+            date_expire: Some(date),
+            secret: random_key(),
+            date_created: now_rfc3339(time::Duration::days(-30)),
+        };
+        lock(&self.inner.data)
+            .keys
+            .entry(user_id.to_string())
+            .or_default()
+            .push(key);
+        id
+    }
+
+    /// `add_key` with a given key id.
+    pub fn add_key_with_id(
+        &self,
+        id: String,
+        user_id: &str,
+        name: &str,
+        expires_in: Option<time::Duration>,
+    ) -> String {
+        let key = StoredKey {
+            id,
             name: name.to_string(),
             expire: expires_in.is_some(),
             date_expire: expires_in.map(now_rfc3339),

@@ -34,6 +34,25 @@ impl FakeVultr {
         fake
     }
 
+    /// A demo key whose id follows from its user and name, so the demo's
+    /// data is the same in every process (`keydesk notify --once --demo`
+    /// twice sends nothing the second time).
+    fn add_demo_key(
+        &self,
+        user_id: &str,
+        name: &str,
+        expires_in: Option<time::Duration>,
+    ) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{user_id}/{name}").as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let id = uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string();
+        self.add_key_with_id(id, user_id, name, expires_in)
+    }
+
     pub(super) fn seed_demo(&self) {
         let people: [(&str, &str, &str); 25] = [
             ("Ada", "Lovelace", "ada@example.com"),
@@ -113,20 +132,20 @@ impl FakeVultr {
             // Keys covering every state: expired, expiring this week, far future, never.
             match i % 5 {
                 0 => {
-                    self.add_key(&id, "terraform", Some(time::Duration::days(400)));
-                    self.add_key(&id, "old-laptop", Some(time::Duration::days(-10)));
+                    self.add_demo_key(&id, "terraform", Some(time::Duration::days(400)));
+                    self.add_demo_key(&id, "old-laptop", Some(time::Duration::days(-10)));
                 }
                 1 => {
-                    self.add_key(&id, "ci-runner", Some(time::Duration::days(3)));
-                    self.add_key(&id, "backup-script", None);
+                    self.add_demo_key(&id, "ci-runner", Some(time::Duration::days(3)));
+                    self.add_demo_key(&id, "backup-script", None);
                 }
                 2 => {
-                    self.add_key(&id, "monitoring", Some(time::Duration::days(45)));
+                    self.add_demo_key(&id, "monitoring", Some(time::Duration::days(45)));
                 }
                 3 => {
-                    self.add_key(&id, "legacy-cron", None);
-                    self.add_key(&id, "expired-test", Some(time::Duration::days(-90)));
-                    self.add_key(&id, "staging", Some(time::Duration::days(6)));
+                    self.add_demo_key(&id, "legacy-cron", None);
+                    self.add_demo_key(&id, "expired-test", Some(time::Duration::days(-90)));
+                    self.add_demo_key(&id, "staging", Some(time::Duration::days(6)));
                 }
                 _ => {}
             }

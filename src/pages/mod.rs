@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod error;
 pub mod grants;
 pub mod keys;
+pub mod notices;
 pub mod offboard;
 pub mod ops;
 pub mod paths;

@@ -17,6 +17,8 @@ pub const AUDIT_JSONL: &str = "/audit.jsonl";
 pub const KEYS_REPORT: &str = "/reports/keys";
 pub const KEYS_REPORT_SCAN: &str = "/reports/keys/scan";
 pub const GRANTS: &str = "/grants";
+pub const NOTICES: &str = "/notices";
+pub const NOTICES_RUN: &str = "/notices/run";
 pub const KEYS_REVOKE_EXPIRED: &str = "/reports/keys/revoke-expired";
 
 /// Everything but RFC 3986's unreserved characters is encoded.

@@ -237,6 +237,14 @@ pub struct UserShowView {
     pub history: Vec<Entry>,
     /// Claim links of this user not yet used (pending, or being settled).
     pub grants: Vec<crate::grants::Grant>,
+    /// The last expiry notice sent about each key, by key id.
+    pub notices: std::collections::HashMap<String, crate::notify::NoticeRow>,
+}
+
+impl UserShowView {
+    pub fn last_notice(&self, key_id: &str) -> Option<&crate::notify::NoticeRow> {
+        self.notices.get(key_id)
+    }
 }
 
 /// `GET /users/{id}`: details, keys, the add-key form and recent history.
@@ -266,11 +274,16 @@ pub async fn user_page(
         user: Some(id.to_string()),
         ..Default::default()
     };
-    let (user, keys, history) = tokio::join!(
+    let (user, keys, history, notices) = tokio::join!(
         state.vultr.get_user(id),
         state.vultr.list_keys(id),
         state.audit.list(&history_filter, 10, 0),
+        state.notifier.last_sent(id.as_str()),
     );
+    let notices = notices.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "notices unavailable for the user page");
+        Default::default()
+    });
     let (user, mut keys) = (user?, keys?);
     keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));
     let history = history.unwrap_or_else(|e| {
@@ -280,6 +293,7 @@ pub async fn user_page(
     let view = UserShowView {
         layout: ctx.layout().await,
         grants: open_grants(state, id, &keys).await,
+        notices,
         user,
         keys,
         form,

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod pg;
+pub mod sinks;
 
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ pub struct Options {
     pub cookie_secure: bool,
     pub public_url: Option<String>,
     pub claim_ttl: Duration,
+    pub notify: keydesk::notify::NotifyConfig,
 }
 
 impl Options {
@@ -65,6 +67,7 @@ impl Options {
             page_size: self.page_size,
             public_url: self.public_url.clone(),
             claim_ttl: self.claim_ttl,
+            notify: self.notify.clone(),
             ..Settings::new(url, SecretString::from(self.root_key.to_string()))
         }
     }
@@ -105,6 +108,7 @@ impl Default for Options {
             cookie_secure: false,
             public_url: None,
             claim_ttl: Duration::from_secs(72 * 3600),
+            notify: Default::default(),
         }
     }
 }

@@ -1,0 +1,703 @@
+//! Expiry notices: a pass over every user's keys (the report's scan: shared
+//! rate budget, bounded concurrency) that tells the people who can act about
+//! keys crossing a threshold, on the channels configured.
+//!
+//! "Once" is a database fact: before a notice is sent, its `(key, threshold,
+//! channel)` row is written (`sending`), by one conditional insert or the
+//! retry of a `failed` row; so restarts, replicas and concurrent passes never
+//! send it twice, and a failed send is tried again by the next pass. One
+//! pass runs at a time across replicas (a lease in `jobs`); a scheduled pass
+//! runs only when the last one started at least an interval ago.
+
+pub mod plan;
+pub mod send;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+use crate::audit::{AuditAction, AuditStore, Intent, Outcome, Settlement};
+use crate::db::Db;
+use crate::on_pool;
+use crate::report::{Progress, scan};
+use crate::vultr::VultrClient;
+use send::{Mailer, Notice, Webhook};
+
+const JOB: &str = "notices.run";
+/// A pass's lease without a heartbeat: a replica that dies mid-pass frees it.
+const LEASE: Duration = Duration::from_secs(120);
+const HEARTBEAT: Duration = Duration::from_secs(20);
+/// The audit's name for what keydesk does on its own.
+pub const SYSTEM_ACTOR: &str = "keydesk";
+
+/// What `serve` (and `notify --once`) configure.
+#[derive(Clone, Debug)]
+pub struct NotifyConfig {
+    /// Days ahead of expiry, loosest first (`KEYDESK_NOTIFY_DAYS`).
+    pub thresholds: Vec<i64>,
+    /// Between scheduled passes; zero turns the scheduler off.
+    pub interval: Duration,
+    pub webhook: Option<SecretString>,
+    pub smtp: Option<SecretString>,
+    pub from: String,
+    /// Fixed recipients of one digest per pass.
+    pub team: Vec<String>,
+    /// Mail each key's owner about their own keys (default: when SMTP is set).
+    pub owners: Option<bool>,
+}
+
+impl Default for NotifyConfig {
+    /// Thresholds 30, 7 and 1 days; no channel and no scheduler.
+    fn default() -> Self {
+        Self {
+            thresholds: vec![30, 7, 1],
+            interval: Duration::ZERO,
+            webhook: None,
+            smtp: None,
+            from: "keydesk <keydesk@localhost>".into(),
+            team: vec![],
+            owners: None,
+        }
+    }
+}
+
+/// Where a notice goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Webhook,
+    /// The digest to `KEYDESK_NOTIFY_EMAIL_TO`.
+    Email,
+    /// Each key's owner, about their own keys.
+    Owner,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Webhook => "webhook",
+            Channel::Email => "email",
+            Channel::Owner => "owner",
+        }
+    }
+}
+
+/// What started a pass.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    Schedule,
+    Command,
+    Person(String),
+}
+
+impl Trigger {
+    pub fn describe(&self) -> String {
+        match self {
+            Trigger::Schedule => "schedule".into(),
+            Trigger::Command => "keydesk notify --once".into(),
+            Trigger::Person(who) => format!("run now by {who}"),
+        }
+    }
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub run_id: i64,
+    /// Another pass held the lease (or the last one is too recent): nothing ran.
+    pub skipped: bool,
+    pub users: usize,
+    pub keys_due: usize,
+    pub sent: usize,
+    pub failed: usize,
+    /// Vultr or a channel failed; `None` when everything due went out.
+    pub error: Option<String>,
+}
+
+/// A pass, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: i64,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub trigger: String,
+    pub state: String,
+    pub users: i64,
+    pub keys_due: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub error: Option<String>,
+}
+
+/// A notice, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NoticeRow {
+    pub key_id: String,
+    pub threshold_days: i64,
+    pub channel: String,
+    pub user_id: String,
+    pub user_email: Option<String>,
+    pub key_name: Option<String>,
+    pub date_expire: String,
+    pub days_left: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub run_id: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl NoticeRow {
+    pub fn threshold_words(&self) -> String {
+        match self.threshold_days {
+            plan::EXPIRED => "expired".into(),
+            1 => "1 day ahead".into(),
+            d => format!("{d} days ahead"),
+        }
+    }
+    pub fn updated_display(&self) -> String {
+        crate::timefmt::display_ms(self.updated_ms)
+    }
+}
+
+/// What the notices page shows.
+pub struct Snapshot {
+    pub runs: Vec<RunRow>,
+    pub notices: Vec<NoticeRow>,
+    /// A pass holds the lease now.
+    pub running: bool,
+    /// When the last pass started (any trigger).
+    pub last_started_ms: Option<i64>,
+}
+
+pub struct Notifier {
+    db: Db,
+    thresholds: Vec<i64>,
+    interval: Duration,
+    webhook: Option<Webhook>,
+    mailer: Option<Mailer>,
+    team: Vec<String>,
+    owners: bool,
+    public_url: Option<String>,
+    instance: String,
+}
+
+impl Notifier {
+    /// Checks the configuration (URLs, addresses) without connecting.
+    pub fn new(db: Db, cfg: NotifyConfig, public_url: Option<String>) -> Result<Self, String> {
+        let webhook = cfg.webhook.map(Webhook::new).transpose()?;
+        let mailer = cfg
+            .smtp
+            .as_ref()
+            .map(|url| Mailer::new(url, &cfg.from))
+            .transpose()?;
+        if mailer.is_none() && !cfg.team.is_empty() {
+            return Err("KEYDESK_NOTIFY_EMAIL_TO is set but KEYDESK_SMTP_URL is not".into());
+        }
+        if mailer.is_none() && cfg.owners == Some(true) {
+            return Err("KEYDESK_NOTIFY_OWNERS=true needs KEYDESK_SMTP_URL".into());
+        }
+        let owners = mailer.is_some() && cfg.owners.unwrap_or(true);
+        let team: Vec<String> = cfg
+            .team
+            .iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        for t in &team {
+            t.parse::<lettre::message::Mailbox>()
+                .map_err(|e| format!("KEYDESK_NOTIFY_EMAIL_TO {t:?} is not an address: {e}"))?;
+        }
+        Ok(Self {
+            db,
+            thresholds: cfg.thresholds,
+            interval: cfg.interval,
+            webhook,
+            mailer,
+            team,
+            owners,
+            public_url,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+        })
+    }
+
+    /// The channels that are on.
+    pub fn channels(&self) -> Vec<Channel> {
+        let mut out = vec![];
+        if self.webhook.is_some() {
+            out.push(Channel::Webhook);
+        }
+        if self.mailer.is_some() && !self.team.is_empty() {
+            out.push(Channel::Email);
+        }
+        if self.owners {
+            out.push(Channel::Owner);
+        }
+        out
+    }
+
+    /// The channels in words, for the page (never a URL or a password).
+    pub fn describe_channels(&self) -> Vec<String> {
+        self.channels()
+            .into_iter()
+            .map(|c| match c {
+                Channel::Webhook => "webhook: one digest per pass".to_string(),
+                Channel::Email => format!("email digest to {}", self.team.join(", ")),
+                Channel::Owner => "email to each key's owner about their own keys".to_string(),
+            })
+            .collect()
+    }
+
+    pub fn thresholds(&self) -> &[i64] {
+        &self.thresholds
+    }
+
+    /// Between scheduled passes; zero when the scheduler is off.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Whether `serve` runs passes on its own: an interval and a channel.
+    pub fn scheduled(&self) -> bool {
+        !self.interval.is_zero() && !self.channels().is_empty()
+    }
+
+    fn link(&self, path: &str) -> String {
+        match &self.public_url {
+            Some(base) => format!("{base}{path}"),
+            None => path.to_string(),
+        }
+    }
+
+    /// Claims the pass: no other running anywhere, and for the schedule, the
+    /// last one started at least an interval ago.
+    async fn lease(&self, trigger: &Trigger) -> Result<bool, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let manual = !matches!(trigger, Trigger::Schedule);
+        let due_before = now - i64::try_from(self.interval.as_millis()).unwrap_or(i64::MAX);
+        let won: Option<String> = on_pool!(&self.db, |p| {
+            sqlx::query_scalar(
+                "UPDATE jobs SET owner = $1, lease_until_ms = $2, started_by = $3, started_ms = $4, error = NULL
+                 WHERE name = $5 AND lease_until_ms < $4 AND ($6 OR COALESCE(started_ms, 0) <= $7)
+                 RETURNING name",
+            )
+            .bind(&self.instance)
+            .bind(now + LEASE.as_millis() as i64)
+            .bind(trigger.describe())
+            .bind(now)
+            .bind(JOB)
+            .bind(manual)
+            .bind(due_before)
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(won.is_some())
+    }
+
+    async fn renew(&self) -> Result<(), sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        on_pool!(&self.db, |p| {
+            sqlx::query("UPDATE jobs SET lease_until_ms = $1 WHERE name = $2 AND owner = $3")
+                .bind(now + LEASE.as_millis() as i64)
+                .bind(JOB)
+                .bind(&self.instance)
+                .execute(p)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    async fn release(&self) {
+        let r: Result<(), sqlx::Error> = async {
+            let now = self.db.now_ms().await?;
+            on_pool!(&self.db, |p| {
+                sqlx::query(
+                    "UPDATE jobs SET lease_until_ms = 0, owner = NULL, finished_ms = $1 WHERE name = $2 AND owner = $3",
+                )
+                .bind(now)
+                .bind(JOB)
+                .bind(&self.instance)
+                .execute(p)
+                .await
+                .map(|_| ())
+            })
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "notice pass lease not released; it lapses on its own");
+        }
+    }
+
+    /// One pass: scan, work out what is due, send, record. `now` is the
+    /// clock the thresholds are measured against (tests pin it).
+    pub async fn run(
+        self: &Arc<Self>,
+        vultr: &VultrClient,
+        audit: &AuditStore,
+        trigger: Trigger,
+        now: OffsetDateTime,
+    ) -> Result<RunReport, String> {
+        let store = |e: sqlx::Error| format!("database: {e}");
+        if !self.lease(&trigger).await.map_err(store)? {
+            return Ok(RunReport {
+                skipped: true,
+                ..Default::default()
+            });
+        }
+        let heartbeat = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    if let Err(e) = me.renew().await {
+                        tracing::warn!(error = %e, "notice pass heartbeat failed");
+                    }
+                }
+            })
+        };
+        let result = self.pass(vultr, audit, &trigger, now).await;
+        heartbeat.abort();
+        self.release().await;
+        result
+    }
+
+    async fn pass(
+        &self,
+        vultr: &VultrClient,
+        audit: &AuditStore,
+        trigger: &Trigger,
+        now: OffsetDateTime,
+    ) -> Result<RunReport, String> {
+        let store = |e: sqlx::Error| format!("database: {e}");
+        let started = self.db.now_ms().await.map_err(store)?;
+        let run_id: i64 = on_pool!(&self.db, |p| {
+            sqlx::query_scalar(
+                "INSERT INTO notice_runs (started_ms, trigger, state) VALUES ($1, $2, 'running') RETURNING id",
+            )
+            .bind(started)
+            .bind(trigger.describe())
+            .fetch_one(p)
+            .await
+            .map_err(store)?
+        });
+        let intent = Intent {
+            reason: Some(trigger.describe()),
+            key_name: Some(format!("notice pass #{run_id}")),
+            ..Intent::new(SYSTEM_ACTOR, "system", AuditAction::NoticeRun)
+        };
+        // Unrecorded means not done: the pass does not send anything.
+        let audit_id = match audit.intent(&intent).await {
+            Ok(id) => id,
+            Err(e) => {
+                let msg = format!("audit trail unavailable: {e}");
+                let report = RunReport {
+                    run_id,
+                    error: Some(msg.clone()),
+                    ..Default::default()
+                };
+                self.finish(&report).await;
+                return Err(msg);
+            }
+        };
+        tracing::info!(run = run_id, trigger = %trigger.describe(), "notice pass started");
+        let mut report = RunReport {
+            run_id,
+            ..Default::default()
+        };
+        let mut errors = vec![];
+        let progress = Progress {
+            done: Arc::new(AtomicUsize::new(0)),
+            total: Arc::new(AtomicUsize::new(0)),
+        };
+        match scan(vultr, audit, &progress).await {
+            Err(e) => errors.push(e),
+            Ok(scanned) => {
+                report.users = scanned.users;
+                if scanned.failed_users > 0 {
+                    errors.push(format!(
+                        "the keys of {} user(s) could not be read",
+                        scanned.failed_users
+                    ));
+                }
+                let due: Vec<Notice> = scanned
+                    .rows
+                    .iter()
+                    .filter_map(|r| {
+                        let expires = r.key.expiry_time()?;
+                        let threshold = plan::due(expires, now, &self.thresholds)?;
+                        Some(Notice {
+                            user_id: r.user_id.clone(),
+                            user_email: Some(r.user_email.clone()).filter(|e| !e.is_empty()),
+                            key_id: r.key.id.clone(),
+                            key_name: r.key.name.clone(),
+                            date_expire: r.key.date_expire.clone().unwrap_or_default(),
+                            days_left: plan::days_left(expires, now),
+                            threshold_days: threshold,
+                            expired: threshold == plan::EXPIRED,
+                            rotate_url: self
+                                .link(&format!("/users/{}/keys/{}/rotate", r.user_id, r.key.id)),
+                        })
+                    })
+                    .collect();
+                report.keys_due = due.len();
+                for channel in self.channels() {
+                    let (sent, failed, error) = self.deliver(channel, &due, run_id).await;
+                    report.sent += sent;
+                    report.failed += failed;
+                    if let Some(e) = error {
+                        errors.push(format!("{}: {e}", channel.as_str()));
+                    }
+                }
+            }
+        }
+        report.error = (!errors.is_empty()).then(|| errors.join("; "));
+        self.finish(&report).await;
+        let how = match &report.error {
+            None => Outcome::Ok.settled(),
+            Some(e) => Settlement {
+                error: Some(e),
+                ..Outcome::Failed.settled()
+            },
+        };
+        audit.settle(audit_id, how).await;
+        metrics::gauge!("keydesk_notice_last_run_timestamp_seconds")
+            .set(now.unix_timestamp() as f64);
+        match &report.error {
+            None => tracing::info!(
+                run = run_id,
+                users = report.users,
+                due = report.keys_due,
+                sent = report.sent,
+                "notice pass finished"
+            ),
+            Some(e) => {
+                tracing::warn!(run = run_id, users = report.users, due = report.keys_due, sent = report.sent, failed = report.failed, error = %e, "notice pass failed")
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sends what `channel` owes of `due`: claims each row first, then one
+    /// message per batch (the digest, or each owner's own keys), then records
+    /// sent or failed. Returns (sent, failed, first error).
+    async fn deliver(
+        &self,
+        channel: Channel,
+        due: &[Notice],
+        run_id: i64,
+    ) -> (usize, usize, Option<String>) {
+        let mut claimed = vec![];
+        for n in due {
+            if channel == Channel::Owner && !send::is_address(n.user_email.as_deref()) {
+                // No usable address for the owner: the team still hears of it.
+                tracing::info!(vultr.user_id = %n.user_id, "key owner has no mail address; owner notice skipped");
+                continue;
+            }
+            match self.claim(channel, n, run_id).await {
+                Ok(true) => claimed.push(n.clone()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "notice could not be recorded; not sent"),
+            }
+        }
+        if claimed.is_empty() {
+            return (0, 0, None);
+        }
+        // Batches: one for a digest, one per owner for owners.
+        let batches: Vec<(Vec<String>, Vec<Notice>)> = match channel {
+            Channel::Webhook | Channel::Email => vec![(self.team.clone(), claimed)],
+            Channel::Owner => {
+                let mut by: BTreeMap<String, Vec<Notice>> = BTreeMap::new();
+                for n in claimed {
+                    let to = n.user_email.clone().unwrap_or_default().to_lowercase();
+                    by.entry(to).or_default().push(n);
+                }
+                by.into_iter().map(|(to, ns)| (vec![to], ns)).collect()
+            }
+        };
+        let (mut sent, mut failed, mut first_error) = (0, 0, None);
+        for (to, notices) in batches {
+            let result = match channel {
+                Channel::Webhook => match &self.webhook {
+                    Some(w) => w.send(&notices).await,
+                    None => Err("no webhook".into()),
+                },
+                Channel::Email | Channel::Owner => match &self.mailer {
+                    Some(m) => m.send(&to, &notices, channel == Channel::Owner).await,
+                    None => Err("no SMTP".into()),
+                },
+            };
+            let outcome = if result.is_ok() { "sent" } else { "failed" };
+            metrics::counter!("keydesk_notices_total", "channel" => channel.as_str(), "outcome" => outcome)
+                .increment(notices.len() as u64);
+            match &result {
+                Ok(()) => sent += notices.len(),
+                Err(e) => {
+                    failed += notices.len();
+                    tracing::warn!(channel = channel.as_str(), error = %e, "notice channel failed");
+                    first_error.get_or_insert_with(|| e.clone());
+                }
+            }
+            for n in &notices {
+                if let Err(e) = self.settle(channel, n, &result).await {
+                    tracing::error!(error = %e, "notice outcome not recorded");
+                }
+            }
+        }
+        (sent, failed, first_error)
+    }
+
+    /// Writes the row before the send: a fresh insert, or the retry of a
+    /// failed one. False when it was sent (or is being sent) already.
+    async fn claim(&self, channel: Channel, n: &Notice, run_id: i64) -> Result<bool, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let inserted = on_pool!(&self.db, |p| {
+            sqlx::query(
+                "INSERT INTO notices (key_id, threshold_days, channel, user_id, user_email, key_name, date_expire, days_left, state, run_id, created_ms, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'sending', $9, $10, $10)
+                 ON CONFLICT (key_id, threshold_days, channel) DO NOTHING",
+            )
+            .bind(&n.key_id)
+            .bind(n.threshold_days)
+            .bind(channel.as_str())
+            .bind(&n.user_id)
+            .bind(&n.user_email)
+            .bind(&n.key_name)
+            .bind(&n.date_expire)
+            .bind(n.days_left)
+            .bind(run_id)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        if inserted == 1 {
+            return Ok(true);
+        }
+        let retried = on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE notices SET state = 'sending', attempts = attempts + 1, run_id = $1, updated_ms = $2, days_left = $3, error = NULL
+                 WHERE key_id = $4 AND threshold_days = $5 AND channel = $6 AND state = 'failed'",
+            )
+            .bind(run_id)
+            .bind(now)
+            .bind(n.days_left)
+            .bind(&n.key_id)
+            .bind(n.threshold_days)
+            .bind(channel.as_str())
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(retried == 1)
+    }
+
+    async fn settle(
+        &self,
+        channel: Channel,
+        n: &Notice,
+        result: &Result<(), String>,
+    ) -> Result<(), sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let (state, error) = match result {
+            Ok(()) => ("sent", None),
+            Err(e) => ("failed", Some(e.as_str())),
+        };
+        on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE notices SET state = $1, error = $2, updated_ms = $3
+                 WHERE key_id = $4 AND threshold_days = $5 AND channel = $6 AND state = 'sending'",
+            )
+            .bind(state)
+            .bind(error)
+            .bind(now)
+            .bind(&n.key_id)
+            .bind(n.threshold_days)
+            .bind(channel.as_str())
+            .execute(p)
+            .await
+            .map(|_| ())
+        })
+    }
+
+    async fn finish(&self, r: &RunReport) {
+        let res: Result<(), sqlx::Error> = async {
+            let now = self.db.now_ms().await?;
+            on_pool!(&self.db, |p| {
+                sqlx::query(
+                    "UPDATE notice_runs SET finished_ms = $1, state = $2, users = $3, keys_due = $4, sent = $5, failed = $6, error = $7 WHERE id = $8",
+                )
+                .bind(now)
+                .bind(if r.error.is_none() { "ok" } else { "failed" })
+                .bind(r.users as i64)
+                .bind(r.keys_due as i64)
+                .bind(r.sent as i64)
+                .bind(r.failed as i64)
+                .bind(&r.error)
+                .bind(r.run_id)
+                .execute(p)
+                .await
+                .map(|_| ())
+            })
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, run = r.run_id, "notice pass outcome not recorded");
+        }
+    }
+
+    /// The newest passes and notices, and whether one runs now.
+    pub async fn snapshot(&self, runs: i64, notices: i64) -> Result<Snapshot, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let runs: Vec<RunRow> = on_pool!(&self.db, |p| {
+            sqlx::query_as(
+                "SELECT id, started_ms, finished_ms, trigger, state, users, keys_due, sent, failed, error FROM notice_runs ORDER BY id DESC LIMIT $1",
+            )
+            .bind(runs)
+            .fetch_all(p)
+            .await?
+        });
+        let notices: Vec<NoticeRow> = on_pool!(&self.db, |p| {
+            sqlx::query_as(
+                "SELECT key_id, threshold_days, channel, user_id, user_email, key_name, date_expire, days_left, state, attempts, error, run_id, created_ms, updated_ms
+                 FROM notices ORDER BY updated_ms DESC LIMIT $1",
+            )
+            .bind(notices)
+            .fetch_all(p)
+            .await?
+        });
+        let (lease, started): (i64, Option<i64>) = on_pool!(&self.db, |p| {
+            sqlx::query_as("SELECT lease_until_ms, started_ms FROM jobs WHERE name = $1")
+                .bind(JOB)
+                .fetch_one(p)
+                .await?
+        });
+        Ok(Snapshot {
+            runs,
+            notices,
+            running: lease > now,
+            last_started_ms: started,
+        })
+    }
+
+    /// The last notice sent about each key of `user_id`.
+    pub async fn last_sent(
+        &self,
+        user_id: &str,
+    ) -> Result<HashMap<String, NoticeRow>, sqlx::Error> {
+        let rows: Vec<NoticeRow> = on_pool!(&self.db, |p| {
+            sqlx::query_as(
+                "SELECT key_id, threshold_days, channel, user_id, user_email, key_name, date_expire, days_left, state, attempts, error, run_id, created_ms, updated_ms
+                 FROM notices WHERE user_id = $1 AND state = 'sent' ORDER BY updated_ms ASC",
+            )
+            .bind(user_id)
+            .fetch_all(p)
+            .await?
+        });
+        // Oldest first, so the newest per key wins.
+        Ok(rows.into_iter().map(|r| (r.key_id.clone(), r)).collect())
+    }
+}

@@ -1,0 +1,249 @@
+//! The channels a notice goes out on: a webhook (one JSON POST per pass) and
+//! SMTP (a digest to the platform team, and each owner's own keys to them).
+//! The webhook and SMTP URLs are secrets: never logged, never in an error.
+
+use std::time::Duration;
+
+use askama::Template;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+/// One key's notice, as every channel shows it. Never a secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notice {
+    pub user_id: String,
+    pub user_email: Option<String>,
+    pub key_id: String,
+    pub key_name: Option<String>,
+    pub date_expire: String,
+    pub days_left: i64,
+    pub threshold_days: i64,
+    pub expired: bool,
+    /// The key's rotate page (absolute with `KEYDESK_PUBLIC_URL`).
+    pub rotate_url: String,
+}
+
+impl Notice {
+    pub fn name(&self) -> &str {
+        self.key_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("(unnamed)")
+    }
+    pub fn owner(&self) -> &str {
+        self.user_email.as_deref().unwrap_or(&self.user_id)
+    }
+    pub fn date(&self) -> &str {
+        self.date_expire.get(..10).unwrap_or(&self.date_expire)
+    }
+    /// "expires in 7 days", "expires tomorrow", "expired 2 days ago".
+    pub fn when(&self) -> String {
+        match self.days_left {
+            d if self.expired && d >= -1 => "expired today or yesterday".to_string(),
+            d if self.expired => format!("expired {} days ago", -d),
+            0 => "expires within a day".to_string(),
+            1 => "expires in 1 day".to_string(),
+            d => format!("expires in {d} days"),
+        }
+    }
+}
+
+/// Whether `email` is an address mail can be sent to.
+pub fn is_address(email: Option<&str>) -> bool {
+    email.is_some_and(|e| e.parse::<Mailbox>().is_ok())
+}
+
+/// Subject of a message about `notices`.
+pub fn subject(notices: &[Notice], own: bool) -> String {
+    let your = if own { "Your " } else { "" };
+    match notices {
+        [one] => format!("{your}Vultr API key “{}” {}", one.name(), one.when()),
+        many => format!(
+            "{your}{} Vultr API keys expire soon or have expired",
+            many.len()
+        ),
+    }
+}
+
+/// The digest in words (the webhook's `text`, Slack/Mattermost markdown).
+#[derive(Template)]
+#[template(path = "notices/digest.txt", escape = "none")]
+pub struct Digest<'a> {
+    pub notices: &'a [Notice],
+}
+
+#[derive(Template)]
+#[template(path = "notices/email.txt", escape = "none")]
+pub struct EmailText<'a> {
+    pub notices: &'a [Notice],
+    /// Mail to the key's owner about their own keys (else the team digest).
+    pub own: bool,
+}
+
+#[derive(Template)]
+#[template(path = "notices/email.html")]
+pub struct EmailHtml<'a> {
+    pub notices: &'a [Notice],
+    pub own: bool,
+}
+
+/// The webhook's JSON body.
+#[derive(Serialize)]
+struct WebhookBody<'a> {
+    text: String,
+    keys: &'a [Notice],
+}
+
+/// POSTs one digest to a webhook.
+pub struct Webhook {
+    url: SecretString,
+    http: reqwest::Client,
+}
+
+impl Webhook {
+    pub fn new(url: SecretString) -> Result<Self, String> {
+        let parsed = reqwest::Url::parse(url.expose_secret())
+            .map_err(|_| "KEYDESK_NOTIFY_WEBHOOK_URL is not a URL".to_string())?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err("KEYDESK_NOTIFY_WEBHOOK_URL must be http(s)".into());
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the webhook client: {}", e.without_url()))?;
+        Ok(Self { url, http })
+    }
+
+    /// One POST; a non-2xx answer is a failure. Errors never hold the URL.
+    pub async fn send(&self, notices: &[Notice]) -> Result<(), String> {
+        let text = Digest { notices }
+            .render()
+            .map_err(|e| format!("digest: {e}"))?;
+        let body = WebhookBody {
+            text,
+            keys: notices,
+        };
+        let resp = self
+            .http
+            .post(self.url.expose_secret())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("webhook unreachable: {}", e.without_url()))?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("webhook answered {}", status.as_u16()))
+        }
+    }
+}
+
+/// Sends mail over SMTP (lettre), from one sender.
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    /// `url` in lettre's form: `smtp://host:port` (plain, a local relay),
+    /// `smtp://…?tls=required` (STARTTLS), `smtps://…` (implicit TLS),
+    /// credentials in the URL.
+    pub fn new(url: &SecretString, from: &str) -> Result<Self, String> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+            // lettre's message names the problem, not the URL's contents.
+            .map_err(|e| format!("KEYDESK_SMTP_URL is not usable: {e}"))?
+            .timeout(Some(Duration::from_secs(20)))
+            .build();
+        let from = from
+            .parse()
+            .map_err(|e| format!("KEYDESK_NOTIFY_FROM {from:?} is not an address: {e}"))?;
+        Ok(Self { transport, from })
+    }
+
+    /// One message to `to` about `notices`, with text and HTML parts.
+    pub async fn send(&self, to: &[String], notices: &[Notice], own: bool) -> Result<(), String> {
+        let mut msg = Message::builder()
+            .from(self.from.clone())
+            .subject(subject(notices, own));
+        for rcpt in to {
+            let mbox: Mailbox = rcpt
+                .parse()
+                .map_err(|e| format!("recipient {rcpt:?} is not an address: {e}"))?;
+            msg = msg.to(mbox);
+        }
+        let text = EmailText { notices, own }
+            .render()
+            .map_err(|e| format!("mail text: {e}"))?;
+        let html = EmailHtml { notices, own }
+            .render()
+            .map_err(|e| format!("mail html: {e}"))?;
+        let msg = msg
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|e| format!("mail: {e}"))?;
+        self.transport
+            .send(msg)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("SMTP: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(days: i64, expired: bool) -> Notice {
+        Notice {
+            user_id: "u1".into(),
+            user_email: Some("ada@example.com".into()),
+            key_id: "k1".into(),
+            key_name: Some("ci <deploy>".into()),
+            date_expire: "2026-12-03T00:00:00Z".into(),
+            days_left: days,
+            threshold_days: if expired { 0 } else { 7 },
+            expired,
+            rotate_url: "https://kd.example/users/u1/keys/k1/rotate".into(),
+        }
+    }
+
+    #[test]
+    fn subjects_and_words() {
+        assert_eq!(
+            subject(&[notice(7, false)], true),
+            "Your Vultr API key “ci <deploy>” expires in 7 days"
+        );
+        assert_eq!(
+            subject(&[notice(7, false), notice(1, false)], false),
+            "2 Vultr API keys expire soon or have expired"
+        );
+        assert_eq!(notice(-3, true).when(), "expired 3 days ago");
+    }
+
+    #[test]
+    fn the_html_part_escapes_names_and_the_text_part_keeps_them() {
+        let n = [notice(7, false)];
+        let html = EmailHtml {
+            notices: &n,
+            own: false,
+        }
+        .render()
+        .unwrap();
+        assert!(
+            html.contains("ci &#60;deploy&#62;") || html.contains("ci &lt;deploy&gt;"),
+            "{html}"
+        );
+        let text = EmailText {
+            notices: &n,
+            own: false,
+        }
+        .render()
+        .unwrap();
+        assert!(text.contains("ci <deploy>"));
+        assert!(text.contains("https://kd.example/users/u1/keys/k1/rotate"));
+    }
+}
