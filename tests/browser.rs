@@ -691,3 +691,52 @@ async fn a_claim_link_hands_a_key_to_its_owner_in_a_real_browser() {
     c.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn notices_are_run_from_the_page_in_a_real_browser() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let webhook = common::sinks::WebhookSink::start().await;
+    let smtp = common::sinks::SmtpSink::start().await;
+    let app = TestApp::spawn().await;
+    let demo = serve(keydesk::state::Settings {
+        notify: keydesk::notify::NotifyConfig {
+            webhook: Some(secrecy::SecretString::from(webhook.url.clone())),
+            smtp: Some(secrecy::SecretString::from(smtp.url.clone())),
+            team: vec!["platform@example.com".into()],
+            ..Default::default()
+        },
+        public_url: Some("https://keydesk.example.com".into()),
+        ..demo_settings(
+            app.state.vultr.base_url(),
+            "demo@keydesk.local",
+            keydesk::identity::Access::everyone_operates(),
+        )
+    })
+    .await
+    .0;
+    let c = browser(&driver, true).await;
+    c.goto(&format!("{demo}/notices")).await.unwrap();
+    let channels = css(&c, "#notice-channels").await.text().await.unwrap();
+    assert!(
+        channels.contains("webhook") && channels.contains("platform@example.com"),
+        "{channels}"
+    );
+    css(&c, "#run-notices").await.click().await.unwrap();
+    // The page refreshes itself while the pass runs.
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("tr[data-run-state='ok']"))
+        .await
+        .unwrap();
+    let sent = c
+        .find_all(Locator::Css("#notices-table tr[data-state='sent']"))
+        .await
+        .unwrap()
+        .len();
+    assert!(sent > 0);
+    assert_eq!(webhook.posts().len(), 1);
+    screenshot(&c, "notices").await;
+    c.close().await.unwrap();
+}

@@ -38,6 +38,7 @@ fn every_variable_in_deploy_and_dockerfile_is_documented_in_help() {
     for file in [
         "deploy/docker-compose.yml",
         "deploy/kubernetes.yaml",
+        "deploy/notices-cronjob.yaml",
         "deploy/keydesk.service",
         "Dockerfile",
     ] {

@@ -491,3 +491,55 @@ async fn a_claim_link_reveals_its_key_exactly_once_anywhere() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn with_smtp_the_owner_is_mailed_the_link_and_never_a_key() {
+    let smtp = common::sinks::SmtpSink::start().await;
+    let opts = Options {
+        public_url: Some("https://keydesk.example.com".into()),
+        notify: keydesk::notify::NotifyConfig {
+            smtp: Some(secrecy::SecretString::from(smtp.url.clone())),
+            from: "keydesk@example.com".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let ada = app.user_id(ADA);
+    let token = app.form_token(&ada).await;
+    let resp = app
+        .submit(
+            &format!("/users/{ada}/grants"),
+            &token,
+            &[("name", "mailed")],
+        )
+        .await;
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("id=\"claim-mailed\""), "{page}");
+    let link = claim_link(&page);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, vec![ADA.to_string()]);
+    assert!(mails[0].text().contains(&link), "the mail holds the link");
+    assert!(
+        mails[0]
+            .subject()
+            .contains("approved a Vultr API key for you")
+    );
+    // The owner claims; the mail never held the key.
+    let owner = client(Some(ADA));
+    let path = link.replace("https://keydesk.example.com", "");
+    let token = hidden_token(&get_text(&owner, app.url(&path)).await);
+    let reveal = owner
+        .post(app.url(&path))
+        .form(&[("form_token", token.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let secret = revealed_key(&reveal).unwrap();
+    assert!(!mails[0].data.contains(&secret));
+    assert_eq!(smtp.mails().len(), 1, "claiming sends nothing more");
+}

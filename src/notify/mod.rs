@@ -649,6 +649,37 @@ impl Notifier {
         }
     }
 
+    /// Whether mail can be sent (SMTP is configured).
+    pub fn can_mail(&self) -> bool {
+        self.mailer.is_some()
+    }
+
+    /// Mails `to` their claim link (never a key). Errors name no secret.
+    pub async fn mail_claim_link(
+        &self,
+        to: &str,
+        mail: send::ClaimMailText<'_>,
+    ) -> Result<(), String> {
+        use askama::Template;
+        let Some(mailer) = &self.mailer else {
+            return Err("no SMTP configured".into());
+        };
+        let html = send::ClaimMailHtml {
+            granted_by: mail.granted_by,
+            key_name: mail.key_name,
+            expiry: mail.expiry,
+            link: mail.link,
+            until: mail.until,
+        }
+        .render()
+        .map_err(|e| format!("mail html: {e}"))?;
+        let subject = format!("{} approved a Vultr API key for you", mail.granted_by);
+        let text = mail.render().map_err(|e| format!("mail text: {e}"))?;
+        mailer
+            .send_parts(&[to.to_string()], &subject, text, html)
+            .await
+    }
+
     /// The newest passes and notices, and whether one runs now.
     pub async fn snapshot(&self, runs: i64, notices: i64) -> Result<Snapshot, sqlx::Error> {
         let now = self.db.now_ms().await?;

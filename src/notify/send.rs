@@ -167,21 +167,31 @@ impl Mailer {
 
     /// One message to `to` about `notices`, with text and HTML parts.
     pub async fn send(&self, to: &[String], notices: &[Notice], own: bool) -> Result<(), String> {
-        let mut msg = Message::builder()
-            .from(self.from.clone())
-            .subject(subject(notices, own));
-        for rcpt in to {
-            let mbox: Mailbox = rcpt
-                .parse()
-                .map_err(|e| format!("recipient {rcpt:?} is not an address: {e}"))?;
-            msg = msg.to(mbox);
-        }
         let text = EmailText { notices, own }
             .render()
             .map_err(|e| format!("mail text: {e}"))?;
         let html = EmailHtml { notices, own }
             .render()
             .map_err(|e| format!("mail html: {e}"))?;
+        self.send_parts(to, &subject(notices, own), text, html)
+            .await
+    }
+
+    /// One message with a text and an HTML part.
+    pub async fn send_parts(
+        &self,
+        to: &[String],
+        subject: &str,
+        text: String,
+        html: String,
+    ) -> Result<(), String> {
+        let mut msg = Message::builder().from(self.from.clone()).subject(subject);
+        for rcpt in to {
+            let mbox: Mailbox = rcpt
+                .parse()
+                .map_err(|e| format!("recipient {rcpt:?} is not an address: {e}"))?;
+            msg = msg.to(mbox);
+        }
         let msg = msg
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| format!("mail: {e}"))?;
@@ -191,6 +201,28 @@ impl Mailer {
             .map(|_| ())
             .map_err(|e| format!("SMTP: {e}"))
     }
+}
+
+/// The mail that hands a claim link to its owner: who granted what, and the
+/// link. Never a key: the key does not exist until the owner claims it.
+#[derive(Template)]
+#[template(path = "notices/claim.txt", escape = "none")]
+pub struct ClaimMailText<'a> {
+    pub granted_by: &'a str,
+    pub key_name: &'a str,
+    pub expiry: &'a str,
+    pub link: &'a str,
+    pub until: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "notices/claim.html")]
+pub struct ClaimMailHtml<'a> {
+    pub granted_by: &'a str,
+    pub key_name: &'a str,
+    pub expiry: &'a str,
+    pub link: &'a str,
+    pub until: &'a str,
 }
 
 #[cfg(test)]

@@ -33,6 +33,36 @@ pub struct GrantCreatedView {
     pub grant: Grant,
     /// The claim link: absolute when `KEYDESK_PUBLIC_URL` is set.
     pub link: String,
+    /// With SMTP: whether the owner was mailed the link (or why not).
+    pub mailed: Option<Result<(), String>>,
+}
+
+/// Mails the owner their link when SMTP is configured (never a key).
+async fn mail_link(state: &AppState, grant: &Grant, link: &str) -> Option<Result<(), String>> {
+    if !state.notifier.can_mail() {
+        return None;
+    }
+    if !link.starts_with("http") {
+        return Some(Err(
+            "KEYDESK_PUBLIC_URL is not set, so there is no full link to mail".into(),
+        ));
+    }
+    let (expiry, until) = (grant.key_expiry_display(), grant.expires_display());
+    let mail = crate::notify::send::ClaimMailText {
+        granted_by: &grant.created_by,
+        key_name: &grant.key_name,
+        expiry: &expiry,
+        link,
+        until: &until,
+    };
+    let sent = state
+        .notifier
+        .mail_claim_link(&grant.user_email, mail)
+        .await;
+    if let Err(e) = &sent {
+        tracing::warn!(error = %e, "claim link not mailed");
+    }
+    Some(sent)
 }
 
 /// Issues a claim link from the add-key form (the same fields, the same
@@ -104,10 +134,13 @@ pub async fn grant_create(
         .await?;
     tracing::info!(grant = %&grant.id[..8], "claim link issued");
     metrics::counter!("keydesk_grants_total", "event" => "create").increment(1);
+    let link = ctx.state.link(&paths::claim(&grant.id));
+    let mailed = mail_link(&ctx.state, &grant, &link).await;
     let view = GrantCreatedView {
         layout: ctx.layout().await,
-        link: ctx.state.link(&paths::claim(&grant.id)),
+        link,
         grant,
+        mailed,
     };
     Ok(render(StatusCode::OK, &view))
 }
