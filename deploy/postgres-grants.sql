@@ -20,3 +20,5 @@ GRANT SELECT, INSERT, UPDATE ON grants TO keydesk_app;
 -- Expiry notices: passes and the one record per (key, threshold, channel).
 GRANT SELECT, INSERT, UPDATE ON notice_runs, notices TO keydesk_app;
 GRANT USAGE ON SEQUENCE notice_runs_id_seq TO keydesk_app;
+-- Two-person approval requests: created, decided and executed by state changes.
+GRANT SELECT, INSERT, UPDATE ON approvals TO keydesk_app;

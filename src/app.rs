@@ -22,7 +22,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use crate::identity::Gate;
 use crate::pages::keys::{create, revoke, rotate};
 use crate::pages::{
-    assets, audit, brake, claim, cleanup, grants, notices, offboard, ops, reports, users,
+    approvals, assets, audit, brake, claim, cleanup, grants, notices, offboard, ops, reports, users,
 };
 use crate::session_store::DbSessionStore;
 use crate::state::AppState;
@@ -80,6 +80,11 @@ pub fn build_router(state: AppState) -> Router {
             "/claim/{grant}",
             get(claim::claim_show).post(claim::claim_submit),
         )
+        .route("/approvals", get(approvals::approvals_list))
+        .route("/approvals/{id}", get(approvals::approval_show))
+        .route("/approvals/{id}/approve", post(approvals::approval_approve))
+        .route("/approvals/{id}/deny", post(approvals::approval_deny))
+        .route("/approvals/{id}/execute", post(approvals::approval_execute))
         .route("/notices", get(notices::notices_list))
         .route("/notices/run", post(notices::notices_run))
         .route("/reports/keys", get(reports::keys_report))

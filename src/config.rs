@@ -281,6 +281,18 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYDESK_OPERATORS", value_delimiter = ',')]
     pub operators: Vec<String>,
 
+    /// Who may approve requests that need a second person: comma list of emails and group:NAME (each must also be a viewer or operator).
+    #[arg(long, env = "KEYDESK_APPROVERS", value_delimiter = ',')]
+    pub approvers: Vec<String>,
+
+    /// What needs a second person: comma list of no-expiry, over-days:N, api-access-on, all-keys. Unset: nothing waits.
+    #[arg(long, env = "KEYDESK_APPROVAL_FOR", value_delimiter = ',')]
+    pub approval_for: Vec<String>,
+
+    /// How long an approval request waits for a decision and its execution, in hours.
+    #[arg(long, env = "KEYDESK_APPROVAL_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub approval_ttl_hours: u64,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -488,7 +500,29 @@ impl ServeArgs {
             public_url: self.common.public_url.clone(),
             claim_ttl: self.common.claim_ttl(),
             notify: self.common.notify.config()?,
+            approval: self.approval_policy()?,
+            approvers: self.approvers.clone(),
             ..Settings::new(vultr_url, root_key)
+        })
+    }
+
+    /// The two-person rules, or an error naming the variable.
+    fn approval_policy(&self) -> Result<crate::policy::ApprovalPolicy, String> {
+        let rules = self
+            .approval_for
+            .iter()
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| r.parse().map_err(|e| format!("KEYDESK_APPROVAL_FOR {e}")))
+            .collect::<Result<Vec<_>, String>>()?;
+        if !rules.is_empty() && self.approvers.iter().all(|a| a.trim().is_empty()) {
+            return Err(
+                "KEYDESK_APPROVAL_FOR is set but KEYDESK_APPROVERS is empty: nobody could approve"
+                    .into(),
+            );
+        }
+        Ok(crate::policy::ApprovalPolicy {
+            rules,
+            ttl: Duration::from_secs(self.approval_ttl_hours.saturating_mul(3600)),
         })
     }
 

@@ -37,6 +37,9 @@ pub enum Scope<'a> {
     GrantRevoke(&'a str),
     /// A notice pass started from the page.
     NoticeRun,
+    /// Approving or denying a request, and carrying it out.
+    ApprovalDecide(&'a str),
+    ApprovalExecute(&'a str),
 }
 
 impl fmt::Display for Scope<'_> {
@@ -53,6 +56,8 @@ impl fmt::Display for Scope<'_> {
             Scope::GrantClaim(g) => write!(f, "claim:{g}"),
             Scope::GrantRevoke(g) => write!(f, "grant-revoke:{g}"),
             Scope::NoticeRun => f.write_str("notices:run"),
+            Scope::ApprovalDecide(a) => write!(f, "approval-decide:{a}"),
+            Scope::ApprovalExecute(a) => write!(f, "approval-execute:{a}"),
         }
     }
 }

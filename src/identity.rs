@@ -150,6 +150,37 @@ impl Access {
     }
 }
 
+/// Who may decide two-person approval requests (`KEYDESK_APPROVERS`): the
+/// same emails and `group:NAME` syntax as the role lists. An approver must
+/// also hold a role to reach keydesk at all.
+#[derive(Clone, Debug, Default)]
+pub struct Approvers(Vec<Principal>);
+
+impl Approvers {
+    pub fn new(list: &[String]) -> Self {
+        Self(principals(list))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn includes(&self, who: &Identity) -> bool {
+        who.role != Role::Claimant && Access::matches(&self.0, &who.email, &who.groups)
+    }
+
+    /// The approvers named by email (groups cannot be mailed).
+    pub fn emails(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter_map(|p| match p {
+                Principal::Email(e) => Some(e.clone()),
+                Principal::Group(_) => None,
+            })
+            .collect()
+    }
+}
+
 /// Paths reachable without identity: probes, metrics and static assets.
 fn is_public(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/static/")

@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the layers and the map of modules.
 
 pub mod app;
+pub mod approvals;
 pub mod audit;
 pub mod config;
 pub mod csrf;

@@ -11,6 +11,86 @@ pub const MAX_NAME_CHARS: usize = 100;
 /// Longest reason / ticket text accepted.
 pub const MAX_REASON_CHARS: usize = 500;
 
+/// What makes an action wait for a second person (`KEYDESK_APPROVAL_FOR`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalRule {
+    /// A key (create, rotate, claim link) that never expires.
+    NoExpiry,
+    /// A key whose expiry is more than this many days away.
+    OverDays(u32),
+    /// Switching a user's API access back on.
+    ApiAccessOn,
+    /// Every create, rotate and claim link.
+    AllKeys,
+}
+
+impl std::str::FromStr for ApprovalRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s {
+            "no-expiry" => Ok(Self::NoExpiry),
+            "api-access-on" => Ok(Self::ApiAccessOn),
+            "all-keys" => Ok(Self::AllKeys),
+            _ => match s
+                .strip_prefix("over-days:")
+                .map(|n| n.trim().parse::<u32>())
+            {
+                Some(Ok(n)) if n > 0 => Ok(Self::OverDays(n)),
+                _ => Err(format!(
+                    "{s:?}: expected no-expiry, over-days:N, api-access-on or all-keys"
+                )),
+            },
+        }
+    }
+}
+
+/// An action that may need a second person.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// A new key (create, rotate or claim link) with these parameters.
+    Key(&'a NewApiKey),
+    /// API access switched on (or off, which never needs approval).
+    ApiAccess(bool),
+}
+
+/// Two-person approval: the rules and how long a request waits.
+#[derive(Clone, Debug, Default)]
+pub struct ApprovalPolicy {
+    pub rules: Vec<ApprovalRule>,
+    pub ttl: std::time::Duration,
+}
+
+impl ApprovalPolicy {
+    /// Why `change` needs a second person (the first rule that applies, in
+    /// words), or `None` when it may go ahead.
+    pub fn why(&self, change: Change<'_>) -> Option<String> {
+        self.why_at(change, OffsetDateTime::now_utc().date())
+    }
+
+    pub fn why_at(&self, change: Change<'_>, today: Date) -> Option<String> {
+        self.rules.iter().find_map(|rule| match (rule, change) {
+            (ApprovalRule::AllKeys, Change::Key(_)) => {
+                Some("every new key needs a second person".to_string())
+            }
+            (ApprovalRule::NoExpiry, Change::Key(k)) if !k.expire => {
+                Some("a key that never expires needs a second person".to_string())
+            }
+            (ApprovalRule::OverDays(n), Change::Key(k)) => {
+                let date = k.date_expire.as_deref()?.get(..10)?;
+                let fmt = time::macros::format_description!("[year]-[month]-[day]");
+                let d = Date::parse(date, &fmt).ok()?;
+                (d > today + time::Duration::days(i64::from(*n)))
+                    .then(|| format!("an expiry more than {n} days away needs a second person"))
+            }
+            (ApprovalRule::ApiAccessOn, Change::ApiAccess(true)) => {
+                Some("switching API access back on needs a second person".to_string())
+            }
+            _ => None,
+        })
+    }
+}
+
 /// Rules the keydesk operators set for new keys; staff see them in the form.
 #[derive(Clone, Debug, Default)]
 pub struct KeyPolicy {
@@ -238,6 +318,65 @@ pub fn check_reason(raw: Option<&str>, policy: &KeyPolicy) -> Result<Option<Stri
         return Ok(None);
     }
     Ok(Some(r.to_string()))
+}
+
+#[cfg(test)]
+mod approval_tests {
+    use super::*;
+    use time::macros::date;
+
+    fn key(expire: bool, date: Option<&str>) -> NewApiKey {
+        NewApiKey {
+            name: "k".into(),
+            expire,
+            date_expire: date.map(|d| format!("{d}T00:00:00Z")),
+        }
+    }
+
+    #[test]
+    fn rules_parse_and_apply() {
+        let rules: Vec<ApprovalRule> = ["no-expiry", "over-days:90", "api-access-on"]
+            .iter()
+            .map(|r| r.parse().unwrap())
+            .collect();
+        assert_eq!(rules[1], ApprovalRule::OverDays(90));
+        assert!("over-days:x".parse::<ApprovalRule>().is_err());
+        assert!("sometimes".parse::<ApprovalRule>().is_err());
+        let p = ApprovalPolicy {
+            rules,
+            ttl: std::time::Duration::from_secs(3600),
+        };
+        let today = date!(2026 - 11 - 26);
+        let (never, in90, in91) = (
+            key(false, None),
+            key(true, Some("2027-02-24")),
+            key(true, Some("2027-02-25")),
+        );
+        assert!(p.why_at(Change::Key(&never), today).is_some());
+        assert!(
+            p.why_at(Change::Key(&in90), today).is_none(),
+            "exactly 90 days"
+        );
+        assert!(p.why_at(Change::Key(&in91), today).is_some(), "91 days");
+        assert!(p.why_at(Change::ApiAccess(true), today).is_some());
+        assert!(
+            p.why_at(Change::ApiAccess(false), today).is_none(),
+            "the brake itself never waits"
+        );
+        let all = ApprovalPolicy {
+            rules: vec![ApprovalRule::AllKeys],
+            ..Default::default()
+        };
+        assert!(
+            all.why_at(Change::Key(&key(true, Some("2026-12-01"))), today)
+                .is_some()
+        );
+        assert!(
+            ApprovalPolicy::default()
+                .why_at(Change::Key(&key(false, None)), today)
+                .is_none()
+        );
+    }
 }
 
 #[cfg(test)]

@@ -141,6 +141,7 @@ async fn upkeep(state: AppState) {
         }
         // Claim links past their time: expired once, audited by the replica that wins.
         crate::pages::grants::expire_due(&state).await;
+        crate::pages::approvals::expire_due(&state).await;
     }
 }
 

@@ -9,13 +9,14 @@ use axum::extract::FromRef;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
+use crate::approvals::Approvals;
 use crate::audit::AuditStore;
 use crate::db::{Db, redacted};
 use crate::grants::Grants;
 use crate::idempotency::FormTokens;
-use crate::identity::{Access, AuthMode, Gate};
+use crate::identity::{Access, Approvers, AuthMode, Gate};
 use crate::notify::{Notifier, NotifyConfig};
-use crate::policy::KeyPolicy;
+use crate::policy::{ApprovalPolicy, KeyPolicy};
 use crate::report::Reports;
 use crate::vultr::{ClientOptions, VultrClient, VultrError};
 
@@ -38,6 +39,10 @@ pub struct AppState {
     pub reports: Arc<Reports>,
     pub grants: Grants,
     pub notifier: Arc<Notifier>,
+    /// Two-person approval: the rules, who decides, the requests.
+    pub approval: ApprovalPolicy,
+    pub approvers: Approvers,
+    pub approvals: Approvals,
     /// keydesk's own address, for absolute links (claim links, notices).
     pub public_url: Option<String>,
 }
@@ -74,6 +79,10 @@ pub struct Settings {
     pub claim_ttl: std::time::Duration,
     /// Expiry notices (no channel and no scheduler by default).
     pub notify: NotifyConfig,
+    /// Two-person approval (no rule by default: nothing waits).
+    pub approval: ApprovalPolicy,
+    /// `KEYDESK_APPROVERS`: emails and `group:NAME`.
+    pub approvers: Vec<String>,
 }
 
 impl Settings {
@@ -104,12 +113,24 @@ impl Settings {
             public_url: None,
             claim_ttl: std::time::Duration::from_secs(72 * 3600),
             notify: NotifyConfig::default(),
+            approval: ApprovalPolicy {
+                rules: vec![],
+                ttl: std::time::Duration::from_secs(24 * 3600),
+            },
+            approvers: vec![],
         }
     }
 }
 
 impl AppState {
     pub async fn new(s: Settings) -> Result<Self, String> {
+        let approvers = Approvers::new(&s.approvers);
+        if !s.approval.rules.is_empty() && approvers.is_empty() {
+            return Err(
+                "KEYDESK_APPROVAL_FOR is set but KEYDESK_APPROVERS is empty: nobody could approve"
+                    .into(),
+            );
+        }
         crate::metrics::start_upkeep();
         let db = Db::open(&s.database_url)
             .await
@@ -132,6 +153,9 @@ impl AppState {
             reports: Arc::new(Reports::new(db.clone())),
             grants: Grants::new(db.clone(), s.claim_ttl),
             notifier: Arc::new(Notifier::new(db.clone(), s.notify, s.public_url.clone())?),
+            approvals: Approvals::new(db.clone(), s.approval.ttl),
+            approval: s.approval,
+            approvers,
             public_url: s.public_url,
             db,
             page_size: s.page_size,

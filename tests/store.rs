@@ -386,3 +386,100 @@ async fn claim_links_move_once_through_their_states_on_both_engines() {
         assert_eq!(all.len(), 4, "{engine}");
     }
 }
+
+#[tokio::test]
+async fn approval_requests_are_decided_and_run_once_on_both_engines() {
+    use keydesk::approvals::{ApprovalAction, ApprovalState, Approvals, NewApproval, new_id};
+    use std::time::Duration;
+    for (engine, url) in databases().await {
+        let db = Db::open(&url).await.unwrap();
+        let approvals = Approvals::new(db.clone(), Duration::from_secs(3600));
+        let new = NewApproval {
+            action: ApprovalAction::KeyCreate,
+            user_id: "u1".into(),
+            user_email: Some("ada@x".into()),
+            key_id: None,
+            key_name: Some("forever".into()),
+            expire: false,
+            date_expire: None,
+            reason: Some("OPS-1".into()),
+            why: "no expiry".into(),
+            requested_by: "Req@X".into(),
+        };
+        let a = approvals.create(&new_id(), &new).await.unwrap();
+        assert_eq!(a.state, ApprovalState::Pending, "{engine}");
+        assert!(!a.expire);
+        // Never the requester, in any case.
+        assert!(
+            !approvals.decide(&a.id, true, "req@x", None).await.unwrap(),
+            "{engine}"
+        );
+        assert!(
+            raw(
+                &db,
+                "UPDATE approvals SET state = 'approved', decided_by = 'REQ@x'"
+            )
+            .await
+            .is_err(),
+            "{engine}: the CHECK refuses a self-approval"
+        );
+        assert!(
+            !approvals.begin_execute(&a.id, "req@x").await.unwrap(),
+            "not approved yet"
+        );
+        assert!(
+            approvals
+                .decide(&a.id, true, "boss@x", Some("fine"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !approvals
+                .decide(&a.id, false, "boss@x", None)
+                .await
+                .unwrap(),
+            "{engine}: final"
+        );
+        assert!(
+            !approvals.begin_execute(&a.id, "boss@x").await.unwrap(),
+            "only the requester"
+        );
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (s, id) = (approvals.clone(), a.id.clone());
+            set.spawn(async move { s.begin_execute(&id, "req@x").await.unwrap() });
+        }
+        let mut won = 0;
+        while let Some(r) = set.join_next().await {
+            won += usize::from(r.unwrap());
+        }
+        assert_eq!(won, 1, "{engine}");
+        assert!(approvals.reopen(&a.id).await.unwrap());
+        assert!(approvals.begin_execute(&a.id, "req@x").await.unwrap());
+        assert!(approvals.done(&a.id, Some("k1")).await.unwrap());
+        let done = approvals.get(&a.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                done.state,
+                done.result_id.as_deref(),
+                done.decided_by.as_deref()
+            ),
+            (ApprovalState::Done, Some("k1"), Some("boss@x")),
+            "{engine}"
+        );
+        // Past its time: expired once, and nothing more can happen.
+        let short = Approvals::new(db.clone(), Duration::ZERO);
+        let e = short.create(&new_id(), &new).await.unwrap();
+        assert!(!short.decide(&e.id, true, "boss@x", None).await.unwrap());
+        assert_eq!(short.expire_due().await.unwrap().len(), 1, "{engine}");
+        assert!(short.expire_due().await.unwrap().is_empty());
+        assert_eq!(
+            approvals
+                .list(Some(ApprovalState::Expired), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}

@@ -31,10 +31,15 @@ pub enum AuditAction {
     GrantExpire,
     /// A pass of expiry notices (by the system).
     NoticeRun,
+    /// Two-person approval: asked, approved, denied, expired.
+    ApprovalRequest,
+    ApprovalApprove,
+    ApprovalDeny,
+    ApprovalExpire,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 17] = [
         AuditAction::KeyCreate,
         AuditAction::KeyRotate,
         AuditAction::KeyRevoke,
@@ -48,6 +53,10 @@ impl AuditAction {
         AuditAction::GrantRevoke,
         AuditAction::GrantExpire,
         AuditAction::NoticeRun,
+        AuditAction::ApprovalRequest,
+        AuditAction::ApprovalApprove,
+        AuditAction::ApprovalDeny,
+        AuditAction::ApprovalExpire,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +74,10 @@ impl AuditAction {
             AuditAction::GrantRevoke => "grant.revoke",
             AuditAction::GrantExpire => "grant.expire",
             AuditAction::NoticeRun => "notice.run",
+            AuditAction::ApprovalRequest => "approval.request",
+            AuditAction::ApprovalApprove => "approval.approve",
+            AuditAction::ApprovalDeny => "approval.deny",
+            AuditAction::ApprovalExpire => "approval.expire",
         }
     }
 }
@@ -154,6 +167,11 @@ pub struct Intent {
     pub granted_by: Option<String>,
     /// The claim link an entry concerns.
     pub grant_id: Option<String>,
+    /// For an action run after a second person's approval: who asked,
+    /// who approved, and the request.
+    pub requested_by: Option<String>,
+    pub approved_by: Option<String>,
+    pub approval_id: Option<String>,
 }
 
 impl Intent {
@@ -175,6 +193,9 @@ impl Intent {
             group_id: None,
             granted_by: None,
             grant_id: None,
+            requested_by: None,
+            approved_by: None,
+            approval_id: None,
         }
     }
 }
@@ -235,7 +256,7 @@ impl Entry {
     ) -> Result<S::Ok, S::Error> {
         let i = &self.intent;
         let text = |v: &Option<String>| v.as_deref().map(|v| cell(v).into_owned());
-        let mut r = s.serialize_struct("Entry", 20)?;
+        let mut r = s.serialize_struct("Entry", 23)?;
         r.serialize_field("id", &self.id)?;
         r.serialize_field("at", &self.at)?;
         r.serialize_field("actor", &cell(&i.actor))?;
@@ -256,6 +277,9 @@ impl Entry {
         r.serialize_field("group_id", &i.group_id)?;
         r.serialize_field("granted_by", &text(&i.granted_by))?;
         r.serialize_field("grant_id", &i.grant_id)?;
+        r.serialize_field("requested_by", &text(&i.requested_by))?;
+        r.serialize_field("approved_by", &text(&i.approved_by))?;
+        r.serialize_field("approval_id", &i.approval_id)?;
         r.end()
     }
 }

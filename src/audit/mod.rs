@@ -150,8 +150,8 @@ impl AuditStore {
         let started_ms = self.db.now_ms().await?;
         let id: i64 = on_pool!(&self.db, |p| {
             sqlx::query_scalar(
-            "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id, api_enabled, instance, started_ms, group_id, granted_by, grant_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $15, $16, $17, $18) RETURNING id",
+            "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id, api_enabled, instance, started_ms, group_id, granted_by, grant_id, requested_by, approved_by, approval_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) RETURNING id",
         )
         .bind(&at)
         .bind(&i.actor)
@@ -171,6 +171,9 @@ impl AuditStore {
         .bind(i.group_id)
         .bind(&i.granted_by)
         .bind(&i.grant_id)
+        .bind(&i.requested_by)
+        .bind(&i.approved_by)
+        .bind(&i.approval_id)
         .fetch_one(p)
         .await?
         });
@@ -280,7 +283,7 @@ impl AuditStore {
     ) -> Result<Vec<Entry>, sqlx::Error> {
         on_pool!(&self.db, |p| {
             let mut q = sqlx::QueryBuilder::new(
-                "SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, api_enabled, group_id, granted_by, grant_id, outcome, upstream_status, error, request_id FROM audit",
+                "SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, api_enabled, group_id, granted_by, grant_id, requested_by, approved_by, approval_id, outcome, upstream_status, error, request_id FROM audit",
             );
             push_filters!(q, f);
             q.push(" ORDER BY id DESC LIMIT ")

@@ -27,6 +27,15 @@ use crate::report::{Progress, scan};
 use crate::vultr::VultrClient;
 use send::{Mailer, Notice, Webhook};
 
+/// HTML-escapes plain text for a mail's HTML part.
+fn askama_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
 const JOB: &str = "notices.run";
 /// A pass's lease without a heartbeat: a replica that dies mid-pass frees it.
 const LEASE: Duration = Duration::from_secs(120);
@@ -678,6 +687,25 @@ impl Notifier {
         mailer
             .send_parts(&[to.to_string()], &subject, text, html)
             .await
+    }
+
+    /// Tells people of an event (an approval request or decision) on the
+    /// channels that are on: the webhook gets `{"text": …}`, `to` a mail.
+    /// Best effort: failures are logged, never raised.
+    pub async fn announce(&self, subject: &str, text: &str, to: &[String]) {
+        if let Some(w) = &self.webhook
+            && let Err(e) = w.send_text(text).await
+        {
+            tracing::warn!(error = %e, "announcement not delivered to the webhook");
+        }
+        if let Some(m) = &self.mailer
+            && !to.is_empty()
+        {
+            let html = format!("<p>{}</p>", askama_escape(text).replace('\n', "<br>"));
+            if let Err(e) = m.send_parts(to, subject, text.to_string(), html).await {
+                tracing::warn!(error = %e, "announcement mail not sent");
+            }
+        }
     }
 
     /// The newest passes and notices, and whether one runs now.

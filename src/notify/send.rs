@@ -123,14 +123,23 @@ impl Webhook {
         let text = Digest { notices }
             .render()
             .map_err(|e| format!("digest: {e}"))?;
-        let body = WebhookBody {
+        self.post(&WebhookBody {
             text,
             keys: notices,
-        };
+        })
+        .await
+    }
+
+    /// A message in words only (`{"text": …}`), e.g. an approval request.
+    pub async fn send_text(&self, text: &str) -> Result<(), String> {
+        self.post(&serde_json::json!({ "text": text })).await
+    }
+
+    async fn post(&self, body: &impl Serialize) -> Result<(), String> {
         let resp = self
             .http
             .post(self.url.expose_secret())
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(|e| format!("webhook unreachable: {}", e.without_url()))?;

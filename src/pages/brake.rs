@@ -10,12 +10,13 @@ use serde::Deserialize;
 
 use super::paths::{self, UserPath};
 use super::{Layout, render};
+use crate::approvals::{ApprovalAction, NewApproval};
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
 use crate::ids::VultrId;
-use crate::policy::check_reason;
+use crate::policy::{Change, check_reason};
 use crate::vultr::User;
 use crate::write::{Ctx, Refusal};
 
@@ -116,6 +117,21 @@ pub async fn brake_submit(
         .await;
     }
     let user = claim.prepare(ctx.state.vultr.get_user(&id).await).await?;
+    if let Some(why) = ctx.state.approval.why(Change::ApiAccess(enable)) {
+        let new = NewApproval {
+            action: ApprovalAction::ApiAccessOn,
+            user_id: id.to_string(),
+            user_email: user.email.clone(),
+            key_id: None,
+            key_name: None,
+            expire: false,
+            date_expire: None,
+            reason,
+            why,
+            requested_by: ctx.who.email.clone(),
+        };
+        return super::approvals::request(&ctx, claim, new).await;
+    }
     let intent = Intent {
         target_user_id: Some(id.to_string()),
         target_user_email: user.email.clone(),

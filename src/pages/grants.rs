@@ -13,12 +13,13 @@ use serde::Deserialize;
 use super::paths::{self, UserPath};
 use super::users::user_page;
 use super::{Layout, render};
+use crate::approvals::{ApprovalAction, NewApproval};
 use crate::audit::{AuditAction, Intent, Outcome, Settlement};
 use crate::error::AppError;
 use crate::grants::{Grant, GrantState, NewGrant, plausible_id};
 use crate::idempotency::Scope;
 use crate::identity::{Operator, Staff};
-use crate::policy::{CreateKeyInput, KeyForm, check_reason, validate};
+use crate::policy::{Change, CreateKeyInput, KeyForm, check_reason, validate};
 use crate::state::AppState;
 use crate::vultr::ApiKey;
 use crate::write::{Ctx, Refusal};
@@ -38,7 +39,7 @@ pub struct GrantCreatedView {
 }
 
 /// Mails the owner their link when SMTP is configured (never a key).
-async fn mail_link(state: &AppState, grant: &Grant, link: &str) -> Option<Result<(), String>> {
+pub async fn mail_link(state: &AppState, grant: &Grant, link: &str) -> Option<Result<(), String>> {
     if !state.notifier.can_mail() {
         return None;
     }
@@ -109,6 +110,21 @@ pub async fn grant_create(
             "This Vultr user has no email address, so no one could claim a link. Use Add Key instead.".into(),
         ));
     };
+    if let Some(why) = ctx.state.approval.why(Change::Key(&body)) {
+        let new = NewApproval {
+            action: ApprovalAction::GrantCreate,
+            user_id: id.to_string(),
+            user_email: Some(email),
+            key_id: None,
+            key_name: Some(body.name),
+            expire: body.expire,
+            date_expire: body.date_expire,
+            reason: form.reason(),
+            why,
+            requested_by: ctx.who.email.clone(),
+        };
+        return super::approvals::request(&ctx, claim, new).await;
+    }
     let new = NewGrant {
         user_id: id.to_string(),
         user_email: email.clone(),

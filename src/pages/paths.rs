@@ -18,6 +18,7 @@ pub const KEYS_REPORT: &str = "/reports/keys";
 pub const KEYS_REPORT_SCAN: &str = "/reports/keys/scan";
 pub const GRANTS: &str = "/grants";
 pub const NOTICES: &str = "/notices";
+pub const APPROVALS: &str = "/approvals";
 pub const NOTICES_RUN: &str = "/notices/run";
 pub const KEYS_REVOKE_EXPIRED: &str = "/reports/keys/revoke-expired";
 
@@ -99,6 +100,16 @@ pub fn claim(grant: &str) -> String {
 /// `/grants/{grant}/revoke`: the revoke confirmation and its POST.
 pub fn grant_revoke(grant: &str) -> String {
     format!("/grants/{grant}/revoke")
+}
+
+/// `/approvals/{id}`: one approval request.
+pub fn approval(id: &str) -> String {
+    format!("/approvals/{id}")
+}
+
+/// `/approvals/{id}/{step}`: approve, deny or execute.
+pub fn approval_step(id: &str, step: &str) -> String {
+    format!("/approvals/{id}/{step}")
 }
 
 /// The audit trail of one group (an offboarding, a clean-up).

@@ -46,6 +46,8 @@ pub struct Options {
     pub public_url: Option<String>,
     pub claim_ttl: Duration,
     pub notify: keydesk::notify::NotifyConfig,
+    pub approval: keydesk::policy::ApprovalPolicy,
+    pub approvers: Vec<String>,
 }
 
 impl Options {
@@ -68,6 +70,8 @@ impl Options {
             public_url: self.public_url.clone(),
             claim_ttl: self.claim_ttl,
             notify: self.notify.clone(),
+            approval: self.approval.clone(),
+            approvers: self.approvers.clone(),
             ..Settings::new(url, SecretString::from(self.root_key.to_string()))
         }
     }
@@ -109,6 +113,11 @@ impl Default for Options {
             public_url: None,
             claim_ttl: Duration::from_secs(72 * 3600),
             notify: Default::default(),
+            approval: keydesk::policy::ApprovalPolicy {
+                rules: vec![],
+                ttl: Duration::from_secs(24 * 3600),
+            },
+            approvers: vec![],
         }
     }
 }

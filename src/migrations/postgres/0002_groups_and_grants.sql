@@ -4,6 +4,10 @@
 ALTER TABLE audit ADD COLUMN IF NOT EXISTS group_id BIGINT;
 ALTER TABLE audit ADD COLUMN IF NOT EXISTS granted_by TEXT;
 ALTER TABLE audit ADD COLUMN IF NOT EXISTS grant_id TEXT;
+-- Two-person approval: who asked, who approved, and the request.
+ALTER TABLE audit ADD COLUMN IF NOT EXISTS requested_by TEXT;
+ALTER TABLE audit ADD COLUMN IF NOT EXISTS approved_by TEXT;
+ALTER TABLE audit ADD COLUMN IF NOT EXISTS approval_id TEXT;
 CREATE INDEX IF NOT EXISTS audit_group ON audit (group_id);
 
 -- The settle-only rule now covers the new columns too.
@@ -20,12 +24,14 @@ BEGIN
        OR ROW(NEW.id, NEW.at, NEW.actor, NEW.role, NEW.action, NEW.target_user_id,
               NEW.target_user_email, NEW.key_name, NEW.requested_expiry, NEW.reason,
               NEW.related_key_id, NEW.request_id, NEW.api_enabled, NEW.instance, NEW.started_ms,
-              NEW.group_id, NEW.granted_by, NEW.grant_id)
+              NEW.group_id, NEW.granted_by, NEW.grant_id,
+        NEW.requested_by, NEW.approved_by, NEW.approval_id)
           IS DISTINCT FROM
           ROW(OLD.id, OLD.at, OLD.actor, OLD.role, OLD.action, OLD.target_user_id,
               OLD.target_user_email, OLD.key_name, OLD.requested_expiry, OLD.reason,
               OLD.related_key_id, OLD.request_id, OLD.api_enabled, OLD.instance, OLD.started_ms,
-              OLD.group_id, OLD.granted_by, OLD.grant_id)
+              OLD.group_id, OLD.granted_by, OLD.grant_id,
+        OLD.requested_by, OLD.approved_by, OLD.approval_id)
     THEN
         RAISE EXCEPTION 'only the outcome of an open audit entry can be set';
     END IF;

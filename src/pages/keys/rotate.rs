@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use time::OffsetDateTime;
 
+use crate::approvals::{ApprovalAction, NewApproval};
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
 use crate::idempotency::Scope;
@@ -15,7 +16,7 @@ use crate::identity::Operator;
 use crate::ids::VultrId;
 use crate::pages::paths::KeyPath;
 use crate::pages::{Layout, render};
-use crate::policy::{CreateKeyInput, KeyForm, validate};
+use crate::policy::{Change, CreateKeyInput, KeyForm, validate};
 use crate::vultr::{ApiKey, User};
 use crate::write::{Ctx, Refusal};
 
@@ -105,6 +106,21 @@ pub async fn rotate_submit(
         let status = StatusCode::UNPROCESSABLE_ENTITY;
         return rotate_page(&ctx, (&id, &key_id), Some(form), status).await;
     };
+    if let Some(why) = ctx.state.approval.why(Change::Key(&body)) {
+        let new = NewApproval {
+            action: ApprovalAction::KeyRotate,
+            user_id: id.to_string(),
+            user_email: user.email.clone(),
+            key_id: Some(key_id.to_string()),
+            key_name: Some(body.name),
+            expire: body.expire,
+            date_expire: body.date_expire,
+            reason: form.reason(),
+            why,
+            requested_by: ctx.who.email.clone(),
+        };
+        return crate::pages::approvals::request(&ctx, claim, new).await;
+    }
     let intent = Intent {
         related_key_id: Some(key_id.to_string()),
         ..super::new_key_intent(&ctx, AuditAction::KeyRotate, &user, &body, &form)

@@ -1,0 +1,390 @@
+//! Two-person approval requests. An action that needs a second person is
+//! stored here instead of done: the action, its target and parameters (never
+//! a secret), who asked and why it waits. Every move is one conditional
+//! update: a decision is final, a request is executed at most once, and the
+//! database itself refuses a requester deciding their own request.
+
+use std::fmt;
+
+use rand::RngCore;
+
+use crate::db::Db;
+use crate::on_pool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    /// The requester pressed "Do it now" and the action is running.
+    Executing,
+    Done,
+}
+
+impl ApprovalState {
+    pub const ALL: [ApprovalState; 6] = [
+        ApprovalState::Pending,
+        ApprovalState::Approved,
+        ApprovalState::Denied,
+        ApprovalState::Expired,
+        ApprovalState::Executing,
+        ApprovalState::Done,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Executing => "executing",
+            ApprovalState::Done => "done",
+        }
+    }
+}
+
+impl fmt::Display for ApprovalState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for ApprovalState {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown approval state {s:?}"))
+    }
+}
+
+/// What a request will do, as the audit names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalAction {
+    KeyCreate,
+    KeyRotate,
+    GrantCreate,
+    /// Switching API access back on.
+    ApiAccessOn,
+}
+
+impl ApprovalAction {
+    pub const ALL: [ApprovalAction; 4] = [
+        ApprovalAction::KeyCreate,
+        ApprovalAction::KeyRotate,
+        ApprovalAction::GrantCreate,
+        ApprovalAction::ApiAccessOn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalAction::KeyCreate => "key.create",
+            ApprovalAction::KeyRotate => "key.rotate",
+            ApprovalAction::GrantCreate => "grant.create",
+            ApprovalAction::ApiAccessOn => "user.api_access",
+        }
+    }
+
+    pub fn words(self) -> &'static str {
+        match self {
+            ApprovalAction::KeyCreate => "create an API key",
+            ApprovalAction::KeyRotate => "rotate an API key",
+            ApprovalAction::GrantCreate => "send a claim link",
+            ApprovalAction::ApiAccessOn => "switch API access back on",
+        }
+    }
+}
+
+impl TryFrom<String> for ApprovalAction {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown approval action {s:?}"))
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Approval {
+    pub id: String,
+    #[sqlx(try_from = "String")]
+    pub action: ApprovalAction,
+    pub user_id: String,
+    pub user_email: Option<String>,
+    /// The key a rotation replaces.
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+    pub expire: bool,
+    pub date_expire: Option<String>,
+    pub reason: Option<String>,
+    pub why: String,
+    pub requested_by: String,
+    pub requested_ms: i64,
+    pub expires_ms: i64,
+    #[sqlx(try_from = "String")]
+    pub state: ApprovalState,
+    pub decided_by: Option<String>,
+    pub decided_ms: Option<i64>,
+    pub comment: Option<String>,
+    pub executed_ms: Option<i64>,
+    /// What the execution made: a key id or a grant id.
+    pub result_id: Option<String>,
+}
+
+impl Approval {
+    pub fn is_requester(&self, email: &str) -> bool {
+        self.requested_by.eq_ignore_ascii_case(email.trim())
+    }
+    pub fn requested_display(&self) -> String {
+        crate::timefmt::display_ms(self.requested_ms)
+    }
+    pub fn expires_display(&self) -> String {
+        crate::timefmt::display_ms(self.expires_ms)
+    }
+    pub fn decided_display(&self) -> String {
+        self.decided_ms
+            .map(crate::timefmt::display_ms)
+            .unwrap_or_else(|| "—".into())
+    }
+    /// The key's expiry in words.
+    pub fn expiry_words(&self) -> String {
+        match (&self.action, &self.date_expire) {
+            (ApprovalAction::ApiAccessOn, _) => "—".into(),
+            (_, Some(d)) => d.get(..10).unwrap_or(d).to_string(),
+            (_, None) => "never".into(),
+        }
+    }
+}
+
+/// What a requester asks for.
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    pub action: ApprovalAction,
+    pub user_id: String,
+    pub user_email: Option<String>,
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+    pub expire: bool,
+    pub date_expire: Option<String>,
+    pub reason: Option<String>,
+    pub why: String,
+    pub requested_by: String,
+}
+
+macro_rules! select_approvals {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state, decided_by, decided_ms, comment, executed_ms, result_id FROM approvals ",
+            $rest
+        )
+    };
+}
+
+#[derive(Clone, Debug)]
+pub struct Approvals {
+    db: Db,
+    ttl_ms: i64,
+}
+
+/// A fresh request id: 128 random bits, hex.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `s` could be a request id (checked before any lookup).
+pub fn plausible_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Approvals {
+    pub fn new(db: Db, ttl: std::time::Duration) -> Self {
+        Self {
+            db,
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Stores a request under `id` (from `new_id`, so the audit can name it first).
+    pub async fn create(&self, id: &str, a: &NewApproval) -> Result<Approval, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        on_pool!(&self.db, |p| {
+            sqlx::query(
+                "INSERT INTO approvals (id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending')",
+            )
+            .bind(id)
+            .bind(a.action.as_str())
+            .bind(&a.user_id)
+            .bind(&a.user_email)
+            .bind(&a.key_id)
+            .bind(&a.key_name)
+            .bind(a.expire)
+            .bind(&a.date_expire)
+            .bind(&a.reason)
+            .bind(&a.why)
+            .bind(&a.requested_by)
+            .bind(now)
+            .bind(now.saturating_add(self.ttl_ms))
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        self.get(id).await?.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Approval>, sqlx::Error> {
+        on_pool!(&self.db, |p| {
+            sqlx::query_as::<_, Approval>(select_approvals!("WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(p)
+                .await
+        })
+    }
+
+    /// Newest first, optionally in one state.
+    pub async fn list(
+        &self,
+        state: Option<ApprovalState>,
+        limit: i64,
+    ) -> Result<Vec<Approval>, sqlx::Error> {
+        on_pool!(&self.db, |p| {
+            let mut q = sqlx::QueryBuilder::new(select_approvals!("WHERE 1 = 1"));
+            if let Some(s) = state {
+                q.push(" AND state = ").push_bind(s.as_str());
+            }
+            q.push(" ORDER BY requested_ms DESC LIMIT ")
+                .push_bind(limit);
+            q.build_query_as::<Approval>().fetch_all(p).await
+        })
+    }
+
+    /// The final decision: pending and unexpired → approved or denied, by
+    /// someone other than the requester. Whether this call decided it.
+    pub async fn decide(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        comment: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let to = if approve { "approved" } else { "denied" };
+        let n = on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE approvals SET state = $1, decided_by = $2, decided_ms = $3, comment = $4
+                 WHERE id = $5 AND state = 'pending' AND expires_ms > $3 AND lower(requested_by) <> lower($2)",
+            )
+            .bind(to)
+            .bind(by)
+            .bind(now)
+            .bind(comment)
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// The one conditional start of an execution: approved, unexpired, by
+    /// the requester → executing. Whether this call won it.
+    pub async fn begin_execute(&self, id: &str, by: &str) -> Result<bool, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let n = on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE approvals SET state = 'executing', executed_ms = $1
+                 WHERE id = $2 AND state = 'approved' AND expires_ms > $1 AND lower(requested_by) = lower($3)",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(by)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Executed (or its outcome unknown: never again): executing → done.
+    pub async fn done(&self, id: &str, result_id: Option<&str>) -> Result<bool, sqlx::Error> {
+        let n = on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE approvals SET state = 'done', result_id = $1 WHERE id = $2 AND state = 'executing'",
+            )
+            .bind(result_id)
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Nothing happened upstream: executing → approved, to try again.
+    pub async fn reopen(&self, id: &str) -> Result<bool, sqlx::Error> {
+        let n = on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE approvals SET state = 'approved', executed_ms = NULL WHERE id = $1 AND state = 'executing'",
+            )
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Pending or approved requests past their time become expired; returns them.
+    pub async fn expire_due(&self) -> Result<Vec<Approval>, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let due: Vec<String> = on_pool!(&self.db, |p| {
+            sqlx::query_scalar(
+                "SELECT id FROM approvals WHERE state IN ('pending', 'approved') AND expires_ms <= $1",
+            )
+            .bind(now)
+            .fetch_all(p)
+            .await?
+        });
+        let mut out = vec![];
+        for id in due {
+            let n = on_pool!(&self.db, |p| {
+                sqlx::query(
+                    "UPDATE approvals SET state = 'expired' WHERE id = $1 AND state IN ('pending', 'approved') AND expires_ms <= $2",
+                )
+                .bind(&id)
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected()
+            });
+            if n == 1
+                && let Some(a) = self.get(&id).await?
+            {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in ApprovalState::ALL {
+            assert_eq!(ApprovalState::try_from(s.as_str().to_string()), Ok(s));
+        }
+        for a in ApprovalAction::ALL {
+            assert_eq!(ApprovalAction::try_from(a.as_str().to_string()), Ok(a));
+        }
+        assert!(plausible_id(&new_id()));
+        assert!(!plausible_id("x"));
+    }
+}

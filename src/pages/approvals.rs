@@ -1,0 +1,612 @@
+//! Two-person approval: a form whose action needs a second person stores a
+//! request instead (`request`, 202); `GET /approvals` and `/approvals/{id}`
+//! show requests; an approver (never the requester) approves or denies,
+//! once; the requester then runs it with "Do it now", exactly once, through
+//! the same audited write as everything else. No approver ever sees a key.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::grants::{GrantCreatedView, mail_link};
+use super::keys::reveal;
+use super::{Layout, paths, render};
+use crate::approvals::{Approval, ApprovalAction, ApprovalState, NewApproval, plausible_id};
+use crate::audit::{AuditAction, Intent, Outcome};
+use crate::error::AppError;
+use crate::grants::NewGrant;
+use crate::idempotency::Scope;
+use crate::identity::{Operator, Staff};
+use crate::ids::VultrId;
+use crate::policy::check_reason;
+use crate::state::AppState;
+use crate::vultr::NewApiKey;
+use crate::write::{Claimed, Ctx, Refusal};
+
+/// The system's name in the audit for what no person did (expiry).
+const SYSTEM_ACTOR: &str = "keydesk";
+
+#[derive(Template)]
+#[template(path = "approvals/requested.html")]
+pub struct ApprovalRequestedView {
+    pub layout: Layout,
+    pub approval: Approval,
+}
+
+/// Instead of acting: stores the request, audits `approval.request`, tells
+/// the approvers, and answers 202 with a link to it. Nothing goes upstream.
+pub async fn request(
+    ctx: &Ctx,
+    claim: Claimed<'_>,
+    new: NewApproval,
+) -> Result<Response, AppError> {
+    let id = crate::approvals::new_id();
+    let intent = Intent {
+        target_user_id: Some(new.user_id.clone()),
+        target_user_email: new.user_email.clone(),
+        key_id: new.key_id.clone(),
+        key_name: new.key_name.clone(),
+        requested_expiry: new.date_expire.clone(),
+        api_enabled: (new.action == ApprovalAction::ApiAccessOn).then_some(true),
+        reason: new.reason.clone(),
+        requested_by: Some(new.requested_by.clone()),
+        approval_id: Some(id.clone()),
+        ..ctx.intent(AuditAction::ApprovalRequest)
+    };
+    let approvals = &ctx.state.approvals;
+    let approval = claim
+        .store(
+            intent,
+            async { approvals.create(&id, &new).await.map_err(AppError::store) },
+            |a| Some(a.id.clone()),
+        )
+        .await?;
+    tracing::info!(approval = %approval.id, action = approval.action.as_str(), "approval requested");
+    metrics::counter!("keydesk_approvals_total", "event" => "request").increment(1);
+    announce_request(&ctx.state, &approval);
+    let view = ApprovalRequestedView {
+        layout: ctx.layout().await,
+        approval,
+    };
+    Ok(render(StatusCode::ACCEPTED, &view))
+}
+
+/// Tells the approvers of a new request (in the background).
+fn announce_request(state: &AppState, a: &Approval) {
+    let link = state.link(&paths::approval(&a.id));
+    let subject = format!(
+        "Approval needed: {} wants to {}",
+        a.requested_by,
+        a.action.words()
+    );
+    let text = format!(
+        "{} asks to {} for {} ({}). Why it waits: {}. Reason: {}.\nDecide: {}",
+        a.requested_by,
+        a.action.words(),
+        a.user_email.as_deref().unwrap_or(&a.user_id),
+        a.key_name.as_deref().unwrap_or("-"),
+        a.why,
+        a.reason.as_deref().unwrap_or("-"),
+        link
+    );
+    let to: Vec<String> = state
+        .approvers
+        .emails()
+        .into_iter()
+        .filter(|e| !a.is_requester(e))
+        .collect();
+    let notifier = state.notifier.clone();
+    tokio::spawn(async move { notifier.announce(&subject, &text, &to).await });
+}
+
+/// Tells the requester of a decision (in the background).
+fn announce_decision(state: &AppState, a: &Approval, approved: bool) {
+    let link = state.link(&paths::approval(&a.id));
+    let verb = if approved { "approved" } else { "denied" };
+    let subject = format!("Your request to {} was {verb}", a.action.words());
+    let text = format!(
+        "{} {verb} your request to {} for {}.{}\n{}",
+        a.decided_by.as_deref().unwrap_or("An approver"),
+        a.action.words(),
+        a.user_email.as_deref().unwrap_or(&a.user_id),
+        if approved {
+            " Open it and press \"Do it now\"."
+        } else {
+            ""
+        },
+        link
+    );
+    let to = vec![a.requested_by.clone()];
+    let notifier = state.notifier.clone();
+    tokio::spawn(async move { notifier.announce(&subject, &text, &to).await });
+}
+
+/// Expires pending or approved requests past their time, audited by the
+/// system. Runs from the upkeep task and before approval pages.
+pub async fn expire_due(state: &AppState) {
+    let expired = match state.approvals.expire_due().await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not sweep expired approval requests");
+            return;
+        }
+    };
+    for a in expired {
+        let intent = Intent {
+            target_user_id: Some(a.user_id.clone()),
+            target_user_email: a.user_email.clone(),
+            key_name: a.key_name.clone(),
+            requested_by: Some(a.requested_by.clone()),
+            approval_id: Some(a.id.clone()),
+            ..Intent::new(SYSTEM_ACTOR, "system", AuditAction::ApprovalExpire)
+        };
+        state.audit.record(&intent, Outcome::Ok).await;
+    }
+}
+
+/// The request `raw` names, expired first if past its time; or 404.
+async fn current(state: &AppState, raw: &str) -> Result<Approval, AppError> {
+    let missing = || AppError::NotFound("There is no such approval request.".into());
+    if !plausible_id(raw) {
+        return Err(missing());
+    }
+    let get = || async {
+        state
+            .approvals
+            .get(raw)
+            .await
+            .map_err(AppError::store)?
+            .ok_or_else(missing)
+    };
+    let a = get().await?;
+    let now = state.db.now_ms().await.map_err(AppError::store)?;
+    let open = matches!(a.state, ApprovalState::Pending | ApprovalState::Approved);
+    if open && a.expires_ms <= now {
+        expire_due(state).await;
+        return get().await;
+    }
+    Ok(a)
+}
+
+/// Why a request in its state cannot take the step asked for.
+fn closed(a: &Approval) -> AppError {
+    match a.state {
+        ApprovalState::Expired => AppError::Gone(
+            "This request has expired without being carried out. Ask again if it is still needed.".into(),
+        ),
+        ApprovalState::Denied => AppError::Conflict(format!(
+            "This request was denied by {}: it cannot be carried out.",
+            a.decided_by.as_deref().unwrap_or("an approver")
+        )),
+        ApprovalState::Done | ApprovalState::Executing => AppError::Conflict(
+            "This request was already carried out (or is being carried out now): it acts only once.".into(),
+        ),
+        ApprovalState::Approved => AppError::Conflict(format!(
+            "This request was already approved by {}.",
+            a.decided_by.as_deref().unwrap_or("an approver")
+        )),
+        ApprovalState::Pending => AppError::Conflict(
+            "This request is still waiting for an approver.".into(),
+        ),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct ApprovalsQuery {
+    state: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "approvals/list.html")]
+pub struct ApprovalsListView {
+    pub layout: Layout,
+    pub approvals: Vec<Approval>,
+    pub state: String,
+    pub states: [ApprovalState; 6],
+}
+
+/// `GET /approvals`: requests, newest first, by state.
+pub async fn approvals_list(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Query(q): Query<ApprovalsQuery>,
+) -> Result<Response, AppError> {
+    expire_due(&ctx.state).await;
+    let state = q
+        .state
+        .filter(|s| !s.is_empty())
+        .map(ApprovalState::try_from)
+        .transpose()
+        .map_err(|_| AppError::BadRequest("Unknown request state.".into()))?;
+    let approvals = ctx
+        .state
+        .approvals
+        .list(state, 500)
+        .await
+        .map_err(AppError::store)?;
+    let view = ApprovalsListView {
+        layout: ctx.layout().await,
+        approvals,
+        state: state.map(|s| s.as_str().to_string()).unwrap_or_default(),
+        states: ApprovalState::ALL,
+    };
+    Ok(render(StatusCode::OK, &view))
+}
+
+#[derive(Template)]
+#[template(path = "approvals/show.html")]
+pub struct ApprovalShowView {
+    pub layout: Layout,
+    pub approval: Approval,
+    /// This person may decide it (an approver, not the requester, pending).
+    pub can_decide: bool,
+    pub is_approver: bool,
+    pub is_requester: bool,
+    /// Tokens of the approve, deny and execute forms, when shown.
+    pub approve_token: Option<String>,
+    pub deny_token: Option<String>,
+    pub execute_token: Option<String>,
+    pub notice: Option<String>,
+}
+
+async fn show_page(
+    ctx: &Ctx,
+    a: Approval,
+    notice: Option<String>,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let is_approver = ctx.state.approvers.includes(&ctx.who);
+    let is_requester = a.is_requester(&ctx.who.email);
+    let can_decide = is_approver && !is_requester && a.state == ApprovalState::Pending;
+    let can_execute = is_requester && ctx.who.can_write() && a.state == ApprovalState::Approved;
+    let (approve_token, deny_token) = if can_decide {
+        (
+            Some(ctx.issue(Scope::ApprovalDecide(&a.id)).await?),
+            Some(ctx.issue(Scope::ApprovalDecide(&a.id)).await?),
+        )
+    } else {
+        (None, None)
+    };
+    let execute_token = if can_execute {
+        Some(ctx.issue(Scope::ApprovalExecute(&a.id)).await?)
+    } else {
+        None
+    };
+    let view = ApprovalShowView {
+        layout: ctx.layout().await,
+        approval: a,
+        can_decide,
+        is_approver,
+        is_requester,
+        approve_token,
+        deny_token,
+        execute_token,
+        notice,
+    };
+    Ok(render(status, &view))
+}
+
+/// `GET /approvals/{id}`: one request, with what this person may do with it.
+pub async fn approval_show(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+) -> Result<Response, AppError> {
+    let a = current(&ctx.state, &raw).await?;
+    show_page(&ctx, a, None, StatusCode::OK).await
+}
+
+#[derive(Deserialize, Default)]
+pub struct DecisionInput {
+    form_token: Option<String>,
+    comment: Option<String>,
+}
+
+/// Audits a refused attempt to decide or run a request, then the 403.
+async fn refuse(ctx: &Ctx, a: &Approval, why: &str) -> AppError {
+    let intent = Intent {
+        target_user_id: Some(a.user_id.clone()),
+        approval_id: Some(a.id.clone()),
+        reason: Some(why.to_string()),
+        ..ctx.intent(AuditAction::AccessDenied)
+    };
+    ctx.state.audit.record(&intent, Outcome::Failed).await;
+    AppError::Forbidden(format!("{why}. Nothing was changed."))
+}
+
+/// `POST /approvals/{id}/approve`.
+pub async fn approval_approve(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+    Form(input): Form<DecisionInput>,
+) -> Result<Response, AppError> {
+    decide(ctx, raw, input, true).await
+}
+
+/// `POST /approvals/{id}/deny`.
+pub async fn approval_deny(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+    Form(input): Form<DecisionInput>,
+) -> Result<Response, AppError> {
+    decide(ctx, raw, input, false).await
+}
+
+/// The one final decision, by an approver who is not the requester.
+async fn decide(
+    ctx: Ctx,
+    raw: String,
+    input: DecisionInput,
+    approve: bool,
+) -> Result<Response, AppError> {
+    let a = current(&ctx.state, &raw).await?;
+    if !ctx.state.approvers.includes(&ctx.who) {
+        return Err(refuse(
+            &ctx,
+            &a,
+            "Only approvers (KEYDESK_APPROVERS) can decide requests",
+        )
+        .await);
+    }
+    if a.is_requester(&ctx.who.email) {
+        return Err(refuse(&ctx, &a, "Nobody can decide their own request").await);
+    }
+    if a.state != ApprovalState::Pending {
+        return Err(closed(&a));
+    }
+    let comment = match check_reason(input.comment.as_deref(), &Default::default()) {
+        Ok(c) => c,
+        Err(e) => return show_page(&ctx, a, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await,
+    };
+    let user = VultrId::parse(&a.user_id)?;
+    let token = input.form_token.as_deref().filter(|t| !t.is_empty());
+    let claim = match ctx
+        .claim(token, Scope::ApprovalDecide(&a.id), &user, None)
+        .await
+    {
+        Ok(c) => c,
+        Err(Refusal::Replay { .. }) => {
+            let now = current(&ctx.state, &raw).await?;
+            return Err(closed(&now));
+        }
+        Err(Refusal::Unavailable(e)) => return Err(e),
+        Err(Refusal::Refused) => {
+            let notice = "That form has expired or was not issued to you. Decide again.";
+            return show_page(&ctx, a, Some(notice.into()), StatusCode::FORBIDDEN).await;
+        }
+    };
+    let action = if approve {
+        AuditAction::ApprovalApprove
+    } else {
+        AuditAction::ApprovalDeny
+    };
+    let intent = Intent {
+        target_user_id: Some(a.user_id.clone()),
+        target_user_email: a.user_email.clone(),
+        key_id: a.key_id.clone(),
+        key_name: a.key_name.clone(),
+        requested_expiry: a.date_expire.clone(),
+        reason: comment.clone(),
+        requested_by: Some(a.requested_by.clone()),
+        approved_by: approve.then(|| ctx.who.email.clone()),
+        approval_id: Some(a.id.clone()),
+        ..ctx.intent(action)
+    };
+    let state = &ctx.state;
+    let who = ctx.who.email.clone();
+    let change = async {
+        match state
+            .approvals
+            .decide(&a.id, approve, &who, comment.as_deref())
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(closed(&current(state, &raw).await?)),
+            Err(e) => Err(AppError::store(e)),
+        }
+    };
+    claim.store(intent, change, |_| None).await?;
+    let event = if approve { "approve" } else { "deny" };
+    metrics::counter!("keydesk_approvals_total", "event" => event).increment(1);
+    let decided = current(state, &raw).await?;
+    announce_decision(state, &decided, approve);
+    let text = if approve {
+        format!("Approved. {} can now carry it out.", decided.requested_by)
+    } else {
+        "Denied. The request can no longer be carried out.".to_string()
+    };
+    ctx.flash("ok", text).await;
+    Ok(Redirect::to(&paths::approval(&decided.id)).into_response())
+}
+
+/// `POST /approvals/{id}/execute`: the requester carries out an approved
+/// request, once. A key is revealed to them alone.
+pub async fn approval_execute(
+    Operator(_): Operator,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+    Form(input): Form<DecisionInput>,
+) -> Result<Response, AppError> {
+    let a = current(&ctx.state, &raw).await?;
+    if !a.is_requester(&ctx.who.email) {
+        return Err(refuse(
+            &ctx,
+            &a,
+            "Only the person who asked can carry out an approved request",
+        )
+        .await);
+    }
+    if a.state != ApprovalState::Approved {
+        return Err(closed(&a));
+    }
+    let user_id = VultrId::parse(&a.user_id)?;
+    let token = input.form_token.as_deref().filter(|t| !t.is_empty());
+    let claim = match ctx
+        .claim(token, Scope::ApprovalExecute(&a.id), &user_id, None)
+        .await
+    {
+        Ok(c) => c,
+        Err(Refusal::Replay { .. }) => return Err(closed(&current(&ctx.state, &raw).await?)),
+        Err(Refusal::Unavailable(e)) => return Err(e),
+        Err(Refusal::Refused) => {
+            let notice = "That form has expired or was not issued to you. Press the button again.";
+            return show_page(&ctx, a, Some(notice.into()), StatusCode::FORBIDDEN).await;
+        }
+    };
+    // The one conditional start: a second or concurrent execute acts on nothing.
+    let won = claim
+        .prepare(
+            ctx.state
+                .approvals
+                .begin_execute(&a.id, &ctx.who.email)
+                .await,
+        )
+        .await?;
+    if !won {
+        claim.release().await;
+        return Err(closed(&current(&ctx.state, &raw).await?));
+    }
+    let approvals = &ctx.state.approvals;
+    match carry_out(&ctx, claim, &a, &user_id).await {
+        Ok((page, result_id)) => {
+            if let Err(e) = approvals.done(&a.id, result_id.as_deref()).await {
+                tracing::error!(error = %e, "approval not marked done");
+            }
+            metrics::counter!("keydesk_approvals_total", "event" => "execute").increment(1);
+            Ok(page)
+        }
+        Err(e) => {
+            // Unknown: it may have happened, so never again. Otherwise retry.
+            let marked = match e {
+                AppError::OutcomeUnknown { .. } => approvals.done(&a.id, None).await,
+                _ => approvals.reopen(&a.id).await,
+            };
+            if let Err(db) = marked {
+                tracing::error!(error = %db, "approval state after a failed execution not written");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Runs the stored parameters through the usual audited write; the page
+/// that follows and what it made.
+async fn carry_out(
+    ctx: &Ctx,
+    claim: Claimed<'_>,
+    a: &Approval,
+    user_id: &VultrId,
+) -> Result<(Response, Option<String>), AppError> {
+    let state = &ctx.state;
+    let stamp = |i: Intent| Intent {
+        reason: a.reason.clone(),
+        requested_by: Some(a.requested_by.clone()),
+        approved_by: a.decided_by.clone(),
+        approval_id: Some(a.id.clone()),
+        ..i
+    };
+    let body = NewApiKey {
+        name: a.key_name.clone().unwrap_or_default(),
+        expire: a.expire,
+        date_expire: a.date_expire.clone(),
+    };
+    match a.action {
+        ApprovalAction::KeyCreate | ApprovalAction::KeyRotate => {
+            let (user, old) = match (&a.action, &a.key_id) {
+                (ApprovalAction::KeyRotate, Some(k)) => {
+                    let key_id = VultrId::parse(k)?;
+                    let (u, old) = claim
+                        .prepare(state.vultr.get_user_and_key(user_id, &key_id).await)
+                        .await?;
+                    (u, Some(old))
+                }
+                _ => (
+                    claim.prepare(state.vultr.get_user(user_id).await).await?,
+                    None,
+                ),
+            };
+            let action = if old.is_some() {
+                AuditAction::KeyRotate
+            } else {
+                AuditAction::KeyCreate
+            };
+            let intent = stamp(Intent {
+                target_user_id: Some(user.id.clone()),
+                target_user_email: user.email.clone(),
+                key_name: Some(body.name.clone()),
+                requested_expiry: body.date_expire.clone(),
+                related_key_id: old.as_ref().map(|k| k.id.clone()),
+                ..ctx.intent(action)
+            });
+            let call = state.vultr.create_key(user_id, &body);
+            let created = claim.execute(intent, call, |k| Some(k.id.clone())).await?;
+            let id = created.id.clone();
+            Ok((reveal(ctx, user, created, old).await, Some(id)))
+        }
+        ApprovalAction::GrantCreate => {
+            state.vultr.invalidate_user(user_id);
+            let user = claim.prepare(state.vultr.get_user(user_id).await).await?;
+            let Some(email) = user.email.clone().filter(|e| !e.trim().is_empty()) else {
+                claim.release().await;
+                return Err(AppError::BadRequest(
+                    "This Vultr user has no email address any more, so no one could claim a link."
+                        .into(),
+                ));
+            };
+            let new = NewGrant {
+                user_id: a.user_id.clone(),
+                user_email: email.clone(),
+                key_name: body.name.clone(),
+                date_expire: body.date_expire.clone(),
+                reason: a.reason.clone(),
+                created_by: a.requested_by.clone(),
+            };
+            let intent = stamp(Intent {
+                target_user_id: Some(a.user_id.clone()),
+                target_user_email: Some(email),
+                key_name: Some(body.name.clone()),
+                requested_expiry: body.date_expire.clone(),
+                ..ctx.intent(AuditAction::GrantCreate)
+            });
+            let grant = claim
+                .store(
+                    intent,
+                    async { state.grants.create(&new).await.map_err(AppError::store) },
+                    |g| Some(g.id.clone()),
+                )
+                .await?;
+            let link = state.link(&paths::claim(&grant.id));
+            let mailed = mail_link(state, &grant, &link).await;
+            let id = grant.id.clone();
+            let view = GrantCreatedView {
+                layout: ctx.layout().await,
+                link,
+                grant,
+                mailed,
+            };
+            Ok((render(StatusCode::OK, &view), Some(id)))
+        }
+        ApprovalAction::ApiAccessOn => {
+            let user = claim.prepare(state.vultr.get_user(user_id).await).await?;
+            let intent = stamp(Intent {
+                target_user_id: Some(a.user_id.clone()),
+                target_user_email: user.email.clone(),
+                api_enabled: Some(true),
+                ..ctx.intent(AuditAction::UserApiAccess)
+            });
+            let call = state.vultr.set_api_enabled(user_id, true);
+            claim.execute(intent, call, |_| None).await?;
+            ctx.flash(
+                "ok",
+                "API access switched on, as approved: the user's keys work again.".into(),
+            )
+            .await;
+            Ok((Redirect::to(&paths::user(&a.user_id)).into_response(), None))
+        }
+    }
+}
