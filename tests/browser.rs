@@ -740,3 +740,71 @@ async fn notices_are_run_from_the_page_in_a_real_browser() {
     screenshot(&c, "notices").await;
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_two_person_approval_round_in_a_real_browser() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let ada = app.user_id("ada@example.com");
+    let dir = std::env::temp_dir().join(format!("keydesk-approval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("keydesk.db").display());
+    let access = keydesk::identity::Access::new(
+        &[],
+        &["demo@keydesk.local".into(), "boss@example.com".into()],
+    );
+    let rules = keydesk::policy::ApprovalPolicy {
+        rules: vec![keydesk::policy::ApprovalRule::NoExpiry],
+        ttl: Duration::from_secs(3600),
+    };
+    let upstream = app.state.vultr.base_url().to_string();
+    let settings = |who: &str| keydesk::state::Settings {
+        database_url: db.clone(),
+        approval: rules.clone(),
+        approvers: vec!["boss@example.com".into()],
+        ..demo_settings(&upstream, who, access.clone())
+    };
+    let requester = serve(settings("demo@keydesk.local")).await.0;
+    // Another host name, so the two identities keep separate cookies.
+    let approver = serve(settings("boss@example.com"))
+        .await
+        .0
+        .replace("127.0.0.1", "localhost");
+    let c = browser(&driver, true).await;
+
+    // The requester asks for a key that never expires: it waits.
+    c.goto(&format!("{requester}/users/{ada}")).await.unwrap();
+    type_into(&c, "#key-name", "forever-key").await;
+    css(&c, "#add-key").await.click().await.unwrap();
+    css(&c, "#approval-requested").await;
+    assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+    let href = css(&c, "#approval-link")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The approver opens it and approves.
+    c.goto(&format!("{approver}{href}")).await.unwrap();
+    screenshot(&c, "approval-request").await;
+    type_into(&c, "#approve-comment", "ok for the migration").await;
+    css(&c, "#approve").await.click().await.unwrap();
+    let state = css(&c, "#approval-state").await.text().await.unwrap();
+    assert!(state.contains("approved"), "{state}");
+    assert!(c.find(Locator::Css("#execute")).await.is_err(), "the approver cannot run it");
+
+    // The requester does it now: the key is shown to them, once.
+    c.goto(&format!("{requester}{href}")).await.unwrap();
+    css(&c, "#execute").await.click().await.unwrap();
+    let secret = value(&c, "#new-api-key").await;
+    assert_eq!(secret.len(), 36);
+    assert_eq!(app.fake.count("POST", "/v2/users"), 1);
+    screenshot(&c, "approval-executed").await;
+    c.goto(&format!("{approver}/audit")).await.unwrap();
+    assert!(!c.source().await.unwrap().contains(&secret));
+    c.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
