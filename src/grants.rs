@@ -226,6 +226,19 @@ impl Grants {
         })
     }
 
+    /// A user's claim links not yet used (pending, being claimed, or whose
+    /// claim lost its answer), newest first: one query for the user page.
+    pub async fn open_for_user(&self, user_id: &str) -> Result<Vec<Grant>, sqlx::Error> {
+        on_pool!(&self.db, |p| {
+            sqlx::query_as::<_, Grant>(select_grants!(
+                "WHERE user_id = $1 AND state IN ('pending', 'claiming', 'unknown') ORDER BY created_ms DESC LIMIT 50"
+            ))
+            .bind(user_id)
+            .fetch_all(p)
+            .await
+        })
+    }
+
     /// Moves `id` from `from` to `to` if it is still in `from` (and, for a
     /// claim, not past its time); `who` is recorded. Whether it moved.
     async fn transition(

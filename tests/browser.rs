@@ -794,7 +794,10 @@ async fn a_two_person_approval_round_in_a_real_browser() {
     css(&c, "#approve").await.click().await.unwrap();
     let state = css(&c, "#approval-state").await.text().await.unwrap();
     assert!(state.contains("approved"), "{state}");
-    assert!(c.find(Locator::Css("#execute")).await.is_err(), "the approver cannot run it");
+    assert!(
+        c.find(Locator::Css("#execute")).await.is_err(),
+        "the approver cannot run it"
+    );
 
     // The requester does it now: the key is shown to them, once.
     c.goto(&format!("{requester}{href}")).await.unwrap();

@@ -274,11 +274,12 @@ pub async fn user_page(
         user: Some(id.to_string()),
         ..Default::default()
     };
-    let (user, keys, history, notices) = tokio::join!(
+    let (user, keys, history, notices, grants) = tokio::join!(
         state.vultr.get_user(id),
         state.vultr.list_keys(id),
         state.audit.list(&history_filter, 10, 0),
         state.notifier.last_sent(id.as_str()),
+        state.grants.open_for_user(id.as_str()),
     );
     let notices = notices.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "notices unavailable for the user page");
@@ -292,7 +293,7 @@ pub async fn user_page(
     });
     let view = UserShowView {
         layout: ctx.layout().await,
-        grants: open_grants(state, id, &keys).await,
+        grants: open_grants(state, grants, &keys).await,
         notices,
         user,
         keys,
@@ -302,31 +303,38 @@ pub async fn user_page(
     Ok(render(status, &view))
 }
 
-/// The user's open claim links, lost claims reconciled from `keys` first.
+/// The user's open claim links; a claim that lost its answer is settled from
+/// `keys` first. Links past their time are left out (the upkeep records
+/// their expiry within a minute).
 async fn open_grants(
     state: &crate::state::AppState,
-    id: &VultrId,
+    grants: Result<Vec<crate::grants::Grant>, sqlx::Error>,
     keys: &[ApiKey],
 ) -> Vec<crate::grants::Grant> {
     use crate::grants::GrantState;
-    super::grants::expire_due(state).await;
-    let list = |s| state.grants.list(Some(s), Some(id.as_str()), 50);
-    if let Ok(unknown) = list(GrantState::Unknown).await {
-        for g in &unknown {
-            super::grants::reconcile(state, g, keys).await;
+    let mut open = match grants {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(error = %e, "claim links unavailable for the user page");
+            return vec![];
         }
+    };
+    let unknown: Vec<_> = open
+        .iter()
+        .filter(|g| g.state == GrantState::Unknown)
+        .cloned()
+        .collect();
+    for g in &unknown {
+        super::grants::reconcile(state, g, keys).await;
     }
-    let mut open = Vec::new();
-    for s in [
-        GrantState::Pending,
-        GrantState::Claiming,
-        GrantState::Unknown,
-    ] {
-        match list(s).await {
-            Ok(g) => open.extend(g),
-            Err(e) => tracing::warn!(error = %e, "claim links unavailable for the user page"),
-        }
+    if !unknown.is_empty()
+        && let Some(first) = unknown.first()
+        && let Ok(again) = state.grants.open_for_user(&first.user_id).await
+    {
+        open = again;
     }
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    open.retain(|g| g.state != GrantState::Pending || g.expires_ms > now);
     open
 }
 
