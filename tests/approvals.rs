@@ -66,11 +66,12 @@ async fn press(app: &TestApp, who: &reqwest::Client, id: &str, step: &str) -> re
         .find(&form)
         .unwrap_or_else(|| panic!("no {step} form: {page}"));
     let token = hidden_token(&page[at..]);
-    who.post(app.url(&format!("/approvals/{id}/{step}")))
-        .form(&[("form_token", token.as_str()), ("comment", "ok by me")])
-        .send()
-        .await
-        .unwrap()
+    post_as(
+        who,
+        app.url(&format!("/approvals/{id}/{step}")),
+        &[("form_token", token.as_str()), ("comment", "ok by me")],
+    )
+    .await
 }
 
 fn posts(app: &TestApp) -> usize {
@@ -102,21 +103,21 @@ async fn a_never_expiring_key_waits_for_a_second_person_then_runs_once() {
     let (_, page) = app.get(&format!("/approvals/{id}")).await;
     assert!(page.contains("id=\"approval-waiting\""), "{page}");
     assert!(!page.contains("id=\"approve\""));
-    let r = staff
-        .post(app.url(&format!("/approvals/{id}/approve")))
-        .form(&[("form_token", "x")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(
+        staff,
+        app.url(&format!("/approvals/{id}/approve")),
+        &[("form_token", "x")],
+    )
+    .await;
     assert_eq!(r.status(), 403);
     // Nor can an operator who is not an approver.
     let other = client(Some(OTHER));
-    let r = other
-        .post(app.url(&format!("/approvals/{id}/approve")))
-        .form(&[("form_token", "x")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(
+        &other,
+        app.url(&format!("/approvals/{id}/approve")),
+        &[("form_token", "x")],
+    )
+    .await;
     assert_eq!(r.status(), 403);
     // And the database refuses it even if the application did not.
     assert!(
@@ -126,12 +127,12 @@ async fn a_never_expiring_key_waits_for_a_second_person_then_runs_once() {
             .await
             .unwrap()
     );
-    let not_yet = staff
-        .post(app.url(&format!("/approvals/{id}/execute")))
-        .form(&[("form_token", "x")])
-        .send()
-        .await
-        .unwrap();
+    let not_yet = post_as(
+        staff,
+        app.url(&format!("/approvals/{id}/execute")),
+        &[("form_token", "x")],
+    )
+    .await;
     assert_eq!(not_yet.status(), 409, "not approved yet");
 
     // The approver approves: still nothing upstream, and no key for them.
@@ -144,24 +145,24 @@ async fn a_never_expiring_key_waits_for_a_second_person_then_runs_once() {
         !boss_view.contains("id=\"execute\""),
         "only the requester runs it"
     );
-    let r = boss
-        .post(app.url(&format!("/approvals/{id}/execute")))
-        .form(&[("form_token", "x")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(
+        &boss,
+        app.url(&format!("/approvals/{id}/execute")),
+        &[("form_token", "x")],
+    )
+    .await;
     assert_eq!(r.status(), 403);
 
     // The requester runs it: one POST, one reveal.
     let page = get_text(staff, app.url(&format!("/approvals/{id}"))).await;
     let at = page.find("id=\"execute-form\"").unwrap();
     let token = hidden_token(&page[at..]);
-    let r = staff
-        .post(app.url(&format!("/approvals/{id}/execute")))
-        .form(&[("form_token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(
+        staff,
+        app.url(&format!("/approvals/{id}/execute")),
+        &[("form_token", token.as_str())],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let reveal = r.text().await.unwrap();
     let secret = revealed_key(&reveal).expect("revealed to the requester");
@@ -176,12 +177,12 @@ async fn a_never_expiring_key_waits_for_a_second_person_then_runs_once() {
     assert!(sent.body.contains("\"expire\":false"), "{}", sent.body);
 
     // Replayed: 409 and nothing more.
-    let r = staff
-        .post(app.url(&format!("/approvals/{id}/execute")))
-        .form(&[("form_token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(
+        staff,
+        app.url(&format!("/approvals/{id}/execute")),
+        &[("form_token", token.as_str())],
+    )
+    .await;
     assert_eq!(r.status(), 409);
     assert_eq!(posts(&app), 2);
 
@@ -228,11 +229,8 @@ async fn concurrent_executes_make_one_key() {
         .map(|t| {
             let (c, url) = (app.client.clone(), url.clone());
             tokio::spawn(async move {
-                c.post(url)
-                    .form(&[("form_token", t)])
-                    .send()
+                post_as(&c, url, &[("form_token", t.as_str())])
                     .await
-                    .unwrap()
                     .status()
                     .as_u16()
             })
@@ -261,20 +259,19 @@ async fn denied_and_expired_requests_cannot_be_carried_out() {
     let boss = client(Some(BOSS));
     assert_eq!(press(&app, &boss, &id, "deny").await.status(), 303);
     // Final: approving after a denial does nothing.
-    let again = boss
-        .post(app.url(&format!("/approvals/{id}/approve")))
-        .form(&[("form_token", "x")])
-        .send()
-        .await
-        .unwrap();
+    let again = post_as(
+        &boss,
+        app.url(&format!("/approvals/{id}/approve")),
+        &[("form_token", "x")],
+    )
+    .await;
     assert_eq!(again.status(), 409);
-    let r = app
-        .client
-        .post(app.url(&format!("/approvals/{id}/execute")))
-        .form(&[("form_token", "x")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(
+        &app.client,
+        app.url(&format!("/approvals/{id}/execute")),
+        &[("form_token", "x")],
+    )
+    .await;
     assert_eq!(r.status(), 409);
     assert_eq!(app.audit_count("approval.deny").await, 1);
     assert_eq!(posts(&app), 0);
@@ -288,12 +285,12 @@ async fn denied_and_expired_requests_cannot_be_carried_out() {
     let id = ask_for_never_expiring_key(&app, &ada).await;
     let (status, _) = app.get(&format!("/approvals/{id}")).await;
     assert_eq!(status, 200, "an expired request can still be read");
-    let r = boss
-        .post(app.url(&format!("/approvals/{id}/approve")))
-        .form(&[("form_token", "x")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(
+        &boss,
+        app.url(&format!("/approvals/{id}/approve")),
+        &[("form_token", "x")],
+    )
+    .await;
     assert_eq!(r.status(), 410);
     assert_eq!(app.audit_count("approval.expire").await, 1);
     assert_eq!(posts(&app), 0);
@@ -425,12 +422,12 @@ async fn long_expiries_and_claim_links_follow_the_rules() {
     let posts_before = posts(&app);
     let owner = client(Some("ada@example.com"));
     let claim = get_text(&owner, app.url(&link)).await;
-    let r = owner
-        .post(app.url(&link))
-        .form(&[("form_token", hidden_token(&claim).as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(
+        &owner,
+        app.url(&link),
+        &[("form_token", hidden_token(&claim).as_str())],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(posts(&app), posts_before + 1);
     let f = keydesk::audit::Filter {

@@ -90,12 +90,7 @@ async fn the_owner_claims_once_and_only_the_owner_sees_the_key() {
     assert_eq!(posts(&app), 0, "the GET has no side effect");
 
     let token = hidden_token(&page);
-    let resp = owner
-        .post(app.url(&path))
-        .form(&[("form_token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let resp = post_as(&owner, app.url(&path), &[("form_token", token.as_str())]).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let reveal = resp.text().await.unwrap();
@@ -108,17 +103,9 @@ async fn the_owner_claims_once_and_only_the_owner_sees_the_key() {
     assert!(sent.body.contains(&date), "{}", sent.body);
 
     // A replay: 409 and nothing upstream.
-    let replay = owner
-        .post(app.url(&path))
-        .form(&[("form_token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let replay = post_as(&owner, app.url(&path), &[("form_token", token.as_str())]).await;
     assert_eq!(replay.status(), 409);
-    assert_eq!(
-        owner.get(app.url(&path)).send().await.unwrap().status(),
-        409
-    );
+    assert_eq!(status_as(&owner, app.url(&path)).await, 409);
     assert_eq!(posts(&app), 1);
 
     // The audit: the owner created it, the operator granted it.
@@ -183,26 +170,18 @@ async fn nobody_but_the_owner_may_open_or_claim() {
         assert_eq!(r.status(), 403, "{who}");
         let body = r.text().await.unwrap();
         assert!(!body.contains("mine"), "{who} learns nothing about the key");
-        let r = c
-            .post(app.url(&path))
-            .form(&[("form_token", token.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let r = post_as(&c, app.url(&path), &[("form_token", token.as_str())]).await;
         assert_eq!(r.status(), 403, "{who}");
     }
     assert_eq!(posts(&app), 0);
     // A stranger still gets 403 everywhere else.
     let stranger = client(Some(STRANGER));
     for p in ["/users", "/grants", "/audit"] {
-        assert_eq!(stranger.get(app.url(p)).send().await.unwrap().status(), 403);
+        assert_eq!(status_as(&stranger, app.url(p)).await, 403);
     }
     // Case does not matter for the owner's email.
     let upper = client(Some("ADA@Example.com"));
-    assert_eq!(
-        upper.get(app.url(&path)).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(status_as(&upper, app.url(&path)).await, 200);
 }
 
 #[tokio::test]
@@ -221,7 +200,7 @@ async fn eight_concurrent_claims_create_one_key() {
         .map(|t| {
             let (c, url) = (owner.clone(), url.clone());
             tokio::spawn(async move {
-                let r = c.post(url).form(&[("form_token", t)]).send().await.unwrap();
+                let r = post_as(&c, url, &[("form_token", t.as_str())]).await;
                 r.status().as_u16()
             })
         })
@@ -255,12 +234,7 @@ async fn expired_and_withdrawn_links_are_gone() {
     let owner = client(Some(ADA));
     let r = owner.get(app.url(&path)).send().await.unwrap();
     assert_eq!(r.status(), 410);
-    let r = owner
-        .post(app.url(&path))
-        .form(&[("form_token", "x")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(&owner, app.url(&path), &[("form_token", "x")]).await;
     assert_eq!(r.status(), 410);
     assert_eq!(app.audit_count("grant.expire").await, 1);
     assert_eq!(posts(&app), 0);
@@ -279,12 +253,12 @@ async fn expired_and_withdrawn_links_are_gone() {
     assert_eq!(app.audit_count("grant.revoke").await, 1);
     let r = owner.get(app.url(&path)).send().await.unwrap();
     assert_eq!(r.status(), 410);
-    let r = owner
-        .post(app.url(&path))
-        .form(&[("form_token", owner_token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(
+        &owner,
+        app.url(&path),
+        &[("form_token", owner_token.as_str())],
+    )
+    .await;
     assert_eq!(r.status(), 410);
     assert_eq!(posts(&app), 0);
     // Withdrawing again: the link is no longer pending.
@@ -298,15 +272,7 @@ async fn expired_and_withdrawn_links_are_gone() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        viewer
-            .get(app.url("/grants"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status_as(&viewer, app.url("/grants")).await, 200);
 }
 
 #[tokio::test]
@@ -316,12 +282,7 @@ async fn a_changed_email_at_vultr_refuses_the_claim() {
     let owner = client(Some(ADA));
     let token = hidden_token(&get_text(&owner, app.url(&path)).await);
     app.fake.set_user_email(&ada, "someone-else@example.com");
-    let r = owner
-        .post(app.url(&path))
-        .form(&[("form_token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(&owner, app.url(&path), &[("form_token", token.as_str())]).await;
     assert_eq!(r.status(), 403);
     assert_eq!(posts(&app), 0);
 }
@@ -334,12 +295,7 @@ async fn lost_claim(app: &TestApp, ada: &str, name: &str) -> keydesk::grants::Gr
     // Vultr says 200, but the answer is cut off: the key may exist.
     app.fake
         .set_fault_on("POST", keydesk::fake_vultr::Fault::Truncated);
-    let r = owner
-        .post(app.url(&path))
-        .form(&[("form_token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(&owner, app.url(&path), &[("form_token", token.as_str())]).await;
     app.fake.set_fault(None);
     assert_eq!(r.status(), 504, "outcome unknown");
     let g = app
@@ -413,7 +369,7 @@ async fn a_claim_link_reveals_its_key_exactly_once_anywhere() {
     let dir = std::env::temp_dir().join(format!("keydesk-claims-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("keydesk.db");
-    let (mut child, base, mut rx) = spawn_binary(&[
+    let (child, base, rx) = spawn_binary(&[
         ("KEYDESK_VULTR_API_URL", upstream.clone()),
         ("KEYDESK_AUDIT_DB", format!("sqlite://{}", db.display())),
         ("KEYDESK_PUBLIC_URL", "https://keydesk.example.com".into()),
@@ -423,12 +379,12 @@ async fn a_claim_link_reveals_its_key_exactly_once_anywhere() {
     let staff = client(Some(STAFF));
     let ada = user_id_in(&fake, ADA);
     let token = hidden_token(&get_text(&staff, format!("{base}/users/{ada}")).await);
-    let created = staff
-        .post(format!("{base}/users/{ada}/grants"))
-        .form(&[("form_token", token.as_str()), ("name", "handoff")])
-        .send()
-        .await
-        .unwrap();
+    let created = post_as(
+        &staff,
+        format!("{base}/users/{ada}/grants"),
+        &[("form_token", token.as_str()), ("name", "handoff")],
+    )
+    .await;
     let mut captured = format!("{:?}", created.headers());
     let page = created.text().await.unwrap();
     captured.push_str(&page);
@@ -439,12 +395,12 @@ async fn a_claim_link_reveals_its_key_exactly_once_anywhere() {
     captured.push_str(&format!("{:?}", claim_page.headers()));
     let claim_page = claim_page.text().await.unwrap();
     captured.push_str(&claim_page);
-    let resp = owner
-        .post(format!("{base}{path}"))
-        .form(&[("form_token", hidden_token(&claim_page).as_str())])
-        .send()
-        .await
-        .unwrap();
+    let resp = post_as(
+        &owner,
+        format!("{base}{path}"),
+        &[("form_token", hidden_token(&claim_page).as_str())],
+    )
+    .await;
     let reveal_headers = format!("{:?}", resp.headers());
     let reveal = resp.text().await.unwrap();
     let secret = revealed_key(&reveal).expect("revealed");
@@ -464,22 +420,9 @@ async fn a_claim_link_reveals_its_key_exactly_once_anywhere() {
             captured.push_str(&r.text().await.unwrap());
         }
     }
-    let pid = child.id().unwrap();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    let mut logs = String::new();
-    while let Some(line) = rx.recv().await {
-        logs.push_str(&line);
-        logs.push('\n');
-    }
+    let (_, logs) = stop_and_drain(child, rx).await;
     assert!(logs.contains("key created"), "trace logs were captured");
-    let mut files = String::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        files.push_str(&String::from_utf8_lossy(&bytes));
-    }
+    let files = files_text(&dir);
     assert!(files.contains("handoff"), "the database was written");
     for (what, text) in [
         ("logs", &logs),
@@ -530,12 +473,8 @@ async fn with_smtp_the_owner_is_mailed_the_link_and_never_a_key() {
     let owner = client(Some(ADA));
     let path = link.replace("https://keydesk.example.com", "");
     let token = hidden_token(&get_text(&owner, app.url(&path)).await);
-    let reveal = owner
-        .post(app.url(&path))
-        .form(&[("form_token", token.as_str())])
-        .send()
+    let reveal = post_as(&owner, app.url(&path), &[("form_token", token.as_str())])
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

@@ -431,21 +431,8 @@ async fn operators_run_a_pass_from_the_page_and_viewers_cannot() {
     assert!(metrics.contains("keydesk_notice_last_run_timestamp_seconds"));
 
     let viewer = client(Some(VIEWER));
-    assert_eq!(
-        viewer
-            .get(app.url("/notices"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let r = viewer
-        .post(app.url("/notices/run"))
-        .form(&[("form_token", "x")])
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(status_as(&viewer, app.url("/notices")).await, 200);
+    let r = post_as(&viewer, app.url("/notices/run"), &[("form_token", "x")]).await;
     assert_eq!(r.status(), 403);
 }
 

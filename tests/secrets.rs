@@ -96,15 +96,13 @@ async fn secrets_appear_only_in_the_reveal_body() {
     let dir = std::env::temp_dir().join(format!("keydesk-secrets-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("audit.db");
-    let (mut child, base, mut rx) = spawn_binary(&[
+    let (child, base, rx) = spawn_binary(&[
         ("KEYDESK_VULTR_API_URL", upstream.clone()),
         ("KEYDESK_AUDIT_DB", format!("sqlite://{}", db.display())),
         // Everything keydesk and its libraries can say.
         ("RUST_LOG", "trace".into()),
     ])
     .await;
-    let mut logs = String::new();
-
     let c = client(Some(STAFF));
     let id = user_id_in(&fake, "ada@example.com");
     let page = c.get(format!("{base}/users/{id}")).send().await.unwrap();
@@ -155,27 +153,12 @@ async fn secrets_appear_only_in_the_reveal_body() {
     }
 
     // Stop keydesk gracefully and drain its logs.
-    let pid = child.id().unwrap();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("keydesk stops within 10 s of SIGTERM")
-        .unwrap();
+    let (status, logs) = stop_and_drain(child, rx).await;
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
-    while let Some(line) = rx.recv().await {
-        logs.push_str(&line);
-        logs.push('\n');
-    }
     assert!(logs.contains("key created"), "trace logs were captured");
     assert!(logs.contains("keydesk stopped"), "shut down gracefully");
 
-    let mut files = String::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        files.push_str(&String::from_utf8_lossy(&bytes));
-    }
+    let files = files_text(&dir);
     assert!(
         files.contains("leak-check"),
         "the audit database was written"

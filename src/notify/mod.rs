@@ -664,24 +664,14 @@ impl Notifier {
     }
 
     /// Mails `to` their claim link (never a key). Errors name no secret.
-    pub async fn mail_claim_link(
-        &self,
-        to: &str,
-        mail: send::ClaimMailText<'_>,
-    ) -> Result<(), String> {
+    pub async fn mail_claim_link(&self, to: &str, mail: send::ClaimMail<'_>) -> Result<(), String> {
         use askama::Template;
         let Some(mailer) = &self.mailer else {
             return Err("no SMTP configured".into());
         };
-        let html = send::ClaimMailHtml {
-            granted_by: mail.granted_by,
-            key_name: mail.key_name,
-            expiry: mail.expiry,
-            link: mail.link,
-            until: mail.until,
-        }
-        .render()
-        .map_err(|e| format!("mail html: {e}"))?;
+        let html = send::ClaimMailHtml { m: &mail }
+            .render()
+            .map_err(|e| format!("mail html: {e}"))?;
         let subject = format!("{} approved a Vultr API key for you", mail.granted_by);
         let text = mail.render().map_err(|e| format!("mail text: {e}"))?;
         mailer

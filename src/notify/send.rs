@@ -216,7 +216,7 @@ impl Mailer {
 /// link. Never a key: the key does not exist until the owner claims it.
 #[derive(Template)]
 #[template(path = "notices/claim.txt", escape = "none")]
-pub struct ClaimMailText<'a> {
+pub struct ClaimMail<'a> {
     pub granted_by: &'a str,
     pub key_name: &'a str,
     pub expiry: &'a str,
@@ -224,14 +224,11 @@ pub struct ClaimMailText<'a> {
     pub until: &'a str,
 }
 
+/// The same mail's HTML part (escaped).
 #[derive(Template)]
 #[template(path = "notices/claim.html")]
-pub struct ClaimMailHtml<'a> {
-    pub granted_by: &'a str,
-    pub key_name: &'a str,
-    pub expiry: &'a str,
-    pub link: &'a str,
-    pub until: &'a str,
+pub struct ClaimMailHtml<'a, 'b> {
+    pub m: &'b ClaimMail<'a>,
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::identity::{Operator, Staff};
 use crate::ids::VultrId;
 use crate::policy::check_reason;
 use crate::state::AppState;
-use crate::vultr::NewApiKey;
+use crate::vultr::{NewApiKey, User};
 use crate::write::{Claimed, Ctx, Refusal};
 
 /// The system's name in the audit for what no person did (expiry).
@@ -72,6 +72,30 @@ pub async fn request(
         approval,
     };
     Ok(render(StatusCode::ACCEPTED, &view))
+}
+
+/// The request for a new key (create, rotate or claim link) of `user`.
+pub fn key_request(
+    ctx: &Ctx,
+    action: ApprovalAction,
+    user: &User,
+    replaces: Option<&VultrId>,
+    body: NewApiKey,
+    reason: Option<String>,
+    why: String,
+) -> NewApproval {
+    NewApproval {
+        action,
+        user_id: user.id.clone(),
+        user_email: user.email.clone(),
+        key_id: replaces.map(VultrId::to_string),
+        key_name: Some(body.name),
+        expire: body.expire,
+        date_expire: body.date_expire,
+        reason,
+        why,
+        requested_by: ctx.who.email.clone(),
+    }
 }
 
 /// Tells the approvers of a new request (in the background).

@@ -10,10 +10,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::approvals::key_request;
 use super::paths::{self, UserPath};
 use super::users::user_page;
 use super::{Layout, render};
-use crate::approvals::{ApprovalAction, NewApproval};
+use crate::approvals::ApprovalAction;
 use crate::audit::{AuditAction, Intent, Outcome, Settlement};
 use crate::error::AppError;
 use crate::grants::{Grant, GrantState, NewGrant, plausible_id};
@@ -49,7 +50,7 @@ pub async fn mail_link(state: &AppState, grant: &Grant, link: &str) -> Option<Re
         ));
     }
     let (expiry, until) = (grant.key_expiry_display(), grant.expires_display());
-    let mail = crate::notify::send::ClaimMailText {
+    let mail = crate::notify::send::ClaimMail {
         granted_by: &grant.created_by,
         key_name: &grant.key_name,
         expiry: &expiry,
@@ -111,18 +112,15 @@ pub async fn grant_create(
         ));
     };
     if let Some(why) = ctx.state.approval.why(Change::Key(&body)) {
-        let new = NewApproval {
-            action: ApprovalAction::GrantCreate,
-            user_id: id.to_string(),
-            user_email: Some(email),
-            key_id: None,
-            key_name: Some(body.name),
-            expire: body.expire,
-            date_expire: body.date_expire,
-            reason: form.reason(),
+        let new = key_request(
+            &ctx,
+            ApprovalAction::GrantCreate,
+            &user,
+            None,
+            body,
+            form.reason(),
             why,
-            requested_by: ctx.who.email.clone(),
-        };
+        );
         return super::approvals::request(&ctx, claim, new).await;
     }
     let new = NewGrant {

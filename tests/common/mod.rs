@@ -564,3 +564,49 @@ pub async fn raw_get(base: &str, path: &str, identity: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+/// POSTs `form` as `c` (its identity and cookies) to `url`.
+pub async fn post_as(
+    c: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    c.post(url).form(form).send().await.unwrap()
+}
+
+/// The status of a GET of `url` as `c`.
+pub async fn status_as(c: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::StatusCode {
+    c.get(url).send().await.unwrap().status()
+}
+
+/// Stops a `spawn_binary` keydesk with SIGTERM (it must exit within 10 s)
+/// and returns everything it logged.
+pub async fn stop_and_drain(
+    mut child: tokio::process::Child,
+    mut logs: tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> (std::process::ExitStatus, String) {
+    let pid = child.id().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("keydesk stops within 10 s of SIGTERM")
+        .unwrap();
+    let mut out = String::new();
+    while let Some(line) = logs.recv().await {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    (status, out)
+}
+
+/// Every file of `dir`, as lossy text (to search a database for a leak).
+pub fn files_text(dir: &std::path::Path) -> String {
+    let mut files = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        files.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    files
+}

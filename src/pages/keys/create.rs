@@ -4,11 +4,12 @@ use axum::Form;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use crate::approvals::{ApprovalAction, NewApproval};
+use crate::approvals::ApprovalAction;
 use crate::audit::AuditAction;
 use crate::error::AppError;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
+use crate::pages::approvals::key_request;
 use crate::pages::paths::UserPath;
 use crate::pages::users::user_page;
 use crate::policy::{Change, CreateKeyInput, KeyForm, validate};
@@ -54,18 +55,15 @@ pub async fn key_create(
     // The user's email goes into the audit; this also 404s before any write.
     let user = claim.prepare(ctx.state.vultr.get_user(&id).await).await?;
     if let Some(why) = ctx.state.approval.why(Change::Key(&body)) {
-        let new = NewApproval {
-            action: ApprovalAction::KeyCreate,
-            user_id: id.to_string(),
-            user_email: user.email.clone(),
-            key_id: None,
-            key_name: Some(body.name),
-            expire: body.expire,
-            date_expire: body.date_expire,
-            reason: form.reason(),
+        let new = key_request(
+            &ctx,
+            ApprovalAction::KeyCreate,
+            &user,
+            None,
+            body,
+            form.reason(),
             why,
-            requested_by: ctx.who.email.clone(),
-        };
+        );
         return crate::pages::approvals::request(&ctx, claim, new).await;
     }
     let intent = super::new_key_intent(&ctx, AuditAction::KeyCreate, &user, &body, &form);

@@ -8,12 +8,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use time::OffsetDateTime;
 
-use crate::approvals::{ApprovalAction, NewApproval};
+use crate::approvals::ApprovalAction;
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
 use crate::ids::VultrId;
+use crate::pages::approvals::key_request;
 use crate::pages::paths::KeyPath;
 use crate::pages::{Layout, render};
 use crate::policy::{Change, CreateKeyInput, KeyForm, validate};
@@ -107,18 +108,8 @@ pub async fn rotate_submit(
         return rotate_page(&ctx, (&id, &key_id), Some(form), status).await;
     };
     if let Some(why) = ctx.state.approval.why(Change::Key(&body)) {
-        let new = NewApproval {
-            action: ApprovalAction::KeyRotate,
-            user_id: id.to_string(),
-            user_email: user.email.clone(),
-            key_id: Some(key_id.to_string()),
-            key_name: Some(body.name),
-            expire: body.expire,
-            date_expire: body.date_expire,
-            reason: form.reason(),
-            why,
-            requested_by: ctx.who.email.clone(),
-        };
+        let (action, old) = (ApprovalAction::KeyRotate, Some(&key_id));
+        let new = key_request(&ctx, action, &user, old, body, form.reason(), why);
         return crate::pages::approvals::request(&ctx, claim, new).await;
     }
     let intent = Intent {
