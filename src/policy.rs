@@ -62,6 +62,25 @@ pub struct ApprovalPolicy {
 }
 
 impl ApprovalPolicy {
+    /// The rules that concern new keys, in words for the add-key form.
+    pub fn describe_keys(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter_map(|r| match r {
+                ApprovalRule::AllKeys => {
+                    Some("Every new key waits for a second person's approval.".to_string())
+                }
+                ApprovalRule::NoExpiry => Some(
+                    "A key that never expires waits for a second person's approval.".to_string(),
+                ),
+                ApprovalRule::OverDays(n) => Some(format!(
+                    "An expiry more than {n} days away waits for a second person's approval."
+                )),
+                ApprovalRule::ApiAccessOn => None,
+            })
+            .collect()
+    }
+
     /// Why `change` needs a second person (the first rule that applies, in
     /// words), or `None` when it may go ahead.
     pub fn why(&self, change: Change<'_>) -> Option<String> {

@@ -81,6 +81,11 @@ fn posts(app: &TestApp) -> usize {
 #[tokio::test]
 async fn a_never_expiring_key_waits_for_a_second_person_then_runs_once() {
     let (app, ada) = app(&["no-expiry"]).await;
+    let (_, page) = app.get(&format!("/users/{ada}")).await;
+    assert!(
+        page.contains("A key that never expires waits for a second person"),
+        "the form says so"
+    );
     let id = ask_for_never_expiring_key(&app, &ada).await;
     assert_eq!(posts(&app), 0, "nothing upstream while it waits");
     assert_eq!(app.audit_count("approval.request").await, 1);

@@ -265,10 +265,11 @@ pub async fn user_show(
 pub async fn user_page(
     ctx: &Ctx,
     id: &VultrId,
-    form: KeyForm,
+    mut form: KeyForm,
     status: StatusCode,
 ) -> Result<Response, AppError> {
     let state = &ctx.state;
+    form.policy_notes.extend(state.approval.describe_keys());
     // User, keys and the local history in parallel: one upstream round trip of latency.
     let history_filter = Filter {
         user: Some(id.to_string()),

@@ -57,6 +57,7 @@ async fn rotate_page(
         }
     };
     form.subject = "replacement";
+    form.policy_notes.extend(ctx.state.approval.describe_keys());
     let view = RotateFormView {
         layout: ctx.layout().await,
         user,
