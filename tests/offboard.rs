@@ -386,6 +386,26 @@ async fn only_ticked_keys_that_are_still_expired_are_revoked() {
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 2);
     assert!(app.fake.keys_of(u0).iter().any(|k| k.id == live.id));
 
+    // A bare form (no ticks, no marker) means the whole bucket.
+    let (fake2, expired2) = expired_fleet();
+    let bare = TestApp::spawn_with(fake2, Options::default()).await;
+    // Opening the page without a scan starts one; then it lists the keys.
+    let (status, first) = bare.get("/reports/keys/revoke-expired").await;
+    assert_eq!(status, 200);
+    assert!(first.contains("id=\"cleanup-scanning\""), "{first}");
+    bare.state.reports.wait_idle().await;
+    let token = bare.token_of("/reports/keys/revoke-expired").await;
+    let resp = bare
+        .post_form("/reports/keys/revoke-expired", &[("form_token", &token)])
+        .await;
+    assert_eq!(resp.status(), 200);
+    let page = resp.text().await.unwrap();
+    assert_eq!(
+        page.matches("data-outcome=\"done\"").count(),
+        expired2.len(),
+        "scanned now: {page}"
+    );
+
     // Nothing ticked: refused, nothing sent.
     let token = app.token_of("/reports/keys/revoke-expired").await;
     let resp = app

@@ -40,6 +40,8 @@ pub struct CleanupRow {
 pub struct CleanupConfirmView {
     pub layout: Layout,
     pub has_report: bool,
+    /// No scan existed: one was started; the page refreshes until it ends.
+    pub scanning: bool,
     pub rows: Vec<CleanupRow>,
     pub token: String,
     pub notice: Option<String>,
@@ -63,12 +65,38 @@ async fn expired_rows(ctx: &Ctx) -> Result<Option<Vec<Row>>, AppError> {
     }))
 }
 
+/// The expired keys across all users, scanned now (when no scan exists).
+async fn scan_expired(ctx: &Ctx) -> Result<Vec<Row>, AppError> {
+    let progress = crate::report::Progress {
+        done: Default::default(),
+        total: Default::default(),
+    };
+    let report = crate::report::scan(&ctx.state.vultr, &ctx.state.audit, &progress)
+        .await
+        .map_err(|e| AppError::Upstream(crate::vultr::VultrError::Unreachable(e)))?;
+    Ok(report
+        .rows
+        .into_iter()
+        .filter(|r| r.key.state() == KeyState::Expired)
+        .collect())
+}
+
 async fn confirm_page(
     ctx: &Ctx,
     notice: Option<String>,
     status: StatusCode,
 ) -> Result<Response, AppError> {
     let rows = expired_rows(ctx).await?;
+    // No scan yet: start one (or join the running one) and show its progress.
+    let scanning = rows.is_none();
+    if scanning {
+        let state = &ctx.state;
+        state
+            .reports
+            .start(state.vultr.clone(), state.audit.clone(), &ctx.who.email)
+            .await
+            .map_err(AppError::store)?;
+    }
     let rotated = ctx.state.audit.rotated_keys().await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "audit unavailable: rotated keys cannot be flagged");
         HashMap::new()
@@ -76,6 +104,7 @@ async fn confirm_page(
     let view = CleanupConfirmView {
         layout: ctx.layout().await,
         has_report: rows.is_some(),
+        scanning,
         rows: rows
             .unwrap_or_default()
             .into_iter()
@@ -188,9 +217,12 @@ pub async fn cleanup_submit(
         }
     };
     let raw: Vec<String> = if input.keys.is_empty() && !input.ticked {
-        let rows = claim.prepare(expired_rows(&ctx).await).await?;
-        rows.unwrap_or_default()
-            .into_iter()
+        let rows = match claim.prepare(expired_rows(&ctx).await).await? {
+            Some(rows) => rows,
+            // No scan yet: find the expired keys now (same scan, same budget).
+            None => claim.prepare(scan_expired(&ctx).await).await?,
+        };
+        rows.into_iter()
             .map(|r| format!("{}/{}", r.user_id, r.key.id))
             .collect()
     } else {
