@@ -85,6 +85,10 @@ pub fn build_router(state: AppState) -> Router {
         .route("/approvals/{id}/approve", post(approvals::approval_approve))
         .route("/approvals/{id}/deny", post(approvals::approval_deny))
         .route("/approvals/{id}/execute", post(approvals::approval_execute))
+        .route(
+            "/approvals/{id}/withdraw",
+            post(approvals::approval_withdraw),
+        )
         .route("/notices", get(notices::notices_list))
         .route("/notices/run", post(notices::notices_run))
         .route("/reports/keys", get(reports::keys_report))

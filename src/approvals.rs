@@ -20,16 +20,19 @@ pub enum ApprovalState {
     /// The requester pressed "Do it now" and the action is running.
     Executing,
     Done,
+    /// The requester took it back before it was carried out.
+    Withdrawn,
 }
 
 impl ApprovalState {
-    pub const ALL: [ApprovalState; 6] = [
+    pub const ALL: [ApprovalState; 7] = [
         ApprovalState::Pending,
         ApprovalState::Approved,
         ApprovalState::Denied,
         ApprovalState::Expired,
         ApprovalState::Executing,
         ApprovalState::Done,
+        ApprovalState::Withdrawn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +43,7 @@ impl ApprovalState {
             ApprovalState::Expired => "expired",
             ApprovalState::Executing => "executing",
             ApprovalState::Done => "done",
+            ApprovalState::Withdrawn => "withdrawn",
         }
     }
 }
@@ -318,6 +322,21 @@ impl Approvals {
             )
             .bind(result_id)
             .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// The requester takes back a pending or approved request.
+    pub async fn withdraw(&self, id: &str, by: &str) -> Result<bool, sqlx::Error> {
+        let n = on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE approvals SET state = 'withdrawn' WHERE id = $1 AND state IN ('pending', 'approved') AND lower(requested_by) = lower($2)",
+            )
+            .bind(id)
+            .bind(by)
             .execute(p)
             .await?
             .rows_affected()

@@ -40,6 +40,7 @@ pub enum Scope<'a> {
     /// Approving or denying a request, and carrying it out.
     ApprovalDecide(&'a str),
     ApprovalExecute(&'a str),
+    ApprovalWithdraw(&'a str),
 }
 
 impl fmt::Display for Scope<'_> {
@@ -58,6 +59,7 @@ impl fmt::Display for Scope<'_> {
             Scope::NoticeRun => f.write_str("notices:run"),
             Scope::ApprovalDecide(a) => write!(f, "approval-decide:{a}"),
             Scope::ApprovalExecute(a) => write!(f, "approval-execute:{a}"),
+            Scope::ApprovalWithdraw(a) => write!(f, "approval-withdraw:{a}"),
         }
     }
 }

@@ -500,3 +500,33 @@ async fn approvers_hear_of_requests_and_requesters_of_decisions() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_requester_can_withdraw_and_nobody_else_can() {
+    let (app, ada) = app(&["no-expiry"]).await;
+    let id = ask_for_never_expiring_key(&app, &ada).await;
+    let boss = client(Some(BOSS));
+    let url = app.url(&format!("/approvals/{id}/withdraw"));
+    let r = post_as(&boss, url.clone(), &[("form_token", "x")]).await;
+    assert_eq!(r.status(), 403, "only the requester");
+    let r = press(&app, &app.client, &id, "withdraw").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(app.audit_count("approval.withdraw").await, 1);
+    let page = get_text(&boss, app.url(&format!("/approvals/{id}"))).await;
+    assert!(!page.contains("id=\"approve\""), "nothing left to decide");
+    let r = post_as(
+        &boss,
+        app.url(&format!("/approvals/{id}/approve")),
+        &[("form_token", "x")],
+    )
+    .await;
+    assert_eq!(r.status(), 410);
+    let r = post_as(
+        &app.client,
+        app.url(&format!("/approvals/{id}/execute")),
+        &[("form_token", "x")],
+    )
+    .await;
+    assert_eq!(r.status(), 410);
+    assert_eq!(posts(&app), 0);
+}

@@ -36,10 +36,11 @@ pub enum AuditAction {
     ApprovalApprove,
     ApprovalDeny,
     ApprovalExpire,
+    ApprovalWithdraw,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 17] = [
+    pub const ALL: [AuditAction; 18] = [
         AuditAction::KeyCreate,
         AuditAction::KeyRotate,
         AuditAction::KeyRevoke,
@@ -57,6 +58,7 @@ impl AuditAction {
         AuditAction::ApprovalApprove,
         AuditAction::ApprovalDeny,
         AuditAction::ApprovalExpire,
+        AuditAction::ApprovalWithdraw,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +80,7 @@ impl AuditAction {
             AuditAction::ApprovalApprove => "approval.approve",
             AuditAction::ApprovalDeny => "approval.deny",
             AuditAction::ApprovalExpire => "approval.expire",
+            AuditAction::ApprovalWithdraw => "approval.withdraw",
         }
     }
 }

@@ -215,6 +215,9 @@ fn closed(a: &Approval) -> AppError {
         ApprovalState::Pending => AppError::Conflict(
             "This request is still waiting for an approver.".into(),
         ),
+        ApprovalState::Withdrawn => AppError::Gone(
+            "This request was withdrawn by the person who asked: it cannot be carried out.".into(),
+        ),
     }
 }
 
@@ -229,7 +232,7 @@ pub struct ApprovalsListView {
     pub layout: Layout,
     pub approvals: Vec<Approval>,
     pub state: String,
-    pub states: [ApprovalState; 6],
+    pub states: [ApprovalState; 7],
 }
 
 /// `GET /approvals`: requests, newest first, by state.
@@ -273,6 +276,8 @@ pub struct ApprovalShowView {
     pub approve_token: Option<String>,
     pub deny_token: Option<String>,
     pub execute_token: Option<String>,
+    /// The requester's "Withdraw" form, while it is open.
+    pub withdraw_token: Option<String>,
     pub notice: Option<String>,
 }
 
@@ -299,8 +304,15 @@ async fn show_page(
     } else {
         None
     };
+    let open = matches!(a.state, ApprovalState::Pending | ApprovalState::Approved);
+    let withdraw_token = if is_requester && open {
+        Some(ctx.issue(Scope::ApprovalWithdraw(&a.id)).await?)
+    } else {
+        None
+    };
     let view = ApprovalShowView {
         layout: ctx.layout().await,
+        withdraw_token,
         approval: a,
         can_decide,
         is_approver,
@@ -446,6 +458,61 @@ async fn decide(
     };
     ctx.flash("ok", text).await;
     Ok(Redirect::to(&paths::approval(&decided.id)).into_response())
+}
+
+/// `POST /approvals/{id}/withdraw`: the requester takes a pending or
+/// approved request back; it can then never be carried out.
+pub async fn approval_withdraw(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+    Form(input): Form<DecisionInput>,
+) -> Result<Response, AppError> {
+    let a = current(&ctx.state, &raw).await?;
+    if !a.is_requester(&ctx.who.email) {
+        return Err(refuse(&ctx, &a, "Only the person who asked can withdraw a request").await);
+    }
+    if !matches!(a.state, ApprovalState::Pending | ApprovalState::Approved) {
+        return Err(closed(&a));
+    }
+    let user = VultrId::parse(&a.user_id)?;
+    let token = input.form_token.as_deref().filter(|t| !t.is_empty());
+    let claim = match ctx
+        .claim(token, Scope::ApprovalWithdraw(&a.id), &user, None)
+        .await
+    {
+        Ok(c) => c,
+        Err(Refusal::Replay { .. }) => return Err(closed(&current(&ctx.state, &raw).await?)),
+        Err(Refusal::Unavailable(e)) => return Err(e),
+        Err(Refusal::Refused) => {
+            let notice = "That form has expired or was not issued to you. Press the button again.";
+            return show_page(&ctx, a, Some(notice.into()), StatusCode::FORBIDDEN).await;
+        }
+    };
+    let intent = Intent {
+        target_user_id: Some(a.user_id.clone()),
+        target_user_email: a.user_email.clone(),
+        key_name: a.key_name.clone(),
+        requested_by: Some(a.requested_by.clone()),
+        approval_id: Some(a.id.clone()),
+        ..ctx.intent(AuditAction::ApprovalWithdraw)
+    };
+    let state = &ctx.state;
+    let who = ctx.who.email.clone();
+    let change = async {
+        match state.approvals.withdraw(&a.id, &who).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(closed(&current(state, &raw).await?)),
+            Err(e) => Err(AppError::store(e)),
+        }
+    };
+    claim.store(intent, change, |_| None).await?;
+    ctx.flash(
+        "ok",
+        "Request withdrawn: it can no longer be carried out.".into(),
+    )
+    .await;
+    Ok(Redirect::to(&paths::approval(&a.id)).into_response())
 }
 
 /// `POST /approvals/{id}/execute`: the requester carries out an approved

@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS approvals (
     requested_by TEXT    NOT NULL,
     requested_ms INTEGER  NOT NULL,
     expires_ms   INTEGER  NOT NULL,
-    state        TEXT    NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired', 'executing', 'done')),
+    state        TEXT    NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired', 'executing', 'done', 'withdrawn')),
     decided_by   TEXT,
     decided_ms   INTEGER,
     comment      TEXT,
@@ -23,6 +23,6 @@ CREATE TABLE IF NOT EXISTS approvals (
     result_id    TEXT,
     -- Never the requester's own decision, whatever the application does.
     CHECK (decided_by IS NULL OR lower(decided_by) <> lower(requested_by)),
-    CHECK (state IN ('pending', 'expired') OR decided_by IS NOT NULL)
+    CHECK (state IN ('pending', 'expired', 'withdrawn') OR decided_by IS NOT NULL)
 );
 CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state);
