@@ -353,6 +353,27 @@ async fn refuse(ctx: &Ctx, a: &Approval, why: &str) -> AppError {
     AppError::Forbidden(format!("{why}. Nothing was changed."))
 }
 
+/// Claims the form of a step on request `a`: a replay answers with the
+/// request's state now, a refused form with the request's page (403).
+async fn claim_step<'c>(
+    ctx: &'c Ctx,
+    a: &Approval,
+    scope: Scope<'_>,
+    token: Option<&str>,
+) -> Result<Result<Claimed<'c>, Response>, AppError> {
+    let user = VultrId::parse(&a.user_id)?;
+    match ctx.claim(token, scope, &user, None).await {
+        Ok(claim) => Ok(Ok(claim)),
+        Err(Refusal::Replay { .. }) => Err(closed(&current(&ctx.state, &a.id).await?)),
+        Err(Refusal::Unavailable(e)) => Err(e),
+        Err(Refusal::Refused) => {
+            let notice = "That form has expired or was not issued to you. Try again.";
+            let page = show_page(ctx, a.clone(), Some(notice.into()), StatusCode::FORBIDDEN);
+            Ok(Err(page.await?))
+        }
+    }
+}
+
 /// `POST /approvals/{id}/approve`.
 pub async fn approval_approve(
     Staff(_): Staff,
@@ -399,22 +420,10 @@ async fn decide(
         Ok(c) => c,
         Err(e) => return show_page(&ctx, a, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await,
     };
-    let user = VultrId::parse(&a.user_id)?;
     let token = input.form_token.as_deref().filter(|t| !t.is_empty());
-    let claim = match ctx
-        .claim(token, Scope::ApprovalDecide(&a.id), &user, None)
-        .await
-    {
-        Ok(c) => c,
-        Err(Refusal::Replay { .. }) => {
-            let now = current(&ctx.state, &raw).await?;
-            return Err(closed(&now));
-        }
-        Err(Refusal::Unavailable(e)) => return Err(e),
-        Err(Refusal::Refused) => {
-            let notice = "That form has expired or was not issued to you. Decide again.";
-            return show_page(&ctx, a, Some(notice.into()), StatusCode::FORBIDDEN).await;
-        }
+    let claim = match claim_step(&ctx, &a, Scope::ApprovalDecide(&a.id), token).await? {
+        Ok(claim) => claim,
+        Err(page) => return Ok(page),
     };
     let action = if approve {
         AuditAction::ApprovalApprove
@@ -475,19 +484,10 @@ pub async fn approval_withdraw(
     if !matches!(a.state, ApprovalState::Pending | ApprovalState::Approved) {
         return Err(closed(&a));
     }
-    let user = VultrId::parse(&a.user_id)?;
     let token = input.form_token.as_deref().filter(|t| !t.is_empty());
-    let claim = match ctx
-        .claim(token, Scope::ApprovalWithdraw(&a.id), &user, None)
-        .await
-    {
-        Ok(c) => c,
-        Err(Refusal::Replay { .. }) => return Err(closed(&current(&ctx.state, &raw).await?)),
-        Err(Refusal::Unavailable(e)) => return Err(e),
-        Err(Refusal::Refused) => {
-            let notice = "That form has expired or was not issued to you. Press the button again.";
-            return show_page(&ctx, a, Some(notice.into()), StatusCode::FORBIDDEN).await;
-        }
+    let claim = match claim_step(&ctx, &a, Scope::ApprovalWithdraw(&a.id), token).await? {
+        Ok(claim) => claim,
+        Err(page) => return Ok(page),
     };
     let intent = Intent {
         target_user_id: Some(a.user_id.clone()),
@@ -537,17 +537,9 @@ pub async fn approval_execute(
     }
     let user_id = VultrId::parse(&a.user_id)?;
     let token = input.form_token.as_deref().filter(|t| !t.is_empty());
-    let claim = match ctx
-        .claim(token, Scope::ApprovalExecute(&a.id), &user_id, None)
-        .await
-    {
-        Ok(c) => c,
-        Err(Refusal::Replay { .. }) => return Err(closed(&current(&ctx.state, &raw).await?)),
-        Err(Refusal::Unavailable(e)) => return Err(e),
-        Err(Refusal::Refused) => {
-            let notice = "That form has expired or was not issued to you. Press the button again.";
-            return show_page(&ctx, a, Some(notice.into()), StatusCode::FORBIDDEN).await;
-        }
+    let claim = match claim_step(&ctx, &a, Scope::ApprovalExecute(&a.id), token).await? {
+        Ok(claim) => claim,
+        Err(page) => return Ok(page),
     };
     // The one conditional start: a second or concurrent execute acts on nothing.
     let won = claim
