@@ -74,6 +74,17 @@ async fn press(app: &TestApp, who: &reqwest::Client, id: &str, step: &str) -> re
     .await
 }
 
+/// `who` posts `step` of request `id` with a token no page issued.
+async fn step_without_form(
+    app: &TestApp,
+    who: &reqwest::Client,
+    id: &str,
+    step: &str,
+) -> reqwest::Response {
+    let url = app.url(&format!("/approvals/{id}/{step}"));
+    post_as(who, url, &[("form_token", "x")]).await
+}
+
 fn posts(app: &TestApp) -> usize {
     app.fake.count("POST", "/v2/users")
 }
@@ -117,12 +128,7 @@ async fn a_never_expiring_key_waits_for_a_second_person_then_runs_once() {
     assert_eq!(r.status(), 403);
     // Nor can an operator who is not an approver.
     let other = client(Some(OTHER));
-    let r = post_as(
-        &other,
-        app.url(&format!("/approvals/{id}/approve")),
-        &[("form_token", "x")],
-    )
-    .await;
+    let r = step_without_form(&app, &other, &id, "approve").await;
     assert_eq!(r.status(), 403);
     // And the database refuses it even if the application did not.
     assert!(
@@ -150,12 +156,7 @@ async fn a_never_expiring_key_waits_for_a_second_person_then_runs_once() {
         !boss_view.contains("id=\"execute\""),
         "only the requester runs it"
     );
-    let r = post_as(
-        &boss,
-        app.url(&format!("/approvals/{id}/execute")),
-        &[("form_token", "x")],
-    )
-    .await;
+    let r = step_without_form(&app, &boss, &id, "execute").await;
     assert_eq!(r.status(), 403);
 
     // The requester runs it: one POST, one reveal.
@@ -264,19 +265,9 @@ async fn denied_and_expired_requests_cannot_be_carried_out() {
     let boss = client(Some(BOSS));
     assert_eq!(press(&app, &boss, &id, "deny").await.status(), 303);
     // Final: approving after a denial does nothing.
-    let again = post_as(
-        &boss,
-        app.url(&format!("/approvals/{id}/approve")),
-        &[("form_token", "x")],
-    )
-    .await;
+    let again = step_without_form(&app, &boss, &id, "approve").await;
     assert_eq!(again.status(), 409);
-    let r = post_as(
-        &app.client,
-        app.url(&format!("/approvals/{id}/execute")),
-        &[("form_token", "x")],
-    )
-    .await;
+    let r = step_without_form(&app, &app.client, &id, "execute").await;
     assert_eq!(r.status(), 409);
     assert_eq!(app.audit_count("approval.deny").await, 1);
     assert_eq!(posts(&app), 0);
@@ -290,12 +281,7 @@ async fn denied_and_expired_requests_cannot_be_carried_out() {
     let id = ask_for_never_expiring_key(&app, &ada).await;
     let (status, _) = app.get(&format!("/approvals/{id}")).await;
     assert_eq!(status, 200, "an expired request can still be read");
-    let r = post_as(
-        &boss,
-        app.url(&format!("/approvals/{id}/approve")),
-        &[("form_token", "x")],
-    )
-    .await;
+    let r = step_without_form(&app, &boss, &id, "approve").await;
     assert_eq!(r.status(), 410);
     assert_eq!(app.audit_count("approval.expire").await, 1);
     assert_eq!(posts(&app), 0);
@@ -514,19 +500,9 @@ async fn the_requester_can_withdraw_and_nobody_else_can() {
     assert_eq!(app.audit_count("approval.withdraw").await, 1);
     let page = get_text(&boss, app.url(&format!("/approvals/{id}"))).await;
     assert!(!page.contains("id=\"approve\""), "nothing left to decide");
-    let r = post_as(
-        &boss,
-        app.url(&format!("/approvals/{id}/approve")),
-        &[("form_token", "x")],
-    )
-    .await;
+    let r = step_without_form(&app, &boss, &id, "approve").await;
     assert_eq!(r.status(), 410);
-    let r = post_as(
-        &app.client,
-        app.url(&format!("/approvals/{id}/execute")),
-        &[("form_token", "x")],
-    )
-    .await;
+    let r = step_without_form(&app, &app.client, &id, "execute").await;
     assert_eq!(r.status(), 410);
     assert_eq!(posts(&app), 0);
 }
