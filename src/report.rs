@@ -59,7 +59,7 @@ impl Report {
 }
 
 /// A scan in progress, as its runner counts it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Progress {
     pub done: Arc<AtomicUsize>,
     pub total: Arc<AtomicUsize>,

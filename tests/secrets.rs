@@ -46,10 +46,14 @@ fn serve_refuses_to_start_without_a_role_list() {
     assert!(err.contains("KEYDESK_OPERATORS"), "{err}");
 }
 
-/// Every `env = "…"` the configuration declares, read from its source.
+/// Every `env = "…"` the configuration declares, read from its sources.
 fn declared_variables() -> Vec<String> {
-    let src =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/config.rs")).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let mut src = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        src.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    assert!(src.contains("KEYDESK_NOTIFY_DAYS") && src.contains("VULTR_API_KEY"));
     src.split("env = \"")
         .skip(1)
         .filter_map(|rest| rest.split('"').next())

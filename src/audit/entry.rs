@@ -177,7 +177,15 @@ pub struct Intent {
     pub approval_id: Option<String>,
 }
 
+/// The actor of what keydesk does on its own (expiry sweeps, notice passes).
+pub const SYSTEM_ACTOR: &str = "keydesk";
+
 impl Intent {
+    /// An intent of keydesk itself (actor `keydesk`, role `system`).
+    pub fn system(action: AuditAction) -> Self {
+        Self::new(SYSTEM_ACTOR, "system", action)
+    }
+
     /// An intent of `actor` (with `role`) to do `action`; the rest is filled by the caller.
     pub fn new(actor: &str, role: &str, action: AuditAction) -> Self {
         Self {

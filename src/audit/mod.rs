@@ -15,7 +15,7 @@ use crate::on_pool;
 
 mod entry;
 
-pub use entry::{AuditAction, CsvSafe, Entry, Filter, Intent, Outcome, Settlement};
+pub use entry::{AuditAction, CsvSafe, Entry, Filter, Intent, Outcome, SYSTEM_ACTOR, Settlement};
 
 /// The longest a request can take (the request timeout) plus a margin: an
 /// intent older than this can no longer be settled by anyone.

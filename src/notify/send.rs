@@ -212,6 +212,14 @@ impl Mailer {
     }
 }
 
+/// The HTML part of an announcement (an approval request or decision):
+/// its plain text, escaped, line by line.
+#[derive(Template)]
+#[template(path = "notices/announce.html")]
+pub struct AnnounceHtml<'a> {
+    pub text: &'a str,
+}
+
 /// The mail that hands a claim link to its owner: who granted what, and the
 /// link. Never a key: the key does not exist until the owner claims it.
 #[derive(Template)]

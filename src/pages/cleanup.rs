@@ -67,10 +67,7 @@ async fn expired_rows(ctx: &Ctx) -> Result<Option<Vec<Row>>, AppError> {
 
 /// The expired keys across all users, scanned now (when no scan exists).
 async fn scan_expired(ctx: &Ctx) -> Result<Vec<Row>, AppError> {
-    let progress = crate::report::Progress {
-        done: Default::default(),
-        total: Default::default(),
-    };
+    let progress = crate::report::Progress::default();
     let report = crate::report::scan(&ctx.state.vultr, &ctx.state.audit, &progress)
         .await
         .map_err(|e| AppError::Upstream(crate::vultr::VultrError::Unreachable(e)))?;

@@ -25,9 +25,6 @@ use crate::state::AppState;
 use crate::vultr::ApiKey;
 use crate::write::{Ctx, Refusal};
 
-/// The system's name in the audit for what no person did (expiry).
-pub const SYSTEM_ACTOR: &str = "keydesk";
-
 #[derive(Template)]
 #[template(path = "grants/created.html")]
 pub struct GrantCreatedView {
@@ -368,7 +365,7 @@ pub async fn expire_due(state: &AppState) {
             target_user_email: Some(g.user_email.clone()),
             key_name: Some(g.key_name.clone()),
             grant_id: Some(g.id.clone()),
-            ..Intent::new(SYSTEM_ACTOR, "system", AuditAction::GrantExpire)
+            ..Intent::system(AuditAction::GrantExpire)
         };
         state.audit.record(&intent, Outcome::Ok).await;
         metrics::counter!("keydesk_grants_total", "event" => "expire").increment(1);
@@ -409,7 +406,7 @@ pub async fn reconcile(state: &AppState, grant: &Grant, keys: &[ApiKey]) {
                 key_id: found.map(|k| k.id.clone()),
                 granted_by: Some(grant.created_by.clone()),
                 grant_id: Some(grant.id.clone()),
-                ..Intent::new(SYSTEM_ACTOR, "system", AuditAction::GrantClaim)
+                ..Intent::system(AuditAction::GrantClaim)
             };
             match state.audit.intent(&intent).await {
                 Ok(id) => {

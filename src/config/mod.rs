@@ -14,6 +14,10 @@ use crate::identity::{Access, AuthMode};
 use crate::jwt::{JwtSettings, JwtVerifier, parse_algorithms};
 use crate::state::Settings;
 
+mod notify;
+
+pub use notify::NotifyArgs;
+
 #[derive(Parser)]
 #[command(
     name = "keydesk",
@@ -96,91 +100,6 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub notify: NotifyArgs,
-}
-
-/// Expiry notices: when, and on which channels. Each channel is off unless set.
-#[derive(Args, Clone)]
-pub struct NotifyArgs {
-    /// Days before expiry at which a key's owner and the team are told, comma list (each once per key).
-    #[arg(long, env = "KEYDESK_NOTIFY_DAYS", default_value = "30,7,1", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=3650))]
-    pub notify_days: Vec<u32>,
-
-    /// Seconds between notice passes in `serve`; 0 turns the scheduler off.
-    #[arg(long, env = "KEYDESK_NOTIFY_INTERVAL", default_value_t = 3600)]
-    pub notify_interval: u64,
-
-    /// Webhook (Slack, Mattermost or any HTTP receiver) sent one JSON digest per pass. A secret: prefer the _FILE form.
-    #[arg(long, env = "KEYDESK_NOTIFY_WEBHOOK_URL", hide_env_values = true)]
-    pub notify_webhook_url: Option<String>,
-
-    /// File holding the webhook URL.
-    #[arg(long, env = "KEYDESK_NOTIFY_WEBHOOK_URL_FILE")]
-    pub notify_webhook_url_file: Option<PathBuf>,
-
-    /// SMTP server in lettre's URL form: smtp://host:port (plain relay), smtp://user:pass@host:587?tls=required (STARTTLS), smtps://user:pass@host (TLS). A secret: prefer the _FILE form.
-    #[arg(long, env = "KEYDESK_SMTP_URL", hide_env_values = true)]
-    pub smtp_url: Option<String>,
-
-    /// File holding the SMTP URL.
-    #[arg(long, env = "KEYDESK_SMTP_URL_FILE")]
-    pub smtp_url_file: Option<PathBuf>,
-
-    /// Sender of notice mail.
-    #[arg(
-        long,
-        env = "KEYDESK_NOTIFY_FROM",
-        default_value = "keydesk <keydesk@localhost>"
-    )]
-    pub notify_from: String,
-
-    /// Fixed recipients (the platform team) of one digest per pass, comma list.
-    #[arg(long, env = "KEYDESK_NOTIFY_EMAIL_TO", value_delimiter = ',')]
-    pub notify_email_to: Vec<String>,
-
-    /// Also mail each key's Vultr user about their own keys (default: true when SMTP is set).
-    #[arg(long, env = "KEYDESK_NOTIFY_OWNERS", action = clap::ArgAction::Set)]
-    pub notify_owners: Option<bool>,
-}
-
-/// A secret from its variable or its `_FILE` (the file wins), trimmed.
-fn secret_from(
-    var: &str,
-    value: &Option<String>,
-    file: &Option<PathBuf>,
-) -> Result<Option<SecretString>, String> {
-    if let Some(path) = file {
-        let raw = std::fs::read_to_string(path)
-            .map_err(|e| format!("{var}_FILE {}: {e}", path.display()))?;
-        let v = raw.trim();
-        if v.is_empty() {
-            return Err(format!("{var}_FILE {} is empty", path.display()));
-        }
-        return Ok(Some(SecretString::from(v.to_string())));
-    }
-    Ok(value
-        .as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(|v| SecretString::from(v.to_string())))
-}
-
-impl NotifyArgs {
-    /// The notice configuration, or an error naming the variable.
-    pub fn config(&self) -> Result<crate::notify::NotifyConfig, String> {
-        Ok(crate::notify::NotifyConfig {
-            thresholds: crate::notify::plan::thresholds(&self.notify_days)?,
-            interval: Duration::from_secs(self.notify_interval),
-            webhook: secret_from(
-                "KEYDESK_NOTIFY_WEBHOOK_URL",
-                &self.notify_webhook_url,
-                &self.notify_webhook_url_file,
-            )?,
-            smtp: secret_from("KEYDESK_SMTP_URL", &self.smtp_url, &self.smtp_url_file)?,
-            from: self.notify_from.clone(),
-            team: self.notify_email_to.clone(),
-            owners: self.notify_owners,
-        })
-    }
 }
 
 /// An absolute http(s) URL without a trailing slash, query or fragment.

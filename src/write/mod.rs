@@ -11,7 +11,8 @@
 //!    change may have happened.
 //!
 //! A handler describes only its own part: the scope, the intent, the call
-//! and the page that follows.
+//! and the page that follows. A batch (an offboarding, a clean-up) is one
+//! group entry with one linked write per part: `group.rs`.
 
 use std::future::Future;
 
@@ -28,6 +29,10 @@ use crate::identity::Identity;
 use crate::ids::VultrId;
 use crate::state::AppState;
 use crate::vultr::VultrError;
+
+mod group;
+
+pub use group::{Group, StepOutcome};
 
 /// One signed-in request: the state, who is asking, their browser session
 /// and the request headers (for the request id and the audit).
@@ -261,200 +266,5 @@ impl Claimed<'_> {
                 Err(e)
             }
         }
-    }
-
-    /// Step 3 for a batch (an offboarding, a clean-up): commits the group's
-    /// own entry, or refuses to act when it cannot be written. Each part is
-    /// then one linked, audited write through `Group::step`.
-    pub async fn group(self, intent: Intent) -> Result<Group, AppError> {
-        let state = self.ctx.state.clone();
-        let id = self.prepare(state.audit.intent(&intent).await).await?;
-        Ok(Group {
-            state,
-            token: self.token,
-            id,
-            intent,
-        })
-    }
-}
-
-/// A batch of writes under one audited group entry; owns what it needs, so
-/// it can run on after the request that started it has been answered.
-pub struct Group {
-    state: AppState,
-    token: String,
-    id: i64,
-    /// The group's own intent: actor, role, request id and reason of every part.
-    intent: Intent,
-}
-
-/// How one part of a group ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepOutcome {
-    Done,
-    /// Vultr had no such key any more (404): nothing to do, not a failure.
-    AlreadyGone,
-    /// Left alone on purpose, with why (e.g. no longer expired).
-    Skipped(String),
-    Failed(String),
-    /// Sent, but the answer was lost: it may or may not have happened.
-    Unknown(String),
-}
-
-impl StepOutcome {
-    /// Whether the key (or the switch) may still be live after this.
-    pub fn still_live(&self) -> bool {
-        matches!(self, StepOutcome::Failed(_) | StepOutcome::Unknown(_))
-    }
-    /// The machine-readable form (`data-outcome` on pages).
-    pub fn code(&self) -> &'static str {
-        match self {
-            StepOutcome::Done => "done",
-            StepOutcome::AlreadyGone => "gone",
-            StepOutcome::Skipped(_) => "skipped",
-            StepOutcome::Failed(_) => "failed",
-            StepOutcome::Unknown(_) => "unknown",
-        }
-    }
-    /// The outcome in words, for a given verb ("revoked", "switched off").
-    pub fn words(&self, done: &str) -> String {
-        match self {
-            StepOutcome::Done => done.to_string(),
-            StepOutcome::AlreadyGone => "already gone".to_string(),
-            StepOutcome::Skipped(why) => format!("left alone: {why}"),
-            StepOutcome::Failed(e) => format!("failed: {e}"),
-            StepOutcome::Unknown(e) => format!("outcome unknown: {e}"),
-        }
-    }
-}
-
-impl Group {
-    /// The group's audit entry id (the `/audit?group=` filter).
-    pub fn id(&self) -> i64 {
-        self.id
-    }
-
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
-    /// An intent for one part: the group's actor, request and reason, linked.
-    pub fn part(&self, action: AuditAction) -> Intent {
-        let g = &self.intent;
-        Intent {
-            group_id: Some(self.id),
-            reason: g.reason.clone(),
-            request_id: g.request_id.clone(),
-            ..Intent::new(&g.actor, &g.role, action)
-        }
-    }
-
-    /// One linked write: commits `intent`, runs `call`, settles it. With
-    /// `gone_is_done`, a 404 means the target is already gone (a delete).
-    pub async fn step(
-        &self,
-        intent: Intent,
-        call: impl Future<Output = Result<(), VultrError>>,
-        gone_is_done: bool,
-    ) -> StepOutcome {
-        let audit = &self.state.audit;
-        let id = match audit.intent(&intent).await {
-            Ok(id) => id,
-            // Unrecorded means not done: nothing is sent.
-            Err(e) => {
-                metrics::counter!("keydesk_audit_write_failures_total").increment(1);
-                tracing::error!(target: "audit", error = %e, "group step refused: audit unavailable");
-                return StepOutcome::Failed(
-                    "the audit trail could not be written; nothing was sent".into(),
-                );
-            }
-        };
-        let (outcome, settled) = match call.await {
-            Ok(()) => (StepOutcome::Done, Outcome::Ok.settled()),
-            Err(VultrError::Api { status: 404, .. }) if gone_is_done => (
-                StepOutcome::AlreadyGone,
-                Settlement {
-                    upstream_status: Some(404),
-                    error: Some("already gone"),
-                    ..Outcome::Ok.settled()
-                },
-            ),
-            Err(e) => {
-                let text = e.to_string();
-                let (step, how) = match e {
-                    VultrError::OutcomeUnknown(_) => (StepOutcome::Unknown(text), Outcome::Unknown),
-                    _ => (StepOutcome::Failed(text), Outcome::Failed),
-                };
-                audit
-                    .settle(
-                        id,
-                        Settlement {
-                            upstream_status: e.status(),
-                            error: Some(&e.to_string()),
-                            ..how.settled()
-                        },
-                    )
-                    .await;
-                return step;
-            }
-        };
-        audit.settle(id, settled).await;
-        outcome
-    }
-
-    /// Records a part that needed no call (a key left alone), linked.
-    pub async fn note(&self, intent: Intent, why: &str) {
-        let audit = &self.state.audit;
-        match audit.intent(&intent).await {
-            Ok(id) => {
-                audit
-                    .settle(
-                        id,
-                        Settlement {
-                            error: Some(why),
-                            ..Outcome::Ok.settled()
-                        },
-                    )
-                    .await
-            }
-            Err(e) => {
-                tracing::error!(target: "audit", error = %e, "group note could not be written")
-            }
-        }
-    }
-
-    /// Ends the group: settles its own entry from its parts and spends the
-    /// form (a repeat needs the fresh form the result page offers).
-    pub async fn finish<'o>(self, parts: impl IntoIterator<Item = &'o StepOutcome>) {
-        let (mut failed, mut unknown) = (0, 0);
-        for p in parts {
-            match p {
-                StepOutcome::Failed(_) => failed += 1,
-                StepOutcome::Unknown(_) => unknown += 1,
-                _ => {}
-            }
-        }
-        let (outcome, error) = match (failed, unknown) {
-            (0, 0) => (Outcome::Ok, None),
-            (0, u) => (
-                Outcome::Unknown,
-                Some(format!("{u} part(s) with an unknown outcome")),
-            ),
-            (f, u) => (
-                Outcome::Failed,
-                Some(format!("{f} part(s) failed, {u} unknown")),
-            ),
-        };
-        self.state.tokens.complete(&self.token, None).await;
-        self.state
-            .audit
-            .settle(
-                self.id,
-                Settlement {
-                    error: error.as_deref(),
-                    ..outcome.settled()
-                },
-            )
-            .await;
     }
 }

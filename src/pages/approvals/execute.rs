@@ -1,0 +1,190 @@
+//! `POST /approvals/{id}/execute`: carrying out an approved request, once,
+//! through the same audited write as the direct action.
+
+use axum::Form;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::{DecisionInput, claim_step, closed, current, requester_step};
+use crate::approvals::{Approval, ApprovalAction, ApprovalState};
+use crate::audit::{AuditAction, Intent};
+use crate::error::AppError;
+use crate::grants::NewGrant;
+use crate::idempotency::Scope;
+use crate::identity::Operator;
+use crate::ids::VultrId;
+use crate::pages::grants::{GrantCreatedView, mail_link};
+use crate::pages::keys::reveal;
+use crate::pages::{paths, render};
+use crate::vultr::NewApiKey;
+use crate::write::{Claimed, Ctx};
+
+/// `POST /approvals/{id}/execute`: the requester carries out an approved
+/// request, once. A key is revealed to them alone.
+pub async fn approval_execute(
+    Operator(_): Operator,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+    Form(input): Form<DecisionInput>,
+) -> Result<Response, AppError> {
+    let what = "carry out an approved request";
+    let a = requester_step(&ctx, &raw, what, &[ApprovalState::Approved]).await?;
+    let user_id = VultrId::parse(&a.user_id)?;
+    let token = input.form_token.as_deref().filter(|t| !t.is_empty());
+    let claim = match claim_step(&ctx, &a, Scope::ApprovalExecute(&a.id), token).await? {
+        Ok(claim) => claim,
+        Err(page) => return Ok(page),
+    };
+    // The one conditional start: a second or concurrent execute acts on nothing.
+    let won = claim
+        .prepare(
+            ctx.state
+                .approvals
+                .begin_execute(&a.id, &ctx.who.email)
+                .await,
+        )
+        .await?;
+    if !won {
+        claim.release().await;
+        return Err(closed(&current(&ctx.state, &raw).await?));
+    }
+    let approvals = &ctx.state.approvals;
+    match carry_out(&ctx, claim, &a, &user_id).await {
+        Ok((page, result_id)) => {
+            if let Err(e) = approvals.done(&a.id, result_id.as_deref()).await {
+                tracing::error!(error = %e, "approval not marked done");
+            }
+            metrics::counter!("keydesk_approvals_total", "event" => "execute").increment(1);
+            Ok(page)
+        }
+        Err(e) => {
+            // Unknown: it may have happened, so never again. Otherwise retry.
+            let marked = match e {
+                AppError::OutcomeUnknown { .. } => approvals.done(&a.id, None).await,
+                _ => approvals.reopen(&a.id).await,
+            };
+            if let Err(db) = marked {
+                tracing::error!(error = %db, "approval state after a failed execution not written");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Runs the stored parameters through the usual audited write; the page
+/// that follows and what it made.
+async fn carry_out(
+    ctx: &Ctx,
+    claim: Claimed<'_>,
+    a: &Approval,
+    user_id: &VultrId,
+) -> Result<(Response, Option<String>), AppError> {
+    let state = &ctx.state;
+    let stamp = |i: Intent| Intent {
+        reason: a.reason.clone(),
+        requested_by: Some(a.requested_by.clone()),
+        approved_by: a.decided_by.clone(),
+        approval_id: Some(a.id.clone()),
+        ..i
+    };
+    let body = NewApiKey {
+        name: a.key_name.clone().unwrap_or_default(),
+        expire: a.expire,
+        date_expire: a.date_expire.clone(),
+    };
+    match a.action {
+        ApprovalAction::KeyCreate | ApprovalAction::KeyRotate => {
+            let (user, old) = match (&a.action, &a.key_id) {
+                (ApprovalAction::KeyRotate, Some(k)) => {
+                    let key_id = VultrId::parse(k)?;
+                    let (u, old) = claim
+                        .prepare(state.vultr.get_user_and_key(user_id, &key_id).await)
+                        .await?;
+                    (u, Some(old))
+                }
+                _ => (
+                    claim.prepare(state.vultr.get_user(user_id).await).await?,
+                    None,
+                ),
+            };
+            let action = if old.is_some() {
+                AuditAction::KeyRotate
+            } else {
+                AuditAction::KeyCreate
+            };
+            let intent = stamp(Intent {
+                target_user_id: Some(user.id.clone()),
+                target_user_email: user.email.clone(),
+                key_name: Some(body.name.clone()),
+                requested_expiry: body.date_expire.clone(),
+                related_key_id: old.as_ref().map(|k| k.id.clone()),
+                ..ctx.intent(action)
+            });
+            let call = state.vultr.create_key(user_id, &body);
+            let created = claim.execute(intent, call, |k| Some(k.id.clone())).await?;
+            let id = created.id.clone();
+            Ok((reveal(ctx, user, created, old).await, Some(id)))
+        }
+        ApprovalAction::GrantCreate => {
+            state.vultr.invalidate_user(user_id);
+            let user = claim.prepare(state.vultr.get_user(user_id).await).await?;
+            let Some(email) = user.email.clone().filter(|e| !e.trim().is_empty()) else {
+                claim.release().await;
+                return Err(AppError::BadRequest(
+                    "This Vultr user has no email address any more, so no one could claim a link."
+                        .into(),
+                ));
+            };
+            let new = NewGrant {
+                user_id: a.user_id.clone(),
+                user_email: email.clone(),
+                key_name: body.name.clone(),
+                date_expire: body.date_expire.clone(),
+                reason: a.reason.clone(),
+                created_by: a.requested_by.clone(),
+            };
+            let intent = stamp(Intent {
+                target_user_id: Some(a.user_id.clone()),
+                target_user_email: Some(email),
+                key_name: Some(body.name.clone()),
+                requested_expiry: body.date_expire.clone(),
+                ..ctx.intent(AuditAction::GrantCreate)
+            });
+            let grant = claim
+                .store(
+                    intent,
+                    async { state.grants.create(&new).await.map_err(AppError::store) },
+                    |g| Some(g.id.clone()),
+                )
+                .await?;
+            let link = state.link(&paths::claim(&grant.id));
+            let mailed = mail_link(state, &grant, &link).await;
+            let id = grant.id.clone();
+            let view = GrantCreatedView {
+                layout: ctx.layout().await,
+                link,
+                grant,
+                mailed,
+            };
+            Ok((render(StatusCode::OK, &view), Some(id)))
+        }
+        ApprovalAction::ApiAccessOn => {
+            let user = claim.prepare(state.vultr.get_user(user_id).await).await?;
+            let intent = stamp(Intent {
+                target_user_id: Some(a.user_id.clone()),
+                target_user_email: user.email.clone(),
+                api_enabled: Some(true),
+                ..ctx.intent(AuditAction::UserApiAccess)
+            });
+            let call = state.vultr.set_api_enabled(user_id, true);
+            claim.execute(intent, call, |_| None).await?;
+            ctx.flash(
+                "ok",
+                "API access switched on, as approved: the user's keys work again.".into(),
+            )
+            .await;
+            Ok((Redirect::to(&paths::user(&a.user_id)).into_response(), None))
+        }
+    }
+}
