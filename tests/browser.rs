@@ -792,8 +792,13 @@ async fn a_two_person_approval_round_in_a_real_browser() {
     screenshot(&c, "approval-request").await;
     type_into(&c, "#approve-comment", "ok for the migration").await;
     css(&c, "#approve").await.click().await.unwrap();
-    let state = css(&c, "#approval-state").await.text().await.unwrap();
-    assert!(state.contains("approved"), "{state}");
+    // `#approval-state` is on both pages: wait for the one after the redirect.
+    let approved = "//*[@id='approval-state' and contains(., 'approved')]";
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(approved))
+        .await
+        .unwrap();
     assert!(
         c.find(Locator::Css("#execute")).await.is_err(),
         "the approver cannot run it"
