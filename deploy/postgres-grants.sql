@@ -22,3 +22,5 @@ GRANT SELECT, INSERT, UPDATE ON notice_runs, notices TO keydesk_app;
 GRANT USAGE ON SEQUENCE notice_runs_id_seq TO keydesk_app;
 -- Two-person approval requests: created, decided and executed by state changes.
 GRANT SELECT, INSERT, UPDATE ON approvals TO keydesk_app;
+-- Offboarding holds: placed by an offboarding, removed by a reinstatement.
+GRANT SELECT, INSERT, UPDATE, DELETE ON holds TO keydesk_app;

@@ -22,7 +22,8 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use crate::identity::Gate;
 use crate::pages::keys::{create, revoke, rotate};
 use crate::pages::{
-    approvals, assets, audit, brake, claim, cleanup, grants, notices, offboard, ops, reports, users,
+    approvals, assets, audit, brake, claim, cleanup, grants, notices, offboard, ops, reinstate,
+    reports, users,
 };
 use crate::session_store::DbSessionStore;
 use crate::state::AppState;
@@ -69,6 +70,10 @@ pub fn build_router(state: AppState) -> Router {
         .route(
             "/users/{id}/offboard",
             get(offboard::offboard_confirm).post(offboard::offboard_submit),
+        )
+        .route(
+            "/users/{id}/reinstate",
+            get(reinstate::reinstate_confirm).post(reinstate::reinstate_submit),
         )
         .route("/users/{id}/grants", post(grants::grant_create))
         .route("/grants", get(grants::grants_list))

@@ -344,6 +344,35 @@ impl Approvals {
         Ok(n == 1)
     }
 
+    /// Offboarding: every pending or approved request that targets `user_id`
+    /// becomes withdrawn, whoever asked; returns them (as they were).
+    pub async fn withdraw_for_user(&self, user_id: &str) -> Result<Vec<Approval>, sqlx::Error> {
+        let open: Vec<Approval> = on_pool!(&self.db, |p| {
+            sqlx::query_as::<_, Approval>(select_approvals!(
+                "WHERE user_id = $1 AND state IN ('pending', 'approved')"
+            ))
+            .bind(user_id)
+            .fetch_all(p)
+            .await?
+        });
+        let mut out = vec![];
+        for a in open {
+            let n = on_pool!(&self.db, |p| {
+                sqlx::query(
+                    "UPDATE approvals SET state = 'withdrawn' WHERE id = $1 AND state IN ('pending', 'approved')",
+                )
+                .bind(&a.id)
+                .execute(p)
+                .await?
+                .rows_affected()
+            });
+            if n == 1 {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
     /// Nothing happened upstream: executing → approved, to try again.
     pub async fn reopen(&self, id: &str) -> Result<bool, sqlx::Error> {
         let n = on_pool!(&self.db, |p| {

@@ -23,6 +23,9 @@ pub enum AppError {
     /// Already done, or being done by another request: nothing more happens.
     #[error("{0}")]
     Conflict(String),
+    /// The user was offboarded and is on hold: (user id, the refusal in words).
+    #[error("{1}")]
+    Held(String, String),
     /// No longer usable (an expired or revoked link).
     #[error("{0}")]
     Gone(String),
@@ -61,6 +64,10 @@ impl AppError {
                 format!("/users/{user_id}#keys"),
                 "Open the user's key list".to_string(),
             )),
+            AppError::Held(user_id, _) => Some((
+                format!("/users/{user_id}/reinstate"),
+                "Reinstate this user".to_string(),
+            )),
             _ => None,
         };
         let (status, title, message) = match self {
@@ -70,6 +77,7 @@ impl AppError {
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m.clone()),
             AppError::Conflict(m) => (StatusCode::CONFLICT, "Already done", m.clone()),
             AppError::Gone(m) => (StatusCode::GONE, "No longer valid", m.clone()),
+            AppError::Held(_, m) => (StatusCode::CONFLICT, "Offboarded", m.clone()),
             AppError::Audit(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Audit trail unavailable",

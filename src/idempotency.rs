@@ -28,6 +28,8 @@ pub enum Scope<'a> {
     ReportScan,
     /// Offboarding a user: the brake, then every key revoked.
     Offboard(&'a VultrId),
+    /// Lifting an offboarded user's hold.
+    Reinstate(&'a VultrId),
     /// Revoking expired keys from the report.
     KeysCleanup,
     /// Issuing a claim link for a user.
@@ -52,6 +54,7 @@ impl fmt::Display for Scope<'_> {
             Scope::ApiAccess(u, on) => write!(f, "api-access:{u}:{on}"),
             Scope::ReportScan => f.write_str("report:scan"),
             Scope::Offboard(u) => write!(f, "offboard:{u}"),
+            Scope::Reinstate(u) => write!(f, "reinstate:{u}"),
             Scope::KeysCleanup => f.write_str("keys:cleanup"),
             Scope::GrantCreate(u) => write!(f, "grant:{u}"),
             Scope::GrantClaim(g) => write!(f, "claim:{g}"),

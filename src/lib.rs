@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod fake_vultr;
 pub mod grants;
+pub mod holds;
 pub mod idempotency;
 pub mod identity;
 pub mod ids;

@@ -13,6 +13,7 @@ use crate::approvals::Approvals;
 use crate::audit::AuditStore;
 use crate::db::{Db, redacted};
 use crate::grants::Grants;
+use crate::holds::Holds;
 use crate::idempotency::FormTokens;
 use crate::identity::{Access, Approvers, AuthMode, Gate};
 use crate::notify::{Notifier, NotifyConfig};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub readiness: Readiness,
     pub reports: Arc<Reports>,
     pub grants: Grants,
+    /// Offboarded users kept out until reinstated.
+    pub holds: Holds,
     pub notifier: Arc<Notifier>,
     /// Two-person approval: the rules, who decides, the requests.
     pub approval: ApprovalPolicy,
@@ -152,6 +155,7 @@ impl AppState {
             audit,
             reports: Arc::new(Reports::new(db.clone())),
             grants: Grants::new(db.clone(), s.claim_ttl),
+            holds: Holds::new(db.clone()),
             notifier: Arc::new(Notifier::new(db.clone(), s.notify, s.public_url.clone())?),
             approvals: Approvals::new(db.clone(), s.approval.ttl),
             approval: s.approval,

@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("audit", 1),
     ("idempotency", 1),
     ("grants", 1),
+    ("holds", 1),
     ("approvals", 1),
     ("error", 2),
     ("policy", 2),

@@ -37,10 +37,12 @@ pub enum AuditAction {
     ApprovalDeny,
     ApprovalExpire,
     ApprovalWithdraw,
+    /// An offboarded user's hold lifted by an operator.
+    UserReinstate,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 18] = [
+    pub const ALL: [AuditAction; 19] = [
         AuditAction::KeyCreate,
         AuditAction::KeyRotate,
         AuditAction::KeyRevoke,
@@ -59,6 +61,7 @@ impl AuditAction {
         AuditAction::ApprovalDeny,
         AuditAction::ApprovalExpire,
         AuditAction::ApprovalWithdraw,
+        AuditAction::UserReinstate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +84,7 @@ impl AuditAction {
             AuditAction::ApprovalDeny => "approval.deny",
             AuditAction::ApprovalExpire => "approval.expire",
             AuditAction::ApprovalWithdraw => "approval.withdraw",
+            AuditAction::UserReinstate => "user.reinstate",
         }
     }
 }
@@ -181,6 +185,21 @@ pub struct Intent {
 pub const SYSTEM_ACTOR: &str = "keydesk";
 
 impl Intent {
+    /// Whether this would give its target user a key or their API access
+    /// back (directly, by a claim link, or by asking for it): what an
+    /// offboarding hold refuses.
+    pub fn gives_access(&self) -> bool {
+        match self.action {
+            AuditAction::KeyCreate
+            | AuditAction::KeyRotate
+            | AuditAction::GrantCreate
+            | AuditAction::GrantClaim
+            | AuditAction::ApprovalRequest => true,
+            AuditAction::UserApiAccess => self.api_enabled == Some(true),
+            _ => false,
+        }
+    }
+
     /// An intent of keydesk itself (actor `keydesk`, role `system`).
     pub fn system(action: AuditAction) -> Self {
         Self::new(SYSTEM_ACTOR, "system", action)

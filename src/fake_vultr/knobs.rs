@@ -41,6 +41,8 @@ pub enum Fault {
     RateLimited(u64),
     /// Answer 200 with a body of this many bytes.
     Huge(usize),
+    /// Answer 200 with exactly this body (e.g. JSON without its envelope).
+    Body(String),
 }
 
 /// The knobs' state, inside the fake.
@@ -52,6 +54,10 @@ pub(super) struct Knobs {
     /// (method, requests of that method still to pass, status): the next
     /// one after those fails with the status, once.
     nth_fault: Mutex<Option<(String, usize, u16)>>,
+    /// (method, path suffix, fault): the request is carried out, then its
+    /// answer is replaced by the fault, as a gateway that loses Vultr's
+    /// answer does.
+    after: Mutex<Option<(String, String, Fault)>>,
     /// Vultr's own limit: more than this many requests in any second → 429.
     rate_limit: Mutex<Option<u32>>,
     recent: Mutex<VecDeque<Instant>>,
@@ -73,6 +79,7 @@ impl Default for Knobs {
             fault: Mutex::default(),
             fault_method: Mutex::default(),
             nth_fault: Mutex::default(),
+            after: Mutex::default(),
             rate_limit: Mutex::default(),
             recent: Mutex::default(),
             too_many: AtomicUsize::default(),
@@ -169,40 +176,9 @@ impl Knobs {
         } else {
             None
         };
-        match fault {
-            Some(Fault::Status(code)) => {
-                let status =
-                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                return Err(vultr_error(status, "Injected failure."));
-            }
-            Some(Fault::Malformed) => {
-                return Err((StatusCode::OK, "{\"users\": [oops").into_response());
-            }
-            Some(Fault::Truncated) => {
-                let cut = r#"{"user": {"id": "cut-off", "email": "ada@exam"#;
-                return Err(
-                    (StatusCode::OK, [("content-type", "application/json")], cut).into_response(),
-                );
-            }
-            Some(Fault::NotJson) => {
-                let page = "<html><body>Down for maintenance</body></html>";
-                return Err((StatusCode::OK, [("content-type", "text/html")], page).into_response());
-            }
-            Some(Fault::Reset) => {
-                let broken = futures_util::stream::once(async {
-                    Err::<axum::body::Bytes, _>(std::io::Error::other("connection reset"))
-                });
-                return Err((StatusCode::OK, axum::body::Body::from_stream(broken)).into_response());
-            }
-            Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
-            Some(Fault::RateLimited(secs)) => {
-                let mut r = vultr_error(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
-                if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-                    r.headers_mut().insert("retry-after", v);
-                }
-                return Err(r);
-            }
-            Some(Fault::Huge(n)) => return Err((StatusCode::OK, vec![b' '; n]).into_response()),
+        match fault.map(|f| f.answer()) {
+            Some(Ok(answer)) => return Err(answer),
+            Some(Err(stall)) => tokio::time::sleep(stall).await,
             None => {}
         }
         Ok(axum::extract::Request::from_parts(
@@ -211,12 +187,68 @@ impl Knobs {
         ))
     }
 
+    /// The real answer, or, when an after-fault matches `method`, the
+    /// fault's answer once the real work is done (a stall delays it).
+    pub(super) async fn after(&self, method: &str, path: &str, real: Response) -> Response {
+        let fault = lock(&self.after)
+            .as_ref()
+            .filter(|(m, suffix, _)| m == method && path.ends_with(suffix.as_str()))
+            .map(|(_, _, f)| f.clone());
+        match fault.map(|f| f.answer()) {
+            Some(Ok(answer)) => answer,
+            Some(Err(stall)) => {
+                tokio::time::sleep(stall).await;
+                real
+            }
+            None => real,
+        }
+    }
+
     /// Holds a create as long as the test asked.
     pub(super) async fn before_create(&self) {
         let delay = *lock(&self.create_delay);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+impl Fault {
+    /// The answer this fault gives, or how long it stalls before the real one.
+    fn answer(self) -> Result<Response, Duration> {
+        let json = [("content-type", "application/json")];
+        Ok(match self {
+            Fault::Status(code) => {
+                let status =
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                vultr_error(status, "Injected failure.")
+            }
+            Fault::Malformed => (StatusCode::OK, "{\"users\": [oops").into_response(),
+            Fault::Truncated => {
+                let cut = r#"{"user": {"id": "cut-off", "email": "ada@exam"#;
+                (StatusCode::OK, json, cut).into_response()
+            }
+            Fault::NotJson => {
+                let page = "<html><body>Down for maintenance</body></html>";
+                (StatusCode::OK, [("content-type", "text/html")], page).into_response()
+            }
+            Fault::Reset => {
+                let broken = futures_util::stream::once(async {
+                    Err::<axum::body::Bytes, _>(std::io::Error::other("connection reset"))
+                });
+                (StatusCode::OK, axum::body::Body::from_stream(broken)).into_response()
+            }
+            Fault::Stall(d) => return Err(d),
+            Fault::RateLimited(secs) => {
+                let mut r = vultr_error(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
+                if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert("retry-after", v);
+                }
+                r
+            }
+            Fault::Huge(n) => (StatusCode::OK, vec![b' '; n]).into_response(),
+            Fault::Body(b) => (StatusCode::OK, json, b).into_response(),
+        })
     }
 }
 
@@ -241,6 +273,13 @@ impl FakeVultr {
     pub fn set_fault(&self, fault: Option<Fault>) {
         *lock(&self.inner.knobs.fault_method) = None;
         *lock(&self.inner.knobs.fault) = fault;
+    }
+
+    /// Requests with `method` whose path ends with `suffix` ("" for all) are
+    /// carried out, then their answer is replaced by `fault` (None clears
+    /// it): the change happened, the answer is lost.
+    pub fn set_fault_after(&self, method: &str, suffix: &str, fault: Option<Fault>) {
+        *lock(&self.inner.knobs.after) = fault.map(|f| (method.to_string(), suffix.to_string(), f));
     }
 
     /// A fault that only requests with `method` suffer (e.g. only the create POST).

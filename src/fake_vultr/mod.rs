@@ -243,7 +243,13 @@ async fn guard(
     if bearer != Some(&format!("Bearer {}", fake.inner.token)) {
         return vultr_error(StatusCode::UNAUTHORIZED, "Invalid API token.");
     }
-    next.run(req).await
+    #[cfg(feature = "test-support")]
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    let answer = next.run(req).await;
+    // A gateway that loses the answer after Vultr acted.
+    #[cfg(feature = "test-support")]
+    let answer = fake.inner.knobs.after(&method, &path, answer).await;
+    answer
 }
 
 #[derive(Deserialize)]
@@ -263,36 +269,14 @@ fn decode_cursor(c: &str) -> Option<usize> {
 }
 
 async fn list_users(State(fake): State<FakeVultr>, Query(q): Query<ListQuery>) -> Response {
-    let per_page = match q.per_page.as_deref().map(str::parse::<usize>) {
-        None => 100,
-        Some(Ok(n)) if (1..=500).contains(&n) => n,
-        Some(_) => return vultr_error(StatusCode::BAD_REQUEST, "Invalid per_page."),
-    };
-    let offset = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => 0,
-        Some(c) => match decode_cursor(c) {
-            Some(o) => o,
-            None => return vultr_error(StatusCode::BAD_REQUEST, "Invalid cursor."),
-        },
+    let (per_page, offset) = match page_window(&q) {
+        Ok(w) => w,
+        Err(answer) => return answer,
     };
     let data = lock(&fake.inner.data);
     let total = data.users.len();
     let page: Vec<&User> = data.users.iter().skip(offset).take(per_page).collect();
-    let next = if offset + per_page < total {
-        encode_cursor(offset + per_page)
-    } else {
-        String::new()
-    };
-    let prev = if offset > 0 {
-        encode_cursor(offset.saturating_sub(per_page))
-    } else {
-        String::new()
-    };
-    Json(json!({
-        "users": page,
-        "meta": {"total": total, "links": {"next": next, "prev": prev}}
-    }))
-    .into_response()
+    Json(json!({ "users": page, "meta": page_meta(offset, per_page, total) })).into_response()
 }
 
 async fn get_user(State(fake): State<FakeVultr>, Path(id): Path<String>) -> Response {
@@ -332,17 +316,61 @@ fn user_exists(data: &Data, id: &str) -> bool {
     data.users.iter().any(|u| u.id == id)
 }
 
-async fn list_keys(State(fake): State<FakeVultr>, Path(id): Path<String>) -> Response {
+/// `per_page` (1..=500, default 100) and the offset a cursor names.
+fn page_window(q: &ListQuery) -> Result<(usize, usize), Response> {
+    let per_page = match q.per_page.as_deref().map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => return Err(vultr_error(StatusCode::BAD_REQUEST, "Invalid per_page.")),
+    };
+    let offset = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => match decode_cursor(c) {
+            Some(o) => o,
+            None => return Err(vultr_error(StatusCode::BAD_REQUEST, "Invalid cursor.")),
+        },
+    };
+    Ok((per_page, offset))
+}
+
+/// Vultr's `meta` for a page at `offset` of `total`.
+fn page_meta(offset: usize, per_page: usize, total: usize) -> serde_json::Value {
+    let next = if offset + per_page < total {
+        encode_cursor(offset + per_page)
+    } else {
+        String::new()
+    };
+    let prev = if offset > 0 {
+        encode_cursor(offset.saturating_sub(per_page))
+    } else {
+        String::new()
+    };
+    json!({"total": total, "links": {"next": next, "prev": prev}})
+}
+
+/// Paged like the users list, so keydesk's cursor following is exercised.
+async fn list_keys(
+    State(fake): State<FakeVultr>,
+    Path(id): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let (per_page, offset) = match page_window(&q) {
+        Ok(w) => w,
+        Err(answer) => return answer,
+    };
     let data = lock(&fake.inner.data);
     if !user_exists(&data, &id) {
         return vultr_error(StatusCode::NOT_FOUND, "User not found.");
     }
-    let keys: Vec<ApiKey> = data
-        .keys
-        .get(&id)
-        .map(|ks| ks.iter().map(StoredKey::masked).collect())
-        .unwrap_or_default();
-    Json(json!({ "api_keys": keys })).into_response()
+    let all = data.keys.get(&id).map(Vec::as_slice).unwrap_or_default();
+    let keys: Vec<ApiKey> = all
+        .iter()
+        .skip(offset)
+        .take(per_page)
+        .map(StoredKey::masked)
+        .collect();
+    Json(json!({ "api_keys": keys, "meta": page_meta(offset, per_page, all.len()) }))
+        .into_response()
 }
 
 async fn get_key(

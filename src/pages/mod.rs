@@ -13,6 +13,7 @@ pub mod notices;
 pub mod offboard;
 pub mod ops;
 pub mod paths;
+pub mod reinstate;
 pub mod reports;
 pub mod users;
 

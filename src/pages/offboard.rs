@@ -1,7 +1,10 @@
 //! `GET|POST /users/{id}/offboard`: a leaver (or a compromised account) in
-//! one confirmed step. API access goes off first, so no key works while the
-//! deletions run; then every key is revoked. Safe to repeat: the key list is
-//! read anew each time and a key already gone is not deleted again.
+//! one confirmed step. A hold goes on first, so no keydesk path gives the
+//! user a key any more; then API access goes off, so no key works while the
+//! rest runs; open claim links and approval requests are withdrawn; the key
+//! list is read (after the brake, so nothing made meanwhile is missed) and
+//! every key is revoked. Safe to repeat: a key already gone is not deleted
+//! again. `GET|POST /users/{id}/reinstate` lifts the hold.
 
 use askama::Template;
 use axum::Form;
@@ -13,12 +16,13 @@ use super::paths::UserPath;
 use super::{Layout, render};
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
+use crate::grants::GrantState;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
 use crate::ids::VultrId;
 use crate::policy::check_reason;
 use crate::vultr::{ApiKey, User};
-use crate::write::{Ctx, Refusal, StepOutcome};
+use crate::write::{Ctx, Group, Refusal, StepOutcome};
 
 #[derive(Template)]
 #[template(path = "users/offboard_confirm.html")]
@@ -89,6 +93,12 @@ pub struct OffboardResultView {
     pub layout: Layout,
     pub user: User,
     pub brake: StepOutcome,
+    /// The offboarding hold placed in keydesk's store.
+    pub hold: StepOutcome,
+    /// Claim links and approval requests withdrawn.
+    pub withdrawn: Vec<Withdrawn>,
+    /// The key list (read after the brake) could not be read.
+    pub list_error: Option<String>,
     pub keys: Vec<KeyResult>,
     pub group_id: i64,
     /// Keys that may still work (failed or unknown).
@@ -98,6 +108,82 @@ pub struct OffboardResultView {
     pub listed: String,
     pub require_reason: bool,
     pub reason: String,
+}
+
+/// An open claim link or approval request the offboarding withdrew.
+pub struct Withdrawn {
+    /// "claim link" or "approval request".
+    pub kind: &'static str,
+    pub id: String,
+    pub what: String,
+    pub outcome: StepOutcome,
+}
+
+/// Withdraws the user's pending claim links and their pending or approved
+/// approval requests, one audited part each.
+async fn withdraw_open(
+    ctx: &Ctx,
+    group: &Group,
+    id: &VultrId,
+    on_user: &impl Fn(AuditAction) -> Intent,
+) -> Vec<Withdrawn> {
+    let state = &ctx.state;
+    let mut out = vec![];
+    match state.grants.open_for_user(id.as_str()).await {
+        Ok(grants) => {
+            for g in grants
+                .into_iter()
+                .filter(|g| g.state == GrantState::Pending)
+            {
+                let done = match state.grants.revoke(&g.id, &ctx.who.email).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(format!("the claim link could not be withdrawn: {e}")),
+                };
+                let intent = Intent {
+                    grant_id: Some(g.id.clone()),
+                    key_name: Some(g.key_name.clone()),
+                    ..on_user(AuditAction::GrantRevoke)
+                };
+                out.push(Withdrawn {
+                    kind: "claim link",
+                    what: g.key_name.clone(),
+                    outcome: group.local(intent, done).await,
+                    id: g.id,
+                });
+            }
+        }
+        Err(e) => out.push(Withdrawn {
+            kind: "claim link",
+            id: String::new(),
+            what: "open claim links".into(),
+            outcome: StepOutcome::Failed(format!("could not be read: {e}")),
+        }),
+    }
+    match state.approvals.withdraw_for_user(id.as_str()).await {
+        Ok(approvals) => {
+            for a in approvals {
+                let intent = Intent {
+                    approval_id: Some(a.id.clone()),
+                    key_name: a.key_name.clone(),
+                    requested_by: Some(a.requested_by.clone()),
+                    ..on_user(AuditAction::ApprovalWithdraw)
+                };
+                out.push(Withdrawn {
+                    kind: "approval request",
+                    what: a.action.words().to_string(),
+                    outcome: group.local(intent, Ok(())).await,
+                    id: a.id,
+                });
+            }
+        }
+        Err(e) => out.push(Withdrawn {
+            kind: "approval request",
+            id: String::new(),
+            what: "open approval requests".into(),
+            outcome: StepOutcome::Failed(format!("could not be withdrawn: {e}")),
+        }),
+    }
+    out
 }
 
 impl OffboardResultView {
@@ -134,13 +220,7 @@ pub async fn offboard_submit(
             return confirm_page(&ctx, &id, Some(notice.into()), StatusCode::FORBIDDEN).await;
         }
     };
-    // The key list as it is now, not as the confirmation showed it.
-    let (user, keys) = tokio::join!(
-        ctx.state.vultr.get_user(&id),
-        ctx.state.vultr.list_keys(&id)
-    );
-    let user = claim.prepare(user).await?;
-    let keys = claim.prepare(keys).await?;
+    let user = claim.prepare(ctx.state.vultr.get_user(&id).await).await?;
     let listed: Vec<&str> = input
         .listed
         .as_deref()
@@ -152,24 +232,51 @@ pub async fn offboard_submit(
             target_user_id: Some(id.to_string()),
             target_user_email: email.clone(),
             reason: reason.clone(),
-            key_name: Some(format!("API access off, {} key(s) revoked", keys.len())),
+            key_name: Some(
+                "hold, API access off, links and requests withdrawn, every key revoked".into(),
+            ),
             ..ctx.intent(AuditAction::UserOffboard)
         })
         .await?;
+    let on_user = |action| Intent {
+        target_user_id: Some(id.to_string()),
+        target_user_email: email.clone(),
+        ..group.part(action)
+    };
+    // The hold first: from here on no keydesk path gives this user a key.
+    let placed = ctx
+        .state
+        .holds
+        .place(
+            id.as_str(),
+            email.as_deref(),
+            &ctx.who.email,
+            reason.as_deref(),
+            Some(group.id()),
+        )
+        .await
+        .map_err(|e| format!("the hold could not be stored: {e}"));
+    let hold = group
+        .local(on_user(AuditAction::UserOffboard), placed)
+        .await;
     let vultr = &ctx.state.vultr;
-    // First the brake: from here on Vultr refuses every key of the user.
+    // Then the brake: from here on Vultr refuses every key of the user.
     let brake = group
         .step(
             Intent {
-                target_user_id: Some(id.to_string()),
-                target_user_email: email.clone(),
                 api_enabled: Some(false),
-                ..group.part(AuditAction::UserApiAccess)
+                ..on_user(AuditAction::UserApiAccess)
             },
             vultr.set_api_enabled(&id, false),
             false,
         )
         .await;
+    let withdrawn = withdraw_open(&ctx, &group, &id, &on_user).await;
+    // The key list read after the brake, so a key made meanwhile is revoked too.
+    let (keys, list_error) = match vultr.list_keys(&id).await {
+        Ok(k) => (k, None),
+        Err(e) => (vec![], Some(e.to_string())),
+    };
     let mut results = Vec::with_capacity(keys.len());
     for key in keys {
         let outcome = match VultrId::parse(&key.id) {
@@ -177,11 +284,9 @@ pub async fn offboard_submit(
                 group
                     .step(
                         Intent {
-                            target_user_id: Some(id.to_string()),
-                            target_user_email: email.clone(),
                             key_id: Some(key.id.clone()),
                             key_name: key.name.clone(),
-                            ..group.part(AuditAction::KeyRevoke)
+                            ..on_user(AuditAction::KeyRevoke)
                         },
                         vultr.delete_key(&id, &key_id),
                         true,
@@ -199,12 +304,25 @@ pub async fn offboard_submit(
             outcome,
         });
     }
+    let listing = match &list_error {
+        Some(e) => StepOutcome::Failed(format!("the key list could not be read: {e}")),
+        None => StepOutcome::Done,
+    };
     let group_id = group.id();
     group
-        .finish(std::iter::once(&brake).chain(results.iter().map(|r| &r.outcome)))
+        .finish(
+            [&hold, &brake, &listing]
+                .into_iter()
+                .chain(withdrawn.iter().map(|w| &w.outcome))
+                .chain(results.iter().map(|r| &r.outcome)),
+        )
         .await;
     let live = results.iter().filter(|r| r.outcome.still_live()).count();
-    let unfinished = live > 0 || brake.still_live();
+    let unfinished = live > 0
+        || brake.still_live()
+        || hold.still_live()
+        || list_error.is_some()
+        || withdrawn.iter().any(|w| w.outcome.still_live());
     tracing::info!(keys = results.len(), live, "offboarding finished");
     let view = OffboardResultView {
         layout: ctx.layout().await,
@@ -220,6 +338,9 @@ pub async fn offboard_submit(
             .join(","),
         user,
         brake,
+        hold,
+        withdrawn,
+        list_error,
         keys: results,
         group_id,
         live,

@@ -82,6 +82,11 @@ pub fn brake(id: &str) -> String {
     format!("/users/{id}/api-access")
 }
 
+/// `/users/{id}/reinstate`: lifting an offboarding hold, and its POST.
+pub fn user_reinstate(id: &str) -> String {
+    format!("/users/{id}/reinstate")
+}
+
 /// `/users/{id}/offboard`: the offboarding confirmation and its POST.
 pub fn user_offboard(id: &str) -> String {
     format!("/users/{id}/offboard")

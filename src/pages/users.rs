@@ -239,6 +239,8 @@ pub struct UserShowView {
     pub grants: Vec<crate::grants::Grant>,
     /// The last expiry notice sent about each key, by key id.
     pub notices: std::collections::HashMap<String, crate::notify::NoticeRow>,
+    /// The offboarding hold, while it stands.
+    pub hold: Option<crate::holds::Hold>,
 }
 
 impl UserShowView {
@@ -275,13 +277,16 @@ pub async fn user_page(
         user: Some(id.to_string()),
         ..Default::default()
     };
-    let (user, keys, history, notices, grants) = tokio::join!(
+    let (user, keys, history, notices, grants, hold) = tokio::join!(
         state.vultr.get_user(id),
         state.vultr.list_keys(id),
         state.audit.list(&history_filter, 10, 0),
         state.notifier.last_sent(id.as_str()),
         state.grants.open_for_user(id.as_str()),
+        state.holds.get(id.as_str()),
     );
+    // Unreadable, the hold is still enforced by the write path; say so here.
+    let hold = hold.map_err(AppError::store)?;
     let notices = notices.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "notices unavailable for the user page");
         Default::default()
@@ -296,6 +301,7 @@ pub async fn user_page(
         layout: ctx.layout().await,
         grants: open_grants(state, grants, &keys).await,
         notices,
+        hold,
         user,
         keys,
         form,

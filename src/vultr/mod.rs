@@ -127,6 +127,11 @@ impl std::fmt::Debug for VultrClient {
     }
 }
 
+/// A bound on pages followed: protects against an upstream that loops its cursors.
+const MAX_PAGES: usize = 1000;
+/// Keys asked for per page (Vultr's maximum for paged lists).
+const KEYS_PER_PAGE: u32 = 500;
+
 /// Cache key of the users list pages.
 const LIST_PREFIX: &str = "/v2/users?";
 
@@ -207,8 +212,7 @@ impl VultrClient {
     pub async fn list_all_users(&self) -> Result<Vec<User>, VultrError> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
-        // A bound on pages protects against an upstream that loops its cursors.
-        for _ in 0..1000 {
+        for _ in 0..MAX_PAGES {
             let page = self.list_users(500, cursor.as_deref()).await?;
             let next = page.next_cursor();
             out.extend(page.users);
@@ -229,14 +233,31 @@ impl VultrClient {
         Ok(env.user)
     }
 
+    /// Every key of a user, following `meta.links.next` cursors as the users
+    /// list does. Keys are never cached: a create or revoke must show at once.
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
     pub async fn list_keys(&self, user_id: &VultrId) -> Result<Vec<ApiKey>, VultrError> {
         let path = format!("/v2/users/{user_id}/apikeys");
-        // Keys are never cached: a create or revoke must show at once.
-        let env: KeysEnvelope = self
-            .get_json("GET /v2/users/{id}/apikeys", &path, &[], false)
-            .await?;
-        Ok(env.api_keys)
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut query: Vec<(&str, String)> = vec![("per_page", KEYS_PER_PAGE.to_string())];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.clone()));
+            }
+            let env: KeysEnvelope = self
+                .get_json("GET /v2/users/{id}/apikeys", &path, &query, false)
+                .await?;
+            out.extend(env.api_keys);
+            match env.meta.next_cursor() {
+                Some(n) if Some(&n) != cursor.as_ref() => cursor = Some(n),
+                _ => return Ok(out),
+            }
+        }
+        // A list that never ends is not a list keydesk can act on.
+        Err(VultrError::Malformed(format!(
+            "the key list did not end after {MAX_PAGES} pages"
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id, key.id = %key_id))]
@@ -267,10 +288,11 @@ impl VultrClient {
     ) -> Result<CreatedApiKey, VultrError> {
         let path = format!("/v2/users/{user_id}/apikeys");
         let req = self.request(Method::POST, &path).json(body);
-        let bytes = self
+        let sent = self
             .send_once("POST /v2/users/{id}/apikeys", req, true)
-            .await?;
+            .await;
         self.invalidate_user(user_id);
+        let bytes = sent.map_err(transport::create_error)?;
         let env: CreatedEnvelope = serde_json::from_slice(&bytes)
             // Vultr said yes but the answer is unreadable: the key may exist.
             // serde's message names the field, never its value: safe to keep.

@@ -137,6 +137,31 @@ impl VultrClient {
     }
 }
 
+/// How keydesk reads the answer to a write that is not idempotent (creating
+/// a key): the one table. Only an answer that proves Vultr refused gives the
+/// form, claim link or approval back; anything else may have created the key
+/// (a gateway's 502/504 after Vultr acted, a 408, a 5xx of Vultr's own), so
+/// it is an unknown outcome and the form is spent. A 429 is Vultr's rate
+/// limiter answering before anything was done. Connection failures before
+/// sending and unreadable 2xx answers are decided in `transport_error` and
+/// `create_key`.
+pub(super) fn create_refused(status: u16) -> bool {
+    matches!(status, 400 | 401 | 403 | 404 | 409 | 422 | 429)
+}
+
+/// A create's error as the write path must treat it: refusals stay as they
+/// are; every other status becomes `OutcomeUnknown`.
+pub(super) fn create_error(e: VultrError) -> VultrError {
+    match e {
+        VultrError::Api { status, message } if !create_refused(status) => {
+            VultrError::OutcomeUnknown(format!(
+                "Vultr (or a gateway before it) answered {status}: {message}"
+            ))
+        }
+        other => other,
+    }
+}
+
 fn api_error(status: StatusCode, body: &[u8]) -> VultrError {
     let message = serde_json::from_slice::<ErrorBody>(body)
         .ok()
@@ -203,6 +228,44 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn only_a_proven_refusal_gives_a_create_back() {
+        // (status, refused: the form may be submitted again)
+        let table = [
+            (400, true),
+            (401, true),
+            (403, true),
+            (404, true),
+            (409, true),
+            (422, true),
+            (429, true),
+            (408, false),
+            (405, false),
+            (500, false),
+            (502, false),
+            (503, false),
+            (504, false),
+            (520, false),
+        ];
+        for (status, refused) in table {
+            assert_eq!(create_refused(status), refused, "{status}");
+            let e = create_error(VultrError::Api {
+                status,
+                message: "x".into(),
+            });
+            assert_eq!(
+                matches!(e, VultrError::OutcomeUnknown(_)),
+                !refused,
+                "{status}: {e:?}"
+            );
+        }
+        // What never reached Vultr stays a definite failure.
+        assert!(matches!(
+            create_error(VultrError::Unreachable("refused".into())),
+            VultrError::Unreachable(_)
+        ));
     }
 
     #[test]

@@ -254,18 +254,9 @@ pub struct Meta {
     pub links: Option<Links>,
 }
 
-/// One page of `GET /v2/users`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(default)]
-pub struct UsersPage {
-    pub users: Vec<User>,
-    pub meta: Meta,
-}
-
-impl UsersPage {
+impl Meta {
     fn link(&self, pick: impl Fn(&Links) -> Option<&String>) -> Option<String> {
-        self.meta
-            .links
+        self.links
             .as_ref()
             .and_then(pick)
             .filter(|c| !c.is_empty())
@@ -274,8 +265,23 @@ impl UsersPage {
     pub fn next_cursor(&self) -> Option<String> {
         self.link(|l| l.next.as_ref())
     }
+}
+
+/// One page of `GET /v2/users`. The `users` field is required: an answer
+/// without it is malformed, never "no users" (`meta` may be absent).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct UsersPage {
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub meta: Meta,
+}
+
+impl UsersPage {
+    pub fn next_cursor(&self) -> Option<String> {
+        self.meta.next_cursor()
+    }
     pub fn prev_cursor(&self) -> Option<String> {
-        self.link(|l| l.prev.as_ref())
+        self.meta.link(|l| l.prev.as_ref())
     }
 }
 
@@ -284,10 +290,14 @@ pub(crate) struct UserEnvelope {
     pub user: User,
 }
 
+/// One page of `GET /v2/users/{id}/apikeys`. `api_keys` is required: a 200
+/// without it must never read as "this user has no keys" (offboarding and
+/// the clean-up would call live keys gone).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct KeysEnvelope {
-    #[serde(default)]
     pub api_keys: Vec<ApiKey>,
+    #[serde(default)]
+    pub meta: Meta,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -351,6 +361,20 @@ mod tests {
             mk(true, Some(now + time::Duration::days(90))).state_at(now),
             KeyState::ExpiresIn(90)
         );
+    }
+
+    #[test]
+    fn envelopes_without_their_field_are_malformed_not_empty() {
+        assert!(serde_json::from_str::<UsersPage>(r#"{"meta":{}}"#).is_err());
+        assert!(serde_json::from_str::<KeysEnvelope>(r#"{}"#).is_err());
+        assert!(serde_json::from_str::<KeysEnvelope>(r#"{"api_keys":null}"#).is_err());
+        assert!(serde_json::from_str::<UserEnvelope>(r#"{"users":[]}"#).is_err());
+        assert!(serde_json::from_str::<KeyEnvelope>(r#"{}"#).is_err());
+        let page: UsersPage = serde_json::from_str(r#"{"users":[]}"#).unwrap();
+        assert!(page.users.is_empty() && page.next_cursor().is_none());
+        let keys: KeysEnvelope =
+            serde_json::from_str(r#"{"api_keys":[],"meta":{"links":{"next":"c2"}}}"#).unwrap();
+        assert_eq!(keys.meta.next_cursor().as_deref(), Some("c2"));
     }
 
     #[test]

@@ -149,6 +149,28 @@ impl Group {
         outcome
     }
 
+    /// One linked change in keydesk's own store (a hold placed, a claim link
+    /// withdrawn): `Err` is a failed part, in words.
+    pub async fn local(&self, intent: Intent, done: Result<(), String>) -> StepOutcome {
+        let (step, how) = match &done {
+            Ok(()) => (StepOutcome::Done, Outcome::Ok),
+            Err(e) => (StepOutcome::Failed(e.clone()), Outcome::Failed),
+        };
+        match self.state.audit.intent(&intent).await {
+            Ok(id) => {
+                let settled = Settlement {
+                    error: done.as_ref().err().map(String::as_str),
+                    ..how.settled()
+                };
+                self.state.audit.settle(id, settled).await;
+            }
+            Err(e) => {
+                tracing::error!(target: "audit", error = %e, "group part could not be recorded")
+            }
+        }
+        step
+    }
+
     /// Records a part that needed no call (a key left alone), linked.
     pub async fn note(&self, intent: Intent, why: &str) {
         let audit = &self.state.audit;

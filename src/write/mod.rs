@@ -5,7 +5,9 @@
 //!    replay or a refused token stops here (a refusal is audited);
 //! 2. `Claimed::prepare` runs the steps before the write (fetch the target),
 //!    giving the form back if one fails: nothing happened;
-//! 3. `Claimed::execute` commits the audit intent (or refuses to act), makes
+//! 3. `Claimed::execute` refuses anything that would give an offboarded user
+//!    (on hold) a key or API access, with a 409 and nothing sent; then it
+//!    commits the audit intent (or refuses to act), makes
 //!    the upstream call, then settles the entry and spends the form. A definite
 //!    failure gives the form back; an unknown outcome spends it, since the
 //!    change may have happened.
@@ -163,6 +165,39 @@ impl Claimed<'_> {
         self.ctx.state.tokens.release(&self.token).await;
     }
 
+    /// The offboarding hold, checked here so that no write path can forget
+    /// it: an intent that would give its user a key or API access is
+    /// refused (audited, form given back, nothing sent) while the user is on
+    /// hold. A hold that cannot be read refuses too.
+    async fn refuse_held(&self, intent: &Intent) -> Result<(), AppError> {
+        let Some(user) = intent
+            .target_user_id
+            .as_deref()
+            .filter(|_| intent.gives_access())
+        else {
+            return Ok(());
+        };
+        let state = &self.ctx.state;
+        let Some(hold) = self
+            .prepare(state.holds.get(user).await.map_err(AppError::store))
+            .await?
+        else {
+            return Ok(());
+        };
+        self.ctx.state.tokens.release(&self.token).await;
+        let refused = Intent {
+            action: AuditAction::AccessDenied,
+            reason: Some(format!(
+                "{} refused: offboarded by {} (reinstate first)",
+                intent.action, hold.placed_by
+            )),
+            ..intent.clone()
+        };
+        state.audit.record(&refused, Outcome::Failed).await;
+        metrics::counter!("keydesk_hold_refusals_total").increment(1);
+        Err(AppError::Held(hold.user_id.clone(), hold.refusal()))
+    }
+
     /// Step 2: passes a pre-write result through, giving the form back on error.
     pub async fn prepare<T, E>(&self, r: Result<T, E>) -> Result<T, AppError>
     where
@@ -186,6 +221,7 @@ impl Claimed<'_> {
         result_id: impl FnOnce(&T) -> Option<String>,
     ) -> Result<T, AppError> {
         let state = &self.ctx.state;
+        self.refuse_held(&intent).await?;
         let audit_id = self.prepare(state.audit.intent(&intent).await).await?;
         match call.await {
             Ok(done) => {
@@ -247,6 +283,7 @@ impl Claimed<'_> {
         result_id: impl FnOnce(&T) -> Option<String>,
     ) -> Result<T, AppError> {
         let state = &self.ctx.state;
+        self.refuse_held(&intent).await?;
         let audit_id = self.prepare(state.audit.intent(&intent).await).await?;
         match change.await {
             Ok(done) => {

@@ -1,0 +1,130 @@
+//! `GET|POST /users/{id}/reinstate`: an operator lifts an offboarding hold,
+//! with a reason (audited `user.reinstate`). It gives nothing back by
+//! itself: API access stays off and no key comes back; from here on the
+//! usual paths (and their approval rules) work for the user again.
+
+use askama::Template;
+use axum::Form;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::paths::{self, UserPath};
+use super::{Layout, render};
+use crate::audit::{AuditAction, Intent};
+use crate::error::AppError;
+use crate::holds::Hold;
+use crate::idempotency::Scope;
+use crate::identity::Operator;
+use crate::ids::VultrId;
+use crate::policy::check_reason;
+use crate::vultr::User;
+use crate::write::{Ctx, Refusal};
+
+#[derive(Template)]
+#[template(path = "users/reinstate_confirm.html")]
+pub struct ReinstateView {
+    pub layout: Layout,
+    pub user: User,
+    pub hold: Hold,
+    pub token: String,
+    pub notice: Option<String>,
+}
+
+/// The hold on `id`, or a 409 that says there is none.
+async fn standing(ctx: &Ctx, id: &VultrId) -> Result<Hold, AppError> {
+    ctx.state
+        .holds
+        .get(id.as_str())
+        .await
+        .map_err(AppError::store)?
+        .ok_or_else(|| {
+            AppError::Conflict("This user is not on hold: there is nothing to reinstate.".into())
+        })
+}
+
+async fn confirm_page(
+    ctx: &Ctx,
+    id: &VultrId,
+    notice: Option<String>,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let hold = standing(ctx, id).await?;
+    let view = ReinstateView {
+        layout: ctx.layout().await,
+        user: ctx.state.vultr.get_user(id).await?,
+        hold,
+        token: ctx.issue(Scope::Reinstate(id)).await?,
+        notice,
+    };
+    Ok(render(status, &view))
+}
+
+/// Who placed the hold, when and why, and the form that lifts it.
+pub async fn reinstate_confirm(
+    Operator(_): Operator,
+    ctx: Ctx,
+    UserPath(id): UserPath,
+) -> Result<Response, AppError> {
+    confirm_page(&ctx, &id, None, StatusCode::OK).await
+}
+
+#[derive(Deserialize, Default)]
+pub struct ReinstateInput {
+    form_token: Option<String>,
+    reason: Option<String>,
+}
+
+/// Lifts the hold. A reason is always required: it undoes an offboarding.
+pub async fn reinstate_submit(
+    Operator(_): Operator,
+    ctx: Ctx,
+    UserPath(id): UserPath,
+    Form(input): Form<ReinstateInput>,
+) -> Result<Response, AppError> {
+    let always = crate::policy::KeyPolicy {
+        require_reason: true,
+        ..ctx.state.policy.clone()
+    };
+    let reason = match check_reason(input.reason.as_deref(), &always) {
+        Ok(r) => r,
+        Err(e) => return confirm_page(&ctx, &id, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await,
+    };
+    let token = input.form_token.as_deref().filter(|t| !t.is_empty());
+    let claim = match ctx.claim(token, Scope::Reinstate(&id), &id, None).await {
+        Ok(claim) => claim,
+        Err(Refusal::Replay { .. }) => {
+            return Ok(Redirect::to(&paths::user(id.as_str())).into_response());
+        }
+        Err(Refusal::Unavailable(e)) => return Err(e),
+        Err(Refusal::Refused) => {
+            let notice = "That confirmation has expired or was not issued to you. Confirm again.";
+            return confirm_page(&ctx, &id, Some(notice.into()), StatusCode::FORBIDDEN).await;
+        }
+    };
+    let hold = claim.prepare(standing(&ctx, &id).await).await?;
+    let intent = Intent {
+        target_user_id: Some(id.to_string()),
+        target_user_email: hold.user_email.clone(),
+        reason,
+        group_id: hold.group_id,
+        ..ctx.intent(AuditAction::UserReinstate)
+    };
+    let holds = &ctx.state.holds;
+    let lift = async {
+        match holds.lift(id.as_str()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AppError::Conflict(
+                "Someone else reinstated this user a moment ago.".into(),
+            )),
+            Err(e) => Err(AppError::store(e)),
+        }
+    };
+    claim.store(intent, lift, |_| None).await?;
+    ctx.flash(
+        "ok",
+        "Reinstated: keydesk no longer refuses this user. API access is still off and no key came back; switch it on and issue keys as usual.".into(),
+    )
+    .await;
+    Ok(Redirect::to(&paths::user(id.as_str())).into_response())
+}
