@@ -140,7 +140,14 @@ pub struct Approval {
 
 impl Approval {
     pub fn is_requester(&self, email: &str) -> bool {
-        self.requested_by.eq_ignore_ascii_case(email.trim())
+        crate::email::same_email(&self.requested_by, email)
+    }
+    /// Whether the key or access would reach `email` (the Vultr user's email
+    /// when the request was made).
+    pub fn is_recipient(&self, email: &str) -> bool {
+        self.user_email
+            .as_deref()
+            .is_some_and(|u| crate::email::same_email(u, email))
     }
     pub fn requested_display(&self) -> String {
         crate::timefmt::display_ms(self.requested_ms)
@@ -224,14 +231,15 @@ impl Approvals {
             .bind(id)
             .bind(a.action.as_str())
             .bind(&a.user_id)
-            .bind(&a.user_email)
+            // Stored normalised: the CHECK and the decide guard compare like with like.
+            .bind(a.user_email.as_deref().map(crate::email::normalize_email))
             .bind(&a.key_id)
             .bind(&a.key_name)
             .bind(a.expire)
             .bind(&a.date_expire)
             .bind(&a.reason)
             .bind(&a.why)
-            .bind(&a.requested_by)
+            .bind(crate::email::normalize_email(&a.requested_by))
             .bind(now)
             .bind(now.saturating_add(self.ttl_ms))
             .execute(p)
@@ -281,7 +289,8 @@ impl Approvals {
         let n = on_pool!(&self.db, |p| {
             sqlx::query(
                 "UPDATE approvals SET state = $1, decided_by = $2, decided_ms = $3, comment = $4
-                 WHERE id = $5 AND state = 'pending' AND expires_ms > $3 AND lower(requested_by) <> lower($2)",
+                 WHERE id = $5 AND state = 'pending' AND expires_ms > $3 AND lower(requested_by) <> lower($2)
+                   AND lower(trim(COALESCE(user_email, ''))) <> lower($2)",
             )
             .bind(to)
             .bind(by)
@@ -360,6 +369,57 @@ impl Approvals {
             let n = on_pool!(&self.db, |p| {
                 sqlx::query(
                     "UPDATE approvals SET state = 'withdrawn' WHERE id = $1 AND state IN ('pending', 'approved')",
+                )
+                .bind(&a.id)
+                .execute(p)
+                .await?
+                .rows_affected()
+            });
+            if n == 1 {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The approval no longer covers what it would do (the recipient
+    /// changed): executing → withdrawn, never to be carried out.
+    pub async fn void(&self, id: &str) -> Result<bool, sqlx::Error> {
+        let n = on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE approvals SET state = 'withdrawn' WHERE id = $1 AND state = 'executing'",
+            )
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Executions that started longer than `bound` ago and never finished
+    /// (the process stopped, the request was dropped): executing → done,
+    /// outcome unknown; returns them.
+    pub async fn abandon_stale_executions(
+        &self,
+        bound: std::time::Duration,
+    ) -> Result<Vec<Approval>, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let cutoff = now - i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
+        let stale: Vec<Approval> = on_pool!(&self.db, |p| {
+            sqlx::query_as::<_, Approval>(select_approvals!(
+                "WHERE state = 'executing' AND COALESCE(executed_ms, 0) < $1"
+            ))
+            .bind(cutoff)
+            .fetch_all(p)
+            .await?
+        });
+        let mut out = vec![];
+        for a in stale {
+            let n = on_pool!(&self.db, |p| {
+                sqlx::query(
+                    "UPDATE approvals SET state = 'done', comment = COALESCE(comment, '') || ' [execution interrupted: outcome unknown]'
+                     WHERE id = $1 AND state = 'executing'",
                 )
                 .bind(&a.id)
                 .execute(p)

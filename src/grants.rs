@@ -89,7 +89,7 @@ pub struct Grant {
 impl Grant {
     /// Whether `email` is the grant's owner (emails compare case-insensitively).
     pub fn is_owner(&self, email: &str) -> bool {
-        self.user_email.eq_ignore_ascii_case(email.trim())
+        crate::email::same_email(&self.user_email, email)
     }
 
     /// The tag put into the created key's name, so a claim whose answer was
@@ -179,7 +179,7 @@ impl Grants {
             )
             .bind(&id)
             .bind(&g.user_id)
-            .bind(&g.user_email)
+            .bind(crate::email::normalize_email(&g.user_email))
             .bind(&g.key_name)
             .bind(&g.date_expire)
             .bind(&g.reason)
@@ -218,7 +218,7 @@ impl Grants {
                 q.push(" AND (user_id = ")
                     .push_bind(u.to_string())
                     .push(" OR lower(user_email) = ")
-                    .push_bind(u.to_lowercase())
+                    .push_bind(crate::email::normalize_email(u))
                     .push(")");
             }
             q.push(" ORDER BY created_ms DESC LIMIT ").push_bind(limit);

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
 use crate::audit::{AuditAction, AuditStore, Intent, Outcome};
+pub use crate::email::{normalize_email, same_email};
 use crate::error::AppError;
 use crate::jwt::JwtVerifier;
 
@@ -106,7 +107,7 @@ fn principals(list: &[String]) -> Vec<Principal> {
         .filter(|e| !e.is_empty())
         .map(|e| match e.strip_prefix("group:") {
             Some(g) => Principal::Group(g.trim().to_string()),
-            None => Principal::Email(e.to_lowercase()),
+            None => Principal::Email(normalize_email(e)),
         })
         .collect()
 }
@@ -132,7 +133,7 @@ impl Access {
     }
 
     fn matches(list: &[Principal], email: &str, groups: &[String]) -> bool {
-        let email = email.to_lowercase();
+        let email = normalize_email(email);
         list.iter().any(|p| match p {
             Principal::Email(e) => *e == email,
             Principal::Group(g) => g == "*" || groups.iter().any(|x| x == g),
@@ -324,7 +325,7 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
         .map(|c| c.0.ip());
     let headers = req.headers().clone();
     let (email, groups) = match authenticate(&state, &headers, peer).await {
-        Ok(v) => v,
+        Ok((email, groups)) => (normalize_email(&email), groups),
         Err(resp) => return resp,
     };
     // Anyone the proxy vouches for may open claim links; each claim page
@@ -351,10 +352,11 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
             "You are signed in as {email}, but you do not have access to keydesk. Ask the keydesk operators to add you as a viewer or operator."
         ))
         .into_response();
+        // No role: the error page shows no staff navigation and claims no role.
         resp.extensions_mut().insert(Identity {
             email,
             groups,
-            role: Role::Viewer,
+            role: Role::Claimant,
         });
         return resp;
     };

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod config;
 pub mod csrf;
 pub mod db;
+pub mod email;
 pub mod error;
 pub mod fake_vultr;
 pub mod grants;

@@ -74,7 +74,7 @@ impl ApprovalPolicy {
                     "A key that never expires waits for a second person's approval.".to_string(),
                 ),
                 ApprovalRule::OverDays(n) => Some(format!(
-                    "An expiry more than {n} days away waits for a second person's approval."
+                    "An expiry more than {n} days away, or none, waits for a second person's approval."
                 )),
                 ApprovalRule::ApiAccessOn => None,
             })
@@ -96,11 +96,22 @@ impl ApprovalPolicy {
                 Some("a key that never expires needs a second person".to_string())
             }
             (ApprovalRule::OverDays(n), Change::Key(k)) => {
-                let date = k.date_expire.as_deref()?.get(..10)?;
                 let fmt = time::macros::format_description!("[year]-[month]-[day]");
-                let d = Date::parse(date, &fmt).ok()?;
-                (d > today + time::Duration::days(i64::from(*n)))
-                    .then(|| format!("an expiry more than {n} days away needs a second person"))
+                let date = k
+                    .date_expire
+                    .as_deref()
+                    .and_then(|d| d.get(..10))
+                    .and_then(|d| Date::parse(d, &fmt).ok())
+                    .filter(|_| k.expire);
+                match date {
+                    // A key that never expires lives longer than any N days.
+                    None => Some(format!(
+                        "a key that never expires lives longer than {n} days and needs a second person"
+                    )),
+                    Some(d) => (d > today + time::Duration::days(i64::from(*n))).then(|| {
+                        format!("an expiry more than {n} days away needs a second person")
+                    }),
+                }
             }
             (ApprovalRule::ApiAccessOn, Change::ApiAccess(true)) => {
                 Some("switching API access back on needs a second person".to_string())
@@ -382,6 +393,14 @@ mod approval_tests {
             p.why_at(Change::ApiAccess(false), today).is_none(),
             "the brake itself never waits"
         );
+        // over-days alone still holds a key that never expires.
+        let over = ApprovalPolicy {
+            rules: vec![ApprovalRule::OverDays(90)],
+            ..Default::default()
+        };
+        let why = over.why_at(Change::Key(&never), today);
+        assert!(why.is_some_and(|w| w.contains("never expires")));
+        assert!(over.why_at(Change::Key(&in90), today).is_none());
         let all = ApprovalPolicy {
             rules: vec![ApprovalRule::AllKeys],
             ..Default::default()

@@ -57,9 +57,10 @@ async fn every_mutating_action_writes_one_settled_entry() {
     assert!(created[0].key_id.is_some());
     assert!(created[0].request_id.is_some());
 
-    // A failed upstream call records `failed` with the status.
+    // A refused upstream call records `failed` with the status (a 5xx to
+    // a create is an unknown outcome: tests/invariants.rs).
     let token = app.form_token(&id).await;
-    app.fake.set_fault_on("POST", Fault::Status(500));
+    app.fake.set_fault_on("POST", Fault::Status(400));
     let r = app.create_key_with(&id, &token, &[("name", "two")]).await;
     assert_eq!(r.status(), 502);
     app.fake.set_fault(None);
@@ -69,8 +70,8 @@ async fn every_mutating_action_writes_one_settled_entry() {
         .filter(|e| e.outcome == "failed")
         .collect();
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].upstream_status, Some(500));
-    assert!(failed[0].error.as_deref().unwrap().contains("500"));
+    assert_eq!(failed[0].upstream_status, Some(400));
+    assert!(failed[0].error.as_deref().unwrap().contains("400"));
 
     // The incident brake: PATCH sent, audited, reversible.
     let (_, confirm) = app.get(&format!("/users/{id}/api-access")).await;

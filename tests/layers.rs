@@ -10,6 +10,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u8)] = &[
     ("ids", 0),
     ("db", 0),
+    ("email", 0),
     // The macro of `db`, named at the crate root.
     ("on_pool", 0),
     ("timefmt", 0),

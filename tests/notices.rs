@@ -546,3 +546,41 @@ async fn serve_schedules_one_pass_per_interval_across_replicas() {
     assert!(page.contains("schedule"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn chat_text_is_inert_whatever_a_key_is_named() {
+    let webhook = WebhookSink::start().await;
+    let smtp = SmtpSink::start().await;
+    let fake = FakeVultr::seeded(ROOT_KEY);
+    let now = OffsetDateTime::now_utc();
+    let ada = user_id_in(&fake, "ada@example.com");
+    let evil = "<!channel> <https://evil.example|rotate now>";
+    fake.add_key_expiring(&ada, evil, now + time::Duration::days(3));
+    let (dir, db) = temp_db("inert");
+    let app = TestApp::spawn_with(fake, options(&db, &webhook, &smtp)).await;
+    pass(&app, now).await;
+    let posts = webhook.posts();
+    let text = posts
+        .iter()
+        .map(|p| p["text"].as_str().unwrap().to_string())
+        .find(|t| t.contains("evil.example"))
+        .expect("the digest names the key");
+    assert!(text.contains("&lt;!channel&gt;"), "{text}");
+    assert!(
+        text.contains("&lt;https://evil.example|rotate now&gt;"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("<!channel>") && !text.contains("<https://"),
+        "{text}"
+    );
+    // The machine-readable list keeps the name as Vultr has it.
+    assert!(posts.iter().any(|p| {
+        p["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["key_name"] == evil)
+    }));
+    std::fs::remove_dir_all(dir).ok();
+}

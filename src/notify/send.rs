@@ -124,7 +124,7 @@ impl Webhook {
             .render()
             .map_err(|e| format!("digest: {e}"))?;
         self.post(&WebhookBody {
-            text,
+            text: chat_inert(&text),
             keys: notices,
         })
         .await
@@ -132,7 +132,8 @@ impl Webhook {
 
     /// A message in words only (`{"text": …}`), e.g. an approval request.
     pub async fn send_text(&self, text: &str) -> Result<(), String> {
-        self.post(&serde_json::json!({ "text": text })).await
+        self.post(&serde_json::json!({ "text": chat_inert(text) }))
+            .await
     }
 
     async fn post(&self, body: &impl Serialize) -> Result<(), String> {
@@ -150,6 +151,23 @@ impl Webhook {
             Err(format!("webhook answered {}", status.as_u16()))
         }
     }
+}
+
+/// Chat `text` made inert: Slack and Mattermost read `<!channel>`,
+/// `<@U123>` and `<url|label>` as mentions and disguised links, so `&`, `<`
+/// and `>` are escaped as they require. keydesk's own words hold none of
+/// them, so the whole text is escaped: names a Vultr user chose included.
+pub fn chat_inert(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Sends mail over SMTP (lettre), from one sender.
@@ -255,6 +273,17 @@ mod tests {
             expired,
             rotate_url: "https://kd.example/users/u1/keys/k1/rotate".into(),
         }
+    }
+
+    #[test]
+    fn chat_text_cannot_mention_or_disguise_a_link() {
+        let evil = "<!channel> <https://evil.example|rotate now> & <@U1>";
+        let safe = chat_inert(evil);
+        assert_eq!(
+            safe,
+            "&lt;!channel&gt; &lt;https://evil.example|rotate now&gt; &amp; &lt;@U1&gt;"
+        );
+        assert!(!safe.contains('<') && !safe.contains('>'));
     }
 
     #[test]

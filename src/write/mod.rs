@@ -165,6 +165,12 @@ impl Claimed<'_> {
         self.ctx.state.tokens.release(&self.token).await;
     }
 
+    /// `release`, for a helper that only borrows the claim; a later step
+    /// must not use it.
+    pub async fn release_ref(&self) {
+        self.ctx.state.tokens.release(&self.token).await;
+    }
+
     /// The offboarding hold, checked here so that no write path can forget
     /// it: an intent that would give its user a key or API access is
     /// refused (audited, form given back, nothing sent) while the user is on

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use super::{DecisionInput, claim_step, closed, current, requester_step};
 use crate::approvals::{Approval, ApprovalAction, ApprovalState};
-use crate::audit::{AuditAction, Intent};
+use crate::audit::{AuditAction, Intent, Outcome};
 use crate::error::AppError;
 use crate::grants::NewGrant;
 use crate::idempotency::Scope;
@@ -59,9 +59,11 @@ pub async fn approval_execute(
             Ok(page)
         }
         Err(e) => {
-            // Unknown: it may have happened, so never again. Otherwise retry.
+            // Unknown: it may have happened, so never again. A changed
+            // recipient: the approval no longer covers it. Otherwise retry.
             let marked = match e {
                 AppError::OutcomeUnknown { .. } => approvals.done(&a.id, None).await,
+                AppError::Gone(_) => approvals.void(&a.id).await,
                 _ => approvals.reopen(&a.id).await,
             };
             if let Err(db) = marked {
@@ -81,6 +83,8 @@ async fn carry_out(
     user_id: &VultrId,
 ) -> Result<(Response, Option<String>), AppError> {
     let state = &ctx.state;
+    // Vultr's word now, not a cached one: the approver decided for this email.
+    state.vultr.invalidate_user(user_id);
     let stamp = |i: Intent| Intent {
         reason: a.reason.clone(),
         requested_by: Some(a.requested_by.clone()),
@@ -108,6 +112,7 @@ async fn carry_out(
                     None,
                 ),
             };
+            same_recipient(ctx, &claim, a, &user).await?;
             let action = if old.is_some() {
                 AuditAction::KeyRotate
             } else {
@@ -127,8 +132,8 @@ async fn carry_out(
             Ok((reveal(ctx, user, created, old).await, Some(id)))
         }
         ApprovalAction::GrantCreate => {
-            state.vultr.invalidate_user(user_id);
             let user = claim.prepare(state.vultr.get_user(user_id).await).await?;
+            same_recipient(ctx, &claim, a, &user).await?;
             let Some(email) = user.email.clone().filter(|e| !e.trim().is_empty()) else {
                 claim.release().await;
                 return Err(AppError::BadRequest(
@@ -171,6 +176,7 @@ async fn carry_out(
         }
         ApprovalAction::ApiAccessOn => {
             let user = claim.prepare(state.vultr.get_user(user_id).await).await?;
+            same_recipient(ctx, &claim, a, &user).await?;
             let intent = stamp(Intent {
                 target_user_id: Some(a.user_id.clone()),
                 target_user_email: user.email.clone(),
@@ -187,4 +193,36 @@ async fn carry_out(
             Ok((Redirect::to(&paths::user(&a.user_id)).into_response(), None))
         }
     }
+}
+
+/// Refuses (form given back, audited, 410) when the Vultr user's email is
+/// no longer the one the approver saw: the approval covered that person.
+async fn same_recipient(
+    ctx: &Ctx,
+    claim: &Claimed<'_>,
+    a: &Approval,
+    user: &crate::vultr::User,
+) -> Result<(), AppError> {
+    let now = user.email.as_deref().map(crate::identity::normalize_email);
+    let then = a
+        .user_email
+        .as_deref()
+        .map(crate::identity::normalize_email);
+    if now == then {
+        return Ok(());
+    }
+    claim.release_ref().await;
+    let intent = Intent {
+        target_user_id: Some(a.user_id.clone()),
+        target_user_email: user.email.clone(),
+        approval_id: Some(a.id.clone()),
+        reason: Some("the Vultr user's email changed since the request was approved".into()),
+        ..Intent::system(AuditAction::ApprovalWithdraw)
+    };
+    ctx.state.audit.record(&intent, Outcome::Failed).await;
+    Err(AppError::Gone(format!(
+        "The Vultr user's email is now {} but the approver saw {}: this approval no longer covers it and was withdrawn. Nothing was sent to Vultr; ask again with a new request.",
+        user.email.as_deref().unwrap_or("(none)"),
+        a.user_email.as_deref().unwrap_or("(none)")
+    )))
 }

@@ -287,7 +287,10 @@ async fn show_page(
 ) -> Result<Response, AppError> {
     let is_approver = ctx.state.approvers.includes(&ctx.who);
     let is_requester = a.is_requester(&ctx.who.email);
-    let can_decide = is_approver && !is_requester && a.state == ApprovalState::Pending;
+    let can_decide = is_approver
+        && !is_requester
+        && !a.is_recipient(&ctx.who.email)
+        && a.state == ApprovalState::Pending;
     let can_execute = is_requester && ctx.who.can_write() && a.state == ApprovalState::Approved;
     let (approve_token, deny_token) = if can_decide {
         (
@@ -429,6 +432,10 @@ async fn decide(
     }
     if a.is_requester(&ctx.who.email) {
         return Err(refuse(&ctx, &a, "Nobody can decide their own request").await);
+    }
+    if a.is_recipient(&ctx.who.email) {
+        let why = "Nobody can approve a request whose key or access would reach themselves";
+        return Err(refuse(&ctx, &a, why).await);
     }
     if a.state != ApprovalState::Pending {
         return Err(closed(&a));
