@@ -24,3 +24,5 @@ GRANT USAGE ON SEQUENCE notice_runs_id_seq TO keydesk_app;
 GRANT SELECT, INSERT, UPDATE ON approvals TO keydesk_app;
 -- Offboarding holds: placed by an offboarding, removed by a reinstatement.
 GRANT SELECT, INSERT, UPDATE, DELETE ON holds TO keydesk_app;
+-- Creates whose answer was lost, until reconciled from the key list.
+GRANT SELECT, INSERT, UPDATE ON lost_creates TO keydesk_app;

@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod jwt;
+pub mod lost_creates;
 pub mod metrics;
 pub mod notify;
 pub mod pages;

@@ -140,8 +140,9 @@ async fn upkeep(state: AppState) {
             Err(e) => tracing::warn!(error = %e, "could not mark stale audit entries"),
         }
         // Claim links past their time: expired once, audited by the replica that wins.
-        crate::pages::grants::expire_due(&state).await;
-        crate::pages::approvals::expire_due(&state).await;
+        state.grants.sweep(&state.audit).await;
+        state.approvals.sweep(&state.audit).await;
+        state.lost.sweep(&state.audit, &state.vultr).await;
     }
 }
 

@@ -16,6 +16,7 @@ use crate::grants::Grants;
 use crate::holds::Holds;
 use crate::idempotency::FormTokens;
 use crate::identity::{Access, Approvers, AuthMode, Gate};
+use crate::lost_creates::LostCreates;
 use crate::notify::{Notifier, NotifyConfig};
 use crate::policy::{ApprovalPolicy, KeyPolicy};
 use crate::report::Reports;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub grants: Grants,
     /// Offboarded users kept out until reinstated.
     pub holds: Holds,
+    /// Creates whose answer was lost, until settled from the key list.
+    pub lost: LostCreates,
     pub notifier: Arc<Notifier>,
     /// Two-person approval: the rules, who decides, the requests.
     pub approval: ApprovalPolicy,
@@ -156,6 +159,7 @@ impl AppState {
             reports: Arc::new(Reports::new(db.clone())),
             grants: Grants::new(db.clone(), s.claim_ttl),
             holds: Holds::new(db.clone()),
+            lost: LostCreates::new(db.clone()),
             notifier: Arc::new(Notifier::new(db.clone(), s.notify, s.public_url.clone())?),
             approvals: Approvals::new(db.clone(), s.approval.ttl),
             approval: s.approval,

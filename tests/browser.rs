@@ -590,8 +590,8 @@ async fn offboarding_and_clearing_expired_keys_in_a_real_browser() {
         .unwrap();
     assert_eq!(
         rows.len(),
-        keys + 2,
-        "the group entry, the brake and each key"
+        keys + 3,
+        "the group entry, the hold, the brake and each key"
     );
 
     // Clear expired keys from the report.

@@ -306,20 +306,35 @@ async fn lost_claim(app: &TestApp, ada: &str, name: &str) -> keydesk::grants::Gr
         .unwrap()
         .unwrap();
     assert_eq!(g.state, keydesk::grants::GrantState::Unknown);
-    // Opening the link again settles it from the key list first.
-    let again = owner.get(app.url(&path)).send().await.unwrap();
-    assert_eq!(
-        again.status(),
-        200,
-        "reconciled on open: nothing was created"
-    );
+    // Before the bound the link stays closed: Vultr may still be making it.
+    let early = owner.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(early.status(), 409, "unknown is not failed");
+    // Once past the bound, opening the link settles it from the key list.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = owner.get(app.url(&path)).send().await.unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reconciled: {}",
+            again.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     g
 }
 
 #[tokio::test]
 async fn a_lost_answer_is_reconciled_from_the_key_list() {
     use keydesk::grants::GrantState;
-    let (app, ada) = TestApp::with_user(ADA).await;
+    let opts = Options {
+        pending_bound: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let ada = app.user_id(ADA);
     // Nothing was created: opening the link reconciles it back to pending.
     let g = lost_claim(&app, &ada, "lost").await;
     let now = app.state.grants.get(&g.id).await.unwrap().unwrap();

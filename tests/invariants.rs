@@ -391,3 +391,230 @@ async fn key_lists_follow_cursors_across_pages() {
     assert!(app.fake.keys_of(&ada).is_empty(), "every page was revoked");
     assert_eq!(count(&app, "DELETE"), 501);
 }
+
+async fn create_entries(app: &TestApp) -> Vec<keydesk::audit::Entry> {
+    let f = keydesk::audit::Filter {
+        action: Some("key.create".into()),
+        ..Default::default()
+    };
+    app.state.audit.list(&f, 100, 0).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_lost_create_that_made_a_key_is_found_and_marked_never_shown() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    app.fake
+        .set_fault_after("POST", "/apikeys", Some(Fault::Status(504)));
+    let r = app
+        .create_key(&ada, &[("name", "lost-but-made"), ("expire", "false")])
+        .await;
+    assert_eq!(r.status(), 504);
+    app.fake.set_fault_after("POST", "", None);
+    let made = app.key_named(&ada, "lost-but-made");
+
+    // The next view of the user settles it from the key list.
+    let (status, page) = app.get(&format!("/users/{ada}")).await;
+    assert_eq!(status, 200);
+    let row = &page[page.find(&format!(r#"data-key-id="{}""#, made.id)).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("never shown to anyone"), "{row}");
+    assert!(row.contains("/delete\""), "Revoke is one click away: {row}");
+    let entries = create_entries(&app).await;
+    let settled = entries
+        .iter()
+        .find(|e| e.actor == "keydesk" && e.key_id.as_deref() == Some(made.id.as_str()))
+        .expect("a system entry names the key");
+    assert_eq!(settled.outcome, "ok");
+    assert!(settled.error.as_deref().unwrap().contains("never shown"));
+    // Settled once: another view adds nothing.
+    app.get(&format!("/users/{ada}")).await;
+    assert_eq!(create_entries(&app).await.len(), entries.len());
+    assert_eq!(count(&app, "POST"), 1);
+}
+
+#[tokio::test]
+async fn a_lost_create_that_made_nothing_settles_as_not_created_after_the_bound() {
+    let opts = Options {
+        pending_bound: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let ada = app.user_id(ADA);
+    // The gateway answers 504 without Vultr ever seeing the create.
+    app.fake.set_fault_on("POST", Fault::Status(504));
+    let r = app
+        .create_key(&ada, &[("name", "never-made"), ("expire", "false")])
+        .await;
+    assert_eq!(r.status(), 504);
+    app.fake.set_fault(None);
+    let failed = |entries: &[keydesk::audit::Entry]| {
+        entries
+            .iter()
+            .any(|e| e.actor == "keydesk" && e.outcome == "failed")
+    };
+    // Before the bound, a view leaves it unknown (a slow Vultr may still make it).
+    app.get(&format!("/users/{ada}")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        app.get(&format!("/users/{ada}")).await;
+        if failed(&create_entries(&app).await) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = create_entries(&app).await;
+    let note = e.iter().find(|e| e.actor == "keydesk").unwrap();
+    assert!(note.error.as_deref().unwrap().contains("created no key"));
+    assert!(
+        app.fake
+            .keys_of(&ada)
+            .iter()
+            .all(|k| k.name.as_deref() != Some("never-made"))
+    );
+}
+
+#[tokio::test]
+async fn over_days_holds_a_key_that_never_expires() {
+    let app = TestApp::spawn_with(
+        FakeVultr::seeded(ROOT_KEY),
+        approval_options(&["over-days:90"]),
+    )
+    .await;
+    let ada = app.user_id(ADA);
+    let r = app.create_key(&ada, &[("name", "forever")]).await;
+    assert_eq!(
+        r.status(),
+        202,
+        "a key that never expires lives past 90 days"
+    );
+    let date = date_in(30);
+    let r = app
+        .create_key(
+            &ada,
+            &[
+                ("name", "month"),
+                ("expire", "true"),
+                ("date_expire", &date),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(count(&app, "POST"), 1);
+}
+
+#[tokio::test]
+async fn nobody_approves_a_key_that_would_reach_themselves() {
+    let mut opts = approval_options(&["no-expiry"]);
+    opts.access = Access::new(&[], &[STAFF.into(), BOSS.into(), ADA.into()]);
+    opts.approvers = vec![BOSS.into(), ADA.into()];
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let ada = app.user_id(ADA);
+    let r = app.create_key(&ada, &[("name", "for-ada")]).await;
+    assert_eq!(r.status(), 202);
+    let id = request_of(&r.text().await.unwrap());
+    let recipient = client(Some("  ADA@example.com "));
+    let page = get_text(&recipient, app.url(&format!("/approvals/{id}"))).await;
+    assert!(
+        !page.contains(&format!("/approvals/{id}/approve\"")),
+        "no approve form"
+    );
+    let r = post_as(
+        &recipient,
+        app.url(&format!("/approvals/{id}/approve")),
+        &[("form_token", "x")],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let a = app.state.approvals.get(&id).await.unwrap().unwrap();
+    assert_eq!(a.state.as_str(), "pending");
+    assert_eq!(count(&app, "POST"), 0);
+}
+
+#[tokio::test]
+async fn execution_rereads_the_recipient_and_refuses_a_changed_email() {
+    let app = TestApp::spawn_with(
+        FakeVultr::seeded(ROOT_KEY),
+        approval_options(&["no-expiry"]),
+    )
+    .await;
+    let ada = app.user_id(ADA);
+    let id = approved_request(&app, &ada).await;
+    app.fake.set_user_email(&ada, "mallory@example.com");
+    let r = press(&app, &app.client, &id, "execute").await;
+    assert_eq!(r.status(), 410);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("mallory@example.com"), "{body}");
+    assert_eq!(count(&app, "POST"), 0);
+    let a = app.state.approvals.get(&id).await.unwrap().unwrap();
+    assert_eq!(a.state.as_str(), "withdrawn", "a new request is needed");
+}
+
+#[tokio::test]
+async fn an_interrupted_execution_is_settled_unknown_and_never_runs() {
+    let mut opts = approval_options(&["no-expiry"]);
+    opts.pending_bound = Duration::ZERO;
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let ada = app.user_id(ADA);
+    let id = approved_request(&app, &ada).await;
+    // A process stopped right after starting the execution.
+    assert!(app.state.approvals.begin_execute(&id, STAFF).await.unwrap());
+    app.state.approvals.sweep(&app.state.audit).await;
+    let a = app.state.approvals.get(&id).await.unwrap().unwrap();
+    assert_eq!(a.state.as_str(), "done");
+    let f = keydesk::audit::Filter {
+        outcome: Some("unknown".into()),
+        ..Default::default()
+    };
+    let unknown = app.state.audit.list(&f, 10, 0).await.unwrap();
+    assert!(
+        unknown
+            .iter()
+            .any(|e| e.approval_id.as_deref() == Some(id.as_str()) && e.actor == "keydesk"),
+        "{unknown:?}"
+    );
+    let r = post_as(
+        &app.client,
+        app.url(&format!("/approvals/{id}/execute")),
+        &[("form_token", "x")],
+    )
+    .await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(count(&app, "POST"), 0);
+}
+
+#[tokio::test]
+async fn one_identity_compared_one_way() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    // The same operator, however the proxy spells them.
+    let shouty = client(Some("  Staff@Example.COM"));
+    let page = get_text(&shouty, app.url(&format!("/users/{ada}"))).await;
+    assert!(page.contains("id=\"role\">operator"), "{page}");
+    let token = hidden_token(&page);
+    let r = post_as(
+        &shouty,
+        app.url(&format!("/users/{ada}/keys")),
+        &[
+            ("form_token", token.as_str()),
+            ("name", "n"),
+            ("expire", "false"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let e = create_entries(&app).await;
+    assert_eq!(e[0].actor, STAFF, "the audit holds the one normalised form");
+
+    // Someone with no role: a 403 that claims no role and shows no staff navigation.
+    let nobody = client(Some("nobody@example.com"));
+    let r = nobody.get(app.url("/users")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("nobody@example.com"));
+    assert!(!body.contains("id=\"role\""), "{body}");
+    assert!(!body.contains("· <span"), "{body}");
+    assert!(
+        !body.contains("aria-label=\"Main\""),
+        "no staff navigation: {body}"
+    );
+}

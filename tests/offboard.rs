@@ -106,10 +106,11 @@ async fn offboarding_switches_access_off_first_then_revokes_every_key() {
     assert!(app.fake.keys_of(&id).is_empty());
     assert!(user_page.contains(&format!("href=\"/users/{id}/offboard\"")));
 
-    // The audit: one group with its entry and four linked ones, all ok.
+    // The audit: one group with its entry and five linked ones (the hold,
+    // the brake, three revocations), all ok.
     let group = group_id(&page);
     let entries = group_entries(&app, group).await;
-    assert_eq!(entries.len(), 5, "{entries:?}");
+    assert_eq!(entries.len(), 6, "{entries:?}");
     let head = entries.iter().find(|e| e.id == group).unwrap();
     assert_eq!(head.action, "user.offboard");
     assert_eq!(head.reason.as_deref(), Some("left the company, HR-42"));
@@ -123,6 +124,11 @@ async fn offboarding_switches_access_off_first_then_revokes_every_key() {
     );
     assert_eq!(parts.iter().filter(|e| e.action == "key.revoke").count(), 3);
     assert_eq!(
+        parts.iter().filter(|e| e.action == "user.offboard").count(),
+        1,
+        "the hold"
+    );
+    assert_eq!(
         parts
             .iter()
             .filter(|e| e.action == "user.api_access")
@@ -133,7 +139,7 @@ async fn offboarding_switches_access_off_first_then_revokes_every_key() {
     let (status, audit) = app.get(&format!("/audit?group={group}")).await;
     assert_eq!(status, 200);
     assert!(audit.contains("id=\"audit-group\""));
-    assert_eq!(audit.matches(&format!("data-group=\"{group}\"")).count(), 4);
+    assert_eq!(audit.matches(&format!("data-group=\"{group}\"")).count(), 5);
 
     // Replaying the same form: 409, and nothing more upstream.
     let before = app.fake.requests().len();

@@ -120,6 +120,12 @@ impl AuditStore {
         &self.db
     }
 
+    /// How long an answer may take before its outcome counts as lost: also
+    /// the wait before a lost create found nowhere is called "not created".
+    pub fn pending_bound_ms(&self) -> i64 {
+        self.pending_bound_ms
+    }
+
     /// Marks open intents `unknown` that no request can settle any more:
     /// this process's own stale ones and any older than the bound (or, with
     /// `all`, every open one). Returns how many.

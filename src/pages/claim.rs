@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::grants::{closed, expire_due, find, reconcile};
+use super::grants::{closed, expire_due, find};
 use super::keys::{Claimed, reveal_to};
 use super::{Layout, render};
 use crate::audit::{AuditAction, Intent, Outcome};
@@ -63,7 +63,10 @@ async fn current(ctx: &Ctx, raw: &str) -> Result<(Grant, VultrId), AppError> {
     }
     if grant.state == GrantState::Unknown {
         let keys = ctx.state.vultr.list_keys(&user).await?;
-        reconcile(&ctx.state, &grant, &keys).await;
+        ctx.state
+            .grants
+            .reconcile(&ctx.state.audit, &grant, &keys)
+            .await;
         grant = find(&ctx.state, raw).await?;
     }
     Ok((grant, user))

@@ -15,14 +15,13 @@ use super::paths::{self, UserPath};
 use super::users::user_page;
 use super::{Layout, render};
 use crate::approvals::ApprovalAction;
-use crate::audit::{AuditAction, Intent, Outcome, Settlement};
+use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
 use crate::grants::{Grant, GrantState, NewGrant, plausible_id};
 use crate::idempotency::Scope;
 use crate::identity::{Operator, Staff};
 use crate::policy::{Change, CreateKeyInput, KeyForm, check_reason, validate};
 use crate::state::AppState;
-use crate::vultr::ApiKey;
 use crate::write::{Ctx, Refusal};
 
 #[derive(Template)]
@@ -336,90 +335,7 @@ pub async fn grant_revoke(
     Ok(Redirect::to(&paths::user(&grant.user_id)).into_response())
 }
 
-/// Marks pending grants past their time expired, one audit entry each
-/// (by the system), and claims abandoned by a stopped process unknown.
-/// Runs from the upkeep task and before grant pages.
+/// Expired links and abandoned claims swept first (grants' own store).
 pub async fn expire_due(state: &AppState) {
-    match state
-        .grants
-        .abandon_stale_claims(crate::audit::PENDING_BOUND)
-        .await
-    {
-        Ok(n) if n > 0 => tracing::warn!(
-            count = n,
-            "claims left unfinished by a stopped process marked unknown"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not check for abandoned claims"),
-    }
-    let expired = match state.grants.expire_due().await {
-        Ok(g) => g,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not sweep expired claim links");
-            return;
-        }
-    };
-    for g in expired {
-        let intent = Intent {
-            target_user_id: Some(g.user_id.clone()),
-            target_user_email: Some(g.user_email.clone()),
-            key_name: Some(g.key_name.clone()),
-            grant_id: Some(g.id.clone()),
-            ..Intent::system(AuditAction::GrantExpire)
-        };
-        state.audit.record(&intent, Outcome::Ok).await;
-        metrics::counter!("keydesk_grants_total", "event" => "expire").increment(1);
-    }
-}
-
-/// Settles grants whose claim lost its answer, from the user's key list:
-/// the tagged key exists (claimed) or not (the link works again). Audited.
-pub async fn reconcile(state: &AppState, grant: &Grant, keys: &[ApiKey]) {
-    if grant.state != GrantState::Unknown {
-        return;
-    }
-    let tag = grant.tag();
-    let found = keys
-        .iter()
-        .find(|k| k.name.as_deref().is_some_and(|n| n.ends_with(&tag)));
-    let (moved, outcome, note) = match found {
-        Some(k) => (
-            state
-                .grants
-                .claimed(&grant.id, GrantState::Unknown, &k.id)
-                .await,
-            Outcome::Ok,
-            "reconciled: the key was created",
-        ),
-        None => (
-            state.grants.reopen(&grant.id, GrantState::Unknown).await,
-            Outcome::Failed,
-            "reconciled: no key was created; the link works again",
-        ),
-    };
-    match moved {
-        Ok(true) => {
-            let intent = Intent {
-                target_user_id: Some(grant.user_id.clone()),
-                target_user_email: Some(grant.user_email.clone()),
-                key_name: Some(grant.vultr_key_name()),
-                key_id: found.map(|k| k.id.clone()),
-                granted_by: Some(grant.created_by.clone()),
-                grant_id: Some(grant.id.clone()),
-                ..Intent::system(AuditAction::GrantClaim)
-            };
-            match state.audit.intent(&intent).await {
-                Ok(id) => {
-                    let how = Settlement {
-                        error: Some(note),
-                        ..outcome.settled()
-                    };
-                    state.audit.settle(id, how).await
-                }
-                Err(e) => tracing::error!(error = %e, "reconciliation could not be audited"),
-            }
-        }
-        Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, "could not reconcile a claim link"),
-    }
+    state.grants.sweep(&state.audit).await;
 }

@@ -256,9 +256,11 @@ pub async fn offboard_submit(
         )
         .await
         .map_err(|e| format!("the hold could not be stored: {e}"));
-    let hold = group
-        .local(on_user(AuditAction::UserOffboard), placed)
-        .await;
+    let hold_part = Intent {
+        key_name: Some("hold placed: no key, claim link or API access until reinstated".into()),
+        ..on_user(AuditAction::UserOffboard)
+    };
+    let hold = group.local(hold_part, placed).await;
     let vultr = &ctx.state.vultr;
     // Then the brake: from here on Vultr refuses every key of the user.
     let brake = group

@@ -241,9 +241,15 @@ pub struct UserShowView {
     pub notices: std::collections::HashMap<String, crate::notify::NoticeRow>,
     /// The offboarding hold, while it stands.
     pub hold: Option<crate::holds::Hold>,
+    /// Keys a create whose answer was lost made: nobody ever saw them.
+    pub never_shown: std::collections::HashSet<String>,
 }
 
 impl UserShowView {
+    pub fn is_never_shown(&self, key_id: &str) -> bool {
+        self.never_shown.contains(key_id)
+    }
+
     pub fn last_notice(&self, key_id: &str) -> Option<&crate::notify::NoticeRow> {
         self.notices.get(key_id)
     }
@@ -292,6 +298,7 @@ pub async fn user_page(
         Default::default()
     });
     let (user, mut keys) = (user?, keys?);
+    let never_shown = lost_creates(state, id, &keys).await;
     keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));
     let history = history.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "audit history unavailable for the user page");
@@ -302,12 +309,32 @@ pub async fn user_page(
         grants: open_grants(state, grants, &keys).await,
         notices,
         hold,
+        never_shown,
         user,
         keys,
         form,
         history,
     };
     Ok(render(status, &view))
+}
+
+/// Settles the user's lost creates from `keys`; the ids of keys nobody saw.
+async fn lost_creates(
+    state: &crate::state::AppState,
+    id: &VultrId,
+    keys: &[ApiKey],
+) -> std::collections::HashSet<String> {
+    if let Err(e) = state.lost.reconcile(&state.audit, id.as_str(), keys).await {
+        tracing::warn!(error = %e, "lost creates not reconciled on the user page");
+    }
+    state
+        .lost
+        .never_shown(id.as_str())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "never-shown keys unavailable for the user page");
+            Default::default()
+        })
 }
 
 /// The user's open claim links; a claim that lost its answer is settled from
@@ -332,7 +359,7 @@ async fn open_grants(
         .cloned()
         .collect();
     for g in &unknown {
-        super::grants::reconcile(state, g, keys).await;
+        state.grants.reconcile(&state.audit, g, keys).await;
     }
     if !unknown.is_empty()
         && let Some(first) = unknown.first()

@@ -204,6 +204,23 @@ impl Claimed<'_> {
         Err(AppError::Held(hold.user_id.clone(), hold.refusal()))
     }
 
+    /// A create (or rotation) whose answer was lost may have made a key:
+    /// recorded, to be settled from the user's key list (`lost_creates`).
+    async fn remember_lost_create(&self, audit_id: i64, intent: &Intent) {
+        let creates = matches!(
+            intent.action,
+            AuditAction::KeyCreate | AuditAction::KeyRotate
+        );
+        if let (true, Some(user), Some(name)) = (
+            creates,
+            intent.target_user_id.as_deref(),
+            intent.key_name.as_deref(),
+        ) && let Err(e) = self.ctx.state.lost.record(audit_id, user, name).await
+        {
+            tracing::error!(error = %e, "a lost create could not be recorded; the audit still says unknown");
+        }
+    }
+
     /// Step 2: passes a pre-write result through, giving the form back on error.
     pub async fn prepare<T, E>(&self, r: Result<T, E>) -> Result<T, AppError>
     where
@@ -250,6 +267,7 @@ impl Claimed<'_> {
                 let outcome = if unknown {
                     // It may have happened: this form must never act again.
                     state.tokens.complete(&self.token, None).await;
+                    self.remember_lost_create(audit_id, &intent).await;
                     Outcome::Unknown
                 } else {
                     state.tokens.release(&self.token).await;

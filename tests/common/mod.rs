@@ -48,6 +48,8 @@ pub struct Options {
     pub notify: keydesk::notify::NotifyConfig,
     pub approval: keydesk::policy::ApprovalPolicy,
     pub approvers: Vec<String>,
+    /// How long before an open audit intent, or a lost create, is settled.
+    pub pending_bound: Duration,
 }
 
 impl Options {
@@ -72,6 +74,7 @@ impl Options {
             notify: self.notify.clone(),
             approval: self.approval.clone(),
             approvers: self.approvers.clone(),
+            pending_bound: self.pending_bound,
             ..Settings::new(url, SecretString::from(self.root_key.to_string()))
         }
     }
@@ -118,6 +121,7 @@ impl Default for Options {
                 ttl: Duration::from_secs(24 * 3600),
             },
             approvers: vec![],
+            pending_bound: keydesk::audit::PENDING_BOUND,
         }
     }
 }

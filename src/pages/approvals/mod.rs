@@ -146,27 +146,9 @@ fn announce_decision(state: &AppState, a: &Approval, approved: bool) {
     tokio::spawn(async move { notifier.announce(&subject, &text, &to).await });
 }
 
-/// Expires pending or approved requests past their time, audited by the
-/// system. Runs from the upkeep task and before approval pages.
+/// The approvals' own sweep (expiry, interrupted executions), before pages.
 pub async fn expire_due(state: &AppState) {
-    let expired = match state.approvals.expire_due().await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not sweep expired approval requests");
-            return;
-        }
-    };
-    for a in expired {
-        let intent = Intent {
-            target_user_id: Some(a.user_id.clone()),
-            target_user_email: a.user_email.clone(),
-            key_name: a.key_name.clone(),
-            requested_by: Some(a.requested_by.clone()),
-            approval_id: Some(a.id.clone()),
-            ..Intent::system(AuditAction::ApprovalExpire)
-        };
-        state.audit.record(&intent, Outcome::Ok).await;
-    }
+    state.approvals.sweep(&state.audit).await;
 }
 
 /// The request `raw` names, expired first if past its time; or 404.

@@ -11,6 +11,8 @@ use rand::RngCore;
 use crate::db::Db;
 use crate::on_pool;
 
+mod sweep;
+
 /// Where a grant stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantState {
