@@ -120,3 +120,160 @@ fn every_module_uses_only_lower_layers() {
     }
     assert!(checked > 50, "only {checked} uses found");
 }
+
+/// A source file's module path: `src/pages/approvals/mod.rs` → `pages::approvals`.
+fn module_of(rel: &str) -> Vec<String> {
+    let mut parts: Vec<String> = rel
+        .trim_end_matches(".rs")
+        .split('/')
+        .map(str::to_string)
+        .collect();
+    if parts
+        .last()
+        .is_some_and(|p| p == "mod" || p == "lib" || p == "main")
+    {
+        parts.pop();
+    }
+    parts
+}
+
+/// Every path named after `crate::` or `super::` (braces expanded one level),
+/// as module paths relative to the crate root, outside the test module.
+fn named_paths(text: &str, own: &[String]) -> Vec<Vec<String>> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    let mut out = Vec::new();
+    for (prefix, base) in [
+        ("crate::", vec![]),
+        ("super::", own[..own.len().saturating_sub(1)].to_vec()),
+    ] {
+        for (i, _) in code.match_indices(prefix) {
+            // `self::super::` or `crate::` inside a longer word is not a path start.
+            if code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = &code[i + prefix.len()..];
+            let end = rest
+                .find(|c: char| {
+                    !(c.is_alphanumeric()
+                        || c == '_'
+                        || c == ':'
+                        || c == '{'
+                        || c == '}'
+                        || c == ','
+                        || c == ' '
+                        || c == '\n')
+                })
+                .unwrap_or(rest.len());
+            let path = &rest[..end];
+            let (head, items) = match path.find('{') {
+                Some(b) => (&path[..b], path[b + 1..].split('}').next().unwrap_or("")),
+                None => (path, ""),
+            };
+            let head: Vec<String> = head
+                .split("::")
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let expand = |tail: &str| {
+                let mut p = base.clone();
+                p.extend(head.iter().cloned());
+                p.extend(
+                    tail.split("::")
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty() && s != "self"),
+                );
+                p
+            };
+            if items.is_empty() {
+                out.push(expand(""));
+            } else {
+                out.extend(items.split(',').map(expand));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_import_circle_between_files() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let modules: Vec<(Vec<String>, std::path::PathBuf)> = all
+        .iter()
+        .map(|p| {
+            (
+                module_of(&p.strip_prefix(&src).unwrap().to_string_lossy()),
+                p.clone(),
+            )
+        })
+        .filter(|(m, _)| !m.is_empty())
+        .collect();
+    let known: std::collections::HashSet<Vec<String>> =
+        modules.iter().map(|(m, _)| m.clone()).collect();
+    let mut edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for (own, path) in &modules {
+        for mut named in named_paths(&std::fs::read_to_string(path).unwrap(), own) {
+            while !named.is_empty() && !known.contains(&named) {
+                named.pop();
+            }
+            // A file and its own parent or child module are one unit (`mod x;`).
+            let related = named.starts_with(own) || own.starts_with(&named);
+            if !named.is_empty() && !related {
+                edges
+                    .entry(own.join("::"))
+                    .or_default()
+                    .insert(named.join("::"));
+            }
+        }
+    }
+    // Depth-first search for a back edge: any circle, named file by file.
+    fn visit(
+        n: &str,
+        edges: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        stack: &mut Vec<String>,
+        done: &mut std::collections::HashSet<String>,
+    ) {
+        if let Some(at) = stack.iter().position(|s| s == n) {
+            panic!("import circle: {} -> {n}", stack[at..].join(" -> "));
+        }
+        if !done.insert(n.to_string()) {
+            return;
+        }
+        stack.push(n.to_string());
+        for m in edges.get(n).into_iter().flatten() {
+            visit(m, edges, stack, done);
+        }
+        stack.pop();
+    }
+    let mut done = std::collections::HashSet::new();
+    for n in edges.keys() {
+        visit(n, &edges, &mut vec![], &mut done);
+    }
+    assert!(
+        edges.contains_key("pages::grants"),
+        "the parser reads pages: {edges:?}"
+    );
+    assert!(
+        edges.values().map(|s| s.len()).sum::<usize>() > 100,
+        "{edges:?}"
+    );
+}
+
+#[test]
+fn no_source_file_is_over_450_lines_before_its_tests() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let long: Vec<String> = all
+        .iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            let n = code.lines().count();
+            (n > 450).then(|| format!("{} ({n} lines)", p.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these by concern: {long:?}");
+}

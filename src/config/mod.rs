@@ -14,9 +14,13 @@ use crate::identity::{Access, AuthMode};
 use crate::jwt::{JwtSettings, JwtVerifier, parse_algorithms};
 use crate::state::Settings;
 
+mod database;
 mod notify;
+mod root_key;
 
+pub use database::DatabaseArgs;
 pub use notify::NotifyArgs;
+pub use root_key::RootKeyError;
 
 #[derive(Parser)]
 #[command(
@@ -238,44 +242,6 @@ pub struct NotifyCmd {
     pub serve: ServeArgs,
 }
 
-/// Where keydesk keeps its state: `serve` and `migrate`.
-#[derive(Args, Clone)]
-pub struct DatabaseArgs {
-    /// Database: sqlite://PATH (embedded, created on first start) or postgres://USER:PASS@HOST/DB (shared by several replicas). Overrides KEYDESK_AUDIT_DB.
-    #[arg(long, env = "KEYDESK_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-
-    /// File holding the database URL (it may contain a password); read once at start.
-    #[arg(long, env = "KEYDESK_DATABASE_URL_FILE")]
-    pub database_url_file: Option<PathBuf>,
-
-    /// Old name of KEYDESK_DATABASE_URL, still accepted: the SQLite database of the audit trail.
-    #[arg(
-        long,
-        env = "KEYDESK_AUDIT_DB",
-        default_value = "sqlite://keydesk-audit.db"
-    )]
-    pub audit_db: String,
-}
-
-impl DatabaseArgs {
-    /// The database URL: from its file, else KEYDESK_DATABASE_URL, else the
-    /// old KEYDESK_AUDIT_DB (so an existing deployment keeps its data).
-    pub fn url(&self) -> Result<String, String> {
-        let url = match (&self.database_url_file, &self.database_url) {
-            (Some(path), _) => std::fs::read_to_string(path)
-                .map_err(|e| format!("KEYDESK_DATABASE_URL_FILE {}: {e}", path.display()))?
-                .trim()
-                .to_string(),
-            (None, Some(url)) => url.trim().to_string(),
-            (None, None) => self.audit_db.trim().to_string(),
-        };
-        crate::db::Engine::of(&url)
-            .map_err(|e| format!("KEYDESK_DATABASE_URL {}: {e}", crate::db::redacted(&url)))?;
-        Ok(url)
-    }
-}
-
 /// `keydesk demo`. It has no upstream URL option: the demo identity can never
 /// be combined with a real Vultr account.
 #[derive(Args)]
@@ -310,24 +276,6 @@ fn parse_seconds_or_zero(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     parse_seconds(s)
-}
-
-/// Why the root key could not be loaded; each message names the variable.
-#[derive(Debug, thiserror::Error)]
-pub enum RootKeyError {
-    #[error(
-        "VULTR_API_KEY is not set (nor VULTR_API_KEY_FILE): keydesk needs the root Vultr API key"
-    )]
-    Missing,
-    #[error("VULTR_API_KEY_FILE {path}: {source}")]
-    Unreadable {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("VULTR_API_KEY_FILE {0} is empty")]
-    EmptyFile(String),
-    #[error("VULTR_API_KEY is empty")]
-    Empty,
 }
 
 impl CommonArgs {
@@ -491,43 +439,6 @@ impl ServeArgs {
         })
     }
 }
-
-impl ServeArgs {
-    /// The root key from the file (preferred) or the variable.
-    pub fn root_key(&self) -> Result<SecretString, RootKeyError> {
-        if let Some(path) = &self.vultr_api_key_file {
-            let shown = path.display().to_string();
-            let raw = std::fs::read_to_string(path).map_err(|source| RootKeyError::Unreadable {
-                path: shown.clone(),
-                source,
-            })?;
-            warn_if_world_readable(path);
-            let key = raw.trim();
-            if key.is_empty() {
-                return Err(RootKeyError::EmptyFile(shown));
-            }
-            return Ok(SecretString::from(key.to_string()));
-        }
-        match self.vultr_api_key.as_deref().map(str::trim) {
-            None => Err(RootKeyError::Missing),
-            Some("") => Err(RootKeyError::Empty),
-            Some(k) => Ok(SecretString::from(k.to_string())),
-        }
-    }
-}
-
-#[cfg(unix)]
-fn warn_if_world_readable(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o004 != 0
-    {
-        tracing::warn!(path = %path.display(), "VULTR_API_KEY_FILE is world-readable; chmod 600 it");
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_world_readable(_: &std::path::Path) {}
 
 #[cfg(test)]
 mod tests {

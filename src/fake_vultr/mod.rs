@@ -30,9 +30,12 @@ use crate::vultr::{ApiKey, NewApiKey, User};
 
 #[cfg(feature = "test-support")]
 mod knobs;
+mod paging;
 mod seed;
+
 #[cfg(feature = "test-support")]
 pub use knobs::{Fault, Recorded};
+use paging::{ListQuery, page_meta, page_window};
 
 #[derive(Debug, Clone)]
 struct StoredKey {
@@ -252,26 +255,10 @@ async fn guard(
     answer
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    per_page: Option<String>,
-    cursor: Option<String>,
-}
-
-/// Opaque cursors, like Vultr's base64 ones: here `o<offset>` in hex.
-fn encode_cursor(offset: usize) -> String {
-    format!("o{offset:x}")
-}
-
-fn decode_cursor(c: &str) -> Option<usize> {
-    c.strip_prefix('o')
-        .and_then(|h| usize::from_str_radix(h, 16).ok())
-}
-
 async fn list_users(State(fake): State<FakeVultr>, Query(q): Query<ListQuery>) -> Response {
     let (per_page, offset) = match page_window(&q) {
         Ok(w) => w,
-        Err(answer) => return answer,
+        Err(message) => return vultr_error(StatusCode::BAD_REQUEST, message),
     };
     let data = lock(&fake.inner.data);
     let total = data.users.len();
@@ -316,38 +303,6 @@ fn user_exists(data: &Data, id: &str) -> bool {
     data.users.iter().any(|u| u.id == id)
 }
 
-/// `per_page` (1..=500, default 100) and the offset a cursor names.
-fn page_window(q: &ListQuery) -> Result<(usize, usize), Response> {
-    let per_page = match q.per_page.as_deref().map(str::parse::<usize>) {
-        None => 100,
-        Some(Ok(n)) if (1..=500).contains(&n) => n,
-        Some(_) => return Err(vultr_error(StatusCode::BAD_REQUEST, "Invalid per_page.")),
-    };
-    let offset = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => 0,
-        Some(c) => match decode_cursor(c) {
-            Some(o) => o,
-            None => return Err(vultr_error(StatusCode::BAD_REQUEST, "Invalid cursor.")),
-        },
-    };
-    Ok((per_page, offset))
-}
-
-/// Vultr's `meta` for a page at `offset` of `total`.
-fn page_meta(offset: usize, per_page: usize, total: usize) -> serde_json::Value {
-    let next = if offset + per_page < total {
-        encode_cursor(offset + per_page)
-    } else {
-        String::new()
-    };
-    let prev = if offset > 0 {
-        encode_cursor(offset.saturating_sub(per_page))
-    } else {
-        String::new()
-    };
-    json!({"total": total, "links": {"next": next, "prev": prev}})
-}
-
 /// Paged like the users list, so keydesk's cursor following is exercised.
 async fn list_keys(
     State(fake): State<FakeVultr>,
@@ -356,7 +311,7 @@ async fn list_keys(
 ) -> Response {
     let (per_page, offset) = match page_window(&q) {
         Ok(w) => w,
-        Err(answer) => return answer,
+        Err(message) => return vultr_error(StatusCode::BAD_REQUEST, message),
     };
     let data = lock(&fake.inner.data);
     if !user_exists(&data, &id) {

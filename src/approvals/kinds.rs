@@ -1,0 +1,104 @@
+//! Where a request stands and what it will do, as the database and the
+//! audit name them.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    /// The requester pressed "Do it now" and the action is running.
+    Executing,
+    Done,
+    /// The requester took it back before it was carried out.
+    Withdrawn,
+}
+
+impl ApprovalState {
+    pub const ALL: [ApprovalState; 7] = [
+        ApprovalState::Pending,
+        ApprovalState::Approved,
+        ApprovalState::Denied,
+        ApprovalState::Expired,
+        ApprovalState::Executing,
+        ApprovalState::Done,
+        ApprovalState::Withdrawn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Executing => "executing",
+            ApprovalState::Done => "done",
+            ApprovalState::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+impl fmt::Display for ApprovalState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for ApprovalState {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown approval state {s:?}"))
+    }
+}
+
+/// What a request will do, as the audit names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalAction {
+    KeyCreate,
+    KeyRotate,
+    GrantCreate,
+    /// Switching API access back on.
+    ApiAccessOn,
+}
+
+impl ApprovalAction {
+    pub const ALL: [ApprovalAction; 4] = [
+        ApprovalAction::KeyCreate,
+        ApprovalAction::KeyRotate,
+        ApprovalAction::GrantCreate,
+        ApprovalAction::ApiAccessOn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalAction::KeyCreate => "key.create",
+            ApprovalAction::KeyRotate => "key.rotate",
+            ApprovalAction::GrantCreate => "grant.create",
+            ApprovalAction::ApiAccessOn => "user.api_access",
+        }
+    }
+
+    pub fn words(self) -> &'static str {
+        match self {
+            ApprovalAction::KeyCreate => "create an API key",
+            ApprovalAction::KeyRotate => "rotate an API key",
+            ApprovalAction::GrantCreate => "send a claim link",
+            ApprovalAction::ApiAccessOn => "switch API access back on",
+        }
+    }
+}
+
+impl TryFrom<String> for ApprovalAction {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown approval action {s:?}"))
+    }
+}
