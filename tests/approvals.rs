@@ -10,43 +10,15 @@ use std::time::Duration;
 
 use common::*;
 use keydesk::fake_vultr::FakeVultr;
-use keydesk::identity::Access;
-use keydesk::policy::{ApprovalPolicy, ApprovalRule};
-
-const BOSS: &str = "boss@example.com";
-
-/// STAFF asks; BOSS approves; OTHER is an operator but no approver. STAFF
-/// is an approver too, to show nobody approves their own request.
-fn options(rules: &[&str], ttl: Duration) -> Options {
-    Options {
-        access: Access::new(&[VIEWER.into()], &[STAFF.into(), OTHER.into(), BOSS.into()]),
-        approval: ApprovalPolicy {
-            rules: rules
-                .iter()
-                .map(|r| r.parse::<ApprovalRule>().unwrap())
-                .collect(),
-            ttl,
-        },
-        approvers: vec![STAFF.into(), BOSS.into()],
-        ..Default::default()
-    }
-}
 
 async fn app(rules: &[&str]) -> (TestApp, String) {
     let app = TestApp::spawn_with(
         FakeVultr::seeded(ROOT_KEY),
-        options(rules, Duration::from_secs(3600)),
+        approval_options(rules, Duration::from_secs(3600)),
     )
     .await;
     let ada = app.user_id("ada@example.com");
     (app, ada)
-}
-
-/// The request id in a 202 page's link.
-fn request_of(page: &str) -> String {
-    let marker = "href=\"/approvals/";
-    let s = page.find(marker).expect("link to the request") + marker.len();
-    page[s..s + 32].to_string()
 }
 
 /// STAFF asks for a key that never expires; returns the request id.
@@ -56,22 +28,6 @@ async fn ask_for_never_expiring_key(app: &TestApp, ada: &str) -> String {
         .await;
     assert_eq!(resp.status(), 202);
     request_of(&resp.text().await.unwrap())
-}
-
-/// `who` opens the request and presses `step` (approve, deny, execute).
-async fn press(app: &TestApp, who: &reqwest::Client, id: &str, step: &str) -> reqwest::Response {
-    let page = get_text(who, app.url(&format!("/approvals/{id}"))).await;
-    let form = format!("action=\"/approvals/{id}/{step}\"");
-    let at = page
-        .find(&form)
-        .unwrap_or_else(|| panic!("no {step} form: {page}"));
-    let token = hidden_token(&page[at..]);
-    post_as(
-        who,
-        app.url(&format!("/approvals/{id}/{step}")),
-        &[("form_token", token.as_str()), ("comment", "ok by me")],
-    )
-    .await
 }
 
 /// `who` posts `step` of request `id` with a token no page issued.
@@ -274,7 +230,7 @@ async fn denied_and_expired_requests_cannot_be_carried_out() {
 
     let app = TestApp::spawn_with(
         FakeVultr::seeded(ROOT_KEY),
-        options(&["no-expiry"], Duration::ZERO),
+        approval_options(&["no-expiry"], Duration::ZERO),
     )
     .await;
     let ada = app.user_id("ada@example.com");
@@ -431,7 +387,7 @@ async fn long_expiries_and_claim_links_follow_the_rules() {
 
 #[tokio::test]
 async fn approval_rules_without_approvers_refuse_to_start() {
-    let mut opts = options(&["no-expiry"], Duration::from_secs(60));
+    let mut opts = approval_options(&["no-expiry"], Duration::from_secs(60));
     opts.approvers = vec![];
     let fake = FakeVultr::seeded(ROOT_KEY);
     let url = fake.spawn().await.unwrap();
@@ -456,7 +412,7 @@ async fn approval_rules_without_approvers_refuse_to_start() {
 #[tokio::test]
 async fn approvers_hear_of_requests_and_requesters_of_decisions() {
     let smtp = common::sinks::SmtpSink::start().await;
-    let mut opts = options(&["no-expiry"], Duration::from_secs(3600));
+    let mut opts = approval_options(&["no-expiry"], Duration::from_secs(3600));
     opts.notify.smtp = Some(secrecy::SecretString::from(smtp.url.clone()));
     opts.public_url = Some("https://keydesk.example.com".into());
     let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;

@@ -13,10 +13,8 @@ use std::time::Duration;
 use common::*;
 use keydesk::fake_vultr::{FakeVultr, Fault};
 use keydesk::identity::Access;
-use keydesk::policy::{ApprovalPolicy, ApprovalRule};
 
 const ADA: &str = "ada@example.com";
-const BOSS: &str = "boss@example.com";
 
 fn count(app: &TestApp, method: &str) -> usize {
     app.fake.count(method, "/v2/users")
@@ -54,43 +52,16 @@ async fn offboard(app: &TestApp, user: &str) -> String {
     resp.text().await.unwrap()
 }
 
-/// STAFF asks, BOSS approves; both are operators and approvers.
 fn approval_options(rules: &[&str]) -> Options {
-    Options {
-        access: Access::new(&[VIEWER.into()], &[STAFF.into(), OTHER.into(), BOSS.into()]),
-        approval: ApprovalPolicy {
-            rules: rules
-                .iter()
-                .map(|r| r.parse::<ApprovalRule>().unwrap())
-                .collect(),
-            ttl: Duration::from_secs(3600),
-        },
-        approvers: vec![STAFF.into(), BOSS.into()],
-        ..Default::default()
-    }
+    common::approval_options(rules, Duration::from_secs(3600))
 }
 
-/// The request id in a 202 page's link.
-fn request_of(page: &str) -> String {
-    let marker = "href=\"/approvals/";
-    let s = page.find(marker).expect("link to the request") + marker.len();
-    page[s..s + 32].to_string()
-}
-
-/// `who` opens request `id` and presses `step`.
-async fn press(app: &TestApp, who: &reqwest::Client, id: &str, step: &str) -> reqwest::Response {
-    let page = get_text(who, app.url(&format!("/approvals/{id}"))).await;
-    let form = format!("action=\"/approvals/{id}/{step}\"");
-    let at = page
-        .find(&form)
-        .unwrap_or_else(|| panic!("no {step} form: {page}"));
-    let token = hidden_token(&page[at..]);
-    post_as(
-        who,
-        app.url(&format!("/approvals/{id}/{step}")),
-        &[("form_token", token.as_str())],
-    )
-    .await
+/// Posts `step` of request `id` with a token no page issued.
+async fn step_without_form(app: &TestApp, id: &str, step: &str) -> reqwest::StatusCode {
+    let url = app.url(&format!("/approvals/{id}/{step}"));
+    post_as(&app.client, url, &[("form_token", "x")])
+        .await
+        .status()
 }
 
 /// STAFF asks for a key that never expires and BOSS approves it.
@@ -191,13 +162,7 @@ async fn offboarding_withdraws_requests_and_a_hold_stops_an_approved_one() {
     assert!(page.contains(r#"data-kind="approval request""#), "{page}");
     let a = app.state.approvals.get(&first).await.unwrap().unwrap();
     assert_eq!(a.state.as_str(), "withdrawn");
-    let r = post_as(
-        &app.client,
-        app.url(&format!("/approvals/{first}/execute")),
-        &[("form_token", "x")],
-    )
-    .await;
-    assert_eq!(r.status(), 410);
+    assert_eq!(step_without_form(&app, &first, "execute").await, 410);
 
     // A request approved while a hold stands (placed here directly) is
     // refused when carried out: the check is in the shared write.
@@ -314,13 +279,7 @@ async fn a_claim_or_approval_whose_answer_was_lost_never_reopens() {
     app.fake.set_fault_after("POST", "", None);
     let a = app.state.approvals.get(&id).await.unwrap().unwrap();
     assert_eq!(a.state.as_str(), "done", "never carried out twice");
-    let r = post_as(
-        &app.client,
-        app.url(&format!("/approvals/{id}/execute")),
-        &[("form_token", "x")],
-    )
-    .await;
-    assert_eq!(r.status(), 409);
+    assert_eq!(step_without_form(&app, &id, "execute").await, 409);
     assert_eq!(count(&app, "POST"), 1);
 }
 
@@ -573,13 +532,7 @@ async fn an_interrupted_execution_is_settled_unknown_and_never_runs() {
             .any(|e| e.approval_id.as_deref() == Some(id.as_str()) && e.actor == "keydesk"),
         "{unknown:?}"
     );
-    let r = post_as(
-        &app.client,
-        app.url(&format!("/approvals/{id}/execute")),
-        &[("form_token", "x")],
-    )
-    .await;
-    assert_eq!(r.status(), 409);
+    assert_eq!(step_without_form(&app, &id, "execute").await, 409);
     assert_eq!(count(&app, "POST"), 0);
 }
 

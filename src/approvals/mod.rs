@@ -42,6 +42,18 @@ pub struct Approval {
 }
 
 impl Approval {
+    /// `base`, about this request: its target, key name, requester and id.
+    pub fn about(&self, base: crate::audit::Intent) -> crate::audit::Intent {
+        crate::audit::Intent {
+            target_user_id: Some(self.user_id.clone()),
+            target_user_email: self.user_email.clone(),
+            key_name: self.key_name.clone(),
+            requested_by: Some(self.requested_by.clone()),
+            approval_id: Some(self.id.clone()),
+            ..base
+        }
+    }
+
     pub fn is_requester(&self, email: &str) -> bool {
         crate::email::same_email(&self.requested_by, email)
     }
@@ -267,37 +279,39 @@ impl Approvals {
             .fetch_all(p)
             .await?
         });
+        let sql = "UPDATE approvals SET state = 'withdrawn' WHERE id = $1 AND state IN ('pending', 'approved')";
+        self.each_moved(open, sql).await
+    }
+
+    /// Runs `sql` (one conditional update of the row `$1`) for each of
+    /// `rows`; returns the rows it moved (another replica may move some first).
+    async fn each_moved(
+        &self,
+        rows: Vec<Approval>,
+        sql: &'static str,
+    ) -> Result<Vec<Approval>, sqlx::Error> {
         let mut out = vec![];
-        for a in open {
-            let n = on_pool!(&self.db, |p| {
-                sqlx::query(
-                    "UPDATE approvals SET state = 'withdrawn' WHERE id = $1 AND state IN ('pending', 'approved')",
-                )
-                .bind(&a.id)
-                .execute(p)
-                .await?
-                .rows_affected()
-            });
-            if n == 1 {
+        for a in rows {
+            if self.moved(&a.id, sql).await? {
                 out.push(a);
             }
         }
         Ok(out)
     }
 
+    /// Runs `sql`, a conditional update of the row `$1`: whether it moved.
+    async fn moved(&self, id: &str, sql: &'static str) -> Result<bool, sqlx::Error> {
+        let n = on_pool!(&self.db, |p| {
+            sqlx::query(sql).bind(id).execute(p).await?.rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// The approval no longer covers what it would do (the recipient
     /// changed): executing → withdrawn, never to be carried out.
     pub async fn void(&self, id: &str) -> Result<bool, sqlx::Error> {
-        let n = on_pool!(&self.db, |p| {
-            sqlx::query(
-                "UPDATE approvals SET state = 'withdrawn' WHERE id = $1 AND state = 'executing'",
-            )
-            .bind(id)
-            .execute(p)
-            .await?
-            .rows_affected()
-        });
-        Ok(n == 1)
+        let sql = "UPDATE approvals SET state = 'withdrawn' WHERE id = $1 AND state = 'executing'";
+        self.moved(id, sql).await
     }
 
     /// Executions that started longer than `bound` ago and never finished
@@ -317,37 +331,15 @@ impl Approvals {
             .fetch_all(p)
             .await?
         });
-        let mut out = vec![];
-        for a in stale {
-            let n = on_pool!(&self.db, |p| {
-                sqlx::query(
-                    "UPDATE approvals SET state = 'done', comment = COALESCE(comment, '') || ' [execution interrupted: outcome unknown]'
-                     WHERE id = $1 AND state = 'executing'",
-                )
-                .bind(&a.id)
-                .execute(p)
-                .await?
-                .rows_affected()
-            });
-            if n == 1 {
-                out.push(a);
-            }
-        }
-        Ok(out)
+        let sql = "UPDATE approvals SET state = 'done', comment = COALESCE(comment, '') || ' [execution interrupted: outcome unknown]'
+                   WHERE id = $1 AND state = 'executing'";
+        self.each_moved(stale, sql).await
     }
 
     /// Nothing happened upstream: executing → approved, to try again.
     pub async fn reopen(&self, id: &str) -> Result<bool, sqlx::Error> {
-        let n = on_pool!(&self.db, |p| {
-            sqlx::query(
-                "UPDATE approvals SET state = 'approved', executed_ms = NULL WHERE id = $1 AND state = 'executing'",
-            )
-            .bind(id)
-            .execute(p)
-            .await?
-            .rows_affected()
-        });
-        Ok(n == 1)
+        let sql = "UPDATE approvals SET state = 'approved', executed_ms = NULL WHERE id = $1 AND state = 'executing'";
+        self.moved(id, sql).await
     }
 
     /// Pending or approved requests past their time become expired; returns them.

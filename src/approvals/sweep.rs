@@ -12,14 +12,7 @@ impl Approvals {
         match self.expire_due().await {
             Ok(expired) => {
                 for a in expired {
-                    let intent = Intent {
-                        target_user_id: Some(a.user_id.clone()),
-                        target_user_email: a.user_email.clone(),
-                        key_name: a.key_name.clone(),
-                        requested_by: Some(a.requested_by.clone()),
-                        approval_id: Some(a.id.clone()),
-                        ..Intent::system(AuditAction::ApprovalExpire)
-                    };
+                    let intent = a.about(Intent::system(AuditAction::ApprovalExpire));
                     audit.record(&intent, Outcome::Ok).await;
                 }
             }
@@ -41,13 +34,8 @@ impl Approvals {
                 ApprovalAction::ApiAccessOn => AuditAction::UserApiAccess,
             };
             let intent = Intent {
-                target_user_id: Some(a.user_id.clone()),
-                target_user_email: a.user_email.clone(),
-                key_name: a.key_name.clone(),
-                requested_by: Some(a.requested_by.clone()),
                 approved_by: a.decided_by.clone(),
-                approval_id: Some(a.id.clone()),
-                ..Intent::system(action)
+                ..a.about(Intent::system(action))
             };
             let how = Settlement {
                 error: Some("the execution was interrupted; outcome unknown, never run again"),

@@ -18,7 +18,7 @@ use crate::identity::Operator;
 use crate::ids::VultrId;
 use crate::policy::{Change, check_reason};
 use crate::vultr::User;
-use crate::write::{Ctx, Refusal};
+use crate::write::{CONFIRM_AGAIN, Confirmation, Ctx};
 
 #[derive(Template)]
 #[template(path = "users/brake_confirm.html")]
@@ -91,18 +91,12 @@ pub async fn brake_submit(
         }
     };
     let scope = Scope::ApiAccess(&id, enable);
-    let claim = match ctx
-        .claim(input.form_token.as_deref(), scope, &id, None)
-        .await
-    {
-        Ok(claim) => claim,
-        Err(Refusal::Replay { .. }) => {
-            return Ok(Redirect::to(&paths::user(id.as_str())).into_response());
-        }
-        Err(Refusal::Unavailable(e)) => return Err(e),
-        Err(Refusal::Refused) => {
-            let notice = "That confirmation has expired or was not issued to you. Confirm again.";
-            return confirm_page(&ctx, &id, Some(notice.into()), StatusCode::FORBIDDEN).await;
+    let claim = match ctx.confirm(input.form_token.as_deref(), scope, &id).await? {
+        Confirmation::Go(claim) => claim,
+        Confirmation::Replay => return Ok(Redirect::to(&paths::user(id.as_str())).into_response()),
+        Confirmation::Refused => {
+            return confirm_page(&ctx, &id, Some(CONFIRM_AGAIN.into()), StatusCode::FORBIDDEN)
+                .await;
         }
     };
     if !crate::policy::checkbox(input.understand.as_deref()) {

@@ -22,7 +22,7 @@ use crate::identity::Operator;
 use crate::ids::VultrId;
 use crate::policy::check_reason;
 use crate::vultr::{ApiKey, User};
-use crate::write::{Ctx, Group, Refusal, StepOutcome};
+use crate::write::{CONFIRM_AGAIN, Confirmation, Ctx, Group, StepOutcome};
 
 #[derive(Template)]
 #[template(path = "users/offboard_confirm.html")]
@@ -162,12 +162,7 @@ async fn withdraw_open(
     match state.approvals.withdraw_for_user(id.as_str()).await {
         Ok(approvals) => {
             for a in approvals {
-                let intent = Intent {
-                    approval_id: Some(a.id.clone()),
-                    key_name: a.key_name.clone(),
-                    requested_by: Some(a.requested_by.clone()),
-                    ..on_user(AuditAction::ApprovalWithdraw)
-                };
+                let intent = a.about(on_user(AuditAction::ApprovalWithdraw));
                 out.push(Withdrawn {
                     kind: "approval request",
                     what: a.action.words().to_string(),
@@ -206,19 +201,13 @@ pub async fn offboard_submit(
             return confirm_page(&ctx, &id, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await;
         }
     };
-    let token = input.form_token.as_deref().filter(|t| !t.is_empty());
-    let claim = match ctx.claim(token, Scope::Offboard(&id), &id, None).await {
-        Ok(claim) => claim,
-        Err(Refusal::Replay { .. }) => {
-            return Err(AppError::Conflict(
-                "This offboarding form was already submitted; it did nothing more. Open the user's page to see where things stand.".into(),
-            ));
-        }
-        Err(Refusal::Unavailable(e)) => return Err(e),
-        Err(Refusal::Refused) => {
-            let notice = "That confirmation has expired or was not issued to you. Confirm again.";
-            return confirm_page(&ctx, &id, Some(notice.into()), StatusCode::FORBIDDEN).await;
-        }
+    let token = input.form_token.as_deref();
+    let claim = match ctx.confirm(token, Scope::Offboard(&id), &id).await? {
+        Confirmation::Go(claim) => claim,
+        Confirmation::Replay => return Err(AppError::Conflict(
+            "This offboarding form was already submitted; it did nothing more. Open the user's page to see where things stand.".into(),
+        )),
+        Confirmation::Refused => return confirm_page(&ctx, &id, Some(CONFIRM_AGAIN.into()), StatusCode::FORBIDDEN).await,
     };
     let user = claim.prepare(ctx.state.vultr.get_user(&id).await).await?;
     let listed: Vec<&str> = input

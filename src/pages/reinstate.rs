@@ -19,7 +19,7 @@ use crate::identity::Operator;
 use crate::ids::VultrId;
 use crate::policy::check_reason;
 use crate::vultr::User;
-use crate::write::{Ctx, Refusal};
+use crate::write::{CONFIRM_AGAIN, Confirmation, Ctx};
 
 #[derive(Template)]
 #[template(path = "users/reinstate_confirm.html")]
@@ -90,16 +90,13 @@ pub async fn reinstate_submit(
         Ok(r) => r,
         Err(e) => return confirm_page(&ctx, &id, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await,
     };
-    let token = input.form_token.as_deref().filter(|t| !t.is_empty());
-    let claim = match ctx.claim(token, Scope::Reinstate(&id), &id, None).await {
-        Ok(claim) => claim,
-        Err(Refusal::Replay { .. }) => {
-            return Ok(Redirect::to(&paths::user(id.as_str())).into_response());
-        }
-        Err(Refusal::Unavailable(e)) => return Err(e),
-        Err(Refusal::Refused) => {
-            let notice = "That confirmation has expired or was not issued to you. Confirm again.";
-            return confirm_page(&ctx, &id, Some(notice.into()), StatusCode::FORBIDDEN).await;
+    let token = input.form_token.as_deref();
+    let claim = match ctx.confirm(token, Scope::Reinstate(&id), &id).await? {
+        Confirmation::Go(claim) => claim,
+        Confirmation::Replay => return Ok(Redirect::to(&paths::user(id.as_str())).into_response()),
+        Confirmation::Refused => {
+            return confirm_page(&ctx, &id, Some(CONFIRM_AGAIN.into()), StatusCode::FORBIDDEN)
+                .await;
         }
     };
     let hold = claim.prepare(standing(&ctx, &id).await).await?;

@@ -80,7 +80,37 @@ pub enum Refusal {
     Unavailable(AppError),
 }
 
+/// What a confirmation page's form (the brake, an offboarding, a
+/// reinstatement) came to when claimed.
+pub enum Confirmation<'a> {
+    Go(Claimed<'a>),
+    /// Already submitted: it did nothing more.
+    Replay,
+    /// Expired or not issued to this person (audited): confirm again.
+    Refused,
+}
+
+/// The words for `Confirmation::Refused`.
+pub const CONFIRM_AGAIN: &str =
+    "That confirmation has expired or was not issued to you. Confirm again.";
+
 impl Ctx {
+    /// `claim` for a confirmation page about `user`; a database fault is an error.
+    pub async fn confirm(
+        &self,
+        token: Option<&str>,
+        scope: Scope<'_>,
+        user: &VultrId,
+    ) -> Result<Confirmation<'_>, AppError> {
+        let token = token.filter(|t| !t.is_empty());
+        match self.claim(token, scope, user, None).await {
+            Ok(claim) => Ok(Confirmation::Go(claim)),
+            Err(Refusal::Replay { .. }) => Ok(Confirmation::Replay),
+            Err(Refusal::Refused) => Ok(Confirmation::Refused),
+            Err(Refusal::Unavailable(e)) => Err(e),
+        }
+    }
+
     /// The form binding of the browser session the request came with, if any.
     pub async fn session_binding(&self) -> Option<String> {
         crate::session::binding(&self.session).await

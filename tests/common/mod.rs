@@ -10,7 +10,7 @@ use std::time::Duration;
 use keydesk::Application;
 use keydesk::fake_vultr::FakeVultr;
 use keydesk::identity::{Access, AuthMode};
-use keydesk::policy::KeyPolicy;
+use keydesk::policy::{ApprovalPolicy, ApprovalRule, KeyPolicy};
 use keydesk::state::{AppState, Settings};
 use keydesk::vultr::ClientOptions;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -613,4 +613,51 @@ pub fn files_text(dir: &std::path::Path) -> String {
         files.push_str(&String::from_utf8_lossy(&bytes));
     }
     files
+}
+
+/// The request id in a 202 page's link.
+pub fn request_of(page: &str) -> String {
+    let marker = "href=\"/approvals/";
+    let s = page.find(marker).expect("link to the request") + marker.len();
+    page[s..s + 32].to_string()
+}
+
+/// `who` opens the request and presses `step` (approve, deny, execute).
+pub async fn press(
+    app: &TestApp,
+    who: &reqwest::Client,
+    id: &str,
+    step: &str,
+) -> reqwest::Response {
+    let page = get_text(who, app.url(&format!("/approvals/{id}"))).await;
+    let form = format!("action=\"/approvals/{id}/{step}\"");
+    let at = page
+        .find(&form)
+        .unwrap_or_else(|| panic!("no {step} form: {page}"));
+    let token = hidden_token(&page[at..]);
+    post_as(
+        who,
+        app.url(&format!("/approvals/{id}/{step}")),
+        &[("form_token", token.as_str()), ("comment", "ok by me")],
+    )
+    .await
+}
+
+pub const BOSS: &str = "boss@example.com";
+
+/// STAFF asks; BOSS approves; OTHER is an operator but no approver. STAFF
+/// is an approver too, to show nobody approves their own request.
+pub fn approval_options(rules: &[&str], ttl: Duration) -> Options {
+    Options {
+        access: Access::new(&[VIEWER.into()], &[STAFF.into(), OTHER.into(), BOSS.into()]),
+        approval: ApprovalPolicy {
+            rules: rules
+                .iter()
+                .map(|r| r.parse::<ApprovalRule>().unwrap())
+                .collect(),
+            ttl,
+        },
+        approvers: vec![STAFF.into(), BOSS.into()],
+        ..Default::default()
+    }
 }

@@ -134,14 +134,7 @@ pub async fn approval_withdraw(
         Ok(claim) => claim,
         Err(page) => return Ok(page),
     };
-    let intent = Intent {
-        target_user_id: Some(a.user_id.clone()),
-        target_user_email: a.user_email.clone(),
-        key_name: a.key_name.clone(),
-        requested_by: Some(a.requested_by.clone()),
-        approval_id: Some(a.id.clone()),
-        ..ctx.intent(AuditAction::ApprovalWithdraw)
-    };
+    let intent = a.about(ctx.intent(AuditAction::ApprovalWithdraw));
     let state = &ctx.state;
     let who = ctx.who.email.clone();
     let change = async {
