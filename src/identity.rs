@@ -90,6 +90,8 @@ impl Identity {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Principal {
+    /// Everyone signed in: the demo only, never from a role list.
+    Everyone,
     Email(String),
     Group(String),
 }
@@ -124,7 +126,7 @@ impl Access {
     pub fn everyone_operates() -> Self {
         Self {
             viewers: vec![],
-            operators: vec![Principal::Group("*".into())],
+            operators: vec![Principal::Everyone],
         }
     }
 
@@ -136,7 +138,8 @@ impl Access {
         let email = normalize_email(email);
         list.iter().any(|p| match p {
             Principal::Email(e) => *e == email,
-            Principal::Group(g) => g == "*" || groups.iter().any(|x| x == g),
+            Principal::Everyone => true,
+            Principal::Group(g) => groups.iter().any(|x| x == g),
         })
     }
 
@@ -176,7 +179,7 @@ impl Approvers {
             .iter()
             .filter_map(|p| match p {
                 Principal::Email(e) => Some(e.clone()),
-                Principal::Group(_) => None,
+                Principal::Group(_) | Principal::Everyone => None,
             })
             .collect()
     }

@@ -46,6 +46,21 @@ fn serve_refuses_to_start_without_a_role_list() {
     assert!(err.contains("KEYDESK_OPERATORS"), "{err}");
 }
 
+#[test]
+fn serve_refuses_a_role_list_that_would_admit_everyone() {
+    for var in ["KEYDESK_OPERATORS", "KEYDESK_VIEWERS", "KEYDESK_APPROVERS"] {
+        let err = serve_refuses(
+            &[
+                ("VULTR_API_KEY", ROOT_KEY),
+                ("KEYDESK_OPERATORS", "ops@example.com"),
+                (var, "ops@example.com, group: * "),
+            ],
+            &[],
+        );
+        assert!(err.contains(var) && err.contains("group:*"), "{var}: {err}");
+    }
+}
+
 /// Every `env = "…"` the configuration declares, read from its sources.
 fn declared_variables() -> Vec<String> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");

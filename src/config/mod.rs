@@ -331,6 +331,21 @@ impl DemoArgs {
     }
 }
 
+/// `group:*` is no group: refused, so a role list never admits everyone by
+/// accident (only the demo does, and not through a list).
+fn no_wildcard(var: &str, list: &[String]) -> Result<(), String> {
+    match list.iter().find(|e| {
+        e.trim()
+            .strip_prefix("group:")
+            .is_some_and(|g| g.trim() == "*")
+    }) {
+        Some(_) => Err(format!(
+            "{var}: group:* would match everyone signed in; name the groups (group:platform) or list emails"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn header_name(var: &str, value: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(value.trim().as_bytes())
         .map_err(|_| format!("{var} {value:?} is not a header name"))
@@ -354,6 +369,13 @@ impl ServeArgs {
         vultr_url: &str,
         root_key: SecretString,
     ) -> Result<Settings, String> {
+        for (var, list) in [
+            ("KEYDESK_VIEWERS", &self.viewers),
+            ("KEYDESK_OPERATORS", &self.operators),
+            ("KEYDESK_APPROVERS", &self.approvers),
+        ] {
+            no_wildcard(var, list)?;
+        }
         let access = Access::new(&self.viewers, &self.operators);
         Ok(Settings {
             auth: self.auth_mode()?,
