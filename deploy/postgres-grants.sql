@@ -26,3 +26,5 @@ GRANT SELECT, INSERT, UPDATE ON approvals TO keydesk_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON holds TO keydesk_app;
 -- Creates whose answer was lost, until reconciled from the key list.
 GRANT SELECT, INSERT, UPDATE ON lost_creates TO keydesk_app;
+-- Offboarding runs: their progress, shared by every replica.
+GRANT SELECT, INSERT, UPDATE ON offboardings TO keydesk_app;

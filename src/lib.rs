@@ -20,6 +20,7 @@ pub mod jwt;
 pub mod lost_creates;
 pub mod metrics;
 pub mod notify;
+pub mod offboardings;
 pub mod pages;
 pub mod policy;
 pub mod report;

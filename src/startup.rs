@@ -143,6 +143,15 @@ async fn upkeep(state: AppState) {
         state.grants.sweep(&state.audit).await;
         state.approvals.sweep(&state.audit).await;
         state.lost.sweep(&state.audit, &state.vultr).await;
+        match state
+            .offboardings
+            .sweep(state.audit.pending_bound_ms())
+            .await
+        {
+            Ok(n) if n > 0 => tracing::warn!(count = n, "offboardings cut short marked unfinished"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not sweep offboardings"),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use crate::idempotency::FormTokens;
 use crate::identity::{Access, Approvers, AuthMode, Gate};
 use crate::lost_creates::LostCreates;
 use crate::notify::{Notifier, NotifyConfig};
+use crate::offboardings::Offboardings;
 use crate::policy::{ApprovalPolicy, KeyPolicy};
 use crate::report::Reports;
 use crate::vultr::{ClientOptions, VultrClient, VultrError};
@@ -44,6 +45,8 @@ pub struct AppState {
     pub holds: Holds,
     /// Creates whose answer was lost, until settled from the key list.
     pub lost: LostCreates,
+    /// Offboarding runs: progress any replica can show.
+    pub offboardings: Offboardings,
     pub notifier: Arc<Notifier>,
     /// Two-person approval: the rules, who decides, the requests.
     pub approval: ApprovalPolicy,
@@ -160,6 +163,7 @@ impl AppState {
             grants: Grants::new(db.clone(), s.claim_ttl),
             holds: Holds::new(db.clone()),
             lost: LostCreates::new(db.clone()),
+            offboardings: Offboardings::new(db.clone()),
             notifier: Arc::new(Notifier::new(db.clone(), s.notify, s.public_url.clone())?),
             approvals: Approvals::new(db.clone(), s.approval.ttl),
             approval: s.approval,

@@ -571,3 +571,134 @@ async fn one_identity_compared_one_way() {
         "no staff navigation: {body}"
     );
 }
+
+/// Polls `check` until it holds, for at most 10 s.
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_offboarding_outlives_its_request_and_any_replica_shows_its_progress() {
+    let dir = std::env::temp_dir().join(format!(
+        "keydesk-offboard-job-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("kd.db").display());
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), Options::on(&db)).await;
+    let other = app.replica(Options::on(&db)).await;
+    let ada = app.user_id(ADA);
+    let keys = app.fake.keys_of(&ada).len();
+    assert!(keys > 0);
+    let path = format!("/users/{ada}/offboard");
+    let token = app.token_of(&path).await;
+    app.fake.hold("DELETE", "/v2/users/");
+    // The browser gives up long before the revocations are done.
+    let gave_up = app
+        .client
+        .post(app.url(&path))
+        .timeout(Duration::from_millis(300))
+        .form(&[("form_token", token.as_str()), ("reason", "left")])
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the request was dropped");
+    wait_until("a revocation to reach Vultr", || app.fake.held() == 1).await;
+    let (_, page) = other.get(&format!("/users/{ada}")).await;
+    assert!(
+        page.contains(r#"id="offboarding-progress" data-state="running""#),
+        "{page}"
+    );
+    assert!(page.contains(&format!("0 of {keys} keys")), "{page}");
+    app.fake.release();
+    wait_until("every key revoked", || app.fake.keys_of(&ada).is_empty()).await;
+    eventually("the run to be recorded done", || async {
+        let o = other
+            .state
+            .offboardings
+            .latest_for_user(&ada)
+            .await
+            .unwrap();
+        o.is_some_and(|o| o.state == "done")
+    })
+    .await;
+    let (_, page) = other.get(&format!("/users/{ada}")).await;
+    assert!(!page.contains("id=\"offboarding-progress\""), "{page}");
+    assert!(page.contains("id=\"user-hold\""));
+    assert_eq!(count(&app, "DELETE"), keys);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn an_offboarding_cut_short_shows_unfinished_and_finish_completes_it() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    // A run whose process stopped: its row stays `running`, its heartbeat ages.
+    app.state
+        .offboardings
+        .start(424242, &ada, STAFF)
+        .await
+        .unwrap();
+    eventually("the heartbeat to age", || async {
+        app.state.offboardings.sweep(0).await.unwrap() == 1
+    })
+    .await;
+    let (_, page) = app.get(&format!("/users/{ada}")).await;
+    assert!(page.contains(r#"data-state="unfinished""#), "{page}");
+    assert!(page.contains("id=\"finish-offboarding\""), "{page}");
+    let page = offboard(&app, &ada).await;
+    assert!(page.contains("id=\"offboard-done\""), "{page}");
+    assert!(app.fake.keys_of(&ada).is_empty());
+    let (_, page) = app.get(&format!("/users/{ada}")).await;
+    assert!(!page.contains("id=\"offboarding-progress\""), "{page}");
+}
+
+#[tokio::test]
+async fn under_api_access_on_reinstating_needs_a_second_person() {
+    let app = TestApp::spawn_with(
+        FakeVultr::seeded(ROOT_KEY),
+        approval_options(&["api-access-on"]),
+    )
+    .await;
+    let ada = app.user_id(ADA);
+    offboard(&app, &ada).await;
+    let path = format!("/users/{ada}/reinstate");
+    let token = app.token_of(&path).await;
+    let r = app
+        .submit(&path, &token, &[("reason", "rehired, HR-3")])
+        .await;
+    assert_eq!(r.status(), 202, "a request, not a reinstatement");
+    let id = request_of(&r.text().await.unwrap());
+    assert!(
+        app.state.holds.get(&ada).await.unwrap().is_some(),
+        "still on hold"
+    );
+    let boss = client(Some(BOSS));
+    assert_eq!(press(&app, &boss, &id, "approve").await.status(), 303);
+    let r = press(&app, &app.client, &id, "execute").await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        app.state.holds.get(&ada).await.unwrap().is_none(),
+        "reinstated"
+    );
+    let f = keydesk::audit::Filter {
+        action: Some("user.reinstate".into()),
+        ..Default::default()
+    };
+    let e = app.state.audit.list(&f, 10, 0).await.unwrap();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].approved_by.as_deref(), Some(BOSS));
+    assert_eq!(
+        count(&app, "POST") + count(&app, "DELETE"),
+        app.fake.count("DELETE", "/v2/users")
+    );
+}

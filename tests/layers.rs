@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("audit", 1),
     ("idempotency", 1),
     ("holds", 1),
+    ("offboardings", 1),
     ("grants", 2),
     ("lost_creates", 2),
     ("approvals", 2),

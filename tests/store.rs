@@ -277,6 +277,92 @@ async fn the_application_role_cannot_bypass_the_append_only_audit() {
         );
     }
     assert_eq!(newest(&audit).await.actor, "a@x");
+    // The tables of holds, lost creates and offboardings are granted too.
+    exercise_new_tables(&app, &audit).await;
+}
+
+/// Holds, lost creates, offboarding runs and a reinstatement request, as
+/// the stores use them.
+async fn exercise_new_tables(db: &Db, audit: &AuditStore) {
+    use keydesk::approvals::{ApprovalAction, Approvals, NewApproval};
+    let holds = keydesk::holds::Holds::new(db.clone());
+    holds
+        .place("u1", Some("ada@x"), "a@x", Some("left"), Some(7))
+        .await
+        .unwrap();
+    holds
+        .place("u1", Some("ada@x"), "b@x", None, Some(8))
+        .await
+        .unwrap();
+    let h = holds.get("u1").await.unwrap().unwrap();
+    assert_eq!((h.placed_by.as_str(), h.group_id), ("b@x", Some(8)));
+    assert!(holds.lift("u1").await.unwrap());
+    assert!(!holds.lift("u1").await.unwrap(), "lifted once");
+
+    let lost = keydesk::lost_creates::LostCreates::new(db.clone());
+    let id = audit.intent(&intent(AuditAction::KeyCreate)).await.unwrap();
+    lost.record(id, "u1", "ci").await.unwrap();
+    let key = keydesk::vultr::ApiKey {
+        id: "k-found".into(),
+        name: Some("ci".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        lost.reconcile(audit, "u1", &[key.clone()]).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        lost.reconcile(audit, "u1", &[key]).await.unwrap(),
+        0,
+        "once"
+    );
+    assert!(lost.never_shown("u1").await.unwrap().contains("k-found"));
+
+    let runs = keydesk::offboardings::Offboardings::new(db.clone());
+    runs.start(id, "u1", "a@x").await.unwrap();
+    runs.progress(id, Some(3), 2).await.unwrap();
+    let o = runs.latest_for_user("u1").await.unwrap().unwrap();
+    assert_eq!(
+        (o.state.as_str(), o.keys_total, o.keys_done),
+        ("running", Some(3), 2)
+    );
+    runs.finish(id, true, 0).await.unwrap();
+    assert_eq!(
+        runs.latest_for_user("u1").await.unwrap().unwrap().state,
+        "done"
+    );
+
+    let approvals = Approvals::new(db.clone(), std::time::Duration::from_secs(60));
+    let new = NewApproval {
+        action: ApprovalAction::Reinstate,
+        user_id: "u1".into(),
+        user_email: Some("Ada@X".into()),
+        key_id: None,
+        key_name: None,
+        expire: false,
+        date_expire: None,
+        reason: Some("rehired".into()),
+        why: "rule".into(),
+        requested_by: "A@x".into(),
+    };
+    let a = approvals
+        .create(&keydesk::approvals::new_id(), &new)
+        .await
+        .unwrap();
+    assert_eq!(a.action, ApprovalAction::Reinstate);
+    assert_eq!(a.user_email.as_deref(), Some("ada@x"), "stored normalised");
+    // The recipient cannot decide, however they spell their address.
+    assert!(!approvals.decide(&a.id, true, "ada@x", None).await.unwrap());
+    assert!(approvals.decide(&a.id, true, "boss@x", None).await.unwrap());
+}
+
+#[tokio::test]
+async fn holds_lost_creates_runs_and_reinstatements_on_both_engines() {
+    for (_engine, url) in databases().await {
+        let db = Db::open(&url).await.unwrap();
+        let audit = AuditStore::new(db.clone(), keydesk::audit::PENDING_BOUND).await;
+        exercise_new_tables(&db, &audit).await;
+    }
 }
 
 #[tokio::test]

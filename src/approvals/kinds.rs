@@ -64,14 +64,17 @@ pub enum ApprovalAction {
     GrantCreate,
     /// Switching API access back on.
     ApiAccessOn,
+    /// Lifting an offboarding hold (under the `api-access-on` rule).
+    Reinstate,
 }
 
 impl ApprovalAction {
-    pub const ALL: [ApprovalAction; 4] = [
+    pub const ALL: [ApprovalAction; 5] = [
         ApprovalAction::KeyCreate,
         ApprovalAction::KeyRotate,
         ApprovalAction::GrantCreate,
         ApprovalAction::ApiAccessOn,
+        ApprovalAction::Reinstate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +83,7 @@ impl ApprovalAction {
             ApprovalAction::KeyRotate => "key.rotate",
             ApprovalAction::GrantCreate => "grant.create",
             ApprovalAction::ApiAccessOn => "user.api_access",
+            ApprovalAction::Reinstate => "user.reinstate",
         }
     }
 
@@ -89,6 +93,7 @@ impl ApprovalAction {
             ApprovalAction::KeyRotate => "rotate an API key",
             ApprovalAction::GrantCreate => "send a claim link",
             ApprovalAction::ApiAccessOn => "switch API access back on",
+            ApprovalAction::Reinstate => "reinstate an offboarded user",
         }
     }
 }

@@ -78,7 +78,7 @@ impl Approval {
     /// The key's expiry in words.
     pub fn expiry_words(&self) -> String {
         match (&self.action, &self.date_expire) {
-            (ApprovalAction::ApiAccessOn, _) => "—".into(),
+            (ApprovalAction::ApiAccessOn | ApprovalAction::Reinstate, _) => "—".into(),
             (_, Some(d)) => d.get(..10).unwrap_or(d).to_string(),
             (_, None) => "never".into(),
         }

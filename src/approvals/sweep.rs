@@ -32,6 +32,7 @@ impl Approvals {
                 ApprovalAction::KeyRotate => AuditAction::KeyRotate,
                 ApprovalAction::GrantCreate => AuditAction::GrantCreate,
                 ApprovalAction::ApiAccessOn => AuditAction::UserApiAccess,
+                ApprovalAction::Reinstate => AuditAction::UserReinstate,
             };
             let intent = Intent {
                 approved_by: a.decided_by.clone(),

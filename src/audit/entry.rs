@@ -193,8 +193,12 @@ impl Intent {
             AuditAction::KeyCreate
             | AuditAction::KeyRotate
             | AuditAction::GrantCreate
-            | AuditAction::GrantClaim
-            | AuditAction::ApprovalRequest => true,
+            | AuditAction::GrantClaim => true,
+            // A request for a key names it; one for access carries `true`.
+            // A request to reinstate carries neither: it is how a hold ends.
+            AuditAction::ApprovalRequest => {
+                self.key_name.is_some() || self.api_enabled == Some(true)
+            }
             AuditAction::UserApiAccess => self.api_enabled == Some(true),
             _ => false,
         }

@@ -11,13 +11,15 @@ use serde::Deserialize;
 
 use super::paths::{self, UserPath};
 use super::{Layout, render};
+use crate::approvals::{ApprovalAction, NewApproval};
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
 use crate::holds::Hold;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
 use crate::ids::VultrId;
-use crate::policy::check_reason;
+use crate::policy::{Change, check_reason};
+use crate::state::AppState;
 use crate::vultr::User;
 use crate::write::{CONFIRM_AGAIN, Confirmation, Ctx};
 
@@ -58,6 +60,18 @@ async fn confirm_page(
         notice,
     };
     Ok(render(status, &view))
+}
+
+/// The one change a reinstatement makes: the hold removed (a conflict when
+/// someone else removed it first). Also run by an approved request.
+pub async fn lift_hold(state: &AppState, user_id: &str) -> Result<(), AppError> {
+    match state.holds.lift(user_id).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AppError::Conflict(
+            "This user is no longer on hold: someone reinstated them a moment ago.".into(),
+        )),
+        Err(e) => Err(AppError::store(e)),
+    }
 }
 
 /// Who placed the hold, when and why, and the form that lifts it.
@@ -107,17 +121,24 @@ pub async fn reinstate_submit(
         group_id: hold.group_id,
         ..ctx.intent(AuditAction::UserReinstate)
     };
-    let holds = &ctx.state.holds;
-    let lift = async {
-        match holds.lift(id.as_str()).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(AppError::Conflict(
-                "Someone else reinstated this user a moment ago.".into(),
-            )),
-            Err(e) => Err(AppError::store(e)),
-        }
-    };
-    claim.store(intent, lift, |_| None).await?;
+    if ctx.state.approval.why(Change::ApiAccess(true)).is_some() {
+        let new = NewApproval {
+            action: ApprovalAction::Reinstate,
+            user_id: id.to_string(),
+            user_email: hold.user_email.clone(),
+            key_id: None,
+            key_name: None,
+            expire: false,
+            date_expire: None,
+            reason: intent.reason.clone(),
+            why: "reinstating an offboarded user needs a second person (api-access-on)".into(),
+            requested_by: ctx.who.email.clone(),
+        };
+        return super::approvals::request(&ctx, claim, new).await;
+    }
+    claim
+        .store(intent, lift_hold(&ctx.state, id.as_str()), |_| None)
+        .await?;
     ctx.flash(
         "ok",
         "Reinstated: keydesk no longer refuses this user. API access is still off and no key came back; switch it on and issue keys as usual.".into(),

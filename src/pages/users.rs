@@ -241,6 +241,8 @@ pub struct UserShowView {
     pub notices: std::collections::HashMap<String, crate::notify::NoticeRow>,
     /// The offboarding hold, while it stands.
     pub hold: Option<crate::holds::Hold>,
+    /// The latest offboarding run, while it runs or when it did not finish.
+    pub offboarding: Option<crate::offboardings::Offboarding>,
     /// Keys a create whose answer was lost made: nobody ever saw them.
     pub never_shown: std::collections::HashSet<String>,
 }
@@ -283,14 +285,21 @@ pub async fn user_page(
         user: Some(id.to_string()),
         ..Default::default()
     };
-    let (user, keys, history, notices, grants, hold) = tokio::join!(
+    let (user, keys, history, notices, grants, hold, offboarding) = tokio::join!(
         state.vultr.get_user(id),
         state.vultr.list_keys(id),
         state.audit.list(&history_filter, 10, 0),
         state.notifier.last_sent(id.as_str()),
         state.grants.open_for_user(id.as_str()),
         state.holds.get(id.as_str()),
+        state.offboardings.latest_for_user(id.as_str()),
     );
+    let offboarding = offboarding
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "offboarding progress unavailable for the user page");
+            None
+        })
+        .filter(|o| o.running() || o.unfinished());
     // Unreadable, the hold is still enforced by the write path; say so here.
     let hold = hold.map_err(AppError::store)?;
     let notices = notices.unwrap_or_else(|e| {
@@ -309,6 +318,7 @@ pub async fn user_page(
         grants: open_grants(state, grants, &keys).await,
         notices,
         hold,
+        offboarding,
         never_shown,
         user,
         keys,

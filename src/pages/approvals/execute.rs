@@ -174,6 +174,23 @@ async fn carry_out(
             };
             Ok((render(StatusCode::OK, &view), Some(id)))
         }
+        ApprovalAction::Reinstate => {
+            let user = claim.prepare(state.vultr.get_user(user_id).await).await?;
+            same_recipient(ctx, &claim, a, &user).await?;
+            let intent = stamp(Intent {
+                target_user_id: Some(a.user_id.clone()),
+                target_user_email: user.email.clone(),
+                ..ctx.intent(AuditAction::UserReinstate)
+            });
+            let lift = crate::pages::reinstate::lift_hold(state, &a.user_id);
+            claim.store(intent, lift, |_| None).await?;
+            ctx.flash(
+                "ok",
+                "Reinstated, as approved: keydesk no longer refuses this user. API access is still off.".into(),
+            )
+            .await;
+            Ok((Redirect::to(&paths::user(&a.user_id)).into_response(), None))
+        }
         ApprovalAction::ApiAccessOn => {
             let user = claim.prepare(state.vultr.get_user(user_id).await).await?;
             same_recipient(ctx, &claim, a, &user).await?;

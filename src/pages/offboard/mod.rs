@@ -16,13 +16,17 @@ use super::paths::UserPath;
 use super::{Layout, render};
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
-use crate::grants::GrantState;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
 use crate::ids::VultrId;
 use crate::policy::check_reason;
 use crate::vultr::{ApiKey, User};
-use crate::write::{CONFIRM_AGAIN, Confirmation, Ctx, Group, StepOutcome};
+use crate::write::{CONFIRM_AGAIN, Confirmation, Ctx, StepOutcome};
+
+mod job;
+
+use job::{Job, Report};
+pub use job::{KeyResult, Withdrawn};
 
 #[derive(Template)]
 #[template(path = "users/offboard_confirm.html")]
@@ -79,14 +83,6 @@ pub struct OffboardInput {
     listed: Option<String>,
 }
 
-/// One key's line on the result page.
-pub struct KeyResult {
-    pub key: ApiKey,
-    pub outcome: StepOutcome,
-    /// Created after the confirmation page was shown (revoked all the same).
-    pub newcomer: bool,
-}
-
 #[derive(Template)]
 #[template(path = "users/offboard_result.html")]
 pub struct OffboardResultView {
@@ -108,77 +104,6 @@ pub struct OffboardResultView {
     pub listed: String,
     pub require_reason: bool,
     pub reason: String,
-}
-
-/// An open claim link or approval request the offboarding withdrew.
-pub struct Withdrawn {
-    /// "claim link" or "approval request".
-    pub kind: &'static str,
-    pub id: String,
-    pub what: String,
-    pub outcome: StepOutcome,
-}
-
-/// Withdraws the user's pending claim links and their pending or approved
-/// approval requests, one audited part each.
-async fn withdraw_open(
-    ctx: &Ctx,
-    group: &Group,
-    id: &VultrId,
-    on_user: &impl Fn(AuditAction) -> Intent,
-) -> Vec<Withdrawn> {
-    let state = &ctx.state;
-    let mut out = vec![];
-    match state.grants.open_for_user(id.as_str()).await {
-        Ok(grants) => {
-            for g in grants
-                .into_iter()
-                .filter(|g| g.state == GrantState::Pending)
-            {
-                let done = match state.grants.revoke(&g.id, &ctx.who.email).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(format!("the claim link could not be withdrawn: {e}")),
-                };
-                let intent = Intent {
-                    grant_id: Some(g.id.clone()),
-                    key_name: Some(g.key_name.clone()),
-                    ..on_user(AuditAction::GrantRevoke)
-                };
-                out.push(Withdrawn {
-                    kind: "claim link",
-                    what: g.key_name.clone(),
-                    outcome: group.local(intent, done).await,
-                    id: g.id,
-                });
-            }
-        }
-        Err(e) => out.push(Withdrawn {
-            kind: "claim link",
-            id: String::new(),
-            what: "open claim links".into(),
-            outcome: StepOutcome::Failed(format!("could not be read: {e}")),
-        }),
-    }
-    match state.approvals.withdraw_for_user(id.as_str()).await {
-        Ok(approvals) => {
-            for a in approvals {
-                let intent = a.about(on_user(AuditAction::ApprovalWithdraw));
-                out.push(Withdrawn {
-                    kind: "approval request",
-                    what: a.action.words().to_string(),
-                    outcome: group.local(intent, Ok(())).await,
-                    id: a.id,
-                });
-            }
-        }
-        Err(e) => out.push(Withdrawn {
-            kind: "approval request",
-            id: String::new(),
-            what: "open approval requests".into(),
-            outcome: StepOutcome::Failed(format!("could not be withdrawn: {e}")),
-        }),
-    }
-    out
 }
 
 impl OffboardResultView {
@@ -227,94 +152,42 @@ pub async fn offboard_submit(
             ..ctx.intent(AuditAction::UserOffboard)
         })
         .await?;
-    let on_user = |action| Intent {
-        target_user_id: Some(id.to_string()),
-        target_user_email: email.clone(),
-        ..group.part(action)
-    };
-    // The hold first: from here on no keydesk path gives this user a key.
-    let placed = ctx
-        .state
-        .holds
-        .place(
-            id.as_str(),
-            email.as_deref(),
-            &ctx.who.email,
-            reason.as_deref(),
-            Some(group.id()),
-        )
-        .await
-        .map_err(|e| format!("the hold could not be stored: {e}"));
-    let hold_part = Intent {
-        key_name: Some("hold placed: no key, claim link or API access until reinstated".into()),
-        ..on_user(AuditAction::UserOffboard)
-    };
-    let hold = group.local(hold_part, placed).await;
-    let vultr = &ctx.state.vultr;
-    // Then the brake: from here on Vultr refuses every key of the user.
-    let brake = group
-        .step(
-            Intent {
-                api_enabled: Some(false),
-                ..on_user(AuditAction::UserApiAccess)
-            },
-            vultr.set_api_enabled(&id, false),
-            false,
-        )
-        .await;
-    let withdrawn = withdraw_open(&ctx, &group, &id, &on_user).await;
-    // The key list read after the brake, so a key made meanwhile is revoked too.
-    let (keys, list_error) = match vultr.list_keys(&id).await {
-        Ok(k) => (k, None),
-        Err(e) => (vec![], Some(e.to_string())),
-    };
-    let mut results = Vec::with_capacity(keys.len());
-    for key in keys {
-        let outcome = match VultrId::parse(&key.id) {
-            Ok(key_id) => {
-                group
-                    .step(
-                        Intent {
-                            key_id: Some(key.id.clone()),
-                            key_name: key.name.clone(),
-                            ..on_user(AuditAction::KeyRevoke)
-                        },
-                        vultr.delete_key(&id, &key_id),
-                        true,
-                    )
-                    .await
-            }
-            Err(_) => StepOutcome::Failed("Vultr listed a key id keydesk will not follow".into()),
-        };
-        if outcome == StepOutcome::Done {
-            metrics::counter!("keydesk_keys_revoked_total").increment(1);
-        }
-        results.push(KeyResult {
-            newcomer: !listed.is_empty() && !listed.contains(&key.id.as_str()),
-            key,
-            outcome,
-        });
-    }
-    let listing = match &list_error {
-        Some(e) => StepOutcome::Failed(format!("the key list could not be read: {e}")),
-        None => StepOutcome::Done,
-    };
     let group_id = group.id();
-    group
-        .finish(
-            [&hold, &brake, &listing]
-                .into_iter()
-                .chain(withdrawn.iter().map(|w| &w.outcome))
-                .chain(results.iter().map(|r| &r.outcome)),
-        )
-        .await;
+    if let Err(e) = ctx
+        .state
+        .offboardings
+        .start(group_id, id.as_str(), &ctx.who.email)
+        .await
+    {
+        // The run goes on: its steps are in the audit trail all the same.
+        tracing::error!(error = %e, "offboarding progress not recorded");
+    }
+    let job = Job {
+        state: ctx.state.clone(),
+        group,
+        user_id: id.clone(),
+        email,
+        actor: ctx.who.email.clone(),
+        reason: reason.clone(),
+        listed: listed.iter().map(|s| s.to_string()).collect(),
+    };
+    // Its own task: a dropped request or a timeout never stops it halfway.
+    let report = tokio::spawn(job.run())
+        .await
+        .map_err(|e| AppError::Internal(format!("offboarding task: {e}")))?;
+    let Report {
+        hold,
+        brake,
+        withdrawn,
+        list_error,
+        keys: results,
+    } = report;
     let live = results.iter().filter(|r| r.outcome.still_live()).count();
     let unfinished = live > 0
         || brake.still_live()
         || hold.still_live()
         || list_error.is_some()
         || withdrawn.iter().any(|w| w.outcome.still_live());
-    tracing::info!(keys = results.len(), live, "offboarding finished");
     let view = OffboardResultView {
         layout: ctx.layout().await,
         token: if unfinished {

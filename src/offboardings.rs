@@ -1,0 +1,149 @@
+//! Offboardings as durable jobs. Each run (one audit group) has a row here:
+//! it is written when the run starts and after every key, so any replica's
+//! user page shows its progress, and a run cut short (a stop, a crash) is
+//! found by its stale heartbeat and shown as unfinished, with the button
+//! that finishes it. The steps themselves are in the audit trail.
+
+use crate::db::Db;
+use crate::on_pool;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Offboarding {
+    pub group_id: i64,
+    pub user_id: String,
+    pub started_by: String,
+    /// `running`, `done` or `unfinished`.
+    pub state: String,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    /// Keys found (after the brake); none until the list was read.
+    pub keys_total: Option<i64>,
+    pub keys_done: i64,
+    /// Keys that may still work after the run (failed or unknown).
+    pub live: i64,
+}
+
+impl Offboarding {
+    pub fn started_display(&self) -> String {
+        crate::timefmt::display_ms(self.started_ms)
+    }
+    pub fn running(&self) -> bool {
+        self.state == "running"
+    }
+    pub fn unfinished(&self) -> bool {
+        self.state == "unfinished"
+    }
+    /// "3 of 12 keys revoked", or where the run stands before the list.
+    pub fn progress_words(&self) -> String {
+        match self.keys_total {
+            Some(total) => format!("{} of {total} keys dealt with", self.keys_done),
+            None => "switching API access off and withdrawing open links".to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Offboardings {
+    db: Db,
+}
+
+impl Offboardings {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub async fn start(&self, group_id: i64, user_id: &str, by: &str) -> Result<(), sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        on_pool!(&self.db, |p| {
+            sqlx::query(
+                "INSERT INTO offboardings (group_id, user_id, started_by, state, started_ms, heartbeat_ms)
+                 VALUES ($1, $2, $3, 'running', $4, $4)",
+            )
+            .bind(group_id)
+            .bind(user_id)
+            .bind(by)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Progress (and heartbeat): how many keys were found and dealt with.
+    pub async fn progress(
+        &self,
+        group_id: i64,
+        total: Option<i64>,
+        done: i64,
+    ) -> Result<(), sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE offboardings SET keys_total = COALESCE($1, keys_total), keys_done = $2, heartbeat_ms = $3
+                 WHERE group_id = $4 AND state = 'running'",
+            )
+            .bind(total)
+            .bind(done)
+            .bind(now)
+            .bind(group_id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// The run ended: done, or unfinished with `live` keys possibly working.
+    pub async fn finish(
+        &self,
+        group_id: i64,
+        finished: bool,
+        live: i64,
+    ) -> Result<(), sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let state = if finished { "done" } else { "unfinished" };
+        on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE offboardings SET state = $1, live = $2, heartbeat_ms = $3 WHERE group_id = $4 AND state = 'running'",
+            )
+            .bind(state)
+            .bind(live)
+            .bind(now)
+            .bind(group_id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// The user's latest run, if any.
+    pub async fn latest_for_user(&self, user_id: &str) -> Result<Option<Offboarding>, sqlx::Error> {
+        on_pool!(&self.db, |p| {
+            sqlx::query_as::<_, Offboarding>(
+                "SELECT group_id, user_id, started_by, state, started_ms, heartbeat_ms, keys_total, keys_done, live
+                 FROM offboardings WHERE user_id = $1 ORDER BY started_ms DESC, group_id DESC LIMIT 1",
+            )
+            .bind(user_id)
+            .fetch_optional(p)
+            .await
+        })
+    }
+
+    /// Runs whose heartbeat is older than `bound` (their process stopped)
+    /// become unfinished. Returns how many.
+    pub async fn sweep(&self, bound_ms: i64) -> Result<u64, sqlx::Error> {
+        let now = self.db.now_ms().await?;
+        let n = on_pool!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE offboardings SET state = 'unfinished' WHERE state = 'running' AND heartbeat_ms < $1",
+            )
+            .bind(now - bound_ms)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n)
+    }
+}
