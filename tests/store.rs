@@ -308,7 +308,9 @@ async fn exercise_new_tables(db: &Db, audit: &AuditStore) {
         ..Default::default()
     };
     assert_eq!(
-        lost.reconcile(audit, "u1", &[key.clone()]).await.unwrap(),
+        lost.reconcile(audit, "u1", std::slice::from_ref(&key))
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
