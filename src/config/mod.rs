@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use http::HeaderName;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
@@ -17,6 +16,9 @@ use crate::state::Settings;
 mod database;
 mod notify;
 mod root_key;
+mod values;
+
+use values::{header_name, no_wildcard, parse_public_url, parse_seconds, parse_seconds_or_zero};
 
 pub use database::DatabaseArgs;
 pub use notify::NotifyArgs;
@@ -104,19 +106,6 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub notify: NotifyArgs,
-}
-
-/// An absolute http(s) URL without a trailing slash, query or fragment.
-fn parse_public_url(s: &str) -> Result<String, String> {
-    let s = s.trim().trim_end_matches('/');
-    let u = reqwest::Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
-    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return Err("expected an http(s) URL such as https://keydesk.example.com".into());
-    }
-    if u.query().is_some() || u.fragment().is_some() {
-        return Err("no query or fragment, just the address".into());
-    }
-    Ok(s.to_string())
 }
 
 /// `keydesk serve`.
@@ -262,22 +251,6 @@ pub struct DemoArgs {
     pub common: CommonArgs,
 }
 
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let t = s.trim().trim_end_matches('s');
-    t.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v > 0.0 && *v <= 3600.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("expected seconds between 0 and 3600, got {s:?}"))
-}
-
-fn parse_seconds_or_zero(s: &str) -> Result<Duration, String> {
-    if s.trim().trim_end_matches('s') == "0" {
-        return Ok(Duration::ZERO);
-    }
-    parse_seconds(s)
-}
-
 impl CommonArgs {
     pub fn claim_ttl(&self) -> Duration {
         Duration::from_secs(self.claim_ttl_hours.saturating_mul(3600))
@@ -329,26 +302,6 @@ impl DemoArgs {
             ..Settings::new(vultr_url, root_key)
         })
     }
-}
-
-/// `group:*` is no group: refused, so a role list never admits everyone by
-/// accident (only the demo does, and not through a list).
-fn no_wildcard(var: &str, list: &[String]) -> Result<(), String> {
-    match list.iter().find(|e| {
-        e.trim()
-            .strip_prefix("group:")
-            .is_some_and(|g| g.trim() == "*")
-    }) {
-        Some(_) => Err(format!(
-            "{var}: group:* would match everyone signed in; name the groups (group:platform) or list emails"
-        )),
-        None => Ok(()),
-    }
-}
-
-fn header_name(var: &str, value: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(value.trim().as_bytes())
-        .map_err(|_| format!("{var} {value:?} is not a header name"))
 }
 
 impl ServeArgs {
