@@ -77,21 +77,7 @@ impl Offboardings {
         total: Option<i64>,
         done: i64,
     ) -> Result<(), sqlx::Error> {
-        let now = self.db.now_ms().await?;
-        on_pool!(&self.db, |p| {
-            sqlx::query(
-                "UPDATE offboardings SET keys_total = COALESCE($1, keys_total), keys_done = $2, heartbeat_ms = $3
-                 WHERE group_id = $4 AND state = 'running'",
-            )
-            .bind(total)
-            .bind(done)
-            .bind(now)
-            .bind(group_id)
-            .execute(p)
-            .await?
-            .rows_affected()
-        });
-        Ok(())
+        self.update(group_id, "running", total, Some(done), 0).await
     }
 
     /// The run ended: done, or unfinished with `live` keys possibly working.
@@ -101,13 +87,29 @@ impl Offboardings {
         finished: bool,
         live: i64,
     ) -> Result<(), sqlx::Error> {
-        let now = self.db.now_ms().await?;
         let state = if finished { "done" } else { "unfinished" };
+        self.update(group_id, state, None, None, live).await
+    }
+
+    /// One write to a running row: its state, counts and heartbeat.
+    async fn update(
+        &self,
+        group_id: i64,
+        state: &str,
+        total: Option<i64>,
+        done: Option<i64>,
+        live: i64,
+    ) -> Result<(), sqlx::Error> {
+        let now = self.db.now_ms().await?;
         on_pool!(&self.db, |p| {
             sqlx::query(
-                "UPDATE offboardings SET state = $1, live = $2, heartbeat_ms = $3 WHERE group_id = $4 AND state = 'running'",
+                "UPDATE offboardings SET state = $1, keys_total = COALESCE($2, keys_total),
+                    keys_done = COALESCE($3, keys_done), live = $4, heartbeat_ms = $5
+                 WHERE group_id = $6 AND state = 'running'",
             )
             .bind(state)
+            .bind(total)
+            .bind(done)
             .bind(live)
             .bind(now)
             .bind(group_id)

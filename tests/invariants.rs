@@ -56,6 +56,13 @@ fn approval_options(rules: &[&str]) -> Options {
     common::approval_options(rules, Duration::from_secs(3600))
 }
 
+/// An app under these approval rules, and Ada's user id.
+async fn with_rules(rules: &[&str]) -> (TestApp, String) {
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), approval_options(rules)).await;
+    let ada = app.user_id(ADA);
+    (app, ada)
+}
+
 /// Posts `step` of request `id` with a token no page issued.
 async fn step_without_form(app: &TestApp, id: &str, step: &str) -> reqwest::StatusCode {
     let url = app.url(&format!("/approvals/{id}/{step}"));
@@ -151,12 +158,7 @@ async fn a_leaver_has_no_way_back_until_reinstated() {
 
 #[tokio::test]
 async fn offboarding_withdraws_requests_and_a_hold_stops_an_approved_one() {
-    let app = TestApp::spawn_with(
-        FakeVultr::seeded(ROOT_KEY),
-        approval_options(&["no-expiry"]),
-    )
-    .await;
-    let ada = app.user_id(ADA);
+    let (app, ada) = with_rules(&["no-expiry"]).await;
     let first = approved_request(&app, &ada).await;
     let page = offboard(&app, &ada).await;
     assert!(page.contains(r#"data-kind="approval request""#), "{page}");
@@ -265,12 +267,7 @@ async fn a_claim_or_approval_whose_answer_was_lost_never_reopens() {
     assert!(r.status().is_client_error(), "{}", r.status());
     assert_eq!(count(&app, "POST"), 1);
 
-    let app = TestApp::spawn_with(
-        FakeVultr::seeded(ROOT_KEY),
-        approval_options(&["no-expiry"]),
-    )
-    .await;
-    let ada = app.user_id(ADA);
+    let (app, ada) = with_rules(&["no-expiry"]).await;
     let id = approved_request(&app, &ada).await;
     app.fake
         .set_fault_after("POST", "/apikeys", Some(Fault::Status(502)));
@@ -435,12 +432,7 @@ async fn a_lost_create_that_made_nothing_settles_as_not_created_after_the_bound(
 
 #[tokio::test]
 async fn over_days_holds_a_key_that_never_expires() {
-    let app = TestApp::spawn_with(
-        FakeVultr::seeded(ROOT_KEY),
-        approval_options(&["over-days:90"]),
-    )
-    .await;
-    let ada = app.user_id(ADA);
+    let (app, ada) = with_rules(&["over-days:90"]).await;
     let r = app.create_key(&ada, &[("name", "forever")]).await;
     assert_eq!(
         r.status(),
@@ -492,12 +484,7 @@ async fn nobody_approves_a_key_that_would_reach_themselves() {
 
 #[tokio::test]
 async fn execution_rereads_the_recipient_and_refuses_a_changed_email() {
-    let app = TestApp::spawn_with(
-        FakeVultr::seeded(ROOT_KEY),
-        approval_options(&["no-expiry"]),
-    )
-    .await;
-    let ada = app.user_id(ADA);
+    let (app, ada) = with_rules(&["no-expiry"]).await;
     let id = approved_request(&app, &ada).await;
     app.fake.set_user_email(&ada, "mallory@example.com");
     let r = press(&app, &app.client, &id, "execute").await;
@@ -664,12 +651,7 @@ async fn an_offboarding_cut_short_shows_unfinished_and_finish_completes_it() {
 
 #[tokio::test]
 async fn under_api_access_on_reinstating_needs_a_second_person() {
-    let app = TestApp::spawn_with(
-        FakeVultr::seeded(ROOT_KEY),
-        approval_options(&["api-access-on"]),
-    )
-    .await;
-    let ada = app.user_id(ADA);
+    let (app, ada) = with_rules(&["api-access-on"]).await;
     offboard(&app, &ada).await;
     let path = format!("/users/{ada}/reinstate");
     let token = app.token_of(&path).await;
