@@ -25,11 +25,11 @@ COPY --from=builder /src/target/release/keydesk /usr/local/bin/keydesk
 USER 10001:10001
 WORKDIR /var/lib/keydesk
 ENV KEYDESK_LISTEN=0.0.0.0:8080 \
-    KEYDESK_AUDIT_DB=sqlite:///var/lib/keydesk/keydesk-audit.db \
+    KEYDESK_DATABASE_URL=sqlite:///var/lib/keydesk/keydesk-audit.db \
     KEYDESK_LOG_FORMAT=json
 EXPOSE 8080
 VOLUME ["/var/lib/keydesk"]
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
-    CMD ["keydesk", "healthcheck", "--url", "http://127.0.0.1:8080/healthz"]
+    CMD ["keydesk", "healthcheck"]
 ENTRYPOINT ["keydesk"]
 CMD ["serve"]

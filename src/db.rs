@@ -145,6 +145,10 @@ impl Db {
     }
 }
 
+/// Connections that keep in-memory databases alive (see `open_sqlite`).
+static MEMORY_KEEPERS: std::sync::Mutex<Vec<sqlx::SqliteConnection>> =
+    std::sync::Mutex::new(Vec::new());
+
 async fn open_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let mut opts = SqliteConnectOptions::from_str(url)?
@@ -152,8 +156,21 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
         .busy_timeout(Duration::from_secs(5));
     if !in_memory {
         opts = opts.journal_mode(SqliteJournalMode::Wal);
+    } else {
+        // sqlx names each `:memory:` database and shares it between the
+        // connections to that name; it lives while one of them is open. The
+        // pool closes a connection whose query was dropped mid-flight (a
+        // browser navigating away), and its replacement would open an empty
+        // database. One connection held outside the pool, for the life of
+        // the process, keeps it.
+        use sqlx::ConnectOptions;
+        let keeper = opts.connect().await?;
+        MEMORY_KEEPERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(keeper);
     }
-    // An in-memory database exists per connection: keep exactly one.
+    // Small: an in-memory database is the demo's or a test's.
     SqlitePoolOptions::new()
         .max_connections(if in_memory { 1 } else { 4 })
         .min_connections(if in_memory { 1 } else { 0 })

@@ -74,6 +74,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let app = Application::build(settings)
                 .await
                 .map_err(|e| format!("{e} (pick another with --listen 127.0.0.1:PORT)"))?;
+            tracing::info!(listen = %app.addr(), database = %keydesk::db::redacted(&args.database), "keydesk serving");
             println!(
                 "keydesk demo: open {}/ in your browser (signed in as {}; fake Vultr API with seeded users; Ctrl-C to stop)",
                 app.base_url(),

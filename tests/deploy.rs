@@ -101,8 +101,14 @@ fn the_dockerfile_runs_as_non_root_with_a_healthcheck() {
     assert!(has(builder, &|i| i
         .starts_with("RUN cargo build --release --locked")));
     assert!(has(runtime, &|i| i.starts_with("USER 10001")));
+    // No `--url` in the HEALTHCHECK: KEYDESK_HEALTHCHECK_URL must win.
     assert!(has(runtime, &|i| i.starts_with("HEALTHCHECK ")
-        && i.contains("keydesk\", \"healthcheck")));
+        && i.contains("keydesk\", \"healthcheck")
+        && !i.contains("--url")));
+    // The current name of the database variable, not the old one.
+    assert!(has(runtime, &|i| i.starts_with("ENV ")
+        && i.contains("KEYDESK_DATABASE_URL=")
+        && !i.contains("KEYDESK_AUDIT_DB")));
     assert!(has(runtime, &|i| i == "EXPOSE 8080"));
     assert!(has(runtime, &|i| i.starts_with("ENV ")
         && i.contains("KEYDESK_LISTEN=0.0.0.0:8080")));
@@ -167,4 +173,13 @@ fn the_dockerfile_copies_everything_the_manifest_names() {
         assert!(d.contains("COPY benches ./benches"));
         assert!(d.contains("benches/keydesk.rs"));
     }
+}
+
+#[test]
+fn the_deploy_files_use_the_current_database_variable_and_docker_ignores_target() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("deploy/keydesk.service")).unwrap();
+    assert!(unit.contains("KEYDESK_DATABASE_URL=") && !unit.contains("KEYDESK_AUDIT_DB"));
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "target/"), "{ignore}");
 }

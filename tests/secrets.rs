@@ -247,3 +247,31 @@ async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(!serving.contains('\u{1b}'), "escape codes in {serving:?}");
     assert!(serving.contains("INFO"), "a plain text line: {serving:?}");
 }
+
+#[tokio::test]
+async fn the_demo_never_touches_a_production_database() {
+    let dir = std::env::temp_dir().join(format!("keydesk-demo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (prod_a, prod_b) = (dir.join("prod-a.db"), dir.join("prod-b.db"));
+    let (child, base, _logs) = common::spawn_command(
+        "demo",
+        &[
+            ("KEYDESK_AUDIT_DB", format!("sqlite://{}", prod_a.display())),
+            (
+                "KEYDESK_DATABASE_URL",
+                format!("sqlite://{}", prod_b.display()),
+            ),
+        ],
+    )
+    .await;
+    // The demo works (and writes its own audit) without either file.
+    let c = common::client(None);
+    let page = common::get_text(&c, format!("{base}/users")).await;
+    assert!(page.contains("id=\"signed-in-as\""), "{page}");
+    assert!(
+        !prod_a.exists() && !prod_b.exists(),
+        "the demo opened a production database"
+    );
+    drop(child);
+    std::fs::remove_dir_all(dir).ok();
+}

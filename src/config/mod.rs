@@ -243,9 +243,15 @@ pub struct DemoArgs {
     )]
     pub identity: String,
 
-    /// Database for the demo (in memory by default: no server needed).
-    #[arg(long, env = "KEYDESK_AUDIT_DB", default_value = "sqlite::memory:")]
-    pub audit_db: String,
+    /// Database for the demo: in memory unless given here. Never read from
+    /// KEYDESK_DATABASE_URL or KEYDESK_AUDIT_DB, so a demo on a production
+    /// host cannot write demo rows into the real, append-only audit trail.
+    #[arg(
+        long = "database",
+        alias = "audit-db",
+        default_value = "sqlite::memory:"
+    )]
+    pub database: String,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -291,7 +297,7 @@ impl DemoArgs {
             auth: AuthMode::Demo(self.identity.clone()),
             access: Access::everyone_operates(),
             policy: self.common.key_policy()?,
-            database_url: self.audit_db.clone(),
+            database_url: self.database.clone(),
             cookie_secure: false,
             upstream: self.common.client_options(),
             page_size: self.common.page_size,

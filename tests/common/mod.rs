@@ -479,9 +479,21 @@ pub async fn spawn_binary(
     String,
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
+    spawn_command("serve", env).await
+}
+
+/// The real binary running `command` (`serve`, `demo`), as `spawn_binary`.
+pub async fn spawn_command(
+    command: &str,
+    env: &[(&str, String)],
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keydesk"));
-    cmd.arg("serve")
+    cmd.arg(command)
         .env("VULTR_API_KEY", ROOT_KEY)
         .env("KEYDESK_LISTEN", "127.0.0.1:0")
         .env("KEYDESK_COOKIE_SECURE", "false")
