@@ -90,28 +90,55 @@ impl Db {
         Ok(db)
     }
 
-    /// Applies the embedded migrations. On PostgreSQL an application role
-    /// that may not create tables (see README) runs nothing when the schema
-    /// is already current; `force` (`keydesk migrate`, as the owner) runs
-    /// the migrator regardless.
-    pub async fn migrate(&self, force: bool) -> Result<(), sqlx::Error> {
+    /// Applies the embedded migrations; returns the versions it applied.
+    /// On PostgreSQL a role that may not create in the schema (the
+    /// restricted application role, see README) never tries: a schema that
+    /// is behind, or a table it may not use, stops it with what to do.
+    /// `force` (`keydesk migrate`, as the owner) runs the migrator regardless.
+    pub async fn migrate(&self, force: bool) -> Result<Vec<i64>, sqlx::Error> {
+        let before = self.applied_versions().await;
         match self {
             Db::Sqlite(p) => sqlx::migrate!("src/migrations/sqlite").run(p).await?,
             Db::Postgres(p) => {
                 let migrator = sqlx::migrate!("src/migrations/postgres");
-                let applied: Vec<i64> = sqlx::query_scalar(
-                    "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+                let needed = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+                let current = migrator.iter().all(|m| before.contains(&m.version));
+                let may_create: bool = sqlx::query_scalar(
+                    "SELECT has_schema_privilege(current_user, current_schema(), 'CREATE')",
                 )
-                .fetch_all(p)
-                .await
-                .unwrap_or_default();
-                let current = migrator.iter().all(|m| applied.contains(&m.version));
-                if force || !current {
+                .fetch_one(p)
+                .await?;
+                if force || (!current && may_create) {
                     migrator.run(p).await?;
+                } else if !current {
+                    let at = before.iter().max().copied().unwrap_or(0);
+                    return Err(sqlx::Error::Configuration(
+                        format!(
+                            "schema at {at}, this keydesk needs {needed}: run `keydesk migrate` as the schema owner, then apply deploy/postgres-grants.sql"
+                        )
+                        .into(),
+                    ));
+                } else if let Some(missing) = missing_grant(p).await? {
+                    return Err(sqlx::Error::Configuration(
+                        format!(
+                            "this role may not {missing}: apply deploy/postgres-grants.sql as the schema owner"
+                        )
+                        .into(),
+                    ));
                 }
             }
         }
-        Ok(())
+        let after = self.applied_versions().await;
+        Ok(after.into_iter().filter(|v| !before.contains(v)).collect())
+    }
+
+    /// The migrations recorded as applied (none on a fresh database).
+    pub async fn applied_versions(&self) -> Vec<i64> {
+        let sql = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+        on_pool!(self, |p| sqlx::query_scalar(sql)
+            .fetch_all(p)
+            .await
+            .unwrap_or_default())
     }
 
     pub fn engine(&self) -> Engine {
@@ -148,6 +175,39 @@ impl Db {
 /// Connections that keep in-memory databases alive (see `open_sqlite`).
 static MEMORY_KEEPERS: std::sync::Mutex<Vec<sqlx::SqliteConnection>> =
     std::sync::Mutex::new(Vec::new());
+
+/// What keydesk does with each table, as deploy/postgres-grants.sql grants it.
+const NEEDED_GRANTS: &[(&str, &str)] = &[
+    ("audit", "SELECT, INSERT"),
+    ("form_tokens", "SELECT, INSERT, UPDATE, DELETE"),
+    ("sessions", "SELECT, INSERT, UPDATE, DELETE"),
+    ("jobs", "SELECT, UPDATE"),
+    ("rate_budget", "SELECT, UPDATE"),
+    ("grants", "SELECT, INSERT, UPDATE"),
+    ("notice_runs", "SELECT, INSERT, UPDATE"),
+    ("notices", "SELECT, INSERT, UPDATE"),
+    ("approvals", "SELECT, INSERT, UPDATE"),
+    ("holds", "SELECT, INSERT, UPDATE, DELETE"),
+    ("lost_creates", "SELECT, INSERT, UPDATE"),
+    ("offboardings", "SELECT, INSERT, UPDATE"),
+];
+
+/// The first privilege this role lacks, in words ("INSERT on holds").
+async fn missing_grant(p: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    for (table, privileges) in NEEDED_GRANTS {
+        for privilege in privileges.split(", ") {
+            let ok: bool = sqlx::query_scalar("SELECT has_table_privilege(current_user, $1, $2)")
+                .bind(table)
+                .bind(privilege)
+                .fetch_one(p)
+                .await?;
+            if !ok {
+                return Ok(Some(format!("{privilege} on {table}")));
+            }
+        }
+    }
+    Ok(None)
+}
 
 async fn open_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");

@@ -31,11 +31,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             let db = keydesk::db::Db::open_unmigrated(&url)
                 .await
                 .map_err(|e| format!("KEYDESK_DATABASE_URL {shown}: {e}"))?;
-            db.migrate(true)
+            let applied = db
+                .migrate(true)
                 .await
                 .map_err(|e| format!("migrating {shown}: {e}"))?;
+            let at = db.applied_versions().await.into_iter().max().unwrap_or(0);
             db.close().await;
-            println!("keydesk: {shown} is up to date");
+            if applied.is_empty() {
+                println!("keydesk: {shown} is up to date (schema at {at:04})");
+            } else {
+                let list: Vec<String> = applied.iter().map(|v| format!("{v:04}")).collect();
+                println!(
+                    "keydesk: {shown}: applied {}; schema at {at:04}",
+                    list.join(", ")
+                );
+            }
             Ok(())
         }
         Command::Serve(args) => {

@@ -232,23 +232,7 @@ async fn the_application_role_cannot_bypass_the_append_only_audit() {
         return;
     };
     let owner = Db::open(&owner_url).await.unwrap(); // migrates, as the owner
-    let grants = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/postgres-grants.sql"
-    ))
-    .unwrap();
-    keydesk::on_pool!(&owner, |p| {
-        sqlx::query(
-            "DO $$ BEGIN CREATE ROLE keydesk_app LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-        )
-        .execute(p)
-        .await
-        .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(grants))
-            .execute(p)
-            .await
-            .unwrap();
-    });
+    grant_to_app(&owner).await;
     let app_url = owner_url.replacen("postgres://postgres@", "postgres://keydesk_app@", 1);
     // Starts as the application role: the schema is current, nothing to create.
     let app = Db::open(&app_url).await.unwrap();
@@ -279,6 +263,94 @@ async fn the_application_role_cannot_bypass_the_append_only_audit() {
     assert_eq!(newest(&audit).await.actor, "a@x");
     // The tables of holds, lost creates and offboardings are granted too.
     exercise_new_tables(&app, &audit).await;
+}
+
+/// Creates the application role (once per server) and applies
+/// deploy/postgres-grants.sql as the owner.
+async fn grant_to_app(owner: &Db) {
+    let grants = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/postgres-grants.sql"
+    ))
+    .unwrap();
+    keydesk::on_pool!(owner, |p| {
+        sqlx::query(
+            "DO $$ BEGIN CREATE ROLE keydesk_app LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+        )
+        .execute(p)
+        .await
+        .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(grants))
+            .execute(p)
+            .await
+            .unwrap();
+    });
+}
+
+#[tokio::test]
+async fn the_application_role_never_migrates_and_says_what_to_do() {
+    let Some(owner_url) = common::pg::fresh_database().await else {
+        return;
+    };
+    let owner = Db::open(&owner_url).await.unwrap();
+    grant_to_app(&owner).await;
+    let app_url = owner_url.replacen("postgres://postgres@", "postgres://keydesk_app@", 1);
+    let needed = *owner.applied_versions().await.last().unwrap();
+    // The schema one migration behind this keydesk (an upgrade not yet migrated).
+    raw(
+        &owner,
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .await
+    .unwrap();
+    let err = Db::open(&app_url).await.unwrap_err().to_string();
+    let want = format!("schema at {}, this keydesk needs {needed}", needed - 1);
+    assert!(err.contains(&want), "{err}");
+    assert!(
+        err.contains("keydesk migrate") && err.contains("postgres-grants.sql"),
+        "{err}"
+    );
+    assert!(!err.contains("permission denied"), "it never tried: {err}");
+    // The owner migrates (re-applying the last one), then a missing grant is named.
+    assert_eq!(owner.migrate(true).await.unwrap(), vec![needed]);
+    raw(&owner, "REVOKE INSERT ON holds FROM keydesk_app")
+        .await
+        .unwrap();
+    let err = Db::open(&app_url).await.unwrap_err().to_string();
+    assert!(
+        err.contains("INSERT on holds") && err.contains("postgres-grants.sql"),
+        "{err}"
+    );
+    grant_to_app(&owner).await;
+    Db::open(&app_url).await.unwrap();
+}
+
+#[tokio::test]
+async fn keydesk_migrate_says_what_it_applied() {
+    let Some(url) = common::pg::fresh_database().await else {
+        return;
+    };
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keydesk"))
+            .arg("migrate")
+            .env("KEYDESK_DATABASE_URL", &url)
+            .env_remove("KEYDESK_DATABASE_URL_FILE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run();
+    assert!(
+        first.contains("applied 0001, 0002, 0003, 0004, 0005"),
+        "{first}"
+    );
+    let again = run();
+    assert!(again.contains("is up to date (schema at 0005)"), "{again}");
 }
 
 /// Holds, lost creates, offboarding runs and a reinstatement request, as
