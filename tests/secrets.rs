@@ -61,6 +61,40 @@ fn serve_refuses_a_role_list_that_would_admit_everyone() {
     }
 }
 
+#[test]
+fn serve_refuses_a_variable_set_twice_with_its_file() {
+    let file = std::env::temp_dir().join(format!("keydesk-pair-{}", std::process::id()));
+    std::fs::write(&file, "value-from-file").unwrap();
+    let path = file.display().to_string();
+    for var in [
+        "VULTR_API_KEY",
+        "KEYDESK_DATABASE_URL",
+        "KEYDESK_NOTIFY_WEBHOOK_URL",
+        "KEYDESK_SMTP_URL",
+    ] {
+        let file_var = format!("{var}_FILE");
+        let value = if var == "KEYDESK_DATABASE_URL" {
+            "sqlite::memory:"
+        } else {
+            "https://x.example/"
+        };
+        let err = serve_refuses(
+            &[
+                ("VULTR_API_KEY", ROOT_KEY),
+                ("KEYDESK_OPERATORS", "ops@example.com"),
+                (var, value),
+                (file_var.as_str(), path.as_str()),
+            ],
+            &[],
+        );
+        assert!(
+            err.contains(var) && err.contains(&file_var) && err.contains("both set"),
+            "{var}: {err}"
+        );
+    }
+    std::fs::remove_file(file).ok();
+}
+
 /// Every `env = "…"` the configuration declares, read from its sources.
 fn declared_variables() -> Vec<String> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");

@@ -29,6 +29,11 @@ impl DatabaseArgs {
     /// The database URL: from its file, else KEYDESK_DATABASE_URL, else the
     /// old KEYDESK_AUDIT_DB (so an existing deployment keeps its data).
     pub fn url(&self) -> Result<String, String> {
+        if self.database_url_file.is_some() && self.database_url.is_some() {
+            return Err(
+                "KEYDESK_DATABASE_URL and KEYDESK_DATABASE_URL_FILE are both set: keep one".into(),
+            );
+        }
         let url = match (&self.database_url_file, &self.database_url) {
             (Some(path), _) => std::fs::read_to_string(path)
                 .map_err(|e| format!("KEYDESK_DATABASE_URL_FILE {}: {e}", path.display()))?

@@ -51,12 +51,16 @@ pub struct NotifyArgs {
     pub notify_owners: Option<bool>,
 }
 
-/// A secret from its variable or its `_FILE` (the file wins), trimmed.
+/// A secret from its variable or its `_FILE`, trimmed; both set is refused
+/// (one would silently win).
 fn secret_from(
     var: &str,
     value: &Option<String>,
     file: &Option<PathBuf>,
 ) -> Result<Option<SecretString>, String> {
+    if file.is_some() && value.is_some() {
+        return Err(format!("{var} and {var}_FILE are both set: keep one"));
+    }
     if let Some(path) = file {
         let raw = std::fs::read_to_string(path)
             .map_err(|e| format!("{var}_FILE {}: {e}", path.display()))?;

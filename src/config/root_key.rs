@@ -21,11 +21,18 @@ pub enum RootKeyError {
     EmptyFile(String),
     #[error("VULTR_API_KEY is empty")]
     Empty,
+    #[error(
+        "VULTR_API_KEY and VULTR_API_KEY_FILE are both set: keep one (the file, so the key is not in the environment)"
+    )]
+    Both,
 }
 
 impl ServeArgs {
     /// The root key from the file (preferred) or the variable.
     pub fn root_key(&self) -> Result<SecretString, RootKeyError> {
+        if self.vultr_api_key_file.is_some() && self.vultr_api_key.is_some() {
+            return Err(RootKeyError::Both);
+        }
         if let Some(path) = &self.vultr_api_key_file {
             let shown = path.display().to_string();
             let raw = std::fs::read_to_string(path).map_err(|source| RootKeyError::Unreadable {
