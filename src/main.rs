@@ -113,13 +113,12 @@ async fn notify_once(cmd: keydesk::config::NotifyCmd) -> Result<(), String> {
         let key = cmd.serve.root_key().map_err(|e| e.to_string())?;
         cmd.serve.settings_with(&cmd.serve.vultr_api_url, key)?
     };
+    if settings.notify.webhook.is_none() && settings.notify.smtp.is_none() {
+        // A cron job that sends nothing must not look like one that worked.
+        return Err("notify --once: no channel is configured: set KEYDESK_NOTIFY_WEBHOOK_URL or KEYDESK_SMTP_URL (or their _FILE)".into());
+    }
     let state = keydesk::state::AppState::new(settings).await?;
     let notifier = state.notifier.clone();
-    if notifier.channels().is_empty() {
-        eprintln!(
-            "keydesk notify: no channel is configured (KEYDESK_NOTIFY_WEBHOOK_URL, KEYDESK_SMTP_URL): nothing will be sent"
-        );
-    }
     let now = time::OffsetDateTime::now_utc();
     let report = notifier
         .run(

@@ -584,3 +584,26 @@ async fn chat_text_is_inert_whatever_a_key_is_named() {
     }));
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn keydesk_notify_once_without_a_channel_exits_non_zero_and_says_so() {
+    let out = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keydesk"))
+            .args(["notify", "--once", "--demo"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KEYDESK_DATABASE_URL", "sqlite::memory:")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("no channel")
+            && err.contains("KEYDESK_NOTIFY_WEBHOOK_URL")
+            && err.contains("KEYDESK_SMTP_URL"),
+        "{err}"
+    );
+}
