@@ -132,6 +132,31 @@ impl Db {
         Ok(after.into_iter().filter(|v| !before.contains(v)).collect())
     }
 
+    /// Whether the database answers and its schema is the one this keydesk
+    /// needs: the reason when not (for `/readyz`).
+    pub async fn serving_check(&self) -> Result<(), String> {
+        self.now_ms()
+            .await
+            .map_err(|e| format!("database unreachable: {e}"))?;
+        let embedded: Vec<i64> = match self {
+            Db::Sqlite(_) => sqlx::migrate!("src/migrations/sqlite")
+                .iter()
+                .map(|m| m.version)
+                .collect(),
+            Db::Postgres(_) => sqlx::migrate!("src/migrations/postgres")
+                .iter()
+                .map(|m| m.version)
+                .collect(),
+        };
+        let applied = self.applied_versions().await;
+        match embedded.iter().find(|v| !applied.contains(v)) {
+            None => Ok(()),
+            Some(v) => Err(format!(
+                "schema not current: migration {v:04} is not applied (run keydesk migrate as the schema owner)"
+            )),
+        }
+    }
+
     /// The migrations recorded as applied (none on a fresh database).
     pub async fn applied_versions(&self) -> Vec<i64> {
         let sql = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";

@@ -460,10 +460,57 @@ async fn a_rejected_root_key_is_explained() {
     assert_eq!(status, 502);
     assert!(body.contains("Vultr rejected keydesk"));
     assert!(!body.contains("WRONG"));
+    // Every replica shares Vultr's verdict: ready, with the reason in the body.
+    let r = app.response("/readyz").await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["upstream"]["ok"], false, "{body}");
+    let reason = body["upstream"]["reason"].as_str().unwrap();
+    assert!(reason.contains("root key rejected by Vultr"), "{body}");
+}
+
+#[tokio::test]
+async fn readyz_fails_for_keydesks_own_database_not_for_vultr() {
+    let app = TestApp::spawn().await;
+    // Vultr down: still ready, the body says why Vultr is not usable.
+    app.fake
+        .set_fault(Some(keydesk::fake_vultr::Fault::Status(503)));
+    let r = app.response("/readyz").await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["ready"].clone(), body["upstream"]["ok"].clone()),
+        (true.into(), false.into())
+    );
+    app.fake.set_fault(None);
+    // A schema behind this keydesk: not ready, and says what to run.
+    let db = app.state.db.clone();
+    keydesk::on_pool!(&db, |p| {
+        sqlx::query(
+            "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+        )
+        .execute(p)
+        .await
+        .unwrap()
+        .rows_affected()
+    });
     let r = app.response("/readyz").await;
     assert_eq!(r.status(), 503);
     let body = r.text().await.unwrap();
-    assert!(body.contains("root key rejected by Vultr"), "{body}");
+    assert!(
+        body.contains("schema not current") && body.contains("keydesk migrate"),
+        "{body}"
+    );
+    // The database gone: not ready.
+    db.close().await;
+    let r = app.response("/readyz").await;
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("database unreachable"));
+    assert_eq!(
+        app.response("/healthz").await.status(),
+        200,
+        "liveness only"
+    );
 }
 
 #[tokio::test]

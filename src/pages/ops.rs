@@ -18,27 +18,45 @@ pub async fn healthz() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
-/// `GET /readyz`: Vultr reachable and the root key accepted (cached 30 s).
+/// `GET /readyz`: 503 when this replica cannot serve pages (its database
+/// unreachable, or its schema not current). Vultr's state is in the body and
+/// in `keydesk_upstream_up`, never in the status: every replica shares it,
+/// and taking them all out would hide keydesk's own error page and stall a
+/// rolling update. Vultr is asked at most every 30 s.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let mut cached = state.readiness.lock().await;
-    let verdict = match &*cached {
-        Some((at, v)) if at.elapsed() < READY_TTL => v.clone(),
-        _ => {
-            let v = state.check_upstream().await;
-            if let Err(reason) = &v {
-                tracing::warn!(reason = %reason, "not ready");
+    let upstream = {
+        let mut cached = state.readiness.lock().await;
+        match &*cached {
+            Some((at, v)) if at.elapsed() < READY_TTL => v.clone(),
+            _ => {
+                let v = state.check_upstream().await;
+                if let Err(reason) = &v {
+                    tracing::warn!(reason = %reason, "Vultr not usable");
+                }
+                metrics::gauge!("keydesk_upstream_up").set(if v.is_ok() { 1.0 } else { 0.0 });
+                *cached = Some((Instant::now(), v.clone()));
+                v
             }
-            *cached = Some((Instant::now(), v.clone()));
-            v
         }
     };
-    match verdict {
-        Ok(()) => (StatusCode::OK, Json(json!({"ready": true}))).into_response(),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": reason})),
+    let upstream_json = match &upstream {
+        Ok(()) => json!({"ok": true}),
+        Err(reason) => json!({"ok": false, "reason": reason}),
+    };
+    match state.db.serving_check().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"ready": true, "upstream": upstream_json})),
         )
             .into_response(),
+        Err(reason) => {
+            tracing::warn!(reason = %reason, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"ready": false, "reason": reason, "upstream": upstream_json})),
+            )
+                .into_response()
+        }
     }
 }
 
