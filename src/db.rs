@@ -79,6 +79,12 @@ impl Db {
             Engine::Sqlite => Db::Sqlite(open_sqlite(url).await?),
             Engine::Postgres => {
                 let opts = PgConnectOptions::from_str(url)?;
+                // One direct connection first: a refused port or a bad
+                // password is said at once, not as "pool timed out" later.
+                {
+                    use sqlx::{ConnectOptions, Connection};
+                    opts.connect().await?.close().await?;
+                }
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(5))
@@ -239,6 +245,19 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
     let mut opts = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .busy_timeout(Duration::from_secs(5));
+    if !in_memory
+        && let Some(dir) = opts.get_filename().parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.is_dir()
+    {
+        return Err(sqlx::Error::Configuration(
+            format!(
+                "the directory {} does not exist: create it, or point the URL elsewhere",
+                dir.display()
+            )
+            .into(),
+        ));
+    }
     if !in_memory {
         opts = opts.journal_mode(SqliteJournalMode::Wal);
     } else {

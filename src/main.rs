@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use keydesk::config::{Cli, Command};
 use keydesk::fake_vultr::{FakeVultr, random_key};
 use keydesk::startup::{Application, shutdown_signal};
@@ -12,7 +11,7 @@ use secrecy::SecretString;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_or_explain();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -50,7 +49,18 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Serve(args) => {
             telemetry::init(&args.common.log_format);
-            let app = Application::build(args.settings()?).await?;
+            warn_unknown_variables();
+            let settings = args.settings()?;
+            let database = keydesk::db::redacted(&settings.database_url);
+            if args.database.is_default() {
+                tracing::warn!(
+                    database = %database,
+                    "no KEYDESK_DATABASE_URL: keeping keydesk's state in ./keydesk-audit.db (SQLite, in the working directory); several replicas need KEYDESK_DATABASE_URL=postgres://…"
+                );
+            }
+            let engine = keydesk::db::Engine::of(&settings.database_url)?;
+            tracing::info!(engine = ?engine, database = %database, "database");
+            let app = Application::build(settings).await?;
             tracing::info!(
                 listen = %app.addr(),
                 vultr = %args.vultr_api_url,
@@ -95,10 +105,29 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// Names each `KEYDESK_*` variable keydesk does not know, with the closest
+/// known name: a typo must not pass for a setting.
+fn warn_unknown_variables() {
+    let known = Cli::variables();
+    for (name, closest) in
+        keydesk::config::unknown_variables(std::env::vars().map(|(k, _)| k), &known)
+    {
+        match closest {
+            Some(c) => {
+                tracing::warn!(variable = %name, "{name} is not a keydesk variable: did you mean {c}?")
+            }
+            None => {
+                tracing::warn!(variable = %name, "{name} is not a keydesk variable; it is ignored")
+            }
+        }
+    }
+}
+
 /// `keydesk notify --once`: one pass of expiry notices, then exit; an error
 /// (Vultr unreadable, a channel failing) is a non-zero exit for cron.
 async fn notify_once(cmd: keydesk::config::NotifyCmd) -> Result<(), String> {
     telemetry::init(&cmd.serve.common.log_format);
+    warn_unknown_variables();
     if !cmd.once {
         return Err("notify runs one pass and exits: add --once (serve schedules passes itself with KEYDESK_NOTIFY_INTERVAL)".into());
     }

@@ -181,10 +181,18 @@ impl AppState {
         match self.vultr.list_users(1, None).await {
             Ok(_) => Ok(()),
             Err(VultrError::Api {
-                status: 401 | 403, ..
-            }) => Err("root key rejected by Vultr".to_string()),
-            Err(VultrError::Unreachable(_)) => Err("Vultr API unreachable".to_string()),
-            Err(VultrError::Timeout) => Err("Vultr API timed out".to_string()),
+                status: status @ (401 | 403),
+                message,
+            }) => Err(format!(
+                "root key rejected by Vultr ({status}: {message}): check VULTR_API_KEY and the key's IP allow-list in Vultr's console (Account → API → Access Control), which must admit this host's public address"
+            )),
+            Err(VultrError::Unreachable(cause)) => Err(format!(
+                "Vultr API at {} unreachable: {cause}",
+                self.vultr.base_url()
+            )),
+            Err(VultrError::Timeout) => {
+                Err(format!("Vultr API at {} timed out", self.vultr.base_url()))
+            }
             Err(e) => Err(format!("Vultr API check failed: {e}")),
         }
     }

@@ -14,22 +14,6 @@ use keydesk::fake_vultr::FakeVultr;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keydesk");
 
-/// Runs `keydesk serve` with `set` and without `unset`; it must refuse to
-/// start. Returns what it said.
-fn serve_refuses(set: &[(&str, &str)], unset: &[&str]) -> String {
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.arg("serve");
-    for (k, v) in set {
-        cmd.env(k, v);
-    }
-    for k in unset {
-        cmd.env_remove(k);
-    }
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success(), "keydesk started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn serve_without_a_root_key_names_the_missing_variable() {
     let err = serve_refuses(&[], &["VULTR_API_KEY", "VULTR_API_KEY_FILE"]);

@@ -16,16 +16,20 @@ pub struct DatabaseArgs {
     #[arg(long, env = "KEYDESK_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
 
-    /// Old name of KEYDESK_DATABASE_URL, still accepted: the SQLite database of the audit trail.
-    #[arg(
-        long,
-        env = "KEYDESK_AUDIT_DB",
-        default_value = "sqlite://keydesk-audit.db"
-    )]
-    pub audit_db: String,
+    /// Old name of KEYDESK_DATABASE_URL, still accepted: the SQLite database of the audit trail. Without any of the three, sqlite://keydesk-audit.db in the working directory (with a warning).
+    #[arg(long, env = "KEYDESK_AUDIT_DB")]
+    pub audit_db: Option<String>,
 }
 
+/// Where keydesk keeps its state when no variable says: the working directory.
+const DEFAULT_DATABASE: &str = "sqlite://keydesk-audit.db";
+
 impl DatabaseArgs {
+    /// No variable names a database: the default file is used.
+    pub fn is_default(&self) -> bool {
+        self.database_url.is_none() && self.database_url_file.is_none() && self.audit_db.is_none()
+    }
+
     /// The database URL: from its file, else KEYDESK_DATABASE_URL, else the
     /// old KEYDESK_AUDIT_DB (so an existing deployment keeps its data).
     pub fn url(&self) -> Result<String, String> {
@@ -40,7 +44,12 @@ impl DatabaseArgs {
                 .trim()
                 .to_string(),
             (None, Some(url)) => url.trim().to_string(),
-            (None, None) => self.audit_db.trim().to_string(),
+            (None, None) => self
+                .audit_db
+                .as_deref()
+                .unwrap_or(DEFAULT_DATABASE)
+                .trim()
+                .to_string(),
         };
         crate::db::Engine::of(&url)
             .map_err(|e| format!("KEYDESK_DATABASE_URL {}: {e}", crate::db::redacted(&url)))?;

@@ -181,22 +181,37 @@ fn api_error(status: StatusCode, body: &[u8]) -> VultrError {
     }
 }
 
+/// reqwest's error with its causes (DNS, refused, TLS…), one line. The URL
+/// in it holds no secret (ids only).
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 fn transport_error(e: &reqwest::Error, is_write: bool) -> VultrError {
-    // reqwest's Display includes the URL, which holds no secret (ids only).
     if e.is_connect() {
-        return VultrError::Unreachable(e.to_string());
+        return VultrError::Unreachable(with_causes(e));
     }
     if is_write {
         return VultrError::OutcomeUnknown(if e.is_timeout() {
             "timed out".to_string()
         } else {
-            e.to_string()
+            with_causes(e)
         });
     }
     if e.is_timeout() {
         VultrError::Timeout
     } else {
-        VultrError::Unreachable(e.to_string())
+        VultrError::Unreachable(with_causes(e))
     }
 }
 

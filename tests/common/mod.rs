@@ -673,3 +673,19 @@ pub fn approval_options(rules: &[&str], ttl: Duration) -> Options {
         ..Default::default()
     }
 }
+
+/// Runs `keydesk serve` with `set` and without `unset`; it must refuse to
+/// start. Returns what it said.
+pub fn serve_refuses(set: &[(&str, &str)], unset: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keydesk"));
+    cmd.arg("serve");
+    for (k, v) in set {
+        cmd.env(k, v);
+    }
+    for k in unset {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "keydesk started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

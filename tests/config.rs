@@ -1,0 +1,183 @@
+//! An operator's mistakes, on the real binary: each is refused (or warned
+//! about) in words that name the variable and what a good value looks like.
+
+// Tests fail loudly on any unexpected error: unwrap is the point.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// A working base for `serve`, plus `set`.
+fn base<'a>(set: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut v = vec![
+        ("VULTR_API_KEY", ROOT_KEY),
+        ("KEYDESK_OPERATORS", "ops@example.com"),
+        ("KEYDESK_DATABASE_URL", "sqlite::memory:"),
+    ];
+    v.extend_from_slice(set);
+    v
+}
+
+#[test]
+fn each_refusal_names_the_variable_and_a_good_value() {
+    let refusals: &[(&[(&str, &str)], &[&str])] = &[
+        (
+            &[("KEYDESK_TRUSTED_PROXIES", "127.0.0.1")],
+            &["KEYDESK_TRUSTED_PROXIES", "write 127.0.0.1/32"],
+        ),
+        (
+            &[("KEYDESK_VULTR_API_URL", "https://api.vultr.com/v2")],
+            &["KEYDESK_VULTR_API_URL", "/v2", "https://api.vultr.com"],
+        ),
+        (
+            &[("KEYDESK_OPERATORS", "ops@example.com, group:platform")],
+            &["KEYDESK_OPERATORS", "KEYDESK_GROUPS_HEADER"],
+        ),
+        (
+            &[("KEYDESK_APPROVERS", "boss@example.com")],
+            &["KEYDESK_APPROVERS", "boss@example.com", "KEYDESK_OPERATORS"],
+        ),
+        (
+            &[("KEYDESK_AUTH_MODE", "oauth")],
+            &["KEYDESK_AUTH_MODE", "header, jwt"],
+        ),
+        (
+            &[(
+                "KEYDESK_DATABASE_URL",
+                "sqlite:///nonexistent-keydesk-dir/kd.db",
+            )],
+            &[
+                "KEYDESK_DATABASE_URL",
+                "/nonexistent-keydesk-dir",
+                "does not exist",
+            ],
+        ),
+    ];
+    for (set, words) in refusals {
+        let err = serve_refuses(
+            &base(set),
+            &["KEYDESK_AUDIT_DB", "KEYDESK_DATABASE_URL_FILE"],
+        );
+        for w in *words {
+            assert!(err.contains(w), "{set:?}: {w:?} missing from: {err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_postgres_port_says_so_at_once() {
+    let (_reserved, port) = refusing_port();
+    let url = format!("postgres://kd@127.0.0.1:{port}/kd");
+    let err = tokio::task::spawn_blocking(move || {
+        serve_refuses(
+            &base(&[("KEYDESK_DATABASE_URL", url.as_str())]),
+            &["KEYDESK_AUDIT_DB"],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+    assert!(!err.contains("timed out"), "{err}");
+}
+
+/// Log lines until `until` appears (or the binary's output ends).
+async fn lines_until(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, until: &str) -> String {
+    let mut seen = String::new();
+    let wait = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(l) = rx.recv().await {
+            seen.push_str(&l);
+            seen.push('\n');
+            if l.contains(until) {
+                break;
+            }
+        }
+    });
+    assert!(
+        wait.await.is_ok(),
+        "timed out waiting for {until:?} in: {seen}"
+    );
+    seen
+}
+
+#[tokio::test]
+async fn a_misspelt_variable_is_named_with_the_closest_one_and_lists_take_spaces() {
+    let (child, _base, mut rx) = spawn_binary(&[
+        ("KEYDESK_DATABASE_URI", "postgres://x".to_string()),
+        (
+            "KEYDESK_TRUSTED_PROXIES",
+            "127.0.0.1/32, 10.0.0.0/8".to_string(),
+        ),
+    ])
+    .await;
+    let logs = lines_until(&mut rx, "keydesk serving").await;
+    assert!(
+        logs.contains("KEYDESK_DATABASE_URI is not a keydesk variable"),
+        "{logs}"
+    );
+    assert!(logs.contains("did you mean KEYDESK_DATABASE_URL"), "{logs}");
+    drop(child);
+}
+
+#[tokio::test]
+async fn vultr_problems_at_start_name_the_url_the_cause_and_the_allow_list() {
+    let (_reserved, port) = refusing_port();
+    let down = format!("http://127.0.0.1:{port}");
+    let (child, _base, mut rx) = spawn_binary(&[("KEYDESK_VULTR_API_URL", down.clone())]).await;
+    let logs = lines_until(&mut rx, "upstream check failed at start").await;
+    assert!(
+        logs.contains(&down) && logs.to_lowercase().contains("refused"),
+        "{logs}"
+    );
+    drop(child);
+
+    let fake = keydesk::fake_vultr::FakeVultr::seeded("ANOTHER-ROOT-KEY");
+    let url = fake.spawn().await.unwrap();
+    let (child, _base, mut rx) = spawn_binary(&[("KEYDESK_VULTR_API_URL", url)]).await;
+    let logs = lines_until(&mut rx, "upstream check failed at start").await;
+    assert!(
+        logs.contains("root key rejected") && logs.contains("allow-list"),
+        "{logs}"
+    );
+    drop(child);
+}
+
+#[tokio::test]
+async fn serve_without_a_database_variable_warns_with_the_path() {
+    let dir = std::env::temp_dir().join(format!("keydesk-cwd-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keydesk"))
+        .arg("serve")
+        .current_dir(&dir)
+        .env("VULTR_API_KEY", ROOT_KEY)
+        .env("KEYDESK_OPERATORS", "ops@example.com")
+        .env("KEYDESK_LISTEN", "127.0.0.1:0")
+        .env("KEYDESK_VULTR_API_URL", "http://127.0.0.1:9")
+        .env_remove("KEYDESK_DATABASE_URL")
+        .env_remove("KEYDESK_DATABASE_URL_FILE")
+        .env_remove("KEYDESK_AUDIT_DB")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let _ = tx.send(l);
+        }
+    });
+    let logs = lines_until(&mut rx, "keydesk serving").await;
+    assert!(
+        logs.contains("keydesk-audit.db") && logs.contains("KEYDESK_DATABASE_URL"),
+        "{logs}"
+    );
+    assert!(logs.contains("several replicas"), "{logs}");
+    drop(child);
+    std::fs::remove_dir_all(dir).ok();
+}
