@@ -21,9 +21,12 @@ fn base<'a>(set: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     v
 }
 
+/// Variables set, and the words the refusal must contain.
+type Refusal<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
 #[test]
 fn each_refusal_names_the_variable_and_a_good_value() {
-    let refusals: &[(&[(&str, &str)], &[&str])] = &[
+    let refusals: &[Refusal] = &[
         (
             &[("KEYDESK_TRUSTED_PROXIES", "127.0.0.1")],
             &["KEYDESK_TRUSTED_PROXIES", "write 127.0.0.1/32"],
