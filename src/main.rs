@@ -24,6 +24,20 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Healthcheck { url } => keydesk::pages::ops::probe(&url).await,
+        Command::FakeVultr { listen, root_key } => {
+            telemetry::init("text");
+            let token = root_key.unwrap_or_else(random_key);
+            let url = FakeVultr::seeded(&token)
+                .spawn_on(listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            println!("keydesk fake-vultr: a fake Vultr API with seeded users at {url}");
+            println!(
+                "  try serve against it: KEYDESK_VULTR_API_URL={url} VULTR_API_KEY={token} keydesk serve"
+            );
+            shutdown_signal().await;
+            Ok(())
+        }
         Command::Migrate(args) => {
             let url = args.url()?;
             let shown = keydesk::db::redacted(&url);

@@ -184,3 +184,64 @@ async fn serve_without_a_database_variable_warns_with_the_path() {
     drop(child);
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn keydesk_fake_vultr_serves_seeded_users_and_fake_keys() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keydesk"))
+        .args([
+            "fake-vultr",
+            "--listen",
+            "127.0.0.1:0",
+            "--root-key",
+            "FAKEROOT",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("fake-vultr started")
+        .unwrap()
+        .unwrap();
+    let url = first[first.find("http://").unwrap()..].trim().to_string();
+    let hint = lines.next_line().await.unwrap().unwrap();
+    assert!(
+        hint.contains("KEYDESK_VULTR_API_URL=") && hint.contains("VULTR_API_KEY=FAKEROOT"),
+        "{hint}"
+    );
+    let http = reqwest::Client::new();
+    let users: serde_json::Value = http
+        .get(format!("{url}/v2/users"))
+        .bearer_auth("FAKEROOT")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = users["users"][0]["id"].as_str().unwrap().to_string();
+    let made: serde_json::Value = http
+        .post(format!("{url}/v2/users/{id}/apikeys"))
+        .bearer_auth("FAKEROOT")
+        .json(&serde_json::json!({"name": "try", "expire": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = made["api_key"]["api_key"].as_str().unwrap();
+    assert!(secret.starts_with("FAKE") && secret.len() == 36, "{secret}");
+    let refused = http
+        .get(format!("{url}/v2/users"))
+        .bearer_auth("WRONG")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    drop(child);
+}

@@ -14,14 +14,16 @@ use crate::jwt::{JwtSettings, JwtVerifier, parse_algorithms};
 use crate::state::Settings;
 
 mod database;
+mod explain;
 mod notify;
+mod roles;
 mod root_key;
 mod values;
 
-pub use values::unknown_variables;
+pub use explain::unknown_variables;
+use roles::no_wildcard;
 use values::{
-    header_name, no_wildcard, parse_api_url, parse_cidr, parse_public_url, parse_seconds,
-    parse_seconds_or_zero,
+    header_name, parse_api_url, parse_cidr, parse_public_url, parse_seconds, parse_seconds_or_zero,
 };
 
 pub use database::DatabaseArgs;
@@ -49,6 +51,15 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Run one pass of expiry notices with serve's configuration, then exit: 0 when everything due went out (for cron or a Kubernetes CronJob).
     Notify(Box<NotifyCmd>),
+    /// Serve the demo's fake Vultr API (seeded users) on its own, to try `serve`, the SSO proxy, PostgreSQL and notices before touching the real account. Every secret it issues starts with FAKE.
+    FakeVultr {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8099")]
+        listen: SocketAddr,
+        /// The root key it accepts (a fresh FAKE… key when not given); give serve the same as VULTR_API_KEY.
+        #[arg(long)]
+        root_key: Option<String>,
+    },
     /// Probe a running keydesk's /healthz and exit 0 when healthy (for container HEALTHCHECKs).
     Healthcheck {
         /// URL of the liveness probe.
@@ -316,105 +327,7 @@ impl DemoArgs {
     }
 }
 
-impl Cli {
-    /// Parses the command line and environment. A bad value is explained
-    /// with the environment variable that carries it (operators set
-    /// variables, not flags), what was given and what a good value is.
-    pub fn parse_or_explain() -> Self {
-        use clap::CommandFactory;
-        use clap::error::{ContextKind, ContextValue, ErrorKind};
-        let e = match Self::try_parse() {
-            Ok(cli) => return cli,
-            Err(e) => e,
-        };
-        if matches!(
-            e.kind(),
-            ErrorKind::InvalidValue | ErrorKind::ValueValidation
-        ) && let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg)
-        {
-            let long = arg
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("--")
-                .to_string();
-            if let Some(var) = values::env_of(&Self::command(), &long) {
-                let value = match e.get(ContextKind::InvalidValue) {
-                    Some(ContextValue::String(v)) => v.clone(),
-                    _ => String::new(),
-                };
-                let why = match (
-                    std::error::Error::source(&e),
-                    e.get(ContextKind::ValidValue),
-                ) {
-                    (Some(s), _) => s.to_string(),
-                    (None, Some(ContextValue::Strings(ok))) => {
-                        format!("expected one of {}", ok.join(", "))
-                    }
-                    _ => e.kind().to_string(),
-                };
-                eprintln!("keydesk: error: {var} (--{long}): invalid value {value:?}: {why}");
-                std::process::exit(2);
-            }
-        }
-        e.exit()
-    }
-
-    /// Every environment variable keydesk reads.
-    pub fn variables() -> Vec<String> {
-        use clap::CommandFactory;
-        values::declared_variables(&Self::command())
-    }
-}
-
 impl ServeArgs {
-    /// Role lists that cannot work: `group:` entries with no source of
-    /// groups, and approvers who hold no role (they could never reach keydesk).
-    fn roles_can_match(&self) -> Result<(), String> {
-        let has_groups = |l: &[String]| l.iter().any(|e| e.trim().starts_with("group:"));
-        let groups_source = match self.auth_mode.as_str() {
-            "jwt" => !self.jwt_groups_claim.trim().is_empty(),
-            _ => self
-                .groups_header
-                .as_deref()
-                .is_some_and(|h| !h.trim().is_empty()),
-        };
-        for (var, list) in [
-            ("KEYDESK_VIEWERS", &self.viewers),
-            ("KEYDESK_OPERATORS", &self.operators),
-            ("KEYDESK_APPROVERS", &self.approvers),
-        ] {
-            if has_groups(list) && !groups_source {
-                let fix = if self.auth_mode == "jwt" {
-                    "set KEYDESK_JWT_GROUPS_CLAIM"
-                } else {
-                    "set KEYDESK_GROUPS_HEADER to the header your proxy fills with groups (e.g. X-Forwarded-Groups)"
-                };
-                return Err(format!(
-                    "{var} names groups (group:…) but keydesk has no source of groups: {fix}"
-                ));
-            }
-        }
-        let access = Access::new(&self.viewers, &self.operators);
-        for a in self
-            .approvers
-            .iter()
-            .map(|a| a.trim())
-            .filter(|a| !a.is_empty())
-        {
-            let role = match a.strip_prefix("group:") {
-                Some(g) => access.role_of("", &[g.trim().to_string()]),
-                None => access.role_of(a, &[]),
-            };
-            if role.is_none() {
-                return Err(format!(
-                    "KEYDESK_APPROVERS: {a} holds no viewer or operator role and could never reach keydesk: add it to KEYDESK_VIEWERS or KEYDESK_OPERATORS"
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Everything `serve` runs with, or an error naming the variable at fault.
     pub fn settings(&self) -> Result<Settings, String> {
         let root_key = self.root_key().map_err(|e| e.to_string())?;

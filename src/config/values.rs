@@ -33,21 +33,6 @@ pub(super) fn parse_seconds_or_zero(s: &str) -> Result<Duration, String> {
     parse_seconds(s)
 }
 
-/// `group:*` is no group: refused, so a role list never admits everyone by
-/// accident (only the demo does, and not through a list).
-pub(super) fn no_wildcard(var: &str, list: &[String]) -> Result<(), String> {
-    match list.iter().find(|e| {
-        e.trim()
-            .strip_prefix("group:")
-            .is_some_and(|g| g.trim() == "*")
-    }) {
-        Some(_) => Err(format!(
-            "{var}: group:* would match everyone signed in; name the groups (group:platform) or list emails"
-        )),
-        None => Ok(()),
-    }
-}
-
 pub(super) fn header_name(var: &str, value: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(value.trim().as_bytes())
         .map_err(|_| format!("{var} {value:?} is not a header name"))
@@ -77,50 +62,4 @@ pub(super) fn parse_api_url(s: &str) -> Result<String, String> {
         return Err(format!("{t:?} is not an http(s) URL"));
     }
     Ok(t.to_string())
-}
-
-/// Every variable `cli` declares (its arguments' `env`).
-pub(super) fn declared_variables(cli: &clap::Command) -> Vec<String> {
-    let mut out: Vec<String> = cli
-        .get_arguments()
-        .filter_map(|a| a.get_env())
-        .map(|e| e.to_string_lossy().into_owned())
-        .collect();
-    for sub in cli.get_subcommands() {
-        out.extend(declared_variables(sub));
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// `KEYDESK_*` variables set in `env` that keydesk does not know, each with
-/// the closest known name (a typo such as KEYDESK_DATABASE_URI).
-pub fn unknown_variables(
-    env: impl IntoIterator<Item = String>,
-    known: &[String],
-) -> Vec<(String, Option<String>)> {
-    env.into_iter()
-        .filter(|k| k.starts_with("KEYDESK_") && !known.contains(k))
-        // The test suite's own variables are not keydesk's.
-        .filter(|k| !k.starts_with("KEYDESK_TEST_"))
-        .map(|k| {
-            let closest = known
-                .iter()
-                .map(|n| (strsim::damerau_levenshtein(&k, n), n))
-                .min()
-                .filter(|(d, _)| *d <= 4)
-                .map(|(_, n)| n.clone());
-            (k, closest)
-        })
-        .collect()
-}
-
-/// The environment variable of the argument whose long flag is `long`.
-pub(super) fn env_of(cli: &clap::Command, long: &str) -> Option<String> {
-    cli.get_arguments()
-        .find(|a| a.get_long() == Some(long))
-        .and_then(|a| a.get_env())
-        .map(|e| e.to_string_lossy().into_owned())
-        .or_else(|| cli.get_subcommands().find_map(|s| env_of(s, long)))
 }

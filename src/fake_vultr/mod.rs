@@ -98,13 +98,18 @@ fn now_rfc3339(offset: time::Duration) -> String {
         .unwrap_or_default()
 }
 
-/// A 36-character key of the alphabet Vultr uses.
+/// Every secret the fake issues starts with this, so a fake key found in a
+/// log, a config or a ticket is recognised at once.
+pub const FAKE_KEY_PREFIX: &str = "FAKE";
+
+/// A 36-character key of the alphabet Vultr uses, starting `FAKE`.
 pub fn random_key() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut rng = rand::rng();
-    (0..36)
+    let rest: String = (FAKE_KEY_PREFIX.len()..36)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+        .collect();
+    format!("{FAKE_KEY_PREFIX}{rest}")
 }
 
 impl FakeVultr {
@@ -207,7 +212,12 @@ impl FakeVultr {
 
     /// Serves the fake on `127.0.0.1:0`; returns its base URL.
     pub async fn spawn(&self) -> std::io::Result<String> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        self.spawn_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Serves the fake on `addr` (`keydesk fake-vultr --listen`); its base URL.
+    pub async fn spawn_on(&self, addr: SocketAddr) -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr: SocketAddr = listener.local_addr()?;
         let app = self.router();
         tokio::spawn(async move {
