@@ -607,3 +607,33 @@ async fn keydesk_notify_once_without_a_channel_exits_non_zero_and_says_so() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_serve_without_channels_shows_the_passes_a_cronjob_ran() {
+    let webhook = WebhookSink::start().await;
+    let (dir, db) = temp_db("cron");
+    let fake = FakeVultr::seeded(ROOT_KEY);
+    // The portal: no channel, no schedule (a CronJob sends the notices).
+    let portal = TestApp::spawn_with(fake.clone(), Options::on(&db)).await;
+    let (_, before) = portal.get("/notices").await;
+    assert!(!before.contains("never"), "{before}");
+    // The CronJob's `notify --once`: same database, with the channel.
+    let cron = Options {
+        notify: NotifyConfig {
+            webhook: Some(SecretString::from(webhook.url.clone())),
+            ..Default::default()
+        },
+        ..Options::on(&db)
+    };
+    let job = TestApp::spawn_with(fake, cron).await;
+    let report = pass(&job, OffsetDateTime::now_utc()).await;
+    let (status, page) = portal.get("/notices").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("from keydesk notify --once"), "{page}");
+    assert!(
+        page.contains(&format!("#{}", report.run_id)) || page.contains(&report.run_id.to_string()),
+        "{page}"
+    );
+    assert!(!page.contains("never"), "{page}");
+    std::fs::remove_dir_all(dir).ok();
+}

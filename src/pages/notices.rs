@@ -45,7 +45,15 @@ pub async fn notices_list(Staff(_): Staff, ctx: Ctx) -> Result<Response, AppErro
     let snap = notifier.snapshot(20, 300).await.map_err(AppError::store)?;
     let next = if !notifier.scheduled() {
         if notifier.channels().is_empty() {
-            "never: no channel is configured".to_string()
+            // Passes may still come from elsewhere (a CronJob running
+            // `keydesk notify --once` on the same database): they are listed.
+            match snap.last_started_ms {
+                Some(s) => format!(
+                    "not scheduled by this process (no channel here); the last pass, from keydesk notify --once, started {}",
+                    display_ms(s)
+                ),
+                None => "not scheduled by this process (no channel here); passes run by keydesk notify --once (a CronJob) appear below".to_string(),
+            }
         } else {
             "not scheduled (KEYDESK_NOTIFY_INTERVAL=0): run it from cron with keydesk notify --once"
                 .to_string()
