@@ -245,3 +245,30 @@ async fn keydesk_fake_vultr_serves_seeded_users_and_fake_keys() {
     assert_eq!(refused.status(), 401);
     drop(child);
 }
+
+#[test]
+fn notify_help_lists_only_what_a_pass_uses() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keydesk"))
+        .args(["notify", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for used in [
+        "KEYDESK_NOTIFY_WEBHOOK_URL",
+        "KEYDESK_SMTP_URL",
+        "KEYDESK_DATABASE_URL",
+        "VULTR_API_KEY",
+    ] {
+        assert!(help.contains(used), "{used}: {help}");
+    }
+    for unused in [
+        "KEYDESK_TRUSTED_PROXIES",
+        "KEYDESK_OPERATORS",
+        "KEYDESK_COOKIE_SECURE",
+        "KEYDESK_JWT_ISSUER",
+        "KEYDESK_NOTIFY_INTERVAL",
+        "KEYDESK_LISTEN",
+    ] {
+        assert!(!help.contains(&format!("[env: {unused}")), "{unused}: {help}");
+    }
+}

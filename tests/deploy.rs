@@ -183,3 +183,80 @@ fn the_deploy_files_use_the_current_database_variable_and_docker_ignores_target(
     let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target/"), "{ignore}");
 }
+
+fn deploy_file(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The file's lines without comments.
+fn code(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split(" #").next().unwrap_or("").to_string())
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn kubernetes_migrates_as_the_owner_before_the_pods_and_keeps_one_image() {
+    let k = deploy_file("kubernetes.yaml");
+    let cron = deploy_file("notices-cronjob.yaml");
+    let lines = code(&k);
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    assert!(
+        has("initContainers:") && has(r#"args: ["migrate"]"#),
+        "a migrate init container"
+    );
+    assert!(
+        has("keydesk-db-owner/url"),
+        "it runs with the owner's secret"
+    );
+    assert!(
+        has("-f /sql/app-role.sql -f /sql/postgres-grants.sql"),
+        "then the grants"
+    );
+    assert!(has("kind: PodDisruptionBudget"));
+    assert!(has("prometheus"), "the NetworkPolicy admits Prometheus");
+    assert!(
+        k.contains("CNI"),
+        "TRUSTED_PROXIES is only as safe as the CNI"
+    );
+    let images: std::collections::BTreeSet<String> = code(&k)
+        .into_iter()
+        .chain(code(&cron))
+        .filter_map(|l| l.trim().strip_prefix("image: ").map(str::to_string))
+        .filter(|i| i.contains("keydesk"))
+        .collect();
+    assert_eq!(images.len(), 1, "one image name everywhere: {images:?}");
+    // The app's URL is keydesk_app's; only the init containers see the owner's.
+    assert!(k.contains("postgres://keydesk_app:"));
+}
+
+#[test]
+fn compose_runs_keydesk_as_the_app_role_after_migrate_and_is_safe_as_shipped() {
+    let c = deploy_file("docker-compose.yml");
+    let lines = code(&c);
+    assert!(
+        !lines.iter().any(|l| l.contains("--reverse-proxy=true")),
+        "the proxy faces the internet"
+    );
+    let secret = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("OAUTH2_PROXY_COOKIE_SECRET: "))
+        .unwrap();
+    // oauth2-proxy accepts 16, 24 or 32 bytes: the placeholder must not pass.
+    assert!(![16, 24, 32].contains(&secret.len()), "{secret}");
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    assert!(has("migrate:") && has(r#"command: ["migrate"]"#));
+    assert!(has(
+        "KEYDESK_DATABASE_URL_FILE: /run/secrets/keydesk_owner_url"
+    ));
+    assert!(has("condition: service_completed_successfully"));
+    assert!(has(
+        "-f /deploy/app-role.sql -f /deploy/postgres-grants.sql"
+    ));
+}

@@ -259,3 +259,126 @@ async fn a_restart_keeps_open_forms_on_postgres() {
     };
     restart_keeps_forms(&url).await;
 }
+
+/// The README's replica steps (the block after `<!-- replica-steps -->`),
+/// with this server's values in its first lines.
+fn readme_steps(admin: &str, db: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- replica-steps -->")
+        .expect("the marked block");
+    let block = &readme[start..];
+    let body = &block[block.find("```sh\n").unwrap() + 6..];
+    let body = &body[..body.find("```").unwrap()];
+    let (base, query) = admin.split_once('?').unwrap();
+    let host = &base[base.find('@').unwrap() + 1..base.rfind('/').unwrap()];
+    let mut out = String::from("set -euo pipefail\n");
+    for line in body.lines() {
+        let line = match line.split_once('=') {
+            Some(("ADMIN_URL", _)) => format!("ADMIN_URL=\"{admin}\""),
+            Some(("KEYDESK_DB", _)) => format!("KEYDESK_DB={db}"),
+            Some((var @ ("OWNER_URL" | "APP_URL"), v)) => {
+                // The same URL, through this server's socket.
+                format!(
+                    "{var}={}",
+                    v.replace("db.example.internal", host)
+                        .trim_end_matches('"')
+                        .to_string()
+                        + "?"
+                        + query
+                        + "\""
+                )
+            }
+            _ => line.to_string(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_readme_replica_steps_work_as_written() {
+    let Some(admin) = pg::admin_url() else {
+        return;
+    };
+    let db = format!("kd_readme_{}", uuid::Uuid::new_v4().simple());
+    let script = readme_steps(admin, &db);
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_keydesk"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = {
+        let script = script.clone();
+        move || {
+            std::process::Command::new("bash")
+                .arg("-c")
+                .arg(&script)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env("PATH", &path)
+                .output()
+                .unwrap()
+        }
+    };
+    let first = tokio::task::spawn_blocking(run.clone()).await.unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&first.stdout),
+        String::from_utf8_lossy(&first.stderr),
+    );
+    assert!(first.status.success(), "{script}\n{out}\n{err}");
+    assert!(out.contains("applied 0001"), "{out}");
+    // Safe to run again (an upgrade re-runs them): nothing left to apply.
+    let again = tokio::task::spawn_blocking(run).await.unwrap();
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(out.contains("is up to date"), "{out}");
+
+    // Two replicas as keydesk_app: one form, rendered by one, works on the other.
+    let (base, query) = admin.split_once('?').unwrap();
+    let host = &base[base.find('@').unwrap() + 1..base.rfind('/').unwrap()];
+    let app_url = format!("postgres://keydesk_app:x@{host}/{db}?{query}");
+    let fake = FakeVultr::seeded(ROOT_KEY);
+    let upstream = fake.spawn().await.unwrap();
+    let env = [
+        ("KEYDESK_VULTR_API_URL", upstream.clone()),
+        ("KEYDESK_DATABASE_URL", app_url.clone()),
+    ];
+    let (a, base_a, _) = spawn_binary(&env).await;
+    let (b, base_b, _) = spawn_binary(&env).await;
+    let c = client(Some(STAFF));
+    let id = user_id_in(&fake, "ada@example.com");
+    let token = hidden_token(&get_text(&c, format!("{base_a}/users/{id}")).await);
+    // Cookies are per host, not per port: the same browser on both.
+    let r = c
+        .post(format!("{base_b}/users/{id}/keys"))
+        .form(&[
+            ("form_token", token.as_str()),
+            ("name", "readme"),
+            ("expire", "false"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(fake.count("POST", "/v2/users"), 1);
+    for base in [&base_a, &base_b] {
+        assert_eq!(
+            reqwest::get(format!("{base}/readyz"))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    drop((a, b));
+}

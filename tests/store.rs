@@ -306,6 +306,24 @@ async fn the_application_role_never_migrates_and_says_what_to_do() {
     let err = Db::open(&app_url).await.unwrap_err().to_string();
     let want = format!("schema at {}, this keydesk needs {needed}", needed - 1);
     assert!(err.contains(&want), "{err}");
+    // The real binary, started as keydesk_app: exits non-zero with the same words.
+    let url = app_url.clone();
+    let stderr = tokio::task::spawn_blocking(move || {
+        common::serve_refuses(
+            &[
+                ("VULTR_API_KEY", "ROOTKEY"),
+                ("KEYDESK_OPERATORS", "ops@example.com"),
+                ("KEYDESK_DATABASE_URL", url.as_str()),
+            ],
+            &["KEYDESK_DATABASE_URL_FILE", "KEYDESK_AUDIT_DB"],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        stderr.contains(&want) && stderr.contains("KEYDESK_DATABASE_URL"),
+        "{stderr}"
+    );
     assert!(
         err.contains("keydesk migrate") && err.contains("postgres-grants.sql"),
         "{err}"

@@ -126,6 +126,12 @@ fn server() -> Option<&'static str> {
         .as_deref()
 }
 
+/// The test server's superuser URL (unix socket), or None (skip) outside CI
+/// when PostgreSQL is missing.
+pub fn admin_url() -> Option<&'static str> {
+    server()
+}
+
 /// A fresh, empty database on the test server, or None (skip) outside CI
 /// when PostgreSQL is missing.
 pub async fn fresh_database() -> Option<String> {
