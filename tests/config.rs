@@ -269,6 +269,9 @@ fn notify_help_lists_only_what_a_pass_uses() {
         "KEYDESK_NOTIFY_INTERVAL",
         "KEYDESK_LISTEN",
     ] {
-        assert!(!help.contains(&format!("[env: {unused}")), "{unused}: {help}");
+        assert!(
+            !help.contains(&format!("[env: {unused}")),
+            "{unused}: {help}"
+        );
     }
 }

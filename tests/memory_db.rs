@@ -4,6 +4,8 @@
 // Tests fail loudly on any unexpected error: unwrap is the point.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use keydesk::audit::{AuditStore, Filter};
@@ -34,4 +36,25 @@ async fn queries_dropped_mid_flight_never_lose_the_in_memory_database() {
         .issue("a@x", keydesk::idempotency::Scope::ReportScan, None)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_demo_survives_forty_requests_dropped_mid_flight() {
+    let (child, base, _logs) = common::spawn_command("demo", &[]).await;
+    let c = common::client(None);
+    let users = common::get_text(&c, format!("{base}/users")).await;
+    let start = users.find("href=\"/users/").unwrap() + 6;
+    let user = &users[start..start + users[start..].find('"').unwrap()];
+    let url = format!("{base}{user}");
+    for i in 0..40u64 {
+        // A browser navigating away: the request is dropped mid-flight.
+        let _ = c
+            .get(&url)
+            .timeout(Duration::from_millis(1 + i % 8))
+            .send()
+            .await;
+    }
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    drop(child);
 }
