@@ -27,7 +27,7 @@ use values::{
 };
 
 pub use database::DatabaseArgs;
-pub use notify::NotifyArgs;
+pub use notify::{NotifyArgs, NotifyCmd};
 pub use root_key::RootKeyError;
 
 #[derive(Parser)]
@@ -231,46 +231,6 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub common: CommonArgs,
-}
-
-/// `keydesk notify --once`. It reads serve's configuration (so one set of
-/// variables serves both), but its help lists only what a pass uses.
-#[derive(Args)]
-#[command(mut_arg("auth_header", |a| a.hide(true)))]
-#[command(mut_arg("trusted_proxies", |a| a.hide(true)))]
-#[command(mut_arg("auth_mode", |a| a.hide(true)))]
-#[command(mut_arg("groups_header", |a| a.hide(true)))]
-#[command(mut_arg("jwt_header", |a| a.hide(true)))]
-#[command(mut_arg("jwt_jwks_url", |a| a.hide(true)))]
-#[command(mut_arg("jwt_issuer", |a| a.hide(true)))]
-#[command(mut_arg("jwt_audience", |a| a.hide(true)))]
-#[command(mut_arg("jwt_email_claim", |a| a.hide(true)))]
-#[command(mut_arg("jwt_groups_claim", |a| a.hide(true)))]
-#[command(mut_arg("jwt_algorithms", |a| a.hide(true)))]
-#[command(mut_arg("viewers", |a| a.hide(true)))]
-#[command(mut_arg("operators", |a| a.hide(true)))]
-#[command(mut_arg("approvers", |a| a.hide(true)))]
-#[command(mut_arg("approval_for", |a| a.hide(true)))]
-#[command(mut_arg("approval_ttl_hours", |a| a.hide(true)))]
-#[command(mut_arg("cookie_secure", |a| a.hide(true)))]
-#[command(mut_arg("listen", |a| a.hide(true)))]
-#[command(mut_arg("page_size", |a| a.hide(true)))]
-#[command(mut_arg("max_key_lifetime_days", |a| a.hide(true)))]
-#[command(mut_arg("key_name_pattern", |a| a.hide(true)))]
-#[command(mut_arg("require_reason", |a| a.hide(true)))]
-#[command(mut_arg("claim_ttl_hours", |a| a.hide(true)))]
-#[command(mut_arg("notify_interval", |a| a.hide(true)))]
-pub struct NotifyCmd {
-    /// Run one pass now and exit (required: in `serve`, KEYDESK_NOTIFY_INTERVAL schedules passes).
-    #[arg(long)]
-    pub once: bool,
-
-    /// Against the demo's built-in fake Vultr API and seeded users instead of Vultr (try the channels without an account).
-    #[arg(long)]
-    pub demo: bool,
-
-    #[command(flatten)]
-    pub serve: ServeArgs,
 }
 
 /// `keydesk demo`. It has no upstream URL option: the demo identity can never

@@ -11,7 +11,7 @@ use secrecy::SecretString;
 #[derive(Args, Clone)]
 pub struct NotifyArgs {
     /// Days before expiry at which a key's owner and the team are told, comma list (each once per key).
-    #[arg(long, env = "KEYDESK_NOTIFY_DAYS", default_value = "30,7,1", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=3650))]
+    #[arg(long, env = "KEYDESK_NOTIFY_DAYS", default_value = "30,7,1", value_delimiter = ',', value_parser = super::values::parse_days)]
     pub notify_days: Vec<u32>,
 
     /// Seconds between notice passes in `serve`; 0 turns the scheduler off.
@@ -90,8 +90,53 @@ impl NotifyArgs {
             )?,
             smtp: secret_from("KEYDESK_SMTP_URL", &self.smtp_url, &self.smtp_url_file)?,
             from: self.notify_from.clone(),
-            team: self.notify_email_to.clone(),
+            team: self
+                .notify_email_to
+                .iter()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect(),
             owners: self.notify_owners,
         })
     }
+}
+
+/// `keydesk notify --once`. It reads serve's configuration (so one set of
+/// variables serves both), but its help lists only what a pass uses.
+#[derive(Args)]
+#[command(mut_arg("auth_header", |a| a.hide(true)))]
+#[command(mut_arg("trusted_proxies", |a| a.hide(true)))]
+#[command(mut_arg("auth_mode", |a| a.hide(true)))]
+#[command(mut_arg("groups_header", |a| a.hide(true)))]
+#[command(mut_arg("jwt_header", |a| a.hide(true)))]
+#[command(mut_arg("jwt_jwks_url", |a| a.hide(true)))]
+#[command(mut_arg("jwt_issuer", |a| a.hide(true)))]
+#[command(mut_arg("jwt_audience", |a| a.hide(true)))]
+#[command(mut_arg("jwt_email_claim", |a| a.hide(true)))]
+#[command(mut_arg("jwt_groups_claim", |a| a.hide(true)))]
+#[command(mut_arg("jwt_algorithms", |a| a.hide(true)))]
+#[command(mut_arg("viewers", |a| a.hide(true)))]
+#[command(mut_arg("operators", |a| a.hide(true)))]
+#[command(mut_arg("approvers", |a| a.hide(true)))]
+#[command(mut_arg("approval_for", |a| a.hide(true)))]
+#[command(mut_arg("approval_ttl_hours", |a| a.hide(true)))]
+#[command(mut_arg("cookie_secure", |a| a.hide(true)))]
+#[command(mut_arg("listen", |a| a.hide(true)))]
+#[command(mut_arg("page_size", |a| a.hide(true)))]
+#[command(mut_arg("max_key_lifetime_days", |a| a.hide(true)))]
+#[command(mut_arg("key_name_pattern", |a| a.hide(true)))]
+#[command(mut_arg("require_reason", |a| a.hide(true)))]
+#[command(mut_arg("claim_ttl_hours", |a| a.hide(true)))]
+#[command(mut_arg("notify_interval", |a| a.hide(true)))]
+pub struct NotifyCmd {
+    /// Run one pass now and exit (required: in `serve`, KEYDESK_NOTIFY_INTERVAL schedules passes).
+    #[arg(long)]
+    pub once: bool,
+
+    /// Against the demo's built-in fake Vultr API and seeded users instead of Vultr (try the channels without an account).
+    #[arg(long)]
+    pub demo: bool,
+
+    #[command(flatten)]
+    pub serve: super::ServeArgs,
 }

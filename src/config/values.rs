@@ -63,3 +63,17 @@ pub(super) fn parse_api_url(s: &str) -> Result<String, String> {
     }
     Ok(t.to_string())
 }
+
+/// Days in a comma list (spaces allowed): 1 to 3650.
+pub(super) fn parse_days(s: &str) -> Result<u32, String> {
+    s.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|d| (1..=3650).contains(d))
+        .ok_or_else(|| {
+            format!(
+                "{:?} is not a number of days from 1 to 3650 (e.g. 30,7,1)",
+                s.trim()
+            )
+        })
+}
