@@ -151,8 +151,8 @@ async fn vultr_problems_at_start_name_the_url_the_cause_and_the_allow_list() {
 async fn serve_without_a_database_variable_warns_with_the_path() {
     let dir = std::env::temp_dir().join(format!("keydesk-cwd-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keydesk"))
-        .arg("serve")
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keydesk"));
+    cmd.arg("serve")
         .current_dir(&dir)
         .env("VULTR_API_KEY", ROOT_KEY)
         .env("KEYDESK_OPERATORS", "ops@example.com")
@@ -160,21 +160,8 @@ async fn serve_without_a_database_variable_warns_with_the_path() {
         .env("KEYDESK_VULTR_API_URL", "http://127.0.0.1:9")
         .env_remove("KEYDESK_DATABASE_URL")
         .env_remove("KEYDESK_DATABASE_URL_FILE")
-        .env_remove("KEYDESK_AUDIT_DB")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            let _ = tx.send(l);
-        }
-    });
+        .env_remove("KEYDESK_AUDIT_DB");
+    let (child, mut rx) = start_logged(cmd);
     let logs = lines_until(&mut rx, "keydesk serving").await;
     assert!(
         logs.contains("keydesk-audit.db") && logs.contains("KEYDESK_DATABASE_URL"),
@@ -214,26 +201,18 @@ async fn keydesk_fake_vultr_serves_seeded_users_and_fake_keys() {
         "{hint}"
     );
     let http = reqwest::Client::new();
-    let users: serde_json::Value = http
-        .get(format!("{url}/v2/users"))
-        .bearer_auth("FAKEROOT")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json = |r: reqwest::RequestBuilder| async move {
+        let r = r.bearer_auth("FAKEROOT").send().await.unwrap();
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    let users = json(http.get(format!("{url}/v2/users"))).await;
     let id = users["users"][0]["id"].as_str().unwrap().to_string();
-    let made: serde_json::Value = http
-        .post(format!("{url}/v2/users/{id}/apikeys"))
-        .bearer_auth("FAKEROOT")
-        .json(&serde_json::json!({"name": "try", "expire": false}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = serde_json::json!({"name": "try", "expire": false});
+    let made = json(
+        http.post(format!("{url}/v2/users/{id}/apikeys"))
+            .json(&body),
+    )
+    .await;
     let secret = made["api_key"]["api_key"].as_str().unwrap();
     assert!(secret.starts_with("FAKE") && secret.len() == 36, "{secret}");
     let refused = http

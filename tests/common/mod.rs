@@ -482,6 +482,32 @@ pub async fn spawn_binary(
     spawn_command("serve", env).await
 }
 
+/// Starts `cmd` with its stderr drained line by line into the receiver (so
+/// keydesk never blocks on a full pipe); killed when dropped.
+pub fn start_logged(
+    mut cmd: tokio::process::Command,
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let _ = tx.send(l);
+        }
+    });
+    (child, rx)
+}
+
 /// The real binary running `command` (`serve`, `demo`), as `spawn_binary`.
 pub async fn spawn_command(
     command: &str,
@@ -491,7 +517,6 @@ pub async fn spawn_command(
     String,
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keydesk"));
     cmd.arg(command)
         .env("VULTR_API_KEY", ROOT_KEY)
@@ -504,21 +529,7 @@ pub async fn spawn_command(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        // Keep draining so keydesk never blocks on a full pipe.
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            let _ = tx.send(l);
-        }
-    });
+    let (child, mut rx) = start_logged(cmd);
     let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let base = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
