@@ -352,22 +352,20 @@ async fn input_attacks_are_rejected_before_vultr() {
     let id = app.user_id("ada@example.com");
     let long = "n".repeat(300);
     let beyond = date_in(120);
+    // A valid date, relative to today: only the field under test is bad.
+    let fine = date_in(30);
     let rows: Vec<(&str, Vec<(&str, &str)>)> = vec![
         (
             "control characters in name",
             vec![
                 ("name", "a\u{0}b"),
                 ("expire", "on"),
-                ("date_expire", "2027-01-01"),
+                ("date_expire", &fine),
             ],
         ),
         (
             "300-character name",
-            vec![
-                ("name", &long),
-                ("expire", "on"),
-                ("date_expire", "2027-01-01"),
-            ],
+            vec![("name", &long), ("expire", "on"), ("date_expire", &fine)],
         ),
         (
             "date in the past",

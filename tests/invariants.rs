@@ -180,8 +180,15 @@ async fn offboarding_withdraws_requests_and_a_hold_stops_an_approved_one() {
     // Nor can anyone ask for a key for a held user: no request is stored.
     let before = app.state.approvals.list(None, 100).await.unwrap().len();
     let r = app.create_key(&ada, &[("name", "forever-again")]).await;
-    assert_eq!(r.status(), 409, "a request for a held user is refused, not queued");
-    assert_eq!(app.state.approvals.list(None, 100).await.unwrap().len(), before);
+    assert_eq!(
+        r.status(),
+        409,
+        "a request for a held user is refused, not queued"
+    );
+    assert_eq!(
+        app.state.approvals.list(None, 100).await.unwrap().len(),
+        before
+    );
     assert_eq!(count(&app, "POST"), 0);
 }
 

@@ -689,7 +689,8 @@ pub fn approval_options(rules: &[&str], ttl: Duration) -> Options {
 /// start. Returns what it said.
 pub fn serve_refuses(set: &[(&str, &str)], unset: &[&str]) -> String {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keydesk"));
-    cmd.arg("serve");
+    // Never a fixed port: a refusal after binding must not meet a busy 8080.
+    cmd.arg("serve").env("KEYDESK_LISTEN", "127.0.0.1:0");
     for (k, v) in set {
         cmd.env(k, v);
     }
