@@ -391,7 +391,11 @@ async fn a_lost_answer_is_reconciled_from_the_key_list() {
     let now = app.state.grants.get(&g.id).await.unwrap().unwrap();
     assert_eq!(now.state, GrantState::Claimed);
     assert_eq!(now.key_id.as_deref(), Some(key.as_str()));
-    assert_eq!(posts(&app), 3, "one attempt per claim, never a second create");
+    assert_eq!(
+        posts(&app),
+        3,
+        "one attempt per claim, never a second create"
+    );
     let owner = client(Some(ADA));
     let r = owner
         .get(app.url(&format!("/claim/{}", g.id)))

@@ -607,16 +607,17 @@ async fn an_offboarding_outlives_its_request_and_any_replica_shows_its_progress(
     let path = format!("/users/{ada}/offboard");
     let token = app.token_of(&path).await;
     app.fake.hold("DELETE", "/v2/users/");
-    // The browser gives up long before the revocations are done.
-    let gave_up = app
-        .client
-        .post(app.url(&path))
-        .timeout(Duration::from_millis(300))
-        .form(&[("form_token", token.as_str()), ("reason", "left")])
-        .send()
-        .await;
-    assert!(gave_up.is_err(), "the request was dropped");
+    let browser = {
+        let req = app
+            .client
+            .post(app.url(&path))
+            .form(&[("form_token", token.as_str()), ("reason", "left")]);
+        tokio::spawn(async move { req.send().await })
+    };
     wait_until("a revocation to reach Vultr", || app.fake.held() == 1).await;
+    // The browser gives up while the revocations are under way.
+    browser.abort();
+    assert!(browser.await.is_err(), "the request was dropped");
     let (_, page) = other.get(&format!("/users/{ada}")).await;
     assert!(
         page.contains(r#"id="offboarding-progress" data-state="running""#),
