@@ -178,6 +178,12 @@ impl AppState {
 
     /// One cheap authenticated call: is Vultr reachable and the root key accepted?
     pub async fn check_upstream(&self) -> Result<(), String> {
+        let verdict = self.upstream_verdict().await;
+        metrics::gauge!("keydesk_upstream_up").set(if verdict.is_ok() { 1.0 } else { 0.0 });
+        verdict
+    }
+
+    async fn upstream_verdict(&self) -> Result<(), String> {
         match self.vultr.list_users(1, None).await {
             Ok(_) => Ok(()),
             Err(VultrError::Api {

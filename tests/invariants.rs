@@ -701,3 +701,27 @@ async fn under_api_access_on_reinstating_needs_a_second_person() {
         app.fake.count("DELETE", "/v2/users")
     );
 }
+
+#[tokio::test]
+async fn offboarding_also_withdraws_a_claim_link_whose_answer_was_lost() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    let claim = grant(&app, &ada).await;
+    let owner = client(Some(ADA));
+    let token = hidden_token(&get_text(&owner, app.url(&claim)).await);
+    // The gateway answers 504 and Vultr never saw the create.
+    app.fake.set_fault_on("POST", Fault::Status(504));
+    let r = post_as(&owner, app.url(&claim), &[("form_token", token.as_str())]).await;
+    assert!(r.status().is_server_error());
+    app.fake.set_fault(None);
+    let grant_id = claim.rsplit('/').next().unwrap();
+    let g = app.state.grants.get(grant_id).await.unwrap().unwrap();
+    assert_eq!(g.state.as_str(), "unknown");
+    let page = offboard(&app, &ada).await;
+    assert!(page.contains(&format!(r#"data-id="{grant_id}""#)), "{page}");
+    let g = app.state.grants.get(grant_id).await.unwrap().unwrap();
+    assert_eq!(
+        g.state.as_str(),
+        "revoked",
+        "it can never reopen for a leaver"
+    );
+}

@@ -352,6 +352,13 @@ impl Grants {
             .await
     }
 
+    /// Offboarding: a pending link, or one whose claim lost its answer
+    /// (which must never reopen for a leaver), is revoked.
+    pub async fn withdraw(&self, g: &Grant, by: &str) -> Result<bool, sqlx::Error> {
+        self.transition(&g.id, g.state, GrantState::Revoked, Some(by), None)
+            .await
+    }
+
     /// Marks every pending grant past its time expired; returns them.
     pub async fn expire_due(&self) -> Result<Vec<Grant>, sqlx::Error> {
         let now = self.db.now_ms().await?;

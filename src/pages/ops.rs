@@ -33,7 +33,6 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
                 if let Err(reason) = &v {
                     tracing::warn!(reason = %reason, "Vultr not usable");
                 }
-                metrics::gauge!("keydesk_upstream_up").set(if v.is_ok() { 1.0 } else { 0.0 });
                 *cached = Some((Instant::now(), v.clone()));
                 v
             }

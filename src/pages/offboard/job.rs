@@ -62,9 +62,9 @@ async fn withdraw_open(
         Ok(grants) => {
             for g in grants
                 .into_iter()
-                .filter(|g| g.state == GrantState::Pending)
+                .filter(|g| matches!(g.state, GrantState::Pending | GrantState::Unknown))
             {
-                let done = match state.grants.revoke(&g.id, actor).await {
+                let done = match state.grants.withdraw(&g, actor).await {
                     Ok(_) => Ok(()),
                     Err(e) => Err(format!("the claim link could not be withdrawn: {e}")),
                 };
