@@ -419,7 +419,7 @@ async fn the_report_buckets_keys_and_never_causes_a_429() {
     assert_eq!(r.status(), 303);
     let (_, progress) = app.get("/reports/keys").await;
     assert!(progress.contains("scan-progress") || progress.contains("report-age"));
-    app.state.reports.wait_idle().await;
+    scan_idle(&app).await;
     let (_, report) = app.get("/reports/keys?days=30").await;
 
     // Expected buckets from the fake's raw dates, not from keydesk's own code.

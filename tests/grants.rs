@@ -141,7 +141,7 @@ async fn the_owner_claims_once_and_only_the_owner_sees_the_key() {
     assert!(grants.contains("data-grant-state=\"claimed\""));
     // The key counts as keydesk's in the report.
     app.start_scan().await;
-    app.state.reports.wait_idle().await;
+    scan_idle(&app).await;
     let report = app.state.reports.snapshot().await.unwrap().last.unwrap();
     let row = report
         .rows

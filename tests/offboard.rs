@@ -308,7 +308,7 @@ async fn clearing_40_expired_keys_stays_inside_the_rate_budget_and_is_audited() 
     )
     .await;
     assert_eq!(app.start_scan().await.status(), 303);
-    app.state.reports.wait_idle().await;
+    scan_idle(&app).await;
     let (status, confirm) = app.get("/reports/keys/revoke-expired").await;
     assert_eq!(status, 200);
     assert_eq!(confirm.matches(r#"name="key""#).count(), 40);
@@ -365,7 +365,7 @@ async fn only_ticked_keys_that_are_still_expired_are_revoked() {
     let (fake, expired) = expired_fleet();
     let app = TestApp::spawn_with(fake, Options::default()).await;
     app.start_scan().await;
-    app.state.reports.wait_idle().await;
+    scan_idle(&app).await;
     let token = app.token_of("/reports/keys/revoke-expired").await;
     // A live key slipped into the form is left alone; an unticked one too.
     let (u0, _) = &expired[0];
@@ -399,7 +399,7 @@ async fn only_ticked_keys_that_are_still_expired_are_revoked() {
     let (status, first) = bare.get("/reports/keys/revoke-expired").await;
     assert_eq!(status, 200);
     assert!(first.contains("id=\"cleanup-scanning\""), "{first}");
-    bare.state.reports.wait_idle().await;
+    scan_idle(&bare).await;
     let token = bare.token_of("/reports/keys/revoke-expired").await;
     let resp = bare
         .post_form("/reports/keys/revoke-expired", &[("form_token", &token)])
@@ -440,7 +440,7 @@ async fn the_cleanup_confirmation_flags_rotated_keys_not_yet_retired() {
         .await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     app.start_scan().await;
-    app.state.reports.wait_idle().await;
+    scan_idle(&app).await;
     let (status, confirm) = app.get("/reports/keys/revoke-expired").await;
     assert_eq!(status, 200);
     let row = &confirm[confirm.find(&format!("data-key-id=\"{old}\"")).unwrap()..];

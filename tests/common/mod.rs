@@ -392,8 +392,12 @@ pub async fn race_eight(apps: &[&TestApp], user: &str, token: &str) -> Vec<(u16,
         });
     }
     let mut results = Vec::new();
-    for _ in 0..7 {
-        results.push(rx.recv().await.unwrap());
+    for i in 0..7 {
+        results.push(
+            within(&format!("replay {i} of the race"), rx.recv())
+                .await
+                .unwrap(),
+        );
     }
     wait_until("the one POST held at Vultr", || fake.held() == 1).await;
     assert!(
@@ -401,8 +405,25 @@ pub async fn race_eight(apps: &[&TestApp], user: &str, token: &str) -> Vec<(u16,
         "seven replays meanwhile"
     );
     fake.release();
-    results.push(rx.recv().await.unwrap());
+    results.push(within("the held POST's answer", rx.recv()).await.unwrap());
     results
+}
+
+/// `fut`, or a failure naming `what` after 30 s: a test never hangs.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    within_secs(30, what, fut).await
+}
+
+/// `within`, for work that is slow by design (a rate-limited scan).
+pub async fn within_secs<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs} s waiting for {what}"))
+}
+
+/// Waits (at most 30 s) until `app`'s report scan is idle.
+pub async fn scan_idle(app: &TestApp) {
+    within("the report scan to finish", app.state.reports.wait_idle()).await
 }
 
 /// The body of a GET to `url` with client `c`, whatever the status.
