@@ -31,7 +31,7 @@ impl Drop for TempDir {
 
 /// Starts chromedriver, or returns None (skip) outside CI when it is missing.
 async fn start_driver() -> Option<Driver> {
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let in_ci = common::pg::require_all();
     let bin = ["/usr/bin/chromedriver", "chromedriver"]
         .into_iter()
         .find(|b| {
@@ -41,8 +41,13 @@ async fn start_driver() -> Option<Driver> {
                 .is_ok()
         });
     let Some(bin) = bin else {
-        assert!(!in_ci, "CI=true but chromedriver is not installed");
-        eprintln!("SKIPPED: chromedriver not installed (apt-get install chromium chromium-driver)");
+        assert!(
+            !in_ci,
+            "CI (or KEYDESK_TEST_REQUIRE_ALL) is set but chromedriver is not installed"
+        );
+        common::pg::skip_line(
+            "chromedriver not installed (apt-get install chromium chromium-driver): the browser tests",
+        );
         return None;
     };
     // Port 0: chromedriver picks a free port itself and says which, so no
