@@ -95,6 +95,24 @@ async fn fault_matrix_for_list_user_and_create() {
         } else {
             assert!(cs >= 500, "{name}: create answered {cs}");
         }
+        // Only Vultr's limiter (before anything was done) gives the form
+        // back; every other fault may have made the key, so it is spent.
+        let refused = name.starts_with("429");
+        let again = app.create_key_with(&id, &token, &[("name", "f")]).await;
+        assert_eq!(
+            again.status() == 409,
+            !refused,
+            "{name}: the form spent: {}",
+            again.status()
+        );
+        let f = keydesk::audit::Filter {
+            action: Some("key.create".into()),
+            ..Default::default()
+        };
+        let first = app.state.audit.list(&f, 10, 0).await.unwrap();
+        let first = first.last().unwrap();
+        let want = if refused { "failed" } else { "unknown" };
+        assert_eq!(first.outcome, want, "{name}: the audit says {want}");
 
         // Healthy afterwards.
         app.fake.set_fault(None);

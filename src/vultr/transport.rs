@@ -149,8 +149,10 @@ pub(super) fn create_refused(status: u16) -> bool {
     matches!(status, 400 | 401 | 403 | 404 | 409 | 422 | 429)
 }
 
-/// A create's error as the write path must treat it: refusals stay as they
-/// are; every other status becomes `OutcomeUnknown`.
+/// A create's error as the write path must treat it: a proven refusal, and
+/// a connection that was never made, stay as they are; everything else (any
+/// other status, a timeout, a body too large or unreadable) becomes
+/// `OutcomeUnknown`.
 pub(super) fn create_error(e: VultrError) -> VultrError {
     match e {
         VultrError::Api { status, message } if !create_refused(status) => {
@@ -158,6 +160,10 @@ pub(super) fn create_error(e: VultrError) -> VultrError {
                 "Vultr (or a gateway before it) answered {status}: {message}"
             ))
         }
+        VultrError::Malformed(why) => {
+            VultrError::OutcomeUnknown(format!("the answer could not be read: {why}"))
+        }
+        VultrError::Timeout => VultrError::OutcomeUnknown("timed out".into()),
         other => other,
     }
 }
@@ -280,6 +286,11 @@ mod tests {
         assert!(matches!(
             create_error(VultrError::Unreachable("refused".into())),
             VultrError::Unreachable(_)
+        ));
+        // A 2xx too large or unreadable may still have made the key.
+        assert!(matches!(
+            create_error(VultrError::Malformed("20 MiB".into())),
+            VultrError::OutcomeUnknown(_)
         ));
     }
 
