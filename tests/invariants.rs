@@ -725,3 +725,61 @@ async fn offboarding_also_withdraws_a_claim_link_whose_answer_was_lost() {
         "it can never reopen for a leaver"
     );
 }
+
+#[tokio::test]
+async fn a_revocation_whose_answer_was_lost_is_finished_without_a_second_delete() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    let keys = app.fake.keys_of(&ada).len();
+    // Vultr deletes each key, then a gateway loses every answer.
+    app.fake
+        .set_fault_after("DELETE", "", Some(Fault::Status(504)));
+    let page = offboard(&app, &ada).await;
+    app.fake.set_fault_after("DELETE", "", None);
+    assert!(page.contains("id=\"offboard-unfinished\""), "{page}");
+    // A DELETE keeps its own rule: repeating it is safe, so a 504 reads as
+    // failed (still live) and Finish looks again.
+    assert!(
+        page.contains(r#"data-outcome="failed" class="still-live""#),
+        "{page}"
+    );
+    assert!(
+        app.fake.keys_of(&ada).is_empty(),
+        "they were deleted all the same"
+    );
+    assert_eq!(count(&app, "DELETE"), keys);
+    // Finish: the list is read again; nothing is left, nothing is deleted twice.
+    let token = hidden_token(&page[page.find("id=\"offboard-form\"").unwrap()..]);
+    let r = app
+        .submit(
+            &format!("/users/{ada}/offboard"),
+            &token,
+            &[("reason", "finish")],
+        )
+        .await;
+    let done = r.text().await.unwrap();
+    assert!(done.contains("id=\"offboard-done\""), "{done}");
+    assert_eq!(count(&app, "DELETE"), keys, "no second DELETE");
+}
+
+#[tokio::test]
+async fn an_offboarding_whose_brake_fails_still_holds_and_revokes_and_says_so() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    app.fake.set_fault_on("PATCH", Fault::Status(500));
+    let page = offboard(&app, &ada).await;
+    app.fake.set_fault(None);
+    assert!(
+        page.contains(r#"id="offboard-brake" data-outcome="failed""#),
+        "{page}"
+    );
+    assert!(page.contains("API access may still be on"), "{page}");
+    assert!(page.contains(r#"id="offboard-hold" data-outcome="done""#));
+    assert!(
+        app.fake.keys_of(&ada).is_empty(),
+        "every key revoked regardless"
+    );
+    assert!(app.state.holds.get(&ada).await.unwrap().is_some());
+    let r = app
+        .create_key(&ada, &[("name", "x"), ("expire", "false")])
+        .await;
+    assert_eq!(r.status(), 409, "held although the brake failed");
+}
