@@ -178,6 +178,30 @@ impl LostCreates {
         Ok(settled)
     }
 
+    /// For the user page: the ids of the user's keys nobody saw, after
+    /// settling any open lost create from `keys`. One query when nothing is
+    /// open (the usual case).
+    pub async fn view(
+        &self,
+        audit: &AuditStore,
+        user_id: &str,
+        keys: &[ApiKey],
+    ) -> Result<HashSet<String>, sqlx::Error> {
+        let rows: Vec<(String, Option<String>)> = on_pool!(&self.db, |p| {
+            sqlx::query_as(
+                "SELECT state, key_id FROM lost_creates WHERE user_id = $1 AND state IN ('open', 'created')",
+            )
+            .bind(user_id)
+            .fetch_all(p)
+            .await?
+        });
+        if rows.iter().any(|(state, _)| state == "open") {
+            self.reconcile(audit, user_id, keys).await?;
+            return self.never_shown(user_id).await;
+        }
+        Ok(rows.into_iter().filter_map(|(_, key)| key).collect())
+    }
+
     /// The upkeep's pass: settles lost creates of a few users, one key-list
     /// read each.
     pub async fn sweep(&self, audit: &AuditStore, vultr: &VultrClient) {

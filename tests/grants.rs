@@ -287,17 +287,35 @@ async fn a_changed_email_at_vultr_refuses_the_claim() {
     assert_eq!(posts(&app), 0);
 }
 
-/// A claim whose create answer is lost leaves the grant `unknown`.
-async fn lost_claim(app: &TestApp, ada: &str, name: &str) -> keydesk::grants::Grant {
+/// Ada claims a new link named `name` and the answer is cut off: before
+/// Vultr saw the create, or (`made`) after it made the key. Returns the
+/// link's path and Ada's client.
+async fn claim_cut_off(
+    app: &TestApp,
+    ada: &str,
+    name: &str,
+    made: bool,
+) -> (String, reqwest::Client) {
+    use keydesk::fake_vultr::Fault;
     let path = grant(app, ada, &[("name", name)]).await;
     let owner = client(Some(ADA));
     let token = hidden_token(&get_text(&owner, app.url(&path)).await);
-    // Vultr says 200, but the answer is cut off: the key may exist.
-    app.fake
-        .set_fault_on("POST", keydesk::fake_vultr::Fault::Truncated);
+    if made {
+        app.fake
+            .set_fault_after("POST", "/apikeys", Some(Fault::Truncated));
+    } else {
+        app.fake.set_fault_on("POST", Fault::Truncated);
+    }
     let r = post_as(&owner, app.url(&path), &[("form_token", token.as_str())]).await;
     app.fake.set_fault(None);
+    app.fake.set_fault_after("POST", "", None);
     assert_eq!(r.status(), 504, "outcome unknown");
+    (path, owner)
+}
+
+/// A claim whose create answer is lost leaves the grant `unknown`.
+async fn lost_claim(app: &TestApp, ada: &str, name: &str) -> keydesk::grants::Grant {
+    let (path, owner) = claim_cut_off(app, ada, name, false).await;
     let g = app
         .state
         .grants
@@ -342,17 +360,7 @@ async fn a_lost_answer_is_reconciled_from_the_key_list() {
 
     // Vultr made the key, then the answer was cut off: the tagged key is in
     // the list, so opening the link settles the grant as claimed at once.
-    let path = grant(&app, &ada, &[("name", "made")]).await;
-    let owner = client(Some(ADA));
-    let token = hidden_token(&get_text(&owner, app.url(&path)).await);
-    app.fake.set_fault_after(
-        "POST",
-        "/apikeys",
-        Some(keydesk::fake_vultr::Fault::Truncated),
-    );
-    let r = post_as(&owner, app.url(&path), &[("form_token", token.as_str())]).await;
-    app.fake.set_fault_after("POST", "", None);
-    assert_eq!(r.status(), 504, "outcome unknown");
+    let (path, owner) = claim_cut_off(&app, &ada, "made", true).await;
     let again = owner.get(app.url(&path)).send().await.unwrap();
     assert_eq!(again.status(), 409, "claimed: the link is used");
     let made = app

@@ -334,15 +334,12 @@ async fn lost_creates(
     id: &VultrId,
     keys: &[ApiKey],
 ) -> std::collections::HashSet<String> {
-    if let Err(e) = state.lost.reconcile(&state.audit, id.as_str(), keys).await {
-        tracing::warn!(error = %e, "lost creates not reconciled on the user page");
-    }
     state
         .lost
-        .never_shown(id.as_str())
+        .view(&state.audit, id.as_str(), keys)
         .await
         .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "never-shown keys unavailable for the user page");
+            tracing::warn!(error = %e, "lost creates not reconciled on the user page");
             Default::default()
         })
 }
