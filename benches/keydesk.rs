@@ -17,6 +17,9 @@ use keydesk::state::Settings;
 use keydesk::vultr::ClientOptions;
 use secrecy::SecretString;
 
+mod support;
+use support::{postgres_database, sqlite_database};
+
 const ROOT: &str = "BENCHROOTKEY0000000000000000000000000";
 const WHO: &str = "bench@example.com";
 
@@ -30,8 +33,25 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// `http()`, keeping cookies: a browser with its session.
+fn browser() -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("x-forwarded-email", WHO.parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(h)
+        .cookie_store(true)
+        .pool_max_idle_per_host(512)
+        .build()
+        .unwrap()
+}
+
 async fn keydesk_on(fake_url: &str, cache_ttl: Duration, rps: u32) -> String {
+    keydesk_on_db(fake_url, cache_ttl, rps, "sqlite::memory:").await
+}
+
+async fn keydesk_on_db(fake_url: &str, cache_ttl: Duration, rps: u32, db: &str) -> String {
     let settings = Settings {
+        database_url: db.to_string(),
         access: Access::new(&[], &[WHO.into()]),
         cookie_secure: false,
         upstream: ClientOptions {
@@ -95,13 +115,15 @@ fn ms(d: Duration) -> String {
 
 async fn bench_latency() {
     println!(
-        "\n## Added latency of GET /users/{{id}} (cache off, fake latency 20 ms, each worker on its own user)"
+        "\n## Added latency of GET /users/{{id}} (SQLite file, cache off, fake latency 20 ms, each worker on its own user, one browser keeping its session)"
     );
     let fake = FakeVultr::with_users(ROOT, 32);
     fake.set_latency(Duration::from_millis(20));
     let fake_url = fake.spawn().await.unwrap();
     // A limiter far above the load, so the figure is keydesk's own overhead.
-    let kd = keydesk_on(&fake_url, Duration::ZERO, 100_000).await;
+    // The store as deployed on one host: a SQLite file in WAL mode.
+    let db = sqlite_database("latency");
+    let kd = keydesk_on_db(&fake_url, Duration::ZERO, 100_000, &db).await;
     // Distinct users per worker: no two concurrent requests can share an upstream call.
     let ids: Vec<String> = fake.users().into_iter().map(|u| u.id).collect();
     let kd_urls: Vec<String> = ids.iter().map(|id| format!("{kd}/users/{id}")).collect();
@@ -109,7 +131,8 @@ async fn bench_latency() {
         .iter()
         .map(|id| format!("{fake_url}/v2/users/{id}"))
         .collect();
-    let c = http();
+    // A staff browser: it keeps its session cookie, as every real one does.
+    let c = browser();
     // Warm up connections and caches of the OS.
     latencies(&c, &kd_urls, None, 64, 32).await;
     println!(
@@ -361,38 +384,6 @@ async fn bench_scan() {
 
 /// A fresh PostgreSQL database for the benches: `KEYDESK_BENCH_DATABASE_URL`
 /// (an admin URL), else the tests' throwaway cluster if it runs. None: skip.
-async fn postgres_database() -> Option<String> {
-    let admin = std::env::var("KEYDESK_BENCH_DATABASE_URL")
-        .ok()
-        .unwrap_or_else(|| {
-            let dir = std::env::temp_dir().join("keydesk-test-pg");
-            format!(
-                "postgres://postgres@localhost/postgres?host={}",
-                dir.display()
-            )
-        });
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .ok()?;
-    let name = format!("kd_bench_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .ok()?;
-    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    Some(format!("{base}/{name}?{query}"))
-}
-
-fn sqlite_database(tag: &str) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "keydesk-bench-{tag}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    format!("sqlite://{}", dir.join("keydesk.db").display())
-}
-
 /// The release binary, `keydesk serve`, on `db` against the fake at `fake`.
 async fn spawn_serve(fake: &str, db: &str) -> (tokio::process::Child, String) {
     use tokio::io::{AsyncBufReadExt, BufReader};
@@ -606,51 +597,6 @@ async fn bench_store_latency() {
     }
 }
 
-/// Form-token claims per second: 2 replicas (two pools) on PostgreSQL,
-/// beside one SQLite file.
-async fn bench_claims() {
-    use keydesk::idempotency::{FormTokens, Scope};
-    println!("\n## Form-token claims (issue + claim + complete), 32 concurrent");
-    println!("| store | claims | time | claims/s |");
-    println!("|---|---|---|---|");
-    let mut stores = vec![("SQLite file, 1 process", sqlite_database("claims"), 1)];
-    if let Some(url) = postgres_database().await {
-        stores.push(("PostgreSQL, 2 replicas", url, 2));
-    }
-    for (label, url, replicas) in stores {
-        let mut pools = Vec::new();
-        for _ in 0..replicas {
-            pools.push(FormTokens::new(keydesk::db::Db::open(&url).await.unwrap()));
-        }
-        let n = 4000usize;
-        let mut tokens = Vec::new();
-        for i in 0..n {
-            tokens.push(
-                pools[i % replicas]
-                    .issue(WHO, Scope::ReportScan, None)
-                    .await
-                    .unwrap(),
-            );
-        }
-        let started = Instant::now();
-        let tokens = std::sync::Arc::new(tokens);
-        let mut tasks = tokio::task::JoinSet::new();
-        for w in 0..32 {
-            let (t, tokens) = (pools[w % replicas].clone(), tokens.clone());
-            tasks.spawn(async move {
-                for tok in tokens.iter().skip(w).step_by(32) {
-                    let c = t.claim(tok, WHO, Scope::ReportScan, None).await.unwrap();
-                    assert_eq!(c, keydesk::idempotency::Claim::Claimed);
-                    t.complete(tok, None).await;
-                }
-            });
-        }
-        while tasks.join_next().await.is_some() {}
-        let took = started.elapsed().as_secs_f64();
-        println!("| {label} | {n} | {took:.2} s | {:.0} |", n as f64 / took);
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let which: Vec<String> = std::env::args()
@@ -672,7 +618,6 @@ async fn main() {
         "memory",
         "scan",
         "store",
-        "claims",
         "soak",
     ] {
         if !run(name) {
@@ -685,7 +630,6 @@ async fn main() {
             "memory" => bench_memory().await,
             "scan" => bench_scan().await,
             "store" => bench_store_latency().await,
-            "claims" => bench_claims().await,
             _ => bench_soak().await,
         }
     }

@@ -20,15 +20,30 @@ pub enum Db {
 }
 
 /// Runs `$body` with `$pool` bound to the open pool, whichever engine it is.
-/// The body is written once and type-checked for both.
+/// The body is written once and type-checked for both. Every use says whether
+/// it reads or writes, and is counted as one query of that kind in
+/// `keydesk_db_queries_total` (a body that runs a transaction counts once).
 #[macro_export]
 macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
+    (read $db:expr, |$pool:ident| $body:expr) => {{
+        $crate::db::count_query("read");
         match $db {
             $crate::db::Db::Sqlite($pool) => $body,
             $crate::db::Db::Postgres($pool) => $body,
         }
-    };
+    }};
+    (write $db:expr, |$pool:ident| $body:expr) => {{
+        $crate::db::count_query("write");
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    }};
+}
+
+/// Counts one query of `kind` ("read" or "write") in `keydesk_db_queries_total`.
+pub fn count_query(kind: &'static str) {
+    metrics::counter!("keydesk_db_queries_total", "kind" => kind).increment(1);
 }
 
 /// Which engine a URL names.
@@ -166,7 +181,7 @@ impl Db {
     /// The migrations recorded as applied (none on a fresh database).
     pub async fn applied_versions(&self) -> Vec<i64> {
         let sql = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-        on_pool!(self, |p| sqlx::query_scalar(sql)
+        on_pool!(read self, |p| sqlx::query_scalar(sql)
             .fetch_all(p)
             .await
             .unwrap_or_default())
@@ -182,6 +197,7 @@ impl Db {
     /// The database clock, in milliseconds since the epoch: one clock for
     /// every replica (rate budget, leases).
     pub async fn now_ms(&self) -> Result<i64, sqlx::Error> {
+        count_query("read");
         match self {
             Db::Sqlite(p) => {
                 sqlx::query_scalar(
@@ -199,7 +215,10 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, |p| p.close().await)
+        match self {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
     }
 }
 
@@ -221,6 +240,7 @@ const NEEDED_GRANTS: &[(&str, &str)] = &[
     ("holds", "SELECT, INSERT, UPDATE, DELETE"),
     ("lost_creates", "SELECT, INSERT, UPDATE"),
     ("offboardings", "SELECT, INSERT, UPDATE"),
+    ("form_keys", "SELECT, INSERT, UPDATE, DELETE"),
 ];
 
 /// The first privilege this role lacks, in words ("INSERT on holds"): one

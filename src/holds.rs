@@ -33,6 +33,9 @@ impl Hold {
     }
 }
 
+/// The hold on a user (`$1`), if any.
+pub const HOLD_SQL: &str = "SELECT user_id, user_email, placed_by, placed_ms, reason, group_id FROM holds WHERE user_id = $1";
+
 #[derive(Clone, Debug)]
 pub struct Holds {
     db: Db,
@@ -53,7 +56,7 @@ impl Holds {
         group_id: Option<i64>,
     ) -> Result<(), sqlx::Error> {
         let now = self.db.now_ms().await?;
-        on_pool!(&self.db, |p| {
+        on_pool!(write & self.db, |p| {
             sqlx::query(
                 "INSERT INTO holds (user_id, user_email, placed_by, placed_ms, reason, group_id)
                  VALUES ($1, $2, $3, $4, $5, $6)
@@ -75,19 +78,17 @@ impl Holds {
     }
 
     pub async fn get(&self, user_id: &str) -> Result<Option<Hold>, sqlx::Error> {
-        on_pool!(&self.db, |p| {
-            sqlx::query_as::<_, Hold>(
-                "SELECT user_id, user_email, placed_by, placed_ms, reason, group_id FROM holds WHERE user_id = $1",
-            )
-            .bind(user_id)
-            .fetch_optional(p)
-            .await
+        on_pool!(read & self.db, |p| {
+            sqlx::query_as::<_, Hold>(HOLD_SQL)
+                .bind(user_id)
+                .fetch_optional(p)
+                .await
         })
     }
 
     /// Lifts the hold. Whether there was one.
     pub async fn lift(&self, user_id: &str) -> Result<bool, sqlx::Error> {
-        let n = on_pool!(&self.db, |p| {
+        let n = on_pool!(write & self.db, |p| {
             sqlx::query("DELETE FROM holds WHERE user_id = $1")
                 .bind(user_id)
                 .execute(p)

@@ -11,6 +11,7 @@ pub mod db;
 pub mod email;
 pub mod error;
 pub mod fake_vultr;
+pub mod form_keys;
 pub mod grants;
 pub mod holds;
 pub mod idempotency;
@@ -30,6 +31,7 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod timefmt;
+pub mod user_record;
 pub mod vultr;
 pub mod write;
 

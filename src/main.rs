@@ -61,6 +61,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::RotateFormKey(args) => {
+            let url = args.url()?;
+            let shown = keydesk::db::redacted(&url);
+            let db = keydesk::db::Db::open(&url)
+                .await
+                .map_err(|e| format!("KEYDESK_DATABASE_URL {shown}: {e}"))?;
+            let kid = keydesk::form_keys::FormKeys::rotate(&db)
+                .await
+                .map_err(|e| format!("rotating the form key in {shown}: {e}"))?;
+            db.close().await;
+            println!(
+                "keydesk: new form-token signing key {kid} in {shown}; the previous one verifies open forms until they expire"
+            );
+            Ok(())
+        }
         Command::Serve(args) => {
             telemetry::init(&args.common.log_format);
             warn_unknown_variables();

@@ -132,6 +132,10 @@ async fn upkeep(state: AppState) {
         if let Err(e) = state.tokens.purge_expired().await {
             tracing::warn!(error = %e, "could not delete expired form tokens");
         }
+        // A rotation made on another replica (or by `keydesk rotate-form-key`).
+        if let Err(e) = state.tokens.keys().refresh().await {
+            tracing::warn!(error = %e, "could not refresh the form-token signing keys");
+        }
         match state.audit.mark_stale(false).await {
             Ok(n) if n > 0 => {
                 tracing::warn!(target: "audit", count = n, "open audit entries marked unknown")
@@ -152,6 +156,7 @@ async fn upkeep(state: AppState) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not sweep offboardings"),
         }
+        metrics::counter!("keydesk_upkeep_passes_total").increment(1);
     }
 }
 

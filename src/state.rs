@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use crate::approvals::Approvals;
 use crate::audit::AuditStore;
 use crate::db::{Db, redacted};
+use crate::form_keys::FormKeys;
 use crate::grants::Grants;
 use crate::holds::Holds;
 use crate::idempotency::FormTokens;
@@ -76,6 +77,9 @@ pub struct Settings {
     pub policy: KeyPolicy,
     /// `sqlite://PATH` (the default, embedded) or `postgres://…` (shared).
     pub database_url: String,
+    /// The form-token signing keys (`KEYDESK_SECRET_KEY`); `None`: keydesk
+    /// generates one in the database and shares it between replicas.
+    pub secret_key: Option<SecretString>,
     /// How old an open audit intent must be before it is marked unknown.
     pub pending_bound: std::time::Duration,
     pub cookie_secure: bool,
@@ -115,6 +119,7 @@ impl Settings {
             policy: KeyPolicy::default(),
             database_url: "sqlite::memory:".into(),
             pending_bound: crate::audit::PENDING_BOUND,
+            secret_key: None,
             cookie_secure: true,
             upstream: ClientOptions::default(),
             page_size: 20,
@@ -152,12 +157,18 @@ impl AppState {
         let vultr = VultrClient::with_options(&s.vultr_url, s.root_key, upstream)
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let audit = AuditStore::new(db.clone(), s.pending_bound).await;
+        let keys = match &s.secret_key {
+            Some(value) => FormKeys::configured(value)?,
+            None => FormKeys::from_db(db.clone()).await.map_err(|e| {
+                format!("cannot read or create the form-token signing key in the database: {e}")
+            })?,
+        };
         Ok(Self {
             vultr,
             auth: s.auth,
             access: s.access,
             policy: s.policy,
-            tokens: FormTokens::new(db.clone()),
+            tokens: FormTokens::new(db.clone(), keys),
             audit,
             reports: Arc::new(Reports::new(db.clone())),
             grants: Grants::new(db.clone(), s.claim_ttl),

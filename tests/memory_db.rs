@@ -32,10 +32,11 @@ async fn queries_dropped_mid_flight_never_lose_the_in_memory_database() {
     );
     // Still the same database, with its tables.
     audit.list(&Filter::default(), 1, 0).await.unwrap();
-    keydesk::idempotency::FormTokens::new(db)
-        .issue("a@x", keydesk::idempotency::Scope::ReportScan, None)
-        .await
-        .unwrap();
+    use keydesk::idempotency::{Claim, FormTokens, Scope};
+    let tokens = FormTokens::with_db_keys(db).await.unwrap();
+    let t = tokens.issue("a@x", Scope::ReportScan, None);
+    let claim = tokens.claim(&t, "a@x", Scope::ReportScan, None).await;
+    assert_eq!(claim.unwrap(), Claim::Claimed);
 }
 
 #[tokio::test]

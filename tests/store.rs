@@ -45,7 +45,7 @@ async fn newest(s: &AuditStore) -> keydesk::audit::Entry {
 
 /// Runs raw SQL on either engine; Err when the database refuses it.
 async fn raw(db: &Db, sql: &'static str) -> Result<u64, sqlx::Error> {
-    keydesk::on_pool!(db, |p| sqlx::query(sql)
+    keydesk::on_pool!(write db, |p| sqlx::query(sql)
         .execute(p)
         .await
         .map(|r| r.rows_affected()))
@@ -147,11 +147,11 @@ async fn exactly_one_of_many_concurrent_claims_wins_on_both_engines() {
     for (engine, url) in databases().await {
         // Two pools on one database: two replicas.
         let (one, two) = (Db::open(&url).await.unwrap(), Db::open(&url).await.unwrap());
-        let (a, b) = (FormTokens::new(one), FormTokens::new(two));
-        let token = a
-            .issue("a@x", Scope::ReportScan, Some("s1".into()))
-            .await
-            .unwrap();
+        let (a, b) = (
+            FormTokens::with_db_keys(one).await.unwrap(),
+            FormTokens::with_db_keys(two).await.unwrap(),
+        );
+        let token = a.issue("a@x", Scope::ReportScan, Some("s1".into()));
         let claims = (0..16).map(|i| {
             let t = if i % 2 == 0 { a.clone() } else { b.clone() };
             let token = token.clone();
@@ -239,8 +239,8 @@ async fn the_application_role_cannot_bypass_the_append_only_audit() {
     let audit = AuditStore::new(app.clone(), keydesk::audit::PENDING_BOUND).await;
     let id = audit.intent(&intent(AuditAction::KeyCreate)).await.unwrap();
     assert_eq!(audit.try_settle(id, ok_with("k1")).await.unwrap(), 1);
-    let tokens = FormTokens::new(app.clone());
-    let t = tokens.issue("a@x", Scope::ReportScan, None).await.unwrap();
+    let tokens = FormTokens::with_db_keys(app.clone()).await.unwrap();
+    let t = tokens.issue("a@x", Scope::ReportScan, None);
     assert_eq!(
         tokens
             .claim(&t, "a@x", Scope::ReportScan, None)
@@ -273,7 +273,7 @@ async fn grant_to_app(owner: &Db) {
         "/deploy/postgres-grants.sql"
     ))
     .unwrap();
-    keydesk::on_pool!(owner, |p| {
+    keydesk::on_pool!(write owner, |p| {
         sqlx::query(
             "DO $$ BEGIN CREATE ROLE keydesk_app LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
         )
@@ -364,11 +364,11 @@ async fn keydesk_migrate_says_what_it_applied() {
     };
     let first = run();
     assert!(
-        first.contains("applied 0001, 0002, 0003, 0004, 0005"),
+        first.contains("applied 0001, 0002, 0003, 0004, 0005, 0006"),
         "{first}"
     );
     let again = run();
-    assert!(again.contains("is up to date (schema at 0005)"), "{again}");
+    assert!(again.contains("is up to date (schema at 0006)"), "{again}");
 }
 
 /// Holds, lost creates, offboarding runs and a reinstatement request, as

@@ -49,6 +49,8 @@ pub enum Command {
     Demo(Box<DemoArgs>),
     /// Apply the database migrations and exit (run it as the schema's owner when keydesk itself runs with a restricted role).
     Migrate(DatabaseArgs),
+    /// Replace the form-token signing key kept in the database (when KEYDESK_SECRET_KEY is not set). Forms already open keep working until they expire; replicas sign with the new key within a minute.
+    RotateFormKey(DatabaseArgs),
     /// Run one pass of expiry notices with serve's configuration, then exit: 0 when everything due went out (for cron or a Kubernetes CronJob).
     Notify(Box<NotifyCmd>),
     /// Serve the demo's fake Vultr API (seeded users) on its own, to try `serve`, the SSO proxy, PostgreSQL and notices before touching the real account. Every secret it issues starts with FAKE.
@@ -225,6 +227,14 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
+    /// Key that signs form tokens, the same on every replica: at least 32 characters (`openssl rand -hex 32`). During a rotation, a comma list: the first signs, the others still verify until their forms expire (12 h). Unset: generated once and kept in the database. A secret: prefer the _FILE form.
+    #[arg(long, env = "KEYDESK_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// File holding KEYDESK_SECRET_KEY (e.g. a mounted secret).
+    #[arg(long, env = "KEYDESK_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
     /// Mark the session cookie Secure. Turn off only for plain-http local use.
     #[arg(long, env = "KEYDESK_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
@@ -339,7 +349,16 @@ impl ServeArgs {
         }
         self.roles_can_match()?;
         let access = Access::new(&self.viewers, &self.operators);
+        let secret_key = notify::secret_from(
+            "KEYDESK_SECRET_KEY",
+            &self.secret_key,
+            &self.secret_key_file,
+        )?;
+        if let Some(key) = &secret_key {
+            crate::form_keys::FormKeys::configured(key)?;
+        }
         Ok(Settings {
+            secret_key,
             auth: self.auth_mode()?,
             access,
             policy: self.common.key_policy()?,

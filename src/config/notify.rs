@@ -53,7 +53,7 @@ pub struct NotifyArgs {
 
 /// A secret from its variable or its `_FILE`, trimmed; both set is refused
 /// (one would silently win).
-fn secret_from(
+pub(crate) fn secret_from(
     var: &str,
     value: &Option<String>,
     file: &Option<PathBuf>,

@@ -14,7 +14,7 @@ pub mod plan;
 pub mod send;
 mod store;
 
-pub use store::{NoticeRow, RunRow, Snapshot};
+pub use store::{LAST_SENT_SQL, NoticeRow, RunRow, Snapshot, newest_per_key};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -259,7 +259,7 @@ impl Notifier {
     ) -> Result<RunReport, String> {
         let store = |e: sqlx::Error| format!("database: {e}");
         let started = self.db.now_ms().await.map_err(store)?;
-        let run_id: i64 = on_pool!(&self.db, |p| {
+        let run_id: i64 = on_pool!(write & self.db, |p| {
             sqlx::query_scalar(
                 "INSERT INTO notice_runs (started_ms, trigger, state) VALUES ($1, $2, 'running') RETURNING id",
             )

@@ -8,11 +8,12 @@ use serde::Deserialize;
 
 use super::paths::{self, UserPath, enc};
 use super::{Layout, render};
-use crate::audit::{Entry, Filter};
+use crate::audit::Entry;
 use crate::error::AppError;
 use crate::idempotency::Scope;
 use crate::ids::VultrId;
 use crate::policy::KeyForm;
+use crate::user_record::UserRecord;
 use crate::vultr::{ApiKey, User};
 use crate::write::Ctx;
 
@@ -280,50 +281,30 @@ pub async fn user_page(
 ) -> Result<Response, AppError> {
     let state = &ctx.state;
     form.policy_notes.extend(state.approval.describe_keys());
-    // User, keys and the local history in parallel: one upstream round trip of latency.
-    let history_filter = Filter {
-        user: Some(id.to_string()),
-        ..Default::default()
-    };
-    let (user, keys, history, notices, grants, hold, offboarding) = tokio::join!(
+    // User, keys and what keydesk knows of them (one read transaction) in
+    // parallel: one upstream round trip of latency.
+    let (user, keys, record) = tokio::join!(
         state.vultr.get_user(id),
         state.vultr.list_keys(id),
-        state.audit.list(&history_filter, 10, 0),
-        state.notifier.last_sent(id.as_str()),
-        state.grants.open_for_user(id.as_str()),
-        state.holds.get(id.as_str()),
-        state.offboardings.latest_for_user(id.as_str()),
+        UserRecord::read(&state.db, id.as_str()),
     );
-    let offboarding = offboarding
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "offboarding progress unavailable for the user page");
-            None
-        })
-        .filter(|o| o.running() || o.unfinished());
     // Unreadable, the hold is still enforced by the write path; say so here.
-    let hold = hold.map_err(AppError::store)?;
-    let notices = notices.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "notices unavailable for the user page");
-        Default::default()
-    });
+    let record = record.map_err(AppError::store)?;
+    let offboarding = record.offboarding.filter(|o| o.running() || o.unfinished());
     let (user, mut keys) = (user?, keys?);
-    let never_shown = lost_creates(state, id, &keys).await;
+    let never_shown = lost_creates(state, id, record.lost, &keys).await;
     keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));
-    let history = history.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "audit history unavailable for the user page");
-        Vec::new()
-    });
     let view = UserShowView {
         layout: ctx.layout().await,
-        grants: open_grants(state, grants, &keys).await,
-        notices,
-        hold,
+        grants: open_grants(state, record.grants, &keys).await,
+        notices: record.notices,
+        hold: record.hold,
         offboarding,
         never_shown,
         user,
         keys,
         form,
-        history,
+        history: record.history,
     };
     Ok(render(status, &view))
 }
@@ -332,11 +313,12 @@ pub async fn user_page(
 async fn lost_creates(
     state: &crate::state::AppState,
     id: &VultrId,
+    rows: Vec<(String, Option<String>)>,
     keys: &[ApiKey],
 ) -> std::collections::HashSet<String> {
     state
         .lost
-        .view(&state.audit, id.as_str(), keys)
+        .view_from(rows, &state.audit, id.as_str(), keys)
         .await
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "lost creates not reconciled on the user page");
@@ -349,17 +331,10 @@ async fn lost_creates(
 /// their expiry within a minute).
 async fn open_grants(
     state: &crate::state::AppState,
-    grants: Result<Vec<crate::grants::Grant>, sqlx::Error>,
+    mut open: Vec<crate::grants::Grant>,
     keys: &[ApiKey],
 ) -> Vec<crate::grants::Grant> {
     use crate::grants::GrantState;
-    let mut open = match grants {
-        Ok(g) => g,
-        Err(e) => {
-            tracing::warn!(error = %e, "claim links unavailable for the user page");
-            return vec![];
-        }
-    };
     let unknown: Vec<_> = open
         .iter()
         .filter(|g| g.state == GrantState::Unknown)

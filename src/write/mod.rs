@@ -125,11 +125,7 @@ impl Ctx {
     /// and this browser session (created now on a first visit).
     pub async fn issue(&self, scope: Scope<'_>) -> Result<String, AppError> {
         let sid = crate::session::ensure_binding(&self.who, &self.session).await;
-        self.state
-            .tokens
-            .issue(&self.who.email, scope, sid)
-            .await
-            .map_err(AppError::store)
+        Ok(self.state.tokens.issue(&self.who.email, scope, sid))
     }
 
     /// Step 1: claims the form's token for `scope`. A refused token is audited
