@@ -27,6 +27,8 @@ const AUD: &str = "keydesk-aud-tag";
 struct Jwks {
     url: String,
     fetches: Arc<AtomicUsize>,
+    /// The key set served now (a rotation replaces it).
+    set: Arc<std::sync::Mutex<serde_json::Value>>,
     signing_pem: String,
     public_pem: String,
     other_pem: String,
@@ -54,12 +56,13 @@ async fn jwks() -> Jwks {
     let (other_pem, _, _) = p256_pems();
     let fetches = Arc::new(AtomicUsize::new(0));
     let counter = fetches.clone();
-    let set = json!({ "keys": [jwk] });
+    let set = Arc::new(std::sync::Mutex::new(json!({ "keys": [jwk] })));
+    let served = set.clone();
     let app = axum::Router::new().route(
         "/certs",
         get(move || {
             counter.fetch_add(1, Ordering::SeqCst);
-            let set = set.clone();
+            let set = served.lock().unwrap().clone();
             async move { Json(set) }
         }),
     );
@@ -69,6 +72,7 @@ async fn jwks() -> Jwks {
     Jwks {
         url: format!("http://{addr}/certs"),
         fetches,
+        set,
         signing_pem,
         public_pem,
         other_pem,
@@ -685,4 +689,146 @@ async fn a_first_visit_form_token_is_bound_to_a_new_session() {
     // The browser that got the page and its cookie can.
     let r = app.create_key_with(&id, &token, &[("name", "x")]).await;
     assert_eq!(r.status(), 200);
+}
+
+/// The proxy rotates its signing key: the JWKS now holds only `k2`. The
+/// first assertion under `k2` fetches the set once and is accepted; later
+/// ones need no fetch; an assertion under the retired `k1` is refused.
+#[tokio::test]
+async fn a_rotated_jwks_key_is_fetched_once_and_the_old_one_stops_working() {
+    let j = jwks().await;
+    let app = jwt_app(&j).await;
+    let old = es256(&j.signing_pem, "k1", &claims(STAFF, ISS, AUD, 300));
+    assert_eq!(get_with_jwt(&app, &old).await.0, 200);
+    let before = j.fetches.load(Ordering::SeqCst);
+
+    let (new_pem, _, mut jwk) = p256_pems();
+    jwk["kid"] = json!("k2");
+    jwk["alg"] = json!("ES256");
+    *j.set.lock().unwrap() = json!({ "keys": [jwk] });
+    let new = es256(&new_pem, "k2", &claims(STAFF, ISS, AUD, 300));
+    // The set was fetched moments ago: keydesk refetches at most every 10 s,
+    // so the new kid is accepted once that interval has passed, after one
+    // fetch however many times it was asked for before.
+    within_secs(20, "the new kid to be fetched and accepted", async {
+        while get_with_jwt(&app, &new).await.0 != 200 {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, body) = get_with_jwt(&app, &new).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        j.fetches.load(Ordering::SeqCst) - before,
+        1,
+        "the new kid was fetched exactly once"
+    );
+    // The set no longer holds k1: a new assertion under it is refused. (A
+    // verifier may keep a key it already has until the next fetch; it must
+    // not keep it after one.)
+    let retired = es256(&j.signing_pem, "k1", &claims(STAFF, ISS, AUD, 300));
+    assert_eq!(get_with_jwt(&app, &retired).await.0, 401);
+    assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+}
+
+/// Roles granted through groups over HTTP: `group:platform` operates and
+/// `group:readers` looks, in header mode and in JWT mode. Each cell checks
+/// what reached the fake, not only the status.
+#[tokio::test]
+async fn roles_granted_through_groups_work_in_header_and_jwt_mode() {
+    use keydesk::identity::Access;
+    let access = Access::new(&["group:readers".into()], &["group:platform".into()]);
+    let j = jwks().await;
+    let verifier = JwtVerifier::new(JwtSettings {
+        header: "cf-access-jwt-assertion".parse().unwrap(),
+        jwks_url: j.url.clone(),
+        issuer: ISS.into(),
+        audience: vec![AUD.into()],
+        email_claim: "email".into(),
+        groups_claim: "groups".into(),
+        algorithms: vec![Algorithm::ES256],
+    })
+    .unwrap();
+    let header_mode = AuthMode::Header {
+        header: "x-forwarded-email".parse().unwrap(),
+        groups_header: Some("x-forwarded-groups".parse().unwrap()),
+        trusted: vec!["127.0.0.1/32".parse().unwrap()],
+    };
+    for (mode, auth) in [
+        ("header", header_mode),
+        ("jwt", AuthMode::Jwt(Arc::new(verifier))),
+    ] {
+        let app = TestApp::spawn_with(
+            FakeVultr::seeded(ROOT_KEY),
+            Options {
+                identity: None,
+                auth: Some(auth),
+                access: access.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        let ada = app.user_id("ada@example.com");
+        // Who, with which groups, as this mode carries them.
+        let as_member = |email: &str, groups: &[&str]| {
+            let mut h = reqwest::header::HeaderMap::new();
+            if mode == "header" {
+                h.insert("x-forwarded-email", email.parse().unwrap());
+                h.insert("x-forwarded-groups", groups.join(",").parse().unwrap());
+            } else {
+                let mut c = claims(email, ISS, AUD, 300);
+                c["groups"] = json!(groups);
+                let t = es256(&j.signing_pem, "k1", &c);
+                h.insert("cf-access-jwt-assertion", t.parse().unwrap());
+            }
+            reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .default_headers(h)
+                .build()
+                .unwrap()
+        };
+        let operator = as_member("ops@example.com", &["platform", "other"]);
+        let reader = as_member("reads@example.com", &["readers"]);
+        let outsider = as_member("out@example.com", &["staff"]);
+
+        let page = format!("/users/{ada}");
+        assert_eq!(status_as(&operator, app.url(&page)).await, 200, "{mode}");
+        assert_eq!(status_as(&reader, app.url(&page)).await, 200, "{mode}");
+        assert_eq!(status_as(&outsider, app.url(&page)).await, 403, "{mode}");
+
+        // The operator's create reaches Vultr once; the reader has no form.
+        let body = get_text(&operator, app.url(&page)).await;
+        let token = hidden_token(&body);
+        let form = [("form_token", token.as_str()), ("name", "via-group")];
+        let r = post_as(&operator, app.url(&format!("/users/{ada}/keys")), &form).await;
+        assert_eq!(r.status(), 200, "{mode}: {}", r.text().await.unwrap());
+        assert_eq!(app.fake.count("POST", "/v2/users"), 1, "{mode}");
+        let reader_page = get_text(&reader, app.url(&page)).await;
+        assert!(
+            !reader_page.contains("name=\"form_token\""),
+            "{mode}: a reader sees no form"
+        );
+        let r = post_as(&reader, app.url(&format!("/users/{ada}/keys")), &form).await;
+        assert_eq!(r.status(), 403, "{mode}");
+        assert_eq!(
+            app.fake.count("POST", "/v2/users"),
+            1,
+            "{mode}: nothing more"
+        );
+        let entries = app
+            .state
+            .audit
+            .list(&Default::default(), 50, 0)
+            .await
+            .unwrap();
+        assert!(
+            entries.iter().any(|e| e.action == "key.create"
+                && e.actor == "ops@example.com"
+                && e.outcome == "ok"),
+            "{mode}: the create is audited under the member's name"
+        );
+    }
 }

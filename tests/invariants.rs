@@ -783,3 +783,186 @@ async fn an_offboarding_whose_brake_fails_still_holds_and_revokes_and_says_so() 
         .await;
     assert_eq!(r.status(), 409, "held although the brake failed");
 }
+
+/// With the users cache on (as deployed), every write that changes what a
+/// page shows is visible on the next page without `?refresh`: the brake and
+/// offboarding (API access, on the user page and the users list), a claim,
+/// an approval's execution and the clean-up (the keys).
+#[tokio::test]
+async fn the_cache_never_shows_a_page_older_than_a_write() {
+    let mut opts = approval_options(&["no-expiry"]);
+    opts.upstream.cache_ttl = Duration::from_secs(300);
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let (ada, grace) = (app.user_id(ADA), app.user_id("grace@example.com"));
+    let access_of = |page: &str| page.contains(r#"id="api-access-off""#);
+    let users_off = |list: &str| list.matches(r#"<span class="off">off</span>"#).count();
+    // Fill the cache: the users list and both user pages.
+    let list_before = app.get("/users").await.1;
+    for id in [&ada, &grace] {
+        assert!(!access_of(&app.get(&format!("/users/{id}")).await.1));
+    }
+
+    // The brake.
+    let path = format!("/users/{ada}/api-access");
+    let token = app.token_of(&path).await;
+    let fields = [("enabled", "false"), ("reason", "INC-9"), CONFIRMED];
+    assert_eq!(app.submit(&path, &token, &fields).await.status(), 303);
+    assert!(
+        access_of(&app.get(&format!("/users/{ada}")).await.1),
+        "brake"
+    );
+    let list = app.get("/users").await.1;
+    assert_eq!(
+        users_off(&list),
+        users_off(&list_before) + 1,
+        "users list after the brake"
+    );
+
+    // Offboarding: access off and no key left, on the next page.
+    offboard(&app, &grace).await;
+    let page = app.get(&format!("/users/{grace}")).await.1;
+    assert!(access_of(&page), "offboarding");
+    assert!(app.fake.keys_of(&grace).is_empty());
+    for k in ["terraform", "ci-runner", "monitoring", "legacy-cron"] {
+        assert!(!page.contains(&format!(">{k}<")), "{k} still listed");
+    }
+    let list = app.get("/users").await.1;
+    assert_eq!(
+        users_off(&list),
+        users_off(&list_before) + 2,
+        "users list after offboarding"
+    );
+
+    // A claim: Ada's page, cached before, lists the claimed key at once.
+    let alan = app.user_id("alan@example.com");
+    let _ = app.get(&format!("/users/{alan}")).await;
+    let had: Vec<String> = app.fake.keys_of(&alan).into_iter().map(|k| k.id).collect();
+    let link = grant(&app, &alan).await;
+    let owner = client(Some("alan@example.com"));
+    let page = get_text(&owner, app.url(&link)).await;
+    let token = hidden_token(&page);
+    let r = post_as(&owner, app.url(&link), &[("form_token", token.as_str())]).await;
+    assert_eq!(r.status(), 200);
+    let made = app
+        .fake
+        .keys_of(&alan)
+        .into_iter()
+        .find(|k| !had.contains(&k.id))
+        .unwrap();
+    assert!(
+        app.get(&format!("/users/{alan}"))
+            .await
+            .1
+            .contains(&made.id),
+        "claim"
+    );
+
+    // An approval's execution.
+    let margaret = app.user_id("margaret@example.com");
+    let _ = app.get(&format!("/users/{margaret}")).await;
+    let had: Vec<String> = app
+        .fake
+        .keys_of(&margaret)
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    let id = approved_request(&app, &margaret).await;
+    let exec = format!("/approvals/{id}");
+    let token = app.token_of(&exec).await;
+    let r = app.submit(&format!("{exec}/execute"), &token, &[]).await;
+    assert_eq!(r.status(), 200);
+    let forever = app
+        .fake
+        .keys_of(&margaret)
+        .into_iter()
+        .find(|k| !had.contains(&k.id))
+        .expect("the approved key was made");
+    let page = app.get(&format!("/users/{margaret}")).await.1;
+    assert!(page.contains(&forever.id), "approval execution");
+
+    // The clean-up: expired keys gone from the user page at once.
+    let don = app.user_id("don@example.com");
+    let expired: Vec<String> = app
+        .fake
+        .keys_of(&don)
+        .into_iter()
+        .filter(|k| k.state() == keydesk::vultr::KeyState::Expired)
+        .map(|k| k.id)
+        .collect();
+    assert!(!expired.is_empty());
+    let _ = app.get(&format!("/users/{don}")).await;
+    app.start_scan().await;
+    scan_idle(&app).await;
+    let token = app.token_of("/reports/keys/revoke-expired").await;
+    let r = app
+        .post_form("/reports/keys/revoke-expired", &[("form_token", &token)])
+        .await;
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await.unwrap();
+    let page = app.get(&format!("/users/{don}")).await.1;
+    for k in &expired {
+        assert!(!page.contains(k.as_str()), "clean-up: {k} still listed");
+    }
+}
+
+/// The clean-up runs on after the browser that started it goes away: every
+/// selected key is revoked and audited, none twice.
+#[tokio::test]
+async fn the_cleanup_finishes_after_the_browser_disconnects() {
+    let app = TestApp::spawn().await;
+    let expired: Vec<(String, String)> = app
+        .fake
+        .users()
+        .iter()
+        .flat_map(|u| {
+            app.fake
+                .keys_of(&u.id)
+                .into_iter()
+                .filter(|k| k.state() == keydesk::vultr::KeyState::Expired)
+                .map(|k| (u.id.clone(), k.id))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(expired.len() >= 2, "the demo data has expired keys");
+    app.start_scan().await;
+    scan_idle(&app).await;
+    let token = app.token_of("/reports/keys/revoke-expired").await;
+    app.fake.hold("DELETE", "/v2/users/");
+    let post = {
+        let (c, url) = (app.client.clone(), app.url("/reports/keys/revoke-expired"));
+        tokio::spawn(async move { post_as(&c, url, &[("form_token", token.as_str())]).await })
+    };
+    wait_until("the first revocation to reach Vultr", || {
+        app.fake.held() >= 1
+    })
+    .await;
+    // The browser goes away mid-run.
+    post.abort();
+    let _ = post.await;
+    app.fake.release();
+    within("every expired key revoked after the disconnect", async {
+        while expired
+            .iter()
+            .any(|(u, k)| app.fake.keys_of(u).iter().any(|x| &x.id == k))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(count(&app, "DELETE"), expired.len(), "none twice");
+    within("every revocation audited", async {
+        loop {
+            let f = keydesk::audit::Filter {
+                action: Some("key.revoke".into()),
+                outcome: Some("ok".into()),
+                ..Default::default()
+            };
+            let n = app.state.audit.list(&f, 500, 0).await.unwrap().len();
+            if n == expired.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}

@@ -423,11 +423,9 @@ async fn operators_run_a_pass_from_the_page_and_viewers_cannot() {
     assert!(page.contains("data-run-state=\"ok\""), "{page}");
     assert!(page.contains("run now by staff@example.com"));
     assert_eq!(webhook.posts().len(), 1);
+    // Exact counter deltas are checked in tests/metrics.rs, alone in its
+    // process; here, only that this pass stamped its time.
     let metrics = app.get("/metrics").await.1;
-    assert!(
-        metrics.contains("keydesk_notices_total{channel=\"webhook\",outcome=\"sent\"}"),
-        "{metrics}"
-    );
     assert!(metrics.contains("keydesk_notice_last_run_timestamp_seconds"));
 
     let viewer = client(Some(VIEWER));

@@ -18,7 +18,7 @@ fn opts(timeout_ms: u64) -> Options {
     Options {
         upstream: ClientOptions {
             timeout: Duration::from_millis(timeout_ms),
-            rps: 1000,
+            rps: 25,
             cache_ttl: Duration::ZERO,
             max_retries: 3,
             backoff_base: Duration::from_millis(10),
@@ -156,10 +156,12 @@ async fn an_unreachable_upstream_is_not_retried_forever() {
         opts(500).upstream,
     )
     .unwrap();
-    let started = std::time::Instant::now();
-    let err = client.list_users(10, None).await.unwrap_err();
+    // A deadline that says what hung, not a timing target.
+    let err = within_secs(30, "giving up on an unreachable upstream", async {
+        client.list_users(10, None).await.unwrap_err()
+    })
+    .await;
     assert!(matches!(err, keydesk::vultr::VultrError::Unreachable(_)));
-    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -264,31 +266,30 @@ async fn two_hundred_concurrent_clients_get_no_5xx() {
     let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), o).await;
     // Clients first: building 200 TLS-capable clients takes a while in debug.
     let clients: Vec<_> = (0..200).map(|_| client(Some(STAFF))).collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    // Each client asks three times: a correctness check (no 5xx, nothing
+    // lost), not a throughput figure; that is in BENCHMARKS.md.
     let mut handles = Vec::new();
     for c in clients {
         let url = app.url("/users");
         handles.push(tokio::spawn(async move {
-            let (mut ok, mut bad) = (0u32, 0u32);
-            // Bounded: a fixed time on loopback only.
-            while std::time::Instant::now() < deadline {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status().is_server_error() => bad += 1,
-                    Ok(_) => ok += 1,
-                    Err(_) => bad += 1,
-                }
+            let mut statuses = Vec::new();
+            for _ in 0..3 {
+                statuses.push(c.get(&url).send().await.map(|r| r.status().as_u16()));
             }
-            (ok, bad)
+            statuses
         }));
     }
-    let (mut ok, mut bad) = (0, 0);
-    for h in handles {
-        let (o, b) = h.await.unwrap();
-        ok += o;
-        bad += b;
-    }
-    assert_eq!(bad, 0, "{bad} failures out of {}", ok + bad);
-    assert!(ok > 200, "only {ok} requests completed");
+    let all = within_secs(120, "200 clients × 3 requests", async {
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.unwrap());
+        }
+        all
+    })
+    .await;
+    let bad: Vec<_> = all.iter().filter(|s| !matches!(s, Ok(200))).collect();
+    assert!(bad.is_empty(), "{} of {}: {bad:?}", bad.len(), all.len());
+    assert_eq!(all.len(), 600);
 }
 
 /// Issue: a broken upstream answer was cached as if it were good. After every

@@ -43,7 +43,13 @@ pub enum Fault {
     Huge(usize),
     /// Answer 200 with exactly this body (e.g. JSON without its envelope).
     Body(String),
+    /// Answer as Vultr does when the root key's IP allow-list does not admit
+    /// the caller: 401 "Unauthorized IP address: …".
+    UnauthorizedIp,
 }
+
+/// Vultr answers 429 above this many requests in any second (per IP).
+pub const VULTR_RPS: u32 = 30;
 
 /// The knobs' state, inside the fake.
 pub(super) struct Knobs {
@@ -80,7 +86,8 @@ impl Default for Knobs {
             fault_method: Mutex::default(),
             nth_fault: Mutex::default(),
             after: Mutex::default(),
-            rate_limit: Mutex::default(),
+            // Vultr's own limit, on unless a test or bench turns it off.
+            rate_limit: Mutex::new(Some(VULTR_RPS)),
             recent: Mutex::default(),
             too_many: AtomicUsize::default(),
             latency: Mutex::default(),
@@ -248,6 +255,10 @@ impl Fault {
             }
             Fault::Huge(n) => (StatusCode::OK, vec![b' '; n]).into_response(),
             Fault::Body(b) => (StatusCode::OK, json, b).into_response(),
+            Fault::UnauthorizedIp => vultr_error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized IP address: 127.0.0.1",
+            ),
         })
     }
 }
@@ -313,8 +324,9 @@ impl FakeVultr {
             Some((method.to_string(), n.saturating_sub(1), status));
     }
 
-    /// Enforce Vultr's rate limit: more than `per_second` requests in any
-    /// sliding second are answered 429.
+    /// Vultr's rate limit: more than `per_second` requests in any sliding
+    /// second are answered 429. On at Vultr's 30 by default; `None` turns it
+    /// off (benches that measure keydesk's own cost above that rate).
     pub fn set_rate_limit(&self, per_second: Option<u32>) {
         *lock(&self.inner.knobs.rate_limit) = per_second;
     }

@@ -3,7 +3,12 @@
 //! It serves `keydesk demo` and the integration tests over real HTTP, so the
 //! real client is always exercised. It follows the documented shapes: cursor
 //! pagination, masked keys in lists and gets, the full key only on create,
-//! 401 on a wrong bearer, 404 on unknown ids.
+//! 401 on a wrong bearer, 404 on unknown ids. What it sends and what it reads
+//! is written here as literal JSON with Vultr's field names, never through
+//! keydesk's own types, so a field keydesk renamed fails the tests. It also
+//! speaks every documented variant: a never-expiring key's `date_expire` as
+//! `null` and as `""`, short hex and UUID user ids, and a create answered 201
+//! (hex ids) or 200 (UUID ids).
 //!
 //! The demo runs it as it is. Tests and benches build keydesk with the
 //! `test-support` feature, which adds the knobs in `knobs.rs`: a request log
@@ -26,7 +31,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::vultr::{ApiKey, NewApiKey, User};
+use crate::vultr::{ApiKey, User};
 
 #[cfg(feature = "test-support")]
 mod knobs;
@@ -34,7 +39,7 @@ mod paging;
 mod seed;
 
 #[cfg(feature = "test-support")]
-pub use knobs::{Fault, Recorded};
+pub use knobs::{Fault, Recorded, VULTR_RPS};
 use paging::{ListQuery, page_meta, page_window};
 
 #[derive(Debug, Clone)]
@@ -48,18 +53,45 @@ struct StoredKey {
 }
 
 impl StoredKey {
-    fn masked(&self) -> ApiKey {
+    /// `date_expire` of a key that never expires: Vultr has sent both
+    /// `null` and `""`; the fake sends each, by the parity of the name's length.
+    fn date_expire_json(&self) -> serde_json::Value {
+        match &self.date_expire {
+            Some(d) => json!(d),
+            None if self.name.len() % 2 == 0 => serde_json::Value::Null,
+            None => json!(""),
+        }
+    }
+
+    /// The key as lists and gets show it, in Vultr's words.
+    fn masked_json(&self) -> serde_json::Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "expire": self.expire,
+            "date_expire": self.date_expire_json(),
+            "api_key": self.mask(),
+            "date_created": self.date_created,
+        })
+    }
+
+    fn mask(&self) -> String {
         let tail: String = self
             .secret
             .chars()
             .skip(self.secret.len().saturating_sub(5))
             .collect();
+        format!("{}{}", "*".repeat(31), tail)
+    }
+
+    /// The key as the tests' helpers see it (not a wire format).
+    fn masked(&self) -> ApiKey {
         ApiKey {
             id: self.id.clone(),
             name: Some(self.name.clone()),
             expire: Some(self.expire),
-            date_expire: Some(self.date_expire.clone().unwrap_or_default()),
-            api_key: Some(format!("{}{}", "*".repeat(31), tail)),
+            date_expire: self.date_expire.clone(),
+            api_key: Some(self.mask()),
             date_created: Some(self.date_created.clone()),
         }
     }
@@ -229,6 +261,27 @@ impl FakeVultr {
     }
 }
 
+/// A user in Vultr's words (`api_key`, the legacy field, is sent empty as
+/// Vultr does; unknown to keydesk, it must be ignored).
+fn user_json(u: &User) -> serde_json::Value {
+    json!({
+        "id": u.id,
+        "first_name": u.first_name,
+        "last_name": u.last_name,
+        "name": u.name,
+        "email": u.email,
+        "api_enabled": u.api_enabled,
+        "acls": u.acls,
+        "service_user": u.service_user,
+        "status": u.status,
+        "last_activity": u.last_activity,
+        "invited_by": u.invited_by,
+        "invited_on": u.invited_on,
+        "invite_accepted": u.invite_accepted,
+        "api_key": "",
+    })
+}
+
 fn vultr_error(status: StatusCode, message: &str) -> Response {
     (
         status,
@@ -272,14 +325,20 @@ async fn list_users(State(fake): State<FakeVultr>, Query(q): Query<ListQuery>) -
     };
     let data = lock(&fake.inner.data);
     let total = data.users.len();
-    let page: Vec<&User> = data.users.iter().skip(offset).take(per_page).collect();
+    let page: Vec<serde_json::Value> = data
+        .users
+        .iter()
+        .skip(offset)
+        .take(per_page)
+        .map(user_json)
+        .collect();
     Json(json!({ "users": page, "meta": page_meta(offset, per_page, total) })).into_response()
 }
 
 async fn get_user(State(fake): State<FakeVultr>, Path(id): Path<String>) -> Response {
     let data = lock(&fake.inner.data);
     match data.users.iter().find(|u| u.id == id) {
-        Some(u) => Json(json!({ "user": u })).into_response(),
+        Some(u) => Json(json!({ "user": user_json(u) })).into_response(),
         None => vultr_error(StatusCode::NOT_FOUND, "User not found."),
     }
 }
@@ -328,11 +387,11 @@ async fn list_keys(
         return vultr_error(StatusCode::NOT_FOUND, "User not found.");
     }
     let all = data.keys.get(&id).map(Vec::as_slice).unwrap_or_default();
-    let keys: Vec<ApiKey> = all
+    let keys: Vec<serde_json::Value> = all
         .iter()
         .skip(offset)
         .take(per_page)
-        .map(StoredKey::masked)
+        .map(StoredKey::masked_json)
         .collect();
     Json(json!({ "api_keys": keys, "meta": page_meta(offset, per_page, all.len()) }))
         .into_response()
@@ -348,7 +407,7 @@ async fn get_key(
         .get(&id)
         .and_then(|ks| ks.iter().find(|k| k.id == key))
     {
-        Some(k) => Json(json!({ "api_key": k.masked() })).into_response(),
+        Some(k) => Json(json!({ "api_key": k.masked_json() })).into_response(),
         None => vultr_error(StatusCode::NOT_FOUND, "API key not found."),
     }
 }
@@ -360,16 +419,25 @@ async fn create_key(
 ) -> Response {
     #[cfg(feature = "test-support")]
     fake.inner.knobs.before_create().await;
-    let Ok(req) = serde_json::from_slice::<NewApiKey>(&body) else {
+    // Vultr's request fields, read by name: `name` (optional), `expire`
+    // (bool) and `date_expire` (RFC 3339, required when `expire`).
+    let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return vultr_error(StatusCode::BAD_REQUEST, "Invalid JSON.");
     };
-    let date_expire = if req.expire {
-        match req
-            .date_expire
-            .as_deref()
-            .map(|d| OffsetDateTime::parse(d, &Rfc3339))
-        {
-            Some(Ok(t)) if t > OffsetDateTime::now_utc() => req.date_expire.clone(),
+    let name = match req.get("name") {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(n)) => n.clone(),
+        Some(_) => return vultr_error(StatusCode::BAD_REQUEST, "Invalid name."),
+    };
+    let expire = match req.get("expire") {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => return vultr_error(StatusCode::BAD_REQUEST, "Invalid expire."),
+    };
+    let asked = req.get("date_expire").and_then(|d| d.as_str());
+    let date_expire = if expire {
+        match asked.map(|d| OffsetDateTime::parse(d, &Rfc3339)) {
+            Some(Ok(t)) if t > OffsetDateTime::now_utc() => asked.map(str::to_string),
             _ => return vultr_error(StatusCode::BAD_REQUEST, "Invalid date_expire."),
         }
     } else {
@@ -381,8 +449,8 @@ async fn create_key(
     }
     let key = StoredKey {
         id: uuid::Uuid::new_v4().to_string(),
-        name: req.name,
-        expire: req.expire,
+        name,
+        expire,
         date_expire,
         secret: random_key(),
         date_created: now_rfc3339(time::Duration::ZERO),
@@ -391,12 +459,18 @@ async fn create_key(
         "id": key.id,
         "name": key.name,
         "expire": key.expire,
-        "date_expire": key.date_expire.clone().unwrap_or_default(),
+        "date_expire": key.date_expire_json(),
         "api_key": key.secret,
         "date_created": key.date_created,
     }});
+    // Vultr documents 201; 200 has been seen too. Users with UUID ids get 200.
+    let status = if id.contains('-') {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     data.keys.entry(id).or_default().push(key);
-    (StatusCode::CREATED, Json(body)).into_response()
+    (status, Json(body)).into_response()
 }
 
 async fn delete_key(

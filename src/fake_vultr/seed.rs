@@ -2,6 +2,7 @@
 //! handle, and `n` plain users for benchmarks.
 
 use serde_json::json;
+use sha2::Digest;
 
 use super::{FakeVultr, now_rfc3339};
 use crate::vultr::User;
@@ -43,7 +44,6 @@ impl FakeVultr {
         name: &str,
         expires_in: Option<time::Duration>,
     ) -> String {
-        use sha2::Digest;
         let digest = sha2::Sha256::digest(format!("{user_id}/{name}").as_bytes());
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);
@@ -92,8 +92,19 @@ impl FakeVultr {
             &[],
         ];
         for (i, (first, last, email)) in people.iter().enumerate() {
+            // Vultr's ids are short hex, and UUIDs on newer accounts: both.
+            let id = if i % 4 == 2 {
+                let digest = sha2::Sha256::digest(email.as_bytes());
+                let mut bytes = [0u8; 16];
+                bytes.copy_from_slice(&digest[..16]);
+                uuid::Builder::from_random_bytes(bytes)
+                    .into_uuid()
+                    .to_string()
+            } else {
+                format!("{:013x}", 0xf255_efc9_7000u64 + (i as u64) * 0x1f3)
+            };
             let mut user = User {
-                id: format!("{:013x}", 0xf255_efc9_7000u64 + (i as u64) * 0x1f3),
+                id,
                 first_name: Some(first.to_string()),
                 last_name: Some(last.to_string()),
                 email: Some(email.to_string()),

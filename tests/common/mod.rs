@@ -28,6 +28,22 @@ pub struct TestApp {
     pub fake: FakeVultr,
     pub client: reqwest::Client,
     pub state: AppState,
+    _paced: Paced,
+}
+
+/// Fails the test, when its app is dropped, if the fake's Vultr rate limit
+/// (on by default) answered any 429: keydesk's own pacing must keep every
+/// flow under Vultr's 30 requests a second. A test that means to exceed it
+/// turns the limit off (`fake.set_rate_limit(None)`) and says why.
+struct Paced(FakeVultr);
+
+impl Drop for Paced {
+    fn drop(&mut self) {
+        let n = self.0.rate_limited_count();
+        if n > 0 && !std::thread::panicking() {
+            panic!("Vultr's rate limit answered {n} × 429 during this test");
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -96,11 +112,11 @@ impl Default for Options {
             page_size: 10,
             root_key: ROOT_KEY,
             audit_db: "sqlite::memory:".into(),
-            // Fast and uncached by default; tests of the cache and the
-            // limiter turn them on explicitly.
+            // Uncached by default (tests of the cache turn it on), and paced
+            // as deployed: the fake enforces Vultr's 30 requests a second.
             upstream: ClientOptions {
                 timeout: Duration::from_secs(5),
-                rps: 1000,
+                rps: 25,
                 cache_ttl: Duration::ZERO,
                 max_retries: 3,
                 backoff_base: Duration::from_millis(10),
@@ -156,6 +172,7 @@ impl TestApp {
         let (base, state) = serve(opts.settings(&url)).await;
         Self {
             base,
+            _paced: Paced(fake.clone()),
             fake,
             client: client(opts.identity),
             state,
@@ -170,6 +187,7 @@ impl TestApp {
         Self {
             base,
             fake: self.fake.clone(),
+            _paced: Paced(self.fake.clone()),
             client: self.client.clone(),
             state,
         }
