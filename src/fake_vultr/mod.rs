@@ -58,7 +58,7 @@ impl StoredKey {
     fn date_expire_json(&self) -> serde_json::Value {
         match &self.date_expire {
             Some(d) => json!(d),
-            None if self.name.len() % 2 == 0 => serde_json::Value::Null,
+            None if self.name.len().is_multiple_of(2) => serde_json::Value::Null,
             None => json!(""),
         }
     }
