@@ -51,8 +51,11 @@ async fn a_page_view_writes_nothing_and_a_submit_writes_its_claim() {
         // the user is read once; the key list is never cached, so each view
         // makes exactly one upstream call and that one budget write.
         Some(url) => engines.push(Options {
+            // A budget that never makes a call wait: a waiting call tries
+            // its slot again (one more UPDATE each time).
             upstream: keydesk::vultr::ClientOptions {
                 cache_ttl: std::time::Duration::from_secs(300),
+                rps: 1000,
                 ..Options::default().upstream
             },
             ..Options::on(&url)

@@ -44,5 +44,7 @@ impl Notifier {
                 tracing::warn!(error = %e, "announcement mail not sent");
             }
         }
+        self.announced
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -128,6 +128,9 @@ pub struct Notifier {
     owners: bool,
     public_url: Option<String>,
     instance: String,
+    /// Announcements finished (delivered or given up): lets a caller know
+    /// background work is over before checking what it did not send.
+    announced: std::sync::atomic::AtomicU64,
 }
 
 impl Notifier {
@@ -166,7 +169,13 @@ impl Notifier {
             owners,
             public_url,
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            announced: Default::default(),
         })
+    }
+
+    /// How many announcements this process has finished, sent or not.
+    pub fn announcements_finished(&self) -> u64 {
+        self.announced.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The channels that are on.
