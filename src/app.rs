@@ -22,7 +22,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use crate::identity::Gate;
 use crate::pages::keys::{create, revoke, rotate};
 use crate::pages::{
-    approvals, assets, audit, brake, claim, cleanup, grants, notices, offboard, ops, reinstate,
+    approvals, assets, audit, brake, claim, cleanup, grants, me, notices, offboard, ops, reinstate,
     reports, users,
 };
 use crate::session_store::DbSessionStore;
@@ -84,6 +84,11 @@ pub fn build_router(state: AppState) -> Router {
         .route(
             "/claim/{grant}",
             get(claim::claim_show).post(claim::claim_submit),
+        )
+        .route("/me", get(me::me_show))
+        .route(
+            "/me/keys/{key_id}/revoke",
+            get(me::revoke_confirm).post(me::revoke_submit),
         )
         .route("/approvals", get(approvals::approvals_list))
         .route("/approvals/{id}", get(approvals::approval_show))

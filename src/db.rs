@@ -25,14 +25,14 @@ pub enum Db {
 /// `keydesk_db_queries_total` (a body that runs a transaction counts once).
 #[macro_export]
 macro_rules! on_pool {
-    (read $db:expr, |$pool:ident| $body:expr) => {{
+    (read, $db:expr, |$pool:ident| $body:expr) => {{
         $crate::db::count_query("read");
         match $db {
             $crate::db::Db::Sqlite($pool) => $body,
             $crate::db::Db::Postgres($pool) => $body,
         }
     }};
-    (write $db:expr, |$pool:ident| $body:expr) => {{
+    (write, $db:expr, |$pool:ident| $body:expr) => {{
         $crate::db::count_query("write");
         match $db {
             $crate::db::Db::Sqlite($pool) => $body,
@@ -181,7 +181,7 @@ impl Db {
     /// The migrations recorded as applied (none on a fresh database).
     pub async fn applied_versions(&self) -> Vec<i64> {
         let sql = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-        on_pool!(read self, |p| sqlx::query_scalar(sql)
+        on_pool!(read, self, |p| sqlx::query_scalar(sql)
             .fetch_all(p)
             .await
             .unwrap_or_default())

@@ -190,7 +190,7 @@ impl FormKeys {
     pub async fn refresh(&self) -> Result<(), sqlx::Error> {
         let Some(db) = &self.db else { return Ok(()) };
         let cutoff = now_ms() - retired_life_ms();
-        on_pool!(write db, |p| sqlx::query(
+        on_pool!(write, db, |p| sqlx::query(
             "DELETE FROM form_keys WHERE slot IS NULL AND retired_ms < $1"
         )
         .bind(cutoff)
@@ -207,7 +207,7 @@ impl FormKeys {
     /// key's id. Replicas sign with it from their next refresh; tokens signed
     /// with the old one keep working until they expire.
     pub async fn rotate(db: &Db) -> Result<String, sqlx::Error> {
-        on_pool!(write db, |p| sqlx::query(
+        on_pool!(write, db, |p| sqlx::query(
             "UPDATE form_keys SET slot = NULL, retired_ms = $1 WHERE slot = 'current'"
         )
         .bind(now_ms())
@@ -224,7 +224,7 @@ impl FormKeys {
 /// is no current key yet.
 async fn load(db: &Db) -> Result<Option<Ring>, sqlx::Error> {
     let cutoff = now_ms() - retired_life_ms();
-    let rows: Vec<(String, String, Option<String>)> = on_pool!(read db, |p| {
+    let rows: Vec<(String, String, Option<String>)> = on_pool!(read, db, |p| {
         sqlx::query_as(
             "SELECT kid, secret, slot FROM form_keys WHERE slot = 'current' OR retired_ms >= $1",
         )
@@ -252,7 +252,8 @@ async fn load(db: &Db) -> Result<Option<Ring>, sqlx::Error> {
 async fn insert_current(db: &Db) -> Result<(), sqlx::Error> {
     let kid = hex(&rand::random::<[u8; 6]>());
     let secret = hex(&rand::random::<[u8; 32]>());
-    on_pool!(write db, |p| sqlx::query(
+    on_pool!(write, db, |p| {
+        sqlx::query(
         "INSERT INTO form_keys (kid, secret, slot, created_ms) VALUES ($1, $2, 'current', $3) ON CONFLICT DO NOTHING"
     )
     .bind(kid)
@@ -260,7 +261,8 @@ async fn insert_current(db: &Db) -> Result<(), sqlx::Error> {
     .bind(now_ms())
     .execute(p)
     .await
-    .map(|_| ())?);
+    .map(|_| ())?
+    });
     Ok(())
 }
 

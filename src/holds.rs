@@ -56,7 +56,7 @@ impl Holds {
         group_id: Option<i64>,
     ) -> Result<(), sqlx::Error> {
         let now = self.db.now_ms().await?;
-        on_pool!(write & self.db, |p| {
+        on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "INSERT INTO holds (user_id, user_email, placed_by, placed_ms, reason, group_id)
                  VALUES ($1, $2, $3, $4, $5, $6)
@@ -78,7 +78,7 @@ impl Holds {
     }
 
     pub async fn get(&self, user_id: &str) -> Result<Option<Hold>, sqlx::Error> {
-        on_pool!(read & self.db, |p| {
+        on_pool!(read, &self.db, |p| {
             sqlx::query_as::<_, Hold>(HOLD_SQL)
                 .bind(user_id)
                 .fetch_optional(p)
@@ -88,7 +88,7 @@ impl Holds {
 
     /// Lifts the hold. Whether there was one.
     pub async fn lift(&self, user_id: &str) -> Result<bool, sqlx::Error> {
-        let n = on_pool!(write & self.db, |p| {
+        let n = on_pool!(write, &self.db, |p| {
             sqlx::query("DELETE FROM holds WHERE user_id = $1")
                 .bind(user_id)
                 .execute(p)

@@ -259,7 +259,7 @@ impl FormTokens {
         let key = hash(&format!("nonce:{}", claims.nonce));
         // A released claim (state 'fresh') may be taken again; any other
         // existing row means someone already holds or used this form.
-        let won: Option<String> = on_pool!(write & self.db, |p| {
+        let won: Option<String> = on_pool!(write, &self.db, |p| {
             sqlx::query_scalar(
             "INSERT INTO form_tokens (token_hash, actor, scope, session_binding, state, expires_ms)
              VALUES ($1, $2, $3, $4, 'inflight', $5)
@@ -277,7 +277,7 @@ impl FormTokens {
         if won.is_some() {
             return Ok(Claim::Claimed);
         }
-        let seen: Option<Option<String>> = on_pool!(read & self.db, |p| sqlx::query_scalar(
+        let seen: Option<Option<String>> = on_pool!(read, &self.db, |p| sqlx::query_scalar(
             "SELECT result_id FROM form_tokens WHERE token_hash = $1"
         )
         .bind(&key)
@@ -319,7 +319,7 @@ impl FormTokens {
             matching!("UPDATE form_tokens SET state = 'inflight'"),
             " AND state = 'fresh' RETURNING token_hash"
         );
-        let won: Option<String> = on_pool!(write & self.db, |p| bound!(sqlx::query_scalar(claim))
+        let won: Option<String> = on_pool!(write, &self.db, |p| bound!(sqlx::query_scalar(claim))
             .fetch_optional(p)
             .await?);
         if won.is_some() {
@@ -327,7 +327,7 @@ impl FormTokens {
         }
         let look = matching!("SELECT state, result_id FROM form_tokens");
         let seen: Option<(String, Option<String>)> =
-            on_pool!(read & self.db, |p| bound!(sqlx::query_as(look))
+            on_pool!(read, &self.db, |p| bound!(sqlx::query_as(look))
                 .fetch_optional(p)
                 .await?);
         Ok(match seen {
@@ -340,7 +340,7 @@ impl FormTokens {
     /// Gives a claimed token back: nothing happened upstream (validation failed,
     /// or Vultr definitely refused), so the same form may be sent again.
     pub async fn release(&self, token: &str) {
-        let r = on_pool!(write & self.db, |p| {
+        let r = on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "UPDATE form_tokens SET state = 'fresh' WHERE token_hash = $1 AND state = 'inflight'",
             )
@@ -358,7 +358,7 @@ impl FormTokens {
     /// Marks a claimed token used for good, remembering only the result's id.
     /// If this fails the token stays claimed: it can never act again either.
     pub async fn complete(&self, token: &str, result_id: Option<String>) {
-        let r = on_pool!(write & self.db, |p| sqlx::query(
+        let r = on_pool!(write, &self.db, |p| sqlx::query(
             "UPDATE form_tokens SET state = 'done', result_id = $2 WHERE token_hash = $1",
         )
         .bind(row_key(token))
@@ -374,7 +374,7 @@ impl FormTokens {
     /// Forgets expired tokens; returns how many. A signed token past its
     /// expiry is refused by its own fields, so its row is no longer needed.
     pub async fn purge_expired(&self) -> Result<u64, sqlx::Error> {
-        on_pool!(write & self.db, |p| sqlx::query(
+        on_pool!(write, &self.db, |p| sqlx::query(
             "DELETE FROM form_tokens WHERE expires_ms <= $1"
         )
         .bind(now_ms())
@@ -398,7 +398,7 @@ mod tests {
     }
 
     async fn rows(t: &FormTokens) -> Vec<(String, String)> {
-        on_pool!(read & t.db, |p| sqlx::query_as(
+        on_pool!(read, &t.db, |p| sqlx::query_as(
             "SELECT token_hash, state FROM form_tokens ORDER BY token_hash"
         )
         .fetch_all(p)
@@ -508,7 +508,7 @@ mod tests {
     async fn a_token_from_before_signed_tokens_is_still_claimed_once() {
         let t = tokens().await;
         let legacy = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        on_pool!(write & t.db, |p| {
+        on_pool!(write, &t.db, |p| {
             sqlx::query(
             "INSERT INTO form_tokens (token_hash, actor, scope, state, expires_ms) VALUES ($1, 'a@x', 'report:scan', 'fresh', $2)"
         )

@@ -314,8 +314,12 @@ async fn authenticate(
     }
 }
 
-/// The pages an identity with no role may open (its own claim links).
+/// The pages an identity with no role may open: its own claim links, and
+/// its own keys (`/me`, each page checking it is a key owner).
 pub const CLAIM_PREFIX: &str = "/claim/";
+fn self_service(path: &str) -> bool {
+    path.starts_with(CLAIM_PREFIX) || path == "/" || path == "/me" || path.starts_with("/me/")
+}
 
 /// Middleware: attach `Identity` (with its role) or answer 401/403.
 pub async fn require_identity(State(state): State<Gate>, mut req: Request, next: Next) -> Response {
@@ -331,14 +335,12 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
         Ok((email, groups)) => (normalize_email(&email), groups),
         Err(resp) => return resp,
     };
-    // Anyone the proxy vouches for may open claim links; each claim page
-    // then checks the link is addressed to them. Nowhere else.
-    let role = state.access.role_of(&email, &groups).or_else(|| {
-        req.uri()
-            .path()
-            .starts_with(CLAIM_PREFIX)
-            .then_some(Role::Claimant)
-    });
+    // Anyone the proxy vouches for may open claim links and their own keys;
+    // each of those pages checks it is theirs. Nowhere else.
+    let role = state
+        .access
+        .role_of(&email, &groups)
+        .or_else(|| self_service(req.uri().path()).then_some(Role::Claimant));
     let Some(role) = role else {
         state
             .audit

@@ -53,7 +53,7 @@ impl LostCreates {
         key_name: &str,
     ) -> Result<(), sqlx::Error> {
         let now = self.db.now_ms().await?;
-        on_pool!(write & self.db, |p| {
+        on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "INSERT INTO lost_creates (audit_id, user_id, key_name, started_ms, state) VALUES ($1, $2, $3, $4, 'open')",
             )
@@ -69,7 +69,7 @@ impl LostCreates {
     }
 
     pub async fn open_for_user(&self, user_id: &str) -> Result<Vec<LostCreate>, sqlx::Error> {
-        on_pool!(read & self.db, |p| {
+        on_pool!(read, &self.db, |p| {
             sqlx::query_as::<_, LostCreate>(
                 "SELECT audit_id, user_id, key_name, started_ms FROM lost_creates WHERE user_id = $1 AND state = 'open' ORDER BY audit_id",
             )
@@ -81,7 +81,7 @@ impl LostCreates {
 
     /// Ids of the user's keys that a lost create made: nobody ever saw them.
     pub async fn never_shown(&self, user_id: &str) -> Result<HashSet<String>, sqlx::Error> {
-        let ids: Vec<String> = on_pool!(read & self.db, |p| {
+        let ids: Vec<String> = on_pool!(read, &self.db, |p| {
             sqlx::query_scalar(
                 "SELECT key_id FROM lost_creates WHERE user_id = $1 AND state = 'created' AND key_id IS NOT NULL",
             )
@@ -99,7 +99,7 @@ impl LostCreates {
         } else {
             "not_created"
         };
-        let n = on_pool!(write & self.db, |p| {
+        let n = on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "UPDATE lost_creates SET state = $1, key_id = $2, settled_ms = $3 WHERE audit_id = $4 AND state = 'open'",
             )
@@ -191,7 +191,7 @@ impl LostCreates {
         user_id: &str,
         keys: &[ApiKey],
     ) -> Result<HashSet<String>, sqlx::Error> {
-        let rows: Vec<(String, Option<String>)> = on_pool!(read & self.db, |p| {
+        let rows: Vec<(String, Option<String>)> = on_pool!(read, &self.db, |p| {
             sqlx::query_as(VIEW_SQL).bind(user_id).fetch_all(p).await?
         });
         self.view_from(rows, audit, user_id, keys).await
@@ -215,7 +215,7 @@ impl LostCreates {
     /// The upkeep's pass: settles lost creates of a few users, one key-list
     /// read each.
     pub async fn sweep(&self, audit: &AuditStore, vultr: &VultrClient) {
-        let users: Vec<String> = match on_pool!(read & self.db, |p| {
+        let users: Vec<String> = match on_pool!(read, &self.db, |p| {
             sqlx::query_scalar(
                 "SELECT DISTINCT user_id FROM lost_creates WHERE state = 'open' ORDER BY user_id LIMIT $1",
             )

@@ -124,11 +124,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("{e} (pick another with --listen 127.0.0.1:PORT)"))?;
             tracing::info!(listen = %app.addr(), database = %keydesk::db::redacted(&args.database), "keydesk serving");
-            println!(
-                "keydesk demo: open {}/ in your browser (signed in as {}; fake Vultr API with seeded users; Ctrl-C to stop)",
-                app.base_url(),
-                args.identity
-            );
+            match &args.as_person {
+                Some(person) => println!(
+                    "keydesk demo: open {}/me in your browser (signed in as {person}, a key owner with no staff role; fake Vultr API with seeded users; Ctrl-C to stop)",
+                    app.base_url()
+                ),
+                None => println!(
+                    "keydesk demo: open {}/ in your browser (signed in as {}; fake Vultr API with seeded users; Ctrl-C to stop)",
+                    app.base_url(),
+                    args.identity
+                ),
+            }
             app.run_until(shutdown_signal()).await
         }
     }

@@ -58,7 +58,7 @@ impl Offboardings {
 
     pub async fn start(&self, group_id: i64, user_id: &str, by: &str) -> Result<(), sqlx::Error> {
         let now = self.db.now_ms().await?;
-        on_pool!(write & self.db, |p| {
+        on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "INSERT INTO offboardings (group_id, user_id, started_by, state, started_ms, heartbeat_ms)
                  VALUES ($1, $2, $3, 'running', $4, $4)",
@@ -105,7 +105,7 @@ impl Offboardings {
         live: i64,
     ) -> Result<(), sqlx::Error> {
         let now = self.db.now_ms().await?;
-        on_pool!(write & self.db, |p| {
+        on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "UPDATE offboardings SET state = $1, keys_total = COALESCE($2, keys_total),
                     keys_done = COALESCE($3, keys_done), live = $4, heartbeat_ms = $5
@@ -126,7 +126,7 @@ impl Offboardings {
 
     /// The user's latest run, if any.
     pub async fn latest_for_user(&self, user_id: &str) -> Result<Option<Offboarding>, sqlx::Error> {
-        on_pool!(read & self.db, |p| {
+        on_pool!(read, &self.db, |p| {
             sqlx::query_as::<_, Offboarding>(LATEST_FOR_USER_SQL)
                 .bind(user_id)
                 .fetch_optional(p)
@@ -138,7 +138,7 @@ impl Offboardings {
     /// become unfinished. Returns how many.
     pub async fn sweep(&self, bound_ms: i64) -> Result<u64, sqlx::Error> {
         let now = self.db.now_ms().await?;
-        let n = on_pool!(write & self.db, |p| {
+        let n = on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "UPDATE offboardings SET state = 'unfinished' WHERE state = 'running' AND heartbeat_ms < $1",
             )

@@ -102,7 +102,8 @@ impl Reports {
     pub async fn snapshot(&self) -> Result<Snapshot, sqlx::Error> {
         let now = self.db.now_ms().await?;
         let (lease, by, started, done, total, result, error): JobRow = on_pool!(
-            read & self.db,
+            read,
+            &self.db,
             |p| {
                 sqlx::query_as(
                 "SELECT lease_until_ms, started_by, started_ms, done, total, result, error FROM jobs WHERE name = $1",
@@ -147,7 +148,7 @@ impl Reports {
         actor: &str,
     ) -> Result<bool, sqlx::Error> {
         let now = self.db.now_ms().await?;
-        let won: Option<String> = on_pool!(write & self.db, |p| {
+        let won: Option<String> = on_pool!(write, &self.db, |p| {
             sqlx::query_scalar(
             "UPDATE jobs SET owner = $1, lease_until_ms = $2, started_by = $3, started_ms = $4, done = 0, total = 0, error = NULL
              WHERE name = $5 AND lease_until_ms < $4 RETURNING name",
@@ -192,7 +193,7 @@ impl Reports {
     /// Renews the lease and publishes progress.
     async fn publish(&self, p: &Progress) -> Result<(), sqlx::Error> {
         let now = self.db.now_ms().await?;
-        on_pool!(write & self.db, |pool| {
+        on_pool!(write, &self.db, |pool| {
             sqlx::query(
             "UPDATE jobs SET lease_until_ms = $1, done = $2, total = $3 WHERE name = $4 AND owner = $5",
         )
@@ -227,7 +228,7 @@ impl Reports {
             }
         };
         let now = self.db.now_ms().await?;
-        on_pool!(write & self.db, |p| sqlx::query(
+        on_pool!(write, &self.db, |p| sqlx::query(
             "UPDATE jobs SET lease_until_ms = 0, owner = NULL, finished_ms = $1,
                  result = COALESCE($2, result), error = $3
              WHERE name = $4 AND owner = $5",

@@ -43,7 +43,7 @@ impl SessionStore for DbSessionStore {
         let data = encode(record)?;
         // A fresh random id collides only by astronomical chance; retry then.
         for _ in 0..3 {
-            let inserted = on_pool!(write & self.db, |p| {
+            let inserted = on_pool!(write, &self.db, |p| {
                 sqlx::query(
                 "INSERT INTO sessions (id, data, expires_ms) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
             )
@@ -65,7 +65,7 @@ impl SessionStore for DbSessionStore {
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let data = encode(record)?;
-        on_pool!(write & self.db, |p| sqlx::query(
+        on_pool!(write, &self.db, |p| sqlx::query(
             "INSERT INTO sessions (id, data, expires_ms) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_ms = excluded.expires_ms",
         )
@@ -80,7 +80,7 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let row: Option<(String, i64)> = on_pool!(read & self.db, |p| sqlx::query_as(
+        let row: Option<(String, i64)> = on_pool!(read, &self.db, |p| sqlx::query_as(
             "SELECT data, expires_ms FROM sessions WHERE id = $1 AND expires_ms > $2",
         )
         .bind(id.to_string())
@@ -104,7 +104,7 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        on_pool!(write & self.db, |p| sqlx::query(
+        on_pool!(write, &self.db, |p| sqlx::query(
             "DELETE FROM sessions WHERE id = $1"
         )
         .bind(id.to_string())
@@ -119,7 +119,7 @@ impl SessionStore for DbSessionStore {
 #[async_trait]
 impl ExpiredDeletion for DbSessionStore {
     async fn delete_expired(&self) -> session_store::Result<()> {
-        on_pool!(write & self.db, |p| sqlx::query(
+        on_pool!(write, &self.db, |p| sqlx::query(
             "DELETE FROM sessions WHERE expires_ms <= $1"
         )
         .bind(now_ms())
@@ -134,7 +134,7 @@ impl ExpiredDeletion for DbSessionStore {
 impl DbSessionStore {
     /// How many sessions are stored now (tests, benchmarks).
     pub async fn count(&self) -> Result<i64, sqlx::Error> {
-        on_pool!(read & self.db, |p| sqlx::query_scalar(
+        on_pool!(read, &self.db, |p| sqlx::query_scalar(
             "SELECT COUNT(*) FROM sessions"
         )
         .fetch_one(p)

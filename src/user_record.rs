@@ -29,7 +29,7 @@ pub struct UserRecord {
 
 impl UserRecord {
     pub async fn read(db: &Db, user_id: &str) -> Result<Self, sqlx::Error> {
-        on_pool!(read db, |p| {
+        on_pool!(read, db, |p| {
             let mut tx = p.begin().await?;
             let history = sqlx::query_as::<_, Entry>(crate::audit::USER_HISTORY_SQL)
                 .bind(user_id)

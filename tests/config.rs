@@ -44,6 +44,14 @@ fn each_refusal_names_the_variable_and_a_good_value() {
             &["KEYDESK_APPROVERS", "boss@example.com", "KEYDESK_OPERATORS"],
         ),
         (
+            &[("KEYDESK_SECRET_KEY", "too-short")],
+            &[
+                "KEYDESK_SECRET_KEY",
+                "32 characters",
+                "openssl rand -hex 32",
+            ],
+        ),
+        (
             &[("KEYDESK_AUTH_MODE", "oauth")],
             &["KEYDESK_AUTH_MODE", "header, jwt"],
         ),
@@ -253,4 +261,110 @@ fn notify_help_lists_only_what_a_pass_uses() {
             "{unused}: {help}"
         );
     }
+}
+
+/// `KEYDESK_SECRET_KEY` signs the forms of every process that has it and is
+/// never stored; during a rotation (`NEW,OLD`) a form signed with the old key
+/// still works once, and a process with only the new key refuses it.
+#[tokio::test]
+async fn a_configured_secret_key_is_shared_never_stored_and_rotates_with_a_list() {
+    let fake = keydesk::fake_vultr::FakeVultr::seeded(ROOT_KEY);
+    let upstream = fake.spawn().await.unwrap();
+    let dir =
+        std::env::temp_dir().join(format!("keydesk-secret-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("k.db").display());
+    let (old, new) = (
+        "0".repeat(32) + &"a".repeat(32),
+        "1".repeat(32) + &"b".repeat(32),
+    );
+    let serve = |key: String| {
+        let env = vec![
+            ("KEYDESK_VULTR_API_URL", upstream.clone()),
+            ("KEYDESK_DATABASE_URL", db.clone()),
+            ("KEYDESK_SECRET_KEY", key),
+        ];
+        async move { spawn_binary(&env).await }
+    };
+    let (_a, a, _) = serve(old.clone()).await;
+    let (_b, b, _) = serve(format!("{new},{old}")).await;
+    let (_c, c, _) = serve(new.clone()).await;
+    let ada = user_id_in(&fake, "ada@example.com");
+    let browser = client(Some(STAFF));
+    let token_from_a =
+        || async { hidden_token(&get_text(&browser, format!("{a}/users/{ada}")).await) };
+    let create = |base: &str, token: String| {
+        let url = format!("{base}/users/{ada}/keys");
+        let browser = browser.clone();
+        async move {
+            let form = [("form_token", token.as_str()), ("name", "rotated")];
+            post_as(&browser, url, &form).await.status().as_u16()
+        }
+    };
+    // Only the new key: the old key's form is refused, nothing is sent.
+    assert_eq!(create(&c, token_from_a().await).await, 403);
+    assert_eq!(fake.count("POST", "/v2/users"), 0);
+    // The list: the old key's form works, once.
+    let token = token_from_a().await;
+    assert_eq!(create(&b, token.clone()).await, 200);
+    assert_eq!(create(&b, token).await, 409);
+    assert_eq!(fake.count("POST", "/v2/users"), 1);
+    // Never stored: the database holds no form key at all.
+    let store = keydesk::db::Db::open(&db).await.unwrap();
+    let stored: i64 = keydesk::on_pool!(read, &store, |p| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM form_keys"
+    )
+    .fetch_one(p)
+    .await
+    .unwrap());
+    assert_eq!(stored, 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `keydesk rotate-form-key` retires the database's key and makes a new
+/// one; a form signed before still works on a keydesk started after.
+#[tokio::test]
+async fn rotate_form_key_keeps_open_forms_working() {
+    let fake = keydesk::fake_vultr::FakeVultr::seeded(ROOT_KEY);
+    let upstream = fake.spawn().await.unwrap();
+    let dir =
+        std::env::temp_dir().join(format!("keydesk-rotate-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("k.db").display());
+    let env = vec![
+        ("KEYDESK_VULTR_API_URL", upstream.clone()),
+        ("KEYDESK_DATABASE_URL", db.clone()),
+    ];
+    let (before, base, _) = spawn_binary(&env).await;
+    let ada = user_id_in(&fake, "ada@example.com");
+    let browser = client(Some(STAFF));
+    let token = hidden_token(&get_text(&browser, format!("{base}/users/{ada}")).await);
+    drop(before);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keydesk"))
+        .arg("rotate-form-key")
+        .env("KEYDESK_DATABASE_URL", &db)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("new form-token signing key"), "{said}");
+
+    let (_after, base, _) = spawn_binary(&env).await;
+    let url = format!("{base}/users/{ada}/keys");
+    let form = [("form_token", token.as_str()), ("name", "after-rotation")];
+    assert_eq!(post_as(&browser, url, &form).await.status(), 200);
+    assert_eq!(fake.count("POST", "/v2/users"), 1);
+    // New forms are signed with the new key.
+    let fresh = hidden_token(&get_text(&browser, format!("{base}/users/{ada}")).await);
+    assert_ne!(
+        fresh.split('.').nth(1),
+        token.split('.').nth(1),
+        "another key id"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -485,7 +485,7 @@ async fn readyz_fails_for_keydesks_own_database_not_for_vultr() {
     app.fake.set_fault(None);
     // A schema behind this keydesk: not ready, and says what to run.
     let db = app.state.db.clone();
-    keydesk::on_pool!(write & db, |p| {
+    keydesk::on_pool!(write, &db, |p| {
         sqlx::query(
             "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
         )

@@ -45,7 +45,7 @@ async fn newest(s: &AuditStore) -> keydesk::audit::Entry {
 
 /// Runs raw SQL on either engine; Err when the database refuses it.
 async fn raw(db: &Db, sql: &'static str) -> Result<u64, sqlx::Error> {
-    keydesk::on_pool!(write db, |p| sqlx::query(sql)
+    keydesk::on_pool!(write, db, |p| sqlx::query(sql)
         .execute(p)
         .await
         .map(|r| r.rows_affected()))
@@ -273,7 +273,7 @@ async fn grant_to_app(owner: &Db) {
         "/deploy/postgres-grants.sql"
     ))
     .unwrap();
-    keydesk::on_pool!(write owner, |p| {
+    keydesk::on_pool!(write, owner, |p| {
         sqlx::query(
             "DO $$ BEGIN CREATE ROLE keydesk_app LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
         )

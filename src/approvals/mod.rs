@@ -138,7 +138,7 @@ impl Approvals {
     /// Stores a request under `id` (from `new_id`, so the audit can name it first).
     pub async fn create(&self, id: &str, a: &NewApproval) -> Result<Approval, sqlx::Error> {
         let now = self.db.now_ms().await?;
-        on_pool!(write & self.db, |p| {
+        on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "INSERT INTO approvals (id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending')",
@@ -165,7 +165,7 @@ impl Approvals {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Approval>, sqlx::Error> {
-        on_pool!(read & self.db, |p| {
+        on_pool!(read, &self.db, |p| {
             sqlx::query_as::<_, Approval>(select_approvals!("WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(p)
@@ -179,7 +179,7 @@ impl Approvals {
         state: Option<ApprovalState>,
         limit: i64,
     ) -> Result<Vec<Approval>, sqlx::Error> {
-        on_pool!(read & self.db, |p| {
+        on_pool!(read, &self.db, |p| {
             let mut q = sqlx::QueryBuilder::new(select_approvals!("WHERE 1 = 1"));
             if let Some(s) = state {
                 q.push(" AND state = ").push_bind(s.as_str());
@@ -187,6 +187,18 @@ impl Approvals {
             q.push(" ORDER BY requested_ms DESC LIMIT ")
                 .push_bind(limit);
             q.build_query_as::<Approval>().fetch_all(p).await
+        })
+    }
+
+    /// The requests about one Vultr user, newest first.
+    pub async fn for_user(&self, user_id: &str) -> Result<Vec<Approval>, sqlx::Error> {
+        on_pool!(read, &self.db, |p| {
+            sqlx::query_as::<_, Approval>(select_approvals!(
+                "WHERE user_id = $1 ORDER BY requested_ms DESC LIMIT 50"
+            ))
+            .bind(user_id)
+            .fetch_all(p)
+            .await
         })
     }
 
@@ -201,7 +213,7 @@ impl Approvals {
     ) -> Result<bool, sqlx::Error> {
         let now = self.db.now_ms().await?;
         let to = if approve { "approved" } else { "denied" };
-        let n = on_pool!(write & self.db, |p| {
+        let n = on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "UPDATE approvals SET state = $1, decided_by = $2, decided_ms = $3, comment = $4
                  WHERE id = $5 AND state = 'pending' AND expires_ms > $3 AND lower(requested_by) <> lower($2)
@@ -223,7 +235,7 @@ impl Approvals {
     /// the requester → executing. Whether this call won it.
     pub async fn begin_execute(&self, id: &str, by: &str) -> Result<bool, sqlx::Error> {
         let now = self.db.now_ms().await?;
-        let n = on_pool!(write & self.db, |p| {
+        let n = on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "UPDATE approvals SET state = 'executing', executed_ms = $1
                  WHERE id = $2 AND state = 'approved' AND expires_ms > $1 AND lower(requested_by) = lower($3)",
@@ -240,7 +252,7 @@ impl Approvals {
 
     /// Executed (or its outcome unknown: never again): executing → done.
     pub async fn done(&self, id: &str, result_id: Option<&str>) -> Result<bool, sqlx::Error> {
-        let n = on_pool!(write & self.db, |p| {
+        let n = on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "UPDATE approvals SET state = 'done', result_id = $1 WHERE id = $2 AND state = 'executing'",
             )
@@ -255,7 +267,7 @@ impl Approvals {
 
     /// The requester takes back a pending or approved request.
     pub async fn withdraw(&self, id: &str, by: &str) -> Result<bool, sqlx::Error> {
-        let n = on_pool!(write & self.db, |p| {
+        let n = on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "UPDATE approvals SET state = 'withdrawn' WHERE id = $1 AND state IN ('pending', 'approved') AND lower(requested_by) = lower($2)",
             )
@@ -271,7 +283,7 @@ impl Approvals {
     /// Offboarding: every pending or approved request that targets `user_id`
     /// becomes withdrawn, whoever asked; returns them (as they were).
     pub async fn withdraw_for_user(&self, user_id: &str) -> Result<Vec<Approval>, sqlx::Error> {
-        let open: Vec<Approval> = on_pool!(read & self.db, |p| {
+        let open: Vec<Approval> = on_pool!(read, &self.db, |p| {
             sqlx::query_as::<_, Approval>(select_approvals!(
                 "WHERE user_id = $1 AND state IN ('pending', 'approved')"
             ))
@@ -301,7 +313,7 @@ impl Approvals {
 
     /// Runs `sql`, a conditional update of the row `$1`: whether it moved.
     async fn moved(&self, id: &str, sql: &'static str) -> Result<bool, sqlx::Error> {
-        let n = on_pool!(write & self.db, |p| {
+        let n = on_pool!(write, &self.db, |p| {
             sqlx::query(sql).bind(id).execute(p).await?.rows_affected()
         });
         Ok(n == 1)
@@ -323,7 +335,7 @@ impl Approvals {
     ) -> Result<Vec<Approval>, sqlx::Error> {
         let now = self.db.now_ms().await?;
         let cutoff = now - i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
-        let stale: Vec<Approval> = on_pool!(read & self.db, |p| {
+        let stale: Vec<Approval> = on_pool!(read, &self.db, |p| {
             sqlx::query_as::<_, Approval>(select_approvals!(
                 "WHERE state = 'executing' AND COALESCE(executed_ms, 0) < $1"
             ))
@@ -345,7 +357,7 @@ impl Approvals {
     /// Pending or approved requests past their time become expired; returns them.
     pub async fn expire_due(&self) -> Result<Vec<Approval>, sqlx::Error> {
         let now = self.db.now_ms().await?;
-        let due: Vec<String> = on_pool!(read & self.db, |p| {
+        let due: Vec<String> = on_pool!(read, &self.db, |p| {
             sqlx::query_scalar(
                 "SELECT id FROM approvals WHERE state IN ('pending', 'approved') AND expires_ms <= $1",
             )
@@ -355,7 +367,7 @@ impl Approvals {
         });
         let mut out = vec![];
         for id in due {
-            let n = on_pool!(write & self.db, |p| {
+            let n = on_pool!(write, &self.db, |p| {
                 sqlx::query(
                     "UPDATE approvals SET state = 'expired' WHERE id = $1 AND state IN ('pending', 'approved') AND expires_ms <= $2",
                 )

@@ -114,7 +114,7 @@ impl AuditStore {
     /// At shutdown, after the last request: this process's own open intents
     /// can no longer be settled by anyone. Returns how many were marked.
     pub async fn mark_own_unknown(&self) -> Result<u64, sqlx::Error> {
-        let r = on_pool!(write & self.db, |p| {
+        let r = on_pool!(write, &self.db, |p| {
             sqlx::query(
             "UPDATE audit SET outcome = 'unknown', error = 'keydesk stopped before the outcome was known', finished_at = $1
              WHERE outcome = 'pending' AND instance = $2",
@@ -148,7 +148,7 @@ impl AuditStore {
         } else {
             now_ms - self.pending_bound_ms
         };
-        let r = on_pool!(write & self.db, |p| {
+        let r = on_pool!(write, &self.db, |p| {
             sqlx::query(
             "UPDATE audit SET outcome = 'unknown', error = 'keydesk stopped before the outcome was known', finished_at = $1
              WHERE outcome = 'pending' AND (COALESCE(started_ms, 0) < $2)",
@@ -166,7 +166,7 @@ impl AuditStore {
     pub async fn intent(&self, i: &Intent) -> Result<i64, sqlx::Error> {
         let at = now();
         let started_ms = self.db.now_ms().await?;
-        let id: i64 = on_pool!(write & self.db, |p| {
+        let id: i64 = on_pool!(write, &self.db, |p| {
             sqlx::query_scalar(
             "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id, api_enabled, instance, started_ms, group_id, granted_by, grant_id, requested_by, approved_by, approval_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) RETURNING id",
@@ -231,7 +231,7 @@ impl AuditStore {
     /// Settles an open intent; returns how many rows changed (1, or 0 when
     /// the entry was not open).
     pub async fn try_settle(&self, id: i64, how: Settlement<'_>) -> Result<u64, sqlx::Error> {
-        let r = on_pool!(write & self.db, |p| {
+        let r = on_pool!(write, &self.db, |p| {
             sqlx::query(
             "UPDATE audit SET outcome = $1, key_id = COALESCE(key_id, $2), upstream_status = $3, error = $4, finished_at = $5 WHERE id = $6 AND outcome = 'pending'",
         )
@@ -299,7 +299,7 @@ impl AuditStore {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<Entry>, sqlx::Error> {
-        on_pool!(read & self.db, |p| {
+        on_pool!(read, &self.db, |p| {
             let mut q = sqlx::QueryBuilder::new(select_entries!());
             push_filters!(q, f);
             q.push(" ORDER BY id DESC LIMIT ")
@@ -314,7 +314,7 @@ impl AuditStore {
     pub async fn rotated_keys(
         &self,
     ) -> Result<std::collections::HashMap<String, String>, sqlx::Error> {
-        let pairs: Vec<(String, String)> = on_pool!(read & self.db, |p| {
+        let pairs: Vec<(String, String)> = on_pool!(read, &self.db, |p| {
             sqlx::query_as(
                 "SELECT related_key_id, key_id FROM audit WHERE action = $1 AND outcome = 'ok' AND related_key_id IS NOT NULL AND key_id IS NOT NULL",
             )
@@ -329,7 +329,7 @@ impl AuditStore {
     pub async fn keys_created_here(
         &self,
     ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-        let ids: Vec<String> = on_pool!(read & self.db, |p| {
+        let ids: Vec<String> = on_pool!(read, &self.db, |p| {
             sqlx::query_scalar(
             "SELECT key_id FROM audit WHERE action IN ($1, $2, $3) AND outcome = 'ok' AND key_id IS NOT NULL",
         )
@@ -343,7 +343,7 @@ impl AuditStore {
     }
 
     pub async fn count(&self, f: &Filter) -> Result<i64, sqlx::Error> {
-        on_pool!(read & self.db, |p| {
+        on_pool!(read, &self.db, |p| {
             let mut q = sqlx::QueryBuilder::new("SELECT COUNT(*) FROM audit");
             push_filters!(q, f);
             q.build_query_scalar::<i64>().fetch_one(p).await

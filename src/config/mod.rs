@@ -255,6 +255,10 @@ pub struct DemoArgs {
     )]
     pub identity: String,
 
+    /// Sign in as this person instead, with no staff role (e.g. ada@example.com, a seeded Vultr user): try "My keys" as a key owner. The demo identity stays the operator.
+    #[arg(long = "as", value_name = "EMAIL")]
+    pub as_person: Option<String>,
+
     /// Database for the demo: in memory unless given here. Never read from
     /// KEYDESK_DATABASE_URL or KEYDESK_AUDIT_DB, so a demo on a production
     /// host cannot write demo rows into the real, append-only audit trail.
@@ -305,9 +309,18 @@ impl DemoArgs {
     /// The demo's settings against the in-process fake at `vultr_url`, which
     /// accepts `root_key`. Everyone is the fixed demo identity, an operator.
     pub fn settings(&self, vultr_url: &str, root_key: SecretString) -> Result<Settings, String> {
+        // `--as`: someone else, an owner without a role; only the demo
+        // identity operates then.
+        let (who, access) = match &self.as_person {
+            Some(person) => (
+                crate::email::normalize_email(person),
+                Access::new(&[], std::slice::from_ref(&self.identity)),
+            ),
+            None => (self.identity.clone(), Access::everyone_operates()),
+        };
         Ok(Settings {
-            auth: AuthMode::Demo(self.identity.clone()),
-            access: Access::everyone_operates(),
+            auth: AuthMode::Demo(who),
+            access,
             policy: self.common.key_policy()?,
             database_url: self.database.clone(),
             cookie_secure: false,

@@ -179,7 +179,7 @@ impl Grants {
     pub async fn create(&self, g: &NewGrant) -> Result<Grant, sqlx::Error> {
         let now = self.db.now_ms().await?;
         let id = new_id();
-        on_pool!(write & self.db, |p| {
+        on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "INSERT INTO grants (id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')",
@@ -201,7 +201,7 @@ impl Grants {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Grant>, sqlx::Error> {
-        on_pool!(read & self.db, |p| {
+        on_pool!(read, &self.db, |p| {
             sqlx::query_as::<_, Grant>(select_grants!("WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(p)
@@ -216,7 +216,7 @@ impl Grants {
         user: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Grant>, sqlx::Error> {
-        on_pool!(read & self.db, |p| {
+        on_pool!(read, &self.db, |p| {
             let mut q = sqlx::QueryBuilder::new(select_grants!("WHERE 1 = 1"));
             if let Some(s) = state {
                 q.push(" AND state = ").push_bind(s.as_str());
@@ -236,7 +236,7 @@ impl Grants {
     /// A user's claim links not yet used (pending, being claimed, or whose
     /// claim lost its answer), newest first: one query for the user page.
     pub async fn open_for_user(&self, user_id: &str) -> Result<Vec<Grant>, sqlx::Error> {
-        on_pool!(read & self.db, |p| {
+        on_pool!(read, &self.db, |p| {
             sqlx::query_as::<_, Grant>(OPEN_FOR_USER_SQL)
                 .bind(user_id)
                 .fetch_all(p)
@@ -262,7 +262,7 @@ impl Grants {
         // A pending grant only moves on while it is valid, except to expire.
         let timely =
             from != GrantState::Pending || to == GrantState::Expired || to == GrantState::Revoked;
-        let n = on_pool!(write & self.db, |p| {
+        let n = on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "UPDATE grants SET state = $1,
                     claimed_by = CASE WHEN $2 = 'claiming' THEN $3 ELSE claimed_by END,
@@ -313,7 +313,7 @@ impl Grants {
 
     /// Nothing was created: the grant can be claimed again.
     pub async fn reopen(&self, id: &str, from: GrantState) -> Result<bool, sqlx::Error> {
-        let n = on_pool!(write & self.db, |p| {
+        let n = on_pool!(write, &self.db, |p| {
             sqlx::query("UPDATE grants SET state = 'pending', claimed_by = NULL WHERE id = $1 AND state = $2")
                 .bind(id)
                 .bind(from.as_str())
@@ -339,7 +339,7 @@ impl Grants {
     ) -> Result<u64, sqlx::Error> {
         let now = self.db.now_ms().await?;
         let cutoff = now - i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
-        let n = on_pool!(write & self.db, |p| {
+        let n = on_pool!(write, &self.db, |p| {
             sqlx::query("UPDATE grants SET state = 'unknown' WHERE state = 'claiming' AND COALESCE(claim_ms, 0) < $1")
                 .bind(cutoff)
                 .execute(p)
@@ -365,7 +365,7 @@ impl Grants {
     /// Marks every pending grant past its time expired; returns them.
     pub async fn expire_due(&self) -> Result<Vec<Grant>, sqlx::Error> {
         let now = self.db.now_ms().await?;
-        let due: Vec<String> = on_pool!(read & self.db, |p| {
+        let due: Vec<String> = on_pool!(read, &self.db, |p| {
             sqlx::query_scalar("SELECT id FROM grants WHERE state = 'pending' AND expires_ms <= $1")
                 .bind(now)
                 .fetch_all(p)

@@ -268,7 +268,7 @@ impl Notifier {
     ) -> Result<RunReport, String> {
         let store = |e: sqlx::Error| format!("database: {e}");
         let started = self.db.now_ms().await.map_err(store)?;
-        let run_id: i64 = on_pool!(write & self.db, |p| {
+        let run_id: i64 = on_pool!(write, &self.db, |p| {
             sqlx::query_scalar(
                 "INSERT INTO notice_runs (started_ms, trigger, state) VALUES ($1, $2, 'running') RETURNING id",
             )

@@ -82,7 +82,7 @@ impl Notifier {
         let now = self.db.now_ms().await?;
         let manual = !matches!(trigger, Trigger::Schedule);
         let due_before = now - i64::try_from(self.interval.as_millis()).unwrap_or(i64::MAX);
-        let won: Option<String> = on_pool!(write & self.db, |p| {
+        let won: Option<String> = on_pool!(write, &self.db, |p| {
             sqlx::query_scalar(
                 "UPDATE jobs SET owner = $1, lease_until_ms = $2, started_by = $3, started_ms = $4, error = NULL
                  WHERE name = $5 AND lease_until_ms < $4 AND ($6 OR COALESCE(started_ms, 0) <= $7)
@@ -103,7 +103,7 @@ impl Notifier {
 
     pub(super) async fn renew(&self) -> Result<(), sqlx::Error> {
         let now = self.db.now_ms().await?;
-        on_pool!(write & self.db, |p| {
+        on_pool!(write, &self.db, |p| {
             sqlx::query("UPDATE jobs SET lease_until_ms = $1 WHERE name = $2 AND owner = $3")
                 .bind(now + LEASE.as_millis() as i64)
                 .bind(JOB)
@@ -117,7 +117,7 @@ impl Notifier {
     pub(super) async fn release(&self) {
         let r: Result<(), sqlx::Error> = async {
             let now = self.db.now_ms().await?;
-            on_pool!(write &self.db, |p| {
+            on_pool!(write, &self.db, |p| {
                 sqlx::query(
                     "UPDATE jobs SET lease_until_ms = 0, owner = NULL, finished_ms = $1 WHERE name = $2 AND owner = $3",
                 )
@@ -144,7 +144,7 @@ impl Notifier {
         run_id: i64,
     ) -> Result<bool, sqlx::Error> {
         let now = self.db.now_ms().await?;
-        let inserted = on_pool!(write & self.db, |p| {
+        let inserted = on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "INSERT INTO notices (key_id, threshold_days, channel, user_id, user_email, key_name, date_expire, days_left, state, run_id, created_ms, updated_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'sending', $9, $10, $10)
@@ -167,7 +167,7 @@ impl Notifier {
         if inserted == 1 {
             return Ok(true);
         }
-        let retried = on_pool!(write & self.db, |p| {
+        let retried = on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "UPDATE notices SET state = 'sending', attempts = attempts + 1, run_id = $1, updated_ms = $2, days_left = $3, error = NULL
                  WHERE key_id = $4 AND threshold_days = $5 AND channel = $6 AND state = 'failed'",
@@ -196,7 +196,7 @@ impl Notifier {
             Ok(()) => ("sent", None),
             Err(e) => ("failed", Some(e.as_str())),
         };
-        on_pool!(write & self.db, |p| {
+        on_pool!(write, &self.db, |p| {
             sqlx::query(
                 "UPDATE notices SET state = $1, error = $2, updated_ms = $3
                  WHERE key_id = $4 AND threshold_days = $5 AND channel = $6 AND state = 'sending'",
@@ -216,7 +216,7 @@ impl Notifier {
     pub(super) async fn finish(&self, r: &RunReport) {
         let res: Result<(), sqlx::Error> = async {
             let now = self.db.now_ms().await?;
-            on_pool!(write &self.db, |p| {
+            on_pool!(write, &self.db, |p| {
                 sqlx::query(
                     "UPDATE notice_runs SET finished_ms = $1, state = $2, users = $3, keys_due = $4, sent = $5, failed = $6, error = $7 WHERE id = $8",
                 )
@@ -242,7 +242,7 @@ impl Notifier {
     /// The newest passes and notices, and whether one runs now.
     pub async fn snapshot(&self, runs: i64, notices: i64) -> Result<Snapshot, sqlx::Error> {
         let now = self.db.now_ms().await?;
-        let runs: Vec<RunRow> = on_pool!(read & self.db, |p| {
+        let runs: Vec<RunRow> = on_pool!(read, &self.db, |p| {
             sqlx::query_as(
                 "SELECT id, started_ms, finished_ms, trigger, state, users, keys_due, sent, failed, error FROM notice_runs ORDER BY id DESC LIMIT $1",
             )
@@ -250,7 +250,7 @@ impl Notifier {
             .fetch_all(p)
             .await?
         });
-        let notices: Vec<NoticeRow> = on_pool!(read & self.db, |p| {
+        let notices: Vec<NoticeRow> = on_pool!(read, &self.db, |p| {
             sqlx::query_as(
                 "SELECT key_id, threshold_days, channel, user_id, user_email, key_name, date_expire, days_left, state, attempts, error, run_id, created_ms, updated_ms
                  FROM notices ORDER BY updated_ms DESC LIMIT $1",
@@ -259,7 +259,7 @@ impl Notifier {
             .fetch_all(p)
             .await?
         });
-        let (lease, started): (i64, Option<i64>) = on_pool!(read & self.db, |p| {
+        let (lease, started): (i64, Option<i64>) = on_pool!(read, &self.db, |p| {
             sqlx::query_as("SELECT lease_until_ms, started_ms FROM jobs WHERE name = $1")
                 .bind(JOB)
                 .fetch_one(p)
@@ -278,7 +278,7 @@ impl Notifier {
         &self,
         user_id: &str,
     ) -> Result<HashMap<String, NoticeRow>, sqlx::Error> {
-        let rows: Vec<NoticeRow> = on_pool!(read & self.db, |p| {
+        let rows: Vec<NoticeRow> = on_pool!(read, &self.db, |p| {
             sqlx::query_as(LAST_SENT_SQL)
                 .bind(user_id)
                 .fetch_all(p)

@@ -9,6 +9,7 @@ pub mod cleanup;
 pub mod error;
 pub mod grants;
 pub mod keys;
+pub mod me;
 pub mod notices;
 pub mod offboard;
 pub mod ops;

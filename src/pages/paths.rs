@@ -11,6 +11,8 @@ use crate::error::AppError;
 use crate::ids::{InvalidId, VultrId};
 
 pub const USERS: &str = "/users";
+/// The signed-in person's own keys (self-service).
+pub const ME: &str = "/me";
 pub const AUDIT: &str = "/audit";
 pub const AUDIT_CSV: &str = "/audit.csv";
 pub const AUDIT_JSONL: &str = "/audit.jsonl";
@@ -98,6 +100,10 @@ pub fn grant_create(id: &str) -> String {
 }
 
 /// `/claim/{grant}`: the owner's claim page (relative; see `AppState::link`).
+pub fn my_key_revoke(key: &str) -> String {
+    format!("/me/keys/{key}/revoke")
+}
+
 pub fn claim(grant: &str) -> String {
     format!("/claim/{grant}")
 }

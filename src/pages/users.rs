@@ -95,8 +95,12 @@ impl UsersListView {
     }
 }
 
-pub async fn index() -> Redirect {
-    Redirect::to(paths::USERS)
+/// `GET /`: staff to the users list, a key owner with no role to their keys.
+pub async fn index(who: crate::identity::Identity) -> Redirect {
+    match who.role {
+        crate::identity::Role::Claimant => Redirect::to(paths::ME),
+        _ => Redirect::to(paths::USERS),
+    }
 }
 
 /// `GET /users`: one upstream page per screen, or every page when searching.

@@ -106,7 +106,7 @@ async fn take(db: &Db, interval_ms: i64, tolerance_ms: i64) -> Result<Option<i64
         Db::Sqlite(_) => (TAKE_SQLITE, WAIT_SQLITE),
         Db::Postgres(_) => (TAKE_POSTGRES, WAIT_POSTGRES),
     };
-    let taken: Option<i64> = crate::on_pool!(write db, |p| sqlx::query_scalar(take_sql)
+    let taken: Option<i64> = crate::on_pool!(write, db, |p| sqlx::query_scalar(take_sql)
         .bind(interval_ms)
         .bind(tolerance_ms)
         .fetch_optional(p)
@@ -114,7 +114,7 @@ async fn take(db: &Db, interval_ms: i64, tolerance_ms: i64) -> Result<Option<i64
     if taken.is_some() {
         return Ok(None);
     }
-    let wait: Option<i64> = crate::on_pool!(read db, |p| sqlx::query_scalar(wait_sql)
+    let wait: Option<i64> = crate::on_pool!(read, db, |p| sqlx::query_scalar(wait_sql)
         .bind(tolerance_ms)
         .fetch_optional(p)
         .await?);

@@ -204,6 +204,10 @@ impl ApiKey {
     pub fn masked(&self) -> &str {
         self.api_key.as_deref().unwrap_or("—")
     }
+
+    pub fn created_display(&self) -> String {
+        display_time_relative(self.date_created.as_deref())
+    }
 }
 
 /// The create response: the only type that ever holds a full key.

@@ -556,8 +556,20 @@ pub async fn spawn_command(
     String,
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
+    spawn_args(&[command], env).await
+}
+
+/// `spawn_command` with arguments after the subcommand (`demo --as X`).
+pub async fn spawn_args(
+    args: &[&str],
+    env: &[(&str, String)],
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keydesk"));
-    cmd.arg(command)
+    cmd.args(args)
         .env("VULTR_API_KEY", ROOT_KEY)
         .env("KEYDESK_LISTEN", "127.0.0.1:0")
         .env("KEYDESK_COOKIE_SECURE", "false")
