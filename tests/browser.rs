@@ -821,3 +821,43 @@ async fn a_two_person_approval_round_in_a_real_browser() {
     c.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The leaked-key drill in a real browser: Ada, with no staff role, opens My
+/// keys, revokes a key in one confirmed step, and it is gone.
+#[tokio::test]
+async fn an_owner_revokes_a_leaked_key_from_my_keys_in_a_real_browser() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let ada = app.user_id("ada@example.com");
+    let leaked = app.key_named(&ada, "terraform");
+    let access = keydesk::identity::Access::new(&[], &["demo@keydesk.local".into()]);
+    let owner = demo_app_as(&app, "ada@example.com", access).await;
+    let c = browser(&driver, true).await;
+
+    c.goto(&format!("{owner}/")).await.unwrap();
+    css(&c, "#my-keys-table").await;
+    assert!(c.current_url().await.unwrap().path() == "/me");
+    assert!(c.find(Locator::Css("nav[aria-label=Main]")).await.is_err());
+    screenshot(&c, "my-keys").await;
+    css(&c, &format!("tr[data-key-id='{}'] a.my-revoke", leaked.id))
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#understand").await.click().await.unwrap();
+    screenshot(&c, "my-keys-revoke").await;
+    css(&c, "#confirm-revoke-button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#my-keys-table").await;
+    let page = c.source().await.unwrap();
+    assert!(page.contains("Revoked your key"), "the notice");
+    assert!(!page.contains(&leaked.id), "gone from the list");
+    assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
+    assert!(app.fake.keys_of(&ada).iter().all(|k| k.id != leaked.id));
+    c.close().await.unwrap();
+}

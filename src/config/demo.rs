@@ -1,0 +1,38 @@
+//! `keydesk demo`'s settings: the in-process fake, a fixed identity, and
+//! with `--as` a key owner without a staff role.
+
+use secrecy::SecretString;
+
+use super::DemoArgs;
+use crate::identity::{Access, AuthMode};
+use crate::state::Settings;
+
+impl DemoArgs {
+    /// The demo's settings against the in-process fake at `vultr_url`, which
+    /// accepts `root_key`. Everyone is the fixed demo identity, an operator.
+    pub fn settings(&self, vultr_url: &str, root_key: SecretString) -> Result<Settings, String> {
+        // `--as`: someone else, an owner without a role; only the demo
+        // identity operates then.
+        let (who, access) = match &self.as_person {
+            Some(person) => (
+                crate::email::normalize_email(person),
+                Access::new(&[], std::slice::from_ref(&self.identity)),
+            ),
+            None => (self.identity.clone(), Access::everyone_operates()),
+        };
+        Ok(Settings {
+            auth: AuthMode::Demo(who),
+            access,
+            policy: self.common.key_policy()?,
+            database_url: self.database.clone(),
+            cookie_secure: false,
+            upstream: self.common.client_options(),
+            page_size: self.common.page_size,
+            listen: self.common.listen,
+            public_url: self.common.public_url.clone(),
+            claim_ttl: self.common.claim_ttl(),
+            notify: self.common.notify.config()?,
+            ..Settings::new(vultr_url, root_key)
+        })
+    }
+}
