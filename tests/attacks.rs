@@ -94,8 +94,9 @@ fn es256(pem: &str, kid: &str, claims: &serde_json::Value) -> String {
     .unwrap()
 }
 
-async fn jwt_app(j: &Jwks) -> TestApp {
-    let verifier = JwtVerifier::new(JwtSettings {
+/// Cloudflare Access as the tests configure it, on `j`'s key set.
+fn verifier(j: &Jwks) -> JwtVerifier {
+    JwtVerifier::new(JwtSettings {
         header: "cf-access-jwt-assertion".parse().unwrap(),
         jwks_url: j.url.clone(),
         issuer: ISS.into(),
@@ -104,7 +105,11 @@ async fn jwt_app(j: &Jwks) -> TestApp {
         groups_claim: "groups".into(),
         algorithms: vec![Algorithm::RS256, Algorithm::ES256],
     })
-    .unwrap();
+    .unwrap()
+}
+
+async fn jwt_app(j: &Jwks) -> TestApp {
+    let verifier = verifier(j);
     TestApp::spawn_with(
         FakeVultr::seeded(ROOT_KEY),
         Options {
@@ -741,16 +746,7 @@ async fn roles_granted_through_groups_work_in_header_and_jwt_mode() {
     use keydesk::identity::Access;
     let access = Access::new(&["group:readers".into()], &["group:platform".into()]);
     let j = jwks().await;
-    let verifier = JwtVerifier::new(JwtSettings {
-        header: "cf-access-jwt-assertion".parse().unwrap(),
-        jwks_url: j.url.clone(),
-        issuer: ISS.into(),
-        audience: vec![AUD.into()],
-        email_claim: "email".into(),
-        groups_claim: "groups".into(),
-        algorithms: vec![Algorithm::ES256],
-    })
-    .unwrap();
+    let verifier = verifier(&j);
     let header_mode = AuthMode::Header {
         header: "x-forwarded-email".parse().unwrap(),
         groups_header: Some("x-forwarded-groups".parse().unwrap()),

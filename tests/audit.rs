@@ -296,15 +296,7 @@ async fn an_unwritable_audit_store_refuses_changes_and_sends_nothing() {
     // A database whose audit table refuses every new entry (a full disk, a
     // revoked grant): forms still work, intents cannot be written.
     let db = keydesk::db::Db::open(&url).await.unwrap();
-    keydesk::on_pool!(write, &db, |p| {
-        sqlx::query(
-        "CREATE TRIGGER refuse_intents BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-    )
-    .execute(p)
-    .await
-    .map(|_| ())
-    .unwrap()
-    });
+    refuse_audit_inserts(&db).await;
     db.close().await;
     let app = TestApp::spawn_with(
         FakeVultr::seeded(ROOT_KEY),

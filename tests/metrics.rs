@@ -146,15 +146,7 @@ async fn notices_and_audit_failures_count_exactly() {
     assert_eq!(delta("keydesk_notices_total", sent), 0.0);
 
     // An audit that refuses new entries: one create refused, one failure.
-    keydesk::on_pool!(write, &app.state.db, |p| {
-        sqlx::query(
-        "CREATE TRIGGER refuse_intents BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-    )
-    .execute(p)
-    .await
-    .map(|_| ())
-    .unwrap()
-    });
+    refuse_audit_inserts(&app.state.db).await;
     let token = app.form_token(&ada).await;
     let before = app.get("/metrics").await.1;
     let r = app.create_key_with(&ada, &token, &[("name", "x")]).await;

@@ -211,20 +211,12 @@ pub async fn revoke_submit(
         )
         .await;
     }
-    let intent = Intent {
+    let base = Intent {
         role: SELF_SERVICE.into(),
         reason: Some("revoked by its owner (self-service)".into()),
-        target_user_id: Some(id.to_string()),
-        target_user_email: user.email.clone(),
-        key_id: Some(key_id.to_string()),
-        key_name: key.name.clone(),
         ..ctx.intent(AuditAction::KeyRevoke)
     };
-    let call = ctx.state.vultr.delete_key(&id, &key_id);
-    claim
-        .execute(intent, call, |_| Some(key_id.to_string()))
-        .await?;
-    metrics::counter!("keydesk_keys_revoked_total").increment(1);
+    super::keys::revoke::revoke_claimed(&ctx, claim, base, &user, &key).await?;
     let text = format!(
         "Revoked your key “{}”. Anything using it has stopped working.",
         key.name_or_dash()

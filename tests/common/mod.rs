@@ -752,3 +752,17 @@ pub fn serve_refuses(set: &[(&str, &str)], unset: &[&str]) -> String {
     assert!(!out.status.success(), "keydesk started");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Makes the audit table of `db` refuse every new entry, as a full disk or a
+/// revoked grant would (SQLite).
+pub async fn refuse_audit_inserts(db: &keydesk::db::Db) {
+    keydesk::on_pool!(write, db, |p| {
+        sqlx::query(
+        "CREATE TRIGGER refuse_intents BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    .execute(p)
+    .await
+    .map(|_| ())
+    .unwrap()
+    });
+}

@@ -17,7 +17,7 @@ use crate::pages::paths::{self, KeyPath};
 use crate::pages::{Layout, render};
 use crate::policy::check_reason;
 use crate::vultr::{ApiKey, User};
-use crate::write::{Ctx, Refusal};
+use crate::write::{Claimed, Ctx, Refusal};
 
 #[derive(Template)]
 #[template(path = "keys/revoke_confirm.html")]
@@ -133,21 +133,39 @@ pub async fn revoke_submit(
     let (user, key) = claim
         .prepare(ctx.state.vultr.get_user_and_key(&id, &key_id).await)
         .await?;
-    let intent = Intent {
+    let base = Intent {
         reason,
         related_key_id: replaced_by.map(String::from),
+        ..ctx.intent(AuditAction::KeyRevoke)
+    };
+    revoke_claimed(&ctx, claim, base, &user, &key).await?;
+    let text = format!("Revoked the key “{}”.", key.name_or_dash());
+    ctx.flash("ok", text).await;
+    Ok(Redirect::to(&paths::user(id.as_str())).into_response())
+}
+
+/// Revokes `key` of `user` with a claimed form, through the one audited write
+/// (`base`, a `key.revoke` intent, gets the user and key filled in), and
+/// counts it. Shared by the staff page and an owner's own revocation.
+pub async fn revoke_claimed(
+    ctx: &Ctx,
+    claim: Claimed<'_>,
+    base: Intent,
+    user: &User,
+    key: &ApiKey,
+) -> Result<(), AppError> {
+    let (id, key_id) = (VultrId::parse(&user.id)?, VultrId::parse(&key.id)?);
+    let intent = Intent {
         target_user_id: Some(id.to_string()),
         target_user_email: user.email.clone(),
         key_id: Some(key_id.to_string()),
         key_name: key.name.clone(),
-        ..ctx.intent(AuditAction::KeyRevoke)
+        ..base
     };
     let call = ctx.state.vultr.delete_key(&id, &key_id);
     claim
         .execute(intent, call, |_| Some(key_id.to_string()))
         .await?;
     metrics::counter!("keydesk_keys_revoked_total").increment(1);
-    let text = format!("Revoked the key “{}”.", key.name_or_dash());
-    ctx.flash("ok", text).await;
-    Ok(Redirect::to(&paths::user(id.as_str())).into_response())
+    Ok(())
 }
