@@ -5,9 +5,9 @@ FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 # Cache the dependency layer: build a stub crate with the real manifest first.
 COPY Cargo.toml Cargo.lock ./
-# (The manifest declares a bench target, so its file must exist too.)
+# (The manifest declares bench targets, so their files must exist too.)
 RUN mkdir -p src/migrations benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && echo 'fn main() {}' > benches/keydesk.rs \
+    && echo 'fn main() {}' > benches/keydesk.rs && echo 'fn main() {}' > benches/claims.rs \
     && cargo build --release --locked \
     && rm -rf src target/release/keydesk target/release/deps/keydesk* target/release/.fingerprint/keydesk*
 COPY src ./src
