@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use keydesk::fake_vultr::FakeVultr;
+use keydesk::fake_vultr::{FakeVultr, Fault};
 use keydesk::vultr::{ClientOptions, User};
 
 /// A fake with one user (`leaver@example.com`) holding `keys` keys.
@@ -454,4 +454,67 @@ async fn the_cleanup_confirmation_flags_rotated_keys_not_yet_retired() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+/// The clean-up when Vultr deletes but the answer is lost (a gateway's 504,
+/// or a connection reset mid-answer): each such key is said to be still live
+/// (the safe reading), audited as failed, and the next clean-up reads the
+/// list again and sends no second DELETE for a key that is gone.
+#[tokio::test]
+async fn a_cleanup_whose_answers_were_lost_sends_no_second_delete() {
+    for fault in [Fault::Status(504), Fault::Reset] {
+        let (fake, expired) = expired_fleet();
+        let app = TestApp::spawn_with(fake, Options::default()).await;
+        app.start_scan().await;
+        scan_idle(&app).await;
+        app.fake.set_fault_after("DELETE", "", Some(fault.clone()));
+        let token = app.token_of("/reports/keys/revoke-expired").await;
+        let resp = app
+            .post_form("/reports/keys/revoke-expired", &[("form_token", &token)])
+            .await;
+        assert_eq!(resp.status(), 200);
+        let page = resp.text().await.unwrap();
+        assert_eq!(
+            page.matches("data-outcome=\"done\"").count(),
+            0,
+            "{fault:?}: {page}"
+        );
+        assert_eq!(
+            page.matches("class=\"still-live\"").count(),
+            expired.len(),
+            "{fault:?}"
+        );
+        assert_eq!(app.fake.count("DELETE", "/v2/users"), expired.len());
+        // Vultr did delete them all.
+        assert!(
+            expired
+                .iter()
+                .all(|(u, k)| app.fake.keys_of(u).iter().all(|x| &x.id != k))
+        );
+        // Audited as not done: failed (a status) or unknown (a broken
+        // answer), never ok, since keydesk did not see Vultr's yes.
+        let revokes = keydesk::audit::Filter {
+            action: Some("key.revoke".into()),
+            ..Default::default()
+        };
+        let entries = app.state.audit.list(&revokes, 100, 0).await.unwrap();
+        let outcomes: Vec<&str> = entries.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(entries.len(), expired.len(), "{fault:?}: {outcomes:?}");
+        assert!(
+            outcomes.iter().all(|o| *o == "failed" || *o == "unknown"),
+            "{fault:?}: {outcomes:?}"
+        );
+
+        // The next clean-up reads Vultr again: nothing left, nothing sent.
+        app.fake.set_fault_after("DELETE", "", None);
+        app.start_scan().await;
+        scan_idle(&app).await;
+        let (_, confirm) = app.get("/reports/keys/revoke-expired").await;
+        assert_eq!(confirm.matches(r#"name="key""#).count(), 0, "{confirm}");
+        assert_eq!(
+            app.fake.count("DELETE", "/v2/users"),
+            expired.len(),
+            "{fault:?}"
+        );
+    }
 }
