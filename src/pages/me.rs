@@ -191,14 +191,8 @@ pub async fn revoke_submit(
             return revoke_page(&ctx, user, key, Some(notice.into()), StatusCode::FORBIDDEN).await;
         }
     };
-    let key = match own_key(&ctx, &user, &key_id).await {
-        Ok(key) => key,
-        Err(e) => {
-            // Nothing was sent: the same form may be used again.
-            claim.release().await;
-            return Err(e);
-        }
-    };
+    // Not theirs, or unreadable: nothing was sent, the form is given back.
+    let key = claim.prepare(own_key(&ctx, &user, &key_id).await).await?;
     if !crate::policy::checkbox(input.understand.as_deref()) {
         claim.release().await;
         let notice = "Tick “I understand” to confirm the revocation. Nothing was revoked.";
