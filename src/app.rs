@@ -87,6 +87,14 @@ pub fn build_router(state: AppState) -> Router {
         )
         .route("/me", get(me::me_show))
         .route(
+            "/me/keys/new",
+            get(me::new_key_form).post(me::new_key_submit),
+        )
+        .route(
+            "/me/keys/{key_id}/rotate",
+            get(me::rotate_form).post(me::rotate_submit),
+        )
+        .route(
             "/me/keys/{key_id}/revoke",
             get(me::revoke_confirm).post(me::revoke_submit),
         )

@@ -5,6 +5,11 @@
 //! Roles come from keydesk's own policy (`KEYDESK_VIEWERS`,
 //! `KEYDESK_OPERATORS`), deny by default.
 
+mod open_paths;
+
+pub use open_paths::CLAIM_PREFIX;
+use open_paths::{is_public, self_service};
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -185,11 +190,6 @@ impl Approvers {
     }
 }
 
-/// Paths reachable without identity: probes, metrics and static assets.
-fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/static/")
-}
-
 pub fn peer_is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
     // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
     let peer = peer.to_canonical();
@@ -312,13 +312,6 @@ async fn authenticate(
             })
         }
     }
-}
-
-/// The pages an identity with no role may open: its own claim links, and
-/// its own keys (`/me`, each page checking it is a key owner).
-pub const CLAIM_PREFIX: &str = "/claim/";
-fn self_service(path: &str) -> bool {
-    path.starts_with(CLAIM_PREFIX) || path == "/" || path == "/me" || path.starts_with("/me/")
 }
 
 /// Middleware: attach `Identity` (with its role) or answer 401/403.

@@ -25,6 +25,7 @@ pub mod offboardings;
 pub mod pages;
 pub mod policy;
 pub mod report;
+pub mod self_service;
 pub mod session;
 pub mod session_store;
 pub mod startup;

@@ -95,30 +95,30 @@ impl ApprovalPolicy {
             (ApprovalRule::NoExpiry, Change::Key(k)) if !k.expire => {
                 Some("a key that never expires needs a second person".to_string())
             }
-            (ApprovalRule::OverDays(n), Change::Key(k)) => {
-                let fmt = time::macros::format_description!("[year]-[month]-[day]");
-                let date = k
-                    .date_expire
-                    .as_deref()
-                    .and_then(|d| d.get(..10))
-                    .and_then(|d| Date::parse(d, &fmt).ok())
-                    .filter(|_| k.expire);
-                match date {
-                    // A key that never expires lives longer than any N days.
-                    None => Some(format!(
-                        "a key that never expires lives longer than {n} days and needs a second person"
-                    )),
-                    Some(d) => (d > today + time::Duration::days(i64::from(*n))).then(|| {
-                        format!("an expiry more than {n} days away needs a second person")
-                    }),
-                }
-            }
+            (ApprovalRule::OverDays(n), Change::Key(k)) => match expiry_date(k) {
+                // A key that never expires lives longer than any N days.
+                None => Some(format!(
+                    "a key that never expires lives longer than {n} days and needs a second person"
+                )),
+                Some(d) => (d > today + time::Duration::days(i64::from(*n)))
+                    .then(|| format!("an expiry more than {n} days away needs a second person")),
+            },
             (ApprovalRule::ApiAccessOn, Change::ApiAccess(true)) => {
                 Some("switching API access back on needs a second person".to_string())
             }
             _ => None,
         })
     }
+}
+
+/// The day a new key expires, or `None` when it never does.
+pub fn expiry_date(k: &NewApiKey) -> Option<Date> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    k.date_expire
+        .as_deref()
+        .and_then(|d| d.get(..10))
+        .and_then(|d| Date::parse(d, &fmt).ok())
+        .filter(|_| k.expire)
 }
 
 /// Rules the keydesk operators set for new keys; staff see them in the form.

@@ -22,6 +22,7 @@ use crate::notify::{Notifier, NotifyConfig};
 use crate::offboardings::Offboardings;
 use crate::policy::{ApprovalPolicy, KeyPolicy};
 use crate::report::Reports;
+use crate::self_service::SelfService;
 use crate::vultr::{ClientOptions, VultrClient, VultrError};
 
 /// The last readiness verdict and when it was reached.
@@ -53,6 +54,8 @@ pub struct AppState {
     pub approval: ApprovalPolicy,
     pub approvers: Approvers,
     pub approvals: Approvals,
+    /// What key owners may get for themselves on "My keys".
+    pub self_service: SelfService,
     /// keydesk's own address, for absolute links (claim links, notices).
     pub public_url: Option<String>,
 }
@@ -96,6 +99,8 @@ pub struct Settings {
     pub approval: ApprovalPolicy,
     /// `KEYDESK_APPROVERS`: emails and `group:NAME`.
     pub approvers: Vec<String>,
+    /// `KEYDESK_SELF_SERVICE`: what owners may get themselves (off by default).
+    pub self_service: SelfService,
 }
 
 impl Settings {
@@ -132,6 +137,7 @@ impl Settings {
                 ttl: std::time::Duration::from_secs(24 * 3600),
             },
             approvers: vec![],
+            self_service: SelfService::default(),
         }
     }
 }
@@ -144,6 +150,12 @@ impl AppState {
                 "KEYDESK_APPROVAL_FOR is set but KEYDESK_APPROVERS is empty: nobody could approve"
                     .into(),
             );
+        }
+        if s.self_service.enabled() && approvers.is_empty() {
+            return Err(format!(
+                "KEYDESK_SELF_SERVICE={} sends owners' requests to approvers, but KEYDESK_APPROVERS is empty: nobody could approve them",
+                s.self_service.mode.as_str()
+            ));
         }
         crate::metrics::start_upkeep();
         let db = Db::open(&s.database_url)
@@ -179,6 +191,7 @@ impl AppState {
             approvals: Approvals::new(db.clone(), s.approval.ttl),
             approval: s.approval,
             approvers,
+            self_service: s.self_service,
             public_url: s.public_url,
             db,
             page_size: s.page_size,

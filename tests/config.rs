@@ -52,6 +52,18 @@ fn each_refusal_names_the_variable_and_a_good_value() {
             ],
         ),
         (
+            &[("KEYDESK_SELF_SERVICE", "yes")],
+            &["KEYDESK_SELF_SERVICE", "off, request or direct"],
+        ),
+        (
+            &[("KEYDESK_SELF_SERVICE", "direct")],
+            &["KEYDESK_SELF_SERVICE=direct", "KEYDESK_APPROVERS is empty"],
+        ),
+        (
+            &[("KEYDESK_SELF_SERVICE_MAX_DAYS", "0")],
+            &["KEYDESK_SELF_SERVICE_MAX_DAYS", "1..=3650"],
+        ),
+        (
             &[("KEYDESK_AUTH_MODE", "oauth")],
             &["KEYDESK_AUTH_MODE", "header, jwt"],
         ),

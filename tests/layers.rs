@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("approvals", 2),
     ("error", 2),
     ("policy", 2),
+    ("self_service", 3),
     ("report", 2),
     ("fake_vultr", 2),
     ("session_store", 2),

@@ -13,6 +13,13 @@ impl DemoArgs {
     pub fn settings(&self, vultr_url: &str, root_key: SecretString) -> Result<Settings, String> {
         // `--as`: someone else, an owner without a role; only the demo
         // identity operates then.
+        let self_service = self.common.self_service.policy()?;
+        // Someone must be able to approve an owner's request: the operator.
+        let approvers = if self_service.enabled() {
+            vec![self.identity.clone()]
+        } else {
+            vec![]
+        };
         let (who, access) = match &self.as_person {
             Some(person) => (
                 crate::email::normalize_email(person),
@@ -32,6 +39,8 @@ impl DemoArgs {
             public_url: self.common.public_url.clone(),
             claim_ttl: self.common.claim_ttl(),
             notify: self.common.notify.config()?,
+            self_service,
+            approvers,
             ..Settings::new(vultr_url, root_key)
         })
     }

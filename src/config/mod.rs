@@ -19,6 +19,7 @@ mod explain;
 mod notify;
 mod roles;
 mod root_key;
+mod self_service;
 mod values;
 
 pub use explain::unknown_variables;
@@ -30,6 +31,7 @@ use values::{
 pub use database::DatabaseArgs;
 pub use notify::{NotifyArgs, NotifyCmd};
 pub use root_key::RootKeyError;
+pub use self_service::SelfServiceArgs;
 
 #[derive(Parser)]
 #[command(
@@ -124,6 +126,9 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub notify: NotifyArgs,
+
+    #[command(flatten)]
+    pub self_service: SelfServiceArgs,
 }
 
 /// `keydesk serve`.
@@ -356,6 +361,7 @@ impl ServeArgs {
             notify: self.common.notify.config()?,
             approval: self.approval_policy()?,
             approvers: self.approvers.clone(),
+            self_service: self.common.self_service.policy()?,
             ..Settings::new(vultr_url, root_key)
         })
     }

@@ -13,6 +13,7 @@ use crate::ids::{InvalidId, VultrId};
 pub const USERS: &str = "/users";
 /// The signed-in person's own keys (self-service).
 pub const ME: &str = "/me";
+pub const MY_NEW_KEY: &str = "/me/keys/new";
 pub const AUDIT: &str = "/audit";
 pub const AUDIT_CSV: &str = "/audit.csv";
 pub const AUDIT_JSONL: &str = "/audit.jsonl";
@@ -102,6 +103,10 @@ pub fn grant_create(id: &str) -> String {
 /// `/claim/{grant}`: the owner's claim page (relative; see `AppState::link`).
 pub fn my_key_revoke(key: &str) -> String {
     format!("/me/keys/{key}/revoke")
+}
+
+pub fn my_key_rotate(key: &str) -> String {
+    format!("/me/keys/{key}/rotate")
 }
 
 pub fn claim(grant: &str) -> String {

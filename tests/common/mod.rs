@@ -66,6 +66,8 @@ pub struct Options {
     pub approvers: Vec<String>,
     /// How long before an open audit intent, or a lost create, is settled.
     pub pending_bound: Duration,
+    /// `KEYDESK_SELF_SERVICE` (off by default, as deployed).
+    pub self_service: keydesk::self_service::SelfService,
 }
 
 impl Options {
@@ -91,6 +93,7 @@ impl Options {
             approval: self.approval.clone(),
             approvers: self.approvers.clone(),
             pending_bound: self.pending_bound,
+            self_service: self.self_service,
             ..Settings::new(url, SecretString::from(self.root_key.to_string()))
         }
     }
@@ -138,6 +141,7 @@ impl Default for Options {
             },
             approvers: vec![],
             pending_bound: keydesk::audit::PENDING_BOUND,
+            self_service: Default::default(),
         }
     }
 }

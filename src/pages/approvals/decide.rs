@@ -122,7 +122,6 @@ async fn decide(
 /// `POST /approvals/{id}/withdraw`: the requester takes a pending or
 /// approved request back; it can then never be carried out.
 pub async fn approval_withdraw(
-    Staff(_): Staff,
     ctx: Ctx,
     Path(raw): Path<String>,
     Form(input): Form<DecisionInput>,

@@ -6,30 +6,35 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::{DecisionInput, claim_step, closed, current, requester_step};
+use super::{
+    DecisionInput, claim_step, closed, current, owner_may_execute, refuse, requester_step,
+};
 use crate::approvals::{Approval, ApprovalAction, ApprovalState};
 use crate::audit::{AuditAction, Intent, Outcome};
 use crate::error::AppError;
 use crate::grants::NewGrant;
 use crate::idempotency::Scope;
-use crate::identity::Operator;
 use crate::ids::VultrId;
 use crate::pages::grants::{GrantCreatedView, mail_link};
-use crate::pages::keys::reveal;
+use crate::pages::keys::{reveal, reveal_to_owner};
 use crate::pages::{paths, render};
 use crate::vultr::NewApiKey;
 use crate::write::{Claimed, Ctx};
 
 /// `POST /approvals/{id}/execute`: the requester carries out an approved
-/// request, once. A key is revealed to them alone.
+/// request, once: an operator, or an owner their own key's request. A key is
+/// revealed to them alone.
 pub async fn approval_execute(
-    Operator(_): Operator,
     ctx: Ctx,
     Path(raw): Path<String>,
     Form(input): Form<DecisionInput>,
 ) -> Result<Response, AppError> {
     let what = "carry out an approved request";
     let a = requester_step(&ctx, &raw, what, &[ApprovalState::Approved]).await?;
+    if !ctx.who.can_write() && !owner_may_execute(&ctx.state, &a, &ctx.who.email) {
+        let why = "Only operators, or an owner for their own key while self-service is on, can carry out a request";
+        return Err(refuse(&ctx, &a, why).await);
+    }
     let user_id = VultrId::parse(&a.user_id)?;
     let token = input.form_token.as_deref().filter(|t| !t.is_empty());
     let claim = match claim_step(&ctx, &a, Scope::ApprovalExecute(&a.id), token).await? {
@@ -85,7 +90,18 @@ async fn carry_out(
     let state = &ctx.state;
     // Vultr's word now, not a cached one: the approver decided for this email.
     state.vultr.invalidate_user(user_id);
+    // An owner carrying out their own key's request: the self-service marker.
+    let own = a.is_recipient(&ctx.who.email);
     let stamp = |i: Intent| Intent {
+        role: if own
+            && matches!(
+                a.action,
+                ApprovalAction::KeyCreate | ApprovalAction::KeyRotate
+            ) {
+            crate::pages::me::SELF_SERVICE.into()
+        } else {
+            i.role
+        },
         reason: a.reason.clone(),
         requested_by: Some(a.requested_by.clone()),
         approved_by: a.decided_by.clone(),
@@ -129,7 +145,12 @@ async fn carry_out(
             let call = state.vultr.create_key(user_id, &body);
             let created = claim.execute(intent, call, |k| Some(k.id.clone())).await?;
             let id = created.id.clone();
-            Ok((reveal(ctx, user, created, old).await, Some(id)))
+            let page = if own {
+                reveal_to_owner(ctx, user, created, old).await
+            } else {
+                reveal(ctx, user, created, old).await
+            };
+            Ok((page, Some(id)))
         }
         ApprovalAction::GrantCreate => {
             let user = claim.prepare(state.vultr.get_user(user_id).await).await?;

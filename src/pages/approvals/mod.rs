@@ -15,7 +15,7 @@ use crate::approvals::{Approval, ApprovalAction, ApprovalState, NewApproval, pla
 use crate::audit::{AuditAction, Intent, Outcome};
 use crate::error::AppError;
 use crate::idempotency::Scope;
-use crate::identity::Staff;
+use crate::identity::{Role, Staff};
 use crate::ids::VultrId;
 use crate::state::AppState;
 use crate::vultr::{NewApiKey, User};
@@ -41,7 +41,22 @@ pub async fn request(
     claim: Claimed<'_>,
     new: NewApproval,
 ) -> Result<Response, AppError> {
+    request_as(ctx, claim, new, None).await
+}
+
+/// `request`, audited under `role` instead of the person's staff role (an
+/// owner's own request: the self-service marker).
+pub async fn request_as(
+    ctx: &Ctx,
+    claim: Claimed<'_>,
+    new: NewApproval,
+    role: Option<&str>,
+) -> Result<Response, AppError> {
     let id = crate::approvals::new_id();
+    let mut base = ctx.intent(AuditAction::ApprovalRequest);
+    if let Some(role) = role {
+        base.role = role.to_string();
+    }
     let intent = Intent {
         target_user_id: Some(new.user_id.clone()),
         target_user_email: new.user_email.clone(),
@@ -52,7 +67,7 @@ pub async fn request(
         reason: new.reason.clone(),
         requested_by: Some(new.requested_by.clone()),
         approval_id: Some(id.clone()),
-        ..ctx.intent(AuditAction::ApprovalRequest)
+        ..base
     };
     let approvals = &ctx.state.approvals;
     let approval = claim
@@ -273,7 +288,8 @@ async fn show_page(
         && !is_requester
         && !a.is_recipient(&ctx.who.email)
         && a.state == ApprovalState::Pending;
-    let can_execute = is_requester && ctx.who.can_write() && a.state == ApprovalState::Approved;
+    let may_execute = ctx.who.can_write() || owner_may_execute(&ctx.state, &a, &ctx.who.email);
+    let can_execute = is_requester && may_execute && a.state == ApprovalState::Approved;
     let (approve_token, deny_token) = if can_decide {
         (
             Some(ctx.issue(Scope::ApprovalDecide(&a.id)).await?),
@@ -308,14 +324,31 @@ async fn show_page(
     Ok(render(status, &view))
 }
 
-/// `GET /approvals/{id}`: one request, with what this person may do with it.
-pub async fn approval_show(
-    Staff(_): Staff,
-    ctx: Ctx,
-    Path(raw): Path<String>,
-) -> Result<Response, AppError> {
+/// `GET /approvals/{id}`: one request, with what this person may do with
+/// it. Staff see every request; an owner without a role only their own.
+pub async fn approval_show(ctx: Ctx, Path(raw): Path<String>) -> Result<Response, AppError> {
     let a = current(&ctx.state, &raw).await?;
+    if ctx.who.role == Role::Claimant && !a.is_requester(&ctx.who.email) {
+        return Err(refuse(
+            &ctx,
+            &a,
+            "Only staff and the person who asked can see a request",
+        )
+        .await);
+    }
     show_page(&ctx, a, None, StatusCode::OK).await
+}
+
+/// An owner's own request for their own key, which they may carry out
+/// themselves once approved, without a staff role, while self-service is on.
+pub fn owner_may_execute(state: &AppState, a: &Approval, email: &str) -> bool {
+    state.self_service.enabled()
+        && a.is_requester(email)
+        && a.is_recipient(email)
+        && matches!(
+            a.action,
+            ApprovalAction::KeyCreate | ApprovalAction::KeyRotate
+        )
 }
 
 #[derive(Deserialize, Default)]

@@ -49,6 +49,8 @@ pub struct KeyCreateView {
     /// When the owner claimed it through a link: who granted it. The owner
     /// may have no role, so the page links nowhere else.
     pub claimed_from: Option<Claimed>,
+    /// Made on "My keys": the page links back there, never to staff pages.
+    pub for_owner: bool,
 }
 
 /// A key its owner claimed through a link: who granted it, and the link.
@@ -68,10 +70,11 @@ impl KeyCreateView {
         paths::user_keys_list(&self.user.id)
     }
     /// Where "I have copied the key" goes: the user's keys, or for a claim
-    /// (whose owner may see no staff page) the top of this page's origin.
+    /// or an owner's own key (who may see no staff page) where they came from.
     pub fn done_href(&self) -> String {
         match &self.claimed_from {
             Some(c) => paths::claim(&c.grant_id),
+            None if self.for_owner => paths::ME.to_string(),
             None => self.user_keys_href(),
         }
     }
@@ -79,6 +82,9 @@ impl KeyCreateView {
     /// post `Origin: null`: the old key is retired through the normal
     /// confirmation, linked here.
     pub fn revoke_old_href(&self, old: &ApiKey) -> String {
+        if self.for_owner {
+            return paths::my_key_revoke(&old.id);
+        }
         paths::key_revoke_replaced(&self.user.id, &old.id, &self.key.id)
     }
 }
@@ -90,7 +96,17 @@ pub async fn reveal(
     created: CreatedApiKey,
     replaces: Option<ApiKey>,
 ) -> Response {
-    reveal_to(ctx, user, created, replaces, None).await
+    show_once(ctx, user, created, replaces, None, false).await
+}
+
+/// `reveal`, for an owner's own key made on "My keys".
+pub async fn reveal_to_owner(
+    ctx: &Ctx,
+    user: User,
+    created: CreatedApiKey,
+    replaces: Option<ApiKey>,
+) -> Response {
+    show_once(ctx, user, created, replaces, None, true).await
 }
 
 /// `reveal`, naming who granted the key when its owner claimed it.
@@ -101,6 +117,17 @@ pub async fn reveal_to(
     replaces: Option<ApiKey>,
     claimed_from: Option<Claimed>,
 ) -> Response {
+    show_once(ctx, user, created, replaces, claimed_from, false).await
+}
+
+async fn show_once(
+    ctx: &Ctx,
+    user: User,
+    created: CreatedApiKey,
+    replaces: Option<ApiKey>,
+    claimed_from: Option<Claimed>,
+    for_owner: bool,
+) -> Response {
     tracing::info!(key.id = %created.id, rotation = replaces.is_some(), "key created");
     metrics::counter!("keydesk_keys_created_total").increment(1);
     let view = KeyCreateView {
@@ -110,6 +137,7 @@ pub async fn reveal_to(
         secret: created.api_key,
         replaces,
         claimed_from,
+        for_owner,
     };
     let mut resp = render(StatusCode::OK, &view);
     no_store(&mut resp);
@@ -120,22 +148,22 @@ pub async fn reveal_to(
 #[template(path = "keys/replay.html")]
 pub struct KeyReplayView {
     pub layout: Layout,
-    pub user_id: VultrId,
+    /// Back to the user's keys, or to "My keys" for an owner.
+    pub back_href: String,
     pub key_id: Option<String>,
-}
-
-impl KeyReplayView {
-    pub fn user_keys_href(&self) -> String {
-        paths::user_keys_list(self.user_id.as_str())
-    }
 }
 
 /// "Already created, cannot be shown again": the answer to any replayed
 /// create or rotate form. Never holds the secret.
 pub async fn replay(ctx: &Ctx, user_id: &VultrId, key_id: Option<String>) -> Response {
+    replay_to(ctx, paths::user_keys_list(user_id.as_str()), key_id).await
+}
+
+/// `replay`, linking back to `back_href`.
+pub async fn replay_to(ctx: &Ctx, back_href: String, key_id: Option<String>) -> Response {
     let view = KeyReplayView {
         layout: ctx.layout().await,
-        user_id: user_id.clone(),
+        back_href,
         key_id,
     };
     let mut resp = render(StatusCode::CONFLICT, &view);

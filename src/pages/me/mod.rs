@@ -1,0 +1,135 @@
+//! "My keys": `GET /me`, a key owner's own Vultr user and keys. An owner is
+//! anyone signed in whose identity is the email of a Vultr user of the
+//! account (compared normalised), with or without a staff role. The user
+//! always comes from the signed-in identity, never from the URL or the form:
+//! an owner can act on their own keys only. Revoking (`revoke`) never waits
+//! for approval and is allowed under a hold; new keys (`keys`) follow
+//! `KEYDESK_SELF_SERVICE`.
+
+mod keys;
+mod revoke;
+
+pub use keys::{new_key_form, new_key_submit, rotate_form, rotate_submit};
+pub use revoke::{revoke_confirm, revoke_submit};
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::{Layout, render};
+use crate::approvals::Approval;
+use crate::audit::{AuditAction, Entry, Intent, Outcome};
+use crate::error::AppError;
+use crate::grants::Grant;
+use crate::holds::Hold;
+use crate::ids::VultrId;
+use crate::notify::NoticeRow;
+use crate::self_service::SelfService;
+use crate::user_record::UserRecord;
+use crate::vultr::{ApiKey, User};
+use crate::write::Ctx;
+
+/// The audit role of an owner acting on their own keys: the self-service marker.
+pub const SELF_SERVICE: &str = "self-service";
+
+#[derive(Template)]
+#[template(path = "me/show.html")]
+pub struct MeView {
+    pub layout: Layout,
+    pub user: User,
+    pub keys: Vec<ApiKey>,
+    pub notices: std::collections::HashMap<String, NoticeRow>,
+    pub grants: Vec<Grant>,
+    pub approvals: Vec<Approval>,
+    pub hold: Option<Hold>,
+    pub history: Vec<Entry>,
+    /// `KEYDESK_SELF_SERVICE`: whether the request and rotate forms exist.
+    pub self_service: SelfService,
+    /// The signed-in person, to link the requests they made.
+    pub me: String,
+}
+
+impl MeView {
+    pub fn last_notice(&self, key_id: &str) -> Option<&NoticeRow> {
+        self.notices.get(key_id)
+    }
+    /// New keys can be asked for here: self-service on, and no hold.
+    pub fn can_ask(&self) -> bool {
+        self.self_service.enabled() && self.hold.is_none()
+    }
+    pub fn asked_by_me(&self, a: &Approval) -> bool {
+        a.is_requester(&self.me)
+    }
+}
+
+/// The signed-in person's Vultr user. `fresh` reads Vultr now, not the
+/// users cache (before every write). None: a 403 page in words.
+pub(super) async fn owner(ctx: &Ctx, fresh: bool) -> Result<User, AppError> {
+    if fresh {
+        ctx.state.vultr.invalidate_lists();
+    }
+    let users = ctx.state.vultr.list_all_users().await?;
+    let mut mine = users.into_iter().filter(|u| {
+        u.email
+            .as_deref()
+            .is_some_and(|e| crate::email::same_email(e, &ctx.who.email))
+    });
+    match (mine.next(), mine.next()) {
+        (Some(user), None) => Ok(user),
+        (Some(_), Some(_)) => Err(AppError::Forbidden(format!(
+            "More than one Vultr user of this account has the email {}, so keydesk cannot tell which keys are yours. Ask the keydesk operators to sort it out in Vultr.",
+            ctx.who.email
+        ))),
+        (None, _) => Err(AppError::Forbidden(format!(
+            "You are signed in as {}, and no Vultr user of this account has that email, so there are no keys of yours here. If you expected some, ask the keydesk operators (or whoever manages your company's Vultr account) to check the email of your Vultr user.",
+            ctx.who.email
+        ))),
+    }
+}
+
+/// `GET /me`: the owner's user, keys, claim links, requests and history.
+#[tracing::instrument(skip_all)]
+pub async fn me_show(ctx: Ctx) -> Result<Response, AppError> {
+    let user = owner(&ctx, false).await?;
+    let id = VultrId::parse(&user.id)?;
+    let (keys, record, approvals) = tokio::join!(
+        ctx.state.vultr.list_keys(&id),
+        UserRecord::read(&ctx.state.db, id.as_str()),
+        ctx.state.approvals.for_user(id.as_str()),
+    );
+    let record = record.map_err(AppError::store)?;
+    let mut keys = keys?;
+    keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));
+    let view = MeView {
+        layout: ctx.layout().await,
+        user,
+        keys,
+        notices: record.notices,
+        grants: record.grants,
+        approvals: approvals.map_err(AppError::store)?,
+        hold: record.hold,
+        history: record.history,
+        self_service: ctx.state.self_service,
+        me: ctx.who.email.clone(),
+    };
+    Ok(render(StatusCode::OK, &view))
+}
+
+/// The owner's key `key_id`, read now: refused (403, audited) when it is not
+/// one of theirs, whoever's it is.
+pub(super) async fn own_key(ctx: &Ctx, user: &User, key_id: &VultrId) -> Result<ApiKey, AppError> {
+    let id = VultrId::parse(&user.id)?;
+    let keys = ctx.state.vultr.list_keys(&id).await?;
+    if let Some(key) = keys.into_iter().find(|k| k.id == key_id.as_str()) {
+        return Ok(key);
+    }
+    let intent = Intent {
+        key_id: Some(key_id.to_string()),
+        reason: Some("self-service: not one of the owner's keys".into()),
+        ..ctx.intent(AuditAction::AccessDenied)
+    };
+    ctx.state.audit.record(&intent, Outcome::Failed).await;
+    Err(AppError::Forbidden(
+        "That is not one of your keys. Here you can act on your own keys only.".into(),
+    ))
+}
