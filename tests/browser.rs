@@ -276,6 +276,7 @@ async fn staff_create_copy_reload_and_revoke_in_a_real_browser() {
     assert!(page.contains(&secret[31..]), "masked tail visible");
 
     // Back and reload never show the secret again nor create a second key.
+    c.back().await.unwrap();
     reload(&c).await;
     let back = c.source().await.unwrap();
     assert!(
