@@ -43,6 +43,9 @@ pub enum Scope<'a> {
     ApprovalDecide(&'a str),
     ApprovalExecute(&'a str),
     ApprovalWithdraw(&'a str),
+    /// Adding an entry to a user's API allowlist, and removing one.
+    AllowlistAdd(&'a VultrId),
+    AllowlistRemove(&'a VultrId),
 }
 
 impl fmt::Display for Scope<'_> {
@@ -63,6 +66,8 @@ impl fmt::Display for Scope<'_> {
             Scope::ApprovalDecide(a) => write!(f, "approval-decide:{a}"),
             Scope::ApprovalExecute(a) => write!(f, "approval-execute:{a}"),
             Scope::ApprovalWithdraw(a) => write!(f, "approval-withdraw:{a}"),
+            Scope::AllowlistAdd(u) => write!(f, "allowlist-add:{u}"),
+            Scope::AllowlistRemove(u) => write!(f, "allowlist-remove:{u}"),
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the layers and the map of modules.
 
+pub mod allowlist;
 pub mod app;
 pub mod approvals;
 pub mod audit;
@@ -24,6 +25,7 @@ pub mod notify;
 pub mod offboardings;
 pub mod pages;
 pub mod policy;
+pub mod powers;
 pub mod report;
 pub mod self_service;
 pub mod session;

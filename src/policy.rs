@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use time::{Date, OffsetDateTime};
 
+use crate::powers::{Capability, Level};
 use crate::vultr::NewApiKey;
 
 /// Longest key name accepted.
@@ -22,36 +23,68 @@ pub enum ApprovalRule {
     ApiAccessOn,
     /// Every create, rotate and claim link.
     AllKeys,
+    /// A key of a user holding every one of these ACLs.
+    Acl(Vec<String>),
+    /// A key of a user at this level or above (root, or sensitive).
+    Level(Level),
+    /// A key of a user whose allowlist admits any address.
+    Anywhere,
+    /// Adding an entry to a user's API allowlist.
+    AllowlistWiden,
 }
 
 impl std::str::FromStr for ApprovalRule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
+        let expected = "expected no-expiry, over-days:N, api-access-on, all-keys, acl:NAME[+NAME…], level:root|sensitive, anywhere or allowlist-widen";
         match s {
-            "no-expiry" => Ok(Self::NoExpiry),
-            "api-access-on" => Ok(Self::ApiAccessOn),
-            "all-keys" => Ok(Self::AllKeys),
-            _ => match s
-                .strip_prefix("over-days:")
-                .map(|n| n.trim().parse::<u32>())
-            {
-                Some(Ok(n)) if n > 0 => Ok(Self::OverDays(n)),
-                _ => Err(format!(
-                    "{s:?}: expected no-expiry, over-days:N, api-access-on or all-keys"
-                )),
-            },
+            "no-expiry" => return Ok(Self::NoExpiry),
+            "api-access-on" => return Ok(Self::ApiAccessOn),
+            "all-keys" => return Ok(Self::AllKeys),
+            "anywhere" => return Ok(Self::Anywhere),
+            "allowlist-widen" => return Ok(Self::AllowlistWiden),
+            _ => {}
         }
+        if let Some(n) = s.strip_prefix("over-days:") {
+            return match n.trim().parse::<u32>() {
+                Ok(n) if n > 0 => Ok(Self::OverDays(n)),
+                _ => Err(format!(
+                    "{s:?}: over-days needs a whole number of days above 0"
+                )),
+            };
+        }
+        if let Some(l) = s.strip_prefix("level:") {
+            return match Level::parse(l) {
+                Some(l @ (Level::Root | Level::Sensitive)) => Ok(Self::Level(l)),
+                _ => Err(format!("{s:?}: level takes root or sensitive")),
+            };
+        }
+        if let Some(list) = s.strip_prefix("acl:") {
+            let acls: Vec<String> = list.split('+').map(|a| a.trim().to_string()).collect();
+            if let Some(bad) = acls
+                .iter()
+                .find(|a| !crate::powers::ACLS.iter().any(|(n, _)| n == a))
+            {
+                return Err(format!("{s:?}: {bad:?} is not a Vultr ACL"));
+            }
+            return Ok(Self::Acl(acls));
+        }
+        Err(format!("{s:?}: {expected}"))
     }
 }
 
 /// An action that may need a second person.
 #[derive(Debug, Clone, Copy)]
 pub enum Change<'a> {
-    /// A new key (create, rotate or claim link) with these parameters.
-    Key(&'a NewApiKey),
-    /// API access switched on (or off, which never needs approval).
-    ApiAccess(bool),
+    /// A new key (create, rotate or claim link) with these parameters, for
+    /// a user with this capability (ACLs and allowlist as Vultr reports them).
+    Key(&'a NewApiKey, &'a Capability),
+    /// API access switched on (or off, which never needs approval) for a
+    /// user with this capability: every key of theirs works again.
+    ApiAccess(bool, &'a Capability),
+    /// An entry added to a user's API allowlist.
+    AllowlistAdd,
 }
 
 /// Two-person approval: the rules and how long a request waits.
@@ -76,7 +109,18 @@ impl ApprovalPolicy {
                 ApprovalRule::OverDays(n) => Some(format!(
                     "An expiry more than {n} days away, or none, waits for a second person's approval."
                 )),
-                ApprovalRule::ApiAccessOn => None,
+                ApprovalRule::Acl(acls) => Some(format!(
+                    "A key for a user with {} waits for a second person's approval.",
+                    acls.join(" and ")
+                )),
+                ApprovalRule::Level(l) => Some(format!(
+                    "A key for a {} user waits for a second person's approval.",
+                    l.words()
+                )),
+                ApprovalRule::Anywhere => Some(
+                    "A key for a user whose allowlist admits any address waits for a second person's approval.".to_string(),
+                ),
+                ApprovalRule::ApiAccessOn | ApprovalRule::AllowlistWiden => None,
             })
             .collect()
     }
@@ -89,13 +133,13 @@ impl ApprovalPolicy {
 
     pub fn why_at(&self, change: Change<'_>, today: Date) -> Option<String> {
         self.rules.iter().find_map(|rule| match (rule, change) {
-            (ApprovalRule::AllKeys, Change::Key(_)) => {
+            (ApprovalRule::AllKeys, Change::Key(..)) => {
                 Some("every new key needs a second person".to_string())
             }
-            (ApprovalRule::NoExpiry, Change::Key(k)) if !k.expire => {
+            (ApprovalRule::NoExpiry, Change::Key(k, _)) if !k.expire => {
                 Some("a key that never expires needs a second person".to_string())
             }
-            (ApprovalRule::OverDays(n), Change::Key(k)) => match expiry_date(k) {
+            (ApprovalRule::OverDays(n), Change::Key(k, _)) => match expiry_date(k) {
                 // A key that never expires lives longer than any N days.
                 None => Some(format!(
                     "a key that never expires lives longer than {n} days and needs a second person"
@@ -103,9 +147,34 @@ impl ApprovalPolicy {
                 Some(d) => (d > today + time::Duration::days(i64::from(*n)))
                     .then(|| format!("an expiry more than {n} days away needs a second person")),
             },
-            (ApprovalRule::ApiAccessOn, Change::ApiAccess(true)) => {
+            (ApprovalRule::ApiAccessOn, Change::ApiAccess(true, _)) => {
                 Some("switching API access back on needs a second person".to_string())
             }
+            (ApprovalRule::Acl(acls), Change::Key(_, cap) | Change::ApiAccess(true, cap))
+                if acls.iter().all(|a| cap.acls.iter().any(|c| c.trim() == a)) =>
+            {
+                Some(format!(
+                    "a key for a user with {} needs a second person",
+                    acls.join(" and ")
+                ))
+            }
+            (ApprovalRule::Level(l), Change::Key(_, cap) | Change::ApiAccess(true, cap))
+                if cap.level >= *l =>
+            {
+                Some(format!(
+                    "a key for a {} user needs a second person",
+                    cap.level.words()
+                ))
+            }
+            (ApprovalRule::Anywhere, Change::Key(_, cap) | Change::ApiAccess(true, cap))
+                if cap.anywhere() =>
+            {
+                Some("a key usable from any address needs a second person".to_string())
+            }
+            (ApprovalRule::AllowlistWiden, Change::AllowlistAdd) => Some(
+                "adding an allowlist entry widens where keys work and needs a second person"
+                    .to_string(),
+            ),
             _ => None,
         })
     }
@@ -363,6 +432,94 @@ mod approval_tests {
         }
     }
 
+    /// A user no capability rule names: limited, no allowlist reported.
+    const NONE: Capability = Capability {
+        acls: Vec::new(),
+        level: Level::Limited,
+        reach: crate::allowlist::Reach {
+            entries: Vec::new(),
+        },
+    };
+
+    fn cap(acls: &[&str], cidrs: &[(&str, u32)]) -> Capability {
+        let acls: Vec<String> = acls.iter().map(|s| s.to_string()).collect();
+        let entries = cidrs
+            .iter()
+            .map(|(s, n)| crate::allowlist::Entry {
+                subnet: s.to_string(),
+                subnet_size: Some(*n),
+                ..Default::default()
+            })
+            .collect();
+        Capability::of(&crate::powers::Powers::default(), &acls, entries)
+    }
+
+    #[test]
+    fn the_capability_rules_read_what_vultr_reports() {
+        let rules: Vec<ApprovalRule> = [
+            "level:root",
+            "acl:billing+dns",
+            "anywhere",
+            "allowlist-widen",
+        ]
+        .iter()
+        .map(|r| r.parse().unwrap())
+        .collect();
+        assert_eq!(rules[0], ApprovalRule::Level(Level::Root));
+        assert!("level:limited".parse::<ApprovalRule>().is_err());
+        assert!(
+            "acl:teleport"
+                .parse::<ApprovalRule>()
+                .unwrap_err()
+                .contains("teleport")
+        );
+        let today = date!(2026 - 11 - 26);
+        let k = key(true, Some("2026-12-01"));
+        let narrow = [("45.76.1.0", 24)];
+        let one = |r: &str, c: &Capability| {
+            let p = ApprovalPolicy {
+                rules: vec![r.parse().unwrap()],
+                ..Default::default()
+            };
+            p.why_at(Change::Key(&k, c), today)
+        };
+        assert!(one("level:root", &cap(&["manage_users"], &narrow)).is_some());
+        assert!(one("level:root", &cap(&["dns"], &narrow)).is_none());
+        assert!(one("level:root", &cap(&["billing"], &narrow)).is_none());
+        assert!(one("level:sensitive", &cap(&["billing"], &narrow)).is_some());
+        assert!(
+            one("level:sensitive", &cap(&["manage_users"], &narrow)).is_some(),
+            "root is above"
+        );
+        assert!(one("level:sensitive", &cap(&["dns"], &narrow)).is_none());
+        assert!(
+            one(
+                "acl:billing+dns",
+                &cap(&["billing", "dns", "support"], &narrow)
+            )
+            .is_some()
+        );
+        assert!(
+            one("acl:billing+dns", &cap(&["billing"], &narrow)).is_none(),
+            "all of them"
+        );
+        assert!(one("anywhere", &cap(&["dns"], &[("0.0.0.0", 0)])).is_some());
+        assert!(one("anywhere", &cap(&["dns"], &[("::", 0)])).is_some());
+        assert!(one("anywhere", &cap(&["dns"], &narrow)).is_none());
+        assert!(one("anywhere", &NONE).is_none());
+        let p = ApprovalPolicy {
+            rules,
+            ..Default::default()
+        };
+        assert!(p.why_at(Change::AllowlistAdd, today).is_some());
+        let root = cap(&["manage_users"], &narrow);
+        assert!(
+            p.why_at(Change::ApiAccess(true, &root), today).is_some(),
+            "releasing the brake"
+        );
+        assert!(p.why_at(Change::ApiAccess(false, &root), today).is_none());
+    }
+
     #[test]
     fn rules_parse_and_apply() {
         let rules: Vec<ApprovalRule> = ["no-expiry", "over-days:90", "api-access-on"]
@@ -382,15 +539,18 @@ mod approval_tests {
             key(true, Some("2027-02-24")),
             key(true, Some("2027-02-25")),
         );
-        assert!(p.why_at(Change::Key(&never), today).is_some());
+        assert!(p.why_at(Change::Key(&never, &NONE), today).is_some());
         assert!(
-            p.why_at(Change::Key(&in90), today).is_none(),
+            p.why_at(Change::Key(&in90, &NONE), today).is_none(),
             "exactly 90 days"
         );
-        assert!(p.why_at(Change::Key(&in91), today).is_some(), "91 days");
-        assert!(p.why_at(Change::ApiAccess(true), today).is_some());
         assert!(
-            p.why_at(Change::ApiAccess(false), today).is_none(),
+            p.why_at(Change::Key(&in91, &NONE), today).is_some(),
+            "91 days"
+        );
+        assert!(p.why_at(Change::ApiAccess(true, &NONE), today).is_some());
+        assert!(
+            p.why_at(Change::ApiAccess(false, &NONE), today).is_none(),
             "the brake itself never waits"
         );
         // over-days alone still holds a key that never expires.
@@ -398,20 +558,20 @@ mod approval_tests {
             rules: vec![ApprovalRule::OverDays(90)],
             ..Default::default()
         };
-        let why = over.why_at(Change::Key(&never), today);
+        let why = over.why_at(Change::Key(&never, &NONE), today);
         assert!(why.is_some_and(|w| w.contains("never expires")));
-        assert!(over.why_at(Change::Key(&in90), today).is_none());
+        assert!(over.why_at(Change::Key(&in90, &NONE), today).is_none());
         let all = ApprovalPolicy {
             rules: vec![ApprovalRule::AllKeys],
             ..Default::default()
         };
         assert!(
-            all.why_at(Change::Key(&key(true, Some("2026-12-01"))), today)
+            all.why_at(Change::Key(&key(true, Some("2026-12-01")), &NONE), today)
                 .is_some()
         );
         assert!(
             ApprovalPolicy::default()
-                .why_at(Change::Key(&key(false, None)), today)
+                .why_at(Change::Key(&key(false, None), &NONE), today)
                 .is_none()
         );
     }

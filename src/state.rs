@@ -21,6 +21,7 @@ use crate::lost_creates::LostCreates;
 use crate::notify::{Notifier, NotifyConfig};
 use crate::offboardings::Offboardings;
 use crate::policy::{ApprovalPolicy, KeyPolicy};
+use crate::powers::Powers;
 use crate::report::Reports;
 use crate::self_service::SelfService;
 use crate::vultr::{ClientOptions, VultrClient, VultrError};
@@ -56,6 +57,8 @@ pub struct AppState {
     pub approvals: Approvals,
     /// What key owners may get for themselves on "My keys".
     pub self_service: SelfService,
+    /// The levels of keys (root-equivalent, sensitive, limited).
+    pub powers: Powers,
     /// keydesk's own address, for absolute links (claim links, notices).
     pub public_url: Option<String>,
 }
@@ -101,6 +104,8 @@ pub struct Settings {
     pub approvers: Vec<String>,
     /// `KEYDESK_SELF_SERVICE`: what owners may get themselves (off by default).
     pub self_service: SelfService,
+    /// `KEYDESK_SENSITIVE_ACLS`: which ACLs make a key sensitive.
+    pub powers: Powers,
 }
 
 impl Settings {
@@ -138,6 +143,7 @@ impl Settings {
             },
             approvers: vec![],
             self_service: SelfService::default(),
+            powers: Powers::default(),
         }
     }
 }
@@ -192,6 +198,7 @@ impl AppState {
             approval: s.approval,
             approvers,
             self_service: s.self_service,
+            powers: s.powers,
             public_url: s.public_url,
             db,
             page_size: s.page_size,

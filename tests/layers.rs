@@ -9,6 +9,7 @@ use std::path::Path;
 /// Top-level module → layer, as ARCHITECTURE.md draws them.
 const LAYERS: &[(&str, u8)] = &[
     ("ids", 0),
+    ("allowlist", 0),
     ("db", 0),
     ("email", 0),
     // The macro of `db`, named at the crate root.
@@ -18,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("metrics", 0),
     ("telemetry", 0),
     ("vultr", 1),
+    ("powers", 1),
     ("audit", 1),
     ("form_keys", 1),
     ("idempotency", 2),

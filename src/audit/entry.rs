@@ -39,10 +39,13 @@ pub enum AuditAction {
     ApprovalWithdraw,
     /// An offboarded user's hold lifted by an operator.
     UserReinstate,
+    /// An entry added to, or removed from, a user's API allowlist.
+    UserAllowlistAdd,
+    UserAllowlistRemove,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 19] = [
+    pub const ALL: [AuditAction; 21] = [
         AuditAction::KeyCreate,
         AuditAction::KeyRotate,
         AuditAction::KeyRevoke,
@@ -62,6 +65,8 @@ impl AuditAction {
         AuditAction::ApprovalExpire,
         AuditAction::ApprovalWithdraw,
         AuditAction::UserReinstate,
+        AuditAction::UserAllowlistAdd,
+        AuditAction::UserAllowlistRemove,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +90,8 @@ impl AuditAction {
             AuditAction::ApprovalExpire => "approval.expire",
             AuditAction::ApprovalWithdraw => "approval.withdraw",
             AuditAction::UserReinstate => "user.reinstate",
+            AuditAction::UserAllowlistAdd => "user.allowlist.add",
+            AuditAction::UserAllowlistRemove => "user.allowlist.remove",
         }
     }
 }
@@ -179,6 +186,11 @@ pub struct Intent {
     pub requested_by: Option<String>,
     pub approved_by: Option<String>,
     pub approval_id: Option<String>,
+    /// For a key or allowlist write: the user's level, ACLs and allowlist
+    /// as Vultr reported them at the time.
+    pub level: Option<String>,
+    pub acls: Option<String>,
+    pub allowlist: Option<String>,
 }
 
 /// The actor of what keydesk does on its own (expiry sweeps, notice passes).
@@ -190,6 +202,8 @@ impl Intent {
     /// offboarding hold refuses.
     pub fn gives_access(&self) -> bool {
         match self.action {
+            // The allowlist of a leaver stays as it was until reinstated.
+            AuditAction::UserAllowlistAdd | AuditAction::UserAllowlistRemove => true,
             AuditAction::KeyCreate
             | AuditAction::KeyRotate
             | AuditAction::GrantCreate
@@ -230,6 +244,9 @@ impl Intent {
             requested_by: None,
             approved_by: None,
             approval_id: None,
+            level: None,
+            acls: None,
+            allowlist: None,
         }
     }
 }
@@ -290,7 +307,7 @@ impl Entry {
     ) -> Result<S::Ok, S::Error> {
         let i = &self.intent;
         let text = |v: &Option<String>| v.as_deref().map(|v| cell(v).into_owned());
-        let mut r = s.serialize_struct("Entry", 23)?;
+        let mut r = s.serialize_struct("Entry", 26)?;
         r.serialize_field("id", &self.id)?;
         r.serialize_field("at", &self.at)?;
         r.serialize_field("actor", &cell(&i.actor))?;
@@ -314,6 +331,9 @@ impl Entry {
         r.serialize_field("requested_by", &text(&i.requested_by))?;
         r.serialize_field("approved_by", &text(&i.approved_by))?;
         r.serialize_field("approval_id", &i.approval_id)?;
+        r.serialize_field("level", &i.level)?;
+        r.serialize_field("acls", &text(&i.acls))?;
+        r.serialize_field("allowlist", &text(&i.allowlist))?;
         r.end()
     }
 }
@@ -357,6 +377,8 @@ pub struct Filter {
     pub outcome: Option<String>,
     /// One group: its own entry and every entry linked to it.
     pub group: Option<String>,
+    /// Key and allowlist writes for users of this level (root, sensitive, limited).
+    pub level: Option<String>,
 }
 
 impl Filter {

@@ -39,7 +39,7 @@ fn now() -> String {
 /// Appends the page filters to a `SELECT … FROM audit` builder.
 macro_rules! select_entries {
     () => {
-        "SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, api_enabled, group_id, granted_by, grant_id, requested_by, approved_by, approval_id, outcome, upstream_status, error, request_id FROM audit"
+        "SELECT id, at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, api_enabled, group_id, granted_by, grant_id, requested_by, approved_by, approval_id, level, acls, allowlist, outcome, upstream_status, error, request_id FROM audit"
     };
 }
 
@@ -67,6 +67,9 @@ macro_rules! push_filters {
         }
         if let Some(v) = Filter::clean(&$f.outcome) {
             $q.push(" AND outcome = ").push_bind(v.to_string());
+        }
+        if let Some(v) = Filter::clean(&$f.level) {
+            $q.push(" AND level = ").push_bind(v.to_string());
         }
         if let Some(g) = Filter::clean(&$f.group).and_then(|g| g.parse::<i64>().ok()) {
             $q.push(" AND (id = ")
@@ -168,8 +171,8 @@ impl AuditStore {
         let started_ms = self.db.now_ms().await?;
         let id: i64 = on_pool!(write, &self.db, |p| {
             sqlx::query_scalar(
-            "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id, api_enabled, instance, started_ms, group_id, granted_by, grant_id, requested_by, approved_by, approval_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) RETURNING id",
+            "INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_id, key_name, requested_expiry, reason, related_key_id, outcome, request_id, api_enabled, instance, started_ms, group_id, granted_by, grant_id, requested_by, approved_by, approval_id, level, acls, allowlist)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) RETURNING id",
         )
         .bind(&at)
         .bind(&i.actor)
@@ -192,6 +195,9 @@ impl AuditStore {
         .bind(&i.requested_by)
         .bind(&i.approved_by)
         .bind(&i.approval_id)
+        .bind(&i.level)
+        .bind(&i.acls)
+        .bind(&i.allowlist)
         .fetch_one(p)
         .await?
         });

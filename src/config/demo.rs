@@ -41,6 +41,7 @@ impl DemoArgs {
             notify: self.common.notify.config()?,
             self_service,
             approvers,
+            powers: self.common.powers.powers()?,
             ..Settings::new(vultr_url, root_key)
         })
     }

@@ -17,6 +17,7 @@ mod database;
 mod demo;
 mod explain;
 mod notify;
+mod powers;
 mod roles;
 mod root_key;
 mod self_service;
@@ -30,6 +31,7 @@ use values::{
 
 pub use database::DatabaseArgs;
 pub use notify::{NotifyArgs, NotifyCmd};
+pub use powers::PowersArgs;
 pub use root_key::RootKeyError;
 pub use self_service::SelfServiceArgs;
 
@@ -129,6 +131,9 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub self_service: SelfServiceArgs,
+
+    #[command(flatten)]
+    pub powers: PowersArgs,
 }
 
 /// `keydesk serve`.
@@ -362,6 +367,7 @@ impl ServeArgs {
             approval: self.approval_policy()?,
             approvers: self.approvers.clone(),
             self_service: self.common.self_service.policy()?,
+            powers: self.common.powers.powers()?,
             ..Settings::new(vultr_url, root_key)
         })
     }

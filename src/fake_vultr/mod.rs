@@ -29,6 +29,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::vultr::{ApiKey, User};
 
+mod allowlist;
 #[cfg(feature = "test-support")]
 mod knobs;
 mod paging;
@@ -97,6 +98,8 @@ impl StoredKey {
 struct Data {
     users: Vec<User>,
     keys: HashMap<String, Vec<StoredKey>>,
+    /// Each user's API allowlist, Vultr's two "any" entries by default.
+    allowlists: HashMap<String, Vec<crate::allowlist::Entry>>,
 }
 
 struct Inner {
@@ -153,9 +156,12 @@ impl FakeVultr {
         }
     }
 
+    /// Adds a user with Vultr's default allowlist ("Any IPv4", "Any IPv6").
     pub fn add_user(&self, user: User) -> String {
         let id = user.id.clone();
-        lock(&self.inner.data).users.push(user);
+        let mut data = lock(&self.inner.data);
+        data.users.push(user);
+        data.allowlists.insert(id.clone(), allowlist::defaults());
         id
     }
 

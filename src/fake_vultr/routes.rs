@@ -26,6 +26,12 @@ impl FakeVultr {
                 "/v2/users/{id}/apikeys/{key}",
                 get(get_key).delete(delete_key),
             )
+            .route(
+                "/v2/users/{id}/ip-whitelist",
+                get(super::allowlist::list)
+                    .post(super::allowlist::add)
+                    .delete(super::allowlist::remove),
+            )
             .fallback(|| async { vultr_error(StatusCode::NOT_FOUND, "Not found.") })
             .layer(axum::middleware::from_fn_with_state(self.clone(), guard))
             .with_state(self.clone())

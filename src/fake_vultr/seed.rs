@@ -140,6 +140,12 @@ impl FakeVultr {
                 _ => {}
             }
             let id = self.add_user(user);
+            // Every third user keeps Vultr's "any address" defaults (Ada,
+            // root-equivalent, among them); the others are narrowed.
+            if i % 3 != 0 {
+                let subnet = format!("45.76.{}.0/24", 10 + i);
+                self.set_allowlist(&id, &[subnet.as_str()]);
+            }
             // Keys covering every state: expired, expiring this week, far future, never.
             match i % 5 {
                 0 => {

@@ -54,6 +54,7 @@ impl AuditListView {
             ("user", &self.filter.user),
             ("action", &self.filter.action),
             ("outcome", &self.filter.outcome),
+            ("level", &self.filter.level),
             ("group", &self.filter.group),
         ] {
             if let Some(v) = v.as_deref().filter(|s| !s.is_empty()) {

@@ -110,8 +110,11 @@ pub async fn brake_submit(
         )
         .await;
     }
-    let user = claim.prepare(ctx.state.vultr.get_user(&id).await).await?;
-    if let Some(why) = ctx.state.approval.why(Change::ApiAccess(enable)) {
+    // The rules read the user's ACLs and allowlist as Vultr reports them now.
+    let (user, cap) = claim
+        .prepare(crate::pages::capability::now(&ctx.state, &id).await)
+        .await?;
+    if let Some(why) = ctx.state.approval.why(Change::ApiAccess(enable, &cap)) {
         let new = NewApproval {
             action: ApprovalAction::ApiAccessOn,
             user_id: id.to_string(),

@@ -99,15 +99,16 @@ pub async fn grant_create(
         return user_page(&ctx, &id, form, StatusCode::UNPROCESSABLE_ENTITY).await;
     };
     // The owner is whoever Vultr says this user is, now.
-    ctx.state.vultr.invalidate_user(&id);
-    let user = claim.prepare(ctx.state.vultr.get_user(&id).await).await?;
+    let (user, cap) = claim
+        .prepare(super::capability::now(&ctx.state, &id).await)
+        .await?;
     let Some(email) = user.email.clone().filter(|e| !e.trim().is_empty()) else {
         claim.release().await;
         return Err(AppError::BadRequest(
             "This Vultr user has no email address, so no one could claim a link. Use Add Key instead.".into(),
         ));
     };
-    if let Some(why) = ctx.state.approval.why(Change::Key(&body)) {
+    if let Some(why) = ctx.state.approval.why(Change::Key(&body, &cap)) {
         let new = key_request(
             &ctx,
             ApprovalAction::GrantCreate,

@@ -4,6 +4,7 @@ pub mod approvals;
 pub mod assets;
 pub mod audit;
 pub mod brake;
+pub mod capability;
 pub mod claim;
 pub mod cleanup;
 pub mod error;

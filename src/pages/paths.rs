@@ -105,6 +105,24 @@ pub fn my_key_revoke(key: &str) -> String {
     format!("/me/keys/{key}/revoke")
 }
 
+pub fn allowlist(user: &str) -> String {
+    format!("/users/{user}/allowlist")
+}
+
+/// The confirmation of removing `subnet/size` (a GET; the POST goes to
+/// `/users/{id}/allowlist/remove`).
+pub fn allowlist_remove(user: &str, subnet: &str, size: &u32) -> String {
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("subnet", subnet)
+        .append_pair("subnet_size", &size.to_string())
+        .finish();
+    format!("/users/{user}/allowlist/remove?{q}")
+}
+
+pub fn allowlist_remove_post(user: &str) -> String {
+    format!("/users/{user}/allowlist/remove")
+}
+
 pub fn my_key_rotate(key: &str) -> String {
     format!("/me/keys/{key}/rotate")
 }

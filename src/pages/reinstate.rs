@@ -121,7 +121,15 @@ pub async fn reinstate_submit(
         group_id: hold.group_id,
         ..ctx.intent(AuditAction::UserReinstate)
     };
-    if ctx.state.approval.why(Change::ApiAccess(true)).is_some() {
+    // Only `api-access-on` concerns reinstating (it gives no key back):
+    // asked about a user whose keys no rule names.
+    let nobody = crate::powers::Capability::default();
+    if ctx
+        .state
+        .approval
+        .why(Change::ApiAccess(true, &nobody))
+        .is_some()
+    {
         let new = NewApproval {
             action: ApprovalAction::Reinstate,
             user_id: id.to_string(),

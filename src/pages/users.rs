@@ -250,6 +250,10 @@ pub struct UserShowView {
     pub offboarding: Option<crate::offboardings::Offboarding>,
     /// Keys a create whose answer was lost made: nobody ever saw them.
     pub never_shown: std::collections::HashSet<String>,
+    /// What a key of this user can do, and from where.
+    pub cap: crate::powers::Capability,
+    /// The allowlist could not be read just now (shown as such, never as empty).
+    pub allowlist_unread: bool,
 }
 
 impl UserShowView {
@@ -287,15 +291,19 @@ pub async fn user_page(
     form.policy_notes.extend(state.approval.describe_keys());
     // User, keys and what keydesk knows of them (one read transaction) in
     // parallel: one upstream round trip of latency.
-    let (user, keys, record) = tokio::join!(
+    let (user, keys, record, allowlist) = tokio::join!(
         state.vultr.get_user(id),
         state.vultr.list_keys(id),
         UserRecord::read(&state.db, id.as_str()),
+        state.vultr.allowlist(id),
     );
     // Unreadable, the hold is still enforced by the write path; say so here.
     let record = record.map_err(AppError::store)?;
     let offboarding = record.offboarding.filter(|o| o.running() || o.unfinished());
     let (user, mut keys) = (user?, keys?);
+    let allowlist_unread = allowlist.is_err();
+    let acls = user.acls.as_deref().unwrap_or_default();
+    let cap = crate::powers::Capability::of(&state.powers, acls, allowlist.unwrap_or_default());
     let never_shown = lost_creates(state, id, record.lost, &keys).await;
     keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));
     let view = UserShowView {
@@ -309,6 +317,8 @@ pub async fn user_page(
         keys,
         form,
         history: record.history,
+        cap,
+        allowlist_unread,
     };
     Ok(render(status, &view))
 }

@@ -3,6 +3,7 @@
 //! One `reqwest::Client` for the whole process. The root key is a
 //! `SecretString` exposed at exactly one place: the bearer header.
 
+mod allowlist;
 mod budget;
 mod transport;
 pub mod types;

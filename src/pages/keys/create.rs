@@ -53,8 +53,11 @@ pub async fn key_create(
         return user_page(&ctx, &id, form, StatusCode::UNPROCESSABLE_ENTITY).await;
     };
     // The user's email goes into the audit; this also 404s before any write.
-    let user = claim.prepare(ctx.state.vultr.get_user(&id).await).await?;
-    if let Some(why) = ctx.state.approval.why(Change::Key(&body)) {
+    // Vultr's word now: the rules read the user's ACLs and allowlist.
+    let (user, cap) = claim
+        .prepare(crate::pages::capability::now(&ctx.state, &id).await)
+        .await?;
+    if let Some(why) = ctx.state.approval.why(Change::Key(&body, &cap)) {
         let new = key_request(
             &ctx,
             ApprovalAction::KeyCreate,
@@ -67,6 +70,7 @@ pub async fn key_create(
         return crate::pages::approvals::request(&ctx, claim, new).await;
     }
     let intent = super::new_key_intent(&ctx, AuditAction::KeyCreate, &user, &body, &form);
+    let intent = crate::pages::capability::stamp(intent, &cap);
     let call = ctx.state.vultr.create_key(&id, &body);
     let created = claim.execute(intent, call, |k| Some(k.id.clone())).await?;
     Ok(super::reveal(&ctx, user, created, None).await)

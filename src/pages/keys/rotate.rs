@@ -100,6 +100,10 @@ pub async fn rotate_submit(
     let (user, old) = claim
         .prepare(ctx.state.vultr.get_user_and_key(&id, &key_id).await)
         .await?;
+    let cap = claim
+        .prepare(crate::pages::capability::now(&ctx.state, &id).await)
+        .await?
+        .1;
     // Same name as the key it replaces.
     input.name = Some(old.name.clone().unwrap_or_default());
     let mut form = KeyForm::blank(claim.token().to_string(), &ctx.state.policy);
@@ -108,7 +112,7 @@ pub async fn rotate_submit(
         let status = StatusCode::UNPROCESSABLE_ENTITY;
         return rotate_page(&ctx, (&id, &key_id), Some(form), status).await;
     };
-    if let Some(why) = ctx.state.approval.why(Change::Key(&body)) {
+    if let Some(why) = ctx.state.approval.why(Change::Key(&body, &cap)) {
         let (action, old) = (ApprovalAction::KeyRotate, Some(&key_id));
         let new = key_request(&ctx, action, &user, old, body, form.reason(), why);
         return crate::pages::approvals::request(&ctx, claim, new).await;
@@ -117,6 +121,7 @@ pub async fn rotate_submit(
         related_key_id: Some(key_id.to_string()),
         ..super::new_key_intent(&ctx, AuditAction::KeyRotate, &user, &body, &form)
     };
+    let intent = crate::pages::capability::stamp(intent, &cap);
     let call = ctx.state.vultr.create_key(&id, &body);
     let created = claim.execute(intent, call, |k| Some(k.id.clone())).await?;
     Ok(super::reveal(&ctx, user, created, Some(old)).await)

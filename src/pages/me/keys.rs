@@ -231,9 +231,14 @@ async fn make(
     form: &KeyForm,
 ) -> Result<Response, AppError> {
     let state = &ctx.state;
+    // The rules read the ACLs and allowlist as Vultr reports them now.
+    let cap = claim
+        .prepare(crate::pages::capability::now(state, id).await)
+        .await?
+        .1;
     let why = state
         .approval
-        .why(Change::Key(&body))
+        .why(Change::Key(&body, &cap))
         .or_else(|| state.self_service.why(&body));
     if let Some(why) = why {
         let (action, old_id) = match &old {
@@ -252,6 +257,7 @@ async fn make(
         related_key_id: old.as_ref().map(|(k, _)| k.to_string()),
         ..new_key_intent(ctx, action, &user, &body, form)
     };
+    let intent = crate::pages::capability::stamp(intent, &cap);
     let call = state.vultr.create_key(id, &body);
     let created = claim.execute(intent, call, |k| Some(k.id.clone())).await?;
     Ok(reveal_to_owner(ctx, user, created, old.map(|(_, k)| k)).await)

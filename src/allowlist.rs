@@ -1,0 +1,256 @@
+//! A Vultr user's API allowlist ("API Access → Access Control List"): the
+//! addresses its keys work from. The entries as Vultr reports them, the
+//! rules Vultr enforces on a new entry (checked before anything is sent, and
+//! by the fake), and the reach in words ("usable from any address").
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// One allowlist entry as Vultr lists it. Every field but the subnet is
+/// optional: an entry keydesk does not understand is shown as it is.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    #[serde(default)]
+    pub subnet: String,
+    #[serde(default)]
+    pub subnet_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_added: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_type: Option<String>,
+}
+
+impl Entry {
+    /// The entry as a network, when it is one keydesk recognises.
+    pub fn net(&self) -> Option<IpNet> {
+        let addr: IpAddr = self.subnet.trim().parse().ok()?;
+        let size = u8::try_from(self.subnet_size?).ok()?;
+        IpNet::new(addr, size).ok()
+    }
+
+    /// Admits every address of its family (`0.0.0.0/0`, `::/0`).
+    pub fn is_everything(&self) -> bool {
+        self.net().is_some_and(|n| n.prefix_len() == 0)
+    }
+
+    /// `203.0.113.0/24`, or the raw fields of an entry keydesk cannot read.
+    pub fn cidr(&self) -> String {
+        match (self.net(), self.subnet_size) {
+            (Some(n), _) => n.to_string(),
+            (None, Some(s)) => format!("{}/{s}", self.subnet),
+            (None, None) => self.subnet.clone(),
+        }
+    }
+
+    /// The entry in words.
+    pub fn words(&self) -> String {
+        match self.net() {
+            Some(IpNet::V4(n)) if n.prefix_len() == 0 => "any IPv4 address".into(),
+            Some(IpNet::V6(n)) if n.prefix_len() == 0 => "any IPv6 address".into(),
+            Some(n) if n.prefix_len() == n.max_prefix_len() => format!("only {}", n.addr()),
+            Some(n) => format!(
+                "the {} addresses of {n}",
+                if n.max_prefix_len() == 32 {
+                    (1u64 << (32 - n.prefix_len())).to_string()
+                } else {
+                    format!("2^{}", 128 - n.prefix_len())
+                }
+            ),
+            None => "an entry keydesk does not recognise: check it in Vultr".into(),
+        }
+    }
+
+    pub fn recognised(&self) -> bool {
+        self.net().is_some()
+    }
+}
+
+/// Where a user's keys work from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reach {
+    pub entries: Vec<Entry>,
+}
+
+impl Reach {
+    pub fn new(entries: Vec<Entry>) -> Self {
+        Self { entries }
+    }
+
+    /// Some entry admits any address (of either family): a leaked key
+    /// works from anywhere.
+    pub fn anywhere(&self) -> bool {
+        self.entries.iter().any(Entry::is_everything)
+    }
+
+    /// The reach in words, for forms, notices and the audit.
+    pub fn words(&self) -> String {
+        if self.entries.is_empty() {
+            return "Vultr reports no allowlist entry: check in Vultr where these keys work from"
+                .into();
+        }
+        if self.anywhere() {
+            return "usable from any address".into();
+        }
+        let list: Vec<String> = self.entries.iter().map(Entry::cidr).collect();
+        format!("usable only from {}", list.join(", "))
+    }
+
+    /// The entries as one compact line (`0.0.0.0/0,203.0.113.0/24`), for the audit.
+    pub fn compact(&self) -> String {
+        let list: Vec<String> = self.entries.iter().map(Entry::cidr).collect();
+        list.join(",")
+    }
+}
+
+/// Ranges Vultr refuses: private, loopback, link-local, shared, multicast,
+/// documentation, benchmarking and other reserved space.
+const RESERVED: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/8",
+    "64:ff9b::/96",
+    "100::/64",
+    "2001:db8::/32",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
+/// A new entry, checked as Vultr would check it: a public address, and a
+/// prefix of /8–/32 (IPv4) or /20–/128 (IPv6) whose host bits are zero.
+/// Returns the network to send, or the refusal in words.
+pub fn check(address: &str, prefix: &str) -> Result<IpNet, String> {
+    let address = address.trim();
+    let addr: IpAddr = address.parse().map_err(|_| {
+        format!("“{address}” is not an IP address: write it like 198.51.0.0 or 2a05:f480::")
+    })?;
+    let prefix = prefix.trim().trim_start_matches('/');
+    let size: u8 = prefix
+        .parse()
+        .map_err(|_| format!("“{prefix}” is not a prefix length: write a number like 24"))?;
+    let (lo, hi, family) = match addr {
+        IpAddr::V4(_) => (8, 32, "IPv4"),
+        IpAddr::V6(_) => (20, 128, "IPv6"),
+    };
+    if !(lo..=hi).contains(&size) {
+        return Err(format!(
+            "Vultr accepts {family} prefixes from /{lo} to /{hi}; /{size} is out of that range"
+        ));
+    }
+    let net = IpNet::new(addr, size).map_err(|e| e.to_string())?;
+    if net.network() != addr {
+        return Err(format!(
+            "{addr}/{size} has host bits set: the network is {}",
+            net.trunc()
+        ));
+    }
+    let reserved = RESERVED
+        .iter()
+        .filter_map(|r| r.parse::<IpNet>().ok())
+        .find(|r| r.contains(&addr) || net.contains(&r.network()));
+    if let Some(r) = reserved {
+        return Err(format!(
+            "{net} is not a public address range (it overlaps the reserved {r}): Vultr accepts public addresses only"
+        ));
+    }
+    Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(subnet: &str, size: Option<u32>) -> Entry {
+        Entry {
+            subnet: subnet.into(),
+            subnet_size: size,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_rules_vultr_enforces_on_a_new_entry() {
+        let pass: &[(&str, &str, &str)] = &[
+            ("8.8.8.0", "24", "8.8.8.0/24"),
+            ("8.8.8.8", "32", "8.8.8.8/32"),
+            ("8.0.0.0", "/8", "8.0.0.0/8"),
+            ("2a05:f480::", "32", "2a05:f480::/32"),
+            ("2a05:f480::1", "128", "2a05:f480::1/128"),
+            (" 45.76.0.0 ", " 16 ", "45.76.0.0/16"),
+        ];
+        for (a, p, want) in pass {
+            assert_eq!(
+                check(a, p).map(|n| n.to_string()).as_deref(),
+                Ok(*want),
+                "{a}/{p}"
+            );
+        }
+        let refuse: &[(&str, &str, &str)] = &[
+            ("10.0.0.0", "8", "not a public"),
+            ("192.168.1.0", "24", "not a public"),
+            ("172.20.0.0", "16", "not a public"),
+            ("127.0.0.1", "32", "not a public"),
+            ("100.64.0.0", "10", "not a public"),
+            ("169.254.1.1", "32", "not a public"),
+            ("224.0.0.1", "32", "not a public"),
+            ("203.0.113.0", "24", "not a public"),
+            ("fd00::", "64", "not a public"),
+            ("fe80::1", "128", "not a public"),
+            ("::1", "128", "not a public"),
+            ("2001:db8::", "32", "not a public"),
+            ("0.0.0.0", "0", "/8 to /32"),
+            ("8.0.0.0", "7", "/8 to /32"),
+            ("8.8.8.8", "33", "/8 to /32"),
+            ("2a05:f480::", "19", "/20 to /128"),
+            ("::", "0", "/20 to /128"),
+            ("8.8.8.1", "24", "host bits"),
+            ("8.8.8", "24", "not an IP address"),
+            ("example.com", "24", "not an IP address"),
+            ("8.8.8.0", "x", "not a prefix"),
+            ("8.8.8.0", "", "not a prefix"),
+        ];
+        for (a, p, why) in refuse {
+            let e = check(a, p).unwrap_err();
+            assert!(e.contains(why), "{a}/{p}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_reach_in_words() {
+        let any = Reach::new(vec![entry("0.0.0.0", Some(0)), entry("::", Some(0))]);
+        assert!(any.anywhere());
+        assert_eq!(any.words(), "usable from any address");
+        let v6_only = Reach::new(vec![entry("::", Some(0))]);
+        assert!(v6_only.anywhere(), "any IPv6 address is anywhere too");
+        let narrow = Reach::new(vec![entry("8.8.8.0", Some(24))]);
+        assert!(!narrow.anywhere());
+        assert_eq!(narrow.words(), "usable only from 8.8.8.0/24");
+        assert_eq!(narrow.entries[0].words(), "the 256 addresses of 8.8.8.0/24");
+        let odd = entry("any", None);
+        assert!(!odd.recognised());
+        assert_eq!(odd.cidr(), "any", "shown as it is");
+        assert!(Reach::new(vec![odd]).words().contains("any"));
+        assert!(Reach::default().words().contains("no allowlist entry"));
+        assert!(
+            !Reach::default().anywhere(),
+            "nothing reported is not anywhere"
+        );
+        assert_eq!(any.compact(), "0.0.0.0/0,::/0");
+    }
+}

@@ -1,0 +1,45 @@
+//! What a key will be able to do and from where, for every page that makes
+//! or reveals one: the user's ACLs (from the user Vultr returned) and API
+//! allowlist, read now. `templates/keys/capability.html` shows it in words.
+
+use crate::error::AppError;
+use crate::ids::VultrId;
+use crate::powers::Capability;
+use crate::state::AppState;
+use crate::vultr::User;
+
+/// The capability of a key of `user`, its allowlist read from Vultr (cached
+/// like the user; a write drops it). An unreadable allowlist is an error.
+pub async fn of(state: &AppState, user: &User) -> Result<Capability, AppError> {
+    let id = VultrId::parse(&user.id)?;
+    let allowlist = state.vultr.allowlist(&id).await?;
+    Ok(Capability::of(
+        &state.powers,
+        user.acls.as_deref().unwrap_or_default(),
+        allowlist,
+    ))
+}
+
+/// The user and their capability as Vultr reports them now, uncached: what
+/// the approval rules read at the time of a write.
+pub async fn now(state: &AppState, id: &VultrId) -> Result<(User, Capability), AppError> {
+    state.vultr.invalidate_user(id);
+    let (user, allowlist) = tokio::join!(state.vultr.get_user(id), state.vultr.allowlist(id));
+    let user = user?;
+    let cap = Capability::of(
+        &state.powers,
+        user.acls.as_deref().unwrap_or_default(),
+        allowlist?,
+    );
+    Ok((user, cap))
+}
+
+/// `intent` with the level, ACLs and allowlist of the user at the time.
+pub fn stamp(intent: crate::audit::Intent, cap: &Capability) -> crate::audit::Intent {
+    crate::audit::Intent {
+        level: Some(cap.level.as_str().to_string()),
+        acls: Some(cap.acl_line()),
+        allowlist: Some(cap.reach.compact()),
+        ..intent
+    }
+}
