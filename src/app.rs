@@ -22,8 +22,8 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use crate::identity::Gate;
 use crate::pages::keys::{create, revoke, rotate};
 use crate::pages::{
-    approvals, assets, audit, brake, claim, cleanup, grants, me, notices, offboard, ops, reinstate,
-    reports, users,
+    allowlist, approvals, assets, audit, brake, claim, cleanup, grants, me, notices, offboard, ops,
+    reinstate, reports, users,
 };
 use crate::session_store::DbSessionStore;
 use crate::state::AppState;
@@ -76,6 +76,14 @@ pub fn build_router(state: AppState) -> Router {
             get(reinstate::reinstate_confirm).post(reinstate::reinstate_submit),
         )
         .route("/users/{id}/grants", post(grants::grant_create))
+        .route(
+            "/users/{id}/allowlist",
+            get(allowlist::add_form).post(allowlist::add_submit),
+        )
+        .route(
+            "/users/{id}/allowlist/remove",
+            get(allowlist::remove_confirm).post(allowlist::remove_submit),
+        )
         .route("/grants", get(grants::grants_list))
         .route(
             "/grants/{grant}/revoke",

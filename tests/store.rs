@@ -364,11 +364,11 @@ async fn keydesk_migrate_says_what_it_applied() {
     };
     let first = run();
     assert!(
-        first.contains("applied 0001, 0002, 0003, 0004, 0005, 0006"),
+        first.contains("applied 0001, 0002, 0003, 0004, 0005, 0006, 0007"),
         "{first}"
     );
     let again = run();
-    assert!(again.contains("is up to date (schema at 0006)"), "{again}");
+    assert!(again.contains("is up to date (schema at 0007)"), "{again}");
 }
 
 /// Holds, lost creates, offboarding runs and a reinstatement request, as
@@ -436,6 +436,7 @@ async fn exercise_new_tables(db: &Db, audit: &AuditStore) {
         reason: Some("rehired".into()),
         why: "rule".into(),
         requested_by: "A@x".into(),
+        subnet: None,
     };
     let a = approvals
         .create(&keydesk::approvals::new_id(), &new)
@@ -583,7 +584,21 @@ async fn approval_requests_are_decided_and_run_once_on_both_engines() {
             reason: Some("OPS-1".into()),
             why: "no expiry".into(),
             requested_by: "Req@X".into(),
+            subnet: None,
         };
+        // An allowlist entry waiting for a second person keeps its entry.
+        let widen = NewApproval {
+            action: ApprovalAction::AllowlistAdd,
+            key_name: None,
+            subnet: Some("45.32.0.0/16".into()),
+            ..new.clone()
+        };
+        let w = approvals.create(&new_id(), &widen).await.unwrap();
+        assert_eq!(
+            (w.action, w.subnet.as_deref()),
+            (ApprovalAction::AllowlistAdd, Some("45.32.0.0/16")),
+            "{engine}"
+        );
         let a = approvals.create(&new_id(), &new).await.unwrap();
         assert_eq!(a.state, ApprovalState::Pending, "{engine}");
         assert!(!a.expire);

@@ -66,15 +66,18 @@ pub enum ApprovalAction {
     ApiAccessOn,
     /// Lifting an offboarding hold (under the `api-access-on` rule).
     Reinstate,
+    /// Adding an entry to a user's API allowlist (`allowlist-widen`).
+    AllowlistAdd,
 }
 
 impl ApprovalAction {
-    pub const ALL: [ApprovalAction; 5] = [
+    pub const ALL: [ApprovalAction; 6] = [
         ApprovalAction::KeyCreate,
         ApprovalAction::KeyRotate,
         ApprovalAction::GrantCreate,
         ApprovalAction::ApiAccessOn,
         ApprovalAction::Reinstate,
+        ApprovalAction::AllowlistAdd,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +87,7 @@ impl ApprovalAction {
             ApprovalAction::GrantCreate => "grant.create",
             ApprovalAction::ApiAccessOn => "user.api_access",
             ApprovalAction::Reinstate => "user.reinstate",
+            ApprovalAction::AllowlistAdd => "user.allowlist.add",
         }
     }
 
@@ -94,6 +98,7 @@ impl ApprovalAction {
             ApprovalAction::GrantCreate => "send a claim link",
             ApprovalAction::ApiAccessOn => "switch API access back on",
             ApprovalAction::Reinstate => "reinstate an offboarded user",
+            ApprovalAction::AllowlistAdd => "add an API allowlist entry",
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Approval {
     pub executed_ms: Option<i64>,
     /// What the execution made: a key id or a grant id.
     pub result_id: Option<String>,
+    /// The allowlist entry (CIDR) an `AllowlistAdd` request adds.
+    pub subnet: Option<String>,
 }
 
 impl Approval {
@@ -98,12 +100,14 @@ pub struct NewApproval {
     pub reason: Option<String>,
     pub why: String,
     pub requested_by: String,
+    /// The allowlist entry (CIDR) an `AllowlistAdd` request would add.
+    pub subnet: Option<String>,
 }
 
 macro_rules! select_approvals {
     ($rest:literal) => {
         concat!(
-            "SELECT id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state, decided_by, decided_ms, comment, executed_ms, result_id FROM approvals ",
+            "SELECT id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state, decided_by, decided_ms, comment, executed_ms, result_id, subnet FROM approvals ",
             $rest
         )
     };
@@ -140,8 +144,8 @@ impl Approvals {
         let now = self.db.now_ms().await?;
         on_pool!(write, &self.db, |p| {
             sqlx::query(
-                "INSERT INTO approvals (id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending')",
+                "INSERT INTO approvals (id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state, subnet)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending', $14)",
             )
             .bind(id)
             .bind(a.action.as_str())
@@ -157,6 +161,7 @@ impl Approvals {
             .bind(crate::email::normalize_email(&a.requested_by))
             .bind(now)
             .bind(now.saturating_add(self.ttl_ms))
+            .bind(&a.subnet)
             .execute(p)
             .await?
             .rows_affected()

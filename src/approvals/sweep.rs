@@ -33,6 +33,7 @@ impl Approvals {
                 ApprovalAction::GrantCreate => AuditAction::GrantCreate,
                 ApprovalAction::ApiAccessOn => AuditAction::UserApiAccess,
                 ApprovalAction::Reinstate => AuditAction::UserReinstate,
+                ApprovalAction::AllowlistAdd => AuditAction::UserAllowlistAdd,
             };
             let intent = Intent {
                 approved_by: a.decided_by.clone(),

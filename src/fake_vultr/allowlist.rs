@@ -56,16 +56,15 @@ struct Body {
     subnet_size: Option<serde_json::Value>,
 }
 
-/// The entry a write names, checked by Vultr's rules.
-fn parse(body: &Bytes) -> Result<ipnet::IpNet, Response> {
-    let bad = |m: &str| vultr_error(StatusCode::BAD_REQUEST, m);
-    let b: Body = serde_json::from_slice(body).map_err(|_| bad("Invalid JSON."))?;
-    let subnet = b.subnet.ok_or_else(|| bad("subnet is required."))?;
+/// The entry a write names, checked by Vultr's rules; or why not.
+fn parse(body: &Bytes) -> Result<ipnet::IpNet, String> {
+    let b: Body = serde_json::from_slice(body).map_err(|_| "Invalid JSON.".to_string())?;
+    let subnet = b.subnet.ok_or("subnet is required.")?;
     let size = match b.subnet_size {
         Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => return Err(bad("subnet_size is required.")),
+        _ => return Err("subnet_size is required.".into()),
     };
-    crate::allowlist::check(&subnet, &size).map_err(|e| bad(&e))
+    crate::allowlist::check(&subnet, &size)
 }
 
 pub(super) async fn list(State(fake): State<FakeVultr>, Path(id): Path<String>) -> Response {
@@ -84,7 +83,7 @@ pub(super) async fn add(
 ) -> Response {
     let net = match parse(&body) {
         Ok(n) => n,
-        Err(answer) => return answer,
+        Err(why) => return vultr_error(StatusCode::BAD_REQUEST, &why),
     };
     let mut data = lock(&fake.inner.data);
     if !data.users.iter().any(|u| u.id == id) {

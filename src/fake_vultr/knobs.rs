@@ -309,6 +309,15 @@ impl FakeVultr {
             .collect()
     }
 
+    /// Changes a user's ACLs, as the console would.
+    pub fn set_user_acls(&self, user_id: &str, acls: &[&str]) {
+        for u in lock(&self.inner.data).users.iter_mut() {
+            if u.id == user_id {
+                u.acls = Some(acls.iter().map(|a| a.to_string()).collect());
+            }
+        }
+    }
+
     /// Changes a user's email, as the console would.
     pub fn set_user_email(&self, user_id: &str, email: &str) {
         for u in lock(&self.inner.data).users.iter_mut() {

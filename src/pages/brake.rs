@@ -126,6 +126,7 @@ pub async fn brake_submit(
             reason,
             why,
             requested_by: ctx.who.email.clone(),
+            subnet: None,
         };
         return super::approvals::request(&ctx, claim, new).await;
     }

@@ -1,5 +1,6 @@
 //! Server-rendered pages: one module per area, one askama struct per page.
 
+pub mod allowlist;
 pub mod approvals;
 pub mod assets;
 pub mod audit;

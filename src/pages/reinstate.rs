@@ -141,6 +141,7 @@ pub async fn reinstate_submit(
             reason: intent.reason.clone(),
             why: "reinstating an offboarded user needs a second person (api-access-on)".into(),
             requested_by: ctx.who.email.clone(),
+            subnet: None,
         };
         return super::approvals::request(&ctx, claim, new).await;
     }

@@ -212,6 +212,39 @@ async fn carry_out(
             .await;
             Ok((Redirect::to(&paths::user(&a.user_id)).into_response(), None))
         }
+        ApprovalAction::AllowlistAdd => {
+            let (subnet, size) = a
+                .subnet
+                .as_deref()
+                .and_then(|c| c.split_once('/'))
+                .unwrap_or_default();
+            let net = match crate::allowlist::check(subnet, size) {
+                Ok(net) => net,
+                Err(e) => {
+                    claim.release().await;
+                    return Err(AppError::BadRequest(e));
+                }
+            };
+            let (user, cap) = claim
+                .prepare(crate::pages::capability::now(state, user_id).await)
+                .await?;
+            same_recipient(ctx, &claim, a, &user).await?;
+            let intent = stamp(Intent {
+                target_user_id: Some(a.user_id.clone()),
+                target_user_email: user.email.clone(),
+                key_name: Some(net.to_string()),
+                ..ctx.intent(AuditAction::UserAllowlistAdd)
+            });
+            let intent = crate::pages::capability::stamp(intent, &cap);
+            let call = state.vultr.allowlist_add(user_id, &net);
+            claim.execute(intent, call, |_| None).await?;
+            ctx.flash(
+                "ok",
+                format!("Added {net} to the allowlist, as approved: keys of this user now also work from there."),
+            )
+            .await;
+            Ok((Redirect::to(&paths::user(&a.user_id)).into_response(), None))
+        }
         ApprovalAction::ApiAccessOn => {
             let user = claim.prepare(state.vultr.get_user(user_id).await).await?;
             same_recipient(ctx, &claim, a, &user).await?;

@@ -108,6 +108,7 @@ pub fn key_request(
         reason,
         why,
         requested_by: ctx.who.email.clone(),
+        subnet: None,
     }
 }
 

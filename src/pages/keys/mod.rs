@@ -51,6 +51,8 @@ pub struct KeyCreateView {
     pub claimed_from: Option<Claimed>,
     /// Made on "My keys": the page links back there, never to staff pages.
     pub for_owner: bool,
+    /// What the key can do and from where (none when unreadable just now).
+    pub capability: Option<crate::powers::Capability>,
 }
 
 /// A key its owner claimed through a link: who granted it, and the link.
@@ -130,7 +132,9 @@ async fn show_once(
 ) -> Response {
     tracing::info!(key.id = %created.id, rotation = replaces.is_some(), "key created");
     metrics::counter!("keydesk_keys_created_total").increment(1);
+    let capability = super::capability::of(&ctx.state, &user).await.ok();
     let view = KeyCreateView {
+        capability,
         layout: ctx.layout().await,
         user,
         key: created.summary(),
