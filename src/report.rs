@@ -39,6 +39,26 @@ pub struct Row {
     pub key: ApiKey,
     /// No keydesk audit entry created this key: console, API or another root holder.
     pub outside: bool,
+    /// The user's ACLs (their level follows `KEYDESK_SENSITIVE_ACLS`).
+    #[serde(default)]
+    pub acls: Vec<String>,
+    /// The user's allowlist admits any address; `None`: it could not be read.
+    #[serde(default)]
+    pub anywhere: Option<bool>,
+}
+
+impl Row {
+    pub fn level(&self, powers: &crate::powers::Powers) -> crate::powers::Level {
+        powers.level(&self.acls)
+    }
+    /// The reach in words, for the report and its CSV.
+    pub fn reach_words(&self) -> &'static str {
+        match self.anywhere {
+            Some(true) => "any address",
+            Some(false) => "allowlisted addresses",
+            None => "unknown",
+        }
+    }
 }
 
 /// A finished scan, as stored (masked keys only, never a secret).
@@ -275,21 +295,32 @@ pub async fn scan(
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
             // An id Vultr itself sent that is not a plain id is not followed.
-            let keys = match VultrId::parse(&user.id) {
-                Ok(id) => vultr.list_keys(&id).await,
+            let id = VultrId::parse(&user.id);
+            let keys = match &id {
+                Ok(id) => vultr.list_keys(id).await,
                 Err(_) => Err(VultrError::Malformed(
                     "user id is not a plain Vultr id".into(),
                 )),
             };
+            // Where the keys work from, for users that have any: one more
+            // call per such user. Unreadable is shown as unknown.
+            let anywhere = match (&id, &keys) {
+                (Ok(id), Ok(k)) if !k.is_empty() => vultr
+                    .allowlist(id)
+                    .await
+                    .ok()
+                    .map(|e| crate::allowlist::Reach::new(e).anywhere()),
+                _ => None,
+            };
             done.fetch_add(1, Ordering::Relaxed);
-            (user, keys)
+            (user, keys.map(|k| (k, anywhere)))
         });
     }
     let mut per_user = Vec::with_capacity(users.len());
     let mut failed_users = 0;
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok((user, Ok(keys))) => per_user.push((user, keys)),
+            Ok((user, Ok((keys, anywhere)))) => per_user.push((user, keys, anywhere)),
             Ok((user, Err(e))) => {
                 failed_users += 1;
                 tracing::warn!(vultr.user_id = %user.id, error = %e, "keys of a user could not be read");
@@ -306,15 +337,18 @@ pub async fn scan(
     });
     let mut rows: Vec<Row> = per_user
         .into_iter()
-        .flat_map(|(user, keys)| {
+        .flat_map(|(user, keys, anywhere)| {
             let name = user.display_name();
             let email = user.email.clone().unwrap_or_default();
+            let acls = user.acls.clone().unwrap_or_default();
             let ours = &ours;
             keys.into_iter().map(move |key| Row {
                 user_id: user.id.clone(),
                 user_name: name.clone(),
                 user_email: email.clone(),
                 outside: !ours.contains(&key.id),
+                acls: acls.clone(),
+                anywhere,
                 key,
             })
         })

@@ -193,7 +193,14 @@ impl AppState {
             holds: Holds::new(db.clone()),
             lost: LostCreates::new(db.clone()),
             offboardings: Offboardings::new(db.clone()),
-            notifier: Arc::new(Notifier::new(db.clone(), s.notify, s.public_url.clone())?),
+            notifier: Arc::new(Notifier::new(
+                db.clone(),
+                crate::notify::NotifyConfig {
+                    powers: s.powers.clone(),
+                    ..s.notify
+                },
+                s.public_url.clone(),
+            )?),
             approvals: Approvals::new(db.clone(), s.approval.ttl),
             approval: s.approval,
             approvers,

@@ -635,3 +635,67 @@ async fn a_serve_without_channels_shows_the_passes_a_cronjob_ran() {
     assert!(!page.contains("never"), "{page}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A notice says what a leak of the key would mean: the webhook JSON carries
+/// `level` and `anywhere`, the digest says it in words, and
+/// KEYDESK_NOTIFY_DAYS_ROOT warns earlier for root-equivalent keys.
+#[tokio::test]
+async fn a_notice_for_a_root_equivalent_key_carries_its_level() {
+    let fake = FakeVultr::new(ROOT_KEY);
+    let now = pinned();
+    let root = fake.add_user(User {
+        id: "r0000000000r1".into(),
+        email: Some("root@example.com".into()),
+        api_enabled: Some(true),
+        acls: Some(vec!["manage_users".into()]),
+        ..Default::default()
+    });
+    let dns = fake.add_user(User {
+        id: "d0000000000d1".into(),
+        email: Some("dns@example.com".into()),
+        api_enabled: Some(true),
+        acls: Some(vec!["dns".into()]),
+        ..Default::default()
+    });
+    fake.set_allowlist(&dns, &["45.76.1.0/24"]);
+    // 45 days out: inside the root thresholds (60) only.
+    fake.add_key_expiring(&root, "root-45d", now + Duration::days(45));
+    fake.add_key_expiring(&dns, "dns-45d", now + Duration::days(45));
+    fake.add_key_expiring(&dns, "dns-5d", now + Duration::days(5));
+    let (webhook, smtp) = (WebhookSink::start().await, SmtpSink::start().await);
+    let (_dir, db) = temp_db("level");
+    let mut opts = options(&db, &webhook, &smtp);
+    opts.notify.thresholds_root = Some(vec![60, 30, 7, 1]);
+    let app = TestApp::spawn_with(fake, opts).await;
+    let report = pass(&app, now).await;
+    assert_eq!(report.keys_due, 2, "{report:?}");
+    let posts = webhook.posts();
+    assert_eq!(posts.len(), 1);
+    let keys = posts[0]["keys"].as_array().unwrap();
+    let by_name = |n: &str| keys.iter().find(|k| k["key_name"] == n).cloned();
+    let root_key = by_name("root-45d").expect("the root key, 60 days ahead");
+    assert_eq!(root_key["level"], "root");
+    assert_eq!(root_key["anywhere"], true);
+    assert_eq!(root_key["threshold_days"], 60);
+    let dns_key = by_name("dns-5d").unwrap();
+    assert_eq!(
+        (dns_key["level"].as_str(), dns_key["anywhere"].as_bool()),
+        (Some("limited"), Some(false))
+    );
+    assert!(by_name("dns-45d").is_none(), "45 days is outside 30,7,1");
+    let text = posts[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("root-equivalent, usable from any address"),
+        "{text}"
+    );
+    let digest = smtp
+        .mails()
+        .into_iter()
+        .find(|m| m.to.iter().any(|t| t.contains(TEAM)))
+        .unwrap();
+    assert!(
+        digest
+            .text()
+            .contains("limited, allowlisted addresses only")
+    );
+}

@@ -14,6 +14,10 @@ pub struct NotifyArgs {
     #[arg(long, env = "KEYDESK_NOTIFY_DAYS", default_value = "30,7,1", value_delimiter = ',', value_parser = super::values::parse_days)]
     pub notify_days: Vec<u32>,
 
+    /// Days before expiry for keys of root-equivalent users (manage_users), comma list; unset: KEYDESK_NOTIFY_DAYS.
+    #[arg(long, env = "KEYDESK_NOTIFY_DAYS_ROOT", value_delimiter = ',', value_parser = super::values::parse_days)]
+    pub notify_days_root: Vec<u32>,
+
     /// Seconds between notice passes in `serve`; 0 turns the scheduler off.
     #[arg(long, env = "KEYDESK_NOTIFY_INTERVAL", default_value_t = 3600)]
     pub notify_interval: u64,
@@ -82,6 +86,15 @@ impl NotifyArgs {
     pub fn config(&self) -> Result<crate::notify::NotifyConfig, String> {
         Ok(crate::notify::NotifyConfig {
             thresholds: crate::notify::plan::thresholds(&self.notify_days)?,
+            thresholds_root: match self.notify_days_root.as_slice() {
+                [] => None,
+                days => {
+                    Some(crate::notify::plan::thresholds(days).map_err(|e| {
+                        e.replace("KEYDESK_NOTIFY_DAYS", "KEYDESK_NOTIFY_DAYS_ROOT")
+                    })?)
+                }
+            },
+            powers: Default::default(),
             interval: Duration::from_secs(self.notify_interval),
             webhook: secret_from(
                 "KEYDESK_NOTIFY_WEBHOOK_URL",

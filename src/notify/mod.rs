@@ -40,6 +40,10 @@ const HEARTBEAT: Duration = Duration::from_secs(20);
 pub struct NotifyConfig {
     /// Days ahead of expiry, loosest first (`KEYDESK_NOTIFY_DAYS`).
     pub thresholds: Vec<i64>,
+    /// For keys of root-equivalent users (`KEYDESK_NOTIFY_DAYS_ROOT`).
+    pub thresholds_root: Option<Vec<i64>>,
+    /// The levels of keys, for each notice's `level`.
+    pub powers: crate::powers::Powers,
     /// Between scheduled passes; zero turns the scheduler off.
     pub interval: Duration,
     pub webhook: Option<SecretString>,
@@ -56,6 +60,8 @@ impl Default for NotifyConfig {
     fn default() -> Self {
         Self {
             thresholds: vec![30, 7, 1],
+            thresholds_root: None,
+            powers: Default::default(),
             interval: Duration::ZERO,
             webhook: None,
             smtp: None,
@@ -121,6 +127,8 @@ pub struct RunReport {
 pub struct Notifier {
     db: Db,
     thresholds: Vec<i64>,
+    thresholds_root: Option<Vec<i64>>,
+    powers: crate::powers::Powers,
     interval: Duration,
     webhook: Option<Webhook>,
     mailer: Option<Mailer>,
@@ -162,6 +170,8 @@ impl Notifier {
         Ok(Self {
             db,
             thresholds: cfg.thresholds,
+            thresholds_root: cfg.thresholds_root,
+            powers: cfg.powers,
             interval: cfg.interval,
             webhook,
             mailer,
@@ -319,7 +329,12 @@ impl Notifier {
                     .iter()
                     .filter_map(|r| {
                         let expires = r.key.expiry_time()?;
-                        let threshold = plan::due(expires, now, &self.thresholds)?;
+                        let level = r.level(&self.powers);
+                        let thresholds = match (&self.thresholds_root, level) {
+                            (Some(root), crate::powers::Level::Root) => root,
+                            _ => &self.thresholds,
+                        };
+                        let threshold = plan::due(expires, now, thresholds)?;
                         Some(Notice {
                             user_id: r.user_id.clone(),
                             user_email: Some(r.user_email.clone()).filter(|e| !e.is_empty()),
@@ -329,6 +344,8 @@ impl Notifier {
                             days_left: plan::days_left(expires, now),
                             threshold_days: threshold,
                             expired: threshold == plan::EXPIRED,
+                            level: level.as_str().to_string(),
+                            anywhere: r.anywhere,
                             rotate_url: self
                                 .link(&format!("/users/{}/keys/{}/rotate", r.user_id, r.key.id)),
                         })

@@ -23,6 +23,10 @@ pub struct Notice {
     pub expired: bool,
     /// The key's rotate page (absolute with `KEYDESK_PUBLIC_URL`).
     pub rotate_url: String,
+    /// What the key can do: root, sensitive or limited (its user's ACLs).
+    pub level: String,
+    /// Whether it works from any address (`null`: the allowlist was unreadable).
+    pub anywhere: Option<bool>,
 }
 
 impl Notice {
@@ -38,6 +42,18 @@ impl Notice {
     pub fn date(&self) -> &str {
         self.date_expire.get(..10).unwrap_or(&self.date_expire)
     }
+    /// "root-equivalent, usable from any address": what a leak would mean.
+    pub fn reach(&self) -> String {
+        let level = crate::powers::Level::parse(&self.level)
+            .map(|l| l.words())
+            .unwrap_or("unknown level");
+        match self.anywhere {
+            Some(true) => format!("{level}, usable from any address"),
+            Some(false) => format!("{level}, allowlisted addresses only"),
+            None => format!("{level}, allowlist unknown"),
+        }
+    }
+
     /// "expires in 7 days", "expires tomorrow", "expired 2 days ago".
     pub fn when(&self) -> String {
         match self.days_left {
@@ -272,7 +288,28 @@ mod tests {
             threshold_days: if expired { 0 } else { 7 },
             expired,
             rotate_url: "https://kd.example/users/u1/keys/k1/rotate".into(),
+            level: "root".into(),
+            anywhere: Some(true),
         }
+    }
+
+    #[test]
+    fn a_notice_says_what_a_leak_would_mean() {
+        assert_eq!(
+            notice(7, false).reach(),
+            "root-equivalent, usable from any address"
+        );
+        let narrow = Notice {
+            level: "limited".into(),
+            anywhere: Some(false),
+            ..notice(7, false)
+        };
+        assert_eq!(narrow.reach(), "limited, allowlisted addresses only");
+        let json = serde_json::to_value(notice(7, false)).unwrap();
+        assert_eq!(
+            (json["level"].as_str(), json["anywhere"].as_bool()),
+            (Some("root"), Some(true))
+        );
     }
 
     #[test]

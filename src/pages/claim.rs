@@ -30,6 +30,8 @@ pub struct ClaimView {
     pub grant: Grant,
     pub token: String,
     pub notice: Option<String>,
+    /// What the key will be able to do and from where (none when unreadable).
+    pub capability: Option<crate::powers::Capability>,
 }
 
 /// Refuses anyone but the grant's owner, audited, saying nothing about it.
@@ -78,7 +80,15 @@ async fn claim_page(
     notice: Option<String>,
     status: StatusCode,
 ) -> Result<Response, AppError> {
+    let capability = match VultrId::parse(&grant.user_id) {
+        Ok(id) => super::capability::now(&ctx.state, &id)
+            .await
+            .ok()
+            .map(|(_, cap)| cap),
+        Err(_) => None,
+    };
     let view = ClaimView {
+        capability,
         layout: ctx.layout().await,
         token: ctx.issue(Scope::GrantClaim(&grant.id)).await?,
         grant,

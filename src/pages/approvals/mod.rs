@@ -275,6 +275,9 @@ pub struct ApprovalShowView {
     /// The requester's "Withdraw" form, while it is open.
     pub withdraw_token: Option<String>,
     pub notice: Option<String>,
+    /// For a request that gives keys (or access back): what they can do and
+    /// from where, as Vultr reports it now.
+    pub capability: Option<crate::powers::Capability>,
 }
 
 async fn show_page(
@@ -310,7 +313,22 @@ async fn show_page(
     } else {
         None
     };
+    let gives_keys = matches!(
+        a.action,
+        ApprovalAction::KeyCreate
+            | ApprovalAction::KeyRotate
+            | ApprovalAction::GrantCreate
+            | ApprovalAction::ApiAccessOn
+    );
+    let capability = match VultrId::parse(&a.user_id) {
+        Ok(id) if gives_keys => super::capability::now(&ctx.state, &id)
+            .await
+            .ok()
+            .map(|(_, cap)| cap),
+        _ => None,
+    };
     let view = ApprovalShowView {
+        capability,
         layout: ctx.layout().await,
         withdraw_token,
         approval: a,

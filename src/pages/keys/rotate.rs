@@ -31,6 +31,7 @@ pub struct RotateFormView {
     pub user: User,
     pub key: ApiKey,
     pub form: KeyForm,
+    pub cap: crate::powers::Capability,
 }
 
 /// The rotate form: `form` re-rendered with errors, or a fresh one.
@@ -58,7 +59,9 @@ async fn rotate_page(
     };
     form.subject = "replacement";
     form.policy_notes.extend(ctx.state.approval.describe_keys());
+    let cap = crate::pages::capability::of(&ctx.state, &user).await?;
     let view = RotateFormView {
+        cap,
         layout: ctx.layout().await,
         user,
         key,

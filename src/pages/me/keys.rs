@@ -40,6 +40,7 @@ pub struct MyKeyFormView {
     pub form: KeyForm,
     /// Whether this key would be made now or wait, in words.
     pub rule: String,
+    pub cap: crate::powers::Capability,
 }
 
 impl MyKeyFormView {
@@ -102,7 +103,9 @@ async fn form_page(
         form.subject = "replacement";
     }
     form.policy_notes.extend(ctx.state.approval.describe_keys());
+    let cap = crate::pages::capability::of(&ctx.state, &user).await?;
     let view = MyKeyFormView {
+        cap,
         layout: ctx.layout().await,
         user,
         replaces,
