@@ -23,7 +23,7 @@ use crate::identity::Gate;
 use crate::pages::keys::{create, revoke, rotate};
 use crate::pages::{
     allowlist, approvals, assets, audit, brake, claim, cleanup, grants, me, notices, offboard, ops,
-    reinstate, reports, users,
+    privileged, reinstate, reports, users,
 };
 use crate::session_store::DbSessionStore;
 use crate::state::AppState;
@@ -123,6 +123,14 @@ pub fn build_router(state: AppState) -> Router {
             get(cleanup::cleanup_confirm).post(cleanup::cleanup_submit),
         )
         .route("/reports/keys/scan", post(reports::scan_start))
+        .route(
+            "/reports/keys/privileged",
+            get(privileged::privileged_report),
+        )
+        .route(
+            "/reports/keys/privileged.csv",
+            get(privileged::privileged_csv),
+        )
         .route("/audit", get(audit::audit_list))
         .route("/audit.csv", get(audit::audit_csv))
         .route("/audit.jsonl", get(audit::audit_jsonl))

@@ -326,3 +326,77 @@ async fn a_held_users_allowlist_is_not_edited() {
     assert_eq!(app.fake.count("POST", &whitelist(&grace)), 0);
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 0);
 }
+
+/// The report's privileged view on the demo data: a root-equivalent user's
+/// key first (never-expiring first, strongest first), level and reach on
+/// each row, a level filter, and a CSV that lists the same keys in order.
+#[tokio::test]
+async fn the_privileged_view_lists_root_equivalent_keys_first_and_exports_them() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.start_scan().await.status(), 303);
+    scan_idle(&app).await;
+    let (status, page) = app.get("/reports/keys/privileged").await;
+    assert_eq!(status, 200);
+    let ids = |page: &str| -> Vec<(String, String)> {
+        page.split("<tr data-key-id=\"")
+            .skip(1)
+            .map(|s| {
+                let id = s.split('"').next().unwrap().to_string();
+                let level = s.split("data-level=\"").nth(1).unwrap();
+                (id, level.split('"').next().unwrap().to_string())
+            })
+            .collect()
+    };
+    let rows = ids(&page);
+    assert!(rows.len() > 3, "{page}");
+    assert_eq!(rows[0].1, "root", "{rows:?}");
+    let root_users: Vec<String> = app
+        .fake
+        .users()
+        .iter()
+        .filter(|u| {
+            u.acls
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a == "manage_users")
+        })
+        .map(|u| u.id.clone())
+        .collect();
+    assert!(
+        page.contains("any address"),
+        "Ada's keys work from anywhere"
+    );
+    // Grace (subscriptions_view, narrowed) is not privileged.
+    let grace = app.user_id(GRACE);
+    for k in app.fake.keys_of(&grace) {
+        assert!(rows.iter().all(|(id, _)| *id != k.id));
+    }
+    let csv = app.get("/reports/keys/privileged.csv").await.1;
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "user_id,user_email,key_id,key_name,expires,level,acls,reach,origin"
+    );
+    let from_csv: Vec<(String, String)> = lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            (cells[2].to_string(), cells[5].to_string())
+        })
+        .collect();
+    assert_eq!(from_csv, rows, "the CSV matches the page");
+    let first_user = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(root_users.contains(&first_user));
+    // Filtered by level: sensitive only.
+    let (_, page) = app.get("/reports/keys/privileged?level=sensitive").await;
+    let rows = ids(&page);
+    assert!(!rows.is_empty() && rows.iter().all(|(_, l)| l == "sensitive"));
+    assert_eq!(app.get("/reports/keys/privileged?level=huge").await.0, 400);
+}

@@ -15,7 +15,9 @@ use crate::on_pool;
 
 mod entry;
 
-pub use entry::{AuditAction, CsvSafe, Entry, Filter, Intent, Outcome, SYSTEM_ACTOR, Settlement};
+pub use entry::{
+    AuditAction, CsvSafe, Entry, Filter, Intent, Outcome, SYSTEM_ACTOR, Settlement, neutralise,
+};
 
 /// The longest a request can take (the request timeout) plus a margin: an
 /// intent older than this can no longer be settled by anyone.

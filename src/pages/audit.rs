@@ -105,7 +105,7 @@ pub async fn audit_jsonl(ctx: Ctx, Query(q): Query<AuditQuery>) -> Result<Respon
     ))
 }
 
-fn export(body: Vec<u8>, mime: &'static str, name: &str) -> Response {
+pub(super) fn export(body: Vec<u8>, mime: &'static str, name: &str) -> Response {
     (
         [
             (header::CONTENT_TYPE, mime.to_string()),

@@ -16,6 +16,7 @@ pub mod notices;
 pub mod offboard;
 pub mod ops;
 pub mod paths;
+pub mod privileged;
 pub mod reinstate;
 pub mod reports;
 pub mod users;
