@@ -141,9 +141,8 @@ pub async fn claim_submit(
         }
     };
     // Vultr's word now, not a cached one: the owner must still be this user.
-    ctx.state.vultr.invalidate_user(&user_id);
-    let user = claim
-        .prepare(ctx.state.vultr.get_user(&user_id).await)
+    let (user, cap) = claim
+        .prepare(super::capability::now(&ctx.state, &user_id).await)
         .await?;
     let still_theirs = user
         .email
@@ -191,6 +190,7 @@ pub async fn claim_submit(
         grant_id: Some(grant.id.clone()),
         ..ctx.intent(AuditAction::GrantClaim)
     };
+    let intent = super::capability::stamp(intent, &cap);
     let call = ctx.state.vultr.create_key(&user_id, &body);
     let grants = &ctx.state.grants;
     match claim.execute(intent, call, |k| Some(k.id.clone())).await {

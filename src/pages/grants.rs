@@ -136,6 +136,7 @@ pub async fn grant_create(
         reason: form.reason(),
         ..ctx.intent(AuditAction::GrantCreate)
     };
+    let intent = super::capability::stamp(intent, &cap);
     let grant = claim
         .store(
             intent,

@@ -129,6 +129,9 @@ async fn carry_out(
                 ),
             };
             same_recipient(ctx, &claim, a, &user).await?;
+            let cap = claim
+                .prepare(crate::pages::capability::of(state, &user).await)
+                .await?;
             let action = if old.is_some() {
                 AuditAction::KeyRotate
             } else {
@@ -142,6 +145,7 @@ async fn carry_out(
                 related_key_id: old.as_ref().map(|k| k.id.clone()),
                 ..ctx.intent(action)
             });
+            let intent = crate::pages::capability::stamp(intent, &cap);
             let call = state.vultr.create_key(user_id, &body);
             let created = claim.execute(intent, call, |k| Some(k.id.clone())).await?;
             let id = created.id.clone();

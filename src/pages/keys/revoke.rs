@@ -155,12 +155,18 @@ pub async fn revoke_claimed(
     key: &ApiKey,
 ) -> Result<(), AppError> {
     let (id, key_id) = (VultrId::parse(&user.id)?, VultrId::parse(&key.id)?);
+    // What the revoked key could do, for the audit; a revocation never
+    // waits on an unreadable allowlist.
+    let intent = match crate::pages::capability::of(&ctx.state, user).await {
+        Ok(cap) => crate::pages::capability::stamp(base, &cap),
+        Err(_) => base,
+    };
     let intent = Intent {
         target_user_id: Some(id.to_string()),
         target_user_email: user.email.clone(),
         key_id: Some(key_id.to_string()),
         key_name: key.name.clone(),
-        ..base
+        ..intent
     };
     let call = ctx.state.vultr.delete_key(&id, &key_id);
     claim
