@@ -965,3 +965,60 @@ async fn an_owner_asks_is_approved_makes_and_retires_a_key_in_a_real_browser() {
     c.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What a key can do, before it is made: the warnings on the add-key form
+/// of a root-equivalent user usable from anywhere, and the allowlist
+/// narrowed in the browser, as in Vultr's console.
+#[tokio::test]
+async fn the_add_key_form_warns_and_the_allowlist_is_narrowed_in_a_real_browser() {
+    let Some((_driver, app, demo, c)) = open_demo(true).await else {
+        return;
+    };
+    let ada = app.user_id("ada@example.com");
+    c.goto(&format!("{demo}/users/{ada}")).await.unwrap();
+    css(&c, "#add-warn-root").await;
+    css(&c, "#add-warn-anywhere").await;
+    c.execute("document.getElementById('add-h').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    screenshot(&c, "capability-warnings").await;
+
+    // Add an office range, then remove "Any IPv4".
+    css(&c, "#allowlist-add").await.click().await.unwrap();
+    type_into(&c, "#allowlist-address", "45.32.0.0").await;
+    let prefix = css(&c, "#allowlist-prefix").await;
+    prefix.clear().await.unwrap();
+    prefix.send_keys("16").await.unwrap();
+    type_into(&c, "#allowlist-reason", "office egress").await;
+    css(&c, "#allowlist-submit").await.click().await.unwrap();
+    css(&c, "#flash").await;
+    css(&c, "tr[data-entry='0.0.0.0/0'] a.allowlist-remove")
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#understand").await.click().await.unwrap();
+    css(&c, "#allowlist-remove-button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#flash").await;
+    let listed: Vec<String> = app
+        .fake
+        .allowlist_of(&ada)
+        .iter()
+        .map(|e| e.cidr())
+        .collect();
+    assert_eq!(listed, vec!["::/0".to_string(), "45.32.0.0/16".to_string()]);
+    c.execute(
+        "document.getElementById('user-powers').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    screenshot(&c, "allowlist").await;
+    assert_eq!(app.fake.count("POST", "/v2/users"), 1);
+    assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
+    c.close().await.unwrap();
+}

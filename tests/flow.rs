@@ -82,8 +82,13 @@ async fn user_page_shows_details_keys_and_the_add_key_form() {
     ] {
         assert!(body.contains(needle), "missing {needle}");
     }
-    // One user GET and one keys GET, nothing else.
-    assert_eq!(app.fake.count("GET", &format!("/v2/users/{id}")), 2);
+    // One user GET, one keys GET and one allowlist GET, nothing else.
+    assert_eq!(app.fake.count("GET", &format!("/v2/users/{id}")), 3);
+    assert_eq!(
+        app.fake
+            .count("GET", &format!("/v2/users/{id}/ip-whitelist")),
+        1
+    );
 }
 
 #[tokio::test]

@@ -15,14 +15,16 @@ use crate::allowlist::Entry;
 
 /// Vultr's defaults for a new user: "Any IPv4" and "Any IPv6".
 pub(super) fn defaults() -> Vec<Entry> {
-    vec![entry("0.0.0.0", 0), entry("::", 0)]
+    let long_ago = time::Duration::days(-100);
+    vec![entry("0.0.0.0", 0, long_ago), entry("::", 0, long_ago)]
 }
 
-fn entry(subnet: &str, size: u32) -> Entry {
+/// An entry added `ago` from now (negative: in the past).
+fn entry(subnet: &str, size: u32, ago: time::Duration) -> Entry {
     Entry {
         subnet: subnet.to_string(),
         subnet_size: Some(size),
-        date_added: Some(now_rfc3339(time::Duration::days(-100))),
+        date_added: Some(now_rfc3339(ago)),
         ip_type: Some(if subnet.contains(':') { "v6" } else { "v4" }.into()),
     }
 }
@@ -33,7 +35,7 @@ impl FakeVultr {
         let list = cidrs
             .iter()
             .filter_map(|c| c.split_once('/'))
-            .map(|(a, s)| entry(a, s.parse().unwrap_or(32)))
+            .map(|(a, s)| entry(a, s.parse().unwrap_or(32), time::Duration::days(-30)))
             .collect();
         lock(&self.inner.data)
             .allowlists
@@ -92,7 +94,11 @@ pub(super) async fn add(
     let list = data.allowlists.entry(id).or_default();
     if !list.iter().any(|e| e.net() == Some(net)) {
         let size = u32::from(net.prefix_len());
-        list.push(entry(&net.network().to_string(), size));
+        list.push(entry(
+            &net.network().to_string(),
+            size,
+            time::Duration::ZERO,
+        ));
     }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -10,17 +10,18 @@
 //! runs only when the last one started at least an interval ago.
 
 mod announce;
+mod config;
 pub mod plan;
 pub mod send;
 mod store;
 
+pub use config::NotifyConfig;
 pub use store::{LAST_SENT_SQL, NoticeRow, RunRow, Snapshot, newest_per_key};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use crate::audit::{AuditAction, AuditStore, Intent, Outcome, Settlement};
@@ -34,43 +35,6 @@ const JOB: &str = "notices.run";
 /// A pass's lease without a heartbeat: a replica that dies mid-pass frees it.
 const LEASE: Duration = Duration::from_secs(120);
 const HEARTBEAT: Duration = Duration::from_secs(20);
-
-/// What `serve` (and `notify --once`) configure.
-#[derive(Clone, Debug)]
-pub struct NotifyConfig {
-    /// Days ahead of expiry, loosest first (`KEYDESK_NOTIFY_DAYS`).
-    pub thresholds: Vec<i64>,
-    /// For keys of root-equivalent users (`KEYDESK_NOTIFY_DAYS_ROOT`).
-    pub thresholds_root: Option<Vec<i64>>,
-    /// The levels of keys, for each notice's `level`.
-    pub powers: crate::powers::Powers,
-    /// Between scheduled passes; zero turns the scheduler off.
-    pub interval: Duration,
-    pub webhook: Option<SecretString>,
-    pub smtp: Option<SecretString>,
-    pub from: String,
-    /// Fixed recipients of one digest per pass.
-    pub team: Vec<String>,
-    /// Mail each key's owner about their own keys (default: when SMTP is set).
-    pub owners: Option<bool>,
-}
-
-impl Default for NotifyConfig {
-    /// Thresholds 30, 7 and 1 days; no channel and no scheduler.
-    fn default() -> Self {
-        Self {
-            thresholds: vec![30, 7, 1],
-            thresholds_root: None,
-            powers: Default::default(),
-            interval: Duration::ZERO,
-            webhook: None,
-            smtp: None,
-            from: "keydesk <keydesk@localhost>".into(),
-            team: vec![],
-            owners: None,
-        }
-    }
-}
 
 /// Where a notice goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
