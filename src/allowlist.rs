@@ -14,12 +14,23 @@ use serde::{Deserialize, Serialize};
 pub struct Entry {
     #[serde(default)]
     pub subnet: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_size")]
     pub subnet_size: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_added: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_type: Option<String>,
+}
+
+/// A prefix length sent as a number or a numeric string; anything else is
+/// kept as unknown (the entry is then shown as it is), never a parse error.
+fn lenient_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(match v {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 impl Entry {
@@ -229,6 +240,17 @@ mod tests {
             let e = check(a, p).unwrap_err();
             assert!(e.contains(why), "{a}/{p}: {e}");
         }
+    }
+
+    #[test]
+    fn odd_prefix_lengths_never_break_the_list() {
+        let list: Vec<Entry> = serde_json::from_str(
+            r#"[{"subnet":"8.8.8.0","subnet_size":"24"},{"subnet":"x","subnet_size":"wide"},{"subnet":"9.9.9.9","subnet_size":null}]"#,
+        )
+        .unwrap();
+        assert_eq!(list[0].cidr(), "8.8.8.0/24");
+        assert_eq!(list[1].subnet_size, None);
+        assert!(!list[2].recognised());
     }
 
     #[test]

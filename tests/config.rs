@@ -52,6 +52,25 @@ fn each_refusal_names_the_variable_and_a_good_value() {
             ],
         ),
         (
+            &[("KEYDESK_SENSITIVE_ACLS", "billing,teleport")],
+            &[
+                "KEYDESK_SENSITIVE_ACLS",
+                "teleport",
+                "manage_users, subscriptions_view",
+            ],
+        ),
+        (
+            &[
+                ("KEYDESK_APPROVAL_FOR", "level:huge"),
+                ("KEYDESK_APPROVERS", "ops@example.com"),
+            ],
+            &["KEYDESK_APPROVAL_FOR", "level takes root or sensitive"],
+        ),
+        (
+            &[("KEYDESK_NOTIFY_DAYS_ROOT", "60,0")],
+            &["KEYDESK_NOTIFY_DAYS_ROOT", "from 1 to 3650"],
+        ),
+        (
             &[("KEYDESK_SELF_SERVICE", "yes")],
             &["KEYDESK_SELF_SERVICE", "off, request or direct"],
         ),

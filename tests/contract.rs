@@ -75,6 +75,10 @@ async fn vultr(headers: HeaderMap, uri: axum::http::Uri, method: axum::http::Met
     };
     match (method.as_str(), path) {
         ("GET", "/v2/users") => json(StatusCode::OK, USERS.into()),
+        ("GET", p) if p.ends_with("/ip-whitelist") => json(StatusCode::OK, ALLOWLIST.into()),
+        ("POST" | "DELETE", p) if p.ends_with("/ip-whitelist") => {
+            StatusCode::NO_CONTENT.into_response()
+        }
         ("GET", p) if p.ends_with("/apikeys") => json(StatusCode::OK, KEYS.into()),
         // 201 as documented for hex ids; 200, also seen, for the UUID user.
         ("POST", p) if p.ends_with("/apikeys") && p.contains(UUID) => json(
@@ -99,6 +103,14 @@ async fn vultr(headers: HeaderMap, uri: axum::http::Uri, method: axum::http::Met
     }
 }
 
+/// An allowlist as REFERENCE.md shows it, plus Vultr's "any" defaults and
+/// an entry in a form keydesk does not know (shown as it is, never dropped).
+const ALLOWLIST: &str = r#"{"ip_whitelist":[
+  {"subnet":"8.8.8.0","subnet_size":24,"date_added":"2026-01-02T03:04:05+00:00","ip_type":"v4"},
+  {"subnet":"0.0.0.0","subnet_size":0,"date_added":"2025-01-01T00:00:00+00:00","ip_type":"v4"},
+  {"subnet":"any","ip_type":"v6","a_field_added_later":true}
+]}"#;
+
 /// Each user of `USERS` as (id, its JSON object).
 fn users_list() -> Vec<(&'static str, String)> {
     let v: serde_json::Value = serde_json::from_str(USERS).unwrap();
@@ -114,7 +126,7 @@ fn users_list() -> Vec<(&'static str, String)> {
 }
 
 async fn serve_samples() -> String {
-    let app = Router::new().fallback(get(vultr).post(vultr));
+    let app = Router::new().fallback(get(vultr).post(vultr).delete(vultr));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -226,4 +238,21 @@ async fn an_ip_fenced_root_key_is_named_as_such() {
     assert!(status >= 500, "{status}");
     assert!(page.contains("Unauthorized IP address"), "{page}");
     assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+}
+
+#[tokio::test]
+async fn a_documented_allowlist_reads_as_vultr_means_it() {
+    let url = serve_samples().await;
+    let c = client(&url, GOOD);
+    let id = VultrId::parse(HEX).unwrap();
+    let entries = c.allowlist(&id).await.unwrap();
+    assert_eq!(entries.len(), 3, "nothing dropped");
+    assert_eq!(entries[0].cidr(), "8.8.8.0/24");
+    assert!(entries[1].is_everything());
+    assert!(!entries[2].recognised() && entries[2].cidr() == "any");
+    let reach = keydesk::allowlist::Reach::new(entries);
+    assert!(reach.anywhere());
+    let net = keydesk::allowlist::check("8.8.4.0", "24").unwrap();
+    c.allowlist_add(&id, &net).await.unwrap();
+    c.allowlist_remove(&id, &net).await.unwrap();
 }
