@@ -411,6 +411,21 @@ async fn open_demo(javascript: bool) -> Option<(Driver, TestApp, String, Client)
     Some((driver, app, demo, c))
 }
 
+/// Two keydesks on one database, signed in as `first` and `second`; the
+/// second on another host name, so the identities keep separate cookies.
+async fn two_identities(
+    settings: impl Fn(&str) -> keydesk::state::Settings,
+    first: &str,
+    second: &str,
+) -> (String, String) {
+    let a = serve(settings(first)).await.0;
+    let b = serve(settings(second))
+        .await
+        .0
+        .replace("127.0.0.1", "localhost");
+    (a, b)
+}
+
 async fn demo_app(app: &TestApp) -> String {
     demo_app_as(
         app,
@@ -636,20 +651,11 @@ async fn a_claim_link_hands_a_key_to_its_owner_in_a_real_browser() {
     // Two identities, one database: the operator, and Ada with no role at all.
     let access = keydesk::identity::Access::new(&[], &["demo@keydesk.local".into()]);
     let upstream = app.state.vultr.base_url().to_string();
-    let operator = serve(keydesk::state::Settings {
+    let settings = |who: &str| keydesk::state::Settings {
         database_url: db.clone(),
-        ..demo_settings(&upstream, "demo@keydesk.local", access.clone())
-    })
-    .await
-    .0;
-    let owner = serve(keydesk::state::Settings {
-        database_url: db,
-        ..demo_settings(&upstream, "ada@example.com", access)
-    })
-    .await
-    .0
-    // Another host name, so the two identities keep separate cookies.
-    .replace("127.0.0.1", "localhost");
+        ..demo_settings(&upstream, who, access.clone())
+    };
+    let (operator, owner) = two_identities(settings, "demo@keydesk.local", "ada@example.com").await;
     let c = browser(&driver, true).await;
 
     // The operator issues a claim link from the add-key form.
@@ -771,12 +777,8 @@ async fn a_two_person_approval_round_in_a_real_browser() {
         approvers: vec!["boss@example.com".into()],
         ..demo_settings(&upstream, who, access.clone())
     };
-    let requester = serve(settings("demo@keydesk.local")).await.0;
-    // Another host name, so the two identities keep separate cookies.
-    let approver = serve(settings("boss@example.com"))
-        .await
-        .0
-        .replace("127.0.0.1", "localhost");
+    let (requester, approver) =
+        two_identities(settings, "demo@keydesk.local", "boss@example.com").await;
     let c = browser(&driver, true).await;
 
     // The requester asks for a key that never expires: it waits.
@@ -888,12 +890,7 @@ async fn an_owner_asks_is_approved_makes_and_retires_a_key_in_a_real_browser() {
         approvers: vec!["demo@keydesk.local".into()],
         ..demo_settings(&upstream, who, access.clone())
     };
-    let approver = serve(settings("demo@keydesk.local")).await.0;
-    // Another host name, so the two identities keep separate cookies.
-    let owner = serve(settings("ada@example.com"))
-        .await
-        .0
-        .replace("127.0.0.1", "localhost");
+    let (approver, owner) = two_identities(settings, "demo@keydesk.local", "ada@example.com").await;
     let c = browser(&driver, true).await;
 
     // Ada rotates her old key from "My keys": the request waits.
