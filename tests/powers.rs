@@ -400,3 +400,30 @@ async fn the_privileged_view_lists_root_equivalent_keys_first_and_exports_them()
     assert!(!rows.is_empty() && rows.iter().all(|(_, l)| l == "sensitive"));
     assert_eq!(app.get("/reports/keys/privileged?level=huge").await.0, 400);
 }
+
+/// Every key write records what the key could do: an owner's own revoke and
+/// an offboarding's revocations too.
+#[tokio::test]
+async fn revocations_record_the_level_and_reach_at_the_time() {
+    let app = TestApp::spawn().await;
+    let ada = app.user_id(ADA);
+    let keys = app.fake.keys_of(&ada);
+    assert_eq!(app.revoke(&ada, &keys[0].id, &[]).await.status(), 303);
+    let path = format!("/users/{ada}/offboard");
+    let token = app.token_of(&path).await;
+    let listed = keys[1].id.clone();
+    let r = app
+        .submit(&path, &token, &[("reason", "left"), ("listed", &listed)])
+        .await;
+    assert_eq!(r.status(), 200);
+    let revoked = entries(&app, "key.revoke").await;
+    assert_eq!(revoked.len(), 2);
+    for e in &revoked {
+        assert_eq!(e.level.as_deref(), Some("root"), "{e:?}");
+        assert_eq!(
+            e.acls.as_deref(),
+            Some("manage_users,billing,subscriptions")
+        );
+        assert_eq!(e.allowlist.as_deref(), Some("0.0.0.0/0,::/0"));
+    }
+}

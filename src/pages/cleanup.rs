@@ -320,7 +320,20 @@ async fn run(
         .map(|(user, keys)| {
             let vultr = vultr.clone();
             async move {
-                let (current, owner) = tokio::join!(vultr.list_keys(&user), vultr.get_user(&user));
+                let (current, owner, allowlist) = tokio::join!(
+                    vultr.list_keys(&user),
+                    vultr.get_user(&user),
+                    vultr.allowlist(&user)
+                );
+                // What the keys could do, for the audit, when both were read.
+                let cap = match (&owner, allowlist) {
+                    (Ok(u), Ok(list)) => Some(crate::powers::Capability::of(
+                        &group.state().powers,
+                        u.acls.as_deref().unwrap_or_default(),
+                        list,
+                    )),
+                    _ => None,
+                };
                 let email = owner.ok().and_then(|u| u.email);
                 let mut out = Vec::with_capacity(keys.len());
                 for key_id in keys {
@@ -329,6 +342,10 @@ async fn run(
                         target_user_email: email.clone(),
                         key_id: Some(key_id.to_string()),
                         ..group.part(AuditAction::KeyRevoke)
+                    };
+                    let intent = match &cap {
+                        Some(cap) => crate::pages::capability::stamp(intent, cap),
+                        None => intent,
                     };
                     let (name, outcome) = match &current {
                         Err(e) => (

@@ -163,6 +163,16 @@ impl Job {
             Ok(k) => (k, None),
             Err(e) => (vec![], Some(e.to_string())),
         };
+        // What the keys could do, for each revocation's audit entry (left
+        // out when unreadable: an offboarding never waits on it).
+        let cap = if keys.is_empty() {
+            None
+        } else {
+            crate::pages::capability::now(&state, &id)
+                .await
+                .ok()
+                .map(|(_, c)| c)
+        };
         let total = i64::try_from(keys.len()).unwrap_or(i64::MAX);
         let progress = |done: usize| {
             let store = state.offboardings.clone();
@@ -179,16 +189,17 @@ impl Job {
         for key in keys {
             let outcome = match VultrId::parse(&key.id) {
                 Ok(key_id) => {
+                    let intent = Intent {
+                        key_id: Some(key.id.clone()),
+                        key_name: key.name.clone(),
+                        ..on_user(AuditAction::KeyRevoke)
+                    };
+                    let intent = match &cap {
+                        Some(cap) => crate::pages::capability::stamp(intent, cap),
+                        None => intent,
+                    };
                     group
-                        .step(
-                            Intent {
-                                key_id: Some(key.id.clone()),
-                                key_name: key.name.clone(),
-                                ..on_user(AuditAction::KeyRevoke)
-                            },
-                            vultr.delete_key(&id, &key_id),
-                            true,
-                        )
+                        .step(intent, vultr.delete_key(&id, &key_id), true)
                         .await
                 }
                 Err(_) => {
