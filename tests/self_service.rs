@@ -189,6 +189,30 @@ async fn the_role_matrix_over_every_my_keys_route() {
             }
         }
     }
+    // Ada's request (a key that never expires waits): who may open it, and
+    // who may carry it out (nobody but Ada, and only once approved).
+    let r = ask(&app, &client(Some(ADA)), &[("name", "forever")]).await;
+    assert_eq!(r.status(), 202);
+    let request = request_of(&r.text().await.unwrap());
+    let page = format!("/approvals/{request}");
+    let execute = format!("/approvals/{request}/execute");
+    for (who, _, staff) in people {
+        let c = client(who);
+        let label = who.unwrap_or("anonymous");
+        let none: u16 = if who.is_none() { 401 } else { 403 };
+        let sees = if staff == 200 || who == Some(ADA) {
+            200
+        } else {
+            none
+        };
+        assert_eq!(status_as(&c, app.url(&page)).await, sees, "{label} sees");
+        app.fake.clear_log();
+        let r = post_as(&c, app.url(&execute), &[]).await;
+        let refused = if who == Some(ADA) { 409 } else { none };
+        assert_eq!(r.status(), refused, "{label} executes a pending request");
+        assert!(writes(&app).is_empty(), "{label}: nothing sent");
+    }
+
     // Ada rotates, then revokes, her own key: one POST, one DELETE, hers.
     let c = client(Some(ADA));
     app.fake.clear_log();
