@@ -123,10 +123,6 @@ impl Powers {
         Ok(Self { sensitive })
     }
 
-    pub fn sensitive(&self) -> &[String] {
-        &self.sensitive
-    }
-
     /// The level of a key of a user with these ACLs. Unknown ACLs never
     /// lower it, and never raise it on their own.
     pub fn level(&self, acls: &[String]) -> Level {

@@ -276,7 +276,9 @@ async fn level_root_makes_root_equivalent_keys_wait() {
 /// The rules follow what Vultr reports at the write, not what the form saw.
 #[tokio::test]
 async fn the_rules_read_vultr_at_the_time_of_the_write() {
-    let opts = approval_options(&["anywhere", "level:root"], Duration::from_secs(3600));
+    let mut opts = approval_options(&["anywhere", "level:root"], Duration::from_secs(3600));
+    // The cache on: the form's reads are cached, the write must not use them.
+    opts.upstream.cache_ttl = Duration::from_secs(300);
     let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
     let grace = app.user_id(GRACE);
     let fields = short();
@@ -286,6 +288,23 @@ async fn the_rules_read_vultr_at_the_time_of_the_write() {
     let token = app.form_token(&grace).await;
     app.fake.set_allowlist(&grace, &["0.0.0.0/0"]);
     let r = app.create_key_with(&grace, &token, &fields).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(app.fake.count("POST", "/v2/users"), 0);
+
+    // A rotation too: its form saw Alan narrowed (and cached it).
+    let alan = app.user_id("alan@example.com");
+    let key = app.fake.keys_of(&alan)[0].id.clone();
+    let rotate = format!("/users/{alan}/keys/{key}/rotate");
+    let token = app.token_of(&rotate).await;
+    assert!(!app.get(&rotate).await.1.contains("id=\"warn-anywhere\""));
+    app.fake.set_allowlist(&alan, &["::/0"]);
+    let r = app
+        .submit(
+            &rotate,
+            &token,
+            &[("expire", "true"), ("date_expire", &date_in(30))],
+        )
+        .await;
     assert_eq!(r.status(), 202);
     assert_eq!(app.fake.count("POST", "/v2/users"), 0);
 

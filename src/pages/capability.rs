@@ -20,6 +20,13 @@ pub async fn of(state: &AppState, user: &User) -> Result<Capability, AppError> {
     ))
 }
 
+/// The user and their capability for a page (cached like the user): the
+/// claim and approval pages show it without busting the cache.
+pub async fn shown(state: &AppState, id: &VultrId) -> Result<Capability, AppError> {
+    let user = state.vultr.get_user(id).await?;
+    of(state, &user).await
+}
+
 /// The user and their capability as Vultr reports them now, uncached: what
 /// the approval rules read at the time of a write.
 pub async fn now(state: &AppState, id: &VultrId) -> Result<(User, Capability), AppError> {

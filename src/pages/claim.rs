@@ -81,10 +81,7 @@ async fn claim_page(
     status: StatusCode,
 ) -> Result<Response, AppError> {
     let capability = match VultrId::parse(&grant.user_id) {
-        Ok(id) => super::capability::now(&ctx.state, &id)
-            .await
-            .ok()
-            .map(|(_, cap)| cap),
+        Ok(id) => super::capability::shown(&ctx.state, &id).await.ok(),
         Err(_) => None,
     };
     let view = ClaimView {

@@ -321,10 +321,7 @@ async fn show_page(
             | ApprovalAction::ApiAccessOn
     );
     let capability = match VultrId::parse(&a.user_id) {
-        Ok(id) if gives_keys => super::capability::now(&ctx.state, &id)
-            .await
-            .ok()
-            .map(|(_, cap)| cap),
+        Ok(id) if gives_keys => super::capability::shown(&ctx.state, &id).await.ok(),
         _ => None,
     };
     let view = ApprovalShowView {

@@ -100,13 +100,14 @@ pub async fn rotate_submit(
             return rotate_page(&ctx, (&id, &key_id), None, StatusCode::FORBIDDEN).await;
         }
     };
+    // Vultr's word now: the rules read the user's ACLs and allowlist.
+    ctx.state.vultr.invalidate_user(&id);
     let (user, old) = claim
         .prepare(ctx.state.vultr.get_user_and_key(&id, &key_id).await)
         .await?;
     let cap = claim
-        .prepare(crate::pages::capability::now(&ctx.state, &id).await)
-        .await?
-        .1;
+        .prepare(crate::pages::capability::of(&ctx.state, &user).await)
+        .await?;
     // Same name as the key it replaces.
     input.name = Some(old.name.clone().unwrap_or_default());
     let mut form = KeyForm::blank(claim.token().to_string(), &ctx.state.policy);

@@ -234,11 +234,12 @@ async fn make(
     form: &KeyForm,
 ) -> Result<Response, AppError> {
     let state = &ctx.state;
-    // The rules read the ACLs and allowlist as Vultr reports them now.
+    // The rules read the ACLs (the owner was just read uncached) and the
+    // allowlist as Vultr reports them now.
+    state.vultr.invalidate_user(id);
     let cap = claim
-        .prepare(crate::pages::capability::now(state, id).await)
-        .await?
-        .1;
+        .prepare(crate::pages::capability::of(state, &user).await)
+        .await?;
     let why = state
         .approval
         .why(Change::Key(&body, &cap))
