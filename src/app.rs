@@ -19,11 +19,11 @@ use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
-use crate::identity::Gate;
+use crate::identity::{AuthMode, Gate};
 use crate::pages::keys::{create, revoke, rotate};
 use crate::pages::{
-    allowlist, approvals, assets, audit, brake, claim, cleanup, grants, me, notices, offboard, ops,
-    privileged, reinstate, reports, users,
+    allowlist, approvals, assets, audit, auth, brake, claim, cleanup, grants, me, notices,
+    offboard, ops, privileged, reinstate, reports, users,
 };
 use crate::session_store::DbSessionStore;
 use crate::state::AppState;
@@ -38,12 +38,22 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// The one router: every path is spelled here.
 pub fn build_router(state: AppState) -> Router {
+    // OpenID mode: the provider's redirect back is a cross-site navigation,
+    // which must carry the session (Lax); POSTs still never do cross-site,
+    // and GETs never write. The proxy modes keep Strict.
+    let (same_site, inactivity) = match &state.auth {
+        AuthMode::Oidc(o) => (
+            SameSite::Lax,
+            time::Duration::seconds(o.settings.lifetimes.max_age.max(8 * 3600)),
+        ),
+        _ => (SameSite::Strict, time::Duration::hours(8)),
+    };
     let sessions = SessionManagerLayer::new(DbSessionStore::new(state.db.clone()))
         .with_name("keydesk_session")
         .with_http_only(true)
-        .with_same_site(SameSite::Strict)
+        .with_same_site(same_site)
         .with_secure(state.cookie_secure)
-        .with_expiry(Expiry::OnInactivity(time::Duration::hours(8)));
+        .with_expiry(Expiry::OnInactivity(inactivity));
 
     let x_request_id = HeaderName::from_static("x-request-id");
 
@@ -134,6 +144,10 @@ pub fn build_router(state: AppState) -> Router {
         .route("/audit", get(audit::audit_list))
         .route("/audit.csv", get(audit::audit_csv))
         .route("/audit.jsonl", get(audit::audit_jsonl))
+        .route("/auth/login", get(auth::login))
+        .route("/auth/callback", get(auth::callback))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/signed-out", get(auth::signed_out))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(crate::metrics::metrics_page))

@@ -16,6 +16,12 @@ pub enum AppError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Not signed in (OpenID mode): the message and the sign-in link.
+    #[error("{0}")]
+    SignIn(String, String),
+    /// The OpenID provider could not be reached to start or finish a sign-in.
+    #[error("OpenID provider unavailable: {0}")]
+    ProviderDown(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -68,11 +74,19 @@ impl AppError {
                 format!("/users/{user_id}/reinstate"),
                 "Reinstate this user".to_string(),
             )),
+            AppError::SignIn(_, href) => Some((href.clone(), "Sign in".to_string())),
             _ => None,
         };
         let (status, title, message) = match self {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m.clone()),
-            AppError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "Not signed in", m.clone()),
+            AppError::Unauthorized(m) | AppError::SignIn(m, _) => {
+                (StatusCode::UNAUTHORIZED, "Not signed in", m.clone())
+            }
+            AppError::ProviderDown(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in unavailable",
+                "keydesk could not reach the sign-in provider. Nothing was changed; retry in a moment, or ask the operators to check KEYDESK_OIDC_ISSUER.".to_string(),
+            ),
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "Forbidden", m.clone()),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m.clone()),
             AppError::Conflict(m) => (StatusCode::CONFLICT, "Already done", m.clone()),
@@ -173,7 +187,7 @@ impl IntoResponse for AppError {
                 metrics::counter!("keydesk_audit_write_failures_total").increment(1);
                 tracing::error!(error = %self, "request refused: audit store unavailable")
             }
-            AppError::Internal(_) | AppError::Store(_) => {
+            AppError::Internal(_) | AppError::Store(_) | AppError::ProviderDown(_) => {
                 tracing::error!(error = %self, "request failed")
             }
             AppError::Upstream(e) => tracing::warn!(error = %e, "upstream call failed"),

@@ -1,11 +1,15 @@
 //! Who is asking and what they may do.
 //!
 //! Identity comes from the SSO proxy: a header honoured only from trusted TCP
-//! peers, or a signed JWT (see `jwt`). In the demo it is a fixed identity.
+//! peers, or a signed JWT (see `jwt`); or from keydesk's own OpenID Connect
+//! sign-in (see `oidc`). In the demo it is a fixed identity.
 //! Roles come from keydesk's own policy (`KEYDESK_VIEWERS`,
 //! `KEYDESK_OPERATORS`), deny by default.
 
+mod oidc_gate;
 mod open_paths;
+
+pub use oidc_gate::{login_link, start as start_sign_in};
 
 pub use open_paths::CLAIM_PREFIX;
 use open_paths::{is_public, self_service};
@@ -24,6 +28,7 @@ use crate::audit::{AuditAction, AuditStore, Intent, Outcome};
 pub use crate::email::{normalize_email, same_email};
 use crate::error::AppError;
 use crate::jwt::JwtVerifier;
+use crate::oidc::Oidc;
 
 /// How identities are established.
 #[derive(Clone, Debug)]
@@ -38,6 +43,9 @@ pub enum AuthMode {
     },
     /// A JWT in a header, verified against the proxy's JWKS.
     Jwt(Arc<JwtVerifier>),
+    /// keydesk signs people in itself with OpenID Connect; the identity
+    /// lives in the server-side session.
+    Oidc(Arc<Oidc>),
 }
 
 impl AuthMode {
@@ -237,6 +245,7 @@ fn identity_headers(auth: &AuthMode) -> Vec<&HeaderName> {
             ..
         } => std::iter::once(header).chain(groups_header).collect(),
         AuthMode::Jwt(v) => vec![&v.settings.header],
+        AuthMode::Oidc(_) => vec![],
     }
 }
 
@@ -268,6 +277,8 @@ async fn authenticate(
     }
     match &state.auth {
         AuthMode::Demo(email) => Ok((email.clone(), vec![])),
+        // Answered from the session by `oidc_gate`, never from headers.
+        AuthMode::Oidc(_) => Err(unauthorized("Sign in to keydesk first.")),
         AuthMode::Header {
             header,
             groups_header,
@@ -324,7 +335,19 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let headers = req.headers().clone();
-    let (email, groups) = match authenticate(&state, &headers, peer).await {
+    let known = match &state.auth {
+        AuthMode::Oidc(oidc) => {
+            let asked = oidc_gate::Asked {
+                session: req.extensions().get::<tower_sessions::Session>().cloned(),
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                headers: headers.clone(),
+            };
+            oidc_gate::signed_in(&state, oidc, asked).await
+        }
+        _ => authenticate(&state, &headers, peer).await,
+    };
+    let (email, groups) = match known {
         Ok((email, groups)) => (normalize_email(&email), groups),
         Err(resp) => return resp,
     };

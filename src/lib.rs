@@ -23,6 +23,7 @@ pub mod lost_creates;
 pub mod metrics;
 pub mod notify;
 pub mod offboardings;
+pub mod oidc;
 pub mod pages;
 pub mod policy;
 pub mod powers;

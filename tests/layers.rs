@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("telemetry", 0),
     ("vultr", 1),
     ("powers", 1),
+    ("oidc", 1),
     ("audit", 1),
     ("form_keys", 1),
     ("idempotency", 2),

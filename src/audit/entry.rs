@@ -42,10 +42,13 @@ pub enum AuditAction {
     /// An entry added to, or removed from, a user's API allowlist.
     UserAllowlistAdd,
     UserAllowlistRemove,
+    /// An OpenID sign-in and sign-out (OpenID mode only).
+    AccessSignin,
+    AccessSignout,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 21] = [
+    pub const ALL: [AuditAction; 23] = [
         AuditAction::KeyCreate,
         AuditAction::KeyRotate,
         AuditAction::KeyRevoke,
@@ -67,6 +70,8 @@ impl AuditAction {
         AuditAction::UserReinstate,
         AuditAction::UserAllowlistAdd,
         AuditAction::UserAllowlistRemove,
+        AuditAction::AccessSignin,
+        AuditAction::AccessSignout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +97,8 @@ impl AuditAction {
             AuditAction::UserReinstate => "user.reinstate",
             AuditAction::UserAllowlistAdd => "user.allowlist.add",
             AuditAction::UserAllowlistRemove => "user.allowlist.remove",
+            AuditAction::AccessSignin => "access.signin",
+            AuditAction::AccessSignout => "access.signout",
         }
     }
 }

@@ -17,6 +17,7 @@ mod database;
 mod demo;
 mod explain;
 mod notify;
+mod oidc;
 mod powers;
 mod roles;
 mod root_key;
@@ -170,9 +171,12 @@ pub struct ServeArgs {
     )]
     pub trusted_proxies: Vec<IpNet>,
 
-    /// How staff identity is established: `header` (trusted proxy header) or `jwt` (signed assertion).
-    #[arg(long, env = "KEYDESK_AUTH_MODE", default_value = "header", value_parser = ["header", "jwt"])]
+    /// How staff identity is established: `header` (trusted proxy header), `jwt` (signed assertion) or `oidc` (keydesk signs people in with OpenID Connect).
+    #[arg(long, env = "KEYDESK_AUTH_MODE", default_value = "header", value_parser = ["header", "jwt", "oidc"])]
     pub auth_mode: String,
+
+    #[command(flatten)]
+    pub oidc: oidc::OidcArgs,
 
     /// Optional header with the signed-in person's groups, comma-separated (e.g. X-Forwarded-Groups). Header mode only.
     #[arg(long, env = "KEYDESK_GROUPS_HEADER")]
@@ -395,6 +399,9 @@ impl ServeArgs {
     /// How identities are established: the proxy's header, or a verified JWT.
     fn auth_mode(&self) -> Result<AuthMode, String> {
         let args = self;
+        if args.auth_mode == "oidc" {
+            return args.oidc.mode(&args.common.public_url);
+        }
         if args.auth_mode == "jwt" {
             let jwks_url = args
                 .jwt_jwks_url

@@ -4,6 +4,7 @@ pub mod allowlist;
 pub mod approvals;
 pub mod assets;
 pub mod audit;
+pub mod auth;
 pub mod brake;
 pub mod capability;
 pub mod claim;
@@ -39,6 +40,8 @@ pub struct Layout {
     pub flash: Option<Flash>,
     pub css: String,
     pub js: String,
+    /// OpenID mode: the sign-out form's token (no form in the other modes).
+    pub sign_out: Option<String>,
 }
 
 impl Layout {
@@ -51,6 +54,7 @@ impl Layout {
             flash: None,
             css: assets::CSS.url(),
             js: assets::JS.url(),
+            sign_out: None,
         }
     }
 
@@ -58,8 +62,15 @@ impl Layout {
     pub async fn new(who: &Identity, session: &Session) -> Self {
         session::bind(who, session).await;
         let flash = session::take_flash(session).await;
+        let sign_out = match crate::oidc::session::is_signed_in(session).await {
+            true => session::ensure_binding(who, session)
+                .await
+                .map(|b| auth::sign_out_token(&b)),
+            false => None,
+        };
         Self {
             flash,
+            sign_out,
             ..Self::plain(Some(who))
         }
     }

@@ -26,6 +26,11 @@ pub const NOTICES: &str = "/notices";
 pub const APPROVALS: &str = "/approvals";
 pub const NOTICES_RUN: &str = "/notices/run";
 pub const KEYS_REVOKE_EXPIRED: &str = "/reports/keys/revoke-expired";
+/// OpenID mode: sign in, the provider's return, sign out, and after it.
+pub const SIGN_IN: &str = "/auth/login";
+pub const SIGN_IN_CALLBACK: &str = "/auth/callback";
+pub const SIGN_OUT: &str = "/auth/logout";
+pub const SIGNED_OUT: &str = "/auth/signed-out";
 
 /// Everything but RFC 3986's unreserved characters is encoded.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC

@@ -1,0 +1,164 @@
+//! `KEYDESK_OIDC_*` and `KEYDESK_SESSION_*`: keydesk signing people in itself
+//! with OpenID Connect (`KEYDESK_AUTH_MODE=oidc`). Every refusal names the
+//! variable to fix.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::identity::AuthMode;
+use crate::oidc::{Lifetimes, Oidc, OidcSettings};
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct OidcArgs {
+    /// OIDC mode: the provider's issuer URL, exactly as its discovery document says (e.g. https://accounts.google.com).
+    #[arg(long, env = "KEYDESK_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// OIDC mode: the client id registered at the provider.
+    #[arg(long, env = "KEYDESK_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+
+    /// OIDC mode: the client secret. Prefer KEYDESK_OIDC_CLIENT_SECRET_FILE.
+    #[arg(long, env = "KEYDESK_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+
+    /// OIDC mode: a file holding the client secret (a mounted secret); read once at start.
+    #[arg(long, env = "KEYDESK_OIDC_CLIENT_SECRET_FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+
+    /// OIDC mode: scopes asked for after `openid email profile`, comma-separated (e.g. groups).
+    #[arg(long, env = "KEYDESK_OIDC_SCOPES", value_delimiter = ',')]
+    pub oidc_scopes: Vec<String>,
+
+    /// OIDC mode: the ID-token claim holding the person's groups, for `group:NAME` in the role lists.
+    #[arg(long, env = "KEYDESK_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+
+    /// OIDC mode: if set, only emails in these domains sign in (comma-separated, e.g. example.com).
+    #[arg(long, env = "KEYDESK_OIDC_ALLOWED_DOMAINS", value_delimiter = ',')]
+    pub oidc_allowed_domains: Vec<String>,
+
+    /// OIDC mode: refuse an email the provider does not mark `email_verified: true`.
+    #[arg(long, env = "KEYDESK_OIDC_REQUIRE_VERIFIED_EMAIL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub oidc_require_verified_email: bool,
+
+    /// OIDC mode: a session ends this long after sign-in, whatever happens (e.g. 12h, 90m, 3600s).
+    #[arg(long, env = "KEYDESK_SESSION_MAX_AGE", default_value = "12h", value_parser = parse_span)]
+    pub session_max_age: i64,
+
+    /// OIDC mode: a session unused this long ends (e.g. 1h, 30m).
+    #[arg(long, env = "KEYDESK_SESSION_IDLE", default_value = "1h", value_parser = parse_span)]
+    pub session_idle: i64,
+}
+
+/// `12h`, `90m`, `3600s` or `3600` (seconds): from 1 minute to 30 days.
+fn parse_span(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, 'h')) => (&t[..i], 3600),
+        Some((i, 'm')) => (&t[..i], 60),
+        Some((i, 's')) => (&t[..i], 1),
+        _ => (t, 1),
+    };
+    digits
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .map(|n| n.saturating_mul(unit))
+        .filter(|secs| (60..=30 * 24 * 3600).contains(secs))
+        .ok_or_else(|| format!("{t:?} is not a duration from 1m to 720h (e.g. 12h, 90m, 3600s)"))
+}
+
+impl OidcArgs {
+    /// OpenID mode, or an error naming the variable that is missing or wrong.
+    pub fn mode(&self, public_url: &Option<String>) -> Result<AuthMode, String> {
+        let need = |var: &str, v: &Option<String>| -> Result<String, String> {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| format!("KEYDESK_AUTH_MODE=oidc needs {var}"))
+        };
+        let issuer = need("KEYDESK_OIDC_ISSUER", &self.oidc_issuer)?;
+        let url = reqwest::Url::parse(&issuer)
+            .map_err(|e| format!("KEYDESK_OIDC_ISSUER {issuer:?} is not a URL ({e})"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
+            return Err(format!(
+                "KEYDESK_OIDC_ISSUER {issuer:?} must be an http(s) URL without a query (e.g. https://accounts.google.com)"
+            ));
+        }
+        let client_id = need("KEYDESK_OIDC_CLIENT_ID", &self.oidc_client_id)?;
+        let client_secret = super::notify::secret_from(
+            "KEYDESK_OIDC_CLIENT_SECRET",
+            &self.oidc_client_secret,
+            &self.oidc_client_secret_file,
+        )?
+        .ok_or("KEYDESK_AUTH_MODE=oidc needs KEYDESK_OIDC_CLIENT_SECRET or KEYDESK_OIDC_CLIENT_SECRET_FILE")?;
+        let public_url = public_url.clone().ok_or(
+            "KEYDESK_AUTH_MODE=oidc needs KEYDESK_PUBLIC_URL: the redirect URI registered at the provider is KEYDESK_PUBLIC_URL/auth/callback",
+        )?;
+        let groups_claim = self.oidc_groups_claim.trim().to_string();
+        if groups_claim.is_empty() {
+            return Err("KEYDESK_OIDC_GROUPS_CLAIM is empty: leave it unset for `groups`".into());
+        }
+        let mut allowed_domains = Vec::new();
+        for d in self.oidc_allowed_domains.iter().map(|d| d.trim()) {
+            if d.is_empty() {
+                continue;
+            }
+            let d = d.trim_start_matches('@').to_ascii_lowercase();
+            if d.contains('@') || d.contains('/') || !d.contains('.') {
+                return Err(format!(
+                    "KEYDESK_OIDC_ALLOWED_DOMAINS {d:?} is not an email domain such as example.com"
+                ));
+            }
+            allowed_domains.push(d);
+        }
+        let extra_scopes = self
+            .oidc_scopes
+            .iter()
+            .flat_map(|s| s.split_whitespace())
+            .filter(|s| !crate::oidc::BASE_SCOPES.contains(s))
+            .map(str::to_string)
+            .collect();
+        if self.session_idle > self.session_max_age {
+            return Err(format!(
+                "KEYDESK_SESSION_IDLE ({}s) is longer than KEYDESK_SESSION_MAX_AGE ({}s)",
+                self.session_idle, self.session_max_age
+            ));
+        }
+        let oidc = Oidc::new(OidcSettings {
+            issuer,
+            client_id,
+            client_secret,
+            public_url,
+            extra_scopes,
+            groups_claim,
+            allowed_domains,
+            require_verified_email: self.oidc_require_verified_email,
+            lifetimes: Lifetimes {
+                max_age: self.session_max_age,
+                idle: self.session_idle,
+            },
+        })?;
+        Ok(AuthMode::Oidc(Arc::new(oidc)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_take_units_and_bounds() {
+        assert_eq!(parse_span("12h"), Ok(43200));
+        assert_eq!(parse_span("90m"), Ok(5400));
+        assert_eq!(parse_span("3600s"), Ok(3600));
+        assert_eq!(parse_span("3600"), Ok(3600));
+        for bad in ["0", "10s", "1000h", "h", "abc", "-5m"] {
+            assert!(parse_span(bad).is_err(), "{bad}");
+        }
+    }
+}

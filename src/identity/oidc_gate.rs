@@ -1,0 +1,86 @@
+//! OpenID mode at the gate: the signed-in person comes from the server-side
+//! session; anyone else is sent to the provider (a page) or told to sign in
+//! (a form, which is never thrown away by a redirect).
+
+use axum::http::{HeaderMap, Method, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use tower_sessions::Session;
+
+use super::{Gate, request_id};
+use crate::audit::{AuditAction, Intent, Outcome};
+use crate::error::AppError;
+use crate::oidc::{self, Oidc};
+
+/// What the gate reads of a request (owned: the request body is not `Sync`).
+pub(super) struct Asked {
+    pub session: Option<Session>,
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+/// The person signed in on this request's session, or the answer to give.
+pub(super) async fn signed_in(
+    gate: &Gate,
+    oidc: &Oidc,
+    req: Asked,
+) -> Result<(String, Vec<String>), Response> {
+    let Some(session) = req.session.clone() else {
+        return Err(AppError::Internal("no session layer".into()).into_response());
+    };
+    match oidc::session::current(&session, oidc.settings.lifetimes).await {
+        Ok(Some(who)) => return Ok((who.email, who.groups)),
+        Ok(None) => {}
+        Err((email, ended)) => {
+            let intent = Intent {
+                request_id: request_id(&req.headers),
+                reason: Some(ended.reason().to_string()),
+                ..Intent::new(&email, "none", AuditAction::AccessDenied)
+            };
+            gate.audit.record(&intent, Outcome::Failed).await;
+        }
+    }
+    Err(sign_in_needed(oidc, &session, &req).await)
+}
+
+/// A page goes to the provider and comes back to itself; a form gets a 401
+/// with a sign-in link back to the page it came from.
+async fn sign_in_needed(oidc: &Oidc, session: &Session, req: &Asked) -> Response {
+    if matches!(req.method, Method::GET | Method::HEAD) {
+        let next = req
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .and_then(oidc::safe_next)
+            .unwrap_or("/");
+        return match start(oidc, session, next).await {
+            Ok(url) => Redirect::to(&url).into_response(),
+            Err(e) => AppError::ProviderDown(e).into_response(),
+        };
+    }
+    let back = req
+        .headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix(oidc.settings.public_url.as_str()))
+        .and_then(oidc::safe_next)
+        .unwrap_or("/");
+    AppError::SignIn(
+        "You are not signed in, or your session ended, so this form was not sent and nothing was changed. Sign in, then send it again.".into(),
+        login_link(back),
+    )
+    .into_response()
+}
+
+/// `/auth/login?next=…` for a same-origin path.
+pub fn login_link(next: &str) -> String {
+    let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    format!("/auth/login?next={next}")
+}
+
+/// Starts a sign-in on this session: the provider URL to go to.
+pub async fn start(oidc: &Oidc, session: &Session, next: &str) -> Result<String, String> {
+    let (url, pending) = oidc.begin(next).await?;
+    oidc::session::remember(session, pending).await?;
+    Ok(url)
+}

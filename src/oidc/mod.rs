@@ -1,0 +1,469 @@
+//! Signing in without a proxy: keydesk as an OpenID Connect client
+//! (Authorization Code with PKCE S256, `state` and `nonce`), built on the
+//! `openidconnect` crate. Nothing here hand-rolls OAuth or token checks:
+//! discovery checks the issuer for an exact match, and the crate's ID-token
+//! verifier checks the signature (provider JWKS), `iss`, `aud`, `azp`, `exp`
+//! and the nonce; keydesk adds `iat`, `email_verified` and the domains.
+//!
+//! The provider's metadata and keys are cached; an unknown `kid` refetches
+//! the keys at most once per `REFETCH_INTERVAL`, as JWT mode does.
+
+mod http;
+pub mod session;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreResponseType,
+    CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AdditionalClaims, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, Client,
+    ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IdTokenFields, IssuerUrl, JsonWebKeySet, LogoutRequest, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
+    SignatureVerificationError, StandardErrorResponse, StandardTokenResponse, TokenResponse,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use self::http::Http;
+pub use self::session::{Lifetimes, Pending, SignedIn};
+
+/// Least time between two key fetches triggered by an unknown `kid`.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Cached metadata and keys older than this are refreshed on next use.
+const MAX_AGE: Duration = Duration::from_secs(3600);
+/// An ID token issued further in the future than this is refused (clock skew).
+const IAT_LEEWAY_SECS: i64 = 60;
+/// An ID token issued longer ago than this is refused: the token endpoint
+/// just minted it, so an old one is a replay.
+const IAT_MAX_AGE_SECS: i64 = 600;
+/// The scopes keydesk always asks for.
+pub const BASE_SCOPES: [&str; 3] = ["openid", "email", "profile"];
+
+/// The provider's claims beyond the standard ones: the groups claim is named
+/// by `KEYDESK_OIDC_GROUPS_CLAIM`, so it is read from here.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraClaims(HashMap<String, serde_json::Value>);
+impl AdditionalClaims for ExtraClaims {}
+
+type IdFields = IdTokenFields<
+    ExtraClaims,
+    EmptyExtraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type Tokens = StandardTokenResponse<IdFields, CoreTokenType>;
+type OidcClient = Client<
+    ExtraClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    Tokens,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// What the operator configured (`KEYDESK_OIDC_*`, `KEYDESK_PUBLIC_URL`).
+#[derive(Clone)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// `KEYDESK_PUBLIC_URL`, without a trailing slash.
+    pub public_url: String,
+    /// Scopes asked for after `openid email profile`.
+    pub extra_scopes: Vec<String>,
+    pub groups_claim: String,
+    /// Lower-case email domains; empty: any.
+    pub allowed_domains: Vec<String>,
+    pub require_verified_email: bool,
+    pub lifetimes: Lifetimes,
+}
+
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("public_url", &self.public_url)
+            .field("extra_scopes", &self.extra_scopes)
+            .field("groups_claim", &self.groups_claim)
+            .field("allowed_domains", &self.allowed_domains)
+            .field("require_verified_email", &self.require_verified_email)
+            .field("lifetimes", &self.lifetimes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OidcSettings {
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/auth/callback", self.public_url)
+    }
+
+    /// Where the provider sends the browser after signing out.
+    pub fn post_logout_uri(&self) -> String {
+        format!("{}/auth/signed-out", self.public_url)
+    }
+}
+
+/// Why a sign-in was refused: `reason` goes to the audit and the log,
+/// `email` names who tried when the provider said so.
+#[derive(Debug)]
+pub struct Denied {
+    pub reason: String,
+    pub email: Option<String>,
+}
+
+impl Denied {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            email: None,
+        }
+    }
+}
+
+struct Provider {
+    metadata: ProviderMetadataWithLogout,
+    fetched: Instant,
+    keys_fetched: Instant,
+}
+
+/// The OpenID client: settings, the provider's cached metadata and keys.
+pub struct Oidc {
+    pub settings: OidcSettings,
+    http: Http,
+    provider: RwLock<Option<Provider>>,
+}
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oidc")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Oidc {
+    pub fn new(settings: OidcSettings) -> Result<Self, String> {
+        IssuerUrl::new(settings.issuer.clone())
+            .map_err(|e| format!("KEYDESK_OIDC_ISSUER is not a URL: {e}"))?;
+        RedirectUrl::new(settings.redirect_uri())
+            .map_err(|e| format!("KEYDESK_PUBLIC_URL does not make a redirect URI: {e}"))?;
+        Ok(Self {
+            settings,
+            http: Http::new()?,
+            provider: RwLock::new(None),
+        })
+    }
+
+    /// The provider's metadata, discovered (issuer checked for an exact
+    /// match by the crate) and cached for `MAX_AGE`.
+    async fn metadata(&self) -> Result<ProviderMetadataWithLogout, String> {
+        if let Some(p) = self.provider.read().await.as_ref()
+            && p.fetched.elapsed() < MAX_AGE
+        {
+            return Ok(p.metadata.clone());
+        }
+        let mut slot = self.provider.write().await;
+        if let Some(p) = slot.as_ref()
+            && p.fetched.elapsed() < MAX_AGE
+        {
+            return Ok(p.metadata.clone());
+        }
+        let issuer =
+            IssuerUrl::new(self.settings.issuer.clone()).map_err(|e| format!("issuer: {e}"))?;
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| format!("OpenID discovery at {} failed: {e}", self.settings.issuer))?;
+        *slot = Some(Provider {
+            metadata: metadata.clone(),
+            fetched: Instant::now(),
+            keys_fetched: Instant::now(),
+        });
+        Ok(metadata)
+    }
+
+    /// Refetches the signing keys after an unknown `kid`, at most once per
+    /// `REFETCH_INTERVAL`; true when the keys changed.
+    async fn refetch_keys(&self) -> bool {
+        let mut slot = self.provider.write().await;
+        let Some(p) = slot.as_mut() else { return false };
+        if p.keys_fetched.elapsed() < REFETCH_INTERVAL {
+            return false;
+        }
+        p.keys_fetched = Instant::now();
+        match JsonWebKeySet::fetch_async(p.metadata.jwks_uri(), &self.http).await {
+            Ok(keys) => {
+                p.metadata = p.metadata.clone().set_jwks(keys);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not refetch the OpenID provider's keys");
+                false
+            }
+        }
+    }
+
+    fn client(&self, metadata: ProviderMetadataWithLogout) -> Result<OidcClient, String> {
+        let redirect = RedirectUrl::new(self.settings.redirect_uri()).map_err(|e| e.to_string())?;
+        Ok(OidcClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.settings.client_id.clone()),
+            Some(ClientSecret::new(
+                self.settings.client_secret.expose_secret().to_string(),
+            )),
+        )
+        .set_redirect_uri(redirect))
+    }
+
+    /// Starts a sign-in: the provider URL to send the browser to, and what
+    /// the callback must find in this browser's session.
+    pub async fn begin(&self, next: &str) -> Result<(String, Pending), String> {
+        let client = self.client(self.metadata().await?)?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(
+                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in BASE_SCOPES
+            .iter()
+            .map(|s| s.to_string())
+            .skip(1)
+            .chain(self.settings.extra_scopes.iter().cloned())
+        {
+            request = request.add_scope(Scope::new(scope));
+        }
+        let (url, state, nonce) = request.url();
+        let pending = Pending {
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
+            next: next.to_string(),
+            started: session::now(),
+        };
+        Ok((url.to_string(), pending))
+    }
+
+    /// Finishes a sign-in: exchanges the code (with the PKCE verifier) and
+    /// verifies the ID token against this flow's nonce.
+    pub async fn finish(&self, code: &str, pending: &Pending) -> Result<SignedIn, Denied> {
+        let client = self
+            .client(self.metadata().await.map_err(Denied::new)?)
+            .map_err(Denied::new)?;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| Denied::new(format!("the provider has no token endpoint: {e}")))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| Denied::new(format!("the code exchange failed: {}", describe(&e))))?;
+        let id_token = tokens
+            .id_token()
+            .ok_or_else(|| Denied::new("the provider returned no ID token"))?;
+        let nonce = Nonce::new(pending.nonce.clone());
+        let mut claims = self.verify(&client, id_token, &nonce).await;
+        if let Err(ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::NoMatchingKey,
+        )) = &claims
+            && self.refetch_keys().await
+        {
+            let client = self
+                .client(self.metadata().await.map_err(Denied::new)?)
+                .map_err(Denied::new)?;
+            claims = self.verify(&client, id_token, &nonce).await;
+        }
+        let claims = claims.map_err(|e| Denied::new(format!("the ID token was refused: {e}")))?;
+        let email = claims
+            .email()
+            .map(|e| crate::email::normalize_email(e))
+            .filter(|e| !e.is_empty() && e.len() <= 320 && !e.chars().any(char::is_control))
+            .ok_or_else(|| Denied::new("the ID token carries no email"))?;
+        let denied = |reason: String| Denied {
+            reason,
+            email: Some(email.clone()),
+        };
+        if self.settings.require_verified_email && claims.email_verified() != Some(true) {
+            return Err(denied(format!(
+                "the provider does not say {email} is verified (email_verified)"
+            )));
+        }
+        if !self.settings.allowed_domains.is_empty() {
+            let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            if !self.settings.allowed_domains.iter().any(|d| d == domain) {
+                return Err(denied(format!(
+                    "{domain:?} is not in KEYDESK_OIDC_ALLOWED_DOMAINS"
+                )));
+            }
+        }
+        let groups = groups_of(&claims.additional_claims().0, &self.settings.groups_claim);
+        Ok(SignedIn {
+            email,
+            groups,
+            subject: claims.subject().to_string(),
+            id_token: id_token.to_string(),
+            signed_in: session::now(),
+            seen: session::now(),
+        })
+    }
+
+    async fn verify(
+        &self,
+        client: &OidcClient,
+        id_token: &openidconnect::IdToken<
+            ExtraClaims,
+            CoreGenderClaim,
+            CoreJweContentEncryptionAlgorithm,
+            CoreJwsSigningAlgorithm,
+        >,
+        nonce: &Nonce,
+    ) -> Result<openidconnect::IdTokenClaims<ExtraClaims, CoreGenderClaim>, ClaimsVerificationError>
+    {
+        let verifier = client
+            .id_token_verifier()
+            // Asymmetric algorithms only: never `none`, never the client secret as a key.
+            .set_allowed_algs([
+                CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+                CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+                CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+                CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+                CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+                CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+                CoreJwsSigningAlgorithm::EdDsa,
+            ])
+            .set_issue_time_verifier_fn(|iat| {
+                let age = time::OffsetDateTime::now_utc().unix_timestamp() - iat.timestamp();
+                if age < -IAT_LEEWAY_SECS {
+                    Err(format!("iat is {}s in the future", -age))
+                } else if age > IAT_MAX_AGE_SECS {
+                    Err(format!("iat is {age}s old"))
+                } else {
+                    Ok(())
+                }
+            });
+        id_token.claims(&verifier, nonce).cloned()
+    }
+
+    /// The provider's sign-out URL for this session, when it offers one.
+    pub async fn end_session_url(&self, id_token: Option<&str>) -> Option<String> {
+        let metadata = self.metadata().await.ok()?;
+        let endpoint = metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .clone()?;
+        let mut request = LogoutRequest::from(endpoint)
+            .set_client_id(ClientId::new(self.settings.client_id.clone()));
+        if let Ok(uri) = PostLogoutRedirectUrl::new(self.settings.post_logout_uri()) {
+            request = request.set_post_logout_redirect_uri(uri);
+        }
+        let hint = id_token.and_then(|t| {
+            t.parse::<openidconnect::IdToken<
+                ExtraClaims,
+                CoreGenderClaim,
+                CoreJweContentEncryptionAlgorithm,
+                CoreJwsSigningAlgorithm,
+            >>()
+            .ok()
+        });
+        if let Some(hint) = &hint {
+            request = request.set_id_token_hint(hint);
+        }
+        Some(request.http_get_url().to_string())
+    }
+}
+
+/// The provider's words for a failed exchange (`invalid_grant`…), never a body dump.
+fn describe<E: std::error::Error>(e: &E) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text.chars().take(300).collect()
+}
+
+/// The groups in `claim`: an array of strings, or one comma-separated string.
+fn groups_of(extra: &HashMap<String, serde_json::Value>, claim: &str) -> Vec<String> {
+    let raw: Vec<String> = match extra.get(claim) {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(serde_json::Value::String(s)) => s.split(',').map(str::to_string).collect(),
+        _ => vec![],
+    };
+    raw.into_iter()
+        .map(|g| g.trim().to_string())
+        .filter(|g| !g.is_empty() && g.len() <= 256)
+        .take(256)
+        .collect()
+}
+
+/// `next` as a same-origin path, or `None`: never `//host`, `/\host`, a
+/// scheme or control characters.
+pub fn safe_next(next: &str) -> Option<&str> {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && next.len() <= 2048
+        && !next.chars().any(|c| c.is_control() || c == '\\');
+    ok.then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_takes_same_origin_paths_only() {
+        for good in ["/", "/users?page=2", "/claim/abc", "/users/x/keys#add"] {
+            assert_eq!(safe_next(good), Some(good), "{good}");
+        }
+        for bad in [
+            "",
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "users",
+            "/a\nb",
+            "/a\\b",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn groups_come_from_the_named_claim_as_array_or_list() {
+        let mut extra = HashMap::new();
+        extra.insert(
+            "groups".to_string(),
+            serde_json::json!(["platform", " ops ", ""]),
+        );
+        extra.insert("roles".to_string(), serde_json::json!("a, b"));
+        assert_eq!(groups_of(&extra, "groups"), vec!["platform", "ops"]);
+        assert_eq!(groups_of(&extra, "roles"), vec!["a", "b"]);
+        assert!(groups_of(&extra, "missing").is_empty());
+    }
+}

@@ -1,0 +1,230 @@
+//! OpenID mode's own pages: `GET /auth/login?next=` starts a sign-in,
+//! `GET /auth/callback` finishes it, `POST /auth/logout` ends it (at the
+//! provider too, when it offers `end_session_endpoint`), and
+//! `GET /auth/signed-out` says so. In the other modes they do not exist.
+//! Every refusal is an `access.denied` entry with its reason.
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tower_sessions::Session;
+
+use super::{Layout, render};
+use crate::audit::{AuditAction, Intent, Outcome};
+use crate::error::AppError;
+use crate::identity::{AuthMode, Identity, Role, login_link, request_id, start_sign_in};
+use crate::oidc::{self, Oidc};
+use crate::state::AppState;
+
+/// Who a refused sign-in is recorded as when the provider named nobody.
+const UNKNOWN: &str = "(sign-in)";
+
+fn oidc_of(state: &AppState) -> Result<Arc<Oidc>, AppError> {
+    match &state.auth {
+        AuthMode::Oidc(o) => Ok(o.clone()),
+        _ => Err(AppError::NotFound(
+            "Sign-in pages exist only with KEYDESK_AUTH_MODE=oidc; here the SSO proxy signs people in."
+                .into(),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+/// `GET /auth/login?next=/path`: to the provider, coming back to `next`.
+pub async fn login(
+    State(state): State<AppState>,
+    session: Session,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, AppError> {
+    let oidc = oidc_of(&state)?;
+    let next = match q.next.as_deref() {
+        None | Some("") => "/",
+        Some(n) => oidc::safe_next(n).ok_or_else(|| {
+            AppError::BadRequest(
+                "next must be a path on keydesk (starting with a single /). Nothing was done."
+                    .into(),
+            )
+        })?,
+    };
+    if let Ok(Some(_)) = oidc::session::current(&session, oidc.settings.lifetimes).await {
+        return Ok(Redirect::to(next).into_response());
+    }
+    let url = start_sign_in(&oidc, &session, next)
+        .await
+        .map_err(AppError::ProviderDown)?;
+    Ok(Redirect::to(&url).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /auth/callback`: the provider's answer to a sign-in this browser started.
+pub async fn callback(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response, AppError> {
+    let oidc = oidc_of(&state)?;
+    let deny = |who: Option<String>, reason: String, shown: &str| {
+        let state = state.clone();
+        let headers = headers.clone();
+        let shown = shown.to_string();
+        async move {
+            tracing::warn!(reason = %reason, "OpenID sign-in refused");
+            let intent = Intent {
+                request_id: request_id(&headers),
+                reason: Some(reason),
+                ..Intent::new(
+                    who.as_deref().unwrap_or(UNKNOWN),
+                    "none",
+                    AuditAction::AccessDenied,
+                )
+            };
+            state.audit.record(&intent, Outcome::Failed).await;
+            Err(AppError::SignIn(shown, login_link("/")))
+        }
+    };
+    let pending = match q.state.as_deref() {
+        Some(s) if !s.is_empty() => oidc::session::take(&session, s).await,
+        _ => None,
+    };
+    let Some(pending) = pending else {
+        return deny(
+            None,
+            "callback without a matching sign-in (state unknown, used or expired)".into(),
+            "This sign-in was not started in this browser, was already used, or took too long. Nothing was done; start again.",
+        )
+        .await;
+    };
+    if let Some(err) = q.error.as_deref() {
+        let err: String = err.chars().filter(|c| !c.is_control()).take(100).collect();
+        return deny(
+            None,
+            format!("the provider answered {err}"),
+            "The sign-in provider did not sign you in. Nothing was done.",
+        )
+        .await;
+    }
+    let Some(code) = q.code.as_deref().filter(|c| !c.is_empty()) else {
+        return deny(
+            None,
+            "callback without a code".into(),
+            "The sign-in provider sent no code. Nothing was done.",
+        )
+        .await;
+    };
+    let who = match oidc.finish(code, &pending).await {
+        Ok(who) => who,
+        Err(denied) => {
+            let shown = match &denied.email {
+                Some(email) => format!(
+                    "keydesk did not sign you in as {email}: {}. Nothing was done.",
+                    denied.reason
+                ),
+                None => "keydesk could not verify this sign-in. Nothing was done; start again."
+                    .to_string(),
+            };
+            return deny(denied.email, denied.reason, &shown).await;
+        }
+    };
+    oidc::session::sign_in(&session, &who)
+        .await
+        .map_err(AppError::Internal)?;
+    let role = state
+        .access
+        .role_of(&who.email, &who.groups)
+        .map_or("none", Role::as_str);
+    let intent = Intent {
+        request_id: request_id(&headers),
+        reason: (!who.groups.is_empty()).then(|| format!("groups: {}", who.groups.join(", "))),
+        ..Intent::new(&who.email, role, AuditAction::AccessSignin)
+    };
+    state.audit.record(&intent, Outcome::Ok).await;
+    tracing::info!(user = %who.email, "signed in with OpenID Connect");
+    Ok(Redirect::to(&pending.next).into_response())
+}
+
+/// The sign-out form's token: derived from this session's form binding, so
+/// another site cannot sign a person out.
+pub fn sign_out_token(binding: &str) -> String {
+    let digest = Sha256::digest(format!("keydesk sign-out\n{binding}").as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /auth/logout`: ends the session here, then at the provider.
+pub async fn logout(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Result<Response, AppError> {
+    let oidc = oidc_of(&state)?;
+    let expected = crate::session::binding(&session)
+        .await
+        .map(|b| sign_out_token(&b));
+    let signed_in = session
+        .get::<oidc::SignedIn>(oidc::session::SIGNED_IN_KEY)
+        .await
+        .ok()
+        .flatten();
+    let Some(who) = signed_in else {
+        return Ok(Redirect::to(crate::pages::paths::SIGNED_OUT).into_response());
+    };
+    if expected.is_none_or(|t| t != form.token) {
+        return Err(AppError::Forbidden(
+            "This sign-out form did not come from your keydesk page. You are still signed in; use the Sign out button."
+                .into(),
+        ));
+    }
+    oidc::session::sign_out(&session).await;
+    let intent = Intent {
+        request_id: request_id(&headers),
+        ..Intent::new(&who.email, "none", AuditAction::AccessSignout)
+    };
+    state.audit.record(&intent, Outcome::Ok).await;
+    let to = oidc
+        .end_session_url(Some(&who.id_token))
+        .await
+        .unwrap_or_else(|| crate::pages::paths::SIGNED_OUT.to_string());
+    Ok(Redirect::to(&to).into_response())
+}
+
+#[derive(askama::Template)]
+#[template(path = "auth/signed_out.html")]
+struct SignedOutPage {
+    layout: Layout,
+    at_provider: bool,
+}
+
+/// `GET /auth/signed-out`: where the provider sends people back.
+pub async fn signed_out(State(state): State<AppState>) -> Result<Response, AppError> {
+    let oidc = oidc_of(&state)?;
+    let at_provider = oidc.end_session_url(None).await.is_some();
+    Ok(render(
+        axum::http::StatusCode::OK,
+        &SignedOutPage {
+            layout: Layout::plain(None::<&Identity>),
+            at_provider,
+        },
+    ))
+}
