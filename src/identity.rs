@@ -9,7 +9,7 @@
 mod oidc_gate;
 mod open_paths;
 
-pub use oidc_gate::{login_link, start as start_sign_in};
+pub use oidc_gate::{found, login_link, start as start_sign_in};
 
 pub use open_paths::CLAIM_PREFIX;
 use open_paths::{is_public, self_service};

@@ -3,7 +3,7 @@
 //! (a form, which is never thrown away by a redirect).
 
 use axum::http::{HeaderMap, Method, Uri, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
 use super::{Gate, request_id};
@@ -54,7 +54,7 @@ async fn sign_in_needed(oidc: &Oidc, session: &Session, req: &Asked) -> Response
             .and_then(oidc::safe_next)
             .unwrap_or("/");
         return match start(oidc, session, next).await {
-            Ok(url) => Redirect::to(&url).into_response(),
+            Ok(url) => found(&url),
             Err(e) => AppError::ProviderDown(e).into_response(),
         };
     }
@@ -70,6 +70,15 @@ async fn sign_in_needed(oidc: &Oidc, session: &Session, req: &Asked) -> Response
         login_link(back),
     )
     .into_response()
+}
+
+/// A 302 to the provider (the status proxies and browsers expect there).
+pub fn found(url: &str) -> Response {
+    match header::HeaderValue::from_str(url) {
+        Ok(v) => (axum::http::StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
+        Err(_) => AppError::ProviderDown("the provider's URL is not a header value".into())
+            .into_response(),
+    }
 }
 
 /// `/auth/login?next=…` for a same-origin path.

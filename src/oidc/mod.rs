@@ -292,7 +292,8 @@ impl Oidc {
                 .map_err(Denied::new)?;
             claims = self.verify(&client, id_token, &nonce).await;
         }
-        let claims = claims.map_err(|e| Denied::new(format!("the ID token was refused: {e}")))?;
+        let claims = claims
+            .map_err(|e| Denied::new(format!("the ID token was refused: {}", describe(&e))))?;
         let email = claims
             .email()
             .map(|e| crate::email::normalize_email(e))

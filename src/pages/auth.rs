@@ -17,7 +17,7 @@ use tower_sessions::Session;
 use super::{Layout, render};
 use crate::audit::{AuditAction, Intent, Outcome};
 use crate::error::AppError;
-use crate::identity::{AuthMode, Identity, Role, login_link, request_id, start_sign_in};
+use crate::identity::{AuthMode, Identity, Role, found, login_link, request_id, start_sign_in};
 use crate::oidc::{self, Oidc};
 use crate::state::AppState;
 
@@ -61,7 +61,7 @@ pub async fn login(
     let url = start_sign_in(&oidc, &session, next)
         .await
         .map_err(AppError::ProviderDown)?;
-    Ok(Redirect::to(&url).into_response())
+    Ok(found(&url))
 }
 
 #[derive(Deserialize)]
@@ -168,7 +168,7 @@ pub fn sign_out_token(binding: &str) -> String {
 #[derive(Deserialize)]
 pub struct LogoutForm {
     #[serde(default)]
-    token: String,
+    sign_out_token: String,
 }
 
 /// `POST /auth/logout`: ends the session here, then at the provider.
@@ -190,7 +190,7 @@ pub async fn logout(
     let Some(who) = signed_in else {
         return Ok(Redirect::to(crate::pages::paths::SIGNED_OUT).into_response());
     };
-    if expected.is_none_or(|t| t != form.token) {
+    if expected.is_none_or(|t| t != form.sign_out_token) {
         return Err(AppError::Forbidden(
             "This sign-out form did not come from your keydesk page. You are still signed in; use the Sign out button."
                 .into(),

@@ -2,7 +2,9 @@
 //! cookie-keeping client that does not follow redirects, and helpers.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod oidc;
 pub mod pg;
+pub mod rogue_op;
 pub mod sinks;
 
 use std::time::Duration;
@@ -162,6 +164,22 @@ pub fn client(identity: Option<&str>) -> reqwest::Client {
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(FakeVultr::seeded(ROOT_KEY), Options::default()).await
+    }
+
+    /// An app already served at `base` on `fake`, used through `client`.
+    pub fn assemble(
+        base: String,
+        fake: FakeVultr,
+        client: reqwest::Client,
+        state: AppState,
+    ) -> Self {
+        Self {
+            base,
+            _paced: Paced(fake.clone()),
+            fake,
+            client,
+            state,
+        }
     }
 
     /// A default app and the id of its seeded user with `email`.

@@ -1,0 +1,172 @@
+//! A rogue OpenID provider, for the attacks a certified provider never makes:
+//! it discovers and signs like a real one, then hands keydesk an ID token
+//! forged as the test asks (another audience, expired, unsigned, signed with
+//! a key that is not in its JWKS). `Forge::Honest` is the control: the same
+//! provider signing correctly, which keydesk accepts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, Query, State};
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::traits::PublicKeyParts;
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forge {
+    Honest,
+    OtherAudience,
+    Expired,
+    Unsigned,
+    WrongKey,
+}
+
+struct Inner {
+    base: String,
+    client_id: String,
+    key_pem: String,
+    other_pem: String,
+    jwk: serde_json::Value,
+    forge: Mutex<Forge>,
+    nonces: Mutex<HashMap<String, String>>,
+}
+
+#[derive(Clone)]
+pub struct Rogue(Arc<Inner>);
+
+impl Rogue {
+    /// Serves the rogue provider on an ephemeral port for `client_id`.
+    pub async fn start(client_id: &str) -> Rogue {
+        let mut rng = rand_core::OsRng;
+        let key = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+        let other = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+        let pem = |k: &rsa::RsaPrivateKey| {
+            k.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+                .unwrap()
+                .to_string()
+        };
+        let jwk = json!({
+            "kty": "RSA", "kid": "rogue-1", "use": "sig", "alg": "RS256",
+            "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+            "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let rogue = Rogue(Arc::new(Inner {
+            base,
+            client_id: client_id.to_string(),
+            key_pem: pem(&key),
+            other_pem: pem(&other),
+            jwk,
+            forge: Mutex::new(Forge::Honest),
+            nonces: Mutex::new(HashMap::new()),
+        }));
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks))
+            .route("/authorize", get(authorize))
+            .route("/token", post(token))
+            .with_state(rogue.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        rogue
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.0.base
+    }
+
+    /// What the next token will be.
+    pub fn forge(&self, f: Forge) {
+        *self.0.forge.lock().unwrap() = f;
+    }
+}
+
+async fn discovery(State(r): State<Rogue>) -> impl IntoResponse {
+    let b = &r.0.base;
+    Json(json!({
+        "issuer": b,
+        "authorization_endpoint": format!("{b}/authorize"),
+        "token_endpoint": format!("{b}/token"),
+        "jwks_uri": format!("{b}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
+}
+
+async fn jwks(State(r): State<Rogue>) -> impl IntoResponse {
+    Json(json!({ "keys": [r.0.jwk.clone()] }))
+}
+
+/// Signs anyone in at once: straight back to keydesk with a code.
+async fn authorize(
+    State(r): State<Rogue>,
+    Query(q): Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let code = uuid::Uuid::new_v4().simple().to_string();
+    r.0.nonces
+        .lock()
+        .unwrap()
+        .insert(code.clone(), q.get("nonce").cloned().unwrap_or_default());
+    let state: String = form_urlencoded::byte_serialize(q["state"].as_bytes()).collect();
+    Redirect::to(&format!("{}?code={code}&state={state}", q["redirect_uri"]))
+}
+
+async fn token(
+    State(r): State<Rogue>,
+    Form(f): Form<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let nonce =
+        r.0.nonces
+            .lock()
+            .unwrap()
+            .remove(&f["code"])
+            .unwrap_or_default();
+    let forge = *r.0.forge.lock().unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (iat, exp) = match forge {
+        Forge::Expired => (now - 300, now - 120),
+        _ => (now, now + 300),
+    };
+    let aud = match forge {
+        Forge::OtherAudience => "another-app".to_string(),
+        _ => r.0.client_id.clone(),
+    };
+    let claims = json!({
+        "iss": r.0.base, "sub": "ops", "aud": aud, "iat": iat, "exp": exp,
+        "nonce": nonce, "email": super::oidc::OPS, "email_verified": true,
+    });
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rogue-1".into());
+    let id_token = match forge {
+        Forge::Unsigned => format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        ),
+        Forge::WrongKey => encode(
+            &header,
+            &claims,
+            &EncodingKey::from_rsa_pem(r.0.other_pem.as_bytes()).unwrap(),
+        )
+        .unwrap(),
+        _ => encode(
+            &header,
+            &claims,
+            &EncodingKey::from_rsa_pem(r.0.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap(),
+    };
+    Json(json!({
+        "access_token": "rogue-access-token",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "id_token": id_token,
+    }))
+}

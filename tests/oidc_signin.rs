@@ -1,0 +1,691 @@
+//! keydesk as an OpenID Connect client against a real, certified provider
+//! (`oidc-provider` from npm, see tests/oidc): signing in through the
+//! provider's own login form, the roles, the claim link, sign-out at both
+//! ends, and every attack of issue 21, each refused with nothing written
+//! upstream. The attacks a real provider never makes (forged tokens) come
+//! from `common::rogue_op`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::oidc::{self, ADA, OPS, VERA, audit_of, location, sign_in, to_callback, writes};
+use common::rogue_op::{Forge, Rogue};
+use common::*;
+use keydesk::fake_vultr::FakeVultr;
+
+/// The query parameter `name` of `url`.
+fn param(url: &str, name: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `url` with the query parameter `name` set to `value`.
+fn with_param(url: &str, name: &str, value: &str) -> String {
+    let mut u = reqwest::Url::parse(url).unwrap();
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == name {
+                value.to_string()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    u.query_pairs_mut().clear().extend_pairs(pairs);
+    u.to_string()
+}
+
+/// Whether `app.client` is signed in: `/me` answers (200, or 403 for
+/// someone with no Vultr user) rather than sending it to the provider.
+async fn signed_in(app: &TestApp) -> bool {
+    let r = app.response("/me").await;
+    match r.status().as_u16() {
+        200 | 403 => true,
+        302 => false,
+        s => panic!("/me answered {s}"),
+    }
+}
+
+/// The number of `access.denied` entries whose reason contains `needle`.
+async fn denied_for(app: &TestApp, needle: &str) -> usize {
+    audit_of(app, "access.denied")
+        .await
+        .into_iter()
+        .filter(|(_, _, reason)| reason.as_deref().is_some_and(|r| r.contains(needle)))
+        .count()
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_through_the_provider_and_sees_a_new_key_once() {
+    let Some((op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    let ada = app.user_id(ADA);
+    let page = format!("/users/{ada}?from=test");
+
+    // A stranger asking for a page goes to the provider, with PKCE S256,
+    // state and nonce, and the redirect URI keydesk registered.
+    let first = app.response(&page).await;
+    assert_eq!(first.status(), 302);
+    let to = location(&first);
+    assert!(to.starts_with(&format!("{}/auth?", op.issuer)), "{to}");
+    assert_eq!(param(&to, "code_challenge_method").as_deref(), Some("S256"));
+    assert!(param(&to, "code_challenge").is_some_and(|c| c.len() >= 43));
+    assert!(param(&to, "state").is_some_and(|s| s.len() >= 16));
+    assert!(param(&to, "nonce").is_some_and(|n| n.len() >= 16));
+    assert_eq!(param(&to, "client_id").as_deref(), Some(oidc::CLIENT_ID));
+    assert_eq!(
+        param(&to, "redirect_uri"),
+        Some(format!("{}/auth/callback", app.base))
+    );
+    assert_eq!(
+        param(&to, "scope").as_deref(),
+        Some("openid email profile groups")
+    );
+    let cookie_before = app.client.get(app.url("/healthz")).send().await.unwrap();
+    drop(cookie_before);
+
+    // The provider's login form, then back to the page asked for.
+    let callback = to_callback(&app.client, &to, "ops").await;
+    let back = app.client.get(&callback).send().await.unwrap();
+    assert_eq!(back.status(), 303, "{:?}", back.text().await);
+    assert_eq!(location(&back), app.url(&page));
+    let (status, body) = app.get(&page).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("Signed in as <strong>{OPS}</strong>")));
+    assert!(body.contains(r#"<span id="role">operator</span>"#));
+    assert!(body.contains(r#"id="sign-out""#));
+    let signins = audit_of(&app, "access.signin").await;
+    assert_eq!(signins.len(), 1);
+    assert_eq!(
+        (signins[0].0.as_str(), signins[0].1.as_str()),
+        (OPS, "operator")
+    );
+
+    // A 90-day key, shown once, attributed to the signed-in operator.
+    let date = date_in(90);
+    let resp = app
+        .create_key(
+            &ada,
+            &[
+                ("name", "oidc-made"),
+                ("expire", "true"),
+                ("date_expire", &date),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let reveal = resp.text().await.unwrap();
+    let secret = revealed_key(&reveal).expect("the new key is shown");
+    assert_eq!(
+        writes(&app.fake),
+        vec![format!("POST /v2/users/{ada}/apikeys")]
+    );
+    let (_, again) = app.get(&format!("/users/{ada}")).await;
+    assert!(!again.contains(&secret), "never shown again");
+    let created = audit_of(&app, "key.create").await;
+    assert_eq!(
+        (created[0].0.as_str(), created[0].1.as_str()),
+        (OPS, "operator")
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_gets_the_role_through_a_group_and_cannot_write() {
+    let Some((_op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    let resp = sign_in(&app, "/users", "vera").await;
+    assert_eq!(resp.status(), 303);
+    let (status, body) = app.get("/users").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&format!("Signed in as <strong>{VERA}</strong>")));
+    assert!(body.contains(r#"<span id="role">viewer</span>"#));
+    let ada = app.user_id(ADA);
+    let (_, user_page) = app.get(&format!("/users/{ada}")).await;
+    assert!(
+        !user_page.contains("name=\"form_token\""),
+        "a viewer gets no forms"
+    );
+    let resp = app
+        .submit(
+            &format!("/users/{ada}/keys"),
+            "t1.x",
+            &[("name", "nope"), ("expire", "false")],
+        )
+        .await;
+    assert_eq!(resp.status(), 403);
+    assert!(writes(&app.fake).is_empty());
+    let signins = audit_of(&app, "access.signin").await;
+    assert_eq!(signins[0].0, VERA);
+    assert_eq!(signins[0].1, "viewer");
+    assert_eq!(signins[0].2.as_deref(), Some("groups: auditors"));
+}
+
+#[tokio::test]
+async fn the_claim_link_owner_signs_in_and_lands_back_on_the_link() {
+    let Some((_op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    let ada = app.user_id(ADA);
+    sign_in(&app, "/users", "ops").await;
+    let token = app.form_token(&ada).await;
+    let date = date_in(30);
+    let resp = app
+        .submit(
+            &format!("/users/{ada}/grants"),
+            &token,
+            &[
+                ("name", "claimed"),
+                ("expire", "true"),
+                ("date_expire", &date),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let page = resp.text().await.unwrap();
+    let at = page.find(r#"<a id="claim-link" href=""#).unwrap() + 25;
+    let link = page[at..at + page[at..].find('"').unwrap()].to_string();
+    let path = link[link.find("/claim/").unwrap()..].to_string();
+
+    // Ada, in her own browser, opens the link and is sent to sign in first.
+    let owner = TestApp::assemble(
+        app.base.clone(),
+        app.fake.clone(),
+        client(None),
+        app.state.clone(),
+    );
+    let back = sign_in(&owner, &path, "ada").await;
+    assert_eq!(back.status(), 303);
+    assert_eq!(location(&back), owner.url(&path), "back on the claim link");
+    let (status, claim_page) = owner.get(&path).await;
+    assert_eq!(status, 200, "{claim_page}");
+    let token = hidden_token(&claim_page);
+    let resp = owner
+        .post_form(&path, &[("form_token", token.as_str())])
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(revealed_key(&resp.text().await.unwrap()).is_some());
+    assert_eq!(
+        writes(&app.fake),
+        vec![format!("POST /v2/users/{ada}/apikeys")]
+    );
+    // Ada has no staff role: the staff pages stay closed.
+    assert_eq!(owner.response("/users").await.status(), 403);
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session_here_and_at_the_provider() {
+    let Some((op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    sign_in(&app, "/users", "ops").await;
+    let (_, page) = app.get("/users").await;
+    let marker = r#"name="sign_out_token" value=""#;
+    let at = page.find(marker).unwrap() + marker.len();
+    let token = page[at..at + page[at..].find('"').unwrap()].to_string();
+
+    // Without the form's token nothing happens.
+    let forged = app
+        .post_form("/auth/logout", &[("sign_out_token", "x")])
+        .await;
+    assert_eq!(forged.status(), 403);
+    assert!(signed_in(&app).await);
+
+    let out = app
+        .post_form("/auth/logout", &[("sign_out_token", &token)])
+        .await;
+    assert_eq!(out.status(), 303);
+    let end = location(&out);
+    assert!(
+        end.starts_with(&format!("{}/session/end", op.issuer)),
+        "{end}"
+    );
+    assert!(param(&end, "id_token_hint").is_some_and(|t| t.split('.').count() == 3));
+    assert_eq!(
+        param(&end, "post_logout_redirect_uri"),
+        Some(format!("{}/auth/signed-out", app.base))
+    );
+    assert!(!signed_in(&app).await, "keydesk's session is gone");
+    let outs = audit_of(&app, "access.signout").await;
+    assert_eq!(outs.len(), 1);
+    assert_eq!(outs[0].0, OPS);
+
+    // The provider asks to confirm, then comes back to keydesk's page.
+    let confirm = app.client.get(&end).send().await.unwrap();
+    assert_eq!(confirm.status(), 200);
+    let confirm_url = confirm.url().clone();
+    let form = confirm.text().await.unwrap();
+    let action_at = form.find(r#"action=""#).unwrap() + 8;
+    let action = &form[action_at..action_at + form[action_at..].find('"').unwrap()];
+    let xsrf_at = form.find(r#"name="xsrf" value=""#).unwrap() + 19;
+    let xsrf = &form[xsrf_at..xsrf_at + form[xsrf_at..].find('"').unwrap()];
+    let done = app
+        .client
+        .post(confirm_url.join(action).unwrap())
+        .form(&[("xsrf", xsrf), ("logout", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert!(done.status().is_redirection(), "{}", done.status());
+    let back = location(&done);
+    assert_eq!(back, format!("{}/auth/signed-out", app.base));
+    let page = app.client.get(&back).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains(r#"id="signed-out""#));
+
+    // Signed out at the provider too: the next visit meets its login form.
+    let again = app.response("/users").await;
+    let mut url = location(&again);
+    let mut form = String::new();
+    for _ in 0..5 {
+        let r = app.client.get(&url).send().await.unwrap();
+        if r.status().is_redirection() {
+            url = location(&r);
+            continue;
+        }
+        form = r.text().await.unwrap();
+        break;
+    }
+    assert!(
+        form.contains(r#"id="op-login""#),
+        "the provider asks again: {form}"
+    );
+}
+
+#[tokio::test]
+async fn a_form_sent_without_a_session_gets_a_sign_in_link_not_a_redirect() {
+    let Some((_op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    let ada = app.user_id(ADA);
+    let resp = app
+        .client
+        .post(app.url(&format!("/users/{ada}/keys")))
+        .header("referer", app.url(&format!("/users/{ada}")))
+        .form(&[("name", "x"), ("expire", "false")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body = resp.text().await.unwrap();
+    let link = format!(r#"id="error-link" href="/auth/login?next=%2Fusers%2F{ada}""#);
+    assert!(body.contains(&link), "{body}");
+    assert!(writes(&app.fake).is_empty());
+}
+
+// ---- attacks, each refused with nothing written upstream ----
+
+#[tokio::test]
+async fn attack_a_wrong_state_is_refused() {
+    let Some((_op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    let first = app.response("/users").await;
+    let callback = to_callback(&app.client, &location(&first), "ops").await;
+    let forged = with_param(&callback, "state", "not-the-state-keydesk-sent");
+    let resp = app.client.get(&forged).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(!signed_in(&app).await);
+    assert_eq!(denied_for(&app, "state").await, 1);
+    assert!(writes(&app.fake).is_empty());
+    assert!(audit_of(&app, "access.signin").await.is_empty());
+}
+
+#[tokio::test]
+async fn attack_a_reused_code_is_refused() {
+    let Some((_op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    let first = app.response("/users").await;
+    let callback = to_callback(&app.client, &location(&first), "ops").await;
+    assert_eq!(
+        app.client.get(&callback).send().await.unwrap().status(),
+        303
+    );
+
+    // The same answer again in the same browser: its state is spent.
+    let replay = app.client.get(&callback).send().await.unwrap();
+    assert_eq!(replay.status(), 401);
+
+    // The code carried into another browser's fresh sign-in: keydesk
+    // redeems it, and the provider refuses a code already used.
+    let thief = TestApp::assemble(
+        app.base.clone(),
+        app.fake.clone(),
+        client(None),
+        app.state.clone(),
+    );
+    let start = thief.response("/users").await;
+    let state = param(&location(&start), "state").unwrap();
+    let stolen = with_param(&callback, "state", &state);
+    let resp = thief.client.get(&stolen).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(!signed_in(&thief).await);
+    assert_eq!(denied_for(&app, "code exchange failed").await, 1);
+    assert_eq!(
+        audit_of(&app, "access.signin").await.len(),
+        1,
+        "only the first"
+    );
+    assert!(writes(&app.fake).is_empty());
+}
+
+#[tokio::test]
+async fn attack_a_replayed_nonce_is_refused() {
+    let Some((_op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    // A first sign-in; its nonce is visible in the authorization URL.
+    let first = app.response("/users").await;
+    let old_nonce = param(&location(&first), "nonce").unwrap();
+    let callback = to_callback(&app.client, &location(&first), "ops").await;
+    assert_eq!(
+        app.client.get(&callback).send().await.unwrap().status(),
+        303
+    );
+
+    // A second browser's sign-in, with the request altered to carry the old
+    // nonce: the provider mints a token with it, and keydesk refuses it.
+    let other = TestApp::assemble(
+        app.base.clone(),
+        app.fake.clone(),
+        client(None),
+        app.state.clone(),
+    );
+    let start = other.response("/users").await;
+    let altered = with_param(&location(&start), "nonce", &old_nonce);
+    let callback = to_callback(&other.client, &altered, "ops").await;
+    let resp = other.client.get(&callback).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(!signed_in(&other).await);
+    assert_eq!(
+        denied_for(&app, "nonce").await,
+        1,
+        "{:?}",
+        audit_of(&app, "access.denied").await
+    );
+    assert!(writes(&app.fake).is_empty());
+}
+
+/// keydesk in OpenID mode against the rogue provider forging `forge`.
+async fn against_rogue(forge: Forge) -> (Rogue, TestApp) {
+    let rogue = Rogue::start(oidc::CLIENT_ID).await;
+    rogue.forge(forge);
+    let port = oidc::free_port();
+    let settings = oidc::settings(rogue.issuer(), port);
+    let app = oidc::serve_on(&FakeVultr::seeded(ROOT_KEY), port, &oidc::options(settings)).await;
+    (rogue, app)
+}
+
+/// Runs one sign-in through the rogue provider: keydesk's answer to it.
+async fn rogue_sign_in(app: &TestApp) -> u16 {
+    let first = app.response("/users").await;
+    assert_eq!(first.status(), 302);
+    let back = app.client.get(location(&first)).send().await.unwrap();
+    let callback = location(&back);
+    app.client
+        .get(&callback)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A forged token is refused, unlike the same provider's honest one.
+async fn forged_token_is_refused(forge: Forge, reason: &str) {
+    let (rogue, app) = against_rogue(forge).await;
+    assert_eq!(rogue_sign_in(&app).await, 401);
+    assert!(!signed_in(&app).await);
+    let denied = audit_of(&app, "access.denied").await;
+    assert!(
+        denied
+            .iter()
+            .any(|(_, _, r)| r.as_deref().is_some_and(|r| r.contains(reason))),
+        "{forge:?}: {denied:?}"
+    );
+    assert!(writes(&app.fake).is_empty());
+    // The control: the same provider, signing honestly, is accepted.
+    rogue.forge(Forge::Honest);
+    assert_eq!(rogue_sign_in(&app).await, 303);
+    assert!(signed_in(&app).await);
+}
+
+#[tokio::test]
+async fn attack_a_token_for_another_audience_is_refused() {
+    forged_token_is_refused(Forge::OtherAudience, "Invalid audiences").await;
+}
+
+#[tokio::test]
+async fn attack_an_expired_token_is_refused() {
+    forged_token_is_refused(Forge::Expired, "ID token was refused: Expired").await;
+}
+
+#[tokio::test]
+async fn attack_an_unsigned_token_is_refused() {
+    forged_token_is_refused(Forge::Unsigned, "No signature found").await;
+}
+
+#[tokio::test]
+async fn attack_a_wrongly_signed_token_is_refused() {
+    forged_token_is_refused(Forge::WrongKey, "bad signature").await;
+}
+
+#[tokio::test]
+async fn attack_an_unverified_email_is_refused() {
+    let Some((_op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    let resp = sign_in(&app, "/users", "unverified").await;
+    assert_eq!(resp.status(), 401);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("unverified@example.com")
+    );
+    assert!(!signed_in(&app).await);
+    let denied = audit_of(&app, "access.denied").await;
+    assert_eq!(denied[0].0, "unverified@example.com");
+    assert!(denied[0].2.as_deref().unwrap().contains("email_verified"));
+    assert!(writes(&app.fake).is_empty());
+}
+
+#[tokio::test]
+async fn attack_a_domain_that_is_not_allowed_is_refused() {
+    let Some((_op, app)) = oidc::spawn(|s| s.allowed_domains = vec!["example.com".into()]).await
+    else {
+        return;
+    };
+    // Eve is in the operators' group, but not of an allowed domain.
+    let resp = sign_in(&app, "/users", "eve").await;
+    assert_eq!(resp.status(), 401);
+    assert!(!signed_in(&app).await);
+    let denied = audit_of(&app, "access.denied").await;
+    assert_eq!(denied[0].0, "eve@elsewhere.org");
+    assert!(
+        denied[0]
+            .2
+            .as_deref()
+            .unwrap()
+            .contains("KEYDESK_OIDC_ALLOWED_DOMAINS")
+    );
+    // Someone of the allowed domain signs in on the same keydesk.
+    let ops = TestApp::assemble(
+        app.base.clone(),
+        app.fake.clone(),
+        client(None),
+        app.state.clone(),
+    );
+    assert_eq!(sign_in(&ops, "/users", "ops").await.status(), 303);
+    assert!(writes(&app.fake).is_empty());
+}
+
+#[tokio::test]
+async fn attack_an_open_redirect_in_next_is_refused() {
+    let Some((_op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    for bad in [
+        "//evil.example/",
+        "https://evil.example/",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "evil",
+    ] {
+        let q: String = form_urlencoded::byte_serialize(bad.as_bytes()).collect();
+        let r = app.response(&format!("/auth/login?next={q}")).await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    // A same-origin path is kept through the whole sign-in.
+    let start = app
+        .response("/auth/login?next=%2Faudit%3Faction%3Dkey.create")
+        .await;
+    assert_eq!(start.status(), 302);
+    let callback = to_callback(&app.client, &location(&start), "ops").await;
+    let back = app.client.get(&callback).send().await.unwrap();
+    assert_eq!(location(&back), app.url("/audit?action=key.create"));
+    assert!(writes(&app.fake).is_empty());
+}
+
+#[tokio::test]
+async fn attack_a_callback_without_a_prior_login_is_refused() {
+    let Some((op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    let resp = app
+        .response("/auth/callback?code=made-up&state=made-up&iss=x")
+        .await;
+    assert_eq!(resp.status(), 401);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("was not started in this browser"), "{body}");
+    assert!(!signed_in(&app).await);
+    assert_eq!(denied_for(&app, "state").await, 1);
+    // A genuine code, delivered to a browser that never started a sign-in.
+    let other = TestApp::assemble(
+        app.base.clone(),
+        app.fake.clone(),
+        client(None),
+        app.state.clone(),
+    );
+    let first = other.response("/users").await;
+    let callback = to_callback(&other.client, &location(&first), "ops").await;
+    let fresh = TestApp::assemble(
+        app.base.clone(),
+        app.fake.clone(),
+        client(None),
+        app.state.clone(),
+    );
+    assert_eq!(
+        fresh.client.get(&callback).send().await.unwrap().status(),
+        401
+    );
+    assert!(!signed_in(&fresh).await);
+    assert!(writes(&app.fake).is_empty());
+    drop(op);
+}
+
+/// Moves the signed-in record of every stored session back by `secs` in
+/// `field` (`signed_in` or `seen`), as time passing would.
+async fn age_sessions(app: &TestApp, field: &str, secs: i64) {
+    let keydesk::db::Db::Sqlite(pool) = &app.state.db else {
+        panic!("these tests use SQLite");
+    };
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, data FROM sessions")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let mut aged = 0;
+    for (id, data) in rows {
+        let mut v: serde_json::Value = serde_json::from_str(&data).unwrap();
+        if let Some(t) = v["keydesk.oidc.signed_in"][field].as_i64() {
+            v["keydesk.oidc.signed_in"][field] = (t - secs).into();
+            sqlx::query("UPDATE sessions SET data = $1 WHERE id = $2")
+                .bind(v.to_string())
+                .bind(id)
+                .execute(pool)
+                .await
+                .unwrap();
+            aged += 1;
+        }
+    }
+    assert_eq!(aged, 1, "one signed-in session");
+}
+
+#[tokio::test]
+async fn attack_a_session_used_past_its_lifetime_is_refused() {
+    let Some((_op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    let ada = app.user_id(ADA);
+    // Past the absolute lifetime (12 h), though used a minute ago.
+    sign_in(&app, "/users", "ops").await;
+    let token = app.form_token(&ada).await;
+    age_sessions(&app, "signed_in", 12 * 3600).await;
+    let resp = app
+        .submit(
+            &format!("/users/{ada}/keys"),
+            &token,
+            &[("name", "late"), ("expire", "false")],
+        )
+        .await;
+    assert_eq!(resp.status(), 401, "a form is answered with a sign-in link");
+    assert!(!signed_in(&app).await);
+    assert_eq!(denied_for(&app, "KEYDESK_SESSION_MAX_AGE").await, 1);
+
+    // Idle past KEYDESK_SESSION_IDLE (1 h).
+    sign_in(&app, "/users", "ops").await;
+    assert!(signed_in(&app).await);
+    age_sessions(&app, "seen", 3600).await;
+    let r = app.response("/users").await;
+    assert_eq!(r.status(), 302, "a page goes back to the provider");
+    assert_eq!(denied_for(&app, "KEYDESK_SESSION_IDLE").await, 1);
+    assert!(writes(&app.fake).is_empty());
+}
+
+#[tokio::test]
+async fn the_session_id_changes_at_sign_in() {
+    let Some((_op, app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    let first = app.response("/users").await;
+    let before = first
+        .cookies()
+        .find(|c| c.name() == "keydesk_session")
+        .map(|c| c.value().to_string())
+        .expect("the sign-in flow lives in a session");
+    assert_eq!(
+        first.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("SameSite=Lax"),
+        true
+    );
+    let callback = to_callback(&app.client, &location(&first), "ops").await;
+    let back = app.client.get(&callback).send().await.unwrap();
+    let after = back
+        .cookies()
+        .find(|c| c.name() == "keydesk_session")
+        .map(|c| c.value().to_string())
+        .expect("a new session id at sign-in");
+    assert_ne!(before, after);
+    // The pre-sign-in id no longer names a session.
+    let planted = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = planted
+        .get(app.url("/users"))
+        .header("cookie", format!("keydesk_session={before}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+}
