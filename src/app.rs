@@ -36,6 +36,25 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Content Security Policy: only our own static files; no inline script or style.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The policy for this mode: in OpenID mode the sign-out form ends in a
+/// redirect to the provider, which `form-action` must allow (Chrome applies
+/// it to a form's redirects too).
+fn csp(auth: &AuthMode) -> HeaderValue {
+    let provider = match auth {
+        AuthMode::Oidc(o) => o.settings.issuer_origin(),
+        _ => None,
+    };
+    provider
+        .map(|origin| {
+            CSP.replace(
+                "form-action 'self'",
+                &format!("form-action 'self' {origin}"),
+            )
+        })
+        .and_then(|policy| HeaderValue::from_str(&policy).ok())
+        .unwrap_or_else(|| HeaderValue::from_static(CSP))
+}
+
 /// The one router: every path is spelled here.
 pub fn build_router(state: AppState) -> Router {
     // OpenID mode: the provider's redirect back is a cross-site navigation,
@@ -186,7 +205,7 @@ pub fn build_router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(x_request_id))
                 .layer(SetResponseHeaderLayer::overriding(
                     header::CONTENT_SECURITY_POLICY,
-                    HeaderValue::from_static(CSP),
+                    csp(&state.auth),
                 ))
                 .layer(SetResponseHeaderLayer::overriding(
                     header::X_CONTENT_TYPE_OPTIONS,

@@ -1019,3 +1019,110 @@ async fn the_add_key_form_warns_and_the_allowlist_is_narrowed_in_a_real_browser(
     assert_eq!(app.fake.count("DELETE", "/v2/users"), 1);
     c.close().await.unwrap();
 }
+
+/// OpenID mode in a real browser: the provider's own login form, a key made
+/// and seen once, a keydesk restart that keeps the browser signed in, and a
+/// sign-out that ends the session at keydesk and at the provider.
+#[tokio::test]
+async fn an_operator_signs_in_through_the_provider_in_a_real_browser() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let port = common::oidc::free_port();
+    let Some(op) = common::oidc::Op::start(&[port]).await else {
+        return;
+    };
+    let fake = keydesk::fake_vultr::FakeVultr::seeded(ROOT_KEY);
+    let upstream = fake.spawn().await.unwrap();
+    let dir =
+        std::env::temp_dir().join(format!("keydesk-oidc-b-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = Options {
+        audit_db: format!("sqlite://{}", dir.join("k.db").display()),
+        ..common::oidc::options(common::oidc::settings(&op.issuer, port))
+    };
+    let settings = || {
+        let mut s = opts.settings(&upstream);
+        s.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        s
+    };
+    let first = Stoppable::start(settings()).await;
+    let base = first.base.clone();
+    let c = browser(&driver, true).await;
+
+    // A stranger meets the provider's login form, and comes back signed in.
+    let ada = user_id_in(&fake, "ada@example.com");
+    c.goto(&format!("{base}/users/{ada}")).await.unwrap();
+    type_into(&c, "#op-login", "ops").await;
+    type_into(&c, "#op-password", common::oidc::PASSWORD).await;
+    css(&c, "#op-submit").await.click().await.unwrap();
+    css(&c, "#add-key-form").await;
+    assert_eq!(
+        c.current_url().await.unwrap().as_str(),
+        format!("{base}/users/{ada}")
+    );
+    let who = css(&c, "#signed-in-as").await.text().await.unwrap();
+    assert!(
+        who.contains("ops@example.com") && who.contains("operator"),
+        "{who}"
+    );
+
+    // A 90-day key, shown once.
+    type_into(&c, "#key-name", "oidc-browser").await;
+    css(&c, "button.preset[data-days='90']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(&c, "#add-key").await.click().await.unwrap();
+    let secret = value(&c, "#new-api-key").await;
+    assert_eq!(secret.len(), 36);
+    c.refresh().await.unwrap();
+    assert!(
+        !c.source().await.unwrap().contains(&secret),
+        "gone on reload"
+    );
+    assert_eq!(fake.count("POST", "/v2/users"), 1);
+
+    // keydesk restarts; the browser is still signed in.
+    first.stop().await;
+    let second = Stoppable::start(settings()).await;
+    c.goto(&format!("{base}/users")).await.unwrap();
+    css(&c, "#users-table").await;
+    assert!(
+        css(&c, "#signed-in-as")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("ops@example.com")
+    );
+    screenshot(&c, "oidc-signed-in").await;
+
+    // Sign out: keydesk ends its session, the provider asks and ends its own.
+    css(&c, "#sign-out").await.click().await.unwrap();
+    css(&c, "#op-sign-out").await.click().await.unwrap();
+    css(&c, "#signed-out").await;
+    assert_eq!(
+        c.current_url().await.unwrap().as_str(),
+        format!("{base}/auth/signed-out")
+    );
+    screenshot(&c, "oidc-signed-out").await;
+    c.goto(&format!("{base}/users")).await.unwrap();
+    css(&c, "#op-login").await;
+    assert_eq!(
+        second
+            .state
+            .audit
+            .count(&keydesk::audit::Filter {
+                action: Some("access.signout".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
+        1
+    );
+    c.close().await.unwrap();
+    second.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -116,6 +116,13 @@ impl OidcSettings {
         format!("{}/auth/callback", self.public_url)
     }
 
+    /// The issuer's origin (`https://host[:port]`), for the page policy.
+    pub fn issuer_origin(&self) -> Option<String> {
+        let url = reqwest::Url::parse(&self.issuer).ok()?;
+        let origin = url.origin();
+        origin.is_tuple().then(|| origin.ascii_serialization())
+    }
+
     /// Where the provider sends the browser after signing out.
     pub fn post_logout_uri(&self) -> String {
         format!("{}/auth/signed-out", self.public_url)
@@ -371,6 +378,17 @@ impl Oidc {
             .additional_metadata()
             .end_session_endpoint
             .clone()?;
+        // The page policy lets forms lead to the issuer's origin only.
+        let same_origin = reqwest::Url::parse(endpoint.url().as_str())
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+            == self.settings.issuer_origin();
+        if !same_origin {
+            tracing::warn!(
+                "the provider's end_session_endpoint is not on the issuer's origin: sign-out ends keydesk's session only"
+            );
+            return None;
+        }
         let mut request = LogoutRequest::from(endpoint)
             .set_client_id(ClientId::new(self.settings.client_id.clone()));
         if let Ok(uri) = PostLogoutRedirectUrl::new(self.settings.post_logout_uri()) {

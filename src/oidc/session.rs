@@ -165,8 +165,11 @@ pub async fn is_signed_in(session: &Session) -> bool {
         .is_some()
 }
 
-/// Signs `who` in on this session under a fresh id (against fixation).
+/// Signs `who` in on this session under a fresh id (against fixation),
+/// keeping nothing of what the session held before (another person's
+/// notices or form binding).
 pub async fn sign_in(session: &Session, who: &SignedIn) -> Result<(), String> {
+    session.clear().await;
     session
         .cycle_id()
         .await
