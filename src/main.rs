@@ -98,6 +98,22 @@ async fn run(cli: Cli) -> Result<(), String> {
                 trusted_proxies = ?args.trusted_proxies,
                 "keydesk serving"
             );
+            // OpenID mode: discover the provider once at start, so a wrong
+            // KEYDESK_OIDC_ISSUER shows in the log before anyone signs in.
+            if let keydesk::identity::AuthMode::Oidc(oidc) = &app.state().auth {
+                let oidc = oidc.clone();
+                tokio::spawn(async move {
+                    match oidc.check().await {
+                        Ok(()) => {
+                            tracing::info!(issuer = %oidc.settings.issuer, "OpenID provider discovered")
+                        }
+                        Err(reason) => tracing::error!(
+                            reason = %reason,
+                            "OpenID provider check failed at start (KEYDESK_OIDC_ISSUER)"
+                        ),
+                    }
+                });
+            }
             // Check the root key once at start; /readyz keeps reporting it.
             let state = app.state().clone();
             tokio::spawn(async move {

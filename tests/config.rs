@@ -84,7 +84,96 @@ fn each_refusal_names_the_variable_and_a_good_value() {
         ),
         (
             &[("KEYDESK_AUTH_MODE", "oauth")],
-            &["KEYDESK_AUTH_MODE", "header, jwt"],
+            &["KEYDESK_AUTH_MODE", "header, jwt, oidc"],
+        ),
+        (
+            &[("KEYDESK_AUTH_MODE", "oidc")],
+            &["KEYDESK_AUTH_MODE=oidc needs KEYDESK_OIDC_ISSUER"],
+        ),
+        (
+            &[
+                ("KEYDESK_AUTH_MODE", "oidc"),
+                ("KEYDESK_OIDC_ISSUER", "accounts.example.com"),
+            ],
+            &["KEYDESK_OIDC_ISSUER", "is not a URL"],
+        ),
+        (
+            &[
+                ("KEYDESK_AUTH_MODE", "oidc"),
+                ("KEYDESK_OIDC_ISSUER", "https://idp.example.com"),
+            ],
+            &["KEYDESK_AUTH_MODE=oidc needs KEYDESK_OIDC_CLIENT_ID"],
+        ),
+        (
+            &[
+                ("KEYDESK_AUTH_MODE", "oidc"),
+                ("KEYDESK_OIDC_ISSUER", "https://idp.example.com"),
+                ("KEYDESK_OIDC_CLIENT_ID", "keydesk"),
+            ],
+            &["KEYDESK_OIDC_CLIENT_SECRET or KEYDESK_OIDC_CLIENT_SECRET_FILE"],
+        ),
+        (
+            &[
+                ("KEYDESK_AUTH_MODE", "oidc"),
+                ("KEYDESK_OIDC_ISSUER", "https://idp.example.com"),
+                ("KEYDESK_OIDC_CLIENT_ID", "keydesk"),
+                ("KEYDESK_OIDC_CLIENT_SECRET", "s3cret"),
+                ("KEYDESK_OIDC_CLIENT_SECRET_FILE", "/run/secrets/oidc"),
+            ],
+            &["KEYDESK_OIDC_CLIENT_SECRET and KEYDESK_OIDC_CLIENT_SECRET_FILE are both set"],
+        ),
+        (
+            &[
+                ("KEYDESK_AUTH_MODE", "oidc"),
+                ("KEYDESK_OIDC_ISSUER", "https://idp.example.com"),
+                ("KEYDESK_OIDC_CLIENT_ID", "keydesk"),
+                ("KEYDESK_OIDC_CLIENT_SECRET", "s3cret"),
+            ],
+            &[
+                "KEYDESK_AUTH_MODE=oidc needs KEYDESK_PUBLIC_URL",
+                "/auth/callback",
+            ],
+        ),
+        (
+            &[
+                ("KEYDESK_AUTH_MODE", "oidc"),
+                ("KEYDESK_OIDC_ISSUER", "https://idp.example.com"),
+                ("KEYDESK_OIDC_CLIENT_ID", "keydesk"),
+                ("KEYDESK_OIDC_CLIENT_SECRET", "s3cret"),
+                ("KEYDESK_PUBLIC_URL", "https://keydesk.example.com"),
+                ("KEYDESK_OIDC_ALLOWED_DOMAINS", "example.com, @corp"),
+            ],
+            &["KEYDESK_OIDC_ALLOWED_DOMAINS", "\"corp\"", "example.com"],
+        ),
+        (
+            &[
+                ("KEYDESK_AUTH_MODE", "oidc"),
+                ("KEYDESK_SESSION_IDLE", "5s"),
+            ],
+            &["KEYDESK_SESSION_IDLE", "from 1m to 720h"],
+        ),
+        (
+            &[
+                ("KEYDESK_AUTH_MODE", "oidc"),
+                ("KEYDESK_OIDC_ISSUER", "https://idp.example.com"),
+                ("KEYDESK_OIDC_CLIENT_ID", "keydesk"),
+                ("KEYDESK_OIDC_CLIENT_SECRET", "s3cret"),
+                ("KEYDESK_PUBLIC_URL", "https://keydesk.example.com"),
+                ("KEYDESK_SESSION_MAX_AGE", "1h"),
+                ("KEYDESK_SESSION_IDLE", "2h"),
+            ],
+            &[
+                "KEYDESK_SESSION_IDLE",
+                "longer than KEYDESK_SESSION_MAX_AGE",
+            ],
+        ),
+        (
+            &[
+                ("KEYDESK_AUTH_MODE", "oidc"),
+                ("KEYDESK_OIDC_GROUPS_CLAIM", " "),
+                ("KEYDESK_OPERATORS", "group:platform"),
+            ],
+            &["KEYDESK_OPERATORS", "set KEYDESK_OIDC_GROUPS_CLAIM"],
         ),
         (
             &[(

@@ -689,3 +689,109 @@ async fn the_session_id_changes_at_sign_in() {
         .unwrap();
     assert_eq!(r.status(), 302);
 }
+
+#[tokio::test]
+async fn discovery_checks_the_issuer_exactly() {
+    let Some((op, _app)) = oidc::spawn(|_| {}).await else {
+        return;
+    };
+    let good = keydesk::oidc::Oidc::new(oidc::settings(&op.issuer, 1)).unwrap();
+    assert_eq!(good.check().await, Ok(()));
+    // The provider says it is `http://127.0.0.1:PORT`; one slash more is another issuer.
+    let slash = keydesk::oidc::Oidc::new(oidc::settings(&format!("{}/", op.issuer), 1)).unwrap();
+    let err = slash.check().await.unwrap_err();
+    assert!(err.contains("issuer") || err.contains("Issuer"), "{err}");
+}
+
+/// The operator's path: the real binary, configured by environment with the
+/// client secret in a file, signs a person in through the provider; its log
+/// says what happened and never holds the secret, a token or a code.
+#[tokio::test]
+async fn the_binary_signs_in_from_its_environment_and_logs_no_secret() {
+    let port = oidc::free_port();
+    let Some(op) = oidc::Op::start(&[port]).await else {
+        return;
+    };
+    let fake = FakeVultr::seeded(ROOT_KEY);
+    let upstream = fake.spawn().await.unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "keydesk-oidc-bin-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret_file = dir.join("client-secret");
+    std::fs::write(&secret_file, format!("{}\n", oidc::CLIENT_SECRET)).unwrap();
+    let (child, base, mut logs) = spawn_binary(&[
+        ("KEYDESK_VULTR_API_URL", upstream),
+        ("KEYDESK_LISTEN", format!("127.0.0.1:{port}")),
+        ("KEYDESK_AUTH_MODE", "oidc".into()),
+        ("KEYDESK_OIDC_ISSUER", op.issuer.clone()),
+        ("KEYDESK_OIDC_CLIENT_ID", oidc::CLIENT_ID.into()),
+        (
+            "KEYDESK_OIDC_CLIENT_SECRET_FILE",
+            secret_file.display().to_string(),
+        ),
+        ("KEYDESK_OIDC_SCOPES", "groups".into()),
+        ("KEYDESK_PUBLIC_URL", oidc::base_of(port)),
+        ("KEYDESK_OPERATORS", format!("{OPS},group:platform")),
+        ("KEYDESK_VIEWERS", "group:auditors".into()),
+        ("KEYDESK_OIDC_ALLOWED_DOMAINS", "example.com".into()),
+    ])
+    .await;
+    assert_eq!(base, oidc::base_of(port));
+    let through = |account: &'static str| {
+        let base = base.clone();
+        async move {
+            let browser = client(None);
+            let first = browser.get(format!("{base}/users")).send().await.unwrap();
+            assert_eq!(first.status(), 302);
+            let callback = to_callback(&browser, &location(&first), account).await;
+            let status = browser.get(&callback).send().await.unwrap().status();
+            (browser, status.as_u16())
+        }
+    };
+    let (vera, status) = through("vera").await;
+    assert_eq!(status, 303);
+    let page = get_text(&vera, format!("{base}/users")).await;
+    assert!(
+        page.contains(r#"<span id="role">viewer</span>"#),
+        "the group claim gave the role"
+    );
+    assert_eq!(through("eve").await.1, 401, "not an allowed domain");
+    assert!(writes(&fake).is_empty());
+    // Read the log until the three events are in it (they are written
+    // before the answers above were sent), then stop the binary.
+    let mut text = String::new();
+    let wanted = [
+        "OpenID provider discovered",
+        "signed in with OpenID Connect",
+        "OpenID sign-in refused",
+    ];
+    while !wanted.iter().all(|w| text.contains(w)) {
+        match within("keydesk's log", logs.recv()).await {
+            Some(line) => {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            None => break,
+        }
+    }
+    drop(child);
+    while let Ok(line) = logs.try_recv() {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    assert!(text.contains("OpenID provider discovered"), "{text}");
+    assert!(text.contains("signed in with OpenID Connect"), "{text}");
+    assert!(
+        text.contains("OpenID sign-in refused") && text.contains("ALLOWED_DOMAINS"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(oidc::CLIENT_SECRET),
+        "the client secret is never logged"
+    );
+    assert!(!text.contains("eyJ"), "no token is logged: {text}");
+    assert!(!text.contains("code="), "no code is logged");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -26,6 +26,7 @@ impl ServeArgs {
         let has_groups = |l: &[String]| l.iter().any(|e| e.trim().starts_with("group:"));
         let groups_source = match self.auth_mode.as_str() {
             "jwt" => !self.jwt_groups_claim.trim().is_empty(),
+            "oidc" => !self.oidc.oidc_groups_claim.trim().is_empty(),
             _ => self
                 .groups_header
                 .as_deref()
@@ -39,6 +40,8 @@ impl ServeArgs {
             if has_groups(list) && !groups_source {
                 let fix = if self.auth_mode == "jwt" {
                     "set KEYDESK_JWT_GROUPS_CLAIM"
+                } else if self.auth_mode == "oidc" {
+                    "set KEYDESK_OIDC_GROUPS_CLAIM"
                 } else {
                     "set KEYDESK_GROUPS_HEADER to the header your proxy fills with groups (e.g. X-Forwarded-Groups)"
                 };

@@ -207,6 +207,18 @@ impl Oidc {
         Ok(metadata)
     }
 
+    /// Discovers the provider now (at start): its metadata, keys and issuer.
+    pub async fn check(&self) -> Result<(), String> {
+        let metadata = self.metadata().await?;
+        if metadata.token_endpoint().is_none() {
+            return Err(format!(
+                "{} offers no token_endpoint: not an OpenID provider keydesk can use",
+                self.settings.issuer
+            ));
+        }
+        Ok(())
+    }
+
     /// Refetches the signing keys after an unknown `kid`, at most once per
     /// `REFETCH_INTERVAL`; true when the keys changed.
     async fn refetch_keys(&self) -> bool {
