@@ -479,6 +479,36 @@ async fn attack_a_wrongly_signed_token_is_refused() {
 }
 
 #[tokio::test]
+async fn a_rotated_key_is_fetched_once_and_unknown_kids_cannot_hammer_the_provider() {
+    let (rogue, app) = against_rogue(Forge::Honest).await;
+    assert_eq!(rogue_sign_in(&app).await, 303);
+    assert_eq!(rogue.jwks_fetches(), 1, "fetched once, at discovery");
+    // The provider rotates its key: one refetch, and the new key is accepted.
+    rogue.forge(Forge::Rotated);
+    let rotated = TestApp::assemble(
+        app.base.clone(),
+        app.fake.clone(),
+        client(None),
+        app.state.clone(),
+    );
+    assert_eq!(rogue_sign_in(&rotated).await, 303);
+    assert_eq!(rogue.jwks_fetches(), 2);
+    // Tokens under made-up kids: refused, and no refetch within the interval.
+    rogue.forge(Forge::UnknownKid);
+    for _ in 0..3 {
+        let forger = TestApp::assemble(
+            app.base.clone(),
+            app.fake.clone(),
+            client(None),
+            app.state.clone(),
+        );
+        assert_eq!(rogue_sign_in(&forger).await, 401);
+    }
+    assert_eq!(rogue.jwks_fetches(), 2, "at most one refetch per interval");
+    assert!(writes(&app.fake).is_empty());
+}
+
+#[tokio::test]
 async fn attack_an_unverified_email_is_refused() {
     let Some((_op, app)) = oidc::spawn(|_| {}).await else {
         return;

@@ -149,7 +149,8 @@ impl Denied {
 struct Provider {
     metadata: ProviderMetadataWithLogout,
     fetched: Instant,
-    keys_fetched: Instant,
+    /// The last refetch an unknown `kid` caused.
+    refetched: Option<Instant>,
 }
 
 /// The OpenID client: settings, the provider's cached metadata and keys.
@@ -202,7 +203,7 @@ impl Oidc {
         *slot = Some(Provider {
             metadata: metadata.clone(),
             fetched: Instant::now(),
-            keys_fetched: Instant::now(),
+            refetched: None,
         });
         Ok(metadata)
     }
@@ -224,10 +225,10 @@ impl Oidc {
     async fn refetch_keys(&self) -> bool {
         let mut slot = self.provider.write().await;
         let Some(p) = slot.as_mut() else { return false };
-        if p.keys_fetched.elapsed() < REFETCH_INTERVAL {
+        if p.refetched.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
             return false;
         }
-        p.keys_fetched = Instant::now();
+        p.refetched = Some(Instant::now());
         match JsonWebKeySet::fetch_async(p.metadata.jwks_uri(), &self.http).await {
             Ok(keys) => {
                 p.metadata = p.metadata.clone().set_jwks(keys);

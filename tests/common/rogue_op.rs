@@ -25,6 +25,10 @@ pub enum Forge {
     Expired,
     Unsigned,
     WrongKey,
+    /// Signed with a second key (`rogue-2`) that the JWKS now also lists.
+    Rotated,
+    /// Signed with the second key under a `kid` no JWKS ever lists.
+    UnknownKid,
 }
 
 struct Inner {
@@ -33,6 +37,8 @@ struct Inner {
     key_pem: String,
     other_pem: String,
     jwk: serde_json::Value,
+    other_jwk: serde_json::Value,
+    jwks_hits: std::sync::atomic::AtomicUsize,
     forge: Mutex<Forge>,
     nonces: Mutex<HashMap<String, String>>,
 }
@@ -56,6 +62,11 @@ impl Rogue {
             "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
             "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
         });
+        let other_jwk = json!({
+            "kty": "RSA", "kid": "rogue-2", "use": "sig", "alg": "RS256",
+            "n": URL_SAFE_NO_PAD.encode(other.n().to_bytes_be()),
+            "e": URL_SAFE_NO_PAD.encode(other.e().to_bytes_be()),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let rogue = Rogue(Arc::new(Inner {
@@ -64,6 +75,8 @@ impl Rogue {
             key_pem: pem(&key),
             other_pem: pem(&other),
             jwk,
+            other_jwk,
+            jwks_hits: Default::default(),
             forge: Mutex::new(Forge::Honest),
             nonces: Mutex::new(HashMap::new()),
         }));
@@ -79,6 +92,11 @@ impl Rogue {
 
     pub fn issuer(&self) -> &str {
         &self.0.base
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.0.jwks_hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// What the next token will be.
@@ -100,8 +118,16 @@ async fn discovery(State(r): State<Rogue>) -> impl IntoResponse {
     }))
 }
 
+/// The first key, and once a rotated token was asked for, the second too.
 async fn jwks(State(r): State<Rogue>) -> impl IntoResponse {
-    Json(json!({ "keys": [r.0.jwk.clone()] }))
+    r.0.jwks_hits
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let rotated = *r.0.forge.lock().unwrap() == Forge::Rotated;
+    let mut keys = vec![r.0.jwk.clone()];
+    if rotated {
+        keys.push(r.0.other_jwk.clone());
+    }
+    Json(json!({ "keys": keys }))
 }
 
 /// Signs anyone in at once: straight back to keydesk with a code.
@@ -143,14 +169,21 @@ async fn token(
         "nonce": nonce, "email": super::oidc::OPS, "email_verified": true,
     });
     let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rogue-1".into());
+    header.kid = Some(
+        match forge {
+            Forge::Rotated => "rogue-2",
+            Forge::UnknownKid => "rogue-x",
+            _ => "rogue-1",
+        }
+        .into(),
+    );
     let id_token = match forge {
         Forge::Unsigned => format!(
             "{}.{}.",
             URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         ),
-        Forge::WrongKey => encode(
+        Forge::WrongKey | Forge::Rotated | Forge::UnknownKid => encode(
             &header,
             &claims,
             &EncodingKey::from_rsa_pem(r.0.other_pem.as_bytes()).unwrap(),
