@@ -39,6 +39,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn probes_assets_and_the_sign_in_steps_are_public() {
+        for open in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/static/app.css",
+            "/auth/login",
+            "/auth/callback",
+            "/auth/logout",
+            "/auth/signed-out",
+        ] {
+            assert!(is_public(open), "{open}");
+        }
+        for closed in ["/", "/users", "/auth", "/authx", "/me", "/claim/x"] {
+            assert!(!is_public(closed), "{closed}");
+        }
+    }
+
+    #[test]
     fn an_owner_opens_their_pages_and_their_own_requests_only() {
         for open in [
             "/",

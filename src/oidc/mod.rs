@@ -487,6 +487,38 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_holds_the_client_secret() {
+        let settings = OidcSettings {
+            issuer: "https://idp.example.com".into(),
+            client_id: "keydesk".into(),
+            client_secret: SecretString::from("TOP-SECRET-CLIENT-VALUE".to_string()),
+            public_url: "https://keydesk.example.com".into(),
+            extra_scopes: vec![],
+            groups_claim: "groups".into(),
+            allowed_domains: vec![],
+            require_verified_email: true,
+            lifetimes: Lifetimes::default(),
+        };
+        let oidc = Oidc::new(settings.clone()).expect("valid settings");
+        for text in [
+            format!("{settings:?}"),
+            format!("{oidc:?}"),
+            format!("{oidc:#?}"),
+        ] {
+            assert!(!text.contains("TOP-SECRET"), "{text}");
+            assert!(text.contains("keydesk"), "{text}");
+        }
+        assert_eq!(
+            settings.redirect_uri(),
+            "https://keydesk.example.com/auth/callback"
+        );
+        assert_eq!(
+            settings.issuer_origin().as_deref(),
+            Some("https://idp.example.com")
+        );
+    }
+
+    #[test]
     fn groups_come_from_the_named_claim_as_array_or_list() {
         let mut extra = HashMap::new();
         extra.insert(

@@ -197,9 +197,13 @@ pub async fn logout(
         ));
     }
     oidc::session::sign_out(&session).await;
+    let role = state
+        .access
+        .role_of(&who.email, &who.groups)
+        .map_or("none", Role::as_str);
     let intent = Intent {
         request_id: request_id(&headers),
-        ..Intent::new(&who.email, "none", AuditAction::AccessSignout)
+        ..Intent::new(&who.email, role, AuditAction::AccessSignout)
     };
     state.audit.record(&intent, Outcome::Ok).await;
     let to = oidc
