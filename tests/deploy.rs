@@ -37,6 +37,7 @@ fn every_variable_in_deploy_and_dockerfile_is_documented_in_help() {
     let mut checked = 0;
     for file in [
         "deploy/docker-compose.yml",
+        "deploy/docker-compose.oidc.yml",
         "deploy/kubernetes.yaml",
         "deploy/notices-cronjob.yaml",
         "deploy/keydesk.service",
@@ -270,4 +271,33 @@ fn compose_runs_keydesk_as_the_app_role_after_migrate_and_is_safe_as_shipped() {
     assert!(has(
         "-f /deploy/app-role.sql -f /deploy/postgres-grants.sql"
     ));
+}
+
+#[test]
+fn the_oidc_compose_example_has_no_proxy_identity_and_names_what_oidc_needs() {
+    let c = deploy_file("docker-compose.oidc.yml");
+    let code = code(&c).join("\n");
+    assert!(
+        !code.contains("oauth2-proxy"),
+        "no oauth2-proxy in the OIDC example"
+    );
+    for needed in [
+        "KEYDESK_AUTH_MODE: oidc",
+        "KEYDESK_OIDC_ISSUER:",
+        "KEYDESK_OIDC_CLIENT_ID:",
+        "KEYDESK_OIDC_CLIENT_SECRET_FILE: /run/secrets/oidc_client_secret",
+        "KEYDESK_PUBLIC_URL: https://",
+        "KEYDESK_DATABASE_URL_FILE:",
+        "keydesk-b: *keydesk",
+    ] {
+        assert!(code.contains(needed), "{needed} missing");
+    }
+    assert!(
+        !code.contains("KEYDESK_OIDC_CLIENT_SECRET:"),
+        "the secret comes from a file"
+    );
+    assert!(
+        !code.contains("KEYDESK_TRUSTED_PROXIES"),
+        "no header identity to trust"
+    );
 }
