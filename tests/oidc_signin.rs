@@ -691,12 +691,14 @@ async fn the_session_id_changes_at_sign_in() {
         .find(|c| c.name() == "keydesk_session")
         .map(|c| c.value().to_string())
         .expect("the sign-in flow lives in a session");
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
-        first.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .contains("SameSite=Lax"),
-        "oidc mode's cookie must survive the provider's cross-site redirect"
+        cookie.contains("SameSite=Lax"),
+        "oidc mode's cookie must survive the provider's cross-site redirect: {cookie}"
+    );
+    assert!(
+        cookie.contains("Max-Age=600"),
+        "a stranger's started sign-in is kept 10 minutes only: {cookie}"
     );
     let callback = to_callback(&app.client, &location(&first), "ops").await;
     let back = app.client.get(&callback).send().await.unwrap();
@@ -706,6 +708,11 @@ async fn the_session_id_changes_at_sign_in() {
         .map(|c| c.value().to_string())
         .expect("a new session id at sign-in");
     assert_ne!(before, after);
+    let cookie = back.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("Max-Age=43200"),
+        "signed in: the 12 h lifetime: {cookie}"
+    );
     // The pre-sign-in id no longer names a session.
     let planted = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -824,4 +831,72 @@ async fn the_binary_signs_in_from_its_environment_and_logs_no_secret() {
     assert!(!text.contains("eyJ"), "no token is logged: {text}");
     assert!(!text.contains("code="), "no code is logged");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Two-person approval with identities from the provider: the requester
+/// cannot approve, an approver who holds the role through a group can, and
+/// the audit names both as the provider signed them in.
+#[tokio::test]
+async fn separation_of_duties_holds_with_identities_from_the_provider() {
+    let port = oidc::free_port();
+    let Some(op) = oidc::Op::start(&[port]).await else {
+        return;
+    };
+    let opts = Options {
+        approval: keydesk::policy::ApprovalPolicy {
+            rules: vec!["all-keys".parse().unwrap()],
+            ttl: std::time::Duration::from_secs(3600),
+        },
+        approvers: vec![OPS.into(), "group:platform".into()],
+        ..oidc::options(oidc::settings(&op.issuer, port))
+    };
+    let ops = oidc::serve_on(&FakeVultr::seeded(ROOT_KEY), port, &opts).await;
+    let pat = TestApp::assemble(
+        ops.base.clone(),
+        ops.fake.clone(),
+        client(None),
+        ops.state.clone(),
+    );
+    assert_eq!(sign_in(&ops, "/users", "ops").await.status(), 303);
+    assert_eq!(sign_in(&pat, "/users", "platform").await.status(), 303);
+    let ada = ops.user_id(ADA);
+    let date = date_in(30);
+    let asked = ops
+        .create_key(
+            &ada,
+            &[
+                ("name", "two-people"),
+                ("expire", "true"),
+                ("date_expire", &date),
+            ],
+        )
+        .await;
+    assert_eq!(asked.status(), 202);
+    let id = request_of(&asked.text().await.unwrap());
+    // The requester cannot approve their own request.
+    let page = ops.get(&format!("/approvals/{id}")).await.1;
+    assert!(!page.contains(&format!("action=\"/approvals/{id}/approve\"")));
+    let forged = post_as(
+        &ops.client,
+        ops.url(&format!("/approvals/{id}/approve")),
+        &[("form_token", "t1.x")],
+    )
+    .await;
+    assert_eq!(forged.status(), 403);
+    // Pat, an approver through the `platform` group, approves; Olive makes it.
+    assert_eq!(press(&ops, &pat.client, &id, "approve").await.status(), 303);
+    let done = press(&ops, &ops.client, &id, "execute").await;
+    assert_eq!(done.status(), 200);
+    assert!(revealed_key(&done.text().await.unwrap()).is_some());
+    assert_eq!(
+        writes(&ops.fake),
+        vec![format!("POST /v2/users/{ada}/apikeys")]
+    );
+    let f = keydesk::audit::Filter {
+        action: Some("key.create".into()),
+        ..Default::default()
+    };
+    let e = ops.state.audit.list(&f, 1, 0).await.unwrap().remove(0);
+    assert_eq!(e.requested_by.as_deref(), Some(OPS));
+    assert_eq!(e.approved_by.as_deref(), Some("pat@example.com"));
 }

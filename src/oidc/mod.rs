@@ -8,28 +8,25 @@
 //! The provider's metadata and keys are cached; an unknown `kid` refetches
 //! the keys at most once per `REFETCH_INTERVAL`, as JWT mode does.
 
+mod claims;
 mod http;
 pub mod session;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
-    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreResponseType,
-    CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
+    CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreResponseType,
 };
 use openidconnect::{
-    AdditionalClaims, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, Client,
-    ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, IdTokenFields, IssuerUrl, JsonWebKeySet, LogoutRequest, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
-    SignatureVerificationError, StandardErrorResponse, StandardTokenResponse, TokenResponse,
+    AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, IssuerUrl, JsonWebKeySet, LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
+    SignatureVerificationError, TokenResponse,
 };
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
+use self::claims::{ExtraClaims, OidcClient, describe, groups_of};
 use self::http::Http;
 pub use self::session::{Lifetimes, Pending, SignedIn};
 
@@ -44,40 +41,6 @@ const IAT_LEEWAY_SECS: i64 = 60;
 const IAT_MAX_AGE_SECS: i64 = 600;
 /// The scopes keydesk always asks for.
 pub const BASE_SCOPES: [&str; 3] = ["openid", "email", "profile"];
-
-/// The provider's claims beyond the standard ones: the groups claim is named
-/// by `KEYDESK_OIDC_GROUPS_CLAIM`, so it is read from here.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct ExtraClaims(HashMap<String, serde_json::Value>);
-impl AdditionalClaims for ExtraClaims {}
-
-type IdFields = IdTokenFields<
-    ExtraClaims,
-    EmptyExtraTokenFields,
-    CoreGenderClaim,
-    CoreJweContentEncryptionAlgorithm,
-    CoreJwsSigningAlgorithm,
->;
-type Tokens = StandardTokenResponse<IdFields, CoreTokenType>;
-type OidcClient = Client<
-    ExtraClaims,
-    CoreAuthDisplay,
-    CoreGenderClaim,
-    CoreJweContentEncryptionAlgorithm,
-    CoreJsonWebKey,
-    CoreAuthPrompt,
-    StandardErrorResponse<CoreErrorResponseType>,
-    Tokens,
-    CoreTokenIntrospectionResponse,
-    CoreRevocableToken,
-    CoreRevocationErrorResponse,
-    EndpointSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointMaybeSet,
-    EndpointMaybeSet,
->;
 
 /// What the operator configured (`KEYDESK_OIDC_*`, `KEYDESK_PUBLIC_URL`).
 #[derive(Clone)]
@@ -423,35 +386,6 @@ impl Oidc {
     }
 }
 
-/// The provider's words for a failed exchange (`invalid_grant`…), never a body dump.
-fn describe<E: std::error::Error>(e: &E) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text.chars().take(300).collect()
-}
-
-/// The groups in `claim`: an array of strings, or one comma-separated string.
-fn groups_of(extra: &HashMap<String, serde_json::Value>, claim: &str) -> Vec<String> {
-    let raw: Vec<String> = match extra.get(claim) {
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        Some(serde_json::Value::String(s)) => s.split(',').map(str::to_string).collect(),
-        _ => vec![],
-    };
-    raw.into_iter()
-        .map(|g| g.trim().to_string())
-        .filter(|g| !g.is_empty() && g.len() <= 256)
-        .take(256)
-        .collect()
-}
-
 /// `next` as a same-origin path, or `None`: never `//host`, `/\host`, a
 /// scheme or control characters.
 pub fn safe_next(next: &str) -> Option<&str> {
@@ -516,18 +450,5 @@ mod tests {
             settings.issuer_origin().as_deref(),
             Some("https://idp.example.com")
         );
-    }
-
-    #[test]
-    fn groups_come_from_the_named_claim_as_array_or_list() {
-        let mut extra = HashMap::new();
-        extra.insert(
-            "groups".to_string(),
-            serde_json::json!(["platform", " ops ", ""]),
-        );
-        extra.insert("roles".to_string(), serde_json::json!("a, b"));
-        assert_eq!(groups_of(&extra, "groups"), vec!["platform", "ops"]);
-        assert_eq!(groups_of(&extra, "roles"), vec!["a", "b"]);
-        assert!(groups_of(&extra, "missing").is_empty());
     }
 }

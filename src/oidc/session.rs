@@ -80,6 +80,14 @@ pub async fn remember(session: &Session, pending: Pending) -> Result<(), String>
         list.remove(0);
     }
     list.push(pending);
+    // A browser that only started a sign-in is kept no longer than the
+    // sign-in may take, so strangers' visits do not pile up in the store;
+    // signing in saves the session again under the normal lifetime.
+    if !is_signed_in(session).await {
+        session.set_expiry(Some(tower_sessions::Expiry::OnInactivity(
+            time::Duration::seconds(PENDING_TTL_SECS),
+        )));
+    }
     session
         .insert(PENDING_KEY, list)
         .await
