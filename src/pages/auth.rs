@@ -144,10 +144,7 @@ pub async fn callback(
     oidc::session::sign_in(&session, &who)
         .await
         .map_err(AppError::Internal)?;
-    let role = state
-        .access
-        .role_of(&who.email, &who.groups)
-        .map_or("none", Role::as_str);
+    let role = role_name(&state, &who);
     let intent = Intent {
         request_id: request_id(&headers),
         reason: (!who.groups.is_empty()).then(|| format!("groups: {}", who.groups.join(", "))),
@@ -156,6 +153,14 @@ pub async fn callback(
     state.audit.record(&intent, Outcome::Ok).await;
     tracing::info!(user = %who.email, "signed in with OpenID Connect");
     Ok(Redirect::to(&pending.next).into_response())
+}
+
+/// The role the policy gives `who` now, for the audit ("none": no staff role).
+fn role_name(state: &AppState, who: &oidc::SignedIn) -> &'static str {
+    state
+        .access
+        .role_of(&who.email, &who.groups)
+        .map_or("none", Role::as_str)
 }
 
 /// The sign-out form's token: derived from this session's form binding, so
@@ -197,10 +202,7 @@ pub async fn logout(
         ));
     }
     oidc::session::sign_out(&session).await;
-    let role = state
-        .access
-        .role_of(&who.email, &who.groups)
-        .map_or("none", Role::as_str);
+    let role = role_name(&state, &who);
     let intent = Intent {
         request_id: request_id(&headers),
         ..Intent::new(&who.email, role, AuditAction::AccessSignout)
