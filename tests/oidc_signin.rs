@@ -526,6 +526,13 @@ async fn attack_an_unverified_email_is_refused() {
     assert_eq!(denied[0].0, "unverified@example.com");
     assert!(denied[0].2.as_deref().unwrap().contains("email_verified"));
     assert!(writes(&app.fake).is_empty());
+
+    // With KEYDESK_OIDC_REQUIRE_VERIFIED_EMAIL=false the same person gets in.
+    let Some((_op, lax)) = oidc::spawn(|s| s.require_verified_email = false).await else {
+        return;
+    };
+    assert_eq!(sign_in(&lax, "/users", "unverified").await.status(), 303);
+    assert!(signed_in(&lax).await);
 }
 
 #[tokio::test]
