@@ -240,6 +240,8 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let headers = req.headers().clone();
+    // OpenID mode: the sign-out token, for every page this answer shows.
+    let mut sign_out = None;
     let known = match &state.auth {
         AuthMode::Oidc(oidc) => {
             let asked = oidc_gate::Asked {
@@ -248,7 +250,10 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
                 uri: req.uri().clone(),
                 headers: headers.clone(),
             };
-            oidc_gate::signed_in(&state, oidc, asked).await
+            oidc_gate::signed_in(&state, oidc, asked).await.map(|who| {
+                sign_out = Some(crate::oidc::session::SignOut(who.sign_out));
+                (who.email, who.groups)
+            })
         }
         _ => authenticate(&state, &headers, peer).await,
     };
@@ -278,7 +283,11 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
             "You are signed in as {email}, but you do not have access to keydesk. Ask the keydesk operators to add you as a viewer or operator."
         ))
         .into_response();
-        // No role: the error page shows no staff navigation and claims no role.
+        // No role: the error page shows no staff navigation and claims no
+        // role, but lets the person sign out (another account may do).
+        if let Some(s) = sign_out {
+            resp.extensions_mut().insert(s);
+        }
         resp.extensions_mut().insert(Identity {
             email,
             groups,
@@ -296,6 +305,9 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
     let mut resp = next.run(req).await;
     // The error-page renderer sits outside this layer and shows who is signed in.
     resp.extensions_mut().insert(identity);
+    if let Some(s) = sign_out {
+        resp.extensions_mut().insert(s);
+    }
     resp
 }
 

@@ -216,8 +216,21 @@ async fn the_claim_link_owner_signs_in_and_lands_back_on_the_link() {
         writes(&app.fake),
         vec![format!("POST /v2/users/{ada}/apikeys")]
     );
-    // Ada has no staff role: the staff pages stay closed.
-    assert_eq!(owner.response("/users").await.status(), 403);
+    // Ada has no staff role: the staff pages stay closed, and the refusal
+    // lets her sign out (to come back with another account).
+    let (status, refusal) = owner.get("/users").await;
+    assert_eq!(status, 403);
+    let marker = r#"name="sign_out_token" value=""#;
+    let at = refusal
+        .find(marker)
+        .expect("a sign-out form on the 403 page")
+        + marker.len();
+    let token = &refusal[at..at + refusal[at..].find('"').unwrap()];
+    let out = owner
+        .post_form("/auth/logout", &[("sign_out_token", token)])
+        .await;
+    assert_eq!(out.status(), 303);
+    assert!(!signed_in(&owner).await);
 }
 
 #[tokio::test]

@@ -24,12 +24,12 @@ pub(super) async fn signed_in(
     gate: &Gate,
     oidc: &Oidc,
     req: Asked,
-) -> Result<(String, Vec<String>), Response> {
+) -> Result<oidc::SignedIn, Response> {
     let Some(session) = req.session.clone() else {
         return Err(AppError::Internal("no session layer".into()).into_response());
     };
     match oidc::session::current(&session, oidc.settings.lifetimes).await {
-        Ok(Some(who)) => return Ok((who.email, who.groups)),
+        Ok(Some(who)) => return Ok(who),
         Ok(None) => {}
         Err((email, ended)) => {
             let intent = Intent {

@@ -305,6 +305,7 @@ impl Oidc {
             groups,
             subject: claims.subject().to_string(),
             id_token: id_token.to_string(),
+            sign_out: uuid::Uuid::new_v4().simple().to_string(),
             signed_in: session::now(),
             seen: session::now(),
         })

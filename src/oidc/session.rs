@@ -52,6 +52,10 @@ pub struct SignedIn {
     pub subject: String,
     /// Sent back as `id_token_hint` at sign-out; never shown or logged.
     pub id_token: String,
+    /// The sign-out form's token: random, made at sign-in, so another site
+    /// cannot sign a person out.
+    #[serde(default)]
+    pub sign_out: String,
     pub signed_in: i64,
     pub seen: i64,
 }
@@ -107,7 +111,7 @@ pub async fn take(session: &Session, state: &str) -> Option<Pending> {
     Some(found)
 }
 
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 && a.len() == b.len()
 }
 
@@ -163,6 +167,21 @@ pub async fn current(
     Ok(Some(who))
 }
 
+/// The sign-out form's token of the person signed in on this request, for
+/// the page frame (error pages get it as a response extension).
+#[derive(Clone, Debug)]
+pub struct SignOut(pub String);
+
+/// The sign-out token of the person signed in on this session, if any.
+pub async fn sign_out_token(session: &Session) -> Option<String> {
+    let who = session
+        .get::<SignedIn>(SIGNED_IN_KEY)
+        .await
+        .ok()
+        .flatten()?;
+    (!who.sign_out.is_empty()).then_some(who.sign_out)
+}
+
 /// Whether this session holds an OpenID sign-in (it shows a sign-out form).
 pub async fn is_signed_in(session: &Session) -> bool {
     session
@@ -205,6 +224,7 @@ mod tests {
             groups: vec![],
             subject: "s".into(),
             id_token: "t".into(),
+            sign_out: "so".into(),
             signed_in,
             seen,
         }

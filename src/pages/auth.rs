@@ -11,7 +11,6 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tower_sessions::Session;
 
 use super::{Layout, render};
@@ -163,13 +162,6 @@ fn role_name(state: &AppState, who: &oidc::SignedIn) -> &'static str {
         .map_or("none", Role::as_str)
 }
 
-/// The sign-out form's token: derived from this session's form binding, so
-/// another site cannot sign a person out.
-pub fn sign_out_token(binding: &str) -> String {
-    let digest = Sha256::digest(format!("keydesk sign-out\n{binding}").as_bytes());
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
-
 #[derive(Deserialize)]
 pub struct LogoutForm {
     #[serde(default)]
@@ -184,9 +176,6 @@ pub async fn logout(
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, AppError> {
     let oidc = oidc_of(&state)?;
-    let expected = crate::session::binding(&session)
-        .await
-        .map(|b| sign_out_token(&b));
     let signed_in = session
         .get::<oidc::SignedIn>(oidc::session::SIGNED_IN_KEY)
         .await
@@ -195,7 +184,9 @@ pub async fn logout(
     let Some(who) = signed_in else {
         return Ok(Redirect::to(crate::pages::paths::SIGNED_OUT).into_response());
     };
-    if expected.is_none_or(|t| t != form.sign_out_token) {
+    let matches = !who.sign_out.is_empty()
+        && oidc::session::constant_eq(who.sign_out.as_bytes(), form.sign_out_token.as_bytes());
+    if !matches {
         return Err(AppError::Forbidden(
             "This sign-out form did not come from your keydesk page. You are still signed in; use the Sign out button."
                 .into(),

@@ -30,6 +30,10 @@ pub async fn error_pages(req: Request, next: Next) -> Response {
         .to_string();
     let resp = next.run(req).await;
     let who = resp.extensions().get::<Identity>().cloned();
+    let sign_out = resp
+        .extensions()
+        .get::<crate::oidc::session::SignOut>()
+        .map(|s| s.0.clone());
     let page = match resp.extensions().get::<ErrorPage>() {
         Some(p) => p.clone(),
         None => {
@@ -75,7 +79,10 @@ pub async fn error_pages(req: Request, next: Next) -> Response {
     };
     let (mut parts, _) = resp.into_parts();
     let view = ErrorView {
-        layout: Layout::plain(who.as_ref()),
+        layout: Layout {
+            sign_out,
+            ..Layout::plain(who.as_ref())
+        },
         page: page.clone(),
         request_id,
     };

@@ -62,12 +62,7 @@ impl Layout {
     pub async fn new(who: &Identity, session: &Session) -> Self {
         session::bind(who, session).await;
         let flash = session::take_flash(session).await;
-        let sign_out = match crate::oidc::session::is_signed_in(session).await {
-            true => session::ensure_binding(who, session)
-                .await
-                .map(|b| auth::sign_out_token(&b)),
-            false => None,
-        };
+        let sign_out = crate::oidc::session::sign_out_token(session).await;
         Self {
             flash,
             sign_out,
