@@ -148,6 +148,20 @@ fn each_refusal_names_the_variable_and_a_good_value() {
         (
             &[
                 ("KEYDESK_AUTH_MODE", "oidc"),
+                ("KEYDESK_OIDC_ISSUER", "https://idp.example.com"),
+                ("KEYDESK_OIDC_CLIENT_ID", "keydesk"),
+                ("KEYDESK_OIDC_CLIENT_SECRET", "s3cret"),
+                ("KEYDESK_PUBLIC_URL", "http://keydesk.example.com"),
+            ],
+            &[
+                "KEYDESK_PUBLIC_URL",
+                "plain http",
+                "KEYDESK_COOKIE_SECURE=false",
+            ],
+        ),
+        (
+            &[
+                ("KEYDESK_AUTH_MODE", "oidc"),
                 ("KEYDESK_SESSION_IDLE", "5s"),
             ],
             &["KEYDESK_SESSION_IDLE", "from 1m to 720h"],

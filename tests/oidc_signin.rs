@@ -920,3 +920,28 @@ async fn separation_of_duties_holds_with_identities_from_the_provider() {
     assert_eq!(e.requested_by.as_deref(), Some(OPS));
     assert_eq!(e.approved_by.as_deref(), Some("pat@example.com"));
 }
+
+/// A provider that takes the client secret only in the request body (it
+/// lists just `client_secret_post` in discovery): keydesk sends it there.
+#[tokio::test]
+async fn a_provider_that_takes_the_secret_only_in_the_body_signs_people_in() {
+    let port = oidc::free_port();
+    let Some(op) = oidc::Op::start_with(&[port], "client_secret_post").await else {
+        return;
+    };
+    let meta: serde_json::Value =
+        reqwest::get(format!("{}/.well-known/openid-configuration", op.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        meta["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_post"])
+    );
+    let opts = oidc::options(oidc::settings(&op.issuer, port));
+    let app = oidc::serve_on(&FakeVultr::seeded(ROOT_KEY), port, &opts).await;
+    assert_eq!(sign_in(&app, "/users", "ops").await.status(), 303);
+    assert!(signed_in(&app).await);
+}

@@ -400,7 +400,7 @@ impl ServeArgs {
     fn auth_mode(&self) -> Result<AuthMode, String> {
         let args = self;
         if args.auth_mode == "oidc" {
-            return args.oidc.mode(&args.common.public_url);
+            return args.oidc.mode(&args.common.public_url, args.cookie_secure);
         }
         if args.auth_mode == "jwt" {
             let jwks_url = args

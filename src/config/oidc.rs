@@ -73,7 +73,11 @@ fn parse_span(s: &str) -> Result<i64, String> {
 
 impl OidcArgs {
     /// OpenID mode, or an error naming the variable that is missing or wrong.
-    pub fn mode(&self, public_url: &Option<String>) -> Result<AuthMode, String> {
+    pub fn mode(
+        &self,
+        public_url: &Option<String>,
+        cookie_secure: bool,
+    ) -> Result<AuthMode, String> {
         let need = |var: &str, v: &Option<String>| -> Result<String, String> {
             v.as_deref()
                 .map(str::trim)
@@ -99,6 +103,11 @@ impl OidcArgs {
         let public_url = public_url.clone().ok_or(
             "KEYDESK_AUTH_MODE=oidc needs KEYDESK_PUBLIC_URL: the redirect URI registered at the provider is KEYDESK_PUBLIC_URL/auth/callback",
         )?;
+        if cookie_secure && public_url.starts_with("http://") {
+            return Err(format!(
+                "KEYDESK_PUBLIC_URL {public_url} is plain http but KEYDESK_COOKIE_SECURE is true: browsers would not keep the session cookie, so nobody could sign in. Use https, or set KEYDESK_COOKIE_SECURE=false for a local trial"
+            ));
+        }
         let groups_claim = self.oidc_groups_claim.trim().to_string();
         if groups_claim.is_empty() {
             return Err("KEYDESK_OIDC_GROUPS_CLAIM is empty: leave it unset for `groups`".into());

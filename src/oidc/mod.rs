@@ -15,12 +15,13 @@ pub mod session;
 use std::time::{Duration, Instant};
 
 use openidconnect::core::{
-    CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreResponseType,
+    CoreClientAuthMethod, CoreGenderClaim, CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm, CoreResponseType,
 };
 use openidconnect::{
-    AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
-    CsrfToken, IssuerUrl, JsonWebKeySet, LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier,
-    PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
+    AuthType, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, ClientId,
+    ClientSecret, CsrfToken, IssuerUrl, JsonWebKeySet, LogoutRequest, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
     SignatureVerificationError, TokenResponse,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -206,6 +207,18 @@ impl Oidc {
 
     fn client(&self, metadata: ProviderMetadataWithLogout) -> Result<OidcClient, String> {
         let redirect = RedirectUrl::new(self.settings.redirect_uri()).map_err(|e| e.to_string())?;
+        // The secret goes in the Authorization header (the default when the
+        // provider lists nothing), or in the body when that is all it takes.
+        let post_only = metadata
+            .token_endpoint_auth_methods_supported()
+            .is_some_and(|m| {
+                !m.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                    && m.contains(&CoreClientAuthMethod::ClientSecretPost)
+            });
+        let auth_type = match post_only {
+            true => AuthType::RequestBody,
+            false => AuthType::BasicAuth,
+        };
         Ok(OidcClient::from_provider_metadata(
             metadata,
             ClientId::new(self.settings.client_id.clone()),
@@ -213,7 +226,8 @@ impl Oidc {
                 self.settings.client_secret.expose_secret().to_string(),
             )),
         )
-        .set_redirect_uri(redirect))
+        .set_redirect_uri(redirect)
+        .set_auth_type(auth_type))
     }
 
     /// Starts a sign-in: the provider URL to send the browser to, and what

@@ -52,6 +52,12 @@ impl Op {
     /// The provider with keydesk registered for these ports, or None (skip)
     /// outside CI when node or the npm packages are missing.
     pub async fn start(ports: &[u16]) -> Option<Op> {
+        Self::start_with(ports, "client_secret_basic").await
+    }
+
+    /// `start`, with keydesk registered for the token endpoint
+    /// authentication `method`, the only one the provider then accepts.
+    pub async fn start_with(ports: &[u16], method: &str) -> Option<Op> {
         let in_ci = super::pg::require_all();
         let installed = dir().join("node_modules/oidc-provider").exists();
         let node = std::process::Command::new("node")
@@ -71,21 +77,25 @@ impl Op {
             return None;
         }
         let bases: Vec<String> = ports.iter().map(|p| base_of(*p)).collect();
-        let clients = serde_json::json!({ "clients": [{
+        let mut clients = serde_json::json!({ "clients": [{
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
             "redirect_uris": bases.iter().map(|b| format!("{b}/auth/callback")).collect::<Vec<_>>(),
             "post_logout_redirect_uris": bases.iter().map(|b| format!("{b}/auth/signed-out")).collect::<Vec<_>>(),
             "grant_types": ["authorization_code"],
             "response_types": ["code"],
-            "token_endpoint_auth_method": "client_secret_basic",
+            "token_endpoint_auth_method": method,
         }, {
             "client_id": "another-app",
             "client_secret": "another-app-secret-0123456789abcdef",
             "redirect_uris": bases.iter().map(|b| format!("{b}/auth/callback")).collect::<Vec<_>>(),
             "grant_types": ["authorization_code"],
             "response_types": ["code"],
+            "token_endpoint_auth_method": method,
         }]});
+        if method != "client_secret_basic" {
+            clients["clientAuthMethods"] = serde_json::json!([method]);
+        }
         let mut child = tokio::process::Command::new("node")
             .arg("provider.mjs")
             .arg(clients.to_string())

@@ -78,6 +78,8 @@ const options = {
   // As Google, Entra and Keycloak do: the claims asked for are in the ID token.
   conformIdTokenClaims: false,
   pkce: { required: () => true, methods: ['S256'] },
+  // A provider that takes the client secret only in the request body, when asked.
+  ...(config.clientAuthMethods ? { clientAuthMethods: config.clientAuthMethods } : {}),
   features: {
     devInteractions: { enabled: false },
     rpInitiatedLogout: {
