@@ -945,3 +945,59 @@ async fn a_provider_that_takes_the_secret_only_in_the_body_signs_people_in() {
     assert_eq!(sign_in(&app, "/users", "ops").await.status(), 303);
     assert!(signed_in(&app).await);
 }
+
+/// A provider that keeps email and groups out of the ID token (as
+/// oidc-provider does by default): keydesk reads them from userinfo, asked
+/// about the ID token's subject, and the roles and refusals still hold.
+#[tokio::test]
+async fn claims_missing_from_the_id_token_come_from_userinfo() {
+    let port = oidc::free_port();
+    let Some(op) = oidc::Op::start_conforming(&[port]).await else {
+        return;
+    };
+    let opts = oidc::options(oidc::settings(&op.issuer, port));
+    let app = oidc::serve_on(&FakeVultr::seeded(ROOT_KEY), port, &opts).await;
+    // Vera's role comes from the `auditors` group, only at userinfo.
+    assert_eq!(sign_in(&app, "/users", "vera").await.status(), 303);
+    let (status, page) = app.get("/users").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("Signed in as <strong>{VERA}</strong>")));
+    assert!(page.contains(r#"<span id="role">viewer</span>"#), "{page}");
+    // The ID token keydesk kept (for id_token_hint) really had neither.
+    let keydesk::db::Db::Sqlite(pool) = &app.state.db else {
+        panic!("these tests use SQLite");
+    };
+    let data: Vec<(String,)> = sqlx::query_as("SELECT data FROM sessions")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let token = data
+        .iter()
+        .find_map(|(d,)| {
+            let v: serde_json::Value = serde_json::from_str(d).ok()?;
+            v["keydesk.oidc.signed_in"]["id_token"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .expect("a signed-in session");
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(1).unwrap())
+        .unwrap();
+    let payload: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert!(
+        payload.get("email").is_none() && payload.get("groups").is_none(),
+        "{payload}"
+    );
+    // `email_verified: false` at userinfo is refused as in the ID token.
+    let other = TestApp::assemble(
+        app.base.clone(),
+        app.fake.clone(),
+        client(None),
+        app.state.clone(),
+    );
+    assert_eq!(sign_in(&other, "/users", "unverified").await.status(), 401);
+    let denied = audit_of(&app, "access.denied").await;
+    assert_eq!(denied[0].0, "unverified@example.com");
+    assert!(writes(&app.fake).is_empty());
+}

@@ -28,7 +28,8 @@ type IdFields = IdTokenFields<
     CoreJweContentEncryptionAlgorithm,
     CoreJwsSigningAlgorithm,
 >;
-type Tokens = StandardTokenResponse<IdFields, CoreTokenType>;
+pub type Tokens = StandardTokenResponse<IdFields, CoreTokenType>;
+
 pub type OidcClient = Client<
     ExtraClaims,
     CoreAuthDisplay,

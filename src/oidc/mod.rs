@@ -10,6 +10,7 @@
 
 mod claims;
 mod http;
+mod person;
 pub mod session;
 
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ use openidconnect::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::RwLock;
 
-use self::claims::{ExtraClaims, OidcClient, describe, groups_of};
+use self::claims::{ExtraClaims, OidcClient, describe};
 use self::http::Http;
 pub use self::session::{Lifetimes, Pending, SignedIn};
 
@@ -291,16 +292,22 @@ impl Oidc {
         }
         let claims = claims
             .map_err(|e| Denied::new(format!("the ID token was refused: {}", describe(&e))))?;
-        let email = claims
-            .email()
-            .map(|e| crate::email::normalize_email(e))
+        let about = person::of(
+            &self.http,
+            &client,
+            &tokens,
+            &claims,
+            &self.settings.groups_claim,
+        )
+        .await?;
+        let email = Some(crate::email::normalize_email(&about.email))
             .filter(|e| !e.is_empty() && e.len() <= 320 && !e.chars().any(char::is_control))
-            .ok_or_else(|| Denied::new("the ID token carries no email"))?;
+            .ok_or_else(|| Denied::new("the provider gave no usable email"))?;
         let denied = |reason: String| Denied {
             reason,
             email: Some(email.clone()),
         };
-        if self.settings.require_verified_email && claims.email_verified() != Some(true) {
+        if self.settings.require_verified_email && about.email_verified != Some(true) {
             return Err(denied(format!(
                 "the provider does not say {email} is verified (email_verified)"
             )));
@@ -313,7 +320,7 @@ impl Oidc {
                 )));
             }
         }
-        let groups = groups_of(&claims.additional_claims().0, &self.settings.groups_claim);
+        let groups = about.groups;
         Ok(SignedIn {
             email,
             groups,

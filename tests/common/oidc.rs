@@ -55,9 +55,19 @@ impl Op {
         Self::start_with(ports, "client_secret_basic").await
     }
 
+    /// `start`, with the provider keeping email and groups out of the ID
+    /// token (oidc-provider's default): they are only at userinfo.
+    pub async fn start_conforming(ports: &[u16]) -> Option<Op> {
+        Self::start_configured(ports, "client_secret_basic", true).await
+    }
+
     /// `start`, with keydesk registered for the token endpoint
     /// authentication `method`, the only one the provider then accepts.
     pub async fn start_with(ports: &[u16], method: &str) -> Option<Op> {
+        Self::start_configured(ports, method, false).await
+    }
+
+    async fn start_configured(ports: &[u16], method: &str, conform: bool) -> Option<Op> {
         let in_ci = super::pg::require_all();
         let installed = dir().join("node_modules/oidc-provider").exists();
         let node = std::process::Command::new("node")
@@ -93,6 +103,7 @@ impl Op {
             "response_types": ["code"],
             "token_endpoint_auth_method": method,
         }]});
+        clients["conform"] = serde_json::json!(conform);
         if method != "client_secret_basic" {
             clients["clientAuthMethods"] = serde_json::json!([method]);
         }

@@ -75,8 +75,10 @@ const options = {
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   scopes: ['openid', 'email', 'profile', 'groups'],
   claims: { email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
-  // As Google, Entra and Keycloak do: the claims asked for are in the ID token.
-  conformIdTokenClaims: false,
+  // As Google, Entra and Keycloak do: the claims asked for are in the ID
+  // token. `"conform": true` keeps them out (oidc-provider's own default):
+  // the client must ask the userinfo endpoint.
+  conformIdTokenClaims: config.conform === true,
   pkce: { required: () => true, methods: ['S256'] },
   // A provider that takes the client secret only in the request body, when asked.
   ...(config.clientAuthMethods ? { clientAuthMethods: config.clientAuthMethods } : {}),
