@@ -6,6 +6,7 @@ pub mod allowlist;
 pub mod app;
 pub mod approvals;
 pub mod audit;
+pub mod causes;
 pub mod config;
 pub mod csrf;
 pub mod db;

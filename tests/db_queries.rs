@@ -11,13 +11,6 @@ mod common;
 use common::*;
 use keydesk::fake_vultr::FakeVultr;
 
-fn metric_named(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn metric(text: &str, kind: &str) -> f64 {
     let label = format!("kind=\"{kind}\"");
     text.lines()
@@ -64,8 +57,7 @@ async fn a_page_view_writes_nothing_and_a_submit_writes_its_claim() {
     }
     for opts in engines {
         let url = opts.audit_db.clone();
-        let passes = |text: &str| metric_named(text, "keydesk_upkeep_passes_total");
-        let upkeeps = keydesk::metrics::install().map_or(0.0, |h| passes(&h.render()));
+        let upkeeps = upkeep_passes();
         let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
         let id = app.user_id("ada@example.com");
         // The first visit creates the browser session: that write is allowed.
@@ -73,14 +65,7 @@ async fn a_page_view_writes_nothing_and_a_submit_writes_its_claim() {
         assert_eq!(first.0, 200, "{url}");
         // The upkeep's first pass (it writes) runs at start; the next is a
         // minute away. Measure after it.
-        let mut before = app.get("/metrics").await.1;
-        within("the first upkeep pass", async {
-            while passes(&before) <= upkeeps {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                before = app.get("/metrics").await.1;
-            }
-        })
-        .await;
+        let before = metrics_after_first_upkeep(&app, upkeeps).await;
         assert!(
             metric(&before, "read") > 0.0,
             "{url}: no read counted: {before}"

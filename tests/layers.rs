@@ -9,6 +9,7 @@ use std::path::Path;
 /// Top-level module → layer, as ARCHITECTURE.md draws them.
 const LAYERS: &[(&str, u8)] = &[
     ("ids", 0),
+    ("causes", 0),
     ("allowlist", 0),
     ("db", 0),
     ("email", 0),

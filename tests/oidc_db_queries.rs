@@ -11,13 +11,6 @@ use common::oidc::{self, sign_in};
 use common::*;
 use keydesk::fake_vultr::FakeVultr;
 
-fn sum(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_signed_in_page_view_writes_nothing() {
     let port = oidc::free_port();
@@ -29,8 +22,7 @@ async fn a_signed_in_page_view_writes_nothing() {
         uuid::Uuid::new_v4().simple()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let passes = |text: &str| sum(text, "keydesk_upkeep_passes_total", "");
-    let upkeeps = keydesk::metrics::install().map_or(0.0, |h| passes(&h.render()));
+    let upkeeps = upkeep_passes();
     let opts = Options {
         audit_db: format!("sqlite://{}", dir.join("k.db").display()),
         ..oidc::options(oidc::settings(&op.issuer, port))
@@ -41,14 +33,7 @@ async fn a_signed_in_page_view_writes_nothing() {
     // The first page with a form binds it to the session (a write); then
     // wait for the upkeep's first pass, which writes, before measuring.
     assert_eq!(app.get(&format!("/users/{id}")).await.0, 200);
-    let mut before = app.get("/metrics").await.1;
-    within("the first upkeep pass", async {
-        while passes(&before) <= upkeeps {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            before = app.get("/metrics").await.1;
-        }
-    })
-    .await;
+    let before = metrics_after_first_upkeep(&app, upkeeps).await;
     for _ in 0..5 {
         let (status, body) = app.get(&format!("/users/{id}")).await;
         assert_eq!(status, 200, "still signed in");
@@ -56,7 +41,7 @@ async fn a_signed_in_page_view_writes_nothing() {
     }
     let now = app.get("/metrics").await.1;
     let q = |text: &str, kind: &str| {
-        sum(
+        metric_sum(
             text,
             "keydesk_db_queries_total",
             &format!("kind=\"{kind}\""),

@@ -88,8 +88,6 @@ async fn an_operator_signs_in_through_the_provider_and_sees_a_new_key_once() {
         param(&to, "scope").as_deref(),
         Some("openid email profile groups")
     );
-    let cookie_before = app.client.get(app.url("/healthz")).send().await.unwrap();
-    drop(cookie_before);
 
     // The provider's login form, then back to the page asked for.
     let callback = to_callback(&app.client, &to, "ops").await;

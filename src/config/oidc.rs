@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use super::values::parse_span;
 use crate::identity::AuthMode;
 use crate::oidc::{Lifetimes, Oidc, OidcSettings};
 
@@ -51,24 +52,6 @@ pub struct OidcArgs {
     /// OIDC mode: a session unused this long ends (e.g. 1h, 30m).
     #[arg(long, env = "KEYDESK_SESSION_IDLE", default_value = "1h", value_parser = parse_span)]
     pub session_idle: i64,
-}
-
-/// `12h`, `90m`, `3600s` or `3600` (seconds): from 1 minute to 30 days.
-fn parse_span(s: &str) -> Result<i64, String> {
-    let t = s.trim();
-    let (digits, unit) = match t.char_indices().last() {
-        Some((i, 'h')) => (&t[..i], 3600),
-        Some((i, 'm')) => (&t[..i], 60),
-        Some((i, 's')) => (&t[..i], 1),
-        _ => (t, 1),
-    };
-    digits
-        .trim()
-        .parse::<i64>()
-        .ok()
-        .map(|n| n.saturating_mul(unit))
-        .filter(|secs| (60..=30 * 24 * 3600).contains(secs))
-        .ok_or_else(|| format!("{t:?} is not a duration from 1m to 720h (e.g. 12h, 90m, 3600s)"))
 }
 
 impl OidcArgs {
@@ -153,21 +136,5 @@ impl OidcArgs {
             },
         })?;
         Ok(AuthMode::Oidc(Arc::new(oidc)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spans_take_units_and_bounds() {
-        assert_eq!(parse_span("12h"), Ok(43200));
-        assert_eq!(parse_span("90m"), Ok(5400));
-        assert_eq!(parse_span("3600s"), Ok(3600));
-        assert_eq!(parse_span("3600"), Ok(3600));
-        for bad in ["0", "10s", "1000h", "h", "abc", "-5m"] {
-            assert!(parse_span(bad).is_err(), "{bad}");
-        }
     }
 }

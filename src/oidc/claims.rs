@@ -52,14 +52,7 @@ pub type OidcClient = Client<
 
 /// The provider's words for a failed exchange (`invalid_grant`…), never a body dump.
 pub fn describe<E: std::error::Error>(e: &E) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text.chars().take(300).collect()
+    crate::causes::chain(e).chars().take(300).collect()
 }
 
 /// The groups in `claim`: an array of strings, or one comma-separated string.

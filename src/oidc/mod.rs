@@ -324,7 +324,6 @@ impl Oidc {
         Ok(SignedIn {
             email,
             groups,
-            subject: claims.subject().to_string(),
             id_token: id_token.to_string(),
             sign_out: uuid::Uuid::new_v4().simple().to_string(),
             signed_in: session::now(),

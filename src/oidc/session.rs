@@ -49,7 +49,6 @@ pub struct Pending {
 pub struct SignedIn {
     pub email: String,
     pub groups: Vec<String>,
-    pub subject: String,
     /// Sent back as `id_token_hint` at sign-out; never shown or logged.
     pub id_token: String,
     /// The sign-out form's token: random, made at sign-in, so another site
@@ -101,18 +100,18 @@ pub async fn remember(session: &Session, pending: Pending) -> Result<(), String>
 /// Takes the started sign-in whose `state` this is: each is used once.
 pub async fn take(session: &Session, state: &str) -> Option<Pending> {
     let mut list: Vec<Pending> = session.get(PENDING_KEY).await.ok().flatten()?;
-    let at = list.iter().position(|p| {
-        now() - p.started < PENDING_TTL_SECS
-            && p.state.len() == state.len()
-            && constant_eq(p.state.as_bytes(), state.as_bytes())
-    })?;
+    let at = list
+        .iter()
+        .position(|p| now() - p.started < PENDING_TTL_SECS && same_secret(&p.state, state))?;
     let found = list.remove(at);
     let _ = session.insert(PENDING_KEY, list).await;
     Some(found)
 }
 
-pub fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 && a.len() == b.len()
+/// Two random values compared in constant time (the `subtle` crate).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    !a.is_empty() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Why a stored sign-in no longer counts.
@@ -222,7 +221,6 @@ mod tests {
         SignedIn {
             email: "a@b.c".into(),
             groups: vec![],
-            subject: "s".into(),
             id_token: "t".into(),
             sign_out: "so".into(),
             signed_in,

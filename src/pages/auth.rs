@@ -184,9 +184,7 @@ pub async fn logout(
     let Some(who) = signed_in else {
         return Ok(Redirect::to(crate::pages::paths::SIGNED_OUT).into_response());
     };
-    let matches = !who.sign_out.is_empty()
-        && oidc::session::constant_eq(who.sign_out.as_bytes(), form.sign_out_token.as_bytes());
-    if !matches {
+    if !oidc::session::same_secret(&who.sign_out, &form.sign_out_token) {
         return Err(AppError::Forbidden(
             "This sign-out form did not come from your keydesk page. You are still signed in; use the Sign out button."
                 .into(),

@@ -50,12 +50,7 @@ pub struct CleanupConfirmView {
 
 /// The expired keys of the last scan.
 async fn expired_rows(ctx: &Ctx) -> Result<Option<Vec<Row>>, AppError> {
-    let snap = ctx
-        .state
-        .reports
-        .snapshot()
-        .await
-        .map_err(AppError::store)?;
+    let snap = ctx.report().await?;
     Ok(snap.last.map(|r| {
         r.rows
             .iter()

@@ -77,6 +77,16 @@ impl Ctx {
         Layout::new(&self.who, &self.session).await
     }
 
+    /// The expiring-keys report as the last scan left it (the report, the
+    /// privileged keys and the clean-up all read it).
+    pub async fn report(&self) -> Result<crate::report::Snapshot, crate::error::AppError> {
+        self.state
+            .reports
+            .snapshot()
+            .await
+            .map_err(crate::error::AppError::store)
+    }
+
     /// Queues a notice for the next page.
     pub async fn flash(&self, kind: &str, text: String) {
         session::put_flash(&self.who, &self.session, kind, text).await

@@ -101,12 +101,7 @@ fn level_of(q: &PrivilegedQuery) -> Result<Option<Level>, AppError> {
 
 async fn current(ctx: &Ctx, q: &PrivilegedQuery) -> Result<(bool, Vec<Privileged>), AppError> {
     let level = level_of(q)?;
-    let snap = ctx
-        .state
-        .reports
-        .snapshot()
-        .await
-        .map_err(AppError::store)?;
+    let snap = ctx.report().await?;
     Ok(match snap.last {
         Some(r) => (true, privileged(&r.rows, &ctx.state.powers, level)),
         None => (false, vec![]),

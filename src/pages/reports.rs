@@ -62,12 +62,7 @@ pub async fn keys_report(ctx: Ctx, Query(q): Query<ReportQuery>) -> Result<Respo
         .and_then(|d| d.parse::<i64>().ok())
         .filter(|d| (1..=3650).contains(d))
         .unwrap_or(30);
-    let snap = ctx
-        .state
-        .reports
-        .snapshot()
-        .await
-        .map_err(AppError::store)?;
+    let snap = ctx.report().await?;
     let token = ctx.issue(Scope::ReportScan).await?;
     let mut view = KeysReportView {
         layout: ctx.layout().await,

@@ -190,17 +190,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> VultrError {
 /// reqwest's error with its causes (DNS, refused, TLS…), one line. The URL
 /// in it holds no secret (ids only).
 fn with_causes(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
+    crate::causes::chain(e)
 }
 
 fn transport_error(e: &reqwest::Error, is_write: bool) -> VultrError {

@@ -788,3 +788,35 @@ pub async fn refuse_audit_inserts(db: &keydesk::db::Db) {
     .unwrap()
     });
 }
+
+/// The sum of the Prometheus samples of `name` whose line contains `label`.
+pub fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// How many upkeep passes this process has counted so far (installs the
+/// process-global recorder if needed): take it before starting an app.
+pub fn upkeep_passes() -> f64 {
+    keydesk::metrics::install().map_or(0.0, |h| {
+        metric_sum(&h.render(), "keydesk_upkeep_passes_total", "")
+    })
+}
+
+/// `/metrics` of `app` once its upkeep's first pass (which writes, at
+/// start; the next is a minute away) is counted beyond `passes_before`:
+/// what later query counts are measured from.
+pub async fn metrics_after_first_upkeep(app: &TestApp, passes_before: f64) -> String {
+    let passes = |text: &str| metric_sum(text, "keydesk_upkeep_passes_total", "");
+    let mut before = app.get("/metrics").await.1;
+    within("the first upkeep pass", async {
+        while passes(&before) <= passes_before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            before = app.get("/metrics").await.1;
+        }
+    })
+    .await;
+    before
+}
