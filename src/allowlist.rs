@@ -90,9 +90,12 @@ impl Reach {
     }
 
     /// Some entry admits any address (of either family): a leaked key
-    /// works from anywhere.
+    /// works from anywhere. An entry keydesk cannot read counts as
+    /// anywhere: an unknown fact is read as the strongest.
     pub fn anywhere(&self) -> bool {
-        self.entries.iter().any(Entry::is_everything)
+        self.entries
+            .iter()
+            .any(|e| e.is_everything() || !e.recognised())
     }
 
     /// The reach in words, for forms, notices and the audit.
@@ -101,8 +104,20 @@ impl Reach {
             return "Vultr reports no allowlist entry: check in Vultr where these keys work from"
                 .into();
         }
-        if self.anywhere() {
+        if self.entries.iter().any(Entry::is_everything) {
             return "usable from any address".into();
+        }
+        if self.anywhere() {
+            let odd: Vec<String> = self
+                .entries
+                .iter()
+                .filter(|e| !e.recognised())
+                .map(Entry::cidr)
+                .collect();
+            return format!(
+                "counted as usable from any address: Vultr lists {} which keydesk cannot read (check it in Vultr)",
+                odd.join(", ")
+            );
         }
         let list: Vec<String> = self.entries.iter().map(Entry::cidr).collect();
         format!("usable only from {}", list.join(", "))
@@ -267,7 +282,16 @@ mod tests {
         let odd = entry("any", None);
         assert!(!odd.recognised());
         assert_eq!(odd.cidr(), "any", "shown as it is");
-        assert!(Reach::new(vec![odd]).words().contains("any"));
+        let odd_reach = Reach::new(vec![odd, entry("8.8.8.0", Some(24))]);
+        assert!(
+            odd_reach.anywhere(),
+            "an unreadable entry counts as anywhere"
+        );
+        assert!(
+            odd_reach
+                .words()
+                .contains("counted as usable from any address")
+        );
         assert!(Reach::default().words().contains("no allowlist entry"));
         assert!(
             !Reach::default().anywhere(),

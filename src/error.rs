@@ -29,6 +29,10 @@ pub enum AppError {
     /// Already done, or being done by another request: nothing more happens.
     #[error("{0}")]
     Conflict(String),
+    /// The user's powers or reach grew since a link was decided on: it is
+    /// withdrawn, nothing was sent.
+    #[error("{0}")]
+    PowersChanged(String),
     /// The user was offboarded and is on hold: (user id, the refusal in words).
     #[error("{1}")]
     Held(String, String),
@@ -90,6 +94,7 @@ impl AppError {
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "Forbidden", m.clone()),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m.clone()),
             AppError::Conflict(m) => (StatusCode::CONFLICT, "Already done", m.clone()),
+            AppError::PowersChanged(m) => (StatusCode::CONFLICT, "Powers changed", m.clone()),
             AppError::Gone(m) => (StatusCode::GONE, "No longer valid", m.clone()),
             AppError::Held(_, m) => (StatusCode::CONFLICT, "Offboarded", m.clone()),
             AppError::Audit(_) => (

@@ -56,6 +56,25 @@ impl Offboardings {
         Self { db }
     }
 
+    /// How many writes that could give `user_id` a key or access are at
+    /// Vultr right now: create, rotate and claim intents not yet settled,
+    /// claim links being claimed, requests being carried out. An offboarding
+    /// waits for them before it lists the keys.
+    pub async fn writes_in_flight(&self, user_id: &str) -> Result<i64, sqlx::Error> {
+        on_pool!(read, &self.db, |p| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT (SELECT COUNT(*) FROM audit WHERE target_user_id = $1 AND outcome = 'pending'
+                           AND (action IN ('key.create', 'key.rotate', 'grant.claim')
+                                OR (action = 'user.api_access' AND api_enabled = TRUE)))
+                      + (SELECT COUNT(*) FROM grants WHERE user_id = $1 AND state = 'claiming')
+                      + (SELECT COUNT(*) FROM approvals WHERE user_id = $1 AND state = 'executing')",
+            )
+            .bind(user_id)
+            .fetch_one(p)
+            .await
+        })
+    }
+
     pub async fn start(&self, group_id: i64, user_id: &str, by: &str) -> Result<(), sqlx::Error> {
         let now = self.db.now_ms().await?;
         on_pool!(write, &self.db, |p| {

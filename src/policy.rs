@@ -125,6 +125,23 @@ impl ApprovalPolicy {
             .collect()
     }
 
+    /// The ACLs the rules name (`acl:` rules): what a decision records of
+    /// a user's ACLs, beside the level and the reach.
+    pub fn named_acls(&self) -> Vec<String> {
+        let mut named: Vec<String> = self
+            .rules
+            .iter()
+            .filter_map(|r| match r {
+                ApprovalRule::Acl(acls) => Some(acls.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        named.sort();
+        named.dedup();
+        named
+    }
+
     /// Why `change` needs a second person (the first rule that applies, in
     /// words), or `None` when it may go ahead.
     pub fn why(&self, change: Change<'_>) -> Option<String> {
@@ -151,7 +168,8 @@ impl ApprovalPolicy {
                 Some("switching API access back on needs a second person".to_string())
             }
             (ApprovalRule::Acl(acls), Change::Key(_, cap) | Change::ApiAccess(true, cap))
-                if acls.iter().all(|a| cap.acls.iter().any(|c| c.trim() == a)) =>
+                if cap.acls_unknown
+                    || acls.iter().all(|a| cap.acls.iter().any(|c| c.trim() == a)) =>
             {
                 Some(format!(
                     "a key for a user with {} needs a second person",
@@ -439,6 +457,7 @@ mod approval_tests {
         reach: crate::allowlist::Reach {
             entries: Vec::new(),
         },
+        acls_unknown: false,
     };
 
     fn cap(acls: &[&str], cidrs: &[(&str, u32)]) -> Capability {
@@ -451,7 +470,7 @@ mod approval_tests {
                 ..Default::default()
             })
             .collect();
-        Capability::of(&crate::powers::Powers::default(), &acls, entries)
+        Capability::of(&crate::powers::Powers::default(), Some(&acls), entries)
     }
 
     #[test]

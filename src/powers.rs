@@ -164,14 +164,27 @@ pub struct Capability {
     pub acls: Vec<String>,
     pub level: Level,
     pub reach: Reach,
+    /// Vultr reported no ACLs for the user: the rules read the strongest.
+    pub acls_unknown: bool,
 }
 
 impl Capability {
-    pub fn of(powers: &Powers, acls: &[String], allowlist: Vec<Entry>) -> Self {
-        Self {
-            acls: acls.to_vec(),
-            level: powers.level(acls),
-            reach: Reach::new(allowlist),
+    /// `acls` is `None` when Vultr left them out: an unknown fact counts as
+    /// the strongest, so such a user is root-equivalent for the rules.
+    pub fn of(powers: &Powers, acls: Option<&[String]>, allowlist: Vec<Entry>) -> Self {
+        match acls {
+            Some(acls) => Self {
+                acls: acls.to_vec(),
+                level: powers.level(acls),
+                reach: Reach::new(allowlist),
+                acls_unknown: false,
+            },
+            None => Self {
+                acls: Vec::new(),
+                level: Level::Root,
+                reach: Reach::new(allowlist),
+                acls_unknown: true,
+            },
         }
     }
 
@@ -189,12 +202,121 @@ impl Capability {
 
     /// One line in words: "a root-equivalent key, usable from any address".
     pub fn summary(&self) -> String {
+        if self.acls_unknown {
+            return format!(
+                "a {} key (Vultr did not report this user's ACLs, so keydesk counts the strongest), {}",
+                self.level.words(),
+                self.reach.words()
+            );
+        }
         format!("a {} key, {}", self.level.words(), self.reach.words())
     }
 
     /// The ACLs as one compact line, for the audit.
     pub fn acl_line(&self) -> String {
+        if self.acls_unknown {
+            return "(unknown)".into();
+        }
         self.acls.join(",")
+    }
+
+    /// What a decision about a key of this user rests on, keeping of the
+    /// ACLs only those the rules name (`named`).
+    pub fn decided(&self, named: &[String]) -> Decided {
+        let mut acls: Vec<String> = named
+            .iter()
+            .filter(|n| self.acls_unknown || self.acls.iter().any(|a| a.trim() == n.as_str()))
+            .cloned()
+            .collect();
+        acls.sort();
+        acls.dedup();
+        Decided {
+            level: self.level,
+            acls,
+            anywhere: self.anywhere(),
+            allowlist: self.reach.compact(),
+        }
+    }
+}
+
+/// The facts a rule was decided on when a claim link was made or a request
+/// was asked for: the level, the ACLs the rules name, and the reach. A key
+/// made later under that decision must be no stronger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decided {
+    pub level: Level,
+    pub acls: Vec<String>,
+    pub anywhere: bool,
+    /// The allowlist then, as one compact line: for the words only.
+    pub allowlist: String,
+}
+
+impl Decided {
+    /// What the key would have now that it did not have when this was
+    /// decided, in words; `None` when it is no stronger.
+    pub fn grown(&self, now: &Decided) -> Option<String> {
+        let mut more = Vec::new();
+        if now.level > self.level {
+            more.push(format!(
+                "it is now {} (was {})",
+                now.level.words(),
+                self.level.words()
+            ));
+        }
+        if now.anywhere && !self.anywhere {
+            more.push("it is now usable from any address".to_string());
+        }
+        let gained: Vec<&str> = now
+            .acls
+            .iter()
+            .filter(|a| !self.acls.contains(a))
+            .map(String::as_str)
+            .collect();
+        if !gained.is_empty() {
+            more.push(format!("the user now has {}", gained.join(", ")));
+        }
+        (!more.is_empty()).then(|| more.join("; "))
+    }
+
+    /// What was decided, in words: "a limited key, usable only from 45.76.11.0/24".
+    pub fn words(&self) -> String {
+        let reach = if self.anywhere {
+            "usable from any address".to_string()
+        } else if self.allowlist.is_empty() {
+            "with no allowlist entry reported".to_string()
+        } else {
+            format!("usable only from {}", self.allowlist.replace(',', ", "))
+        };
+        format!("a {} key, {reach}", self.level.words())
+    }
+
+    /// The ACLs as one stored line.
+    pub fn acl_line(&self) -> String {
+        self.acls.join(",")
+    }
+
+    /// Read back from its stored columns; `None` when nothing was recorded
+    /// (a link or request from before this was kept).
+    pub fn from_columns(
+        level: Option<&str>,
+        acls: Option<&str>,
+        anywhere: Option<bool>,
+        allowlist: Option<&str>,
+    ) -> Option<Self> {
+        let level = Level::parse(level?)?;
+        let acls = acls
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        Some(Self {
+            level,
+            acls,
+            anywhere: anywhere.unwrap_or(true),
+            allowlist: allowlist.unwrap_or_default().to_string(),
+        })
     }
 }
 
@@ -242,6 +364,84 @@ mod tests {
             "{e}"
         );
         assert!(Powers::with_sensitive(&acls(&["manage_users"])).is_err());
+    }
+
+    #[test]
+    fn missing_acls_count_as_root_equivalent() {
+        let p = Powers::default();
+        let unknown = Capability::of(&p, None, vec![]);
+        assert_eq!(unknown.level, Level::Root);
+        assert!(unknown.acls_unknown && unknown.summary().contains("did not report"));
+        let none = Capability::of(&p, Some(&[]), vec![]);
+        assert_eq!(none.level, Level::Limited, "an empty list is known: no ACL");
+        let named = acls(&["billing"]);
+        assert_eq!(
+            unknown.decided(&named).acls,
+            named,
+            "unknown ACLs hold every named one"
+        );
+        assert!(none.decided(&named).acls.is_empty());
+    }
+
+    #[test]
+    fn a_decision_is_outgrown_by_more_level_reach_or_named_acls() {
+        let p = Powers::default();
+        let named = acls(&["dns"]);
+        let narrow = vec![crate::allowlist::Entry {
+            subnet: "45.76.11.0".into(),
+            subnet_size: Some(24),
+            ..Default::default()
+        }];
+        let any = vec![crate::allowlist::Entry {
+            subnet: "0.0.0.0".into(),
+            subnet_size: Some(0),
+            ..Default::default()
+        }];
+        let then = Capability::of(&p, Some(&acls(&["subscriptions_view"])), narrow.clone())
+            .decided(&named);
+        let same = Capability::of(
+            &p,
+            Some(&acls(&["subscriptions_view", "support"])),
+            narrow.clone(),
+        );
+        assert_eq!(
+            then.grown(&same.decided(&named)),
+            None,
+            "an unnamed limited ACL changes nothing"
+        );
+        let root = Capability::of(&p, Some(&acls(&["manage_users"])), narrow.clone());
+        assert!(
+            then.grown(&root.decided(&named))
+                .is_some_and(|w| w.contains("root"))
+        );
+        let wide = Capability::of(&p, Some(&acls(&["subscriptions_view"])), any);
+        assert!(
+            then.grown(&wide.decided(&named))
+                .is_some_and(|w| w.contains("any address"))
+        );
+        let dns = Capability::of(&p, Some(&acls(&["dns"])), narrow.clone());
+        assert!(
+            then.grown(&dns.decided(&named))
+                .is_some_and(|w| w.contains("dns"))
+        );
+        let weaker = Capability::of(&p, Some(&[]), narrow).decided(&named);
+        assert_eq!(
+            root.decided(&named).grown(&weaker),
+            None,
+            "weaker is never refused"
+        );
+        let back = Decided::from_columns(
+            Some("limited"),
+            Some("dns"),
+            Some(false),
+            Some("45.76.11.0/24"),
+        );
+        assert_eq!(back, Some(dns.decided(&named)));
+        assert_eq!(
+            dns.decided(&named).words(),
+            "a limited key, usable only from 45.76.11.0/24"
+        );
+        assert_eq!(Decided::from_columns(None, None, None, None), None);
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub struct Approval {
     pub result_id: Option<String>,
     /// The allowlist entry (CIDR) an `AllowlistAdd` request adds.
     pub subnet: Option<String>,
+    /// What the rules were decided on when it was asked for (none for a
+    /// request from before this was kept, or one that makes no key).
+    pub decided_level: Option<String>,
+    pub decided_acls: Option<String>,
+    pub decided_anywhere: Option<bool>,
+    pub decided_allowlist: Option<String>,
 }
 
 impl Approval {
@@ -54,6 +60,16 @@ impl Approval {
             approval_id: Some(self.id.clone()),
             ..base
         }
+    }
+
+    /// What the request was decided on: what an approver approves.
+    pub fn decided(&self) -> Option<crate::powers::Decided> {
+        crate::powers::Decided::from_columns(
+            self.decided_level.as_deref(),
+            self.decided_acls.as_deref(),
+            self.decided_anywhere,
+            self.decided_allowlist.as_deref(),
+        )
     }
 
     pub fn is_requester(&self, email: &str) -> bool {
@@ -102,12 +118,14 @@ pub struct NewApproval {
     pub requested_by: String,
     /// The allowlist entry (CIDR) an `AllowlistAdd` request would add.
     pub subnet: Option<String>,
+    /// The user's facts the rules were decided on, read when it was asked.
+    pub decided: Option<crate::powers::Decided>,
 }
 
 macro_rules! select_approvals {
     ($rest:literal) => {
         concat!(
-            "SELECT id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state, decided_by, decided_ms, comment, executed_ms, result_id, subnet FROM approvals ",
+            "SELECT id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state, decided_by, decided_ms, comment, executed_ms, result_id, subnet, decided_level, decided_acls, decided_anywhere, decided_allowlist FROM approvals ",
             $rest
         )
     };
@@ -144,8 +162,8 @@ impl Approvals {
         let now = self.db.now_ms().await?;
         on_pool!(write, &self.db, |p| {
             sqlx::query(
-                "INSERT INTO approvals (id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state, subnet)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending', $14)",
+                "INSERT INTO approvals (id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state, subnet, decided_level, decided_acls, decided_anywhere, decided_allowlist)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending', $14, $15, $16, $17, $18)",
             )
             .bind(id)
             .bind(a.action.as_str())
@@ -162,6 +180,10 @@ impl Approvals {
             .bind(now)
             .bind(now.saturating_add(self.ttl_ms))
             .bind(&a.subnet)
+            .bind(a.decided.as_ref().map(|d| d.level.as_str()))
+            .bind(a.decided.as_ref().map(crate::powers::Decided::acl_line))
+            .bind(a.decided.as_ref().map(|d| d.anywhere))
+            .bind(a.decided.as_ref().map(|d| d.allowlist.clone()))
             .execute(p)
             .await?
             .rows_affected()

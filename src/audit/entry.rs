@@ -398,6 +398,56 @@ impl Filter {
 mod tests {
     use super::*;
 
+    /// Whether each action gives access (the hold refuses it, an
+    /// offboarding waits for it), for an intent that names nothing, one
+    /// that names a key, and one that switches API access on or off. The
+    /// match has no wildcard: a new action must be decided here on purpose.
+    fn gives(action: AuditAction) -> [bool; 4] {
+        use AuditAction as A;
+        match action {
+            A::KeyCreate | A::KeyRotate | A::GrantCreate | A::GrantClaim => [true; 4],
+            A::UserAllowlistAdd | A::UserAllowlistRemove => [true; 4],
+            A::ApprovalRequest => [false, true, true, false],
+            A::UserApiAccess => [false, false, true, false],
+            A::KeyRevoke
+            | A::CsrfRejected
+            | A::AccessDenied
+            | A::UserOffboard
+            | A::KeysCleanup
+            | A::GrantRevoke
+            | A::GrantExpire
+            | A::NoticeRun
+            | A::ApprovalApprove
+            | A::ApprovalDeny
+            | A::ApprovalExpire
+            | A::ApprovalWithdraw
+            | A::UserReinstate
+            | A::AccessSignin
+            | A::AccessSignout => [false; 4],
+        }
+    }
+
+    #[test]
+    fn every_action_says_whether_it_gives_access() {
+        for action in AuditAction::ALL {
+            let bare = Intent::system(action);
+            let named = Intent {
+                key_name: Some("ci".into()),
+                ..Intent::system(action)
+            };
+            let on = Intent {
+                api_enabled: Some(true),
+                ..Intent::system(action)
+            };
+            let off = Intent {
+                api_enabled: Some(false),
+                ..Intent::system(action)
+            };
+            let got = [bare, named, on, off].map(|i| i.gives_access());
+            assert_eq!(got, gives(action), "{action}");
+        }
+    }
+
     #[test]
     fn actions_keep_their_stored_names() {
         for a in AuditAction::ALL {

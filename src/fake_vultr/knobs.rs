@@ -318,6 +318,23 @@ impl FakeVultr {
         }
     }
 
+    /// Leaves a user's ACLs out of every answer, as a changed API might.
+    pub fn set_user_acls_missing(&self, user_id: &str) {
+        for u in lock(&self.inner.data).users.iter_mut() {
+            if u.id == user_id {
+                u.acls = None;
+            }
+        }
+    }
+
+    /// Replaces a user's allowlist with these entries as they are, readable
+    /// or not.
+    pub fn set_allowlist_entries(&self, user_id: &str, entries: Vec<crate::allowlist::Entry>) {
+        lock(&self.inner.data)
+            .allowlists
+            .insert(user_id.to_string(), entries);
+    }
+
     /// Changes a user's email, as the console would.
     pub fn set_user_email(&self, user_id: &str, email: &str) {
         for u in lock(&self.inner.data).users.iter_mut() {

@@ -86,12 +86,29 @@ pub struct Grant {
     pub key_id: Option<String>,
     pub ended_by: Option<String>,
     pub ended_ms: Option<i64>,
+    /// What the rules were decided on when the link was made (none for a
+    /// link from before this was kept).
+    pub decided_level: Option<String>,
+    pub decided_acls: Option<String>,
+    pub decided_anywhere: Option<bool>,
+    pub decided_allowlist: Option<String>,
 }
 
 impl Grant {
     /// Whether `email` is the grant's owner (emails compare case-insensitively).
     pub fn is_owner(&self, email: &str) -> bool {
         crate::email::same_email(&self.user_email, email)
+    }
+
+    /// What the link was decided on; `None` for a link made before
+    /// keydesk kept it.
+    pub fn decided(&self) -> Option<crate::powers::Decided> {
+        crate::powers::Decided::from_columns(
+            self.decided_level.as_deref(),
+            self.decided_acls.as_deref(),
+            self.decided_anywhere,
+            self.decided_allowlist.as_deref(),
+        )
     }
 
     /// The tag put into the created key's name, so a claim whose answer was
@@ -131,6 +148,8 @@ pub struct NewGrant {
     pub date_expire: Option<String>,
     pub reason: Option<String>,
     pub created_by: String,
+    /// The user's facts the rules were decided on, read when it was made.
+    pub decided: crate::powers::Decided,
 }
 
 /// A fresh grant id: 160 random bits from the OS-seeded CSPRNG, hex.
@@ -149,7 +168,7 @@ pub fn plausible_id(s: &str) -> bool {
 macro_rules! select_grants {
     ($rest:literal) => {
         concat!(
-            "SELECT id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state, claimed_by, claim_ms, key_id, ended_by, ended_ms FROM grants ",
+            "SELECT id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state, claimed_by, claim_ms, key_id, ended_by, ended_ms, decided_level, decided_acls, decided_anywhere, decided_allowlist FROM grants ",
             $rest
         )
     };
@@ -181,8 +200,8 @@ impl Grants {
         let id = new_id();
         on_pool!(write, &self.db, |p| {
             sqlx::query(
-                "INSERT INTO grants (id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')",
+                "INSERT INTO grants (id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state, decided_level, decided_acls, decided_anywhere, decided_allowlist)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13)",
             )
             .bind(&id)
             .bind(&g.user_id)
@@ -193,6 +212,10 @@ impl Grants {
             .bind(&g.created_by)
             .bind(now)
             .bind(now.saturating_add(self.ttl_ms))
+            .bind(g.decided.level.as_str())
+            .bind(g.decided.acl_line())
+            .bind(g.decided.anywhere)
+            .bind(&g.decided.allowlist)
             .execute(p)
             .await?
             .rows_affected()
@@ -309,6 +332,19 @@ impl Grants {
     ) -> Result<bool, sqlx::Error> {
         self.transition(id, from, GrantState::Claimed, None, Some(key_id))
             .await
+    }
+
+    /// A claim whose key was undone because its user's offboarding began
+    /// while it was at Vultr: the link ends, never to be claimed again.
+    pub async fn undone(&self, id: &str, key_id: Option<&str>) -> Result<bool, sqlx::Error> {
+        self.transition(
+            id,
+            GrantState::Claiming,
+            GrantState::Revoked,
+            Some("keydesk"),
+            key_id,
+        )
+        .await
     }
 
     /// Nothing was created: the grant can be claimed again.

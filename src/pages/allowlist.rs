@@ -137,6 +137,7 @@ pub async fn add_submit(
             why,
             requested_by: ctx.who.email.clone(),
             subnet: Some(net.to_string()),
+            decided: Some(cap.decided(&ctx.state.approval.named_acls())),
         };
         return super::approvals::request(&ctx, claim, new).await;
     }

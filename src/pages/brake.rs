@@ -127,6 +127,7 @@ pub async fn brake_submit(
             why,
             requested_by: ctx.who.email.clone(),
             subnet: None,
+            decided: Some(cap.decided(&ctx.state.approval.named_acls())),
         };
         return super::approvals::request(&ctx, claim, new).await;
     }

@@ -15,7 +15,7 @@ pub async fn of(state: &AppState, user: &User) -> Result<Capability, AppError> {
     let allowlist = state.vultr.allowlist(&id).await?;
     Ok(Capability::of(
         &state.powers,
-        user.acls.as_deref().unwrap_or_default(),
+        user.acls.as_deref(),
         allowlist,
     ))
 }
@@ -30,23 +30,8 @@ pub async fn shown(state: &AppState, id: &VultrId) -> Result<Capability, AppErro
 /// The user and their capability as Vultr reports them now, uncached: what
 /// the approval rules read at the time of a write.
 pub async fn now(state: &AppState, id: &VultrId) -> Result<(User, Capability), AppError> {
-    state.vultr.invalidate_user(id);
-    let (user, allowlist) = tokio::join!(state.vultr.get_user(id), state.vultr.allowlist(id));
-    let user = user?;
-    let cap = Capability::of(
-        &state.powers,
-        user.acls.as_deref().unwrap_or_default(),
-        allowlist?,
-    );
-    Ok((user, cap))
+    let facts = crate::write::facts::read_now(state, id).await?;
+    Ok((facts.user, facts.cap))
 }
 
-/// `intent` with the level, ACLs and allowlist of the user at the time.
-pub fn stamp(intent: crate::audit::Intent, cap: &Capability) -> crate::audit::Intent {
-    crate::audit::Intent {
-        level: Some(cap.level.as_str().to_string()),
-        acls: Some(cap.acl_line()),
-        allowlist: Some(cap.reach.compact()),
-        ..intent
-    }
-}
+pub use crate::write::facts::stamp;

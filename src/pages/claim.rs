@@ -138,9 +138,8 @@ pub async fn claim_submit(
         }
     };
     // Vultr's word now, not a cached one: the owner must still be this user.
-    let (user, cap) = claim
-        .prepare(super::capability::now(&ctx.state, &user_id).await)
-        .await?;
+    let facts = claim.facts(&user_id).await?;
+    let user = &facts.user;
     let still_theirs = user
         .email
         .as_deref()
@@ -157,6 +156,26 @@ pub async fn claim_submit(
         return Err(AppError::Forbidden(
             "The Vultr account this link was made for no longer has your email address, so keydesk refused to create the key. Ask an operator for a new link.".into(),
         ));
+    }
+    // The rules again, with the facts read now: a key stronger than the
+    // link was decided on is refused, and the link withdrawn.
+    let refusal = Intent {
+        target_user_id: Some(grant.user_id.clone()),
+        target_user_email: user.email.clone(),
+        grant_id: Some(grant.id.clone()),
+        key_name: Some(grant.key_name.clone()),
+        ..Intent::system(AuditAction::GrantRevoke)
+    };
+    if let Err(grown) = claim
+        .within(grant.decided().as_ref(), &facts, refusal)
+        .await
+    {
+        if let Err(e) = ctx.state.grants.withdraw(&grant, "keydesk").await {
+            tracing::error!(error = %e, "outgrown claim link not withdrawn");
+        }
+        return Err(AppError::PowersChanged(format!(
+            "This user's powers changed since the link was made; ask for a new link. What changed: {grown}. keydesk withdrew this link and sent nothing to Vultr."
+        )));
     }
     // The one conditional claim: a second or concurrent one acts on nothing.
     let won = claim
@@ -187,6 +206,7 @@ pub async fn claim_submit(
         grant_id: Some(grant.id.clone()),
         ..ctx.intent(AuditAction::GrantClaim)
     };
+    let crate::write::Facts { user, cap } = facts;
     let intent = super::capability::stamp(intent, &cap);
     let call = ctx.state.vultr.create_key(&user_id, &body);
     let grants = &ctx.state.grants;
@@ -209,6 +229,8 @@ pub async fn claim_submit(
         Err(e) => {
             let marked = match e {
                 AppError::OutcomeUnknown { .. } => grants.unknown(&grant.id).await,
+                // Made and undone at once: the link ends here.
+                AppError::Held(..) => grants.undone(&grant.id, None).await,
                 _ => grants.reopen(&grant.id, GrantState::Claiming).await,
             };
             if let Err(db) = marked {

@@ -324,7 +324,7 @@ async fn run(
                 let cap = match (&owner, allowlist) {
                     (Ok(u), Ok(list)) => Some(crate::powers::Capability::of(
                         &group.state().powers,
-                        u.acls.as_deref().unwrap_or_default(),
+                        u.acls.as_deref(),
                         list,
                     )),
                     _ => None,

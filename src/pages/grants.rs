@@ -99,20 +99,18 @@ pub async fn grant_create(
         return user_page(&ctx, &id, form, StatusCode::UNPROCESSABLE_ENTITY).await;
     };
     // The owner is whoever Vultr says this user is, now.
-    let (user, cap) = claim
-        .prepare(super::capability::now(&ctx.state, &id).await)
-        .await?;
-    let Some(email) = user.email.clone().filter(|e| !e.trim().is_empty()) else {
+    let facts = claim.facts(&id).await?;
+    let Some(email) = facts.user.email.clone().filter(|e| !e.trim().is_empty()) else {
         claim.release().await;
         return Err(AppError::BadRequest(
             "This Vultr user has no email address, so no one could claim a link. Use Add Key instead.".into(),
         ));
     };
-    if let Some(why) = ctx.state.approval.why(Change::Key(&body, &cap)) {
+    if let Some(why) = ctx.state.approval.why(Change::Key(&body, &facts.cap)) {
         let new = key_request(
             &ctx,
             ApprovalAction::GrantCreate,
-            &user,
+            &facts,
             None,
             body,
             form.reason(),
@@ -127,6 +125,7 @@ pub async fn grant_create(
         date_expire: body.date_expire.clone(),
         reason: form.reason(),
         created_by: ctx.who.email.clone(),
+        decided: facts.decided(&ctx.state),
     };
     let intent = Intent {
         target_user_id: Some(id.to_string()),
@@ -136,7 +135,7 @@ pub async fn grant_create(
         reason: form.reason(),
         ..ctx.intent(AuditAction::GrantCreate)
     };
-    let intent = super::capability::stamp(intent, &cap);
+    let intent = super::capability::stamp(intent, &facts.cap);
     let grant = claim
         .store(
             intent,

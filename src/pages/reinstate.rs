@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::paths::{self, UserPath};
 use super::{Layout, render};
 use crate::approvals::{ApprovalAction, NewApproval};
-use crate::audit::{AuditAction, Intent};
+use crate::audit::{AuditAction, Intent, Outcome};
 use crate::error::AppError;
 use crate::holds::Hold;
 use crate::idempotency::Scope;
@@ -114,6 +114,24 @@ pub async fn reinstate_submit(
         }
     };
     let hold = claim.prepare(standing(&ctx, &id).await).await?;
+    // A leaver never lifts their own hold, whatever their role.
+    let own = hold
+        .user_email
+        .as_deref()
+        .is_some_and(|e| crate::email::same_email(e, &ctx.who.email));
+    if own {
+        claim.release().await;
+        let refused = Intent {
+            target_user_id: Some(id.to_string()),
+            target_user_email: hold.user_email.clone(),
+            reason: Some("a held person tried to reinstate themselves".into()),
+            ..ctx.intent(AuditAction::AccessDenied)
+        };
+        ctx.state.audit.record(&refused, Outcome::Failed).await;
+        return Err(AppError::Forbidden(
+            "You are the person this hold is on: someone else must reinstate you. Nothing was changed.".into(),
+        ));
+    }
     let intent = Intent {
         target_user_id: Some(id.to_string()),
         target_user_email: hold.user_email.clone(),
@@ -142,6 +160,7 @@ pub async fn reinstate_submit(
             why: "reinstating an offboarded user needs a second person (api-access-on)".into(),
             requested_by: ctx.who.email.clone(),
             subnet: None,
+            decided: None,
         };
         return super::approvals::request(&ctx, claim, new).await;
     }

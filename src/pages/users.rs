@@ -302,7 +302,7 @@ pub async fn user_page(
     let offboarding = record.offboarding.filter(|o| o.running() || o.unfinished());
     let (user, mut keys) = (user?, keys?);
     let allowlist_unread = allowlist.is_err();
-    let acls = user.acls.as_deref().unwrap_or_default();
+    let acls = user.acls.as_deref();
     let cap = crate::powers::Capability::of(&state.powers, acls, allowlist.unwrap_or_default());
     let never_shown = lost_creates(state, id, record.lost, &keys).await;
     keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));

@@ -32,8 +32,11 @@ use crate::ids::VultrId;
 use crate::state::AppState;
 use crate::vultr::VultrError;
 
+pub mod facts;
 mod group;
+mod late_hold;
 
+pub use facts::Facts;
 pub use group::{Group, StepOutcome};
 
 /// One signed-in request: the state, who is asking, their browser session
@@ -276,6 +279,14 @@ impl Claimed<'_> {
             Ok(done) => {
                 let id = result_id(&done);
                 state.tokens.complete(&self.token, id.clone()).await;
+                // An offboarding that began while the call was at Vultr:
+                // what it gave is undone at once and never shown. Undone
+                // before this entry settles, so an offboarding waiting for
+                // this user's writes in flight lists the keys after it.
+                let undone = match late_hold::appeared(state, &intent).await {
+                    Some(hold) => Some(late_hold::undo(state, &hold, &intent, id.as_deref()).await),
+                    None => None,
+                };
                 state
                     .audit
                     .settle(
@@ -286,7 +297,10 @@ impl Claimed<'_> {
                         },
                     )
                     .await;
-                Ok(done)
+                match undone {
+                    Some(refused) => Err(refused),
+                    None => Ok(done),
+                }
             }
             Err(e) => {
                 let unknown = matches!(e, VultrError::OutcomeUnknown(_));

@@ -19,7 +19,7 @@ use crate::pages::grants::{GrantCreatedView, mail_link};
 use crate::pages::keys::{reveal, reveal_to_owner};
 use crate::pages::{paths, render};
 use crate::vultr::NewApiKey;
-use crate::write::{Claimed, Ctx};
+use crate::write::{Claimed, Ctx, Facts};
 
 /// `POST /approvals/{id}/execute`: the requester carries out an approved
 /// request, once: an operator, or an owner their own key's request. A key is
@@ -69,6 +69,8 @@ pub async fn approval_execute(
             let marked = match e {
                 AppError::OutcomeUnknown { .. } => approvals.done(&a.id, None).await,
                 AppError::Gone(_) => approvals.void(&a.id).await,
+                // Refused or undone for an offboarding: it covers a leaver no more.
+                AppError::Held(..) => approvals.void(&a.id).await,
                 _ => approvals.reopen(&a.id).await,
             };
             if let Err(db) = marked {
@@ -115,23 +117,20 @@ async fn carry_out(
     };
     match a.action {
         ApprovalAction::KeyCreate | ApprovalAction::KeyRotate => {
-            let (user, old) = match (&a.action, &a.key_id) {
+            let facts = claim.facts(user_id).await?;
+            let old = match (&a.action, &a.key_id) {
                 (ApprovalAction::KeyRotate, Some(k)) => {
                     let key_id = VultrId::parse(k)?;
-                    let (u, old) = claim
+                    let (_, old) = claim
                         .prepare(state.vultr.get_user_and_key(user_id, &key_id).await)
                         .await?;
-                    (u, Some(old))
+                    Some(old)
                 }
-                _ => (
-                    claim.prepare(state.vultr.get_user(user_id).await).await?,
-                    None,
-                ),
+                _ => None,
             };
-            same_recipient(ctx, &claim, a, &user).await?;
-            let cap = claim
-                .prepare(crate::pages::capability::of(state, &user).await)
-                .await?;
+            same_recipient(ctx, &claim, a, &facts.user).await?;
+            as_approved(&claim, a, &facts).await?;
+            let Facts { user, cap } = facts;
             let action = if old.is_some() {
                 AuditAction::KeyRotate
             } else {
@@ -157,8 +156,11 @@ async fn carry_out(
             Ok((page, Some(id)))
         }
         ApprovalAction::GrantCreate => {
-            let user = claim.prepare(state.vultr.get_user(user_id).await).await?;
-            same_recipient(ctx, &claim, a, &user).await?;
+            let facts = claim.facts(user_id).await?;
+            same_recipient(ctx, &claim, a, &facts.user).await?;
+            as_approved(&claim, a, &facts).await?;
+            let decided = facts.decided(state);
+            let user = facts.user;
             let Some(email) = user.email.clone().filter(|e| !e.trim().is_empty()) else {
                 claim.release().await;
                 return Err(AppError::BadRequest(
@@ -173,6 +175,7 @@ async fn carry_out(
                 date_expire: body.date_expire.clone(),
                 reason: a.reason.clone(),
                 created_by: a.requested_by.clone(),
+                decided,
             };
             let intent = stamp(Intent {
                 target_user_id: Some(a.user_id.clone()),
@@ -250,14 +253,17 @@ async fn carry_out(
             Ok((Redirect::to(&paths::user(&a.user_id)).into_response(), None))
         }
         ApprovalAction::ApiAccessOn => {
-            let user = claim.prepare(state.vultr.get_user(user_id).await).await?;
-            same_recipient(ctx, &claim, a, &user).await?;
+            let facts = claim.facts(user_id).await?;
+            same_recipient(ctx, &claim, a, &facts.user).await?;
+            as_approved(&claim, a, &facts).await?;
+            let Facts { user, cap } = facts;
             let intent = stamp(Intent {
                 target_user_id: Some(a.user_id.clone()),
                 target_user_email: user.email.clone(),
                 api_enabled: Some(true),
                 ..ctx.intent(AuditAction::UserApiAccess)
             });
+            let intent = crate::pages::capability::stamp(intent, &cap);
             let call = state.vultr.set_api_enabled(user_id, true);
             claim.execute(intent, call, |_| None).await?;
             ctx.flash(
@@ -267,6 +273,24 @@ async fn carry_out(
             .await;
             Ok((Redirect::to(&paths::user(&a.user_id)).into_response(), None))
         }
+    }
+}
+
+/// Refuses (form given back, audited, 410: the request is void) a key or
+/// access stronger than what the approver approved: the user's powers or
+/// reach grew since the request was made.
+async fn as_approved(claim: &Claimed<'_>, a: &Approval, facts: &Facts) -> Result<(), AppError> {
+    let refusal = Intent {
+        target_user_id: Some(a.user_id.clone()),
+        target_user_email: facts.user.email.clone(),
+        approval_id: Some(a.id.clone()),
+        ..Intent::system(AuditAction::ApprovalWithdraw)
+    };
+    match claim.within(a.decided().as_ref(), facts, refusal).await {
+        Ok(()) => Ok(()),
+        Err(grown) => Err(AppError::Gone(format!(
+            "This user's powers changed since the request was approved ({grown}), so the approval no longer covers the key and was voided. Nothing was sent to Vultr; ask again with a new request."
+        ))),
     }
 }
 

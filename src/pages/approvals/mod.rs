@@ -18,7 +18,7 @@ use crate::idempotency::Scope;
 use crate::identity::{Role, Staff};
 use crate::ids::VultrId;
 use crate::state::AppState;
-use crate::vultr::{NewApiKey, User};
+use crate::vultr::NewApiKey;
 use crate::write::{Claimed, Ctx, Refusal};
 
 mod decide;
@@ -61,7 +61,8 @@ pub async fn request_as(
         target_user_id: Some(new.user_id.clone()),
         target_user_email: new.user_email.clone(),
         key_id: new.key_id.clone(),
-        key_name: new.key_name.clone(),
+        // An allowlist request names its entry: it gives access too.
+        key_name: new.key_name.clone().or_else(|| new.subnet.clone()),
         requested_expiry: new.date_expire.clone(),
         api_enabled: (new.action == ApprovalAction::ApiAccessOn).then_some(true),
         reason: new.reason.clone(),
@@ -91,7 +92,7 @@ pub async fn request_as(
 pub fn key_request(
     ctx: &Ctx,
     action: ApprovalAction,
-    user: &User,
+    facts: &crate::write::Facts,
     replaces: Option<&VultrId>,
     body: NewApiKey,
     reason: Option<String>,
@@ -99,8 +100,8 @@ pub fn key_request(
 ) -> NewApproval {
     NewApproval {
         action,
-        user_id: user.id.clone(),
-        user_email: user.email.clone(),
+        user_id: facts.user.id.clone(),
+        user_email: facts.user.email.clone(),
         key_id: replaces.map(VultrId::to_string),
         key_name: Some(body.name),
         expire: body.expire,
@@ -109,6 +110,7 @@ pub fn key_request(
         why,
         requested_by: ctx.who.email.clone(),
         subnet: None,
+        decided: Some(facts.decided(&ctx.state)),
     }
 }
 
@@ -278,6 +280,8 @@ pub struct ApprovalShowView {
     /// For a request that gives keys (or access back): what they can do and
     /// from where, as Vultr reports it now.
     pub capability: Option<crate::powers::Capability>,
+    /// Whether it makes a key or gives access: what was decided is shown.
+    pub gives_keys: bool,
 }
 
 async fn show_page(
@@ -326,6 +330,7 @@ async fn show_page(
     };
     let view = ApprovalShowView {
         capability,
+        gives_keys,
         layout: ctx.layout().await,
         withdraw_token,
         approval: a,

@@ -13,7 +13,7 @@ use crate::pages::approvals::key_request;
 use crate::pages::paths::UserPath;
 use crate::pages::users::user_page;
 use crate::policy::{Change, CreateKeyInput, KeyForm, validate};
-use crate::write::{Ctx, Refusal};
+use crate::write::{Ctx, Facts, Refusal};
 
 /// Creates a key for the user and reveals it once. A replay gets the
 /// "already created" page; a refused form a fresh one, with nothing sent.
@@ -54,14 +54,12 @@ pub async fn key_create(
     };
     // The user's email goes into the audit; this also 404s before any write.
     // Vultr's word now: the rules read the user's ACLs and allowlist.
-    let (user, cap) = claim
-        .prepare(crate::pages::capability::now(&ctx.state, &id).await)
-        .await?;
-    if let Some(why) = ctx.state.approval.why(Change::Key(&body, &cap)) {
+    let facts = claim.facts(&id).await?;
+    if let Some(why) = ctx.state.approval.why(Change::Key(&body, &facts.cap)) {
         let new = key_request(
             &ctx,
             ApprovalAction::KeyCreate,
-            &user,
+            &facts,
             None,
             body,
             form.reason(),
@@ -69,6 +67,7 @@ pub async fn key_create(
         );
         return crate::pages::approvals::request(&ctx, claim, new).await;
     }
+    let Facts { user, cap } = facts;
     let intent = super::new_key_intent(&ctx, AuditAction::KeyCreate, &user, &body, &form);
     let intent = crate::pages::capability::stamp(intent, &cap);
     let call = ctx.state.vultr.create_key(&id, &body);

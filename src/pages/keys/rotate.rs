@@ -101,12 +101,9 @@ pub async fn rotate_submit(
         }
     };
     // Vultr's word now: the rules read the user's ACLs and allowlist.
-    ctx.state.vultr.invalidate_user(&id);
-    let (user, old) = claim
+    let facts = claim.facts(&id).await?;
+    let (_, old) = claim
         .prepare(ctx.state.vultr.get_user_and_key(&id, &key_id).await)
-        .await?;
-    let cap = claim
-        .prepare(crate::pages::capability::of(&ctx.state, &user).await)
         .await?;
     // Same name as the key it replaces.
     input.name = Some(old.name.clone().unwrap_or_default());
@@ -116,11 +113,12 @@ pub async fn rotate_submit(
         let status = StatusCode::UNPROCESSABLE_ENTITY;
         return rotate_page(&ctx, (&id, &key_id), Some(form), status).await;
     };
-    if let Some(why) = ctx.state.approval.why(Change::Key(&body, &cap)) {
+    if let Some(why) = ctx.state.approval.why(Change::Key(&body, &facts.cap)) {
         let (action, old) = (ApprovalAction::KeyRotate, Some(&key_id));
-        let new = key_request(&ctx, action, &user, old, body, form.reason(), why);
+        let new = key_request(&ctx, action, &facts, old, body, form.reason(), why);
         return crate::pages::approvals::request(&ctx, claim, new).await;
     }
+    let crate::write::Facts { user, cap } = facts;
     let intent = Intent {
         related_key_id: Some(key_id.to_string()),
         ..super::new_key_intent(&ctx, AuditAction::KeyRotate, &user, &body, &form)

@@ -236,10 +236,8 @@ async fn make(
     let state = &ctx.state;
     // The rules read the ACLs (the owner was just read uncached) and the
     // allowlist as Vultr reports them now.
-    state.vultr.invalidate_user(id);
-    let cap = claim
-        .prepare(crate::pages::capability::of(state, &user).await)
-        .await?;
+    let facts = claim.facts(id).await?;
+    let cap = facts.cap.clone();
     let why = state
         .approval
         .why(Change::Key(&body, &cap))
@@ -249,7 +247,7 @@ async fn make(
             Some((k, _)) => (ApprovalAction::KeyRotate, Some(k)),
             None => (ApprovalAction::KeyCreate, None),
         };
-        let new = key_request(ctx, action, &user, old_id, body, form.reason(), why);
+        let new = key_request(ctx, action, &facts, old_id, body, form.reason(), why);
         return request_as(ctx, claim, new, Some(SELF_SERVICE)).await;
     }
     let action = match old {

@@ -110,6 +110,40 @@ async fn withdraw_open(
     out
 }
 
+/// How long an offboarding waits for the user's writes in flight: longer
+/// than the Vultr client's whole budget for one call.
+const IN_FLIGHT_BOUND: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// Waits until no write that could give the user a key is in flight, or
+/// the bound passes (a failed part, so the run stays unfinished).
+async fn wait_in_flight(
+    state: &AppState,
+    id: &VultrId,
+    group: &Group,
+    on_user: &impl Fn(AuditAction) -> Intent,
+) -> StepOutcome {
+    let started = tokio::time::Instant::now();
+    loop {
+        match state.offboardings.writes_in_flight(id.as_str()).await {
+            Ok(0) => return StepOutcome::Done,
+            Ok(n) if started.elapsed() >= IN_FLIGHT_BOUND => {
+                let why = format!(
+                    "{n} write(s) for this user still at Vultr after {} s: finish the offboarding again once they settle",
+                    IN_FLIGHT_BOUND.as_secs()
+                );
+                group.note(on_user(AuditAction::UserOffboard), &why).await;
+                return StepOutcome::Failed(why);
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Err(e) => {
+                let why = format!("the writes in flight could not be read: {e}");
+                group.note(on_user(AuditAction::UserOffboard), &why).await;
+                return StepOutcome::Failed(why);
+            }
+        }
+    }
+}
+
 impl Job {
     /// Runs every step, records progress, settles the group; the report.
     pub async fn run(self) -> Report {
@@ -158,6 +192,10 @@ impl Job {
             )
             .await;
         let withdrawn = withdraw_open(&state, &actor, &group, &id, &on_user).await;
+        // Writes that passed the hold check just before it was placed may
+        // still be at Vultr: wait for them (bounded), so the list sees what
+        // they made. A run that waited in vain does not say finished.
+        let settled = wait_in_flight(&state, &id, &group, &on_user).await;
         // The key list read after the brake, so a key made meanwhile is revoked too.
         let (keys, list_error) = match vultr.list_keys(&id).await {
             Ok(k) => (k, None),
@@ -222,13 +260,14 @@ impl Job {
         };
         let live = results.iter().filter(|r| r.outcome.still_live()).count();
         let finished = live == 0
+            && !settled.still_live()
             && !brake.still_live()
             && !hold.still_live()
             && list_error.is_none()
             && !withdrawn.iter().any(|w| w.outcome.still_live());
         group
             .finish(
-                [&hold, &brake, &listing]
+                [&hold, &brake, &settled, &listing]
                     .into_iter()
                     .chain(withdrawn.iter().map(|w| &w.outcome))
                     .chain(results.iter().map(|r| &r.outcome)),
