@@ -411,6 +411,32 @@ async fn exercise_new_tables(db: &Db, audit: &AuditStore) {
     assert!(lost.never_shown("u1").await.unwrap().contains("k-found"));
 
     let runs = keydesk::offboardings::Offboardings::new(db.clone());
+    // What an offboarding waits for: a create of this user still at Vultr.
+    assert_eq!(runs.writes_in_flight("u-flight").await.unwrap(), 0);
+    let at_vultr = keydesk::audit::Intent {
+        target_user_id: Some("u-flight".into()),
+        key_name: Some("ci".into()),
+        ..keydesk::audit::Intent::system(keydesk::audit::AuditAction::KeyCreate)
+    };
+    let pending = audit.intent(&at_vultr).await.unwrap();
+    let brake_off = keydesk::audit::Intent {
+        target_user_id: Some("u-flight".into()),
+        api_enabled: Some(false),
+        ..keydesk::audit::Intent::system(keydesk::audit::AuditAction::UserApiAccess)
+    };
+    let off = audit.intent(&brake_off).await.unwrap();
+    assert_eq!(
+        runs.writes_in_flight("u-flight").await.unwrap(),
+        1,
+        "the brake gives nothing"
+    );
+    audit
+        .settle(pending, keydesk::audit::Outcome::Ok.settled())
+        .await;
+    audit
+        .settle(off, keydesk::audit::Outcome::Ok.settled())
+        .await;
+    assert_eq!(runs.writes_in_flight("u-flight").await.unwrap(), 0);
     runs.start(id, "u1", "a@x").await.unwrap();
     runs.progress(id, Some(3), 2).await.unwrap();
     let o = runs.latest_for_user("u1").await.unwrap().unwrap();
@@ -437,6 +463,7 @@ async fn exercise_new_tables(db: &Db, audit: &AuditStore) {
         why: "rule".into(),
         requested_by: "A@x".into(),
         subnet: None,
+        decided: None,
     };
     let a = approvals
         .create(&keydesk::approvals::new_id(), &new)
@@ -491,9 +518,20 @@ async fn claim_links_move_once_through_their_states_on_both_engines() {
             date_expire: Some("2030-01-01T00:00:00Z".into()),
             reason: None,
             created_by: "op@x".into(),
+            decided: keydesk::powers::Decided {
+                level: keydesk::powers::Level::Sensitive,
+                acls: vec!["billing".into(), "dns".into()],
+                anywhere: true,
+                allowlist: "0.0.0.0/0,45.76.11.0/24".into(),
+            },
         };
         let g = grants.create(&new).await.unwrap();
         assert_eq!(g.state, GrantState::Pending, "{engine}");
+        assert_eq!(
+            g.decided(),
+            Some(new.decided.clone()),
+            "{engine}: what it was decided on"
+        );
         assert!(g.is_owner("ada@example.com"));
         // Eight concurrent claims: exactly one moves it.
         let mut set = tokio::task::JoinSet::new();
@@ -585,12 +623,14 @@ async fn approval_requests_are_decided_and_run_once_on_both_engines() {
             why: "no expiry".into(),
             requested_by: "Req@X".into(),
             subnet: None,
+            decided: None,
         };
         // An allowlist entry waiting for a second person keeps its entry.
         let widen = NewApproval {
             action: ApprovalAction::AllowlistAdd,
             key_name: None,
             subnet: Some("45.32.0.0/16".into()),
+            decided: None,
             ..new.clone()
         };
         let w = approvals.create(&new_id(), &widen).await.unwrap();
