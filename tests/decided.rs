@@ -372,7 +372,6 @@ async fn a_create_in_flight_when_an_offboarding_begins_is_undone_and_never_shown
     assert_eq!(undone.len(), 1);
     assert_eq!(undone[0].intent.group_id, hold.group_id);
     assert_eq!(undone[0].outcome, "ok");
-    let _ = offboard_as;
 }
 
 #[tokio::test]
@@ -430,4 +429,57 @@ async fn a_request_to_widen_a_held_users_allowlist_is_refused_when_asked() {
             .count("POST", &format!("/v2/users/{alice}/ip-whitelist")),
         0
     );
+}
+
+#[tokio::test]
+async fn a_claim_in_flight_when_an_offboarding_begins_is_undone_and_the_link_ends() {
+    let (app, alice) = app_with_alice(&[]).await;
+    let path = link_for(&app, &alice).await;
+    let before = app.fake.keys_of(&alice).len();
+    app.fake.hold("POST", &format!("/v2/users/{alice}/apikeys"));
+    let owner = client(Some(ALICE));
+    let claiming = {
+        let page = get_text(&owner, app.url(&path)).await;
+        let token = hidden_token(&page);
+        let (owner, url) = (owner.clone(), app.url(&path));
+        tokio::spawn(async move {
+            let r = post_as(&owner, url, &[("form_token", token.as_str())]).await;
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    within("the claim reaches Vultr", async {
+        while app.fake.held() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let offboarding = {
+        let (app_url, alice) = (app.url(""), alice.clone());
+        let other = client(Some(OTHER));
+        tokio::spawn(async move {
+            let path = format!("{app_url}/users/{alice}/offboard");
+            let page = get_text(&other, &path).await;
+            let token = hidden_token(&page);
+            let form = [("form_token", token.as_str()), ("reason", "left, HR-9")];
+            post_as(&other, &path, &form).await.status().as_u16()
+        })
+    };
+    within("the hold is placed", async {
+        while app.state.holds.get(&alice).await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(!offboarding.is_finished(), "it waits for the claim");
+    app.fake.release();
+    let (status, body) = within("the claim answers", claiming).await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(revealed_key(&body).is_none(), "never shown");
+    assert_eq!(within("the offboarding ends", offboarding).await.unwrap(), 200);
+    assert_eq!(creates(&app), 1);
+    assert!(app.fake.keys_of(&alice).is_empty(), "no live key for the leaver");
+    assert_eq!(deletes(&app), before + 1, "each key deleted once");
+    let gid = path.rsplit('/').next().unwrap();
+    let g = app.state.grants.get(gid).await.unwrap().unwrap();
+    assert_eq!(g.state.as_str(), "revoked", "the link ends");
 }
