@@ -60,10 +60,12 @@ impl PostQuota {
         if self.limiter.len() > RETAIN_ABOVE {
             self.limiter.retain_recent();
         }
-        self.limiter.check_key(&who.to_string()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.limiter.clock().now());
-            Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64)
-        })
+        self.limiter
+            .check_key(&who.to_string())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64)
+            })
     }
 }
 

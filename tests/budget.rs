@@ -81,11 +81,19 @@ async fn twenty_forms_from_a_stranger_cost_at_most_one_list_read() {
     assert_eq!(&statuses[..10], &[403; 10], "{statuses:?}");
     assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
     let r = limited.remove(0);
-    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&wait), "Retry-After {wait}");
     let page = r.text().await.unwrap();
     assert!(page.contains("Nothing was done"), "{page}");
-    assert_eq!(audited(&app).await, audit_before, "a refusal writes nothing");
+    assert_eq!(
+        audited(&app).await,
+        audit_before,
+        "a refusal writes nothing"
+    );
 }
 
 /// The quota is per person: one person's refusals leave another's forms
@@ -117,7 +125,11 @@ async fn the_quota_is_per_person_and_a_limited_form_sends_nothing() {
     // The third, with a good token: limited, nothing read, sent or written.
     let r = post_as(&ada, revoke.clone(), &[("form_token", &token), CONFIRMED]).await;
     assert_eq!(r.status(), 429);
-    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((2..=60).contains(&wait), "Retry-After {wait}");
     assert_eq!(app.fake.requests().len(), requests, "nothing reached Vultr");
     assert_eq!(audited(&app).await, entries, "nothing audited");
@@ -143,7 +155,10 @@ async fn an_owners_form_reads_the_owner_once_uncached_and_no_list() {
     let ada = client(Some(ADA));
     let url = app.url(&format!("/me/keys/{key}/revoke"));
     let token = hidden_token(&get_text(&ada, url.clone()).await);
-    let (lists, user_reads) = (list_reads(&app), exactly(&app, "GET", &format!("/v2/users/{id}")));
+    let (lists, user_reads) = (
+        list_reads(&app),
+        exactly(&app, "GET", &format!("/v2/users/{id}")),
+    );
     let r = post_as(&ada, url, &[("form_token", &token), CONFIRMED]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(list_reads(&app), lists, "no list read at submit");
@@ -234,7 +249,10 @@ async fn opening_the_cleanup_page_starts_no_scan() {
     let (status, page) = app.get("/reports/keys/revoke-expired").await;
     assert_eq!(status, 200);
     assert!(page.contains("id=\"cleanup-scan-form\""), "{page}");
-    assert!(!page.contains("http-equiv=\"refresh\""), "nothing to wait for");
+    assert!(
+        !page.contains("http-equiv=\"refresh\""),
+        "nothing to wait for"
+    );
     // Nothing reached Vultr and no scan runs.
     assert_eq!(app.fake.requests().len(), before);
     let snap = app.state.reports.snapshot().await.unwrap();
@@ -243,11 +261,7 @@ async fn opening_the_cleanup_page_starts_no_scan() {
     // The button: a POST with its token, back to the clean-up page.
     let token = hidden_token(&page);
     let r = app
-        .submit(
-            "/reports/keys/scan",
-            &token,
-            &[("then", "revoke-expired")],
-        )
+        .submit("/reports/keys/scan", &token, &[("then", "revoke-expired")])
         .await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/reports/keys/revoke-expired");
@@ -258,11 +272,7 @@ async fn opening_the_cleanup_page_starts_no_scan() {
     // The same button again: a replay starts nothing more.
     let reads = list_reads(&app);
     let r = app
-        .submit(
-            "/reports/keys/scan",
-            &token,
-            &[("then", "revoke-expired")],
-        )
+        .submit("/reports/keys/scan", &token, &[("then", "revoke-expired")])
         .await;
     assert_eq!(r.status(), 303);
     scan_idle(&app).await;
@@ -319,9 +329,18 @@ async fn a_gate_mistake_opens_no_staff_page() {
         .route("/approvals", get(approvals::approvals_list))
         .route("/notices", get(notices::notices_list))
         .route("/reports/keys", get(reports::keys_report))
-        .route("/reports/keys/revoke-expired", get(cleanup::cleanup_confirm))
-        .route("/reports/keys/privileged", get(privileged::privileged_report))
-        .route("/reports/keys/privileged.csv", get(privileged::privileged_csv))
+        .route(
+            "/reports/keys/revoke-expired",
+            get(cleanup::cleanup_confirm),
+        )
+        .route(
+            "/reports/keys/privileged",
+            get(privileged::privileged_report),
+        )
+        .route(
+            "/reports/keys/privileged.csv",
+            get(privileged::privileged_csv),
+        )
         .route("/audit", get(audit::audit_list))
         .route("/audit.csv", get(audit::audit_csv))
         .route("/audit.jsonl", get(audit::audit_jsonl))
