@@ -54,6 +54,10 @@ pub enum AppError {
     Internal(String),
     #[error("request headers too large")]
     HeadersTooLarge,
+    /// Too many forms from one person: the words, and the seconds until the
+    /// next is accepted (`Retry-After`).
+    #[error("{0}")]
+    TooMany(String, u64),
 }
 
 /// What the error page shows.
@@ -117,6 +121,7 @@ impl AppError {
                 "Request headers too large",
                 "The request carried more headers than keydesk accepts. Clear this site's cookies and retry.".to_string(),
             ),
+            AppError::TooMany(m, _) => (StatusCode::TOO_MANY_REQUESTS, "Too many requests", m.clone()),
             AppError::Upstream(e) => upstream_page(e),
             AppError::OutcomeUnknown { detail, .. } => {
                 upstream_page(&VultrError::OutcomeUnknown(detail.clone()))
@@ -202,6 +207,10 @@ impl IntoResponse for AppError {
             _ => tracing::info!(status = page.status.as_u16(), error = %self, "request refused"),
         }
         let mut resp = page.status.into_response();
+        if let AppError::TooMany(_, secs) = &self {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, (*secs).into());
+        }
         resp.extensions_mut().insert(page);
         resp
     }

@@ -3,12 +3,16 @@
 //! Vultr ids are short hex strings or UUIDs. Anything else (`..`, `/`, NUL,
 //! 5,000 characters) is refused when the path is extracted, so no id can steer
 //! keydesk to another upstream path and no later code checks again.
+//!
+//! Vultr spells its ids in lower case. An id is put in that one canonical
+//! spelling here, once, so holds, intents, claim links, form scopes and the
+//! brake all key on the same text whatever case a URL used.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A plain Vultr id: 1 to 64 of `[A-Za-z0-9_-]`.
+/// A plain Vultr id: 1 to 64 of `[A-Za-z0-9_-]`, kept in lower case.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct VultrId(String);
@@ -19,14 +23,14 @@ pub struct VultrId(String);
 pub struct InvalidId;
 
 impl VultrId {
-    /// Parses `raw`, or refuses it.
+    /// Parses `raw` into its canonical (lower-case) spelling, or refuses it.
     pub fn parse(raw: &str) -> Result<Self, InvalidId> {
         let ok = (1..=64).contains(&raw.len())
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
-            Ok(Self(raw.to_string()))
+            Ok(Self(raw.to_ascii_lowercase()))
         } else {
             Err(InvalidId)
         }
@@ -91,5 +95,18 @@ mod tests {
         );
         assert!(VultrId::parse("3b8f1c2e-9d4a-4f6b-8e2a-1c0d9e8f7a6b").is_ok());
         assert!(serde_json::from_str::<VultrId>("\"../x\"").is_err());
+    }
+
+    #[test]
+    fn one_spelling_whatever_the_case() {
+        let upper = VultrId::parse("3B8F1C2E-9D4A-4F6B-8E2A-1C0D9E8F7A6B");
+        let lower = VultrId::parse("3b8f1c2e-9d4a-4f6b-8e2a-1c0d9e8f7a6b");
+        assert_eq!(upper, lower);
+        assert_eq!(
+            serde_json::from_str::<VultrId>("\"F255EFC9700D9\"")
+                .ok()
+                .map(String::from),
+            Some("f255efc9700d9".to_string())
+        );
     }
 }

@@ -27,6 +27,7 @@ pub mod offboardings;
 pub mod oidc;
 pub mod pages;
 pub mod policy;
+pub mod post_quota;
 pub mod powers;
 pub mod report;
 pub mod self_service;

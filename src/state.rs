@@ -21,6 +21,7 @@ use crate::lost_creates::LostCreates;
 use crate::notify::{Notifier, NotifyConfig};
 use crate::offboardings::Offboardings;
 use crate::policy::{ApprovalPolicy, KeyPolicy};
+use crate::post_quota::{PostQuota, PostRate};
 use crate::powers::Powers;
 use crate::report::Reports;
 use crate::self_service::SelfService;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub powers: Powers,
     /// keydesk's own address, for absolute links (claim links, notices).
     pub public_url: Option<String>,
+    /// Each person's quota of "My keys" forms.
+    pub me_posts: Arc<PostQuota>,
 }
 
 impl AppState {
@@ -106,6 +109,8 @@ pub struct Settings {
     pub self_service: SelfService,
     /// `KEYDESK_SENSITIVE_ACLS`: which ACLs make a key sensitive.
     pub powers: Powers,
+    /// `KEYDESK_ME_POSTS_*`: each person's quota of "My keys" forms.
+    pub me_posts: PostRate,
 }
 
 impl Settings {
@@ -144,6 +149,7 @@ impl Settings {
             approvers: vec![],
             self_service: SelfService::default(),
             powers: Powers::default(),
+            me_posts: PostRate::default(),
         }
     }
 }
@@ -207,6 +213,7 @@ impl AppState {
             self_service: s.self_service,
             powers: s.powers,
             public_url: s.public_url,
+            me_posts: Arc::new(PostQuota::new(s.me_posts)),
             db,
             page_size: s.page_size,
             cookie_secure: s.cookie_secure,

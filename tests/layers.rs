@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("jwt", 0),
     ("metrics", 0),
     ("telemetry", 0),
+    ("post_quota", 0),
     ("vultr", 1),
     ("powers", 1),
     ("oidc", 1),

@@ -395,10 +395,18 @@ async fn only_ticked_keys_that_are_still_expired_are_revoked() {
     // A bare form (no ticks, no marker) means the whole bucket.
     let (fake2, expired2) = expired_fleet();
     let bare = TestApp::spawn_with(fake2, Options::default()).await;
-    // Opening the page without a scan starts one; then it lists the keys.
+    // Without a scan the page offers one (a POST); then it lists the keys.
     let (status, first) = bare.get("/reports/keys/revoke-expired").await;
     assert_eq!(status, 200);
-    assert!(first.contains("id=\"cleanup-scanning\""), "{first}");
+    assert!(first.contains("id=\"cleanup-scan-form\""), "{first}");
+    let scan = bare
+        .submit(
+            "/reports/keys/scan",
+            &hidden_token(&first),
+            &[("then", "revoke-expired")],
+        )
+        .await;
+    assert_eq!(scan.status(), 303);
     scan_idle(&bare).await;
     let token = bare.token_of("/reports/keys/revoke-expired").await;
     let resp = bare

@@ -488,3 +488,42 @@ async fn an_owner_whose_email_changed_gets_no_key() {
     assert_eq!(r.status(), 410, "the approval covered the old email");
     assert_eq!(app.fake.count("POST", "/v2/users"), 0);
 }
+
+/// `KEYDESK_SELF_SERVICE_MAX_DAYS` other than 90, on the real binary: the
+/// limit reaches the words, the form's default date and the rule. A key
+/// one day over it waits (nothing sent); one at the limit is made.
+#[tokio::test]
+async fn a_day_limit_other_than_90_is_honoured_in_direct_mode() {
+    let fake = FakeVultr::seeded(ROOT_KEY);
+    let upstream = fake.spawn().await.unwrap();
+    let (_child, base, _logs) = spawn_binary(&[
+        ("KEYDESK_VULTR_API_URL", upstream),
+        ("KEYDESK_SELF_SERVICE", "direct".into()),
+        ("KEYDESK_SELF_SERVICE_MAX_DAYS", "30".into()),
+        ("KEYDESK_APPROVERS", STAFF.into()),
+    ])
+    .await;
+    let owner = client(Some(ADA));
+    let new = format!("{base}/me/keys/new");
+    let page = get_text(&owner, new.clone()).await;
+    assert!(page.contains("within 30 days"), "{page}");
+    assert!(page.contains(&date_in(30)), "the default expiry: {page}");
+    let send = |days: i64, name: &'static str| {
+        let (owner, new) = (owner.clone(), new.clone());
+        async move {
+            let token = hidden_token(&get_text(&owner, new.clone()).await);
+            let date = date_in(days);
+            let form = [
+                ("form_token", token.as_str()),
+                ("name", name),
+                ("expire", "true"),
+                ("date_expire", date.as_str()),
+            ];
+            post_as(&owner, new, &form).await.status().as_u16()
+        }
+    };
+    assert_eq!(send(31, "one-over").await, 202);
+    assert_eq!(fake.count("POST", "/v2/users"), 0, "waits: nothing sent");
+    assert_eq!(send(30, "at-the-limit").await, 200);
+    assert_eq!(fake.count("POST", "/v2/users"), 1);
+}

@@ -40,6 +40,7 @@ impl DemoArgs {
             claim_ttl: self.common.claim_ttl(),
             notify: self.common.notify.config()?,
             self_service,
+            me_posts: self.common.self_service.post_rate(),
             approvers,
             powers: self.common.powers.powers()?,
             ..Settings::new(vultr_url, root_key)

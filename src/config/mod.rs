@@ -371,6 +371,7 @@ impl ServeArgs {
             approval: self.approval_policy()?,
             approvers: self.approvers.clone(),
             self_service: self.common.self_service.policy()?,
+            me_posts: self.common.self_service.post_rate(),
             powers: self.common.powers.powers()?,
             ..Settings::new(vultr_url, root_key)
         })

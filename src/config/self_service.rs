@@ -1,7 +1,9 @@
-//! `KEYDESK_SELF_SERVICE*`: what key owners may get for themselves.
+//! `KEYDESK_SELF_SERVICE*`: what key owners may get for themselves;
+//! `KEYDESK_ME_POSTS_*`: how many "My keys" forms one person may send.
 
 use clap::Args;
 
+use crate::post_quota::PostRate;
 use crate::self_service::{Mode, SelfService};
 
 #[derive(Args, Clone, Debug)]
@@ -13,6 +15,14 @@ pub struct SelfServiceArgs {
     /// In direct mode: the longest key, in days from today, that an owner makes without an approver.
     #[arg(long, env = "KEYDESK_SELF_SERVICE_MAX_DAYS", default_value_t = crate::self_service::DEFAULT_MAX_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub self_service_max_days: u32,
+
+    /// Forms on "My keys" (revoke, request, rotate) one signed-in person may send per minute, steadily; above it keydesk answers 429 with Retry-After and sends nothing to Vultr.
+    #[arg(long, env = "KEYDESK_ME_POSTS_PER_MINUTE", default_value_t = PostRate::default().per_minute, value_parser = clap::value_parser!(u32).range(1..=6000))]
+    pub me_posts_per_minute: u32,
+
+    /// Forms on "My keys" one person may send at once before KEYDESK_ME_POSTS_PER_MINUTE applies.
+    #[arg(long, env = "KEYDESK_ME_POSTS_BURST", default_value_t = PostRate::default().burst, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub me_posts_burst: u32,
 }
 
 impl SelfServiceArgs {
@@ -22,5 +32,13 @@ impl SelfServiceArgs {
             mode: self.self_service.parse::<Mode>()?,
             max_days: self.self_service_max_days,
         })
+    }
+
+    /// Each person's quota of "My keys" forms.
+    pub fn post_rate(&self) -> PostRate {
+        PostRate {
+            per_minute: self.me_posts_per_minute,
+            burst: self.me_posts_burst,
+        }
     }
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::{Layout, paths, render};
 use crate::audit::{CsvSafe, Entry, Filter};
 use crate::error::AppError;
+use crate::identity::Staff;
 use crate::write::Ctx;
 
 const PER_PAGE: i64 = 50;
@@ -80,7 +81,11 @@ async fn export_entries(ctx: &Ctx, q: &AuditQuery) -> Result<Vec<Entry>, AppErro
 }
 
 /// `GET /audit.csv`: the filtered trail as CSV, safe to open in a spreadsheet.
-pub async fn audit_csv(ctx: Ctx, Query(q): Query<AuditQuery>) -> Result<Response, AppError> {
+pub async fn audit_csv(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, AppError> {
     let failed = |e: csv::Error| AppError::Internal(format!("csv: {e}"));
     let mut w = csv::Writer::from_writer(Vec::new());
     for e in &export_entries(&ctx, &q).await? {
@@ -91,7 +96,11 @@ pub async fn audit_csv(ctx: Ctx, Query(q): Query<AuditQuery>) -> Result<Response
 }
 
 /// `GET /audit.jsonl`: the filtered trail as JSON Lines, values as stored.
-pub async fn audit_jsonl(ctx: Ctx, Query(q): Query<AuditQuery>) -> Result<Response, AppError> {
+pub async fn audit_jsonl(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, AppError> {
     let mut body = Vec::new();
     for e in &export_entries(&ctx, &q).await? {
         serde_json::to_writer(&mut body, e)
@@ -120,7 +129,11 @@ pub(super) fn export(body: Vec<u8>, mime: &'static str, name: &str) -> Response 
 }
 
 /// `GET /audit`: the attributed history, newest first, filtered and paged.
-pub async fn audit_list(ctx: Ctx, Query(q): Query<AuditQuery>) -> Result<Response, AppError> {
+pub async fn audit_list(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, AppError> {
     let state = &ctx.state;
     let page = q
         .page

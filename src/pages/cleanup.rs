@@ -40,8 +40,11 @@ pub struct CleanupRow {
 pub struct CleanupConfirmView {
     pub layout: Layout,
     pub has_report: bool,
-    /// No scan existed: one was started; the page refreshes until it ends.
+    /// A scan runs now: the page refreshes until it ends.
     pub scanning: bool,
+    /// No scan yet and none running: the token of the button that starts
+    /// one (a POST; opening this page never starts anything).
+    pub scan_token: Option<String>,
     pub rows: Vec<CleanupRow>,
     pub token: String,
     pub notice: Option<String>,
@@ -50,14 +53,17 @@ pub struct CleanupConfirmView {
 
 /// The expired keys of the last scan.
 async fn expired_rows(ctx: &Ctx) -> Result<Option<Vec<Row>>, AppError> {
-    let snap = ctx.report().await?;
-    Ok(snap.last.map(|r| {
+    Ok(expired_in(&ctx.report().await?))
+}
+
+fn expired_in(snap: &crate::report::Snapshot) -> Option<Vec<Row>> {
+    snap.last.as_ref().map(|r| {
         r.rows
             .iter()
             .filter(|r| r.key.state() == KeyState::Expired)
             .cloned()
             .collect()
-    }))
+    })
 }
 
 /// The expired keys across all users, scanned now (when no scan exists).
@@ -78,17 +84,15 @@ async fn confirm_page(
     notice: Option<String>,
     status: StatusCode,
 ) -> Result<Response, AppError> {
-    let rows = expired_rows(ctx).await?;
-    // No scan yet: start one (or join the running one) and show its progress.
-    let scanning = rows.is_none();
-    if scanning {
-        let state = &ctx.state;
-        state
-            .reports
-            .start(state.vultr.clone(), state.audit.clone(), &ctx.who.email)
-            .await
-            .map_err(AppError::store)?;
-    }
+    let snap = ctx.report().await?;
+    let rows = expired_in(&snap);
+    // No scan yet: a GET starts nothing; the page offers the button.
+    let scanning = rows.is_none() && snap.running.is_some();
+    let scan_token = if rows.is_none() && !scanning {
+        Some(ctx.issue(Scope::ReportScan).await?)
+    } else {
+        None
+    };
     let rotated = ctx.state.audit.rotated_keys().await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "audit unavailable: rotated keys cannot be flagged");
         HashMap::new()
@@ -97,6 +101,7 @@ async fn confirm_page(
         layout: ctx.layout().await,
         has_report: rows.is_some(),
         scanning,
+        scan_token,
         rows: rows
             .unwrap_or_default()
             .into_iter()
@@ -112,7 +117,8 @@ async fn confirm_page(
     Ok(render(status, &view))
 }
 
-/// The confirmation: every expired key of the last scan, all ticked.
+/// The confirmation: every expired key of the last scan, all ticked; with
+/// no scan yet, a button that starts one and comes back here.
 pub async fn cleanup_confirm(Operator(_): Operator, ctx: Ctx) -> Result<Response, AppError> {
     confirm_page(&ctx, None, StatusCode::OK).await
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::{Layout, render};
 use crate::audit::neutralise;
 use crate::error::AppError;
+use crate::identity::Staff;
 use crate::powers::{Level, Powers};
 use crate::report::Row;
 use crate::write::Ctx;
@@ -110,6 +111,7 @@ async fn current(ctx: &Ctx, q: &PrivilegedQuery) -> Result<(bool, Vec<Privileged
 
 /// `GET /reports/keys/privileged?level=`.
 pub async fn privileged_report(
+    Staff(_): Staff,
     ctx: Ctx,
     Query(q): Query<PrivilegedQuery>,
 ) -> Result<Response, AppError> {
@@ -140,6 +142,7 @@ struct CsvRow<'a> {
 
 /// `GET /reports/keys/privileged.csv?level=`: the same rows, safe to open in a spreadsheet.
 pub async fn privileged_csv(
+    Staff(_): Staff,
     ctx: Ctx,
     Query(q): Query<PrivilegedQuery>,
 ) -> Result<Response, AppError> {

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::{Layout, paths, render};
 use crate::error::AppError;
 use crate::idempotency::{Claim, Scope};
+use crate::identity::Staff;
 use crate::report::Row;
 use crate::vultr::KeyState;
 use crate::write::Ctx;
@@ -55,7 +56,11 @@ fn ago(secs: i64) -> String {
 }
 
 /// `GET /reports/keys`: the last scan's buckets, or the running scan's progress.
-pub async fn keys_report(ctx: Ctx, Query(q): Query<ReportQuery>) -> Result<Response, AppError> {
+pub async fn keys_report(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, AppError> {
     let days = q
         .days
         .as_deref()
@@ -117,10 +122,17 @@ pub async fn keys_report(ctx: Ctx, Query(q): Query<ReportQuery>) -> Result<Respo
 #[derive(Deserialize, Default)]
 pub struct ScanInput {
     form_token: Option<String>,
+    /// `revoke-expired`: back to the clean-up page that offered the button.
+    then: Option<String>,
 }
 
-/// Starts a scan (any signed-in role: it only reads) and goes to the report.
-pub async fn scan_start(ctx: Ctx, Form(input): Form<ScanInput>) -> Result<Response, AppError> {
+/// Starts a scan (any signed-in role: it only reads) and goes to the report,
+/// or back to the clean-up confirmation.
+pub async fn scan_start(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Form(input): Form<ScanInput>,
+) -> Result<Response, AppError> {
     let (state, who) = (&ctx.state, &ctx.who);
     let token = input.form_token.unwrap_or_default();
     let sid = ctx.session_binding().await;
@@ -146,5 +158,9 @@ pub async fn scan_start(ctx: Ctx, Form(input): Form<ScanInput>) -> Result<Respon
             ));
         }
     }
-    Ok(Redirect::to(paths::KEYS_REPORT).into_response())
+    let next = match input.then.as_deref() {
+        Some("revoke-expired") => paths::KEYS_REVOKE_EXPIRED,
+        _ => paths::KEYS_REPORT,
+    };
+    Ok(Redirect::to(next).into_response())
 }

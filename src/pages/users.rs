@@ -11,6 +11,7 @@ use super::{Layout, render};
 use crate::audit::Entry;
 use crate::error::AppError;
 use crate::idempotency::Scope;
+use crate::identity::Staff;
 use crate::ids::VultrId;
 use crate::policy::KeyForm;
 use crate::user_record::UserRecord;
@@ -105,7 +106,11 @@ pub async fn index(who: crate::identity::Identity) -> Redirect {
 
 /// `GET /users`: one upstream page per screen, or every page when searching.
 #[tracing::instrument(skip_all)]
-pub async fn users_list(ctx: Ctx, Query(query): Query<UsersQuery>) -> Result<Response, AppError> {
+pub async fn users_list(
+    Staff(_): Staff,
+    ctx: Ctx,
+    Query(query): Query<UsersQuery>,
+) -> Result<Response, AppError> {
     let state = &ctx.state;
     let q = query.q.as_deref().map(str::trim).unwrap_or("").to_string();
     if q.chars().count() > 200 || q.chars().any(char::is_control) {
@@ -269,6 +274,7 @@ impl UserShowView {
 /// `GET /users/{id}`: details, keys, the add-key form and recent history.
 #[tracing::instrument(skip_all, fields(vultr.user_id = %id))]
 pub async fn user_show(
+    Staff(_): Staff,
     ctx: Ctx,
     UserPath(id): UserPath,
     Query(query): Query<UsersQuery>,
@@ -370,7 +376,7 @@ async fn open_grants(
 
 /// `GET /users/{id}/keys`: the keys live on the user page. Also where a
 /// reload of the create POST as a GET lands: never a reveal.
-pub async fn keys_anchor(UserPath(id): UserPath) -> Response {
+pub async fn keys_anchor(Staff(_): Staff, UserPath(id): UserPath) -> Response {
     Redirect::to(&paths::user_keys_list(id.as_str())).into_response()
 }
 

@@ -234,6 +234,17 @@ impl VultrClient {
         Ok(env.user)
     }
 
+    /// The user as Vultr reports them now: one GET, neither read from the
+    /// cache nor dropping anything from it (the users list stays cached).
+    #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
+    pub async fn get_user_now(&self, user_id: &VultrId) -> Result<User, VultrError> {
+        let path = format!("/v2/users/{user_id}");
+        let env: UserEnvelope = self
+            .get_json("GET /v2/users/{id}", &path, &[], false)
+            .await?;
+        Ok(env.user)
+    }
+
     /// Every key of a user, following `meta.links.next` cursors as the users
     /// list does. Keys are never cached: a create or revoke must show at once.
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]

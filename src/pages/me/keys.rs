@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use time::OffsetDateTime;
 
-use super::{SELF_SERVICE, own_key, owner};
+use super::{SELF_SERVICE, WithinQuota, own_key, owner, owner_now};
 use crate::approvals::ApprovalAction;
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
@@ -119,7 +119,7 @@ async fn form_page(
 #[tracing::instrument(skip_all)]
 pub async fn new_key_form(ctx: Ctx) -> Result<Response, AppError> {
     enabled(&ctx)?;
-    let user = owner(&ctx, false).await?;
+    let user = owner(&ctx).await?;
     form_page(&ctx, user, None, None, StatusCode::OK).await
 }
 
@@ -128,7 +128,7 @@ pub async fn new_key_form(ctx: Ctx) -> Result<Response, AppError> {
 pub async fn rotate_form(ctx: Ctx, Path(raw): Path<String>) -> Result<Response, AppError> {
     enabled(&ctx)?;
     let key_id = VultrId::parse(&raw)?;
-    let user = owner(&ctx, false).await?;
+    let user = owner(&ctx).await?;
     let key = own_key(&ctx, &user, &key_id).await?;
     form_page(&ctx, user, Some(key), None, StatusCode::OK).await
 }
@@ -154,16 +154,17 @@ async fn refused(
     form_page(ctx, user, replaces, Some(form), StatusCode::FORBIDDEN).await
 }
 
-/// `POST /me/keys/new`: the owner, read from Vultr now, asks for a key.
+/// `POST /me/keys/new`: the owner asks for a key. Found in the cached
+/// users list, then the token, then Vultr's word on the owner now.
 #[tracing::instrument(skip_all)]
 pub async fn new_key_submit(
+    _: WithinQuota,
     ctx: Ctx,
     Form(input): Form<CreateKeyInput>,
 ) -> Result<Response, AppError> {
     enabled(&ctx)?;
-    // Vultr's word now: the email may have changed since the form.
-    let user = owner(&ctx, true).await?;
-    let id = VultrId::parse(&user.id)?;
+    let cached = owner(&ctx).await?;
+    let id = VultrId::parse(&cached.id)?;
     let scope = Scope::CreateKey(&id);
     let claim = match ctx
         .claim(input.form_token.as_deref(), scope, &id, None)
@@ -174,8 +175,10 @@ pub async fn new_key_submit(
             return Ok(replay_to(&ctx, paths::ME.into(), result_id).await);
         }
         Err(Refusal::Unavailable(e)) => return Err(e),
-        Err(Refusal::Refused) => return refused(&ctx, user, None, &input, scope).await,
+        Err(Refusal::Refused) => return refused(&ctx, cached, None, &input, scope).await,
     };
+    // Vultr's word now: the email may have changed since the list was read.
+    let user = owner_now(&ctx, &claim, &cached).await?;
     let mut form = KeyForm::blank(claim.token().to_string(), &ctx.state.policy);
     let Some(body) = validate(&input, &mut form, &ctx.state.policy) else {
         claim.release().await;
@@ -189,14 +192,15 @@ pub async fn new_key_submit(
 /// old key stays until its owner revokes it through the confirmation.
 #[tracing::instrument(skip_all)]
 pub async fn rotate_submit(
+    _: WithinQuota,
     ctx: Ctx,
     Path(raw): Path<String>,
     Form(mut input): Form<CreateKeyInput>,
 ) -> Result<Response, AppError> {
     enabled(&ctx)?;
     let key_id = VultrId::parse(&raw)?;
-    let user = owner(&ctx, true).await?;
-    let id = VultrId::parse(&user.id)?;
+    let cached = owner(&ctx).await?;
+    let id = VultrId::parse(&cached.id)?;
     let scope = Scope::RotateKey(&id, &key_id);
     let token = input.form_token.as_deref();
     let claim = match ctx.claim(token, scope, &id, Some(&key_id)).await {
@@ -206,10 +210,11 @@ pub async fn rotate_submit(
         }
         Err(Refusal::Unavailable(e)) => return Err(e),
         Err(Refusal::Refused) => {
-            let key = own_key(&ctx, &user, &key_id).await?;
-            return refused(&ctx, user, Some(key), &input, scope).await;
+            let key = own_key(&ctx, &cached, &key_id).await?;
+            return refused(&ctx, cached, Some(key), &input, scope).await;
         }
     };
+    let user = owner_now(&ctx, &claim, &cached).await?;
     // Not theirs (403, audited), or unreadable: the form is given back.
     let old = claim.prepare(own_key(&ctx, &user, &key_id).await).await?;
     input.name = Some(old.name.clone().unwrap_or_default());

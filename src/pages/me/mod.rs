@@ -7,9 +7,11 @@
 //! `KEYDESK_SELF_SERVICE`.
 
 mod keys;
+mod quota;
 mod revoke;
 
 pub use keys::{new_key_form, new_key_submit, rotate_form, rotate_submit};
+pub use quota::WithinQuota;
 pub use revoke::{revoke_confirm, revoke_submit};
 
 use askama::Template;
@@ -27,7 +29,7 @@ use crate::notify::NoticeRow;
 use crate::self_service::SelfService;
 use crate::user_record::UserRecord;
 use crate::vultr::{ApiKey, User};
-use crate::write::Ctx;
+use crate::write::{Claimed, Ctx};
 
 /// The audit role of an owner acting on their own keys: the self-service marker.
 pub const SELF_SERVICE: &str = "self-service";
@@ -62,12 +64,10 @@ impl MeView {
     }
 }
 
-/// The signed-in person's Vultr user. `fresh` reads Vultr now, not the
-/// users cache (before every write). None: a 403 page in words.
-pub(super) async fn owner(ctx: &Ctx, fresh: bool) -> Result<User, AppError> {
-    if fresh {
-        ctx.state.vultr.invalidate_lists();
-    }
+/// The signed-in person's Vultr user, found in the users list as cached:
+/// a form from someone who is no owner costs the shared Vultr budget
+/// nothing. None, or several: a 403 page in words.
+pub(super) async fn owner(ctx: &Ctx) -> Result<User, AppError> {
     let users = ctx.state.vultr.list_all_users().await?;
     let mut mine = users.into_iter().filter(|u| {
         u.email
@@ -80,17 +80,46 @@ pub(super) async fn owner(ctx: &Ctx, fresh: bool) -> Result<User, AppError> {
             "More than one Vultr user of this account has the email {}, so keydesk cannot tell which keys are yours. Ask the keydesk operators to sort it out in Vultr.",
             ctx.who.email
         ))),
-        (None, _) => Err(AppError::Forbidden(format!(
-            "You are signed in as {}, and no Vultr user of this account has that email, so there are no keys of yours here. If you expected some, ask the keydesk operators (or whoever manages your company's Vultr account) to check the email of your Vultr user.",
-            ctx.who.email
-        ))),
+        (None, _) => Err(no_user(ctx)),
     }
+}
+
+fn no_user(ctx: &Ctx) -> AppError {
+    AppError::Forbidden(format!(
+        "You are signed in as {}, and no Vultr user of this account has that email, so there are no keys of yours here. If you expected some, ask the keydesk operators (or whoever manages your company's Vultr account) to check the email of your Vultr user.",
+        ctx.who.email
+    ))
+}
+
+/// Once a form's token is claimed: the owner `cached` as Vultr reports them
+/// now (one uncached `GET /v2/users/{id}`), since the email may have changed
+/// since the list was read. Changed: the form is given back and refused.
+pub(super) async fn owner_now(
+    ctx: &Ctx,
+    claim: &Claimed<'_>,
+    cached: &User,
+) -> Result<User, AppError> {
+    let id = VultrId::parse(&cached.id)?;
+    let user = claim
+        .prepare(ctx.state.vultr.get_user_now(&id).await)
+        .await?;
+    let same = user
+        .email
+        .as_deref()
+        .is_some_and(|e| crate::email::same_email(e, &ctx.who.email));
+    if same {
+        return Ok(user);
+    }
+    claim.release_ref().await;
+    // The cached list is out of date: the next page reads it anew.
+    ctx.state.vultr.invalidate_lists();
+    Err(no_user(ctx))
 }
 
 /// `GET /me`: the owner's user, keys, claim links, requests and history.
 #[tracing::instrument(skip_all)]
 pub async fn me_show(ctx: Ctx) -> Result<Response, AppError> {
-    let user = owner(&ctx, false).await?;
+    let user = owner(&ctx).await?;
     let id = VultrId::parse(&user.id)?;
     let (keys, record, approvals) = tokio::join!(
         ctx.state.vultr.list_keys(&id),

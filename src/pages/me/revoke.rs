@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{SELF_SERVICE, own_key, owner};
+use super::{SELF_SERVICE, WithinQuota, own_key, owner, owner_now};
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
 use crate::idempotency::Scope;
@@ -50,7 +50,7 @@ async fn revoke_page(
 #[tracing::instrument(skip_all)]
 pub async fn revoke_confirm(ctx: Ctx, Path(raw): Path<String>) -> Result<Response, AppError> {
     let key_id = VultrId::parse(&raw)?;
-    let user = owner(&ctx, false).await?;
+    let user = owner(&ctx).await?;
     let key = own_key(&ctx, &user, &key_id).await?;
     revoke_page(&ctx, user, key, None, StatusCode::OK).await
 }
@@ -61,17 +61,17 @@ pub struct RevokeInput {
     understand: Option<String>,
 }
 
-/// `POST /me/keys/{key_id}/revoke`: the owner, read from Vultr now, revokes
-/// their key at once through the one audited write.
+/// `POST /me/keys/{key_id}/revoke`: the owner (cached list, token, then
+/// Vultr's word now) revokes their key at once through the one audited write.
 #[tracing::instrument(skip_all)]
 pub async fn revoke_submit(
+    _: WithinQuota,
     ctx: Ctx,
     Path(raw): Path<String>,
     Form(input): Form<RevokeInput>,
 ) -> Result<Response, AppError> {
     let key_id = VultrId::parse(&raw)?;
-    // Vultr's word now: the email may have changed since the page.
-    let user = owner(&ctx, true).await?;
+    let user = owner(&ctx).await?;
     let id = VultrId::parse(&user.id)?;
     let token = input.form_token.as_deref().filter(|t| !t.is_empty());
     let scope = Scope::RevokeKey(&id, &key_id);
@@ -90,6 +90,8 @@ pub async fn revoke_submit(
             return revoke_page(&ctx, user, key, Some(notice.into()), StatusCode::FORBIDDEN).await;
         }
     };
+    // Vultr's word now: the email may have changed since the page.
+    let user = owner_now(&ctx, &claim, &user).await?;
     // Not theirs, or unreadable: nothing was sent, the form is given back.
     let key = claim.prepare(own_key(&ctx, &user, &key_id).await).await?;
     if !crate::policy::checkbox(input.understand.as_deref()) {
