@@ -26,6 +26,17 @@ impl VultrClient {
         Ok(env.ip_whitelist)
     }
 
+    /// The allowlist as Vultr reports it now: one GET, neither read from
+    /// the cache nor dropping anything from it.
+    #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
+    pub async fn allowlist_now(&self, user_id: &VultrId) -> Result<Vec<Entry>, VultrError> {
+        let path = format!("/v2/users/{user_id}/ip-whitelist");
+        let env: AllowlistEnvelope = self
+            .get_json("GET /v2/users/{id}/ip-whitelist", &path, &[], false)
+            .await?;
+        Ok(env.ip_whitelist)
+    }
+
     /// Adds `subnet/size` (Vultr treats a repeat as done).
     #[tracing::instrument(skip_all, fields(vultr.user_id = %user_id))]
     pub async fn allowlist_add(
