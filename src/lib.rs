@@ -28,6 +28,7 @@ pub mod oidc;
 pub mod pages;
 pub mod policy;
 pub mod powers;
+pub mod reconcile;
 pub mod report;
 pub mod self_service;
 pub mod session;
