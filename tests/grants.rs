@@ -382,7 +382,13 @@ async fn a_lost_answer_is_reconciled_from_the_key_list() {
     // What the write path keeps before the claim's create (it stopped after).
     let before: Vec<String> = app.fake.keys_of(&ada).into_iter().map(|k| k.id).collect();
     let before = serde_json::to_string(&before).unwrap();
-    assert!(app.state.grants.set_keys_before(&g.id, &before).await.unwrap());
+    assert!(
+        app.state
+            .grants
+            .set_keys_before(&g.id, &before)
+            .await
+            .unwrap()
+    );
     let mut abandoned = 0;
     for _ in 0..200 {
         abandoned = app
@@ -440,13 +446,20 @@ async fn a_lost_claim_is_not_matched_to_a_tagged_key_that_existed_before_it() {
     let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
     let ada = app.user_id(ADA);
     let path = grant(&app, &ada, &[("name", "ci")]).await;
-    let g = app.state.grants.get(&grant_of(&path)).await.unwrap().unwrap();
+    let g = app
+        .state
+        .grants
+        .get(&grant_of(&path))
+        .await
+        .unwrap()
+        .unwrap();
     // A key bearing the link's very name, made in the console beforehand.
     let older = made_in_the_console(&app, &ada, &g.vultr_key_name()).await;
     // The claim is cut off before Vultr sees it: nothing of its own exists.
     let owner = client(Some(ADA));
     let token = hidden_token(&get_text(&owner, app.url(&path)).await);
-    app.fake.set_fault_on("POST", keydesk::fake_vultr::Fault::Truncated);
+    app.fake
+        .set_fault_on("POST", keydesk::fake_vultr::Fault::Truncated);
     let r = post_as(&owner, app.url(&path), &[("form_token", token.as_str())]).await;
     app.fake.set_fault(None);
     assert_eq!(r.status(), 504);
@@ -480,14 +493,23 @@ async fn two_tagged_keys_leave_a_lost_claim_unknown_and_ambiguous() {
     let ada = app.user_id(ADA);
     // Vultr makes the claim's key and the answer is cut off...
     let (path, owner) = claim_cut_off(&app, &ada, "ci", true).await;
-    let g = app.state.grants.get(&grant_of(&path)).await.unwrap().unwrap();
+    let g = app
+        .state
+        .grants
+        .get(&grant_of(&path))
+        .await
+        .unwrap()
+        .unwrap();
     let ours = app.key_named(&ada, &g.vultr_key_name());
     // ...and another key with that name is made in the console meanwhile.
     let theirs = made_in_the_console(&app, &ada, &g.vultr_key_name()).await;
     let r = owner.get(app.url(&path)).send().await.unwrap();
     assert_eq!(r.status(), 409);
     let text = r.text().await.unwrap();
-    assert!(text.contains("more than one key with its name appeared"), "{text}");
+    assert!(
+        text.contains("more than one key with its name appeared"),
+        "{text}"
+    );
     let now = app.state.grants.get(&g.id).await.unwrap().unwrap();
     assert_eq!(now.state, GrantState::Unknown);
     assert_eq!(now.key_id, None, "neither is called the claim's");

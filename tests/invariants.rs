@@ -385,10 +385,15 @@ async fn a_lost_create_that_made_a_key_says_only_that_a_key_appeared() {
     assert_eq!(status, 200);
     let row = &page[page.find(&format!(r#"data-key-id="{}""#, made.id)).unwrap()..];
     let row = &row[..row.find("</tr>").unwrap()];
-    assert!(row.contains("appeared while keydesk's answer was lost"), "{row}");
+    assert!(
+        row.contains("appeared while keydesk's answer was lost"),
+        "{row}"
+    );
     assert!(row.contains("/delete\""), "Revoke is one click away: {row}");
     assert!(
-        page.contains("A key named <strong>lost-but-made</strong> appeared while keydesk's answer was lost"),
+        page.contains(
+            "A key named <strong>lost-but-made</strong> appeared while keydesk's answer was lost"
+        ),
         "{page}"
     );
     assert!(!page.contains("never shown"), "nobody knows that: {page}");
@@ -452,12 +457,17 @@ async fn a_lost_create_is_not_matched_to_a_same_named_key_that_existed_before_th
     let older = made_in_the_console(&app, &ada, "ci").await;
     // The gateway answers 504 without Vultr ever seeing keydesk's create.
     app.fake.set_fault_on("POST", Fault::Status(504));
-    let r = app.create_key(&ada, &[("name", "ci"), ("expire", "false")]).await;
+    let r = app
+        .create_key(&ada, &[("name", "ci"), ("expire", "false")])
+        .await;
     assert_eq!(r.status(), 504);
     app.fake.set_fault(None);
     let e = settled_by_a_view(&app, &ada, "settled").await;
     assert_eq!(e.outcome, "failed", "{e:?}");
-    assert!(e.error.as_deref().unwrap().contains("created no key"), "{e:?}");
+    assert!(
+        e.error.as_deref().unwrap().contains("created no key"),
+        "{e:?}"
+    );
     assert_eq!(e.key_id, None, "the older key is not keydesk's");
     let (_, page) = app.get(&format!("/users/{ada}")).await;
     assert!(page.contains(&older), "{page}");
@@ -478,14 +488,19 @@ async fn a_key_dated_after_the_bound_is_not_the_lost_creates() {
     let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
     let ada = app.user_id(ADA);
     app.fake.set_fault_on("POST", Fault::Status(504));
-    let r = app.create_key(&ada, &[("name", "ci"), ("expire", "false")]).await;
+    let r = app
+        .create_key(&ada, &[("name", "ci"), ("expire", "false")])
+        .await;
     assert_eq!(r.status(), 504);
     app.fake.set_fault(None);
     // Vultr's dates have whole seconds: well past start + bound, even rounded down.
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let late = made_in_the_console(&app, &ada, "ci").await;
     let e = settled_by_a_view(&app, &ada, "settled").await;
-    assert!(e.error.as_deref().unwrap().contains("created no key"), "{e:?}");
+    assert!(
+        e.error.as_deref().unwrap().contains("created no key"),
+        "{e:?}"
+    );
     let (_, page) = app.get(&format!("/users/{ada}")).await;
     assert!(page.contains(&late) && !page.contains("data-appeared-while-lost"));
     assert_eq!(count(&app, "POST"), 2);
@@ -498,7 +513,9 @@ async fn two_keys_that_appeared_leave_a_lost_create_open_as_ambiguous() {
     // Vultr makes keydesk's key and the answer is lost...
     app.fake
         .set_fault_after("POST", "/apikeys", Some(Fault::Status(504)));
-    let r = app.create_key(&ada, &[("name", "ci"), ("expire", "false")]).await;
+    let r = app
+        .create_key(&ada, &[("name", "ci"), ("expire", "false")])
+        .await;
     assert_eq!(r.status(), 504);
     app.fake.set_fault_after("POST", "", None);
     let ours = app.key_named(&ada, "ci");
@@ -507,18 +524,30 @@ async fn two_keys_that_appeared_leave_a_lost_create_open_as_ambiguous() {
     let e = settled_by_a_view(&app, &ada, "looked at").await;
     assert_eq!(e.outcome, "unknown", "{e:?}");
     let note = e.error.as_deref().unwrap();
-    assert!(note.contains("ambiguous") && note.contains(&ours.id) && note.contains(&theirs), "{note}");
+    assert!(
+        note.contains("ambiguous") && note.contains(&ours.id) && note.contains(&theirs),
+        "{note}"
+    );
     assert_eq!(e.key_id, None);
 
     let (_, page) = app.get(&format!("/users/{ada}")).await;
     let lost = &page[page.find(r#"id="lost-answers""#).expect(&page)..];
     let lost = &lost[..lost.find("</section>").unwrap()];
     assert!(lost.contains(r#"data-lost-state="ambiguous""#), "{lost}");
-    assert!(lost.contains("appeared while keydesk's answer was lost"), "{lost}");
+    assert!(
+        lost.contains("appeared while keydesk's answer was lost"),
+        "{lost}"
+    );
     for id in [&ours.id, &theirs] {
-        assert!(lost.contains(&format!(r#"data-candidate="{id}""#)), "{id}: {lost}");
+        assert!(
+            lost.contains(&format!(r#"data-candidate="{id}""#)),
+            "{id}: {lost}"
+        );
     }
-    assert!(!page.contains("data-appeared-while-lost"), "neither is called made");
+    assert!(
+        !page.contains("data-appeared-while-lost"),
+        "neither is called made"
+    );
     let open = app.state.lost.open_for_user(&ada).await.unwrap();
     assert_eq!(open.len(), 1, "still open");
     // Neither another view nor the sweep decides it, or audits it again.
@@ -528,6 +557,40 @@ async fn two_keys_that_appeared_leave_a_lost_create_open_as_ambiguous() {
     assert_eq!(create_entries(&app).await.len(), before);
     assert_eq!(app.state.lost.open_for_user(&ada).await.unwrap().len(), 1);
     assert_eq!(count(&app, "POST"), 2);
+    assert_eq!(count(&app, "DELETE"), 0);
+}
+
+#[tokio::test]
+async fn a_lost_create_whose_keys_before_went_unread_never_calls_a_key_made() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    let token = app.form_token(&ada).await;
+    // The key list just before the create is unreadable: the create still goes.
+    app.fake.set_fault_after(
+        "GET",
+        "/apikeys",
+        Some(Fault::Body(r#"{"meta":{}}"#.into())),
+    );
+    app.fake.set_fault_on("POST", Fault::Status(504));
+    let fields = [("name", "ci"), ("expire", "false")];
+    let r = app.create_key_with(&ada, &token, &fields).await;
+    assert_eq!(r.status(), 504);
+    app.fake.set_fault(None);
+    app.fake.set_fault_after("GET", "", None);
+    let lost = app.state.lost.open_for_user(&ada).await.unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].keys_before, None);
+    // A "ci" appears: it may be anyone's, so it is shown, never called made.
+    let key = made_in_the_console(&app, &ada, "ci").await;
+    let e = settled_by_a_view(&app, &ada, "looked at").await;
+    assert_eq!((e.outcome.as_str(), e.key_id.as_deref()), ("unknown", None));
+    let (_, page) = app.get(&format!("/users/{ada}")).await;
+    assert!(page.contains("did not read the keys before it"), "{page}");
+    assert!(
+        page.contains(&format!(r#"data-candidate="{key}""#)),
+        "{page}"
+    );
+    assert!(!page.contains("data-appeared-while-lost"), "{page}");
+    assert_eq!(count(&app, "POST"), 2, "keydesk's create and the console's");
     assert_eq!(count(&app, "DELETE"), 0);
 }
 
@@ -542,7 +605,9 @@ async fn a_create_reads_the_users_keys_just_before_it_uncached() {
         .set_fault_after("POST", "/apikeys", Some(Fault::Status(504)));
     for name in ["one", "two"] {
         app.fake.clear_log();
-        let r = app.create_key(&ada, &[("name", name), ("expire", "false")]).await;
+        let r = app
+            .create_key(&ada, &[("name", name), ("expire", "false")])
+            .await;
         assert_eq!(r.status(), 504);
         let log = app.fake.requests();
         let post = log.iter().position(|r| r.method == "POST").unwrap();

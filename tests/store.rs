@@ -449,12 +449,18 @@ async fn exercise_lost_creates(db: &Db, audit: &AuditStore) {
         .unwrap();
     let keys = [key("k-old", "ci"), key("k-found", "ci")];
     assert_eq!(reconcile(&lost, audit, "u1", &keys).await.unwrap(), 1);
-    assert_eq!(reconcile(&lost, audit, "u1", &keys).await.unwrap(), 0, "once");
+    assert_eq!(
+        reconcile(&lost, audit, "u1", &keys).await.unwrap(),
+        0,
+        "once"
+    );
     let appeared = lost.appeared("u1").await.unwrap();
     assert!(appeared.contains("k-found") && !appeared.contains("k-old"));
 
     let id = audit.intent(&intent(AuditAction::KeyCreate)).await.unwrap();
-    lost.record(id, "u1", "two", Some(1), Some("[]")).await.unwrap();
+    lost.record(id, "u1", "two", Some(1), Some("[]"))
+        .await
+        .unwrap();
     let keys = [key("k-a", "two"), key("k-b", "two")];
     assert_eq!(reconcile(&lost, audit, "u1", &keys).await.unwrap(), 1);
     assert_eq!(reconcile(&lost, audit, "u1", &keys).await.unwrap(), 0);
@@ -475,7 +481,10 @@ async fn exercise_lost_creates(db: &Db, audit: &AuditStore) {
         created_by: "op@x".into(),
     };
     let g = grants.create(&new).await.unwrap();
-    assert!(!grants.set_keys_before(&g.id, "[]").await.unwrap(), "only in flight");
+    assert!(
+        !grants.set_keys_before(&g.id, "[]").await.unwrap(),
+        "only in flight"
+    );
     assert!(grants.begin_claim(&g.id, "ada@x").await.unwrap());
     assert!(grants.set_keys_before(&g.id, r#"["k-old"]"#).await.unwrap());
     assert!(grants.unknown(&g.id).await.unwrap());

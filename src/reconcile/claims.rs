@@ -42,13 +42,11 @@ pub async fn reconcile(grants: &Grants, audit: &AuditStore, grant: &Grant, keys:
             Some(c.id),
         ),
         Finding::Ambiguous(list) => {
-            let ids: Vec<&str> = list.iter().map(|c| c.id.as_str()).collect();
-            let note = format!(
-                "ambiguous: keys named {name} appeared while the claim's answer was lost ({}); keydesk cannot tell which, if any, it made",
-                ids.join(", ")
-            );
+            let note = super::ambiguity(&name, &list, "the claim's answer was lost");
             (
-                grants.ambiguous(&grant.id, &Candidate::to_json(&list)).await,
+                grants
+                    .ambiguous(&grant.id, &Candidate::to_json(&list))
+                    .await,
                 Outcome::Unknown,
                 note,
                 None,

@@ -57,16 +57,14 @@ pub async fn reconcile(
                 (note, Outcome::Ok, Some(c.id))
             }
             Finding::Ambiguous(list) => {
-                if !lost.ambiguous(l.audit_id, &Candidate::to_json(&list)).await? {
+                if !lost
+                    .ambiguous(l.audit_id, &Candidate::to_json(&list))
+                    .await?
+                {
                     continue;
                 }
-                let ids: Vec<&str> = list.iter().map(|c| c.id.as_str()).collect();
-                let note = format!(
-                    "ambiguous: keys named {} appeared while entry #{}'s answer was lost ({}); keydesk cannot tell which, if any, it made",
-                    l.key_name,
-                    l.audit_id,
-                    ids.join(", ")
-                );
+                let when = format!("entry #{}'s answer was lost", l.audit_id);
+                let note = super::ambiguity(&l.key_name, &list, &when);
                 (note, Outcome::Unknown, None)
             }
             Finding::Nothing if now - l.started_ms >= audit.pending_bound_ms() => {

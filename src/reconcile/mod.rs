@@ -174,6 +174,21 @@ pub fn find(keys: &[ApiKey], s: &Sought<'_>) -> Finding {
     }
 }
 
+/// An ambiguous finding in words, for the audit: what appeared `while`
+/// (the answer was lost) and why keydesk cannot tell.
+pub fn ambiguity(name: &str, list: &[Candidate], when: &str) -> String {
+    let ids: Vec<&str> = list.iter().map(|c| c.id.as_str()).collect();
+    let ids = ids.join(", ");
+    match list {
+        [_] => format!(
+            "ambiguous: a key named {name} ({ids}) appeared while {when}, but the keys before it were not read: keydesk cannot tell whether it made it"
+        ),
+        _ => format!(
+            "ambiguous: keys named {name} ({ids}) appeared while {when}: keydesk cannot tell which, if any, it made"
+        ),
+    }
+}
+
 fn created_ms(k: &ApiKey) -> Option<i64> {
     let t = crate::timefmt::parse_time(k.date_created.as_deref()?)?;
     Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
@@ -212,19 +227,29 @@ mod tests {
         let before: HashSet<String> = ["old".to_string()].into();
         let none = HashSet::new();
         let keys = [key("old", "ci", None)];
-        assert_eq!(find(&keys, &sought(Some(&before), &none, 0)), Finding::Nothing);
+        assert_eq!(
+            find(&keys, &sought(Some(&before), &none, 0)),
+            Finding::Nothing
+        );
         let keys = [key("old", "ci", None), key("new", "ci", None)];
         let Finding::Appeared(c) = find(&keys, &sought(Some(&before), &none, 0)) else {
             panic!("one new key")
         };
-        assert_eq!((c.id.as_str(), c.masked.as_deref()), ("new", Some("****…ab12")));
+        assert_eq!(
+            (c.id.as_str(), c.masked.as_deref()),
+            ("new", Some("****…ab12"))
+        );
     }
 
     #[test]
     fn two_new_keys_or_no_snapshot_are_ambiguous() {
         let before = HashSet::new();
         let none = HashSet::new();
-        let keys = [key("a", "ci", None), key("b", "ci", None), key("c", "x", None)];
+        let keys = [
+            key("a", "ci", None),
+            key("b", "ci", None),
+            key("c", "x", None),
+        ];
         let Finding::Ambiguous(c) = find(&keys, &sought(Some(&before), &none, 0)) else {
             panic!("two")
         };
@@ -235,7 +260,39 @@ mod tests {
             Finding::Ambiguous(c) if c.len() == 1
         ));
         let taken: HashSet<String> = ["a".to_string()].into();
-        assert_eq!(find(&keys, &sought(Some(&before), &taken, 0)), Finding::Nothing);
+        assert_eq!(
+            find(&keys, &sought(Some(&before), &taken, 0)),
+            Finding::Nothing
+        );
+    }
+
+    #[test]
+    fn the_words_say_what_is_known() {
+        let c = |id: &str| Candidate {
+            id: id.into(),
+            name: "ci".into(),
+            masked: None,
+        };
+        let one = ambiguity("ci", &[c("a")], "entry #1's answer was lost");
+        assert!(one.contains("a key named ci (a) appeared while entry #1's answer was lost"));
+        assert!(one.contains("cannot tell whether it made it"), "{one}");
+        let two = ambiguity("ci", &[c("a"), c("b")], "x");
+        assert!(
+            two.contains("keys named ci (a, b) appeared while x"),
+            "{two}"
+        );
+        assert!(two.contains("cannot tell which, if any, it made"), "{two}");
+        let list = [c("a")];
+        assert_eq!(
+            Candidate::parse_list(Some(&Candidate::to_json(&list))),
+            list
+        );
+        assert!(Candidate::parse_list(Some("not json")).is_empty());
+        assert_eq!(
+            parse_before(Some(r#"["k"]"#)),
+            Some(["k".to_string()].into())
+        );
+        assert_eq!(parse_before(None), None);
     }
 
     #[test]

@@ -286,7 +286,8 @@ impl Claimed<'_> {
         let state = &self.ctx.state;
         self.refuse_held(&intent).await?;
         // A create's answer may be lost: what was there before, to tell its key apart.
-        let before = crate::reconcile::keys_before(&state.vultr, &state.db, &state.grants, &intent).await;
+        let before =
+            crate::reconcile::keys_before(&state.vultr, &state.db, &state.grants, &intent).await;
         let audit_id = self.prepare(state.audit.intent(&intent).await).await?;
         match call.await {
             Ok(done) => {
