@@ -29,6 +29,7 @@ pub mod pages;
 pub mod policy;
 pub mod post_quota;
 pub mod powers;
+pub mod reconcile;
 pub mod report;
 pub mod self_service;
 pub mod session;

@@ -146,7 +146,7 @@ async fn upkeep(state: AppState) {
         // Claim links past their time: expired once, audited by the replica that wins.
         state.grants.sweep(&state.audit).await;
         state.approvals.sweep(&state.audit).await;
-        state.lost.sweep(&state.audit, &state.vultr).await;
+        crate::reconcile::lost::sweep(&state.lost, &state.audit, &state.vultr).await;
         match state
             .offboardings
             .sweep(state.audit.pending_bound_ms())

@@ -23,8 +23,8 @@ pub struct UserRecord {
     pub notices: HashMap<String, NoticeRow>,
     pub hold: Option<Hold>,
     pub offboarding: Option<Offboarding>,
-    /// Lost creates still open or settled as made: (state, key id).
-    pub lost: Vec<(String, Option<String>)>,
+    /// Lost creates still open or settled as made.
+    pub lost: Vec<crate::lost_creates::LostRow>,
 }
 
 impl UserRecord {

@@ -379,6 +379,16 @@ async fn a_lost_answer_is_reconciled_from_the_key_list() {
     // The other branch: a claim whose process stopped mid-call (left
     // `claiming`) becomes unknown once past the bound, and the key exists.
     assert!(app.state.grants.begin_claim(&g.id, ADA).await.unwrap());
+    // What the write path keeps before the claim's create (it stopped after).
+    let before: Vec<String> = app.fake.keys_of(&ada).into_iter().map(|k| k.id).collect();
+    let before = serde_json::to_string(&before).unwrap();
+    assert!(
+        app.state
+            .grants
+            .set_keys_before(&g.id, &before)
+            .await
+            .unwrap()
+    );
     let mut abandoned = 0;
     for _ in 0..200 {
         abandoned = app
@@ -393,7 +403,8 @@ async fn a_lost_answer_is_reconciled_from_the_key_list() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert_eq!(abandoned, 1);
-    let key = app.fake.add_key(&ada, &g.vultr_key_name(), None);
+    // The key that stopped claim made (dated now: Vultr dates it when made).
+    let key = made_in_the_console(&app, &ada, &g.vultr_key_name()).await;
     let (status, _) = app.get(&format!("/users/{ada}")).await;
     assert_eq!(status, 200);
     let now = app.state.grants.get(&g.id).await.unwrap().unwrap();
@@ -401,8 +412,8 @@ async fn a_lost_answer_is_reconciled_from_the_key_list() {
     assert_eq!(now.key_id.as_deref(), Some(key.as_str()));
     assert_eq!(
         posts(&app),
-        3,
-        "one attempt per claim, never a second create"
+        4,
+        "one attempt per claim (the last one's key made above), never a second create"
     );
     let owner = client(Some(ADA));
     let r = owner
@@ -411,6 +422,128 @@ async fn a_lost_answer_is_reconciled_from_the_key_list() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
+}
+
+/// A key for `user` named `name` made straight at Vultr (as in its
+/// console), dated now; its id.
+async fn made_in_the_console(app: &TestApp, user: &str, name: &str) -> String {
+    let body = keydesk::vultr::NewApiKey {
+        name: name.into(),
+        expire: false,
+        date_expire: None,
+    };
+    let id = keydesk::ids::VultrId::parse(user).unwrap();
+    app.state.vultr.create_key(&id, &body).await.unwrap().id
+}
+
+#[tokio::test]
+async fn a_lost_claim_is_not_matched_to_a_tagged_key_that_existed_before_it() {
+    use keydesk::grants::GrantState;
+    let opts = Options {
+        pending_bound: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let ada = app.user_id(ADA);
+    let path = grant(&app, &ada, &[("name", "ci")]).await;
+    let g = app
+        .state
+        .grants
+        .get(&grant_of(&path))
+        .await
+        .unwrap()
+        .unwrap();
+    // A key bearing the link's very name, made in the console beforehand.
+    let older = made_in_the_console(&app, &ada, &g.vultr_key_name()).await;
+    // The claim is cut off before Vultr sees it: nothing of its own exists.
+    let owner = client(Some(ADA));
+    let token = hidden_token(&get_text(&owner, app.url(&path)).await);
+    app.fake
+        .set_fault_on("POST", keydesk::fake_vultr::Fault::Truncated);
+    let r = post_as(&owner, app.url(&path), &[("form_token", token.as_str())]).await;
+    app.fake.set_fault(None);
+    assert_eq!(r.status(), 504);
+    // Past the bound, the link works again: the older key is not its key.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = owner.get(app.url(&path)).send().await.unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert_eq!(again.status(), 409, "never claimed with the older key");
+        assert!(std::time::Instant::now() < deadline, "never reconciled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = app.state.grants.get(&g.id).await.unwrap().unwrap();
+    assert_eq!(now.state, GrantState::Pending);
+    assert_eq!(now.key_id, None);
+    assert!(app.fake.keys_of(&ada).iter().any(|k| k.id == older));
+    assert_eq!(posts(&app), 2, "the console's create and the claim's one");
+    assert_eq!(app.fake.count("DELETE", "/v2/users"), 0);
+}
+
+#[tokio::test]
+async fn two_tagged_keys_leave_a_lost_claim_unknown_and_ambiguous() {
+    use keydesk::grants::GrantState;
+    let opts = Options {
+        pending_bound: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let ada = app.user_id(ADA);
+    // Vultr makes the claim's key and the answer is cut off...
+    let (path, owner) = claim_cut_off(&app, &ada, "ci", true).await;
+    let g = app
+        .state
+        .grants
+        .get(&grant_of(&path))
+        .await
+        .unwrap()
+        .unwrap();
+    let ours = app.key_named(&ada, &g.vultr_key_name());
+    // ...and another key with that name is made in the console meanwhile.
+    let theirs = made_in_the_console(&app, &ada, &g.vultr_key_name()).await;
+    let r = owner.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("more than one key with its name appeared"),
+        "{text}"
+    );
+    let now = app.state.grants.get(&g.id).await.unwrap().unwrap();
+    assert_eq!(now.state, GrantState::Unknown);
+    assert_eq!(now.key_id, None, "neither is called the claim's");
+    // The operator's page shows each candidate.
+    let (_, page) = app.get(&format!("/users/{ada}")).await;
+    assert!(page.contains("ambiguous: keys named"), "{page}");
+    for id in [&ours.id, &theirs] {
+        assert!(page.contains(&format!(r#"data-candidate="{id}""#)), "{id}");
+    }
+    // Past the bound it never reopens: a link that may have made a key stays shut.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = owner.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let now = app.state.grants.get(&g.id).await.unwrap().unwrap();
+    assert_eq!(now.state, GrantState::Unknown);
+    let claims = app
+        .state
+        .audit
+        .list(
+            &keydesk::audit::Filter {
+                action: Some("grant.claim".into()),
+                ..Default::default()
+            },
+            100,
+            0,
+        )
+        .await
+        .unwrap();
+    let system: Vec<_> = claims.iter().filter(|e| e.actor == "keydesk").collect();
+    assert_eq!(system.len(), 1, "audited once: {system:?}");
+    assert_eq!(system[0].outcome, "unknown");
+    assert!(system[0].error.as_deref().unwrap().contains("ambiguous"));
+    assert_eq!(posts(&app), 2);
+    assert_eq!(app.fake.count("DELETE", "/v2/users"), 0);
 }
 
 #[tokio::test]

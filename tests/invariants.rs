@@ -369,7 +369,7 @@ async fn create_entries(app: &TestApp) -> Vec<keydesk::audit::Entry> {
 }
 
 #[tokio::test]
-async fn a_lost_create_that_made_a_key_is_found_and_marked_never_shown() {
+async fn a_lost_create_that_made_a_key_says_only_that_a_key_appeared() {
     let (app, ada) = TestApp::with_user(ADA).await;
     app.fake
         .set_fault_after("POST", "/apikeys", Some(Fault::Status(504)));
@@ -385,19 +385,266 @@ async fn a_lost_create_that_made_a_key_is_found_and_marked_never_shown() {
     assert_eq!(status, 200);
     let row = &page[page.find(&format!(r#"data-key-id="{}""#, made.id)).unwrap()..];
     let row = &row[..row.find("</tr>").unwrap()];
-    assert!(row.contains("never shown to anyone"), "{row}");
+    assert!(
+        row.contains("appeared while keydesk's answer was lost"),
+        "{row}"
+    );
     assert!(row.contains("/delete\""), "Revoke is one click away: {row}");
+    assert!(
+        page.contains(
+            "A key named <strong>lost-but-made</strong> appeared while keydesk's answer was lost"
+        ),
+        "{page}"
+    );
+    assert!(!page.contains("never shown"), "nobody knows that: {page}");
     let entries = create_entries(&app).await;
     let settled = entries
         .iter()
         .find(|e| e.actor == "keydesk" && e.key_id.as_deref() == Some(made.id.as_str()))
         .expect("a system entry names the key");
     assert_eq!(settled.outcome, "ok");
-    assert!(settled.error.as_deref().unwrap().contains("never shown"));
+    let note = settled.error.as_deref().unwrap();
+    assert!(
+        note.contains("a key named lost-but-made appeared while entry #"),
+        "{note}"
+    );
+    assert!(!note.contains("never shown"), "{note}");
     // Settled once: another view adds nothing.
     app.get(&format!("/users/{ada}")).await;
     assert_eq!(create_entries(&app).await.len(), entries.len());
     assert_eq!(count(&app, "POST"), 1);
+}
+
+/// A key named `name` made for `user` straight at Vultr (as in its
+/// console): not through keydesk, dated now. Its id.
+async fn made_in_the_console(app: &TestApp, user: &str, name: &str) -> String {
+    let body = keydesk::vultr::NewApiKey {
+        name: name.into(),
+        expire: false,
+        date_expire: None,
+    };
+    let id = keydesk::ids::VultrId::parse(user).unwrap();
+    app.state.vultr.create_key(&id, &body).await.unwrap().id
+}
+
+/// Views `user`'s page until a system `key.create` entry settles the lost
+/// create (`what` names the wait); that entry.
+async fn settled_by_a_view(app: &TestApp, user: &str, what: &str) -> keydesk::audit::Entry {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        app.get(&format!("/users/{user}")).await;
+        if let Some(e) = create_entries(app)
+            .await
+            .into_iter()
+            .find(|e| e.actor == "keydesk")
+        {
+            return e;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_lost_create_is_not_matched_to_a_same_named_key_that_existed_before_the_intent() {
+    let opts = Options {
+        pending_bound: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let ada = app.user_id(ADA);
+    // Made in the console a moment before: dated now, named the same.
+    let older = made_in_the_console(&app, &ada, "ci").await;
+    // The gateway answers 504 without Vultr ever seeing keydesk's create.
+    app.fake.set_fault_on("POST", Fault::Status(504));
+    let r = app
+        .create_key(&ada, &[("name", "ci"), ("expire", "false")])
+        .await;
+    assert_eq!(r.status(), 504);
+    app.fake.set_fault(None);
+    let e = settled_by_a_view(&app, &ada, "settled").await;
+    assert_eq!(e.outcome, "failed", "{e:?}");
+    assert!(
+        e.error.as_deref().unwrap().contains("created no key"),
+        "{e:?}"
+    );
+    assert_eq!(e.key_id, None, "the older key is not keydesk's");
+    let (_, page) = app.get(&format!("/users/{ada}")).await;
+    assert!(page.contains(&older), "{page}");
+    assert!(!page.contains("data-appeared-while-lost"), "{page}");
+    assert!(!page.contains(r#"id="lost-answers""#), "{page}");
+    // The console's create and keydesk's one (lost at the gateway); nothing else.
+    assert_eq!(count(&app, "POST"), 2);
+    assert_eq!(count(&app, "DELETE"), 0);
+    assert_eq!(count(&app, "PATCH"), 0);
+}
+
+#[tokio::test]
+async fn a_key_dated_after_the_bound_is_not_the_lost_creates() {
+    let opts = Options {
+        pending_bound: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let ada = app.user_id(ADA);
+    app.fake.set_fault_on("POST", Fault::Status(504));
+    let r = app
+        .create_key(&ada, &[("name", "ci"), ("expire", "false")])
+        .await;
+    assert_eq!(r.status(), 504);
+    app.fake.set_fault(None);
+    // Vultr's dates have whole seconds: well past start + bound, even rounded down.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let late = made_in_the_console(&app, &ada, "ci").await;
+    let e = settled_by_a_view(&app, &ada, "settled").await;
+    assert!(
+        e.error.as_deref().unwrap().contains("created no key"),
+        "{e:?}"
+    );
+    let (_, page) = app.get(&format!("/users/{ada}")).await;
+    assert!(page.contains(&late) && !page.contains("data-appeared-while-lost"));
+    assert_eq!(count(&app, "POST"), 2);
+    assert_eq!(count(&app, "DELETE"), 0);
+}
+
+#[tokio::test]
+async fn two_keys_that_appeared_leave_a_lost_create_open_as_ambiguous() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    // Vultr makes keydesk's key and the answer is lost...
+    app.fake
+        .set_fault_after("POST", "/apikeys", Some(Fault::Status(504)));
+    let r = app
+        .create_key(&ada, &[("name", "ci"), ("expire", "false")])
+        .await;
+    assert_eq!(r.status(), 504);
+    app.fake.set_fault_after("POST", "", None);
+    let ours = app.key_named(&ada, "ci");
+    // ...and someone makes another "ci" in the console meanwhile.
+    let theirs = made_in_the_console(&app, &ada, "ci").await;
+    let e = settled_by_a_view(&app, &ada, "looked at").await;
+    assert_eq!(e.outcome, "unknown", "{e:?}");
+    let note = e.error.as_deref().unwrap();
+    assert!(
+        note.contains("ambiguous") && note.contains(&ours.id) && note.contains(&theirs),
+        "{note}"
+    );
+    assert_eq!(e.key_id, None);
+
+    let (_, page) = app.get(&format!("/users/{ada}")).await;
+    let lost = &page[page.find(r#"id="lost-answers""#).expect(&page)..];
+    let lost = &lost[..lost.find("</section>").unwrap()];
+    assert!(lost.contains(r#"data-lost-state="ambiguous""#), "{lost}");
+    assert!(
+        lost.contains("appeared while keydesk's answer was lost"),
+        "{lost}"
+    );
+    for id in [&ours.id, &theirs] {
+        assert!(
+            lost.contains(&format!(r#"data-candidate="{id}""#)),
+            "{id}: {lost}"
+        );
+    }
+    assert!(
+        !page.contains("data-appeared-while-lost"),
+        "neither is called made"
+    );
+    let open = app.state.lost.open_for_user(&ada).await.unwrap();
+    assert_eq!(open.len(), 1, "still open");
+    // Neither another view nor the sweep decides it, or audits it again.
+    let before = create_entries(&app).await.len();
+    app.get(&format!("/users/{ada}")).await;
+    keydesk::reconcile::lost::sweep(&app.state.lost, &app.state.audit, &app.state.vultr).await;
+    assert_eq!(create_entries(&app).await.len(), before);
+    assert_eq!(app.state.lost.open_for_user(&ada).await.unwrap().len(), 1);
+    assert_eq!(count(&app, "POST"), 2);
+    assert_eq!(count(&app, "DELETE"), 0);
+}
+
+#[tokio::test]
+async fn a_lost_create_whose_keys_before_went_unread_never_calls_a_key_made() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    let token = app.form_token(&ada).await;
+    // The key list just before the create is unreadable: the create still goes.
+    app.fake.set_fault_after(
+        "GET",
+        "/apikeys",
+        Some(Fault::Body(r#"{"meta":{}}"#.into())),
+    );
+    app.fake.set_fault_on("POST", Fault::Status(504));
+    let fields = [("name", "ci"), ("expire", "false")];
+    let r = app.create_key_with(&ada, &token, &fields).await;
+    assert_eq!(r.status(), 504);
+    app.fake.set_fault(None);
+    app.fake.set_fault_after("GET", "", None);
+    let lost = app.state.lost.open_for_user(&ada).await.unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].keys_before, None);
+    // A "ci" appears: it may be anyone's, so it is shown, never called made.
+    let key = made_in_the_console(&app, &ada, "ci").await;
+    let e = settled_by_a_view(&app, &ada, "looked at").await;
+    assert_eq!((e.outcome.as_str(), e.key_id.as_deref()), ("unknown", None));
+    let (_, page) = app.get(&format!("/users/{ada}")).await;
+    assert!(page.contains("did not read the keys before it"), "{page}");
+    assert!(
+        page.contains(&format!(r#"data-candidate="{key}""#)),
+        "{page}"
+    );
+    assert!(!page.contains("data-appeared-while-lost"), "{page}");
+    assert_eq!(count(&app, "POST"), 2, "keydesk's create and the console's");
+    assert_eq!(count(&app, "DELETE"), 0);
+}
+
+#[tokio::test]
+async fn a_create_reads_the_users_keys_just_before_it_uncached() {
+    let (app, ada) = TestApp::with_user(ADA).await;
+    let ids = |app: &TestApp| -> Vec<String> {
+        app.fake.keys_of(&ada).into_iter().map(|k| k.id).collect()
+    };
+    let mut expected = ids(&app);
+    app.fake
+        .set_fault_after("POST", "/apikeys", Some(Fault::Status(504)));
+    for name in ["one", "two"] {
+        app.fake.clear_log();
+        let r = app
+            .create_key(&ada, &[("name", name), ("expire", "false")])
+            .await;
+        assert_eq!(r.status(), 504);
+        let log = app.fake.requests();
+        let post = log.iter().position(|r| r.method == "POST").unwrap();
+        let keys = format!("/v2/users/{ada}/apikeys");
+        assert!(
+            post > 0 && log[post - 1].method == "GET" && log[post - 1].path == keys,
+            "the key list, read at Vultr right before the create: {log:?}"
+        );
+        let lost = app.state.lost.open_for_user(&ada).await.unwrap();
+        let kept = lost.iter().find(|l| l.key_name == name).unwrap();
+        let mut before: Vec<String> =
+            serde_json::from_str(kept.keys_before.as_deref().unwrap()).unwrap();
+        before.sort();
+        expected.sort();
+        assert_eq!(before, expected, "{name}");
+        expected = ids(&app);
+    }
+    // A rotation goes the same way.
+    let KeyForm {
+        key: old,
+        path,
+        token,
+        ..
+    } = app.key_form(&ada, "two", "rotate").await;
+    app.fake.clear_log();
+    let r = app.submit(&path, &token, &[("expire", "false")]).await;
+    assert_eq!(r.status(), 504);
+    let lost = app.state.lost.open_for_user(&ada).await.unwrap();
+    let kept: Vec<_> = lost.iter().filter(|l| l.key_name == "two").collect();
+    assert_eq!(kept.len(), 2, "the create and the rotation");
+    let mut before: Vec<String> =
+        serde_json::from_str(kept[1].keys_before.as_deref().unwrap()).unwrap();
+    before.sort();
+    expected.sort();
+    assert_eq!(before, expected, "the rotation's");
+    assert!(before.contains(&old.id));
+    assert_eq!(count(&app, "DELETE"), 0, "the old key is kept");
 }
 
 #[tokio::test]

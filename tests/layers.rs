@@ -34,6 +34,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("error", 2),
     ("policy", 2),
     ("self_service", 3),
+    ("reconcile", 3),
     ("report", 2),
     ("fake_vultr", 2),
     ("session_store", 2),
@@ -128,6 +129,50 @@ fn every_module_uses_only_lower_layers() {
         }
     }
     assert!(checked > 50, "only {checked} uses found");
+}
+
+/// The stores: they keep keydesk's own records and never read Vultr (the
+/// reconciliation that reads Vultr and settles lives above them).
+const STORES: &[&str] = &[
+    "audit",
+    "grants",
+    "approvals",
+    "lost_creates.rs",
+    "holds.rs",
+    "offboardings.rs",
+    "notify/store.rs",
+    "idempotency.rs",
+    "form_keys.rs",
+    "session_store.rs",
+    "user_record.rs",
+];
+
+#[test]
+fn a_store_does_not_import_the_vultr_client() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let mut stores = 0;
+    for path in all {
+        let rel = path
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let is_store = STORES
+            .iter()
+            .any(|s| rel == *s || rel.starts_with(&format!("{s}/")));
+        if !is_store {
+            continue;
+        }
+        stores += 1;
+        let used = uses(&std::fs::read_to_string(&path).unwrap());
+        assert!(
+            !used.iter().any(|m| m == "vultr"),
+            "{rel} is a store and imports crate::vultr: reading Vultr and settling belongs in reconcile/"
+        );
+    }
+    assert!(stores >= STORES.len(), "only {stores} store files found");
 }
 
 /// A source file's module path: `src/pages/approvals/mod.rs` → `pages::approvals`.

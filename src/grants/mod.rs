@@ -92,6 +92,10 @@ pub struct Grant {
     pub decided_acls: Option<String>,
     pub decided_anywhere: Option<bool>,
     pub decided_allowlist: Option<String>,
+    /// The user's key ids just before the last claim's create (JSON).
+    pub keys_before: Option<String>,
+    /// Set when a lost claim is ambiguous: the keys that may be its (JSON).
+    pub candidates: Option<String>,
 }
 
 impl Grant {
@@ -168,7 +172,7 @@ pub fn plausible_id(s: &str) -> bool {
 macro_rules! select_grants {
     ($rest:literal) => {
         concat!(
-            "SELECT id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state, claimed_by, claim_ms, key_id, ended_by, ended_ms, decided_level, decided_acls, decided_anywhere, decided_allowlist FROM grants ",
+            "SELECT id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state, claimed_by, claim_ms, key_id, ended_by, ended_ms, decided_level, decided_acls, decided_anywhere, decided_allowlist, keys_before, candidates FROM grants ",
             $rest
         )
     };
@@ -193,6 +197,11 @@ impl Grants {
             db,
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
         }
+    }
+
+    /// The database clock, in milliseconds.
+    pub async fn now_ms(&self) -> Result<i64, sqlx::Error> {
+        self.db.now_ms().await
     }
 
     pub async fn create(&self, g: &NewGrant) -> Result<Grant, sqlx::Error> {
@@ -290,6 +299,7 @@ impl Grants {
                 "UPDATE grants SET state = $1,
                     claimed_by = CASE WHEN $2 = 'claiming' THEN $3 ELSE claimed_by END,
                     claim_ms = CASE WHEN $2 = 'claiming' THEN $5 ELSE claim_ms END,
+                    keys_before = CASE WHEN $2 = 'claiming' THEN NULL ELSE keys_before END,
                     ended_by = CASE WHEN $4 THEN COALESCE($3, ended_by) ELSE ended_by END,
                     ended_ms = CASE WHEN $4 THEN $5 ELSE ended_ms END,
                     key_id = COALESCE($6, key_id)
@@ -353,6 +363,33 @@ impl Grants {
             sqlx::query("UPDATE grants SET state = 'pending', claimed_by = NULL WHERE id = $1 AND state = $2")
                 .bind(id)
                 .bind(from.as_str())
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Keeps the user's key ids read just before this claim's create (JSON).
+    pub async fn set_keys_before(&self, id: &str, keys_before: &str) -> Result<bool, sqlx::Error> {
+        let n = on_pool!(write, &self.db, |p| {
+            sqlx::query("UPDATE grants SET keys_before = $1 WHERE id = $2 AND state = 'claiming'")
+                .bind(keys_before)
+                .bind(id)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// A lost claim more than one key may be: it stays unknown, with them
+    /// (`candidates`, JSON). Once: whether this call marked it.
+    pub async fn ambiguous(&self, id: &str, candidates: &str) -> Result<bool, sqlx::Error> {
+        let n = on_pool!(write, &self.db, |p| {
+            sqlx::query("UPDATE grants SET candidates = $1 WHERE id = $2 AND state = 'unknown' AND candidates IS NULL")
+                .bind(candidates)
+                .bind(id)
                 .execute(p)
                 .await?
                 .rows_affected()

@@ -65,9 +65,7 @@ async fn current(ctx: &Ctx, raw: &str) -> Result<(Grant, VultrId), AppError> {
     }
     if grant.state == GrantState::Unknown {
         let keys = ctx.state.vultr.list_keys(&user).await?;
-        ctx.state
-            .grants
-            .reconcile(&ctx.state.audit, &grant, &keys)
+        crate::reconcile::claims::reconcile(&ctx.state.grants, &ctx.state.audit, &grant, &keys)
             .await;
         grant = find(&ctx.state, raw).await?;
     }

@@ -239,6 +239,9 @@ pub fn closed(grant: &Grant) -> AppError {
         GrantState::Revoked => AppError::Gone(
             "This claim link was withdrawn by an operator. Ask them for a new one.".into(),
         ),
+        GrantState::Unknown if grant.candidates.is_some() => AppError::Conflict(
+            "This claim link's last use lost its answer, and more than one key with its name appeared meanwhile: keydesk cannot tell which, if any, it made. Ask an operator to look.".into(),
+        ),
         GrantState::Claiming | GrantState::Unknown => AppError::Conflict(
             "This claim link is being used right now, or its last use did not finish. Reload this page in a moment.".into(),
         ),

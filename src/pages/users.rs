@@ -253,8 +253,9 @@ pub struct UserShowView {
     pub hold: Option<crate::holds::Hold>,
     /// The latest offboarding run, while it runs or when it did not finish.
     pub offboarding: Option<crate::offboardings::Offboarding>,
-    /// Keys a create whose answer was lost made: nobody ever saw them.
-    pub never_shown: std::collections::HashSet<String>,
+    /// Lost creates: keys that appeared while an answer was lost, and the
+    /// ambiguous ones with their candidates.
+    pub lost: crate::reconcile::lost::LostView,
     /// What a key of this user can do, and from where.
     pub cap: crate::powers::Capability,
     /// The allowlist could not be read just now (shown as such, never as empty).
@@ -262,8 +263,14 @@ pub struct UserShowView {
 }
 
 impl UserShowView {
-    pub fn is_never_shown(&self, key_id: &str) -> bool {
-        self.never_shown.contains(key_id)
+    /// The keys a stored, ambiguous lost create may be.
+    pub fn candidates(&self, stored: Option<&str>) -> Vec<crate::reconcile::Candidate> {
+        crate::reconcile::Candidate::parse_list(stored)
+    }
+
+    /// Whether this key appeared while a create's answer was lost.
+    pub fn appeared_while_lost(&self, key_id: &str) -> bool {
+        self.lost.appeared.contains(key_id)
     }
 
     pub fn last_notice(&self, key_id: &str) -> Option<&crate::notify::NoticeRow> {
@@ -310,7 +317,7 @@ pub async fn user_page(
     let allowlist_unread = allowlist.is_err();
     let acls = user.acls.as_deref();
     let cap = crate::powers::Capability::of(&state.powers, acls, allowlist.unwrap_or_default());
-    let never_shown = lost_creates(state, id, record.lost, &keys).await;
+    let lost = lost_creates(state, id, record.lost, &keys).await;
     keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));
     let view = UserShowView {
         layout: ctx.layout().await,
@@ -318,7 +325,7 @@ pub async fn user_page(
         notices: record.notices,
         hold: record.hold,
         offboarding,
-        never_shown,
+        lost,
         user,
         keys,
         form,
@@ -329,16 +336,14 @@ pub async fn user_page(
     Ok(render(status, &view))
 }
 
-/// Settles the user's lost creates from `keys`; the ids of keys nobody saw.
+/// Settles the user's lost creates from `keys`; what is known of each.
 async fn lost_creates(
     state: &crate::state::AppState,
     id: &VultrId,
-    rows: Vec<(String, Option<String>)>,
+    rows: Vec<crate::lost_creates::LostRow>,
     keys: &[ApiKey],
-) -> std::collections::HashSet<String> {
-    state
-        .lost
-        .view_from(rows, &state.audit, id.as_str(), keys)
+) -> crate::reconcile::lost::LostView {
+    crate::reconcile::lost::view(&state.lost, &state.audit, id.as_str(), rows, keys)
         .await
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "lost creates not reconciled on the user page");
@@ -361,7 +366,7 @@ async fn open_grants(
         .cloned()
         .collect();
     for g in &unknown {
-        state.grants.reconcile(&state.audit, g, keys).await;
+        crate::reconcile::claims::reconcile(&state.grants, &state.audit, g, keys).await;
     }
     if !unknown.is_empty()
         && let Some(first) = unknown.first()

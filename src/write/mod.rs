@@ -29,6 +29,7 @@ use crate::error::AppError;
 use crate::idempotency::{Claim, Scope};
 use crate::identity::Identity;
 use crate::ids::VultrId;
+use crate::reconcile::KeysBefore;
 use crate::state::AppState;
 use crate::vultr::VultrError;
 
@@ -234,17 +235,30 @@ impl Claimed<'_> {
     }
 
     /// A create (or rotation) whose answer was lost may have made a key:
-    /// recorded, to be settled from the user's key list (`lost_creates`).
-    async fn remember_lost_create(&self, audit_id: i64, intent: &Intent) {
+    /// recorded with the keys read just before it (`before`), to be settled
+    /// from the user's key list (`reconcile::lost`). A claim link keeps its
+    /// own (`reconcile::keys_before`).
+    async fn remember_lost_create(
+        &self,
+        audit_id: i64,
+        intent: &Intent,
+        before: Option<&KeysBefore>,
+    ) {
         let creates = matches!(
             intent.action,
             AuditAction::KeyCreate | AuditAction::KeyRotate
         );
+        let (started, ids) = (before.map(|b| b.at_ms), before.map(KeysBefore::to_json));
         if let (true, Some(user), Some(name)) = (
             creates,
             intent.target_user_id.as_deref(),
             intent.key_name.as_deref(),
-        ) && let Err(e) = self.ctx.state.lost.record(audit_id, user, name).await
+        ) && let Err(e) = self
+            .ctx
+            .state
+            .lost
+            .record(audit_id, user, name, started, ids.as_deref())
+            .await
         {
             tracing::error!(error = %e, "a lost create could not be recorded; the audit still says unknown");
         }
@@ -274,6 +288,9 @@ impl Claimed<'_> {
     ) -> Result<T, AppError> {
         let state = &self.ctx.state;
         self.refuse_held(&intent).await?;
+        // A create's answer may be lost: what was there before, to tell its key apart.
+        let before =
+            crate::reconcile::keys_before(&state.vultr, &state.db, &state.grants, &intent).await;
         let audit_id = self.prepare(state.audit.intent(&intent).await).await?;
         match call.await {
             Ok(done) => {
@@ -307,7 +324,8 @@ impl Claimed<'_> {
                 let outcome = if unknown {
                     // It may have happened: this form must never act again.
                     state.tokens.complete(&self.token, None).await;
-                    self.remember_lost_create(audit_id, &intent).await;
+                    self.remember_lost_create(audit_id, &intent, before.as_ref())
+                        .await;
                     Outcome::Unknown
                 } else {
                     state.tokens.release(&self.token).await;
