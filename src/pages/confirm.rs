@@ -65,9 +65,9 @@ pub enum Stop {
     Error(AppError),
 }
 
-impl From<AppError> for Stop {
-    fn from(e: AppError) -> Self {
-        Stop::Error(e)
+impl<E: Into<AppError>> From<E> for Stop {
+    fn from(e: E) -> Self {
+        Stop::Error(e.into())
     }
 }
 
