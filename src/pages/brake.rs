@@ -32,6 +32,13 @@ pub struct BrakeConfirmView {
     pub require_reason: bool,
 }
 
+impl BrakeConfirmView {
+    /// Switching off is the dangerous way.
+    pub fn button_class(&self) -> &'static str {
+        if self.enable { "primary" } else { "danger" }
+    }
+}
+
 /// Confirm switching API access off (or on); the switch needs the "I
 /// understand" box ticked.
 impl Confirm for BrakeConfirmView {
