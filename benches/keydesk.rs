@@ -261,7 +261,7 @@ async fn rate(
 
 async fn bench_throughput() {
     println!("\n## Throughput of GET /users (100 users), 16 concurrent clients, 5 s each");
-    let (fake, fake_url) = unlimited_fake(100, Duration::ZERO).await;
+    let (_fake, fake_url) = unlimited_fake(100, Duration::ZERO).await;
     let c = http();
     let direct = rate(
         &c,
