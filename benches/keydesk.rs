@@ -23,26 +23,36 @@ use support::{postgres_database, sqlite_database};
 const ROOT: &str = "BENCHROOTKEY0000000000000000000000000";
 const WHO: &str = "bench@example.com";
 
-fn http() -> reqwest::Client {
+/// A client signed in as `WHO` through the proxy header, keeping cookies
+/// (a browser with its session) or not, with up to `idle` pooled connections.
+fn staff(keeps_cookies: bool, idle: usize) -> reqwest::Client {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("x-forwarded-email", WHO.parse().unwrap());
     reqwest::Client::builder()
         .default_headers(h)
-        .pool_max_idle_per_host(512)
+        .cookie_store(keeps_cookies)
+        .pool_max_idle_per_host(idle)
         .build()
         .unwrap()
 }
 
+fn http() -> reqwest::Client {
+    staff(false, 512)
+}
+
 /// `http()`, keeping cookies: a browser with its session.
 fn browser() -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert("x-forwarded-email", WHO.parse().unwrap());
-    reqwest::Client::builder()
-        .default_headers(h)
-        .cookie_store(true)
-        .pool_max_idle_per_host(512)
-        .build()
-        .unwrap()
+    staff(true, 512)
+}
+
+/// A fake Vultr with `users` users and Vultr's 30/s limit off (keydesk's own
+/// cost is measured above it), answering after `latency`; and its URL.
+async fn unlimited_fake(users: usize, latency: Duration) -> (FakeVultr, String) {
+    let fake = FakeVultr::with_users(ROOT, users);
+    fake.set_rate_limit(None);
+    fake.set_latency(latency);
+    let fake_url = fake.spawn().await.unwrap();
+    (fake, fake_url)
 }
 
 async fn keydesk_on(fake_url: &str, cache_ttl: Duration, rps: u32) -> String {
@@ -89,18 +99,28 @@ async fn latencies(
             let mut out = Vec::with_capacity(per);
             for _ in 0..per {
                 let t = Instant::now();
-                let mut req = c.get(&url);
-                if let Some(a) = &auth {
-                    req = req.bearer_auth(a);
-                }
-                let r = req.send().await.unwrap();
-                assert!(r.status().is_success(), "{url}: {}", r.status());
-                r.bytes().await.unwrap();
+                fetch(&c, &url, auth.as_deref()).await;
                 out.push(t.elapsed());
             }
             out
         });
     }
+    sorted(tasks).await
+}
+
+/// One GET of `url` (`auth` as the bearer), read to the end; it must succeed.
+async fn fetch(c: &reqwest::Client, url: &str, auth: Option<&str>) {
+    let mut req = c.get(url);
+    if let Some(a) = auth {
+        req = req.bearer_auth(a);
+    }
+    let r = req.send().await.unwrap();
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    r.bytes().await.unwrap();
+}
+
+/// Every worker's latencies, together and sorted.
+async fn sorted(mut tasks: tokio::task::JoinSet<Vec<Duration>>) -> Vec<Duration> {
     let mut all = Vec::new();
     while let Some(r) = tasks.join_next().await {
         all.extend(r.unwrap());
@@ -117,11 +137,7 @@ async fn bench_latency() {
     println!(
         "\n## Added latency of GET /users/{{id}} (SQLite file, cache off, fake latency 20 ms, each worker on its own user, one browser keeping its session)"
     );
-    let fake = FakeVultr::with_users(ROOT, 32);
-    // keydesk's own cost, above Vultr's 30/s: the fake's limit is off.
-    fake.set_rate_limit(None);
-    fake.set_latency(Duration::from_millis(20));
-    let fake_url = fake.spawn().await.unwrap();
+    let (fake, fake_url) = unlimited_fake(32, Duration::from_millis(20)).await;
     // A limiter far above the load, so the figure is keydesk's own overhead.
     // The store as deployed on one host: a SQLite file in WAL mode.
     let db = sqlite_database("latency");
@@ -202,29 +218,16 @@ async fn pair_latencies(
         let user = format!("{fake_url}/v2/users/{}", ids[i % ids.len()]);
         let keys = format!("{user}/apikeys");
         tasks.spawn(async move {
-            let get = |url: String| {
-                let c = c.clone();
-                async move {
-                    let r = c.get(&url).bearer_auth(ROOT).send().await.unwrap();
-                    assert!(r.status().is_success());
-                    r.bytes().await.unwrap();
-                }
-            };
             let mut out = Vec::with_capacity(per);
             for _ in 0..per {
                 let t = Instant::now();
-                tokio::join!(get(user.clone()), get(keys.clone()));
+                tokio::join!(fetch(&c, &user, Some(ROOT)), fetch(&c, &keys, Some(ROOT)));
                 out.push(t.elapsed());
             }
             out
         });
     }
-    let mut all = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        all.extend(r.unwrap());
-    }
-    all.sort();
-    all
+    sorted(tasks).await
 }
 
 async fn rate(
@@ -243,13 +246,7 @@ async fn rate(
         tasks.spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                let mut req = c.get(&url);
-                if let Some(a) = &auth {
-                    req = req.bearer_auth(a);
-                }
-                let r = req.send().await.unwrap();
-                assert!(r.status().is_success());
-                r.bytes().await.unwrap();
+                fetch(&c, &url, auth.as_deref()).await;
                 n += 1;
             }
             n
@@ -264,10 +261,7 @@ async fn rate(
 
 async fn bench_throughput() {
     println!("\n## Throughput of GET /users (100 users), 16 concurrent clients, 5 s each");
-    let fake = FakeVultr::with_users(ROOT, 100);
-    // keydesk's own cost, above Vultr's 30/s: the fake's limit is off.
-    fake.set_rate_limit(None);
-    let fake_url = fake.spawn().await.unwrap();
+    let (_fake, fake_url) = unlimited_fake(100, Duration::ZERO).await;
     let c = http();
     let direct = rate(
         &c,
@@ -488,10 +482,7 @@ async fn spawn_serve(fake: &str, db: &str) -> (tokio::process::Child, String) {
 /// against the release binary; RSS and throughput sampled every second.
 async fn soak(label: &str, db: &str, cookieless: u64, keeping: u64) {
     use std::sync::atomic::{AtomicU64, Ordering};
-    let fake = FakeVultr::with_users(ROOT, 100);
-    // keydesk's own cost, above Vultr's 30/s: the fake's limit is off.
-    fake.set_rate_limit(None);
-    let fake_url = fake.spawn().await.unwrap();
+    let (fake, fake_url) = unlimited_fake(100, Duration::ZERO).await;
     let (mut child, base) = spawn_serve(&fake_url, db).await;
     let pid = child.id().unwrap();
     let ids: Vec<String> = fake.users().iter().map(|u| u.id.clone()).collect();
@@ -501,15 +492,7 @@ async fn soak(label: &str, db: &str, cookieless: u64, keeping: u64) {
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..24 {
         let keeps = w < 4;
-        let mut b = reqwest::Client::builder()
-            .pool_max_idle_per_host(4)
-            .cookie_store(keeps);
-        b = b.default_headers({
-            let mut h = reqwest::header::HeaderMap::new();
-            h.insert("x-forwarded-email", WHO.parse().unwrap());
-            h
-        });
-        let c = b.build().unwrap();
+        let c = staff(keeps, 4);
         let (base, ids, done) = (base.clone(), ids.clone(), done.clone());
         let left = if keeps {
             left_keeping.clone()
@@ -607,23 +590,10 @@ async fn bench_store_latency() {
     println!(
         "\n## GET /users/{{id}} per store (fake latency 20 ms, cache off, a cookie-keeping browser): p50 / p99"
     );
-    let fake = FakeVultr::with_users(ROOT, 64);
-    // keydesk's own cost, above Vultr's 30/s: the fake's limit is off.
-    fake.set_rate_limit(None);
-    fake.set_latency(Duration::from_millis(20));
-    let fake_url = fake.spawn().await.unwrap();
+    let (fake, fake_url) = unlimited_fake(64, Duration::from_millis(20)).await;
     let ids: Vec<String> = fake.users().iter().map(|u| u.id.clone()).collect();
     // A staff browser keeps its session cookie.
-    let c = reqwest::Client::builder()
-        .default_headers({
-            let mut h = reqwest::header::HeaderMap::new();
-            h.insert("x-forwarded-email", WHO.parse().unwrap());
-            h
-        })
-        .cookie_store(true)
-        .pool_max_idle_per_host(64)
-        .build()
-        .unwrap();
+    let c = staff(true, 64);
     let direct: Vec<String> = ids
         .iter()
         .map(|id| format!("{fake_url}/v2/users/{id}"))

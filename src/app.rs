@@ -20,6 +20,7 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::identity::{AuthMode, Gate};
+use crate::pages::confirm;
 use crate::pages::keys::{create, revoke, rotate};
 use crate::pages::{
     allowlist, approvals, assets, audit, auth, brake, claim, cleanup, grants, me, notices,
@@ -94,15 +95,15 @@ pub fn build_router(state: AppState) -> Router {
         )
         .route(
             "/users/{id}/api-access",
-            get(brake::brake_confirm).post(brake::brake_submit),
+            get(confirm::show::<brake::BrakeConfirmView>).post(brake::brake_submit),
         )
         .route(
             "/users/{id}/offboard",
-            get(offboard::offboard_confirm).post(offboard::offboard_submit),
+            get(confirm::show::<offboard::OffboardConfirmView>).post(offboard::offboard_submit),
         )
         .route(
             "/users/{id}/reinstate",
-            get(reinstate::reinstate_confirm).post(reinstate::reinstate_submit),
+            get(confirm::show::<reinstate::ReinstateView>).post(reinstate::reinstate_submit),
         )
         .route("/users/{id}/grants", post(grants::grant_create))
         .route(

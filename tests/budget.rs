@@ -321,9 +321,18 @@ async fn a_gate_mistake_opens_no_staff_page() {
             "/users/{id}/keys/{key_id}/rotate",
             get(keys::rotate::rotate_form),
         )
-        .route("/users/{id}/api-access", get(brake::brake_confirm))
-        .route("/users/{id}/offboard", get(offboard::offboard_confirm))
-        .route("/users/{id}/reinstate", get(reinstate::reinstate_confirm))
+        .route(
+            "/users/{id}/api-access",
+            get(keydesk::pages::confirm::show::<brake::BrakeConfirmView>),
+        )
+        .route(
+            "/users/{id}/offboard",
+            get(keydesk::pages::confirm::show::<offboard::OffboardConfirmView>),
+        )
+        .route(
+            "/users/{id}/reinstate",
+            get(keydesk::pages::confirm::show::<reinstate::ReinstateView>),
+        )
         .route("/users/{id}/allowlist", get(allowlist::add_form))
         .route("/grants", get(grants::grants_list))
         .route("/approvals", get(approvals::approvals_list))

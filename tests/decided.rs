@@ -475,9 +475,15 @@ async fn a_claim_in_flight_when_an_offboarding_begins_is_undone_and_the_link_end
     let (status, body) = within("the claim answers", claiming).await.unwrap();
     assert_eq!(status, 409, "{body}");
     assert!(revealed_key(&body).is_none(), "never shown");
-    assert_eq!(within("the offboarding ends", offboarding).await.unwrap(), 200);
+    assert_eq!(
+        within("the offboarding ends", offboarding).await.unwrap(),
+        200
+    );
     assert_eq!(creates(&app), 1);
-    assert!(app.fake.keys_of(&alice).is_empty(), "no live key for the leaver");
+    assert!(
+        app.fake.keys_of(&alice).is_empty(),
+        "no live key for the leaver"
+    );
     assert_eq!(deletes(&app), before + 1, "each key deleted once");
     let gid = path.rsplit('/').next().unwrap();
     let g = app.state.grants.get(gid).await.unwrap().unwrap();

@@ -28,6 +28,12 @@ fn grant_of(link: &str) -> String {
     link.rsplit('/').next().unwrap().to_string()
 }
 
+/// The stored grant a claim link points at.
+async fn grant_at(app: &TestApp, link: &str) -> keydesk::grants::Grant {
+    let id = grant_of(link);
+    app.state.grants.get(&id).await.unwrap().unwrap()
+}
+
 /// An operator (the app's own client) grants Ada a key; returns the link.
 async fn grant(app: &TestApp, ada: &str, fields: &[(&str, &str)]) -> String {
     let token = app.form_token(ada).await;
@@ -194,31 +200,7 @@ async fn eight_concurrent_claims_create_one_key() {
     for _ in 0..8 {
         tokens.push(hidden_token(&get_text(&owner, app.url(&path)).await));
     }
-    let url = app.url(&path);
-    let tasks: Vec<_> = tokens
-        .into_iter()
-        .map(|t| {
-            let (c, url) = (owner.clone(), url.clone());
-            tokio::spawn(async move {
-                let r = post_as(&c, url, &[("form_token", t.as_str())]).await;
-                r.status().as_u16()
-            })
-        })
-        .collect();
-    let mut statuses = vec![];
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
-    statuses.sort();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 409),
-        "{statuses:?}"
-    );
+    one_tab_wins(&owner, app.url(&path), tokens).await;
     assert_eq!(posts(&app), 1);
 }
 
@@ -316,13 +298,7 @@ async fn claim_cut_off(
 /// A claim whose create answer is lost leaves the grant `unknown`.
 async fn lost_claim(app: &TestApp, ada: &str, name: &str) -> keydesk::grants::Grant {
     let (path, owner) = claim_cut_off(app, ada, name, false).await;
-    let g = app
-        .state
-        .grants
-        .get(&grant_of(&path))
-        .await
-        .unwrap()
-        .unwrap();
+    let g = grant_at(app, &path).await;
     assert_eq!(g.state, keydesk::grants::GrantState::Unknown);
     // Before the bound the link stays closed: Vultr may still be making it.
     let early = owner.get(app.url(&path)).send().await.unwrap();
@@ -363,13 +339,7 @@ async fn a_lost_answer_is_reconciled_from_the_key_list() {
     let (path, owner) = claim_cut_off(&app, &ada, "made", true).await;
     let again = owner.get(app.url(&path)).send().await.unwrap();
     assert_eq!(again.status(), 409, "claimed: the link is used");
-    let made = app
-        .state
-        .grants
-        .get(&grant_of(&path))
-        .await
-        .unwrap()
-        .unwrap();
+    let made = grant_at(&app, &path).await;
     assert_eq!(made.state, GrantState::Claimed);
     let key = app.key_named(&ada, &made.vultr_key_name());
     assert_eq!(made.key_id.as_deref(), Some(key.id.as_str()));

@@ -378,7 +378,10 @@ async fn keydesk_migrate_says_what_it_applied() {
     );
     let last = versions.last().unwrap();
     let again = run();
-    assert!(again.contains(&format!("is up to date (schema at {last})")), "{again}");
+    assert!(
+        again.contains(&format!("is up to date (schema at {last})")),
+        "{again}"
+    );
 }
 
 /// Holds, lost creates, offboarding runs and a reinstatement request, as

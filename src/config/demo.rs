@@ -30,20 +30,10 @@ impl DemoArgs {
         Ok(Settings {
             auth: AuthMode::Demo(who),
             access,
-            policy: self.common.key_policy()?,
             database_url: self.database.clone(),
             cookie_secure: false,
-            upstream: self.common.client_options(),
-            page_size: self.common.page_size,
-            listen: self.common.listen,
-            public_url: self.common.public_url.clone(),
-            claim_ttl: self.common.claim_ttl(),
-            notify: self.common.notify.config()?,
-            self_service,
-            me_posts: self.common.self_service.post_rate(),
             approvers,
-            powers: self.common.powers.powers()?,
-            ..Settings::new(vultr_url, root_key)
+            ..self.common.settings(vultr_url, root_key)?
         })
     }
 }

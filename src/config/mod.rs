@@ -13,6 +13,7 @@ use crate::identity::{Access, AuthMode};
 use crate::jwt::{JwtSettings, JwtVerifier, parse_algorithms};
 use crate::state::Settings;
 
+mod common;
 mod database;
 mod demo;
 mod explain;
@@ -359,21 +360,11 @@ impl ServeArgs {
             secret_key,
             auth: self.auth_mode()?,
             access,
-            policy: self.common.key_policy()?,
             database_url: self.database.url()?,
             cookie_secure: self.cookie_secure,
-            upstream: self.common.client_options(),
-            page_size: self.common.page_size,
-            listen: self.common.listen,
-            public_url: self.common.public_url.clone(),
-            claim_ttl: self.common.claim_ttl(),
-            notify: self.common.notify.config()?,
             approval: self.approval_policy()?,
             approvers: self.approvers.clone(),
-            self_service: self.common.self_service.policy()?,
-            me_posts: self.common.self_service.post_rate(),
-            powers: self.common.powers.powers()?,
-            ..Settings::new(vultr_url, root_key)
+            ..self.common.settings(vultr_url, root_key)?
         })
     }
 

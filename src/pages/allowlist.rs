@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::paths::UserPath;
 use super::{Layout, paths, render};
 use crate::allowlist::{Entry, check};
-use crate::approvals::{ApprovalAction, NewApproval};
+use crate::approvals::ApprovalAction;
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
 use crate::idempotency::Scope;
@@ -125,19 +125,17 @@ pub async fn add_submit(
         .prepare(super::capability::now(&ctx.state, &id).await)
         .await?;
     if let Some(why) = ctx.state.approval.why(Change::AllowlistAdd) {
-        let new = NewApproval {
-            action: ApprovalAction::AllowlistAdd,
-            user_id: id.to_string(),
-            user_email: user.email.clone(),
-            key_id: None,
-            key_name: None,
-            expire: false,
-            date_expire: None,
+        let new = super::confirm::user_request(
+            &ctx,
+            ApprovalAction::AllowlistAdd,
+            (&id, user.email.clone()),
             reason,
             why,
-            requested_by: ctx.who.email.clone(),
-            subnet: Some(net.to_string()),
+            Some(net.to_string()),
+        );
+        let new = crate::approvals::NewApproval {
             decided: Some(cap.decided(&ctx.state.approval.named_acls())),
+            ..new
         };
         return super::approvals::request(&ctx, claim, new).await;
     }

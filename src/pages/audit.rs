@@ -47,6 +47,18 @@ impl AuditListView {
             .join("&")
     }
 
+    /// The pager's links: newer entries are on the page before.
+    pub fn newer(&self) -> Option<String> {
+        (self.page > 1).then(|| self.page_href(self.page - 1))
+    }
+    pub fn older(&self) -> Option<String> {
+        (self.page < self.pages).then(|| self.page_href(self.page + 1))
+    }
+    /// Where the pager stands.
+    pub fn at(&self) -> String {
+        format!("Page {} of {}", self.page, self.pages)
+    }
+
     /// Link to another page of the same filtered view.
     pub fn page_href(&self, page: i64) -> String {
         let mut pairs: Vec<(&str, &str)> = Vec::new();

@@ -4,21 +4,21 @@
 
 use askama::Template;
 use axum::Form;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::Layout;
+use super::confirm::{self, Confirm, ConfirmInput, Stop};
 use super::paths::{self, UserPath};
-use super::{Layout, render};
-use crate::approvals::{ApprovalAction, NewApproval};
+use crate::approvals::ApprovalAction;
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
 use crate::ids::VultrId;
-use crate::policy::{Change, check_reason};
+use crate::policy::Change;
 use crate::vultr::User;
-use crate::write::{CONFIRM_AGAIN, Confirmation, Ctx};
+use crate::write::Ctx;
 
 #[derive(Template)]
 #[template(path = "users/brake_confirm.html")]
@@ -32,41 +32,37 @@ pub struct BrakeConfirmView {
     pub require_reason: bool,
 }
 
-async fn confirm_page(
-    ctx: &Ctx,
-    id: &VultrId,
-    notice: Option<String>,
-    status: StatusCode,
-) -> Result<Response, AppError> {
-    let user = ctx.state.vultr.get_user(id).await?;
-    let enable = !user.api_access();
-    let view = BrakeConfirmView {
-        layout: ctx.layout().await,
-        token: ctx.issue(Scope::ApiAccess(id, enable)).await?,
-        user,
-        enable,
-        notice,
-        require_reason: ctx.state.policy.require_reason,
-    };
-    Ok(render(status, &view))
+impl BrakeConfirmView {
+    /// Switching off is the dangerous way.
+    pub fn button_class(&self) -> &'static str {
+        if self.enable { "primary" } else { "danger" }
+    }
 }
 
-/// Confirm switching API access off (or on).
-pub async fn brake_confirm(
-    Operator(_): Operator,
-    ctx: Ctx,
-    UserPath(id): UserPath,
-) -> Result<Response, AppError> {
-    confirm_page(&ctx, &id, None, StatusCode::OK).await
+/// Confirm switching API access off (or on); the switch needs the "I
+/// understand" box ticked.
+impl Confirm for BrakeConfirmView {
+    const TICK: bool = true;
+
+    async fn view(ctx: &Ctx, id: &VultrId, notice: Option<String>) -> Result<Self, AppError> {
+        let user = ctx.state.vultr.get_user(id).await?;
+        let enable = !user.api_access();
+        Ok(BrakeConfirmView {
+            layout: ctx.layout().await,
+            token: ctx.issue(Scope::ApiAccess(id, enable)).await?,
+            user,
+            enable,
+            notice,
+            require_reason: ctx.state.policy.require_reason,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
 pub struct BrakeInput {
     enabled: Option<String>,
-    form_token: Option<String>,
-    reason: Option<String>,
-    /// The "I understand" box: the switch needs it ticked.
-    understand: Option<String>,
+    #[serde(flatten)]
+    confirm: ConfirmInput,
 }
 
 /// `PATCH /v2/users/{id}` with `api_enabled`, audited.
@@ -75,61 +71,37 @@ pub async fn brake_submit(
     ctx: Ctx,
     UserPath(id): UserPath,
     Form(input): Form<BrakeInput>,
-) -> Result<Response, AppError> {
+) -> Result<Response, Stop> {
     let enable = match input.enabled.as_deref() {
         Some("true") => true,
         Some("false") => false,
         _ => {
             let msg = "Say whether API access should be on or off.";
-            return Err(AppError::BadRequest(msg.into()));
-        }
-    };
-    let reason = match check_reason(input.reason.as_deref(), &ctx.state.policy) {
-        Ok(r) => r,
-        Err(e) => {
-            return confirm_page(&ctx, &id, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await;
+            return Err(AppError::BadRequest(msg.into()).into());
         }
     };
     let scope = Scope::ApiAccess(&id, enable);
-    let claim = match ctx.confirm(input.form_token.as_deref(), scope, &id).await? {
-        Confirmation::Go(claim) => claim,
-        Confirmation::Replay => return Ok(Redirect::to(&paths::user(id.as_str())).into_response()),
-        Confirmation::Refused => {
-            return confirm_page(&ctx, &id, Some(CONFIRM_AGAIN.into()), StatusCode::FORBIDDEN)
-                .await;
-        }
-    };
-    if !crate::policy::checkbox(input.understand.as_deref()) {
-        claim.release().await;
-        let notice = "Tick “I understand” to confirm. Nothing was changed.";
-        return confirm_page(
-            &ctx,
-            &id,
-            Some(notice.into()),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
-    }
+    let policy = &ctx.state.policy;
+    let (claim, reason) =
+        confirm::submitted::<BrakeConfirmView>(&ctx, &id, scope, &input.confirm, policy).await?;
     // The rules read the user's ACLs and allowlist as Vultr reports them now.
     let (user, cap) = claim
         .prepare(crate::pages::capability::now(&ctx.state, &id).await)
         .await?;
     if let Some(why) = ctx.state.approval.why(Change::ApiAccess(enable, &cap)) {
-        let new = NewApproval {
-            action: ApprovalAction::ApiAccessOn,
-            user_id: id.to_string(),
-            user_email: user.email.clone(),
-            key_id: None,
-            key_name: None,
-            expire: false,
-            date_expire: None,
+        let new = confirm::user_request(
+            &ctx,
+            ApprovalAction::ApiAccessOn,
+            (&id, user.email.clone()),
             reason,
             why,
-            requested_by: ctx.who.email.clone(),
-            subnet: None,
+            None,
+        );
+        let new = crate::approvals::NewApproval {
             decided: Some(cap.decided(&ctx.state.approval.named_acls())),
+            ..new
         };
-        return super::approvals::request(&ctx, claim, new).await;
+        return Ok(super::approvals::request(&ctx, claim, new).await?);
     }
     let intent = Intent {
         target_user_id: Some(id.to_string()),

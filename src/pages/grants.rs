@@ -10,9 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::approvals::key_request;
+use super::confirm::Stop;
+use super::keys::add::{self, Makes, Valid};
 use super::paths::{self, UserPath};
-use super::users::user_page;
 use super::{Layout, render};
 use crate::approvals::ApprovalAction;
 use crate::audit::{AuditAction, Intent};
@@ -20,7 +20,7 @@ use crate::error::AppError;
 use crate::grants::{Grant, GrantState, NewGrant, plausible_id};
 use crate::idempotency::Scope;
 use crate::identity::{Operator, Staff};
-use crate::policy::{Change, CreateKeyInput, KeyForm, check_reason, validate};
+use crate::policy::{CreateKeyInput, check_reason};
 use crate::state::AppState;
 use crate::write::{Ctx, Refusal};
 
@@ -71,53 +71,23 @@ pub async fn grant_create(
     ctx: Ctx,
     UserPath(id): UserPath,
     Form(input): Form<CreateKeyInput>,
-) -> Result<Response, AppError> {
-    let policy = &ctx.state.policy;
-    let scope = Scope::CreateKey(&id);
-    let claim = match ctx
-        .claim(input.form_token.as_deref(), scope, &id, None)
-        .await
-    {
-        Ok(claim) => claim,
-        Err(Refusal::Replay { .. }) => {
-            return Err(AppError::Conflict(
-                "This form was already used: its key or claim link exists. See the user's page or the claim links list.".into(),
-            ));
-        }
-        Err(Refusal::Unavailable(e)) => return Err(e),
-        Err(Refusal::Refused) => {
-            let mut form = KeyForm::blank(ctx.issue(scope).await?, policy);
-            form.form_error = Some(
-                "This form has expired or was not issued to you. No claim link was made; submit again.".into(),
-            );
-            return user_page(&ctx, &id, form, StatusCode::FORBIDDEN).await;
-        }
-    };
-    let mut form = KeyForm::blank(claim.token().to_string(), policy);
-    let Some(body) = validate(&input, &mut form, policy) else {
-        claim.release().await;
-        return user_page(&ctx, &id, form, StatusCode::UNPROCESSABLE_ENTITY).await;
-    };
+) -> Result<Response, Stop> {
+    let valid = add::submitted(&ctx, &id, &input, Makes::Link).await?;
     // The owner is whoever Vultr says this user is, now.
-    let facts = claim.facts(&id).await?;
-    let Some(email) = facts.user.email.clone().filter(|e| !e.trim().is_empty()) else {
-        claim.release().await;
+    let Some(email) = valid.user.email.clone().filter(|e| !e.trim().is_empty()) else {
+        valid.claim.release().await;
         return Err(AppError::BadRequest(
             "This Vultr user has no email address, so no one could claim a link. Use Add Key instead.".into(),
-        ));
+        )
+        .into());
     };
-    if let Some(why) = ctx.state.approval.why(Change::Key(&body, &facts.cap)) {
-        let new = key_request(
-            &ctx,
-            ApprovalAction::GrantCreate,
-            &facts,
-            None,
-            body,
-            form.reason(),
-            why,
-        );
-        return super::approvals::request(&ctx, claim, new).await;
-    }
+    let Valid {
+        claim,
+        form,
+        body,
+        cap,
+        ..
+    } = valid.or_request(&ctx, ApprovalAction::GrantCreate).await?;
     let new = NewGrant {
         user_id: id.to_string(),
         user_email: email.clone(),
@@ -125,7 +95,7 @@ pub async fn grant_create(
         date_expire: body.date_expire.clone(),
         reason: form.reason(),
         created_by: ctx.who.email.clone(),
-        decided: facts.decided(&ctx.state),
+        decided: cap.decided(&ctx.state.approval.named_acls()),
     };
     let intent = Intent {
         target_user_id: Some(id.to_string()),
@@ -135,7 +105,7 @@ pub async fn grant_create(
         reason: form.reason(),
         ..ctx.intent(AuditAction::GrantCreate)
     };
-    let intent = super::capability::stamp(intent, &facts.cap);
+    let intent = super::capability::stamp(intent, &cap);
     let grant = claim
         .store(
             intent,

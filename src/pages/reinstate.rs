@@ -5,23 +5,22 @@
 
 use askama::Template;
 use axum::Form;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::Deserialize;
 
+use super::Layout;
+use super::confirm::{self, Confirm, ConfirmInput, Stop};
 use super::paths::{self, UserPath};
-use super::{Layout, render};
-use crate::approvals::{ApprovalAction, NewApproval};
+use crate::approvals::ApprovalAction;
 use crate::audit::{AuditAction, Intent, Outcome};
 use crate::error::AppError;
 use crate::holds::Hold;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
 use crate::ids::VultrId;
-use crate::policy::{Change, check_reason};
+use crate::policy::Change;
 use crate::state::AppState;
 use crate::vultr::User;
-use crate::write::{CONFIRM_AGAIN, Confirmation, Ctx};
+use crate::write::Ctx;
 
 #[derive(Template)]
 #[template(path = "users/reinstate_confirm.html")]
@@ -45,21 +44,18 @@ async fn standing(ctx: &Ctx, id: &VultrId) -> Result<Hold, AppError> {
         })
 }
 
-async fn confirm_page(
-    ctx: &Ctx,
-    id: &VultrId,
-    notice: Option<String>,
-    status: StatusCode,
-) -> Result<Response, AppError> {
-    let hold = standing(ctx, id).await?;
-    let view = ReinstateView {
-        layout: ctx.layout().await,
-        user: ctx.state.vultr.get_user(id).await?,
-        hold,
-        token: ctx.issue(Scope::Reinstate(id)).await?,
-        notice,
-    };
-    Ok(render(status, &view))
+/// Who placed the hold, when and why, and the form that lifts it.
+impl Confirm for ReinstateView {
+    async fn view(ctx: &Ctx, id: &VultrId, notice: Option<String>) -> Result<Self, AppError> {
+        let hold = standing(ctx, id).await?;
+        Ok(ReinstateView {
+            layout: ctx.layout().await,
+            user: ctx.state.vultr.get_user(id).await?,
+            hold,
+            token: ctx.issue(Scope::Reinstate(id)).await?,
+            notice,
+        })
+    }
 }
 
 /// The one change a reinstatement makes: the hold removed (a conflict when
@@ -74,45 +70,20 @@ pub async fn lift_hold(state: &AppState, user_id: &str) -> Result<(), AppError> 
     }
 }
 
-/// Who placed the hold, when and why, and the form that lifts it.
-pub async fn reinstate_confirm(
-    Operator(_): Operator,
-    ctx: Ctx,
-    UserPath(id): UserPath,
-) -> Result<Response, AppError> {
-    confirm_page(&ctx, &id, None, StatusCode::OK).await
-}
-
-#[derive(Deserialize, Default)]
-pub struct ReinstateInput {
-    form_token: Option<String>,
-    reason: Option<String>,
-}
-
 /// Lifts the hold. A reason is always required: it undoes an offboarding.
 pub async fn reinstate_submit(
     Operator(_): Operator,
     ctx: Ctx,
     UserPath(id): UserPath,
-    Form(input): Form<ReinstateInput>,
-) -> Result<Response, AppError> {
+    Form(input): Form<ConfirmInput>,
+) -> Result<Response, Stop> {
     let always = crate::policy::KeyPolicy {
         require_reason: true,
         ..ctx.state.policy.clone()
     };
-    let reason = match check_reason(input.reason.as_deref(), &always) {
-        Ok(r) => r,
-        Err(e) => return confirm_page(&ctx, &id, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await,
-    };
-    let token = input.form_token.as_deref();
-    let claim = match ctx.confirm(token, Scope::Reinstate(&id), &id).await? {
-        Confirmation::Go(claim) => claim,
-        Confirmation::Replay => return Ok(Redirect::to(&paths::user(id.as_str())).into_response()),
-        Confirmation::Refused => {
-            return confirm_page(&ctx, &id, Some(CONFIRM_AGAIN.into()), StatusCode::FORBIDDEN)
-                .await;
-        }
-    };
+    let scope = Scope::Reinstate(&id);
+    let (claim, reason) =
+        confirm::submitted::<ReinstateView>(&ctx, &id, scope, &input, &always).await?;
     let hold = claim.prepare(standing(&ctx, &id).await).await?;
     // A leaver never lifts their own hold, whatever their role.
     let own = hold
@@ -130,7 +101,8 @@ pub async fn reinstate_submit(
         ctx.state.audit.record(&refused, Outcome::Failed).await;
         return Err(AppError::Forbidden(
             "You are the person this hold is on: someone else must reinstate you. Nothing was changed.".into(),
-        ));
+        )
+        .into());
     }
     let intent = Intent {
         target_user_id: Some(id.to_string()),
@@ -148,21 +120,16 @@ pub async fn reinstate_submit(
         .why(Change::ApiAccess(true, &nobody))
         .is_some()
     {
-        let new = NewApproval {
-            action: ApprovalAction::Reinstate,
-            user_id: id.to_string(),
-            user_email: hold.user_email.clone(),
-            key_id: None,
-            key_name: None,
-            expire: false,
-            date_expire: None,
-            reason: intent.reason.clone(),
-            why: "reinstating an offboarded user needs a second person (api-access-on)".into(),
-            requested_by: ctx.who.email.clone(),
-            subnet: None,
-            decided: None,
-        };
-        return super::approvals::request(&ctx, claim, new).await;
+        let why = "reinstating an offboarded user needs a second person (api-access-on)";
+        let new = confirm::user_request(
+            &ctx,
+            ApprovalAction::Reinstate,
+            (&id, hold.user_email.clone()),
+            intent.reason.clone(),
+            why.into(),
+            None,
+        );
+        return Ok(super::approvals::request(&ctx, claim, new).await?);
     }
     claim
         .store(intent, lift_hold(&ctx.state, id.as_str()), |_| None)

@@ -30,10 +30,8 @@ impl Facts {
 /// Vultr's word now, not a cached one: the user and their allowlist, two
 /// GETs that neither read nor drop the cache (the users list stays warm).
 pub async fn read_now(state: &AppState, id: &VultrId) -> Result<Facts, AppError> {
-    let (user, allowlist) = tokio::join!(
-        state.vultr.get_user_now(id),
-        state.vultr.allowlist_now(id)
-    );
+    let (user, allowlist) =
+        tokio::join!(state.vultr.get_user_now(id), state.vultr.allowlist_now(id));
     let user = user?;
     let cap = Capability::of(&state.powers, user.acls.as_deref(), allowlist?);
     Ok(Facts { user, cap })

@@ -449,6 +449,30 @@ pub async fn race_eight(apps: &[&TestApp], user: &str, token: &str) -> Vec<(u16,
     results
 }
 
+/// Posts the forms of `tokens` (one per tab) to `url` with `c`, all at once:
+/// exactly one gets through (200), every other is told it was done (409).
+pub async fn one_tab_wins(c: &reqwest::Client, url: String, tokens: Vec<String>) {
+    let tasks: Vec<_> = tokens
+        .into_iter()
+        .map(|t| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move {
+                let r = post_as(&c, url, &[("form_token", t.as_str())]).await;
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = vec![];
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    let won = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(won, 1, "{statuses:?}");
+    let done = statuses.iter().all(|s| *s == 200 || *s == 409);
+    assert!(done, "{statuses:?}");
+}
+
 /// `fut`, or a failure naming `what` after 30 s: a test never hangs.
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     within_secs(30, what, fut).await

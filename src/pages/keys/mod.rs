@@ -1,6 +1,7 @@
 //! A user's API keys: create (shown once), rotate, revoke. One file per flow;
 //! this one holds what create and rotate share: the reveal and the replay page.
 
+pub mod add;
 pub mod create;
 pub mod revoke;
 pub mod rotate;

@@ -13,6 +13,7 @@ use crate::error::AppError;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
 use crate::ids::VultrId;
+use crate::pages::confirm::Stop;
 use crate::pages::paths::{self, KeyPath};
 use crate::pages::{Layout, render};
 use crate::policy::check_reason;
@@ -96,39 +97,27 @@ pub async fn revoke_submit(
     ctx: Ctx,
     KeyPath(id, key_id): KeyPath,
     Form(input): Form<RevokeInput>,
-) -> Result<Response, AppError> {
+) -> Result<Response, Stop> {
     let ids = (&id, &key_id);
     let replaced_by = optional_id(input.replaced_by)?;
     let reason = match check_reason(input.reason.as_deref(), &ctx.state.policy) {
         Ok(r) => r,
-        Err(e) => return confirm_page(&ctx, ids, Some(e), replaced_by).await,
+        Err(e) => return Ok(confirm_page(&ctx, ids, Some(e), replaced_by).await?),
     };
     let token = input.form_token.as_deref().filter(|t| !t.is_empty());
-    let scope = Scope::RevokeKey(&id, &key_id);
-    let claim = match ctx.claim(token, scope, &id, Some(&key_id)).await {
-        Ok(claim) => claim,
-        Err(Refusal::Replay { .. }) => {
-            ctx.flash("info", "That key was already revoked.".into())
-                .await;
-            return Ok(Redirect::to(&paths::user(id.as_str())).into_response());
-        }
-        Err(Refusal::Unavailable(e)) => return Err(e),
-        Err(Refusal::Refused) => {
-            let notice = match token {
-                None => "Confirm below to revoke this key.",
-                Some(_) => {
-                    "That confirmation has expired or was not issued to you. Confirm again to revoke the key."
-                }
-            };
-            let mut resp = confirm_page(&ctx, ids, Some(notice.into()), replaced_by).await?;
-            *resp.status_mut() = StatusCode::FORBIDDEN;
-            return Ok(resp);
-        }
+    let back = paths::user(id.as_str());
+    let Some(claim) = claim_revoke(&ctx, token, ids, &back).await? else {
+        let notice = match token {
+            None => "Confirm below to revoke this key.",
+            Some(_) => EXPIRED,
+        };
+        let mut resp = confirm_page(&ctx, ids, Some(notice.into()), replaced_by).await?;
+        *resp.status_mut() = StatusCode::FORBIDDEN;
+        return Ok(resp);
     };
     if !crate::policy::checkbox(input.understand.as_deref()) {
         claim.release().await;
-        let notice = "Tick “I understand” to confirm the revocation. Nothing was revoked.";
-        return confirm_page(&ctx, ids, Some(notice.into()), replaced_by).await;
+        return Ok(confirm_page(&ctx, ids, Some(UNTICKED.into()), replaced_by).await?);
     }
     let (user, key) = claim
         .prepare(ctx.state.vultr.get_user_and_key(&id, &key_id).await)
@@ -142,6 +131,34 @@ pub async fn revoke_submit(
     let text = format!("Revoked the key “{}”.", key.name_or_dash());
     ctx.flash("ok", text).await;
     Ok(Redirect::to(&paths::user(id.as_str())).into_response())
+}
+
+/// A revoke form refused: expired, or not issued to this person.
+pub const EXPIRED: &str =
+    "That confirmation has expired or was not issued to you. Confirm again to revoke the key.";
+/// A revoke form sent without its "I understand" box ticked.
+pub const UNTICKED: &str = "Tick “I understand” to confirm the revocation. Nothing was revoked.";
+
+/// Claims the revoke form of `key_id` of `id` (shared by the staff page and
+/// an owner's own revocation). A replay says the key is gone and goes
+/// `back`; `None` is a refused form (audited), for the caller to show again.
+pub async fn claim_revoke<'c>(
+    ctx: &'c Ctx,
+    token: Option<&str>,
+    (id, key_id): (&VultrId, &VultrId),
+    back: &str,
+) -> Result<Option<Claimed<'c>>, Stop> {
+    let scope = Scope::RevokeKey(id, key_id);
+    match ctx.claim(token, scope, id, Some(key_id)).await {
+        Ok(claim) => Ok(Some(claim)),
+        Err(Refusal::Replay { .. }) => {
+            ctx.flash("info", "That key was already revoked.".into())
+                .await;
+            Err(Stop::Page(Redirect::to(back).into_response()))
+        }
+        Err(Refusal::Unavailable(e)) => Err(e.into()),
+        Err(Refusal::Refused) => Ok(None),
+    }
 }
 
 /// Revokes `key` of `user` with a claimed form, through the one audited write

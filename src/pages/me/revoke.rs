@@ -13,9 +13,11 @@ use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
 use crate::idempotency::Scope;
 use crate::ids::VultrId;
+use crate::pages::confirm::Stop;
+use crate::pages::keys::revoke::{EXPIRED, UNTICKED, claim_revoke};
 use crate::pages::{Layout, paths, render};
 use crate::vultr::{ApiKey, User};
-use crate::write::{Ctx, Refusal};
+use crate::write::Ctx;
 
 #[derive(Template)]
 #[template(path = "me/revoke.html")]
@@ -69,26 +71,16 @@ pub async fn revoke_submit(
     ctx: Ctx,
     Path(raw): Path<String>,
     Form(input): Form<RevokeInput>,
-) -> Result<Response, AppError> {
+) -> Result<Response, Stop> {
     let key_id = VultrId::parse(&raw)?;
     let user = owner(&ctx).await?;
     let id = VultrId::parse(&user.id)?;
     let token = input.form_token.as_deref().filter(|t| !t.is_empty());
-    let scope = Scope::RevokeKey(&id, &key_id);
-    let claim = match ctx.claim(token, scope, &id, Some(&key_id)).await {
-        Ok(claim) => claim,
-        Err(Refusal::Replay { .. }) => {
-            ctx.flash("info", "That key was already revoked.".into())
-                .await;
-            return Ok(Redirect::to(paths::ME).into_response());
-        }
-        Err(Refusal::Unavailable(e)) => return Err(e),
-        Err(Refusal::Refused) => {
-            // Someone else's key is refused here, in words, and audited.
-            let key = own_key(&ctx, &user, &key_id).await?;
-            let notice = "That confirmation has expired or was not issued to you. Confirm again to revoke the key.";
-            return revoke_page(&ctx, user, key, Some(notice.into()), StatusCode::FORBIDDEN).await;
-        }
+    let Some(claim) = claim_revoke(&ctx, token, (&id, &key_id), paths::ME).await? else {
+        // Someone else's key is refused here, in words, and audited.
+        let key = own_key(&ctx, &user, &key_id).await?;
+        let notice = Some(EXPIRED.into());
+        return Ok(revoke_page(&ctx, user, key, notice, StatusCode::FORBIDDEN).await?);
     };
     // Vultr's word now: the email may have changed since the page.
     let user = owner_now(&ctx, &claim, &user).await?;
@@ -96,15 +88,9 @@ pub async fn revoke_submit(
     let key = claim.prepare(own_key(&ctx, &user, &key_id).await).await?;
     if !crate::policy::checkbox(input.understand.as_deref()) {
         claim.release().await;
-        let notice = "Tick “I understand” to confirm the revocation. Nothing was revoked.";
-        return revoke_page(
-            &ctx,
-            user,
-            key,
-            Some(notice.into()),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let notice = Some(UNTICKED.into());
+        let status = StatusCode::UNPROCESSABLE_ENTITY;
+        return Ok(revoke_page(&ctx, user, key, notice, status).await?);
     }
     let base = Intent {
         role: SELF_SERVICE.into(),

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::confirm::{self, Confirm, ConfirmInput, Stop};
 use super::paths::UserPath;
 use super::{Layout, render};
 use crate::audit::{AuditAction, Intent};
@@ -19,9 +20,8 @@ use crate::error::AppError;
 use crate::idempotency::Scope;
 use crate::identity::Operator;
 use crate::ids::VultrId;
-use crate::policy::check_reason;
 use crate::vultr::{ApiKey, User};
-use crate::write::{CONFIRM_AGAIN, Confirmation, Ctx, StepOutcome};
+use crate::write::{Ctx, StepOutcome};
 
 mod job;
 
@@ -41,44 +41,37 @@ pub struct OffboardConfirmView {
     pub require_reason: bool,
 }
 
-async fn confirm_page(
-    ctx: &Ctx,
-    id: &VultrId,
-    notice: Option<String>,
-    status: StatusCode,
-) -> Result<Response, AppError> {
-    let (user, keys) = tokio::join!(ctx.state.vultr.get_user(id), ctx.state.vultr.list_keys(id));
-    let keys = keys?;
-    let view = OffboardConfirmView {
-        layout: ctx.layout().await,
-        user: user?,
-        listed: keys
-            .iter()
-            .map(|k| k.id.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-        keys,
-        token: ctx.issue(Scope::Offboard(id)).await?,
-        notice,
-        require_reason: ctx.state.policy.require_reason,
-    };
-    Ok(render(status, &view))
-}
-
 /// The confirmation: every key of the user, and what will happen.
-#[tracing::instrument(skip_all, fields(vultr.user_id = %id))]
-pub async fn offboard_confirm(
-    Operator(_): Operator,
-    ctx: Ctx,
-    UserPath(id): UserPath,
-) -> Result<Response, AppError> {
-    confirm_page(&ctx, &id, None, StatusCode::OK).await
+impl Confirm for OffboardConfirmView {
+    const REPLAYED: Option<&'static str> = Some(
+        "This offboarding form was already submitted; it did nothing more. Open the user's page to see where things stand.",
+    );
+
+    #[tracing::instrument(skip_all, fields(vultr.user_id = %id))]
+    async fn view(ctx: &Ctx, id: &VultrId, notice: Option<String>) -> Result<Self, AppError> {
+        let (user, keys) =
+            tokio::join!(ctx.state.vultr.get_user(id), ctx.state.vultr.list_keys(id));
+        let keys = keys?;
+        Ok(OffboardConfirmView {
+            layout: ctx.layout().await,
+            user: user?,
+            listed: keys
+                .iter()
+                .map(|k| k.id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            keys,
+            token: ctx.issue(Scope::Offboard(id)).await?,
+            notice,
+            require_reason: ctx.state.policy.require_reason,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
 pub struct OffboardInput {
-    form_token: Option<String>,
-    reason: Option<String>,
+    #[serde(flatten)]
+    confirm: ConfirmInput,
     /// Comma-separated ids of the keys the confirmation listed.
     listed: Option<String>,
 }
@@ -119,21 +112,11 @@ pub async fn offboard_submit(
     ctx: Ctx,
     UserPath(id): UserPath,
     Form(input): Form<OffboardInput>,
-) -> Result<Response, AppError> {
-    let reason = match check_reason(input.reason.as_deref(), &ctx.state.policy) {
-        Ok(r) => r,
-        Err(e) => {
-            return confirm_page(&ctx, &id, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await;
-        }
-    };
-    let token = input.form_token.as_deref();
-    let claim = match ctx.confirm(token, Scope::Offboard(&id), &id).await? {
-        Confirmation::Go(claim) => claim,
-        Confirmation::Replay => return Err(AppError::Conflict(
-            "This offboarding form was already submitted; it did nothing more. Open the user's page to see where things stand.".into(),
-        )),
-        Confirmation::Refused => return confirm_page(&ctx, &id, Some(CONFIRM_AGAIN.into()), StatusCode::FORBIDDEN).await,
-    };
+) -> Result<Response, Stop> {
+    let scope = Scope::Offboard(&id);
+    let policy = &ctx.state.policy;
+    let (claim, reason) =
+        confirm::submitted::<OffboardConfirmView>(&ctx, &id, scope, &input.confirm, policy).await?;
     let user = claim.prepare(ctx.state.vultr.get_user(&id).await).await?;
     let listed: Vec<&str> = input
         .listed
