@@ -240,6 +240,7 @@ const NEEDED_GRANTS: &[(&str, &str)] = &[
     ("holds", "SELECT, INSERT, UPDATE, DELETE"),
     ("lost_creates", "SELECT, INSERT, UPDATE"),
     ("offboardings", "SELECT, INSERT, UPDATE"),
+    ("job_leases", "SELECT, INSERT, UPDATE"),
     ("form_keys", "SELECT, INSERT, UPDATE, DELETE"),
 ];
 

@@ -20,6 +20,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod jwt;
+pub mod leases;
 pub mod lost_creates;
 pub mod metrics;
 pub mod notify;

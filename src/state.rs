@@ -50,6 +50,8 @@ pub struct AppState {
     pub lost: LostCreates,
     /// Offboarding runs: progress any replica can show.
     pub offboardings: Offboardings,
+    /// Leases of durable jobs, and this replica's id.
+    pub leases: crate::leases::Leases,
     pub notifier: Arc<Notifier>,
     /// Two-person approval: the rules, who decides, the requests.
     pub approval: ApprovalPolicy,
@@ -106,6 +108,8 @@ pub struct Settings {
     pub self_service: SelfService,
     /// `KEYDESK_SENSITIVE_ACLS`: which ACLs make a key sensitive.
     pub powers: Powers,
+    /// `KEYDESK_JOB_LEASE_SECS`: a durable job's lease without a heartbeat.
+    pub job_lease: std::time::Duration,
 }
 
 impl Settings {
@@ -144,6 +148,7 @@ impl Settings {
             approvers: vec![],
             self_service: SelfService::default(),
             powers: Powers::default(),
+            job_lease: crate::leases::DEFAULT_LEASE,
         }
     }
 }
@@ -193,10 +198,12 @@ impl AppState {
             holds: Holds::new(db.clone()),
             lost: LostCreates::new(db.clone()),
             offboardings: Offboardings::new(db.clone()),
+            leases: crate::leases::Leases::new(db.clone(), s.job_lease),
             notifier: Arc::new(Notifier::new(
                 db.clone(),
                 crate::notify::NotifyConfig {
                     powers: s.powers.clone(),
+                    lease: s.job_lease,
                     ..s.notify
                 },
                 s.public_url.clone(),
