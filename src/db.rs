@@ -241,6 +241,8 @@ const NEEDED_GRANTS: &[(&str, &str)] = &[
     ("lost_creates", "SELECT, INSERT, UPDATE"),
     ("offboardings", "SELECT, INSERT, UPDATE"),
     ("job_leases", "SELECT, INSERT, UPDATE"),
+    ("cleanups", "SELECT, INSERT, UPDATE"),
+    ("cleanup_keys", "SELECT, INSERT, UPDATE"),
     ("form_keys", "SELECT, INSERT, UPDATE, DELETE"),
 ];
 

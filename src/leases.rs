@@ -194,6 +194,15 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
+    /// No lease could be taken (the store failed): the job runs on
+    /// regardless, never told to stop.
+    pub fn none() -> Self {
+        Heartbeat {
+            task: tokio::spawn(async {}),
+            lost: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// Another replica holds the lease now: this one must not go on.
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)

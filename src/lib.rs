@@ -7,6 +7,7 @@ pub mod app;
 pub mod approvals;
 pub mod audit;
 pub mod causes;
+pub mod cleanups;
 pub mod config;
 pub mod csrf;
 pub mod db;

@@ -127,7 +127,13 @@ impl Offboardings {
     }
 
     /// A run starts: with what another replica needs to resume it.
-    pub async fn start(&self, group_id: i64, user_id: &str, by: &str, what: StartInfo<'_>) -> Result<(), sqlx::Error> {
+    pub async fn start(
+        &self,
+        group_id: i64,
+        user_id: &str,
+        by: &str,
+        what: StartInfo<'_>,
+    ) -> Result<(), sqlx::Error> {
         let now = self.db.now_ms().await?;
         on_pool!(write, &self.db, |p| {
             sqlx::query(

@@ -175,16 +175,26 @@ async fn resume_jobs(state: AppState) {
             metrics::counter!("keydesk_jobs_resumed_total", "job" => "offboarding")
                 .increment(n as u64);
         }
+        let n = crate::pages::cleanup_job::resume_stalled(&state).await;
+        if n > 0 {
+            metrics::counter!("keydesk_jobs_resumed_total", "job" => "cleanup").increment(n as u64);
+        }
         // A notice pass whose replica stopped: one look at a time, in its
         // own task (a resumed pass may take minutes).
-        if !state.notifier.channels().is_empty() && notices.as_ref().is_none_or(|t| t.is_finished()) {
+        if !state.notifier.channels().is_empty() && notices.as_ref().is_none_or(|t| t.is_finished())
+        {
             let state = state.clone();
             notices = Some(tokio::spawn(async move {
                 let now = time::OffsetDateTime::now_utc();
                 let resume = crate::notify::Trigger::Resume;
-                match state.notifier.run(&state.vultr, &state.audit, resume, now).await {
+                match state
+                    .notifier
+                    .run(&state.vultr, &state.audit, resume, now)
+                    .await
+                {
                     Ok(r) if !r.skipped => {
-                        metrics::counter!("keydesk_jobs_resumed_total", "job" => "notices").increment(1)
+                        metrics::counter!("keydesk_jobs_resumed_total", "job" => "notices")
+                            .increment(1)
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "interrupted notice pass not resumed"),

@@ -52,6 +52,8 @@ pub struct AppState {
     pub offboardings: Offboardings,
     /// Leases of durable jobs, and this replica's id.
     pub leases: crate::leases::Leases,
+    /// Expired-key clean-ups: what each run still has to revoke.
+    pub cleanups: crate::cleanups::Cleanups,
     pub notifier: Arc<Notifier>,
     /// Two-person approval: the rules, who decides, the requests.
     pub approval: ApprovalPolicy,
@@ -199,6 +201,7 @@ impl AppState {
             lost: LostCreates::new(db.clone()),
             offboardings: Offboardings::new(db.clone()),
             leases: crate::leases::Leases::new(db.clone(), s.job_lease),
+            cleanups: crate::cleanups::Cleanups::new(db.clone()),
             notifier: Arc::new(Notifier::new(
                 db.clone(),
                 crate::notify::NotifyConfig {

@@ -99,7 +99,11 @@ async fn an_offboarding_cut_by_kill_9_is_finished_by_another_replica_unasked() {
     let upstream = fake.spawn().await.unwrap();
     // Vultr carries out the second key's DELETE and keeps its answer: the
     // replica is killed while it waits.
-    fake.set_fault_after("DELETE", &keys[1], Some(Fault::Stall(Duration::from_secs(120))));
+    fake.set_fault_after(
+        "DELETE",
+        &keys[1],
+        Some(Fault::Stall(Duration::from_secs(120))),
+    );
     // Both replicas with the default lease: "within 30 s" as deployed.
     let (mut a, base_a, _logs) = spawn_binary(&[
         ("KEYDESK_VULTR_API_URL", upstream.clone()),
@@ -133,7 +137,13 @@ async fn an_offboarding_cut_by_kill_9_is_finished_by_another_replica_unasked() {
     eprintln!("resumed and finished {:?} after the kill", killed.elapsed());
     each_call_once(&fake, &id, &keys);
     // The audit says who took it over.
-    let run = b.state.offboardings.latest_for_user(&id).await.unwrap().unwrap();
+    let run = b
+        .state
+        .offboardings
+        .latest_for_user(&id)
+        .await
+        .unwrap()
+        .unwrap();
     let group = keydesk::audit::Filter {
         group: Some(run.group_id.to_string()),
         ..Default::default()
@@ -147,4 +157,204 @@ async fn an_offboarding_cut_by_kill_9_is_finished_by_another_replica_unasked() {
         "{parts:?}"
     );
     b.stop().await;
+}
+
+/// A replica in a runtime of its own, on its own thread: `kill` drops the
+/// runtime with every task in it at once (no drain, no lease released, no
+/// open entry settled), as kill -9 leaves a process's work.
+struct Doomed {
+    base: String,
+    kill: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Doomed {
+    fn start(settings: keydesk::state::Settings) -> Self {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (kill, killed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (base, _) = rt.block_on(serve(settings));
+            ready_tx.send(base).unwrap();
+            let _ = killed.recv();
+            rt.shutdown_background();
+        });
+        let base = ready_rx.recv().unwrap();
+        Self { base, kill, thread }
+    }
+
+    fn kill(self) {
+        self.kill.send(()).unwrap();
+        self.thread.join().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_cleanup_cut_short_is_finished_by_another_replica_on_one_sqlite_file() {
+    let dir = std::env::temp_dir().join(format!("kd-jobs-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("keydesk.db").display());
+    let fake = FakeVultr::new(ROOT_KEY);
+    let id = fake.add_user(User {
+        id: "5eed00000000b".into(),
+        email: Some("old@example.com".into()),
+        api_enabled: Some(true),
+        ..Default::default()
+    });
+    let keys: Vec<String> = (0..3)
+        .map(|i| fake.add_key(&id, &format!("old-{i}"), Some(time::Duration::days(-2))))
+        .collect();
+    let upstream = fake.spawn().await.unwrap();
+    fake.set_fault_after(
+        "DELETE",
+        &keys[1],
+        Some(Fault::Stall(Duration::from_secs(120))),
+    );
+    // A short lease for both: the test waits seconds, not the default 20.
+    let lease = Duration::from_secs(1);
+    let settings = || keydesk::state::Settings {
+        job_lease: lease,
+        ..Options::on(&url).settings(&upstream)
+    };
+    let a = Doomed::start(settings());
+    let b = Stoppable::start(settings()).await;
+
+    let c = client(Some(STAFF));
+    // The confirmation starts a scan and shows the form once it ended.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let confirm = loop {
+        let page = get_text(&c, format!("{}/reports/keys/revoke-expired", a.base)).await;
+        if page.contains("form_token") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "the scan did not end: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let token = hidden_token(&confirm);
+    let values: Vec<String> = keys.iter().map(|k| format!("{id}/{k}")).collect();
+    let post = tokio::spawn({
+        let url = format!("{}/reports/keys/revoke-expired", a.base);
+        async move {
+            let mut form: Vec<(&str, &str)> = vec![("form_token", &token), ("selection", "ticked")];
+            form.extend(values.iter().map(|v| ("key", v.as_str())));
+            // The page streams: read it until the replica dies.
+            if let Ok(r) = c.post(url).form(&form).send().await {
+                let _ = r.text().await;
+            }
+        }
+    });
+    wait_until("the second key deleted at Vultr", || {
+        !fake.keys_of(&id).iter().any(|k| k.id == keys[1])
+    })
+    .await;
+    a.kill();
+    post.abort();
+    fake.set_fault_after("DELETE", &keys[1], None);
+
+    // The run's group, as the store has it (no request to B).
+    let head = |entries: Vec<keydesk::audit::Entry>| {
+        entries
+            .into_iter()
+            .find(|e| e.action == "keys.cleanup" && e.group_id.is_none())
+    };
+    let all = keydesk::audit::Filter::default();
+    let group = head(b.state.audit.list(&all, 100, 0).await.unwrap())
+        .expect("the clean-up's group entry")
+        .id;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while b.state.cleanups.state(group).await.unwrap().as_deref() != Some("done") {
+        assert!(
+            Instant::now() < deadline,
+            "the clean-up was not finished by B"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fake.keys_of(&id).is_empty(), "every expired key is gone");
+    for k in &keys {
+        assert_eq!(
+            calls(&fake, "DELETE", &format!("/v2/users/{id}/apikeys/{k}")),
+            1,
+            "one DELETE for {k}, none repeated"
+        );
+    }
+    // B settled the group: nothing failed, and it says who resumed it.
+    let head = head(b.state.audit.list(&all, 100, 0).await.unwrap()).unwrap();
+    assert_eq!(head.outcome, "ok", "{head:?}");
+    b.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_notice_pass_cut_short_is_resumed_by_another_replica_and_sends_once() {
+    let dir = std::env::temp_dir().join(format!("kd-jobs-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("keydesk.db").display());
+    let fake = FakeVultr::new(ROOT_KEY);
+    let id = fake.add_user(User {
+        id: "5eed00000000c".into(),
+        email: Some("due@example.com".into()),
+        api_enabled: Some(true),
+        ..Default::default()
+    });
+    fake.add_key(&id, "gone-stale", Some(time::Duration::days(-2)));
+    let upstream = fake.spawn().await.unwrap();
+    let webhook = sinks::WebhookSink::start().await;
+    let settings = || keydesk::state::Settings {
+        job_lease: Duration::from_secs(1),
+        notify: keydesk::notify::NotifyConfig {
+            webhook: Some(secrecy::SecretString::from(webhook.url.clone())),
+            ..Default::default()
+        },
+        ..Options::on(&url).settings(&upstream)
+    };
+    let a = Doomed::start(settings());
+    let b = Stoppable::start(settings()).await;
+    // A's pass is killed while it reads the user's keys (before any notice).
+    fake.hold("GET", &format!("/v2/users/{id}/apikeys"));
+    let c = client(Some(STAFF));
+    let token = hidden_token(&get_text(&c, format!("{}/notices", a.base)).await);
+    let r = c
+        .post(format!("{}/notices/run", a.base))
+        .form(&[("form_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    wait_until("A's pass held at Vultr", || fake.held() == 1).await;
+    a.kill();
+    fake.release();
+
+    // B resumes the pass unasked: one digest, the interrupted pass closed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while webhook.posts().is_empty() {
+        assert!(Instant::now() < deadline, "no replica resumed the pass");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let snap = loop {
+        let snap = b.state.notifier.snapshot(10, 10).await.unwrap();
+        if !snap.running && snap.runs.iter().all(|r| r.state != "running") {
+            break snap;
+        }
+        assert!(Instant::now() < deadline, "the resumed pass did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(webhook.posts().len(), 1, "sent once");
+    assert_eq!(snap.runs.len(), 2, "{:?}", snap.runs);
+    let (resumed, cut) = (&snap.runs[0], &snap.runs[1]);
+    assert!(resumed.trigger.starts_with("resumed"), "{resumed:?}");
+    assert_eq!(resumed.state, "ok", "{resumed:?}");
+    assert_eq!(resumed.sent, 1);
+    assert_eq!(cut.state, "failed");
+    assert!(
+        cut.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("interrupted")
+    );
+    b.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,4 +1,4 @@
--- Expand-only: one new table and new nullable columns, so the previous
+-- Expand-only: new tables and new nullable columns, so the previous
 -- release keeps serving beside this one (it never reads them).
 --
 -- Durable jobs (an offboarding, a notice pass) are run under a lease: the
@@ -20,3 +20,23 @@ ALTER TABLE offboardings ADD COLUMN steps_done TEXT;
 ALTER TABLE offboardings ADD COLUMN reason TEXT;
 ALTER TABLE offboardings ADD COLUMN user_email TEXT;
 ALTER TABLE offboardings ADD COLUMN listed TEXT;
+
+-- Clearing the report's expired keys as a durable job: the run and every
+-- key it is to revoke, written before the first DELETE; each key's outcome
+-- recorded as it ends, so a run taken over by another replica deals only
+-- with the keys left (and checks those at Vultr again first).
+CREATE TABLE IF NOT EXISTS cleanups (
+    group_id   INTEGER PRIMARY KEY,
+    started_by TEXT    NOT NULL,
+    reason     TEXT,
+    state      TEXT    NOT NULL CHECK (state IN ('running', 'done')),
+    started_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cleanup_keys (
+    group_id INTEGER NOT NULL,
+    user_id  TEXT    NOT NULL,
+    key_id   TEXT    NOT NULL,
+    -- NULL until dealt with; then done, gone, skipped, failed or unknown.
+    outcome  TEXT,
+    PRIMARY KEY (group_id, user_id, key_id)
+);

@@ -144,14 +144,16 @@ impl Job {
         } = self;
         let group_id = group.id();
         let lease = offboarding_job(group_id);
-        match state.leases.acquire(&lease).await {
-            Ok(true) => {}
+        let heartbeat = match state.leases.acquire(&lease).await {
+            Ok(true) => state.leases.keep(&lease),
             Ok(false) => return None,
             // The run goes on; with no lease, another replica may take it
             // over after the lease time (it then finds the work done).
-            Err(e) => tracing::warn!(error = %e, "offboarding lease not taken"),
-        }
-        let heartbeat = state.leases.keep(&lease);
+            Err(e) => {
+                tracing::warn!(error = %e, "offboarding lease not taken");
+                crate::leases::Heartbeat::none()
+            }
+        };
         let did = |step| resumed.as_ref().is_some_and(|r| r.did(step));
         let on_user = |action| Intent {
             target_user_id: Some(id.to_string()),

@@ -27,8 +27,8 @@ mod job;
 mod resume;
 
 use job::{Job, Report};
-pub use resume::resume_stalled;
 pub use job::{KeyResult, Withdrawn};
+pub use resume::resume_stalled;
 
 #[derive(Template)]
 #[template(path = "users/offboard_confirm.html")]

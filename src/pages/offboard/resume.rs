@@ -33,7 +33,10 @@ pub async fn resume_stalled(state: &AppState) -> usize {
             }
         }
         let Ok(user_id) = VultrId::parse(&run.user_id) else {
-            tracing::error!(group = run.group_id, "stalled offboarding names no usable user id");
+            tracing::error!(
+                group = run.group_id,
+                "stalled offboarding names no usable user id"
+            );
             continue;
         };
         let intent = Intent {
