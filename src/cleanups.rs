@@ -105,8 +105,8 @@ impl Cleanups {
 
     /// Running runs nobody holds: their replica stopped.
     pub async fn stalled(&self) -> Result<Vec<Cleanup>, sqlx::Error> {
-        let now = self.db.now_ms().await?;
-        on_pool!(read, &self.db, |p| {
+        let now = self.db.clock_ms("look").await?;
+        on_pool!(look, &self.db, |p| {
             sqlx::query_as::<_, Cleanup>(
                 "SELECT c.group_id, c.started_by, c.reason, l.holder
                  FROM cleanups c LEFT JOIN job_leases l ON l.job = 'cleanup:' || c.group_id

@@ -160,6 +160,20 @@ impl Leases {
         })
     }
 
+    /// Takes `job` and keeps it while the guard lives (an approval's
+    /// execution, inside its request): a heartbeat that never says stop
+    /// when the lease could not be taken.
+    pub async fn hold(&self, job: &str) -> Heartbeat {
+        match self.acquire(job).await {
+            Ok(true) => self.keep(job),
+            Ok(false) => Heartbeat::none(),
+            Err(e) => {
+                tracing::warn!(error = %e, job, "lease not taken");
+                Heartbeat::none()
+            }
+        }
+    }
+
     /// Renews `job` every `beat()` until the returned guard is dropped; the
     /// guard says when the lease was lost, so the job stops before its next
     /// call upstream.
@@ -213,6 +227,11 @@ impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The lease key of an approval's execution (`approvals` looks for it).
+pub fn approval_job(approval_id: &str) -> String {
+    format!("approval:{approval_id}")
 }
 
 /// The lease key of an offboarding run.

@@ -126,8 +126,18 @@ impl Offboardings {
         Self { db }
     }
 
+    /// A run starts, with nothing to resume it by but the user.
+    pub async fn start(&self, group_id: i64, user_id: &str, by: &str) -> Result<(), sqlx::Error> {
+        let what = StartInfo {
+            reason: None,
+            email: None,
+            listed: "",
+        };
+        self.start_with(group_id, user_id, by, what).await
+    }
+
     /// A run starts: with what another replica needs to resume it.
-    pub async fn start(
+    pub async fn start_with(
         &self,
         group_id: i64,
         user_id: &str,
@@ -172,8 +182,8 @@ impl Offboardings {
 
     /// Runs whose replica stopped (heartbeat and lease older than `lease`).
     pub async fn stalled(&self, lease_ms: i64) -> Result<Vec<Offboarding>, sqlx::Error> {
-        let now = self.db.now_ms().await?;
-        on_pool!(read, &self.db, |p| {
+        let now = self.db.clock_ms("look").await?;
+        on_pool!(look, &self.db, |p| {
             sqlx::query_as::<_, Offboarding>(STALLED_SQL)
                 .bind(now - lease_ms)
                 .bind(now)

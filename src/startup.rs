@@ -163,7 +163,8 @@ async fn upkeep(state: AppState) {
 }
 
 /// Every third of the job lease, on every replica: durable jobs whose
-/// replica stopped (lease expired) are taken over and finished here.
+/// replica stopped (lease expired) are taken over and finished here, and
+/// approval executions it left are settled (outcome unknown).
 async fn resume_jobs(state: AppState) {
     let mut tick = tokio::time::interval(state.leases.beat());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -175,13 +176,17 @@ async fn resume_jobs(state: AppState) {
             metrics::counter!("keydesk_jobs_resumed_total", "job" => "offboarding")
                 .increment(n as u64);
         }
+        state.approvals.sweep_lapsed(&state.audit).await;
         let n = crate::pages::cleanup_job::resume_stalled(&state).await;
         if n > 0 {
             metrics::counter!("keydesk_jobs_resumed_total", "job" => "cleanup").increment(n as u64);
         }
         // A notice pass whose replica stopped: one look at a time, in its
         // own task (a resumed pass may take minutes).
-        if !state.notifier.channels().is_empty() && notices.as_ref().is_none_or(|t| t.is_finished())
+        let idle = notices.as_ref().is_none_or(|t| t.is_finished());
+        if idle
+            && !state.notifier.channels().is_empty()
+            && state.notifier.interrupted().await.unwrap_or(false)
         {
             let state = state.clone();
             notices = Some(tokio::spawn(async move {

@@ -358,3 +358,83 @@ async fn a_notice_pass_cut_short_is_resumed_by_another_replica_and_sends_once() 
     b.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_execution_cut_short_is_settled_by_another_replica_within_the_lease() {
+    let dir = std::env::temp_dir().join(format!("kd-jobs-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("keydesk.db").display());
+    let fake = FakeVultr::seeded(ROOT_KEY);
+    let upstream = fake.spawn().await.unwrap();
+    let ada = user_id_in(&fake, "ada@example.com");
+    let opts = Options {
+        audit_db: url.clone(),
+        ..approval_options(&["no-expiry"], Duration::from_secs(3600))
+    };
+    let settings = || keydesk::state::Settings {
+        job_lease: Duration::from_secs(1),
+        ..opts.settings(&upstream)
+    };
+    let a = Doomed::start(settings());
+    let b = Stoppable::start(settings()).await;
+    let staff = client(Some(STAFF));
+    let form = get_text(&staff, format!("{}/users/{ada}", a.base)).await;
+    let token = hidden_token(&form);
+    let asked = post_as(
+        &staff,
+        format!("{}/users/{ada}/keys", a.base),
+        &[("form_token", token.as_str()), ("name", "forever")],
+    )
+    .await;
+    assert_eq!(asked.status(), 202);
+    let id = request_of(&asked.text().await.unwrap());
+    // BOSS approves; STAFF carries it out, and A is killed mid-create.
+    let step = |who: reqwest::Client, step: &'static str| {
+        let (base, id) = (a.base.clone(), id.clone());
+        async move {
+            let page = get_text(&who, format!("{base}/approvals/{id}")).await;
+            let at = page
+                .find(&format!("action=\"/approvals/{id}/{step}\""))
+                .unwrap();
+            let token = hidden_token(&page[at..]);
+            let url = format!("{base}/approvals/{id}/{step}");
+            post_as(&who, url, &[("form_token", token.as_str())]).await
+        }
+    };
+    assert_eq!(step(client(Some(BOSS)), "approve").await.status(), 303);
+    fake.hold("POST", &format!("/v2/users/{ada}/apikeys"));
+    let execute = tokio::spawn(step(staff.clone(), "execute"));
+    wait_until("the create held at Vultr", || fake.held() == 1).await;
+    a.kill();
+    execute.abort();
+    fake.release();
+
+    // B settles it within the lease (not the 90 s bound), unasked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let settled = loop {
+        let a = b.state.approvals.get(&id).await.unwrap().unwrap();
+        if a.state != keydesk::approvals::ApprovalState::Executing {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "still executing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(settled.state, keydesk::approvals::ApprovalState::Done);
+    assert!(settled.comment.unwrap_or_default().contains("interrupted"));
+    let unknown = keydesk::audit::Filter {
+        outcome: Some("unknown".into()),
+        ..Default::default()
+    };
+    let entries = b.state.audit.list(&unknown, 10, 0).await.unwrap();
+    assert!(
+        entries.iter().any(|e| e
+            .error
+            .as_deref()
+            .is_some_and(|m| m.contains("interrupted"))),
+        "{entries:?}"
+    );
+    // Never run again: the one create A sent is the only one.
+    assert_eq!(fake.count("POST", &format!("/v2/users/{ada}/apikeys")), 1);
+    b.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

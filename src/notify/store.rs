@@ -118,6 +118,23 @@ impl Notifier {
         })
     }
 
+    /// Whether the last pass never ended and its lease lapsed (its replica
+    /// stopped): one look of the job loop, which then resumes it.
+    pub async fn interrupted(&self) -> Result<bool, sqlx::Error> {
+        let now = self.db.clock_ms("look").await?;
+        let found: Option<String> = on_pool!(look, &self.db, |p| {
+            sqlx::query_scalar(
+                "SELECT name FROM jobs WHERE name = $1 AND lease_until_ms < $2
+                   AND started_ms IS NOT NULL AND (finished_ms IS NULL OR finished_ms < started_ms)",
+            )
+            .bind(JOB)
+            .bind(now)
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(found.is_some())
+    }
+
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
     }

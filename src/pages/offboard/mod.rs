@@ -164,7 +164,7 @@ pub async fn offboard_submit(
     if let Err(e) = ctx
         .state
         .offboardings
-        .start(group_id, id.as_str(), &ctx.who.email, start)
+        .start_with(group_id, id.as_str(), &ctx.who.email, start)
         .await
     {
         // The run goes on: its steps are in the audit trail all the same.
