@@ -425,14 +425,20 @@ async fn an_execution_cut_short_is_settled_by_another_replica_within_the_lease()
         outcome: Some("unknown".into()),
         ..Default::default()
     };
-    let entries = b.state.audit.list(&unknown, 10, 0).await.unwrap();
-    assert!(
-        entries.iter().any(|e| e
-            .error
-            .as_deref()
-            .is_some_and(|m| m.contains("interrupted"))),
-        "{entries:?}"
-    );
+    // Audited once the state moved: wait for it.
+    loop {
+        let entries = b.state.audit.list(&unknown, 10, 0).await.unwrap();
+        let said = |e: &keydesk::audit::Entry| {
+            e.error
+                .as_deref()
+                .is_some_and(|m| m.contains("interrupted"))
+        };
+        if entries.iter().any(said) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not audited: {entries:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Never run again: the one create A sent is the only one.
     assert_eq!(fake.count("POST", &format!("/v2/users/{ada}/apikeys")), 1);
     b.stop().await;
