@@ -127,10 +127,6 @@ pub struct CommonArgs {
     #[arg(long, env = "KEYDESK_CLAIM_TTL_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u64).range(1..=8760))]
     pub claim_ttl_hours: u64,
 
-    /// How long a durable job (an offboarding, a notice pass) stays with its replica without a heartbeat, in seconds; another replica takes it over after that.
-    #[arg(long, env = "KEYDESK_JOB_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub job_lease_secs: u64,
-
     #[command(flatten)]
     pub notify: NotifyArgs,
 
@@ -371,7 +367,7 @@ impl ServeArgs {
             listen: self.common.listen,
             public_url: self.common.public_url.clone(),
             claim_ttl: self.common.claim_ttl(),
-            job_lease: Duration::from_secs(self.common.job_lease_secs),
+            job_lease: self.database.job_lease(),
             notify: self.common.notify.config()?,
             approval: self.approval_policy()?,
             approvers: self.approvers.clone(),
