@@ -28,6 +28,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON holds TO keydesk_app;
 GRANT SELECT, INSERT, UPDATE ON lost_creates TO keydesk_app;
 -- Offboarding runs: their progress, shared by every replica.
 GRANT SELECT, INSERT, UPDATE ON offboardings TO keydesk_app;
+-- Leases of durable jobs: which replica runs one, and its heartbeat.
+GRANT SELECT, INSERT, UPDATE ON job_leases TO keydesk_app;
+-- Expired-key clean-ups: the run and the keys it still has to revoke.
+GRANT SELECT, INSERT, UPDATE ON cleanups, cleanup_keys TO keydesk_app;
 -- The keys that sign form tokens: generated once, rotated by
 -- `keydesk rotate-form-key`, retired keys purged after their tokens expire.
 GRANT SELECT, INSERT, UPDATE, DELETE ON form_keys TO keydesk_app;

@@ -39,9 +39,18 @@ macro_rules! on_pool {
             $crate::db::Db::Postgres($pool) => $body,
         }
     }};
+    // The job loop's periodic look for stalled jobs (a read), counted apart:
+    // it runs on every replica whatever the traffic.
+    (look, $db:expr, |$pool:ident| $body:expr) => {{
+        $crate::db::count_query("look");
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    }};
 }
 
-/// Counts one query of `kind` ("read" or "write") in `keydesk_db_queries_total`.
+/// Counts one query of `kind` ("read", "write" or "look") in `keydesk_db_queries_total`.
 pub fn count_query(kind: &'static str) {
     metrics::counter!("keydesk_db_queries_total", "kind" => kind).increment(1);
 }
@@ -197,7 +206,12 @@ impl Db {
     /// The database clock, in milliseconds since the epoch: one clock for
     /// every replica (rate budget, leases).
     pub async fn now_ms(&self) -> Result<i64, sqlx::Error> {
-        count_query("read");
+        self.clock_ms("read").await
+    }
+
+    /// `now_ms`, counted as a query of `kind` (the job loop's `look`).
+    pub async fn clock_ms(&self, kind: &'static str) -> Result<i64, sqlx::Error> {
+        count_query(kind);
         match self {
             Db::Sqlite(p) => {
                 sqlx::query_scalar(
@@ -240,6 +254,9 @@ const NEEDED_GRANTS: &[(&str, &str)] = &[
     ("holds", "SELECT, INSERT, UPDATE, DELETE"),
     ("lost_creates", "SELECT, INSERT, UPDATE"),
     ("offboardings", "SELECT, INSERT, UPDATE"),
+    ("job_leases", "SELECT, INSERT, UPDATE"),
+    ("cleanups", "SELECT, INSERT, UPDATE"),
+    ("cleanup_keys", "SELECT, INSERT, UPDATE"),
     ("form_keys", "SELECT, INSERT, UPDATE, DELETE"),
 ];
 

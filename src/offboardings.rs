@@ -7,9 +7,29 @@
 use crate::db::Db;
 use crate::on_pool;
 
+/// The columns of a run, with its lease (`lease.rs`): which replica runs it.
+macro_rules! run_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT o.group_id, o.user_id, o.started_by, o.state, o.started_ms, o.heartbeat_ms,
+                o.keys_total, o.keys_done, o.live, o.steps_done, o.reason, o.user_email, o.listed,
+                l.holder, l.acquired_ms AS held_since_ms, l.expires_ms AS lease_expires_ms
+             FROM offboardings o LEFT JOIN job_leases l ON l.job = 'offboarding:' || o.group_id ",
+            $rest
+        )
+    };
+}
+
 /// A user's (`$1`) latest offboarding run.
-pub const LATEST_FOR_USER_SQL: &str = "SELECT group_id, user_id, started_by, state, started_ms, heartbeat_ms, keys_total, keys_done, live
-     FROM offboardings WHERE user_id = $1 ORDER BY started_ms DESC, group_id DESC LIMIT 1";
+pub const LATEST_FOR_USER_SQL: &str =
+    run_select!("WHERE o.user_id = $1 ORDER BY o.started_ms DESC, o.group_id DESC LIMIT 1");
+
+/// Running runs whose heartbeat is older than `$1` and whose lease (if any)
+/// expired before `$2`: their replica stopped; another takes them over.
+const STALLED_SQL: &str = run_select!(
+    "WHERE o.state = 'running' AND o.heartbeat_ms < $1 AND (l.job IS NULL OR l.expires_ms < $2)
+     ORDER BY o.group_id LIMIT 20"
+);
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Offboarding {
@@ -25,6 +45,34 @@ pub struct Offboarding {
     pub keys_done: i64,
     /// Keys that may still work after the run (failed or unknown).
     pub live: i64,
+    /// The steps done so far (`hold,brake,withdrawn,`): a resumed run skips them.
+    pub steps_done: Option<String>,
+    pub reason: Option<String>,
+    pub user_email: Option<String>,
+    /// Key ids the confirmation listed, comma-separated.
+    pub listed: Option<String>,
+    /// The replica that holds (or last held) the run's lease, and since when.
+    pub holder: Option<String>,
+    pub held_since_ms: Option<i64>,
+    pub lease_expires_ms: Option<i64>,
+}
+
+/// The parts of a run that are done once, recorded as each ends well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Hold,
+    Brake,
+    Withdrawn,
+}
+
+impl Step {
+    fn as_str(self) -> &'static str {
+        match self {
+            Step::Hold => "hold",
+            Step::Brake => "brake",
+            Step::Withdrawn => "withdrawn",
+        }
+    }
 }
 
 impl Offboarding {
@@ -37,6 +85,20 @@ impl Offboarding {
     pub fn unfinished(&self) -> bool {
         self.state == "unfinished"
     }
+    /// Whether `step` was done (by any replica) before.
+    pub fn did(&self, step: Step) -> bool {
+        self.steps_done
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .any(|s| s == step.as_str())
+    }
+    /// "run by replica R since T", for the user page.
+    pub fn runner_words(&self) -> Option<String> {
+        let holder = self.holder.as_deref()?;
+        let since = crate::timefmt::display_ms(self.held_since_ms?);
+        Some(format!("run by replica {holder} since {since}"))
+    }
     /// "3 of 12 keys revoked", or where the run stands before the list.
     pub fn progress_words(&self) -> String {
         match self.keys_total {
@@ -44,6 +106,14 @@ impl Offboarding {
             None => "switching API access off and withdrawing open links".to_string(),
         }
     }
+}
+
+/// What a run records at its start, so another replica can resume it.
+pub struct StartInfo<'a> {
+    pub reason: Option<&'a str>,
+    pub email: Option<&'a str>,
+    /// Key ids the confirmation listed, comma-separated.
+    pub listed: &'a str,
 }
 
 #[derive(Clone, Debug)]
@@ -75,22 +145,70 @@ impl Offboardings {
         })
     }
 
+    /// A run starts, with nothing to resume it by but the user.
     pub async fn start(&self, group_id: i64, user_id: &str, by: &str) -> Result<(), sqlx::Error> {
+        let what = StartInfo {
+            reason: None,
+            email: None,
+            listed: "",
+        };
+        self.start_with(group_id, user_id, by, what).await
+    }
+
+    /// A run starts: with what another replica needs to resume it.
+    pub async fn start_with(
+        &self,
+        group_id: i64,
+        user_id: &str,
+        by: &str,
+        what: StartInfo<'_>,
+    ) -> Result<(), sqlx::Error> {
         let now = self.db.now_ms().await?;
         on_pool!(write, &self.db, |p| {
             sqlx::query(
-                "INSERT INTO offboardings (group_id, user_id, started_by, state, started_ms, heartbeat_ms)
-                 VALUES ($1, $2, $3, 'running', $4, $4)",
+                "INSERT INTO offboardings (group_id, user_id, started_by, state, started_ms, heartbeat_ms, steps_done, reason, user_email, listed)
+                 VALUES ($1, $2, $3, 'running', $4, $4, '', $5, $6, $7)",
             )
             .bind(group_id)
             .bind(user_id)
             .bind(by)
             .bind(now)
+            .bind(what.reason)
+            .bind(what.email)
+            .bind(what.listed)
             .execute(p)
             .await?
             .rows_affected()
         });
         Ok(())
+    }
+
+    /// `step` ended well: a resumed run does not do it again.
+    pub async fn step_done(&self, group_id: i64, step: Step) -> Result<(), sqlx::Error> {
+        on_pool!(write, &self.db, |p| {
+            sqlx::query(
+                "UPDATE offboardings SET steps_done = COALESCE(steps_done, '') || $1 || ','
+                 WHERE group_id = $2 AND state = 'running'",
+            )
+            .bind(step.as_str())
+            .bind(group_id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Runs whose replica stopped (heartbeat and lease older than `lease`).
+    pub async fn stalled(&self, lease_ms: i64) -> Result<Vec<Offboarding>, sqlx::Error> {
+        let now = self.db.clock_ms("look").await?;
+        on_pool!(look, &self.db, |p| {
+            sqlx::query_as::<_, Offboarding>(STALLED_SQL)
+                .bind(now - lease_ms)
+                .bind(now)
+                .fetch_all(p)
+                .await
+        })
     }
 
     /// Progress (and heartbeat): how many keys were found and dealt with.
@@ -153,15 +271,18 @@ impl Offboardings {
         })
     }
 
-    /// Runs whose heartbeat is older than `bound` (their process stopped)
-    /// become unfinished. Returns how many.
+    /// Runs whose heartbeat is older than `bound` and that no replica holds
+    /// (none took them over) become unfinished. Returns how many.
     pub async fn sweep(&self, bound_ms: i64) -> Result<u64, sqlx::Error> {
         let now = self.db.now_ms().await?;
         let n = on_pool!(write, &self.db, |p| {
             sqlx::query(
-                "UPDATE offboardings SET state = 'unfinished' WHERE state = 'running' AND heartbeat_ms < $1",
+                "UPDATE offboardings SET state = 'unfinished' WHERE state = 'running' AND heartbeat_ms < $1
+                 AND NOT EXISTS (SELECT 1 FROM job_leases l
+                     WHERE l.job = 'offboarding:' || offboardings.group_id AND l.expires_ms >= $2)",
             )
             .bind(now - bound_ms)
+            .bind(now)
             .execute(p)
             .await?
             .rows_affected()

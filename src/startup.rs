@@ -62,6 +62,7 @@ impl Application {
         let audit = self.state.audit.clone();
         let upkeep = tokio::spawn(upkeep(self.state.clone()));
         let notices = tokio::spawn(notice_schedule(self.state.clone()));
+        let jobs = tokio::spawn(resume_jobs(self.state.clone()));
         let router = crate::app::build_router(self.state);
         let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
         let signal = {
@@ -88,6 +89,7 @@ impl Application {
         };
         upkeep.abort();
         notices.abort();
+        jobs.abort();
         // No request of this process can settle its open intents any more.
         match audit.mark_own_unknown().await {
             Ok(n) if n > 0 => {
@@ -157,6 +159,53 @@ async fn upkeep(state: AppState) {
             Err(e) => tracing::warn!(error = %e, "could not sweep offboardings"),
         }
         metrics::counter!("keydesk_upkeep_passes_total").increment(1);
+    }
+}
+
+/// Every third of the job lease, on every replica: durable jobs whose
+/// replica stopped (lease expired) are taken over and finished here, and
+/// approval executions it left are settled (outcome unknown).
+async fn resume_jobs(state: AppState) {
+    let mut tick = tokio::time::interval(state.leases.beat());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut notices: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tick.tick().await;
+        let n = crate::pages::offboard::resume_stalled(&state).await;
+        if n > 0 {
+            metrics::counter!("keydesk_jobs_resumed_total", "job" => "offboarding")
+                .increment(n as u64);
+        }
+        state.approvals.sweep_lapsed(&state.audit).await;
+        let n = crate::pages::cleanup_job::resume_stalled(&state).await;
+        if n > 0 {
+            metrics::counter!("keydesk_jobs_resumed_total", "job" => "cleanup").increment(n as u64);
+        }
+        // A notice pass whose replica stopped: one look at a time, in its
+        // own task (a resumed pass may take minutes).
+        let idle = notices.as_ref().is_none_or(|t| t.is_finished());
+        if idle
+            && !state.notifier.channels().is_empty()
+            && state.notifier.interrupted().await.unwrap_or(false)
+        {
+            let state = state.clone();
+            notices = Some(tokio::spawn(async move {
+                let now = time::OffsetDateTime::now_utc();
+                let resume = crate::notify::Trigger::Resume;
+                match state
+                    .notifier
+                    .run(&state.vultr, &state.audit, resume, now)
+                    .await
+                {
+                    Ok(r) if !r.skipped => {
+                        metrics::counter!("keydesk_jobs_resumed_total", "job" => "notices")
+                            .increment(1)
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "interrupted notice pass not resumed"),
+                }
+            }));
+        }
     }
 }
 

@@ -51,6 +51,10 @@ pub struct AppState {
     pub lost: LostCreates,
     /// Offboarding runs: progress any replica can show.
     pub offboardings: Offboardings,
+    /// Leases of durable jobs, and this replica's id.
+    pub leases: crate::leases::Leases,
+    /// Expired-key clean-ups: what each run still has to revoke.
+    pub cleanups: crate::cleanups::Cleanups,
     pub notifier: Arc<Notifier>,
     /// Two-person approval: the rules, who decides, the requests.
     pub approval: ApprovalPolicy,
@@ -111,6 +115,8 @@ pub struct Settings {
     pub powers: Powers,
     /// `KEYDESK_ME_POSTS_*`: each person's quota of "My keys" forms.
     pub me_posts: PostRate,
+    /// `KEYDESK_JOB_LEASE_SECS`: a durable job's lease without a heartbeat.
+    pub job_lease: std::time::Duration,
 }
 
 impl Settings {
@@ -150,6 +156,7 @@ impl Settings {
             self_service: SelfService::default(),
             powers: Powers::default(),
             me_posts: PostRate::default(),
+            job_lease: crate::leases::DEFAULT_LEASE,
         }
     }
 }
@@ -199,10 +206,13 @@ impl AppState {
             holds: Holds::new(db.clone()),
             lost: LostCreates::new(db.clone()),
             offboardings: Offboardings::new(db.clone()),
+            leases: crate::leases::Leases::new(db.clone(), s.job_lease),
+            cleanups: crate::cleanups::Cleanups::new(db.clone()),
             notifier: Arc::new(Notifier::new(
                 db.clone(),
                 crate::notify::NotifyConfig {
                     powers: s.powers.clone(),
+                    lease: s.job_lease,
                     ..s.notify
                 },
                 s.public_url.clone(),

@@ -28,6 +28,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("idempotency", 2),
     ("holds", 1),
     ("offboardings", 1),
+    ("leases", 1),
+    ("cleanups", 1),
     ("grants", 2),
     ("lost_creates", 2),
     ("approvals", 2),

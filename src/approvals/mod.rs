@@ -131,6 +131,10 @@ macro_rules! select_approvals {
     };
 }
 
+/// An interrupted execution (`$1`): done, outcome unknown, never run again.
+const INTERRUPTED_SQL: &str = "UPDATE approvals SET state = 'done', comment = COALESCE(comment, '') || ' [execution interrupted: outcome unknown]'
+                   WHERE id = $1 AND state = 'executing'";
+
 #[derive(Clone, Debug)]
 pub struct Approvals {
     db: Db,
@@ -370,9 +374,25 @@ impl Approvals {
             .fetch_all(p)
             .await?
         });
-        let sql = "UPDATE approvals SET state = 'done', comment = COALESCE(comment, '') || ' [execution interrupted: outcome unknown]'
-                   WHERE id = $1 AND state = 'executing'";
-        self.each_moved(stale, sql).await
+        self.each_moved(stale, INTERRUPTED_SQL).await
+    }
+
+    /// Executions whose replica stopped: the lease it took when the
+    /// execution began (`approval:{id}`, see `leases`) lapsed, long before
+    /// the bound. One look of the job loop; returns them, moved as above.
+    pub async fn abandon_lapsed_executions(&self) -> Result<Vec<Approval>, sqlx::Error> {
+        let now = self.db.clock_ms("look").await?;
+        let lapsed: Vec<Approval> = on_pool!(look, &self.db, |p| {
+            sqlx::query_as::<_, Approval>(select_approvals!(
+                "WHERE state = 'executing' AND EXISTS (SELECT 1 FROM job_leases l
+                   WHERE l.job = 'approval:' || approvals.id
+                     AND l.acquired_ms >= approvals.executed_ms AND l.expires_ms < $1)"
+            ))
+            .bind(now)
+            .fetch_all(p)
+            .await?
+        });
+        self.each_moved(lapsed, INTERRUPTED_SQL).await
     }
 
     /// Nothing happened upstream: executing → approved, to try again.

@@ -1,5 +1,5 @@
 //! Where keydesk keeps its state: the database URL from its variable, its
-//! file, or the old name.
+//! file, or the old name; and how long a job's lease in it lasts.
 
 use std::path::PathBuf;
 
@@ -19,12 +19,21 @@ pub struct DatabaseArgs {
     /// Old name of KEYDESK_DATABASE_URL, still accepted: the SQLite database of the audit trail. Without any of the three, sqlite://keydesk-audit.db in the working directory (with a warning).
     #[arg(long, env = "KEYDESK_AUDIT_DB")]
     pub audit_db: Option<String>,
+
+    /// How long a durable job (an offboarding, a clean-up, a notice pass) stays with its replica without a heartbeat, in seconds (the lease is kept in the database); another replica takes it over after that.
+    #[arg(long, env = "KEYDESK_JOB_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub job_lease_secs: u64,
 }
 
 /// Where keydesk keeps its state when no variable says: the working directory.
 const DEFAULT_DATABASE: &str = "sqlite://keydesk-audit.db";
 
 impl DatabaseArgs {
+    /// `KEYDESK_JOB_LEASE_SECS`.
+    pub fn job_lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.job_lease_secs)
+    }
+
     /// No variable names a database: the default file is used.
     pub fn is_default(&self) -> bool {
         self.database_url.is_none() && self.database_url_file.is_none() && self.audit_db.is_none()

@@ -362,6 +362,7 @@ impl ServeArgs {
             access,
             database_url: self.database.url()?,
             cookie_secure: self.cookie_secure,
+            job_lease: self.database.job_lease(),
             approval: self.approval_policy()?,
             approvers: self.approvers.clone(),
             ..self.common.settings(vultr_url, root_key)?

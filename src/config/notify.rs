@@ -95,6 +95,8 @@ impl NotifyArgs {
                 }
             },
             powers: Default::default(),
+            // `serve` puts KEYDESK_JOB_LEASE_SECS here (state.rs).
+            lease: crate::leases::DEFAULT_LEASE,
             interval: Duration::from_secs(self.notify_interval),
             webhook: secret_from(
                 "KEYDESK_NOTIFY_WEBHOOK_URL",

@@ -22,6 +22,9 @@ pub struct NotifyConfig {
     pub team: Vec<String>,
     /// Mail each key's owner about their own keys (default: when SMTP is set).
     pub owners: Option<bool>,
+    /// A pass's lease without a heartbeat (`KEYDESK_JOB_LEASE_SECS`): a pass
+    /// whose replica stopped is resumed by another after it.
+    pub lease: Duration,
 }
 
 impl Default for NotifyConfig {
@@ -37,6 +40,7 @@ impl Default for NotifyConfig {
             from: "keydesk <keydesk@localhost>".into(),
             team: vec![],
             owners: None,
+            lease: crate::leases::DEFAULT_LEASE,
         }
     }
 }

@@ -32,9 +32,6 @@ use crate::vultr::VultrClient;
 use send::{Mailer, Notice, Webhook};
 
 const JOB: &str = "notices.run";
-/// A pass's lease without a heartbeat: a replica that dies mid-pass frees it.
-const LEASE: Duration = Duration::from_secs(120);
-const HEARTBEAT: Duration = Duration::from_secs(20);
 
 /// Where a notice goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +59,8 @@ pub enum Trigger {
     Schedule,
     Command,
     Person(String),
+    /// The last pass never ended (its replica stopped): taken over.
+    Resume,
 }
 
 impl Trigger {
@@ -70,6 +69,7 @@ impl Trigger {
             Trigger::Schedule => "schedule".into(),
             Trigger::Command => "keydesk notify --once".into(),
             Trigger::Person(who) => format!("run now by {who}"),
+            Trigger::Resume => "resumed: the last pass's replica stopped".into(),
         }
     }
 }
@@ -100,6 +100,8 @@ pub struct Notifier {
     owners: bool,
     public_url: Option<String>,
     instance: String,
+    /// A pass's lease without a heartbeat; renewed every third of it.
+    lease: Duration,
     /// Announcements finished (delivered or given up): lets a caller know
     /// background work is over before checking what it did not send.
     announced: std::sync::atomic::AtomicU64,
@@ -143,6 +145,7 @@ impl Notifier {
             owners,
             public_url,
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            lease: cfg.lease,
             announced: Default::default(),
         })
     }
@@ -216,11 +219,15 @@ impl Notifier {
                 ..Default::default()
             });
         }
+        if matches!(trigger, Trigger::Resume) {
+            self.close_interrupted().await;
+        }
         let heartbeat = {
             let me = self.clone();
+            let beat = self.lease / 3;
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(HEARTBEAT).await;
+                    tokio::time::sleep(beat).await;
                     if let Err(e) = me.renew().await {
                         tracing::warn!(error = %e, "notice pass heartbeat failed");
                     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::plan;
 use super::send::Notice;
-use super::{Channel, JOB, LEASE, Notifier, RunReport, Trigger};
+use super::{Channel, JOB, Notifier, RunReport, Trigger};
 use crate::on_pool;
 
 /// A pass, as stored.
@@ -77,24 +77,28 @@ pub struct Snapshot {
 
 impl Notifier {
     /// Claims the pass: no other running anywhere, and for the schedule, the
-    /// last one started at least an interval ago.
+    /// last one started at least an interval ago; to resume, the last one
+    /// never ended (its lease lapsed without a release).
     pub(super) async fn lease(&self, trigger: &Trigger) -> Result<bool, sqlx::Error> {
         let now = self.db.now_ms().await?;
         let manual = !matches!(trigger, Trigger::Schedule);
+        let resume = matches!(trigger, Trigger::Resume);
         let due_before = now - i64::try_from(self.interval.as_millis()).unwrap_or(i64::MAX);
         let won: Option<String> = on_pool!(write, &self.db, |p| {
             sqlx::query_scalar(
                 "UPDATE jobs SET owner = $1, lease_until_ms = $2, started_by = $3, started_ms = $4, error = NULL
                  WHERE name = $5 AND lease_until_ms < $4 AND ($6 OR COALESCE(started_ms, 0) <= $7)
+                   AND (NOT $8 OR (started_ms IS NOT NULL AND (finished_ms IS NULL OR finished_ms < started_ms)))
                  RETURNING name",
             )
             .bind(&self.instance)
-            .bind(now + LEASE.as_millis() as i64)
+            .bind(now + self.lease_ms())
             .bind(trigger.describe())
             .bind(now)
             .bind(JOB)
             .bind(manual)
             .bind(due_before)
+            .bind(resume)
             .fetch_optional(p)
             .await?
         });
@@ -105,13 +109,60 @@ impl Notifier {
         let now = self.db.now_ms().await?;
         on_pool!(write, &self.db, |p| {
             sqlx::query("UPDATE jobs SET lease_until_ms = $1 WHERE name = $2 AND owner = $3")
-                .bind(now + LEASE.as_millis() as i64)
+                .bind(now + self.lease_ms())
                 .bind(JOB)
                 .bind(&self.instance)
                 .execute(p)
                 .await
                 .map(|_| ())
         })
+    }
+
+    /// Whether the last pass never ended and its lease lapsed (its replica
+    /// stopped): one look of the job loop, which then resumes it.
+    pub async fn interrupted(&self) -> Result<bool, sqlx::Error> {
+        let now = self.db.clock_ms("look").await?;
+        let found: Option<String> = on_pool!(look, &self.db, |p| {
+            sqlx::query_scalar(
+                "SELECT name FROM jobs WHERE name = $1 AND lease_until_ms < $2
+                   AND started_ms IS NOT NULL AND (finished_ms IS NULL OR finished_ms < started_ms)",
+            )
+            .bind(JOB)
+            .bind(now)
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(found.is_some())
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The passes a stopped replica left running end as failed (this
+    /// replica holds the lease: no other pass runs). Their notices left
+    /// `sending` stay so: they may have gone out, and are never resent.
+    pub(super) async fn close_interrupted(&self) {
+        let r: Result<u64, sqlx::Error> = async {
+            let now = self.db.now_ms().await?;
+            Ok(on_pool!(write, &self.db, |p| {
+                sqlx::query(
+                    "UPDATE notice_runs SET state = 'failed', finished_ms = $1,
+                        error = 'interrupted: its replica stopped; resumed by another pass'
+                     WHERE state = 'running'",
+                )
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected()
+            }))
+        }
+        .await;
+        match r {
+            Ok(n) if n > 0 => tracing::warn!(passes = n, "interrupted notice pass resumed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "interrupted notice passes not closed"),
+        }
     }
 
     pub(super) async fn release(&self) {

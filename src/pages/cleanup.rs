@@ -11,9 +11,9 @@ use askama::Template;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::cleanup_job::carry_out;
 use super::{Layout, render};
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
@@ -23,10 +23,7 @@ use crate::ids::VultrId;
 use crate::policy::check_reason;
 use crate::report::Row;
 use crate::vultr::KeyState;
-use crate::write::{Ctx, Group, Refusal, StepOutcome};
-
-/// Users whose keys are checked and revoked at once (the budget is the real bound).
-const CONCURRENCY: usize = 4;
+use crate::write::{Ctx, Group, Refusal};
 
 /// One expired key on the confirmation page.
 pub struct CleanupRow {
@@ -156,16 +153,6 @@ fn parse_target(raw: &str) -> Result<(VultrId, VultrId), AppError> {
     Ok((VultrId::parse(u)?, VultrId::parse(k)?))
 }
 
-/// One line of the streamed result.
-#[derive(Template)]
-#[template(path = "reports/cleanup_line.html")]
-struct LineView<'a> {
-    user: &'a str,
-    key_id: &'a str,
-    key_name: &'a str,
-    outcome: &'a StepOutcome,
-}
-
 /// The end of the streamed result.
 #[derive(Template)]
 #[template(path = "reports/cleanup_summary.html")]
@@ -188,6 +175,44 @@ struct RunView {
 
 const LINES: &str = "<!--lines-->";
 const SUMMARY: &str = "<!--summary-->";
+
+const TAKEN_OVER: &str = "<p class=\"warn\" id=\"cleanup-taken-over\">Another replica took this clean-up over and is finishing it: see the audit trail.</p>";
+
+/// Takes the run's lease and records it with its keys, so another replica
+/// can finish it if this one stops. False when it could not (the run goes
+/// on, not resumable).
+async fn durable(
+    ctx: &Ctx,
+    group: &Group,
+    by_user: &BTreeMap<VultrId, Vec<VultrId>>,
+    reason: Option<&str>,
+) -> bool {
+    let state = &ctx.state;
+    let targets: Vec<(String, String)> = by_user
+        .iter()
+        .flat_map(|(u, keys)| keys.iter().map(move |k| (u.to_string(), k.to_string())))
+        .collect();
+    let lease = crate::cleanups::cleanup_job(group.id());
+    let recorded = match state.leases.acquire(&lease).await {
+        Ok(true) => {
+            state
+                .cleanups
+                .start(group.id(), &ctx.who.email, reason, &targets)
+                .await
+        }
+        Ok(false) => return false,
+        Err(e) => Err(e),
+    };
+    match recorded {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "clean-up not recorded: it cannot be resumed elsewhere");
+            // No record: nothing for another replica to take over.
+            state.leases.release(&lease).await;
+            false
+        }
+    }
+}
 
 /// Revokes the ticked expired keys, streaming each outcome.
 pub async fn cleanup_submit(
@@ -246,6 +271,7 @@ pub async fn cleanup_submit(
         }
     }
     let total: usize = by_user.values().map(Vec::len).sum();
+    let reason_kept = reason.clone();
     let group = claim
         .group(Intent {
             reason,
@@ -266,10 +292,17 @@ pub async fn cleanup_submit(
     let (middle, tail) = rest.split_once(SUMMARY).unwrap_or((rest, ""));
     let (head, middle, tail) = (head.to_string(), middle.to_string(), tail.to_string());
 
+    let leased = durable(&ctx, &group, &by_user, reason_kept.as_deref()).await;
     let (tx, rx) = mpsc::unbounded_channel::<String>();
     let _ = tx.send(head);
     tokio::spawn(async move {
-        let outcomes = run(&group, by_user, &tx).await;
+        let Some(outcomes) = carry_out(&group, by_user, &tx, leased, vec![]).await else {
+            // Another replica took the run over; it settles the group.
+            let _ = tx.send(middle);
+            let _ = tx.send(TAKEN_OVER.into());
+            let _ = tx.send(tail);
+            return;
+        };
         let count = |code: &str| outcomes.iter().filter(|o| o.code() == code).count();
         let summary = SummaryView {
             revoked: count("done"),
@@ -307,106 +340,4 @@ pub async fn cleanup_submit(
         HeaderValue::from_static("identity"),
     );
     Ok(resp)
-}
-
-/// Checks each user's keys anew and revokes the targeted ones that are still
-/// there and still expired, a few users at a time.
-async fn run(
-    group: &Group,
-    by_user: BTreeMap<VultrId, Vec<VultrId>>,
-    tx: &mpsc::UnboundedSender<String>,
-) -> Vec<StepOutcome> {
-    let vultr = group.state().vultr.clone();
-    let per_user = futures_util::stream::iter(by_user)
-        .map(|(user, keys)| {
-            let vultr = vultr.clone();
-            async move {
-                let (current, owner, allowlist) = tokio::join!(
-                    vultr.list_keys(&user),
-                    vultr.get_user(&user),
-                    vultr.allowlist(&user)
-                );
-                // What the keys could do, for the audit, when both were read.
-                let cap = match (&owner, allowlist) {
-                    (Ok(u), Ok(list)) => Some(crate::powers::Capability::of(
-                        &group.state().powers,
-                        u.acls.as_deref(),
-                        list,
-                    )),
-                    _ => None,
-                };
-                let email = owner.ok().and_then(|u| u.email);
-                let mut out = Vec::with_capacity(keys.len());
-                for key_id in keys {
-                    let intent = Intent {
-                        target_user_id: Some(user.to_string()),
-                        target_user_email: email.clone(),
-                        key_id: Some(key_id.to_string()),
-                        ..group.part(AuditAction::KeyRevoke)
-                    };
-                    let intent = match &cap {
-                        Some(cap) => crate::pages::capability::stamp(intent, cap),
-                        None => intent,
-                    };
-                    let (name, outcome) = match &current {
-                        Err(e) => (
-                            String::new(),
-                            StepOutcome::Failed(format!("the user's keys could not be read: {e}")),
-                        ),
-                        Ok(list) => match list.iter().find(|k| k.id == key_id.as_str()) {
-                            None => {
-                                group.note(intent, "already gone").await;
-                                (String::new(), StepOutcome::AlreadyGone)
-                            }
-                            Some(k) if k.state() != KeyState::Expired => {
-                                let why = "no longer expired";
-                                group
-                                    .note(
-                                        Intent {
-                                            key_name: k.name.clone(),
-                                            ..intent
-                                        },
-                                        why,
-                                    )
-                                    .await;
-                                (
-                                    k.name_or_dash().to_string(),
-                                    StepOutcome::Skipped(why.into()),
-                                )
-                            }
-                            Some(k) => {
-                                let intent = Intent {
-                                    key_name: k.name.clone(),
-                                    ..intent
-                                };
-                                let call = vultr.delete_key(&user, &key_id);
-                                (
-                                    k.name_or_dash().to_string(),
-                                    group.step(intent, call, true).await,
-                                )
-                            }
-                        },
-                    };
-                    if outcome == StepOutcome::Done {
-                        metrics::counter!("keydesk_keys_revoked_total").increment(1);
-                    }
-                    let line = LineView {
-                        user: email.as_deref().unwrap_or(user.as_str()),
-                        key_id: key_id.as_str(),
-                        key_name: &name,
-                        outcome: &outcome,
-                    };
-                    let _ = tx.send(line.render().unwrap_or_default());
-                    out.push(outcome);
-                }
-                out
-            }
-        })
-        .buffer_unordered(CONCURRENCY);
-    per_user
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
 }

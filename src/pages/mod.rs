@@ -9,6 +9,7 @@ pub mod brake;
 pub mod capability;
 pub mod claim;
 pub mod cleanup;
+pub mod cleanup_job;
 pub mod confirm;
 pub mod error;
 pub mod grants;

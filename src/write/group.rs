@@ -76,6 +76,18 @@ impl StepOutcome {
 }
 
 impl Group {
+    /// A group started elsewhere (a run another replica began and stopped),
+    /// taken over to be finished: its parts link to the same entry. No form
+    /// of its own: the one that started it was spent there.
+    pub fn resume(state: AppState, id: i64, intent: Intent) -> Self {
+        Self {
+            state,
+            token: String::new(),
+            id,
+            intent,
+        }
+    }
+
     /// The group's audit entry id (the `/audit?group=` filter).
     pub fn id(&self) -> i64 {
         self.id
@@ -214,7 +226,9 @@ impl Group {
                 Some(format!("{f} part(s) failed, {u} unknown")),
             ),
         };
-        self.state.tokens.complete(&self.token, None).await;
+        if !self.token.is_empty() {
+            self.state.tokens.complete(&self.token, None).await;
+        }
         self.state
             .audit
             .settle(

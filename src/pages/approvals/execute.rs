@@ -54,6 +54,12 @@ pub async fn approval_execute(
         claim.release().await;
         return Err(closed(&current(&ctx.state, &raw).await?));
     }
+    // Held while it runs: if this replica stops, another settles it within the lease.
+    let _lease = ctx
+        .state
+        .leases
+        .hold(&crate::leases::approval_job(&a.id))
+        .await;
     let approvals = &ctx.state.approvals;
     match carry_out(&ctx, claim, &a, &user_id).await {
         Ok((page, result_id)) => {

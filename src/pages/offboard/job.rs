@@ -2,10 +2,15 @@
 //! links and requests withdrawn, the key list read after the brake and every
 //! key revoked, each an audited part of the run's group. Its progress is in
 //! the store (`offboardings`) after every key, for any replica's user page.
+//! It runs under a lease (`leases`): when its replica stops, another resumes
+//! it, skipping the steps recorded as done; the key list read anew names
+//! only keys still there, so no key is deleted twice.
 
 use crate::audit::{AuditAction, Intent};
 use crate::grants::GrantState;
 use crate::ids::VultrId;
+use crate::leases::offboarding_job;
+use crate::offboardings::Step;
 use crate::state::AppState;
 use crate::vultr::ApiKey;
 use crate::write::{Group, StepOutcome};
@@ -20,6 +25,8 @@ pub(super) struct Job {
     pub reason: Option<String>,
     /// Key ids the confirmation page listed (to name newcomers).
     pub listed: Vec<String>,
+    /// A run taken over from a stopped replica: what it had done.
+    pub resumed: Option<crate::offboardings::Offboarding>,
 }
 
 /// How each part of a run ended.
@@ -144,9 +151,21 @@ async fn wait_in_flight(
     }
 }
 
+/// Records that `step` ended well, unless it left something live.
+async fn record(state: &AppState, group_id: i64, step: Step, outcome: &StepOutcome) {
+    if outcome.still_live() {
+        return;
+    }
+    if let Err(e) = state.offboardings.step_done(group_id, step).await {
+        tracing::warn!(error = %e, "offboarding step not recorded; a resumed run repeats it");
+    }
+}
+
 impl Job {
-    /// Runs every step, records progress, settles the group; the report.
-    pub async fn run(self) -> Report {
+    /// Runs every step (those not done before), records progress, settles
+    /// the group; the report. None when another replica holds the run, or
+    /// took it over meanwhile (this one stopped: that one finishes it).
+    pub async fn run(self) -> Option<Report> {
         let Job {
             state,
             group,
@@ -155,43 +174,83 @@ impl Job {
             actor,
             reason,
             listed,
+            resumed,
         } = self;
         let group_id = group.id();
+        let lease = offboarding_job(group_id);
+        let heartbeat = match state.leases.acquire(&lease).await {
+            Ok(true) => state.leases.keep(&lease),
+            Ok(false) => return None,
+            // The run goes on; with no lease, another replica may take it
+            // over after the lease time (it then finds the work done).
+            Err(e) => {
+                tracing::warn!(error = %e, "offboarding lease not taken");
+                crate::leases::Heartbeat::none()
+            }
+        };
+        let did = |step| resumed.as_ref().is_some_and(|r| r.did(step));
         let on_user = |action| Intent {
             target_user_id: Some(id.to_string()),
             target_user_email: email.clone(),
             ..group.part(action)
         };
         // The hold first: from here on no keydesk path gives this user a key.
-        let placed = state
-            .holds
-            .place(
-                id.as_str(),
-                email.as_deref(),
-                &actor,
-                reason.as_deref(),
-                Some(group_id),
-            )
-            .await
-            .map_err(|e| format!("the hold could not be stored: {e}"));
-        let hold_part = Intent {
-            key_name: Some("hold placed: no key, claim link or API access until reinstated".into()),
-            ..on_user(AuditAction::UserOffboard)
+        let hold = if did(Step::Hold) {
+            StepOutcome::Done
+        } else {
+            let placed = state
+                .holds
+                .place(
+                    id.as_str(),
+                    email.as_deref(),
+                    &actor,
+                    reason.as_deref(),
+                    Some(group_id),
+                )
+                .await
+                .map_err(|e| format!("the hold could not be stored: {e}"));
+            let hold_part = Intent {
+                key_name: Some(
+                    "hold placed: no key, claim link or API access until reinstated".into(),
+                ),
+                ..on_user(AuditAction::UserOffboard)
+            };
+            let hold = group.local(hold_part, placed).await;
+            record(&state, group_id, Step::Hold, &hold).await;
+            hold
         };
-        let hold = group.local(hold_part, placed).await;
         let vultr = &state.vultr;
         // Then the brake: from here on Vultr refuses every key of the user.
-        let brake = group
-            .step(
-                Intent {
-                    api_enabled: Some(false),
-                    ..on_user(AuditAction::UserApiAccess)
-                },
-                vultr.set_api_enabled(&id, false),
-                false,
-            )
-            .await;
-        let withdrawn = withdraw_open(&state, &actor, &group, &id, &on_user).await;
+        let brake = if did(Step::Brake) {
+            StepOutcome::Done
+        } else if heartbeat.lost() {
+            return None;
+        } else {
+            let brake = group
+                .step(
+                    Intent {
+                        api_enabled: Some(false),
+                        ..on_user(AuditAction::UserApiAccess)
+                    },
+                    vultr.set_api_enabled(&id, false),
+                    false,
+                )
+                .await;
+            record(&state, group_id, Step::Brake, &brake).await;
+            brake
+        };
+        let withdrawn = if did(Step::Withdrawn) {
+            vec![]
+        } else {
+            let withdrawn = withdraw_open(&state, &actor, &group, &id, &on_user).await;
+            let all = if withdrawn.iter().any(|w| w.outcome.still_live()) {
+                StepOutcome::Failed(String::new())
+            } else {
+                StepOutcome::Done
+            };
+            record(&state, group_id, Step::Withdrawn, &all).await;
+            withdrawn
+        };
         // Writes that passed the hold check just before it was placed may
         // still be at Vultr: wait for them (bounded), so the list sees what
         // they made. A run that waited in vain does not say finished.
@@ -225,6 +284,10 @@ impl Job {
         progress(0).await;
         let mut results = Vec::with_capacity(keys.len());
         for key in keys {
+            // Another replica took the run over: it deletes what is left.
+            if heartbeat.lost() {
+                return None;
+            }
             let outcome = match VultrId::parse(&key.id) {
                 Ok(key_id) => {
                     let intent = Intent {
@@ -281,13 +344,20 @@ impl Job {
         {
             tracing::warn!(error = %e, "offboarding end not recorded");
         }
-        tracing::info!(keys = results.len(), live, "offboarding finished");
-        Report {
+        drop(heartbeat);
+        state.leases.release(&lease).await;
+        tracing::info!(
+            keys = results.len(),
+            live,
+            resumed = resumed.is_some(),
+            "offboarding finished"
+        );
+        Some(Report {
             hold,
             brake,
             withdrawn,
             list_error,
             keys: results,
-        }
+        })
     }
 }

@@ -24,9 +24,11 @@ use crate::vultr::{ApiKey, User};
 use crate::write::{Ctx, StepOutcome};
 
 mod job;
+mod resume;
 
 use job::{Job, Report};
 pub use job::{KeyResult, Withdrawn};
+pub use resume::resume_stalled;
 
 #[derive(Template)]
 #[template(path = "users/offboard_confirm.html")]
@@ -136,10 +138,16 @@ pub async fn offboard_submit(
         })
         .await?;
     let group_id = group.id();
+    let listed = listed.join(",");
+    let start = crate::offboardings::StartInfo {
+        reason: reason.as_deref(),
+        email: email.as_deref(),
+        listed: &listed,
+    };
     if let Err(e) = ctx
         .state
         .offboardings
-        .start(group_id, id.as_str(), &ctx.who.email)
+        .start_with(group_id, id.as_str(), &ctx.who.email, start)
         .await
     {
         // The run goes on: its steps are in the audit trail all the same.
@@ -152,12 +160,22 @@ pub async fn offboard_submit(
         email,
         actor: ctx.who.email.clone(),
         reason: reason.clone(),
-        listed: listed.iter().map(|s| s.to_string()).collect(),
+        listed: listed
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        resumed: None,
     };
     // Its own task: a dropped request or a timeout never stops it halfway.
     let report = tokio::spawn(job.run())
         .await
-        .map_err(|e| AppError::Internal(format!("offboarding task: {e}")))?;
+        .map_err(|e| AppError::Internal(format!("offboarding task: {e}")))?
+        .ok_or_else(|| {
+            AppError::Conflict(
+                "Another replica took this offboarding over and is finishing it. Open the user's page to see where it stands.".into(),
+            )
+        })?;
     let Report {
         hold,
         brake,
