@@ -4,65 +4,15 @@
 //! never a key. Every state change is one conditional update, so a second or
 //! concurrent claim (from any replica) acts on nothing.
 
-use std::fmt;
-
 use rand::RngCore;
 
 use crate::db::Db;
 use crate::on_pool;
 
+mod state;
 mod sweep;
 
-/// Where a grant stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantState {
-    Pending,
-    /// A claim is at Vultr right now.
-    Claiming,
-    Claimed,
-    Expired,
-    Revoked,
-    /// The create's answer was lost: reconciled from the key list later.
-    Unknown,
-}
-
-impl GrantState {
-    pub const ALL: [GrantState; 6] = [
-        GrantState::Pending,
-        GrantState::Claiming,
-        GrantState::Claimed,
-        GrantState::Expired,
-        GrantState::Revoked,
-        GrantState::Unknown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantState::Pending => "pending",
-            GrantState::Claiming => "claiming",
-            GrantState::Claimed => "claimed",
-            GrantState::Expired => "expired",
-            GrantState::Revoked => "revoked",
-            GrantState::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for GrantState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl TryFrom<String> for GrantState {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|g| g.as_str() == s)
-            .ok_or_else(|| format!("unknown grant state {s:?}"))
-    }
-}
+pub use state::GrantState;
 
 /// One grant, as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
