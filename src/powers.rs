@@ -251,6 +251,28 @@ pub struct Decided {
     pub allowlist: String,
 }
 
+/// `Decided` as a link or a request stores it: four nullable columns, all
+/// empty for one made before keydesk kept them.
+#[derive(Clone, Debug, Default, sqlx::FromRow)]
+pub struct DecidedColumns {
+    pub decided_level: Option<String>,
+    pub decided_acls: Option<String>,
+    pub decided_anywhere: Option<bool>,
+    pub decided_allowlist: Option<String>,
+}
+
+impl DecidedColumns {
+    /// What was decided; `None` when nothing was kept.
+    pub fn decided(&self) -> Option<Decided> {
+        Decided::from_columns(
+            self.decided_level.as_deref(),
+            self.decided_acls.as_deref(),
+            self.decided_anywhere,
+            self.decided_allowlist.as_deref(),
+        )
+    }
+}
+
 impl Decided {
     /// What the key would have now that it did not have when this was
     /// decided, in words; `None` when it is no stronger.

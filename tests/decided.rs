@@ -84,6 +84,19 @@ async fn claim(app: &TestApp, owner: &reqwest::Client, path: &str) -> reqwest::R
     post_as(owner, app.url(path), &[("form_token", token.as_str())]).await
 }
 
+/// The requester presses Execute on the approval `page` of request `id`;
+/// the answer and the form's token.
+async fn execute(app: &TestApp, page: &str, id: &str) -> (reqwest::Response, String) {
+    let at = page.find("id=\"execute-form\"").unwrap();
+    let token = hidden_token(&page[at..]);
+    (post_token(app, id, &token).await, token)
+}
+
+async fn post_token(app: &TestApp, id: &str, token: &str) -> reqwest::Response {
+    let url = app.url(&format!("/approvals/{id}/execute"));
+    post_as(&app.client, url, &[("form_token", token)]).await
+}
+
 async fn entries(app: &TestApp, action: &str) -> Vec<keydesk::audit::Entry> {
     let f = Filter {
         action: Some(action.into()),
@@ -165,14 +178,7 @@ async fn an_approval_for_a_limited_key_is_void_once_the_user_is_root() {
         page.contains(r#"data-level="root""#),
         "and Vultr's word now"
     );
-    let at = page.find("id=\"execute-form\"").unwrap();
-    let token = hidden_token(&page[at..]);
-    let r = post_as(
-        &app.client,
-        app.url(&format!("/approvals/{id}/execute")),
-        &[("form_token", token.as_str())],
-    )
-    .await;
+    let (r, token) = execute(&app, &page, &id).await;
     assert_eq!(r.status(), 410);
     let body = r.text().await.unwrap();
     assert!(
@@ -194,12 +200,7 @@ async fn an_approval_for_a_limited_key_is_void_once_the_user_is_root() {
             .contains("decided for a limited key")
     );
     // It cannot be carried out again.
-    let r = post_as(
-        &app.client,
-        app.url(&format!("/approvals/{id}/execute")),
-        &[("form_token", token.as_str())],
-    )
-    .await;
+    let r = post_token(&app, &id, &token).await;
     assert!(r.status().is_client_error());
     assert_eq!(creates(&app), 0);
 }
@@ -215,14 +216,7 @@ async fn an_allowlist_widened_to_anywhere_voids_an_approval_too() {
     app.fake
         .set_allowlist(&alice, &["45.76.11.0/24", "0.0.0.0/0"]);
     let page = get_text(&app.client, app.url(&format!("/approvals/{id}"))).await;
-    let at = page.find("id=\"execute-form\"").unwrap();
-    let token = hidden_token(&page[at..]);
-    let r = post_as(
-        &app.client,
-        app.url(&format!("/approvals/{id}/execute")),
-        &[("form_token", token.as_str())],
-    )
-    .await;
+    let (r, _) = execute(&app, &page, &id).await;
     assert_eq!(r.status(), 410);
     assert!(r.text().await.unwrap().contains("any address"));
     assert_eq!(creates(&app), 0);

@@ -15,22 +15,6 @@ use keydesk::fake_vultr::{FakeVultr, Fault};
 use keydesk::state::AppState;
 use keydesk::vultr::User;
 
-/// A fake with one user (`leaver@example.com`) holding `keys` keys.
-fn leaver(keys: usize) -> (FakeVultr, String, Vec<String>) {
-    let fake = FakeVultr::new(ROOT_KEY);
-    let id = fake.add_user(User {
-        id: "5eed00000000a".into(),
-        first_name: Some("Lee".into()),
-        last_name: Some("Ver".into()),
-        email: Some("leaver@example.com".into()),
-        api_enabled: Some(true),
-        ..Default::default()
-    });
-    let ids = (0..keys)
-        .map(|i| fake.add_key(&id, &format!("key-{i}"), Some(time::Duration::days(30))))
-        .collect();
-    (fake, id, ids)
-}
 
 /// Polls the store (never the app's HTTP side) until the user's latest
 /// offboarding is no longer running, or `within` has passed.

@@ -8,22 +8,6 @@ use common::*;
 use keydesk::fake_vultr::{FakeVultr, Fault};
 use keydesk::vultr::{ClientOptions, User};
 
-/// A fake with one user (`leaver@example.com`) holding `keys` keys.
-fn leaver(keys: usize) -> (FakeVultr, String, Vec<String>) {
-    let fake = FakeVultr::new(ROOT_KEY);
-    let id = fake.add_user(User {
-        id: "5eed00000000a".into(),
-        first_name: Some("Lee".into()),
-        last_name: Some("Ver".into()),
-        email: Some("leaver@example.com".into()),
-        api_enabled: Some(true),
-        ..Default::default()
-    });
-    let ids = (0..keys)
-        .map(|i| fake.add_key(&id, &format!("key-{i}"), Some(time::Duration::days(30))))
-        .collect();
-    (fake, id, ids)
-}
 
 fn writes(app: &TestApp) -> Vec<(String, String)> {
     app.fake

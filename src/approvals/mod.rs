@@ -41,12 +41,9 @@ pub struct Approval {
     pub result_id: Option<String>,
     /// The allowlist entry (CIDR) an `AllowlistAdd` request adds.
     pub subnet: Option<String>,
-    /// What the rules were decided on when it was asked for (none for a
-    /// request from before this was kept, or one that makes no key).
-    pub decided_level: Option<String>,
-    pub decided_acls: Option<String>,
-    pub decided_anywhere: Option<bool>,
-    pub decided_allowlist: Option<String>,
+    /// What the rules were decided on when it was made.
+    #[sqlx(flatten)]
+    pub decided_columns: crate::powers::DecidedColumns,
 }
 
 impl Approval {
@@ -64,12 +61,7 @@ impl Approval {
 
     /// What the request was decided on: what an approver approves.
     pub fn decided(&self) -> Option<crate::powers::Decided> {
-        crate::powers::Decided::from_columns(
-            self.decided_level.as_deref(),
-            self.decided_acls.as_deref(),
-            self.decided_anywhere,
-            self.decided_allowlist.as_deref(),
-        )
+        self.decided_columns.decided()
     }
 
     pub fn is_requester(&self, email: &str) -> bool {

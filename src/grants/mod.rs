@@ -36,12 +36,9 @@ pub struct Grant {
     pub key_id: Option<String>,
     pub ended_by: Option<String>,
     pub ended_ms: Option<i64>,
-    /// What the rules were decided on when the link was made (none for a
-    /// link from before this was kept).
-    pub decided_level: Option<String>,
-    pub decided_acls: Option<String>,
-    pub decided_anywhere: Option<bool>,
-    pub decided_allowlist: Option<String>,
+    /// What the rules were decided on when it was made.
+    #[sqlx(flatten)]
+    pub decided_columns: crate::powers::DecidedColumns,
     /// The user's key ids just before the last claim's create (JSON).
     pub keys_before: Option<String>,
     /// Set when a lost claim is ambiguous: the keys that may be its (JSON).
@@ -57,12 +54,7 @@ impl Grant {
     /// What the link was decided on; `None` for a link made before
     /// keydesk kept it.
     pub fn decided(&self) -> Option<crate::powers::Decided> {
-        crate::powers::Decided::from_columns(
-            self.decided_level.as_deref(),
-            self.decided_acls.as_deref(),
-            self.decided_anywhere,
-            self.decided_allowlist.as_deref(),
-        )
+        self.decided_columns.decided()
     }
 
     /// The tag put into the created key's name, so a claim whose answer was

@@ -5,7 +5,7 @@
 //! earlier: a key Vultr is still making must not get a twin.
 
 use super::{Candidate, Finding, Sought, find, parse_before};
-use crate::audit::{AuditAction, AuditStore, Intent, Outcome, Settlement};
+use crate::audit::{AuditAction, AuditStore, Intent, Outcome};
 use crate::grants::{Grant, GrantState, Grants};
 use crate::vultr::ApiKey;
 
@@ -82,16 +82,7 @@ pub async fn reconcile(grants: &Grants, audit: &AuditStore, grant: &Grant, keys:
                 grant_id: Some(grant.id.clone()),
                 ..Intent::system(AuditAction::GrantClaim)
             };
-            match audit.intent(&intent).await {
-                Ok(id) => {
-                    let how = Settlement {
-                        error: Some(&note),
-                        ..outcome.settled()
-                    };
-                    audit.settle(id, how).await
-                }
-                Err(e) => tracing::error!(error = %e, "reconciliation could not be audited"),
-            }
+            super::audited(audit, &intent, outcome, &note).await;
         }
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "could not reconcile a claim link"),

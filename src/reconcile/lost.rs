@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use super::{Candidate, Finding, Sought, find, parse_before};
-use crate::audit::{AuditAction, AuditStore, Intent, Outcome, Settlement};
+use crate::audit::{AuditAction, AuditStore, Intent, Outcome};
 use crate::ids::VultrId;
 use crate::lost_creates::{LostCreates, LostRow};
 use crate::vultr::{ApiKey, VultrClient};
@@ -84,16 +84,7 @@ pub async fn reconcile(
             related_key_id: None,
             ..Intent::system(AuditAction::KeyCreate)
         };
-        match audit.intent(&intent).await {
-            Ok(id) => {
-                let how = Settlement {
-                    error: Some(&note),
-                    ..outcome.settled()
-                };
-                audit.settle(id, how).await
-            }
-            Err(e) => tracing::error!(error = %e, "reconciliation could not be audited"),
-        }
+        super::audited(audit, &intent, outcome, &note).await;
         tracing::info!(audit_id = l.audit_id, user_id, "{note}");
     }
     Ok(moved)

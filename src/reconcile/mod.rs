@@ -62,6 +62,25 @@ pub fn creates_key(intent: &Intent) -> bool {
     )
 }
 
+/// Audits a settlement keydesk made itself, with `note` as its words.
+async fn audited(
+    audit: &crate::audit::AuditStore,
+    intent: &Intent,
+    outcome: crate::audit::Outcome,
+    note: &str,
+) {
+    match audit.intent(intent).await {
+        Ok(id) => {
+            let how = crate::audit::Settlement {
+                error: Some(note),
+                ..outcome.settled()
+            };
+            audit.settle(id, how).await
+        }
+        Err(e) => tracing::error!(error = %e, "reconciliation could not be audited"),
+    }
+}
+
 /// For the one audited write, just before a create's intent: reads the
 /// user's key ids, uncached, and keeps them with the claim link at once (a
 /// claim whose process stops mid-call is settled with them too). `None` for

@@ -844,3 +844,20 @@ pub async fn metrics_after_first_upkeep(app: &TestApp, passes_before: f64) -> St
     .await;
     before
 }
+
+/// A fake with one user (`leaver@example.com`) holding `keys` keys.
+pub fn leaver(keys: usize) -> (FakeVultr, String, Vec<String>) {
+    let fake = FakeVultr::new(ROOT_KEY);
+    let id = fake.add_user(keydesk::vultr::User {
+        id: "5eed00000000a".into(),
+        first_name: Some("Lee".into()),
+        last_name: Some("Ver".into()),
+        email: Some("leaver@example.com".into()),
+        api_enabled: Some(true),
+        ..Default::default()
+    });
+    let ids = (0..keys)
+        .map(|i| fake.add_key(&id, &format!("key-{i}"), Some(time::Duration::days(30))))
+        .collect();
+    (fake, id, ids)
+}
