@@ -60,7 +60,7 @@ impl Holds {
             sqlx::query(
                 "INSERT INTO holds (user_id, user_email, placed_by, placed_ms, reason, group_id)
                  VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (user_id) DO UPDATE SET user_email = excluded.user_email,
+                 ON CONFLICT (user_id) DO UPDATE SET user_email = COALESCE(excluded.user_email, holds.user_email),
                     placed_by = excluded.placed_by, placed_ms = excluded.placed_ms,
                     reason = excluded.reason, group_id = excluded.group_id",
             )

@@ -336,7 +336,8 @@ impl Decided {
         Some(Self {
             level,
             acls,
-            anywhere: anywhere.unwrap_or(true),
+            // Not kept: decided on the narrowest, so any reach is more.
+            anywhere: anywhere.unwrap_or(false),
             allowlist: allowlist.unwrap_or_default().to_string(),
         })
     }

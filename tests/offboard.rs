@@ -8,7 +8,6 @@ use common::*;
 use keydesk::fake_vultr::{FakeVultr, Fault};
 use keydesk::vultr::{ClientOptions, User};
 
-
 fn writes(app: &TestApp) -> Vec<(String, String)> {
     app.fake
         .requests()

@@ -12,10 +12,9 @@ use crate::ids::VultrId;
 use crate::state::AppState;
 
 /// The hold on the intent's user, read again after the call; `None` when
-/// there is none, or when the intent gives nothing. An unreadable hold is
-/// taken as none here: the check before the call stood, and offboarding
-/// itself lists and revokes the user's keys after waiting for writes in
-/// flight.
+/// there is none, or when the intent gives nothing. A hold that cannot be
+/// read counts as one (an unknown fact is the strongest): what the write
+/// gave is undone and never shown.
 pub async fn appeared(state: &AppState, intent: &Intent) -> Option<Hold> {
     let user = intent.target_user_id.as_deref()?;
     if !intent.gives_access() {
@@ -24,8 +23,15 @@ pub async fn appeared(state: &AppState, intent: &Intent) -> Option<Hold> {
     match state.holds.get(user).await {
         Ok(hold) => hold,
         Err(e) => {
-            tracing::error!(error = %e, "hold not read again after a write; the offboarding's final pass covers it");
-            None
+            tracing::error!(error = %e, "hold not read again after a write: undone as if held");
+            Some(Hold {
+                user_id: user.to_string(),
+                user_email: intent.target_user_email.clone(),
+                placed_by: "(unknown: the hold could not be read)".into(),
+                placed_ms: 0,
+                reason: None,
+                group_id: None,
+            })
         }
     }
 }

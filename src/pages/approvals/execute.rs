@@ -238,10 +238,10 @@ async fn carry_out(
                     return Err(AppError::BadRequest(e));
                 }
             };
-            let (user, cap) = claim
-                .prepare(crate::pages::capability::now(state, user_id).await)
-                .await?;
-            same_recipient(ctx, &claim, a, &user).await?;
+            let facts = claim.facts(user_id).await?;
+            same_recipient(ctx, &claim, a, &facts.user).await?;
+            as_approved(&claim, a, &facts).await?;
+            let Facts { user, cap } = facts;
             let intent = stamp(Intent {
                 target_user_id: Some(a.user_id.clone()),
                 target_user_email: user.email.clone(),
