@@ -483,3 +483,30 @@ async fn a_claim_in_flight_when_an_offboarding_begins_is_undone_and_the_link_end
     let g = app.state.grants.get(gid).await.unwrap().unwrap();
     assert_eq!(g.state.as_str(), "revoked", "the link ends");
 }
+
+#[tokio::test]
+async fn an_approved_allowlist_entry_is_void_once_the_user_is_root() {
+    let (app, alice) = app_with_alice(&["allowlist-widen"]).await;
+    let path = format!("/users/{alice}/allowlist");
+    let token = app.token_of(&path).await;
+    let fields = [
+        ("address", "45.77.0.0"),
+        ("prefix", "16"),
+        ("reason", "VPN"),
+    ];
+    let r = app.submit(&path, &token, &fields).await;
+    assert_eq!(r.status(), 202);
+    let id = request_of(&r.text().await.unwrap());
+    let boss = client(Some(BOSS));
+    assert_eq!(press(&app, &boss, &id, "approve").await.status(), 303);
+    app.fake
+        .set_user_acls(&alice, &["subscriptions_view", "manage_users"]);
+    let page = get_text(&app.client, app.url(&format!("/approvals/{id}"))).await;
+    let (r, _) = execute(&app, &page, &id).await;
+    assert_eq!(r.status(), 410);
+    let whitelist = format!("/v2/users/{alice}/ip-whitelist");
+    assert_eq!(app.fake.count("POST", &whitelist), 0, "nothing sent");
+    assert_eq!(app.fake.allowlist_of(&alice).len(), 1, "still one entry");
+    let a = app.state.approvals.get(&id).await.unwrap().unwrap();
+    assert_eq!(a.state.as_str(), "withdrawn");
+}

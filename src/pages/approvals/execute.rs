@@ -123,7 +123,7 @@ async fn carry_out(
     };
     match a.action {
         ApprovalAction::KeyCreate | ApprovalAction::KeyRotate => {
-            let facts = claim.facts(user_id).await?;
+            let facts = approved_facts(ctx, &claim, a, user_id).await?;
             let old = match (&a.action, &a.key_id) {
                 (ApprovalAction::KeyRotate, Some(k)) => {
                     let key_id = VultrId::parse(k)?;
@@ -134,8 +134,6 @@ async fn carry_out(
                 }
                 _ => None,
             };
-            same_recipient(ctx, &claim, a, &facts.user).await?;
-            as_approved(&claim, a, &facts).await?;
             let Facts { user, cap } = facts;
             let action = if old.is_some() {
                 AuditAction::KeyRotate
@@ -162,9 +160,7 @@ async fn carry_out(
             Ok((page, Some(id)))
         }
         ApprovalAction::GrantCreate => {
-            let facts = claim.facts(user_id).await?;
-            same_recipient(ctx, &claim, a, &facts.user).await?;
-            as_approved(&claim, a, &facts).await?;
+            let facts = approved_facts(ctx, &claim, a, user_id).await?;
             let decided = facts.decided(state);
             let user = facts.user;
             let Some(email) = user.email.clone().filter(|e| !e.trim().is_empty()) else {
@@ -238,9 +234,7 @@ async fn carry_out(
                     return Err(AppError::BadRequest(e));
                 }
             };
-            let facts = claim.facts(user_id).await?;
-            same_recipient(ctx, &claim, a, &facts.user).await?;
-            as_approved(&claim, a, &facts).await?;
+            let facts = approved_facts(ctx, &claim, a, user_id).await?;
             let Facts { user, cap } = facts;
             let intent = stamp(Intent {
                 target_user_id: Some(a.user_id.clone()),
@@ -259,9 +253,7 @@ async fn carry_out(
             Ok((Redirect::to(&paths::user(&a.user_id)).into_response(), None))
         }
         ApprovalAction::ApiAccessOn => {
-            let facts = claim.facts(user_id).await?;
-            same_recipient(ctx, &claim, a, &facts.user).await?;
-            as_approved(&claim, a, &facts).await?;
+            let facts = approved_facts(ctx, &claim, a, user_id).await?;
             let Facts { user, cap } = facts;
             let intent = stamp(Intent {
                 target_user_id: Some(a.user_id.clone()),
@@ -280,6 +272,20 @@ async fn carry_out(
             Ok((Redirect::to(&paths::user(&a.user_id)).into_response(), None))
         }
     }
+}
+
+/// The facts read now, for the person the approver saw and no stronger than
+/// what was approved (410 otherwise, the request void).
+async fn approved_facts(
+    ctx: &Ctx,
+    claim: &Claimed<'_>,
+    a: &Approval,
+    user_id: &VultrId,
+) -> Result<Facts, AppError> {
+    let facts = claim.facts(user_id).await?;
+    same_recipient(ctx, claim, a, &facts.user).await?;
+    as_approved(claim, a, &facts).await?;
+    Ok(facts)
 }
 
 /// Refuses (form given back, audited, 410: the request is void) a key or
