@@ -323,12 +323,7 @@ async fn lost_claim(app: &TestApp, ada: &str, name: &str) -> keydesk::grants::Gr
 #[tokio::test]
 async fn a_lost_answer_is_reconciled_from_the_key_list() {
     use keydesk::grants::GrantState;
-    let opts = Options {
-        pending_bound: Duration::from_millis(500),
-        ..Default::default()
-    };
-    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
-    let ada = app.user_id(ADA);
+    let (app, ada) = TestApp::with_pending_bound(500).await;
     // Nothing was created: opening the link reconciles it back to pending.
     let g = lost_claim(&app, &ada, "lost").await;
     let now = app.state.grants.get(&g.id).await.unwrap().unwrap();
@@ -409,12 +404,7 @@ async fn made_in_the_console(app: &TestApp, user: &str, name: &str) -> String {
 #[tokio::test]
 async fn a_lost_claim_is_not_matched_to_a_tagged_key_that_existed_before_it() {
     use keydesk::grants::GrantState;
-    let opts = Options {
-        pending_bound: Duration::from_millis(300),
-        ..Default::default()
-    };
-    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
-    let ada = app.user_id(ADA);
+    let (app, ada) = TestApp::with_pending_bound(300).await;
     let path = grant(&app, &ada, &[("name", "ci")]).await;
     let g = app
         .state
@@ -455,12 +445,7 @@ async fn a_lost_claim_is_not_matched_to_a_tagged_key_that_existed_before_it() {
 #[tokio::test]
 async fn two_tagged_keys_leave_a_lost_claim_unknown_and_ambiguous() {
     use keydesk::grants::GrantState;
-    let opts = Options {
-        pending_bound: Duration::from_millis(300),
-        ..Default::default()
-    };
-    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
-    let ada = app.user_id(ADA);
+    let (app, ada) = TestApp::with_pending_bound(300).await;
     // Vultr makes the claim's key and the answer is cut off...
     let (path, owner) = claim_cut_off(&app, &ada, "ci", true).await;
     let g = app

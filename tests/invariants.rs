@@ -447,12 +447,7 @@ async fn settled_by_a_view(app: &TestApp, user: &str, what: &str) -> keydesk::au
 
 #[tokio::test]
 async fn a_lost_create_is_not_matched_to_a_same_named_key_that_existed_before_the_intent() {
-    let opts = Options {
-        pending_bound: Duration::from_millis(300),
-        ..Default::default()
-    };
-    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
-    let ada = app.user_id(ADA);
+    let (app, ada) = TestApp::with_pending_bound(300).await;
     // Made in the console a moment before: dated now, named the same.
     let older = made_in_the_console(&app, &ada, "ci").await;
     // The gateway answers 504 without Vultr ever seeing keydesk's create.
@@ -481,12 +476,7 @@ async fn a_lost_create_is_not_matched_to_a_same_named_key_that_existed_before_th
 
 #[tokio::test]
 async fn a_key_dated_after_the_bound_is_not_the_lost_creates() {
-    let opts = Options {
-        pending_bound: Duration::from_millis(300),
-        ..Default::default()
-    };
-    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
-    let ada = app.user_id(ADA);
+    let (app, ada) = TestApp::with_pending_bound(300).await;
     app.fake.set_fault_on("POST", Fault::Status(504));
     let r = app
         .create_key(&ada, &[("name", "ci"), ("expire", "false")])
@@ -649,12 +639,7 @@ async fn a_create_reads_the_users_keys_just_before_it_uncached() {
 
 #[tokio::test]
 async fn a_lost_create_that_made_nothing_settles_as_not_created_after_the_bound() {
-    let opts = Options {
-        pending_bound: Duration::from_millis(300),
-        ..Default::default()
-    };
-    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
-    let ada = app.user_id(ADA);
+    let (app, ada) = TestApp::with_pending_bound(300).await;
     // The gateway answers 504 without Vultr ever seeing the create.
     app.fake.set_fault_on("POST", Fault::Status(504));
     let r = app

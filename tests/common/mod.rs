@@ -182,6 +182,18 @@ impl TestApp {
         }
     }
 
+    /// A seeded app whose open intents and lost creates settle after
+    /// `ms` milliseconds, and Ada's user id.
+    pub async fn with_pending_bound(ms: u64) -> (Self, String) {
+        let opts = Options {
+            pending_bound: Duration::from_millis(ms),
+            ..Default::default()
+        };
+        let app = Self::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+        let ada = app.user_id("ada@example.com");
+        (app, ada)
+    }
+
     /// A default app and the id of its seeded user with `email`.
     pub async fn with_user(email: &str) -> (Self, String) {
         let app = Self::spawn().await;
