@@ -417,3 +417,47 @@ async fn the_quota_comes_from_the_environment() {
     assert_eq!(statuses, [403, 403, 429]);
     assert!((10..=30).contains(&wait), "Retry-After {wait}");
 }
+
+/// An owner's own new key (direct self-service) reads the owner once,
+/// uncached, at submit: the rules take its ACLs from that read (before,
+/// the write's facts read the owner a second time).
+#[tokio::test]
+async fn an_owners_new_key_reads_the_owner_once_at_submit() {
+    let mut opts = Options {
+        self_service: keydesk::self_service::SelfService {
+            mode: keydesk::self_service::Mode::Direct,
+            max_days: 90,
+        },
+        ..approval_options(&[], Duration::from_secs(3600))
+    };
+    opts.upstream.cache_ttl = Duration::from_secs(300);
+    let app = TestApp::spawn_with(FakeVultr::seeded(ROOT_KEY), opts).await;
+    let id = app.user_id(ADA);
+    let ada = client(Some(ADA));
+    let url = app.url("/me/keys/new");
+    let token = hidden_token(&get_text(&ada, url.clone()).await);
+    let user = format!("/v2/users/{id}");
+    let allowlist = format!("/v2/users/{id}/ip-whitelist");
+    let (user_reads, allowlist_reads) = (
+        exactly(&app, "GET", &user),
+        exactly(&app, "GET", &allowlist),
+    );
+    let date = date_in(30);
+    let form = [
+        ("form_token", token.as_str()),
+        ("name", "laptop-2"),
+        ("expire", "true"),
+        ("date_expire", date.as_str()),
+    ];
+    let r = post_as(&ada, url, &form).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        exactly(&app, "GET", &user),
+        user_reads + 1,
+        "the owner once"
+    );
+    // One for the rules at the write; one for the reveal page, which shows
+    // what the new key can do after the create dropped the cached user.
+    assert_eq!(exactly(&app, "GET", &allowlist), allowlist_reads + 2);
+    assert_eq!(exactly(&app, "POST", &format!("{user}/apikeys")), 1);
+}

@@ -775,3 +775,141 @@ async fn approval_requests_are_decided_and_run_once_on_both_engines() {
         );
     }
 }
+
+/// The migrations since release 0.1.0 (`f40a367`) are expand-only: that
+/// release's own writes and reads, as its stores wrote them, still work on
+/// a database this release migrated, and what it writes reads back here as
+/// "nothing decided" (refused when a rule would now apply).
+#[tokio::test]
+async fn the_previous_release_writes_and_reads_beside_these_migrations_on_both_engines() {
+    use keydesk::approvals::Approvals;
+    use keydesk::grants::Grants;
+    use keydesk::lost_creates::LostCreates;
+    use keydesk::offboardings::Offboardings;
+    // The SQL of f40a367's stores, as it was.
+    const GRANT_INSERT: &str = "INSERT INTO grants (id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')";
+    const GRANT_SELECT: &str = "SELECT id, user_id, user_email, key_name, date_expire, reason, created_by, created_ms, expires_ms, state, claimed_by, claim_ms, key_id, ended_by, ended_ms FROM grants WHERE id = $1";
+    const APPROVAL_INSERT: &str = "INSERT INTO approvals (id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state, subnet)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending', $14)";
+    const APPROVAL_SELECT: &str = "SELECT id, action, user_id, user_email, key_id, key_name, expire, date_expire, reason, why, requested_by, requested_ms, expires_ms, state, decided_by, decided_ms, comment, executed_ms, result_id, subnet FROM approvals WHERE id = $1";
+    const OFFBOARDING_INSERT: &str =
+        "INSERT INTO offboardings (group_id, user_id, started_by, state, started_ms, heartbeat_ms)
+                 VALUES ($1, $2, $3, 'running', $4, $4)";
+    const OFFBOARDING_SELECT: &str = "SELECT group_id, user_id, started_by, state, started_ms, heartbeat_ms, keys_total, keys_done, live
+     FROM offboardings WHERE user_id = $1 ORDER BY started_ms DESC, group_id DESC LIMIT 1";
+    const LOST_INSERT: &str = "INSERT INTO lost_creates (audit_id, user_id, key_name, started_ms, state) VALUES ($1, $2, $3, $4, 'open')";
+    for (engine, url) in databases().await {
+        let db = Db::open(&url).await.unwrap();
+        let audit = AuditStore::new(db.clone(), keydesk::audit::PENDING_BOUND).await;
+        let intent = Intent {
+            target_user_id: Some("old-user".into()),
+            key_name: Some("ci".into()),
+            ..Intent::system(AuditAction::KeyCreate)
+        };
+        let audit_id = audit.intent(&intent).await.unwrap();
+        let now = db.now_ms().await.unwrap();
+        let gid = "ab".repeat(20);
+        let aid = "cd".repeat(16);
+        let written: u64 = keydesk::on_pool!(write, &db, |p| {
+            let mut n = sqlx::query(GRANT_INSERT)
+                .bind(&gid)
+                .bind("old-user")
+                .bind("old@example.com")
+                .bind("ci")
+                .bind(Option::<String>::None)
+                .bind(Option::<String>::None)
+                .bind("op@example.com")
+                .bind(now)
+                .bind(now + 3_600_000)
+                .execute(p)
+                .await
+                .unwrap()
+                .rows_affected();
+            n += sqlx::query(APPROVAL_INSERT)
+                .bind(&aid)
+                .bind("key.create")
+                .bind("old-user")
+                .bind("old@example.com")
+                .bind(Option::<String>::None)
+                .bind("forever")
+                .bind(false)
+                .bind(Option::<String>::None)
+                .bind(Option::<String>::None)
+                .bind("rule")
+                .bind("op@example.com")
+                .bind(now)
+                .bind(now + 3_600_000)
+                .bind(Option::<String>::None)
+                .execute(p)
+                .await
+                .unwrap()
+                .rows_affected();
+            n += sqlx::query(OFFBOARDING_INSERT)
+                .bind(audit_id)
+                .bind("old-user")
+                .bind("op@example.com")
+                .bind(now)
+                .execute(p)
+                .await
+                .unwrap()
+                .rows_affected();
+            n += sqlx::query(LOST_INSERT)
+                .bind(audit_id)
+                .bind("old-user")
+                .bind("ci")
+                .bind(now)
+                .execute(p)
+                .await
+                .unwrap()
+                .rows_affected();
+            n
+        });
+        assert_eq!(written, 4, "{engine}: the old release's writes");
+        let read: usize = keydesk::on_pool!(read, &db, |p| {
+            sqlx::query(GRANT_SELECT)
+                .bind(&gid)
+                .fetch_all(p)
+                .await
+                .unwrap()
+                .len()
+                + sqlx::query(APPROVAL_SELECT)
+                    .bind(&aid)
+                    .fetch_all(p)
+                    .await
+                    .unwrap()
+                    .len()
+                + sqlx::query(OFFBOARDING_SELECT)
+                    .bind("old-user")
+                    .fetch_all(p)
+                    .await
+                    .unwrap()
+                    .len()
+        });
+        assert_eq!(read, 3, "{engine}: the old release's reads");
+        // This release reads them, as decided on nothing.
+        let grants = Grants::new(db.clone(), std::time::Duration::from_secs(3600));
+        assert_eq!(
+            grants.get(&gid).await.unwrap().unwrap().decided(),
+            None,
+            "{engine}"
+        );
+        let approvals = Approvals::new(db.clone(), std::time::Duration::from_secs(3600));
+        assert_eq!(
+            approvals.get(&aid).await.unwrap().unwrap().decided(),
+            None,
+            "{engine}"
+        );
+        let runs = Offboardings::new(db.clone());
+        assert!(
+            runs.latest_for_user("old-user").await.unwrap().is_some(),
+            "{engine}"
+        );
+        let lost = LostCreates::new(db.clone());
+        assert_eq!(
+            lost.open_for_user("old-user").await.unwrap().len(),
+            1,
+            "{engine}"
+        );
+    }
+}

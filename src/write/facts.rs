@@ -54,6 +54,15 @@ impl Claimed<'_> {
         self.prepare(read_now(&self.ctx.state, id).await).await
     }
 
+    /// `facts`, for a `user` this request has just read uncached: only the
+    /// allowlist is read now, not the user a second time.
+    pub async fn facts_of(&self, id: &VultrId, user: User) -> Result<Facts, AppError> {
+        let state = &self.ctx.state;
+        let allowlist = self.prepare(state.vultr.allowlist_now(id).await).await?;
+        let cap = Capability::of(&state.powers, user.acls.as_deref(), allowlist);
+        Ok(Facts { user, cap })
+    }
+
     /// Refuses a key stronger than what `decided` was decided on: the form
     /// is given back, `refusal` is audited with what grew, nothing is sent.
     /// Returns what grew, in words, for the page.

@@ -241,7 +241,7 @@ async fn make(
     let state = &ctx.state;
     // The rules read the ACLs (the owner was just read uncached) and the
     // allowlist as Vultr reports them now.
-    let facts = claim.facts(id).await?;
+    let facts = claim.facts_of(id, user.clone()).await?;
     let cap = facts.cap.clone();
     let why = state
         .approval
