@@ -171,6 +171,29 @@ impl FormKeys {
         Some(mac.verify_slice(tag).is_ok())
     }
 
+    /// Keys for another purpose (`label`), derived from these with HMAC so
+    /// that no form-token key is ever used as is elsewhere: the signer's
+    /// first, then every other key that still verifies.
+    pub fn derived(&self, label: &str) -> Vec<SecretSlice<u8>> {
+        let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
+        std::iter::once(&ring.signer)
+            .chain(ring.verifiers.iter().filter(|k| k.kid != ring.signer.kid))
+            .map(|k| {
+                let mut mac = k.mac();
+                mac.update(b"keydesk derived key:");
+                mac.update(label.as_bytes());
+                SecretSlice::from(mac.finalize().into_bytes().to_vec())
+            })
+            .collect()
+    }
+
+    /// Re-reads the keys from the database when that was not done in the
+    /// last few seconds: true when it did (something signed with a key this
+    /// replica does not know yet may verify now).
+    pub async fn reload_now(&self) -> bool {
+        self.may_reload() && self.refresh().await.is_ok()
+    }
+
     fn may_reload(&self) -> bool {
         if self.db.is_none() {
             return false;

@@ -10,7 +10,7 @@ mod access;
 mod oidc_gate;
 mod open_paths;
 
-pub use oidc_gate::{found, login_link, start as start_sign_in};
+pub use oidc_gate::{found, found_with, login_link, start as start_sign_in};
 
 pub use access::{Access, Approvers};
 pub use open_paths::CLAIM_PREFIX;
@@ -138,6 +138,8 @@ pub struct Gate {
     pub auth: AuthMode,
     pub access: Access,
     pub audit: AuditStore,
+    /// OpenID mode: the cookie that keeps a sign-in this browser started.
+    pub sign_ins: crate::oidc::StartedSignIns,
 }
 
 /// The identity headers of this mode: identity, groups, assertion.

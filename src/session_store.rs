@@ -1,7 +1,8 @@
 //! tower-sessions' `SessionStore` on keydesk's database (SQLite or
 //! PostgreSQL), so a session survives restarts and is seen by every replica.
 //! A record holds only what `session.rs` puts there (an identity binding, a
-//! one-off notice); expired records are deleted periodically.
+//! one-off notice); expired records are deleted periodically. Nobody
+//! anonymous has a record: a started OpenID sign-in lives in a cookie.
 
 use async_trait::async_trait;
 use tower_sessions::session::{Id, Record};
@@ -63,11 +64,14 @@ impl SessionStore for DbSessionStore {
         Err(session_store::Error::Backend("session id collision".into()))
     }
 
+    /// Updates a session that still exists, and never inserts one: a
+    /// request in flight across a sign-out (or an expiry) must not write the
+    /// deleted session back. New sessions come only from `create`, at
+    /// sign-in or when a signed-in person first stores something.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let data = encode(record)?;
         on_pool!(write, &self.db, |p| sqlx::query(
-            "INSERT INTO sessions (id, data, expires_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_ms = excluded.expires_ms",
+            "UPDATE sessions SET data = $2, expires_ms = $3 WHERE id = $1",
         )
         .bind(record.id.to_string())
         .bind(data)

@@ -71,6 +71,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The cookie that keeps a sign-in this browser started (OpenID mode).
+    pub fn sign_ins(&self) -> crate::oidc::StartedSignIns {
+        crate::oidc::StartedSignIns::new(self.tokens.keys().clone(), self.cookie_secure)
+    }
+
     /// `path` as a link to send out: absolute when the public URL is known.
     pub fn link(&self, path: &str) -> String {
         match &self.public_url {
@@ -271,6 +276,7 @@ impl FromRef<AppState> for Gate {
             auth: s.auth.clone(),
             access: s.access.clone(),
             audit: s.audit.clone(),
+            sign_ins: s.sign_ins(),
         }
     }
 }

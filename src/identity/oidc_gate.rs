@@ -9,7 +9,7 @@ use tower_sessions::Session;
 use super::{Gate, request_id};
 use crate::audit::{AuditAction, Intent, Outcome};
 use crate::error::AppError;
-use crate::oidc::{self, Oidc};
+use crate::oidc::{self, Oidc, StartedSignIns};
 
 /// What the gate reads of a request (owned: the request body is not `Sync`).
 pub(super) struct Asked {
@@ -40,12 +40,12 @@ pub(super) async fn signed_in(
             gate.audit.record(&intent, Outcome::Failed).await;
         }
     }
-    Err(sign_in_needed(oidc, &session, &req).await)
+    Err(sign_in_needed(oidc, &gate.sign_ins, &req).await)
 }
 
 /// A page goes to the provider and comes back to itself; a form gets a 401
 /// with a sign-in link back to the page it came from.
-async fn sign_in_needed(oidc: &Oidc, session: &Session, req: &Asked) -> Response {
+async fn sign_in_needed(oidc: &Oidc, sign_ins: &StartedSignIns, req: &Asked) -> Response {
     if matches!(req.method, Method::GET | Method::HEAD) {
         let next = req
             .uri
@@ -53,8 +53,8 @@ async fn sign_in_needed(oidc: &Oidc, session: &Session, req: &Asked) -> Response
             .map(|p| p.as_str())
             .and_then(oidc::safe_next)
             .unwrap_or("/");
-        return match start(oidc, session, next).await {
-            Ok(url) => found(&url),
+        return match start(oidc, sign_ins, &req.headers, next).await {
+            Ok((url, cookie)) => found_with(&url, cookie),
             Err(e) => AppError::ProviderDown(e).into_response(),
         };
     }
@@ -81,15 +81,28 @@ pub fn found(url: &str) -> Response {
     }
 }
 
+/// `found`, setting this browser's started-sign-in cookie.
+pub fn found_with(url: &str, cookie: header::HeaderValue) -> Response {
+    let mut resp = found(url);
+    resp.headers_mut().append(header::SET_COOKIE, cookie);
+    resp
+}
+
 /// `/auth/login?next=…` for a same-origin path.
 pub fn login_link(next: &str) -> String {
     let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
     format!("/auth/login?next={next}")
 }
 
-/// Starts a sign-in on this session: the provider URL to go to.
-pub async fn start(oidc: &Oidc, session: &Session, next: &str) -> Result<String, String> {
+/// Starts a sign-in in this browser: the provider URL to go to, and the
+/// `Set-Cookie` value that remembers it (nothing is stored on the server).
+pub async fn start(
+    oidc: &Oidc,
+    sign_ins: &StartedSignIns,
+    headers: &HeaderMap,
+    next: &str,
+) -> Result<(String, header::HeaderValue), String> {
     let (url, pending) = oidc.begin(next).await?;
-    oidc::session::remember(session, pending).await?;
-    Ok(url)
+    let cookie = sign_ins.remember(headers, pending).await?;
+    Ok((url, cookie))
 }

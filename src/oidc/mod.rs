@@ -12,6 +12,7 @@ mod claims;
 mod http;
 mod person;
 pub mod session;
+pub mod started;
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ use tokio::sync::RwLock;
 use self::claims::{ExtraClaims, OidcClient, describe};
 use self::http::Http;
 pub use self::session::{Lifetimes, Pending, SignedIn};
+pub use self::started::StartedSignIns;
 
 /// Least time between two key fetches triggered by an unknown `kid`.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -232,7 +234,7 @@ impl Oidc {
     }
 
     /// Starts a sign-in: the provider URL to send the browser to, and what
-    /// the callback must find in this browser's session.
+    /// the callback must find in this browser's started-sign-in cookie.
     pub async fn begin(&self, next: &str) -> Result<(String, Pending), String> {
         let client = self.client(self.metadata().await?)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();

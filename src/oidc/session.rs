@@ -1,17 +1,13 @@
 //! What an OpenID sign-in keeps in the server-side session (the shared
-//! database store, so replicas and restarts see it): the flows this browser
-//! started, and once signed in, who it is and since when. The id is rotated
-//! at sign-in; the absolute and idle lifetimes are enforced on every request.
+//! database store, so replicas and restarts see it): once signed in, who it
+//! is and since when. A sign-in only started lives in a cookie (`started`),
+//! never here. The id is rotated at sign-in; the absolute and idle lifetimes
+//! are enforced on every request.
 
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
-const PENDING_KEY: &str = "keydesk.oidc.pending";
 pub const SIGNED_IN_KEY: &str = "keydesk.oidc.signed_in";
-/// Sign-ins started but not finished, per browser (several tabs may race).
-const MAX_PENDING: usize = 5;
-/// A started sign-in must come back within this many seconds.
-const PENDING_TTL_SECS: i64 = 600;
 
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -67,45 +63,6 @@ impl std::fmt::Debug for SignedIn {
             .field("signed_in", &self.signed_in)
             .finish_non_exhaustive()
     }
-}
-
-/// Remembers a started sign-in (the oldest goes when there are too many).
-pub async fn remember(session: &Session, pending: Pending) -> Result<(), String> {
-    let mut list: Vec<Pending> = session
-        .get(PENDING_KEY)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let t = now();
-    list.retain(|p| t - p.started < PENDING_TTL_SECS);
-    if list.len() >= MAX_PENDING {
-        list.remove(0);
-    }
-    list.push(pending);
-    // A browser that only started a sign-in is kept no longer than the
-    // sign-in may take, so strangers' visits do not pile up in the store;
-    // signing in saves the session again under the normal lifetime.
-    if !is_signed_in(session).await {
-        session.set_expiry(Some(tower_sessions::Expiry::OnInactivity(
-            time::Duration::seconds(PENDING_TTL_SECS),
-        )));
-    }
-    session
-        .insert(PENDING_KEY, list)
-        .await
-        .map_err(|e| format!("could not store the sign-in: {e}"))
-}
-
-/// Takes the started sign-in whose `state` this is: each is used once.
-pub async fn take(session: &Session, state: &str) -> Option<Pending> {
-    let mut list: Vec<Pending> = session.get(PENDING_KEY).await.ok().flatten()?;
-    let at = list
-        .iter()
-        .position(|p| now() - p.started < PENDING_TTL_SECS && same_secret(&p.state, state))?;
-    let found = list.remove(at);
-    let _ = session.insert(PENDING_KEY, list).await;
-    Some(found)
 }
 
 /// Two random values compared in constant time (the `subtle` crate).
@@ -179,16 +136,6 @@ pub async fn sign_out_token(session: &Session) -> Option<String> {
         .ok()
         .flatten()?;
     (!who.sign_out.is_empty()).then_some(who.sign_out)
-}
-
-/// Whether this session holds an OpenID sign-in (it shows a sign-out form).
-pub async fn is_signed_in(session: &Session) -> bool {
-    session
-        .get_value(SIGNED_IN_KEY)
-        .await
-        .ok()
-        .flatten()
-        .is_some()
 }
 
 /// Signs `who` in on this session under a fresh id (against fixation),

@@ -2,13 +2,15 @@
 //! `GET /auth/callback` finishes it, `POST /auth/logout` ends it (at the
 //! provider too, when it offers `end_session_endpoint`), and
 //! `GET /auth/signed-out` says so. In the other modes they do not exist.
-//! Every refusal is an `access.denied` entry with its reason.
+//! A refused sign-in is counted in `keydesk_signin_refusals_total{reason}`
+//! and logged; it is an `access.denied` entry only when it belongs to a
+//! sign-in this browser started: an anonymous callback writes nothing.
 
 use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -16,7 +18,9 @@ use tower_sessions::Session;
 use super::{Layout, render};
 use crate::audit::{AuditAction, Intent, Outcome};
 use crate::error::AppError;
-use crate::identity::{AuthMode, Identity, Role, found, login_link, request_id, start_sign_in};
+use crate::identity::{
+    AuthMode, Identity, Role, found_with, login_link, request_id, start_sign_in,
+};
 use crate::oidc::{self, Oidc};
 use crate::state::AppState;
 
@@ -42,6 +46,7 @@ pub struct LoginQuery {
 pub async fn login(
     State(state): State<AppState>,
     session: Session,
+    headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Result<Response, AppError> {
     let oidc = oidc_of(&state)?;
@@ -57,10 +62,10 @@ pub async fn login(
     if let Ok(Some(_)) = oidc::session::current(&session, oidc.settings.lifetimes).await {
         return Ok(Redirect::to(next).into_response());
     }
-    let url = start_sign_in(&oidc, &session, next)
+    let (url, cookie) = start_sign_in(&oidc, &state.sign_ins(), &headers, next)
         .await
         .map_err(AppError::ProviderDown)?;
-    Ok(found(&url))
+    Ok(found_with(&url, cookie))
 }
 
 #[derive(Deserialize)]
@@ -68,6 +73,34 @@ pub struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
+}
+
+/// Why a sign-in was refused, as counted in `keydesk_signin_refusals_total`.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// No sign-in with this `state` was started in this browser (or it
+    /// expired, or was used): anonymous, never audited.
+    NotStarted,
+    /// The provider answered with an error.
+    ProviderError,
+    /// The provider sent no code.
+    NoCode,
+    /// The code exchange or the ID token failed keydesk's checks.
+    NotVerified,
+    /// A verified person whom the settings do not let in (domain, email).
+    NotAllowed,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::NotStarted => "not_started",
+            Refusal::ProviderError => "provider_error",
+            Refusal::NoCode => "no_code",
+            Refusal::NotVerified => "not_verified",
+            Refusal::NotAllowed => "not_allowed",
+        }
+    }
 }
 
 /// `GET /auth/callback`: the provider's answer to a sign-in this browser started.
@@ -78,12 +111,32 @@ pub async fn callback(
     Query(q): Query<CallbackQuery>,
 ) -> Result<Response, AppError> {
     let oidc = oidc_of(&state)?;
-    let deny = |who: Option<String>, reason: String, shown: &str| {
+    let taken = match q.state.as_deref() {
+        Some(s) if !s.is_empty() => state.sign_ins().take(&headers, s).await,
+        _ => None,
+    };
+    let Some((pending, forget)) = taken else {
+        // Nothing ties this request to anyone: counted and logged, never
+        // written (anyone on the internet can send it).
+        refused(
+            Refusal::NotStarted,
+            "callback without a sign-in started in this browser",
+        );
+        return Err(AppError::SignIn(
+            "This sign-in was not started in this browser, was already used, or took too long. Nothing was done; start again.".into(),
+            login_link("/"),
+        ));
+    };
+    // Every answer from here forgets the started sign-in in this browser.
+    let forgetting = |resp: Response| match &forget {
+        Some(cookie) => ([(header::SET_COOKIE, cookie.clone())], resp).into_response(),
+        None => resp,
+    };
+    let deny = |kind: Refusal, who: Option<String>, reason: String, shown: String| {
         let state = state.clone();
         let headers = headers.clone();
-        let shown = shown.to_string();
         async move {
-            tracing::warn!(reason = %reason, "OpenID sign-in refused");
+            refused(kind, &reason);
             let intent = Intent {
                 request_id: request_id(&headers),
                 reason: Some(reason),
@@ -94,50 +147,49 @@ pub async fn callback(
                 )
             };
             state.audit.record(&intent, Outcome::Failed).await;
-            Err(AppError::SignIn(shown, login_link("/")))
+            AppError::SignIn(shown, login_link("/")).into_response()
         }
-    };
-    let pending = match q.state.as_deref() {
-        Some(s) if !s.is_empty() => oidc::session::take(&session, s).await,
-        _ => None,
-    };
-    let Some(pending) = pending else {
-        return deny(
-            None,
-            "callback without a matching sign-in (state unknown, used or expired)".into(),
-            "This sign-in was not started in this browser, was already used, or took too long. Nothing was done; start again.",
-        )
-        .await;
     };
     if let Some(err) = q.error.as_deref() {
         let err: String = err.chars().filter(|c| !c.is_control()).take(100).collect();
-        return deny(
+        let shown = "The sign-in provider did not sign you in. Nothing was done.";
+        let resp = deny(
+            Refusal::ProviderError,
             None,
             format!("the provider answered {err}"),
-            "The sign-in provider did not sign you in. Nothing was done.",
-        )
-        .await;
+            shown.into(),
+        );
+        return Ok(forgetting(resp.await));
     }
     let Some(code) = q.code.as_deref().filter(|c| !c.is_empty()) else {
-        return deny(
+        let shown = "The sign-in provider sent no code. Nothing was done.";
+        let resp = deny(
+            Refusal::NoCode,
             None,
             "callback without a code".into(),
-            "The sign-in provider sent no code. Nothing was done.",
-        )
-        .await;
+            shown.into(),
+        );
+        return Ok(forgetting(resp.await));
     };
     let who = match oidc.finish(code, &pending).await {
         Ok(who) => who,
         Err(denied) => {
-            let shown = match &denied.email {
-                Some(email) => format!(
-                    "keydesk did not sign you in as {email}: {}. Nothing was done.",
-                    denied.reason
+            let (kind, shown) = match &denied.email {
+                Some(email) => (
+                    Refusal::NotAllowed,
+                    format!(
+                        "keydesk did not sign you in as {email}: {}. Nothing was done.",
+                        denied.reason
+                    ),
                 ),
-                None => "keydesk could not verify this sign-in. Nothing was done; start again."
-                    .to_string(),
+                None => (
+                    Refusal::NotVerified,
+                    "keydesk could not verify this sign-in. Nothing was done; start again."
+                        .to_string(),
+                ),
             };
-            return deny(denied.email, denied.reason, &shown).await;
+            let resp = deny(kind, denied.email, denied.reason, shown);
+            return Ok(forgetting(resp.await));
         }
     };
     oidc::session::sign_in(&session, &who)
@@ -151,7 +203,13 @@ pub async fn callback(
     };
     state.audit.record(&intent, Outcome::Ok).await;
     tracing::info!(user = %who.email, "signed in with OpenID Connect");
-    Ok(Redirect::to(&pending.next).into_response())
+    Ok(forgetting(Redirect::to(&pending.next).into_response()))
+}
+
+/// Counts and logs a refused sign-in.
+fn refused(kind: Refusal, reason: &str) {
+    metrics::counter!("keydesk_signin_refusals_total", "reason" => kind.label()).increment(1);
+    tracing::warn!(reason = %reason, kind = kind.label(), "OpenID sign-in refused");
 }
 
 /// The role the policy gives `who` now, for the audit ("none": no staff role).
