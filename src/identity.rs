@@ -170,7 +170,13 @@ async fn authenticate(
     headers: &HeaderMap,
     peer: Option<IpAddr>,
 ) -> Result<(String, Vec<String>), Response> {
-    if let Some(h) = repeated_header(&state.auth, headers) {
+    // Header mode: only a trusted peer's request is the proxy's doing and
+    // worth an audit row; anyone else's writes nothing (refused below).
+    let from_stranger = match &state.auth {
+        AuthMode::Header { trusted, .. } => !peer.is_some_and(|p| peer_is_trusted(p, trusted)),
+        _ => false,
+    };
+    if let Some(h) = repeated_header(&state.auth, headers).filter(|_| !from_stranger) {
         tracing::warn!(header = %h, peer = ?peer, "identity header sent more than once: refused");
         let intent = Intent {
             request_id: request_id(headers),

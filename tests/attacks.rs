@@ -618,6 +618,33 @@ async fn an_identity_header_sent_twice_is_refused_and_audited() {
     assert_eq!(r.status(), 200);
 }
 
+/// The same, from a peer that is not the proxy: refused, and nothing written
+/// (anyone who can reach the port could otherwise fill the audit).
+#[tokio::test]
+async fn an_identity_header_sent_twice_by_a_stranger_writes_nothing() {
+    let app = TestApp::spawn_with(
+        FakeVultr::seeded(ROOT_KEY),
+        Options {
+            identity: None,
+            trusted: vec!["10.9.8.7/32"],
+            ..Default::default()
+        },
+    )
+    .await;
+    for _ in 0..20 {
+        let r = client(None)
+            .get(app.url("/users"))
+            .header("x-forwarded-email", STAFF)
+            .header("x-forwarded-email", "nobody@example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(app.audit_count("access.denied").await, 0);
+    assert!(app.fake.requests().is_empty());
+}
+
 #[tokio::test]
 async fn a_jwt_assertion_sent_twice_is_refused() {
     let j = jwks().await;
