@@ -56,8 +56,36 @@ fn csp(auth: &AuthMode) -> HeaderValue {
         .unwrap_or_else(|| HeaderValue::from_static(CSP))
 }
 
+/// Where `/metrics`, `/healthz` and `/readyz` are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probes {
+    /// On the public listener, with the pages.
+    Public,
+    /// On `KEYDESK_ADMIN_LISTEN` only: the public listener answers 404.
+    Admin,
+}
+
+/// The probes and metrics, shared by the public and the admin router.
+fn probe_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(crate::metrics::metrics_page))
+}
+
+/// `KEYDESK_ADMIN_LISTEN`'s router: the probes and metrics, nothing else.
+/// No identity and no session: that address is reached only from inside.
+pub fn admin_router(state: AppState) -> Router {
+    probe_routes()
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
+}
+
 /// The one router: every path is spelled here.
-pub fn build_router(state: AppState) -> Router {
+pub fn build_router(state: AppState, probes: Probes) -> Router {
     // OpenID mode: the provider's redirect back is a cross-site navigation,
     // which must carry the session (Lax); POSTs still never do cross-site,
     // and GETs never write. The proxy modes keep Strict.
@@ -69,13 +97,23 @@ pub fn build_router(state: AppState) -> Router {
         _ => (SameSite::Strict, time::Duration::hours(8)),
     };
     let sessions = SessionManagerLayer::new(DbSessionStore::new(state.db.clone()))
-        .with_name("keydesk_session")
+        .with_name(crate::session_store::cookie_name(state.cookie_secure))
         .with_http_only(true)
         .with_same_site(same_site)
         .with_secure(state.cookie_secure)
         .with_expiry(Expiry::OnInactivity(inactivity));
 
     let x_request_id = HeaderName::from_static("x-request-id");
+    let clients = crate::identity::ClientGate::new(
+        state.clients.clone(),
+        &state.trusted_proxies,
+        &state.auth,
+        crate::session_store::cookie_name(state.cookie_secure),
+    );
+    let probes = match probes {
+        Probes::Public => probe_routes(),
+        Probes::Admin => Router::new(),
+    };
 
     Router::new()
         .route("/", get(users::index))
@@ -168,10 +206,8 @@ pub fn build_router(state: AppState) -> Router {
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/signed-out", get(auth::signed_out))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(crate::metrics::metrics_page))
         .route("/static/{name}", get(assets::serve_static))
+        .merge(probes)
         // Innermost first: these run closest to the handlers.
         .layer(axum::middleware::from_fn(crate::csrf::check_origin))
         .layer(axum::middleware::from_fn_with_state(
@@ -179,6 +215,12 @@ pub fn build_router(state: AppState) -> Router {
             crate::identity::require_identity,
         ))
         .layer(sessions)
+        // Before the session is read or anything written: anonymous
+        // requests and sign-in steps within their address's quota.
+        .layer(axum::middleware::from_fn_with_state(
+            clients,
+            crate::identity::limit_clients,
+        ))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(
             ServiceBuilder::new()

@@ -7,12 +7,14 @@
 //! `KEYDESK_OPERATORS`), deny by default.
 
 mod access;
+mod client_limit;
 mod oidc_gate;
 mod open_paths;
 
 pub use oidc_gate::{found, found_with, login_link, start as start_sign_in};
 
 pub use access::{Access, Approvers};
+pub use client_limit::{ClientGate, limit as limit_clients};
 pub use open_paths::CLAIM_PREFIX;
 use open_paths::{is_public, self_service};
 
@@ -140,6 +142,9 @@ pub struct Gate {
     pub audit: AuditStore,
     /// OpenID mode: the cookie that keeps a sign-in this browser started.
     pub sign_ins: crate::oidc::StartedSignIns,
+    /// The per-address quota of anonymous requests (OpenID mode: a session
+    /// cookie that names nobody is counted here).
+    pub clients: Arc<crate::client_quota::ClientQuota>,
 }
 
 /// The identity headers of this mode: identity, groups, assertion.
@@ -257,6 +262,11 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
                 method: req.method().clone(),
                 uri: req.uri().clone(),
                 headers: headers.clone(),
+                client: req
+                    .extensions()
+                    .get::<crate::client_quota::ClientAddr>()
+                    .filter(|c| !c.counted)
+                    .map(|c| c.ip),
             };
             oidc_gate::signed_in(&state, oidc, asked).await.map(|who| {
                 sign_out = Some(crate::oidc::session::SignOut(who.sign_out));

@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod audit;
 pub mod causes;
 pub mod cleanups;
+pub mod client_quota;
 pub mod config;
 pub mod csrf;
 pub mod db;

@@ -23,7 +23,10 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Healthcheck { url } => keydesk::pages::ops::probe(&url).await,
+        Command::Healthcheck { url, admin_listen } => {
+            let url = keydesk::config::healthcheck_url(url.as_deref(), admin_listen);
+            keydesk::pages::ops::probe(&url).await
+        }
         Command::FakeVultr { listen, root_key } => {
             telemetry::init("text");
             let token = root_key.unwrap_or_else(random_key);
@@ -92,6 +95,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let app = Application::build(settings).await?;
             tracing::info!(
                 listen = %app.addr(),
+                admin_listen = app.admin_addr().map(tracing::field::display),
                 vultr = %args.vultr_api_url,
                 auth_mode = %args.auth_mode,
                 auth_header = %args.auth_header,

@@ -11,6 +11,17 @@ use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 use crate::db::Db;
 use crate::on_pool;
 
+/// The session cookie's name. With `Secure` it takes the `__Host-` prefix,
+/// which browsers accept only from HTTPS, with `Path=/` and no `Domain`: a
+/// sibling host or a plain-http page cannot set or shadow it.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-keydesk_session"
+    } else {
+        "keydesk_session"
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DbSessionStore {
     db: Db,

@@ -18,25 +18,32 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    /// `KEYDESK_ADMIN_LISTEN`, bound: the probes and metrics alone.
+    admin: Option<(TcpListener, SocketAddr)>,
     state: AppState,
 }
 
 impl Application {
     /// Builds the state and binds `settings.listen`; an error names what failed.
     pub async fn build(settings: Settings) -> Result<Self, String> {
-        let listen = settings.listen;
+        let (listen, admin_listen) = (settings.listen, settings.admin_listen);
         let state = AppState::new(settings).await?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("KEYDESK_LISTEN {listen}: {e}"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        let (listener, addr) = bind("KEYDESK_LISTEN", listen).await?;
+        let admin = match admin_listen {
+            Some(at) => Some(bind("KEYDESK_ADMIN_LISTEN", at).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
             addr,
+            admin,
             state,
         })
+    }
+
+    /// The admin listener's bound address, when `KEYDESK_ADMIN_LISTEN` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, a)| *a)
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -63,7 +70,20 @@ impl Application {
         let upkeep = tokio::spawn(upkeep(self.state.clone()));
         let notices = tokio::spawn(notice_schedule(self.state.clone()));
         let jobs = tokio::spawn(resume_jobs(self.state.clone()));
-        let router = crate::app::build_router(self.state);
+        let (probes, admin) = match self.admin {
+            Some((listener, _)) => {
+                let router = crate::app::admin_router(self.state.clone());
+                let serve = axum::serve(listener, router);
+                let admin = tokio::spawn(async move {
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "admin listener stopped");
+                    }
+                });
+                (crate::app::Probes::Admin, Some(admin))
+            }
+            None => (crate::app::Probes::Public, None),
+        };
+        let router = crate::app::build_router(self.state, probes);
         let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
         let signal = {
             let stopping = stopping.clone();
@@ -89,6 +109,10 @@ impl Application {
         };
         upkeep.abort();
         notices.abort();
+        // Probes answer while requests drain, then stop with the rest.
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         jobs.abort();
         // No request of this process can settle its open intents any more.
         match audit.mark_own_unknown().await {
@@ -113,6 +137,17 @@ impl Application {
         tokio::spawn(self.run_until(std::future::pending()));
         (base, state)
     }
+}
+
+/// Binds `addr`; an error names the variable it came from.
+async fn bind(var: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{var} {addr}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the address bound for {var}: {e}"))?;
+    Ok((listener, bound))
 }
 
 /// How often expired sessions and tokens are deleted and stale intents marked.

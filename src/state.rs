@@ -11,6 +11,7 @@ use secrecy::SecretString;
 
 use crate::approvals::Approvals;
 use crate::audit::AuditStore;
+use crate::client_quota::{ClientQuota, ClientRate};
 use crate::db::{Db, redacted};
 use crate::form_keys::FormKeys;
 use crate::grants::Grants;
@@ -68,6 +69,10 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Each person's quota of "My keys" forms.
     pub me_posts: Arc<PostQuota>,
+    /// Each client address's quota of anonymous requests and sign-in steps.
+    pub clients: Arc<ClientQuota>,
+    /// `KEYDESK_TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl AppState {
@@ -104,6 +109,14 @@ pub struct Settings {
     pub upstream: ClientOptions,
     pub page_size: u32,
     pub listen: SocketAddr,
+    /// `KEYDESK_ADMIN_LISTEN`: `/metrics`, `/healthz` and `/readyz` on
+    /// their own address (and no longer on `listen`).
+    pub admin_listen: Option<SocketAddr>,
+    /// `KEYDESK_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` is
+    /// believed (the client address the anonymous quota counts).
+    pub trusted_proxies: Vec<IpNet>,
+    /// `KEYDESK_ANON_*`: each client address's quota of anonymous requests.
+    pub anon: ClientRate,
     /// `KEYDESK_PUBLIC_URL`: absolute links when set.
     pub public_url: Option<String>,
     /// How long a claim link works.
@@ -139,7 +152,7 @@ impl Settings {
             auth: AuthMode::Header {
                 header: http::HeaderName::from_static("x-forwarded-email"),
                 groups_header: None,
-                trusted: loopback,
+                trusted: loopback.clone(),
             },
             access: Access::default(),
             policy: KeyPolicy::default(),
@@ -150,6 +163,9 @@ impl Settings {
             upstream: ClientOptions::default(),
             page_size: 20,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_listen: None,
+            trusted_proxies: loopback,
+            anon: ClientRate::default(),
             public_url: None,
             claim_ttl: std::time::Duration::from_secs(72 * 3600),
             notify: NotifyConfig::default(),
@@ -229,6 +245,8 @@ impl AppState {
             powers: s.powers,
             public_url: s.public_url,
             me_posts: Arc::new(PostQuota::new(s.me_posts)),
+            clients: Arc::new(ClientQuota::new(s.anon)),
+            trusted_proxies: s.trusted_proxies,
             db,
             page_size: s.page_size,
             cookie_secure: s.cookie_secure,
@@ -277,6 +295,7 @@ impl FromRef<AppState> for Gate {
             access: s.access.clone(),
             audit: s.audit.clone(),
             sign_ins: s.sign_ins(),
+            clients: s.clients.clone(),
         }
     }
 }

@@ -426,7 +426,7 @@ async fn input_attacks_are_rejected_before_vultr() {
 }
 
 #[tokio::test]
-async fn the_session_cookie_is_httponly_strict_and_secure() {
+async fn the_session_cookie_is_httponly_strict_secure_and_host_prefixed() {
     let app = TestApp::spawn_with(
         FakeVultr::seeded(ROOT_KEY),
         Options {
@@ -441,10 +441,13 @@ async fn the_session_cookie_is_httponly_strict_and_secure() {
     let id = app.user_id("ada@example.com");
     let r = app.response(&format!("/users/{id}")).await;
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.starts_with("keydesk_session="), "{cookie}");
-    for flag in ["HttpOnly", "SameSite=Strict", "Secure"] {
+    // Secure: the `__Host-` prefix, which browsers accept only over HTTPS,
+    // with `Path=/` and no `Domain`, so no sibling host can plant it.
+    assert!(cookie.starts_with("__Host-keydesk_session="), "{cookie}");
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
         assert!(cookie.contains(flag), "{flag} missing: {cookie}");
     }
+    assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
 }
 
 #[tokio::test]

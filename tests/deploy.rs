@@ -296,8 +296,52 @@ fn the_oidc_compose_example_has_no_proxy_identity_and_names_what_oidc_needs() {
         !code.contains("KEYDESK_OIDC_CLIENT_SECRET:"),
         "the secret comes from a file"
     );
+    // No identity header is read in oidc mode; the proxy is trusted for its
+    // X-Forwarded-For only, at Caddy's fixed address, so each visitor (not
+    // Caddy) has the anonymous quota.
+    let caddy = code
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ipv4_address: "))
+        .expect("Caddy has a fixed address");
     assert!(
-        !code.contains("KEYDESK_TRUSTED_PROXIES"),
-        "no header identity to trust"
+        code.contains(&format!("KEYDESK_TRUSTED_PROXIES: {caddy}/32")),
+        "Caddy's address {caddy} is the trusted proxy"
     );
+}
+
+/// Every deployment serves the probes and metrics on the admin port only,
+/// and points its probes (and Prometheus) there.
+#[test]
+fn the_deploy_files_keep_probes_and_metrics_off_the_public_port() {
+    for name in ["docker-compose.yml", "docker-compose.oidc.yml"] {
+        let text = code(&deploy_file(name)).join("\n");
+        assert!(
+            text.contains("KEYDESK_ADMIN_LISTEN: 0.0.0.0:9090"),
+            "{name}: KEYDESK_ADMIN_LISTEN"
+        );
+        // The container's HEALTHCHECK finds the admin port by itself; a URL
+        // pointing elsewhere would probe the public port (404).
+        assert!(!text.contains("KEYDESK_HEALTHCHECK_URL"), "{name}");
+    }
+    let k = code(&deploy_file("kubernetes.yaml")).join("\n");
+    for needed in [
+        r#"name: KEYDESK_ADMIN_LISTEN, value: "0.0.0.0:9090""#,
+        "{ name: admin, containerPort: 9090 }",
+        "httpGet: { path: /readyz, port: admin }",
+        "httpGet: { path: /healthz, port: admin }",
+        r#"prometheus.io/port: "9090""#,
+        "- { port: 9090, protocol: TCP }",
+    ] {
+        assert!(k.contains(needed), "kubernetes.yaml: {needed} missing");
+    }
+    assert!(!k.contains("port: http }"), "a probe on the public port");
+    // The Service exposes the pages only; Prometheus is admitted to 9090 only.
+    let service = k.split("kind: Service").nth(1).unwrap();
+    let service = service.split("---").next().unwrap();
+    assert!(!service.contains("9090"), "{service}");
+    let prometheus = k
+        .split("app.kubernetes.io/name: prometheus")
+        .nth(1)
+        .unwrap();
+    assert!(!prometheus.contains("8080"), "{prometheus}");
 }

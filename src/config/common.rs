@@ -14,6 +14,8 @@ impl CommonArgs {
             upstream: self.client_options(),
             page_size: self.page_size,
             listen: self.listen,
+            admin_listen: self.edge.admin_listen,
+            anon: self.edge.anon_rate(),
             public_url: self.public_url.clone(),
             claim_ttl: self.claim_ttl(),
             notify: self.notify.config()?,

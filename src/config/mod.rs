@@ -16,6 +16,7 @@ use crate::state::Settings;
 mod common;
 mod database;
 mod demo;
+mod edge;
 mod explain;
 mod notify;
 mod oidc;
@@ -32,6 +33,7 @@ use values::{
 };
 
 pub use database::DatabaseArgs;
+pub use edge::{EdgeArgs, healthcheck_url};
 pub use notify::{NotifyArgs, NotifyCmd};
 pub use powers::PowersArgs;
 pub use root_key::RootKeyError;
@@ -71,13 +73,12 @@ pub enum Command {
     },
     /// Probe a running keydesk's /healthz and exit 0 when healthy (for container HEALTHCHECKs).
     Healthcheck {
-        /// URL of the liveness probe.
-        #[arg(
-            long,
-            env = "KEYDESK_HEALTHCHECK_URL",
-            default_value = "http://127.0.0.1:8080/healthz"
-        )]
-        url: String,
+        /// URL of the liveness probe [default: http://127.0.0.1:8080/healthz, or /healthz on KEYDESK_ADMIN_LISTEN when that is set].
+        #[arg(long, env = "KEYDESK_HEALTHCHECK_URL")]
+        url: Option<String>,
+        /// keydesk's admin address (the same variable `serve` reads): probed when no URL is given.
+        #[arg(long, env = "KEYDESK_ADMIN_LISTEN")]
+        admin_listen: Option<SocketAddr>,
     },
 }
 
@@ -129,6 +130,9 @@ pub struct CommonArgs {
     pub claim_ttl_hours: u64,
 
     #[command(flatten)]
+    pub edge: EdgeArgs,
+
+    #[command(flatten)]
     pub notify: NotifyArgs,
 
     #[command(flatten)]
@@ -162,7 +166,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYDESK_AUTH_HEADER", default_value = "X-Forwarded-Email")]
     pub auth_header: String,
 
-    /// Comma-separated CIDRs of the SSO proxy; the identity header is accepted only from these TCP peers.
+    /// Comma-separated CIDRs of the proxies in front of keydesk: the identity header (header mode) is accepted only from these TCP peers, and X-Forwarded-For names the client (for KEYDESK_ANON_*) only from them.
     #[arg(
         long,
         env = "KEYDESK_TRUSTED_PROXIES",
@@ -362,6 +366,7 @@ impl ServeArgs {
             access,
             database_url: self.database.url()?,
             cookie_secure: self.cookie_secure,
+            trusted_proxies: self.trusted_proxies.clone(),
             job_lease: self.database.job_lease(),
             approval: self.approval_policy()?,
             approvers: self.approvers.clone(),

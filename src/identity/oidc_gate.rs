@@ -17,6 +17,9 @@ pub(super) struct Asked {
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
+    /// The client address, when the limiter did not count this request
+    /// (it carried a session cookie).
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// The person signed in on this request's session, or the answer to give.
@@ -28,17 +31,24 @@ pub(super) async fn signed_in(
     let Some(session) = req.session.clone() else {
         return Err(AppError::Internal("no session layer".into()).into_response());
     };
-    match oidc::session::current(&session, oidc.settings.lifetimes).await {
-        Ok(Some(who)) => return Ok(who),
-        Ok(None) => {}
-        Err((email, ended)) => {
-            let intent = Intent {
-                request_id: request_id(&req.headers),
-                reason: Some(ended.reason().to_string()),
-                ..Intent::new(&email, "none", AuditAction::AccessDenied)
-            };
-            gate.audit.record(&intent, Outcome::Failed).await;
-        }
+    let found = oidc::session::current(&session, oidc.settings.lifetimes).await;
+    if let Ok(Some(who)) = found {
+        return Ok(who);
+    }
+    // A cookie that names nobody: anonymous after all, so counted (when the
+    // limiter let it pass on its cookie) before anything is written.
+    if let Some(client) = req.client
+        && let Err(wait) = gate.clients.take(client)
+    {
+        return Err(super::client_limit::refused("anonymous", wait));
+    }
+    if let Err((email, ended)) = found {
+        let intent = Intent {
+            request_id: request_id(&req.headers),
+            reason: Some(ended.reason().to_string()),
+            ..Intent::new(&email, "none", AuditAction::AccessDenied)
+        };
+        gate.audit.record(&intent, Outcome::Failed).await;
     }
     Err(sign_in_needed(oidc, &gate.sign_ins, &req).await)
 }
