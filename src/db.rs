@@ -377,7 +377,10 @@ mod tests {
         assert_eq!(Engine::of("postgres://u:p@h/db"), Ok(Engine::Postgres));
         assert!(Engine::of("mysql://x").is_err());
         let err = Engine::of("postgres://db/kd?sslkey=k.pem&sslpassword=s3cret").unwrap_err();
-        assert!(err.contains("sslpassword") && !err.contains("s3cret"), "{err}");
+        assert!(
+            err.contains("sslpassword") && !err.contains("s3cret"),
+            "{err}"
+        );
         assert_eq!(
             redacted("postgres://kd:s3cret@db:5432/kd"),
             "postgres://kd:***@db:5432/kd"

@@ -578,7 +578,10 @@ async fn chat_text_is_inert_whatever_a_key_is_named() {
     for markup in ["](", "![", "**", "@channel", "@all", "@here", "|rotate"] {
         assert!(!text.contains(markup), "{markup} in {text}");
     }
-    assert!(text.contains("［rotate now］(https://evil.example)"), "{text}");
+    assert!(
+        text.contains("［rotate now］(https://evil.example)"),
+        "{text}"
+    );
     assert!(text.contains("@\u{2060}channel"), "{text}");
     // The machine-readable list keeps the name as Vultr has it.
     assert!(posts.iter().any(|p| {

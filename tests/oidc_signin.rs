@@ -469,8 +469,8 @@ async fn forged_token_is_refused(forge: Forge, reason: &str) {
 /// `OPS` is accepted on the same keydesk.
 async fn refused_then_honest_accepted(rogue: &Rogue, app: &TestApp, forge: Forge, reason: &str) {
     assert_eq!(rogue_sign_in(app).await, 401);
-    assert!(!signed_in(&app).await);
-    let denied = audit_of(&app, "access.denied").await;
+    assert!(!signed_in(app).await);
+    let denied = audit_of(app, "access.denied").await;
     assert!(
         denied
             .iter()
@@ -516,13 +516,22 @@ async fn attack_a_domain_that_only_ends_like_an_allowed_one_is_refused() {
             client(None),
             app.state.clone(),
         );
-        refused_then_honest_accepted(&rogue, &fresh, Forge::Honest, "KEYDESK_OIDC_ALLOWED_DOMAINS")
-            .await;
+        refused_then_honest_accepted(
+            &rogue,
+            &fresh,
+            Forge::Honest,
+            "KEYDESK_OIDC_ALLOWED_DOMAINS",
+        )
+        .await;
     }
     let denied = audit_of(&app, "access.denied").await;
     let mut who: Vec<&str> = denied.iter().map(|(e, _, _)| e.as_str()).collect();
     who.sort();
-    assert_eq!(who, ["alice@notexample.com", "alice@sub.example.com"], "{denied:?}");
+    assert_eq!(
+        who,
+        ["alice@notexample.com", "alice@sub.example.com"],
+        "{denied:?}"
+    );
 }
 
 #[tokio::test]

@@ -301,7 +301,8 @@ async fn the_demo_never_touches_a_production_database() {
 #[tokio::test]
 async fn a_database_password_in_the_query_never_reaches_the_output() {
     let (_reserved, port) = refusing_port();
-    let url = format!("postgres://kd@127.0.0.1:{port}/kd?sslmode=disable&password=SECRET-DB-PW-7731");
+    let url =
+        format!("postgres://kd@127.0.0.1:{port}/kd?sslmode=disable&password=SECRET-DB-PW-7731");
     let ssl = format!("postgres://kd@127.0.0.1:{port}/kd?sslpassword=SECRET-SSL-PW-7732");
     for (command, url, said) in [
         ("serve", &url, "password=***"),

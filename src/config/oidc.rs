@@ -208,9 +208,16 @@ mod tests {
 
     #[test]
     fn a_plain_http_issuer_is_refused_unless_it_is_this_machine() {
-        for far in ["http://idp.example.com", "http://10.0.0.5:8080", "http://127.0.0.1.nip.io"] {
+        for far in [
+            "http://idp.example.com",
+            "http://10.0.0.5:8080",
+            "http://127.0.0.1.nip.io",
+        ] {
             let err = mode(far).map(|_| ()).unwrap_err();
-            assert!(err.contains("KEYDESK_OIDC_ISSUER") && err.contains("https"), "{far}: {err}");
+            assert!(
+                err.contains("KEYDESK_OIDC_ISSUER") && err.contains("https"),
+                "{far}: {err}"
+            );
         }
         for near in [
             "https://idp.example.com",

@@ -363,9 +363,10 @@ mod tests {
         if text.contains(['*', '~', '`', '|']) {
             found.push("emphasis, strike, code or table");
         }
-        if text.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').any(|w| {
-            w.starts_with('_') || w.ends_with('_')
-        }) {
+        if text
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .any(|w| w.starts_with('_') || w.ends_with('_'))
+        {
             found.push("underscore emphasis");
         }
         if text.lines().any(|l| l.trim_start().starts_with(['#', '>'])) {
@@ -394,10 +395,19 @@ mod tests {
         assert_eq!(kinds.len(), 5, "the checker sees each kind: {kinds:?}");
         assert_eq!(mattermost_markup(&safe), Vec::<&str>::new(), "{safe}");
         // Still readable: the words are there, look-alikes stand in.
-        assert!(safe.contains("［rotate now］(https://evil.example)"), "{safe}");
-        assert!(safe.contains("@\u{2060}channel @\u{2060}all @\u{2060}here"), "{safe}");
+        assert!(
+            safe.contains("［rotate now］(https://evil.example)"),
+            "{safe}"
+        );
+        assert!(
+            safe.contains("@\u{2060}channel @\u{2060}all @\u{2060}here"),
+            "{safe}"
+        );
         // Emails and snake_case names keep their characters.
-        assert_eq!(chat_inert("ada@example.com ci_deploy_2"), "ada@example.com ci_deploy_2");
+        assert_eq!(
+            chat_inert("ada@example.com ci_deploy_2"),
+            "ada@example.com ci_deploy_2"
+        );
         assert_eq!(chat_inert("ops.team@corp.example"), "ops.team@corp.example");
     }
 

@@ -104,7 +104,10 @@ mod tests {
             let ok = get(&provider(MAX_BODY_BYTES, declared).await).await;
             assert_eq!(ok.unwrap().body().len(), MAX_BODY_BYTES);
             let big = get(&provider(MAX_BODY_BYTES + 1, declared).await).await;
-            assert!(matches!(big, Err(HttpError::TooLarge)), "{declared}: {big:?}");
+            assert!(
+                matches!(big, Err(HttpError::TooLarge)),
+                "{declared}: {big:?}"
+            );
         }
     }
 }

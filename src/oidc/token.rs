@@ -93,7 +93,10 @@ mod tests {
 
     #[test]
     fn azp_must_be_keydesk_and_is_required_with_several_audiences() {
-        assert_eq!(authorized_party(&claims(&["keydesk"], None), "keydesk"), Ok(()));
+        assert_eq!(
+            authorized_party(&claims(&["keydesk"], None), "keydesk"),
+            Ok(())
+        );
         let ours = claims(&["keydesk", "other"], Some("keydesk"));
         assert_eq!(authorized_party(&ours, "keydesk"), Ok(()));
         for (aud, azp) in [
@@ -113,6 +116,10 @@ mod tests {
         assert!(issued_recently(IAT_MAX_AGE_SECS).is_ok());
         assert!(issued_recently(-IAT_LEEWAY_SECS - 1).is_err());
         assert!(issued_recently(IAT_MAX_AGE_SECS + 1).is_err());
-        assert!(issued_recently(3 * 3600).unwrap_err().contains("10800s old"));
+        assert!(
+            issued_recently(3 * 3600)
+                .unwrap_err()
+                .contains("10800s old")
+        );
     }
 }

@@ -464,7 +464,10 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, redirector).await });
         let c = VultrClient::new(&base, SecretString::from("k"), Duration::from_secs(5)).unwrap();
         let err = c.list_all_users().await.unwrap_err();
-        assert!(matches!(err, VultrError::Api { status: 307, .. }), "{err:?}");
+        assert!(
+            matches!(err, VultrError::Api { status: 307, .. }),
+            "{err:?}"
+        );
         assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
     }
 
