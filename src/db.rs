@@ -67,6 +67,11 @@ impl Engine {
         if url.starts_with("sqlite:") {
             Ok(Engine::Sqlite)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // sqlx knows no `sslpassword` and would log the unknown
+            // parameter with its value: refused before it reaches sqlx.
+            if query_keys(url).any(|k| k.eq_ignore_ascii_case("sslpassword")) {
+                return Err("sslpassword= is not supported (the PostgreSQL driver cannot decrypt a client key): use an unencrypted sslkey, or a password".into());
+            }
             Ok(Engine::Postgres)
         } else {
             Err("expected sqlite://PATH or postgres://… ".into())
@@ -74,18 +79,57 @@ impl Engine {
     }
 }
 
-/// A database URL with any password hidden, for logs and errors.
+/// Query parameters of a PostgreSQL URL that hold a secret (libpq's
+/// `password`, and `sslpassword` for an encrypted client key).
+const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
+
+/// A database URL with any password hidden, for logs and errors: the one in
+/// `user:pass@` and those given as `?password=` or `&sslpassword=`.
 pub fn redacted(url: &str) -> String {
+    let url = masked_query(url);
+    // The last `@`: a password may hold one unencoded, and a masked query
+    // holds none of the secret's.
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
             match creds.split_once(':') {
                 Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
+                None => url,
             }
         }
-        _ => url.to_string(),
+        _ => url,
     }
+}
+
+/// The keys of `url`'s query parameters.
+fn query_keys(url: &str) -> impl Iterator<Item = &str> {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let query = query.split('#').next().unwrap_or("");
+    query
+        .split('&')
+        .map(|pair| pair.split_once('=').map(|(k, _)| k).unwrap_or(pair))
+}
+
+/// `url` with the value of every secret query parameter replaced by `***`.
+fn masked_query(url: &str) -> String {
+    let Some(q) = url.find('?') else {
+        return url.to_string();
+    };
+    let (base, query) = url.split_at(q + 1);
+    let (query, fragment) = match query.find('#') {
+        Some(h) => query.split_at(h),
+        None => (query, ""),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if SECRET_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(key)) => {
+                format!("{key}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}{}{fragment}", pairs.join("&"))
 }
 
 impl Db {
@@ -332,10 +376,40 @@ mod tests {
         assert_eq!(Engine::of("sqlite::memory:"), Ok(Engine::Sqlite));
         assert_eq!(Engine::of("postgres://u:p@h/db"), Ok(Engine::Postgres));
         assert!(Engine::of("mysql://x").is_err());
+        let err = Engine::of("postgres://db/kd?sslkey=k.pem&sslpassword=s3cret").unwrap_err();
+        assert!(
+            err.contains("sslpassword") && !err.contains("s3cret"),
+            "{err}"
+        );
         assert_eq!(
             redacted("postgres://kd:s3cret@db:5432/kd"),
             "postgres://kd:***@db:5432/kd"
         );
         assert_eq!(redacted("sqlite://a.db"), "sqlite://a.db");
+    }
+
+    #[test]
+    fn passwords_in_the_query_are_hidden_too() {
+        for (url, shown) in [
+            (
+                "postgres://kd@db/kd?password=s3cret",
+                "postgres://kd@db/kd?password=***",
+            ),
+            (
+                "postgres://db/kd?sslmode=require&PASSWORD=s3cret&application_name=kd",
+                "postgres://db/kd?sslmode=require&PASSWORD=***&application_name=kd",
+            ),
+            (
+                "postgresql://kd:a@b@db/kd?sslpassword=s3cret#x",
+                "postgresql://kd:***@db/kd?sslpassword=***#x",
+            ),
+            (
+                "postgres://kd@db/kd?password=s3@cret&user=kd",
+                "postgres://kd@db/kd?password=***&user=kd",
+            ),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
+        assert_eq!(redacted("sqlite://a.db?mode=rwc"), "sqlite://a.db?mode=rwc");
     }
 }

@@ -100,6 +100,13 @@ fn each_refusal_names_the_variable_and_a_good_value() {
         (
             &[
                 ("KEYDESK_AUTH_MODE", "oidc"),
+                ("KEYDESK_OIDC_ISSUER", "http://idp.example.com"),
+            ],
+            &["KEYDESK_OIDC_ISSUER", "plain http", "use https"],
+        ),
+        (
+            &[
+                ("KEYDESK_AUTH_MODE", "oidc"),
                 ("KEYDESK_OIDC_ISSUER", "https://idp.example.com"),
             ],
             &["KEYDESK_AUTH_MODE=oidc needs KEYDESK_OIDC_CLIENT_ID"],

@@ -554,6 +554,9 @@ async fn chat_text_is_inert_whatever_a_key_is_named() {
     let ada = user_id_in(&fake, "ada@example.com");
     let evil = "<!channel> <https://evil.example|rotate now>";
     fake.add_key_expiring(&ada, evil, now + time::Duration::days(3));
+    // Mattermost's Markdown: a disguised link, an image, emphasis, pings.
+    let marked = "[rotate now](https://evil.example) ![x](https://evil.example/p.png) **urgent** @channel @all @here";
+    fake.add_key_expiring(&ada, marked, now + time::Duration::days(3));
     let (dir, db) = temp_db("inert");
     let app = TestApp::spawn_with(fake, options(&db, &webhook, &smtp)).await;
     pass(&app, now).await;
@@ -565,13 +568,21 @@ async fn chat_text_is_inert_whatever_a_key_is_named() {
         .expect("the digest names the key");
     assert!(text.contains("&lt;!channel&gt;"), "{text}");
     assert!(
-        text.contains("&lt;https://evil.example|rotate now&gt;"),
+        text.contains("&lt;https://evil.example\u{01C0}rotate now&gt;"),
         "{text}"
     );
     assert!(
         !text.contains("<!channel>") && !text.contains("<https://"),
         "{text}"
     );
+    for markup in ["](", "![", "**", "@channel", "@all", "@here", "|rotate"] {
+        assert!(!text.contains(markup), "{markup} in {text}");
+    }
+    assert!(
+        text.contains("［rotate now］(https://evil.example)"),
+        "{text}"
+    );
+    assert!(text.contains("@\u{2060}channel"), "{text}");
     // The machine-readable list keeps the name as Vultr has it.
     assert!(posts.iter().any(|p| {
         p["keys"]
@@ -579,6 +590,13 @@ async fn chat_text_is_inert_whatever_a_key_is_named() {
             .unwrap()
             .iter()
             .any(|k| k["key_name"] == evil)
+    }));
+    assert!(posts.iter().any(|p| {
+        p["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["key_name"] == marked)
     }));
     std::fs::remove_dir_all(dir).ok();
 }

@@ -428,10 +428,19 @@ async fn attack_a_replayed_nonce_is_refused() {
 
 /// keydesk in OpenID mode against the rogue provider forging `forge`.
 async fn against_rogue(forge: Forge) -> (Rogue, TestApp) {
+    against_rogue_with(forge, |_| {}).await
+}
+
+/// The same, with keydesk's settings tweaked by `tweak`.
+async fn against_rogue_with(
+    forge: Forge,
+    tweak: impl FnOnce(&mut keydesk::oidc::OidcSettings),
+) -> (Rogue, TestApp) {
     let rogue = Rogue::start(oidc::CLIENT_ID).await;
     rogue.forge(forge);
     let port = oidc::free_port();
-    let settings = oidc::settings(rogue.issuer(), port);
+    let mut settings = oidc::settings(rogue.issuer(), port);
+    tweak(&mut settings);
     let app = oidc::serve_on(&FakeVultr::seeded(ROOT_KEY), port, &oidc::options(settings)).await;
     (rogue, app)
 }
@@ -454,9 +463,15 @@ async fn rogue_sign_in(app: &TestApp) -> u16 {
 /// A forged token is refused, unlike the same provider's honest one.
 async fn forged_token_is_refused(forge: Forge, reason: &str) {
     let (rogue, app) = against_rogue(forge).await;
-    assert_eq!(rogue_sign_in(&app).await, 401);
-    assert!(!signed_in(&app).await);
-    let denied = audit_of(&app, "access.denied").await;
+    refused_then_honest_accepted(&rogue, &app, forge, reason).await;
+}
+
+/// The next sign-in is refused for `reason`; then an honest token for
+/// `OPS` is accepted on the same keydesk.
+async fn refused_then_honest_accepted(rogue: &Rogue, app: &TestApp, forge: Forge, reason: &str) {
+    assert_eq!(rogue_sign_in(app).await, 401);
+    assert!(!signed_in(app).await);
+    let denied = audit_of(app, "access.denied").await;
     assert!(
         denied
             .iter()
@@ -466,8 +481,58 @@ async fn forged_token_is_refused(forge: Forge, reason: &str) {
     assert!(writes(&app.fake).is_empty());
     // The control: the same provider, signing honestly, is accepted.
     rogue.forge(Forge::Honest);
-    assert_eq!(rogue_sign_in(&app).await, 303);
-    assert!(signed_in(&app).await);
+    rogue.email(OPS);
+    assert_eq!(rogue_sign_in(app).await, 303);
+    assert!(signed_in(app).await);
+}
+
+#[tokio::test]
+async fn attack_a_token_authorized_for_another_client_is_refused() {
+    forged_token_is_refused(Forge::OtherAzp, "azp `another-app` is another client").await;
+}
+
+#[tokio::test]
+async fn attack_a_token_for_several_audiences_is_refused() {
+    // The crate refuses an audience keydesk does not trust before keydesk
+    // asks for `azp`; either way the token is refused.
+    forged_token_is_refused(Forge::SeveralAudiences, "Invalid audiences").await;
+}
+
+#[tokio::test]
+async fn attack_a_token_issued_hours_ago_is_refused_though_unexpired() {
+    forged_token_is_refused(Forge::OldIat, "s old").await;
+}
+
+#[tokio::test]
+async fn attack_a_domain_that_only_ends_like_an_allowed_one_is_refused() {
+    let (rogue, app) = against_rogue_with(Forge::Honest, |s| {
+        s.allowed_domains = vec!["example.com".into()];
+    })
+    .await;
+    for email in ["alice@notexample.com", "alice@sub.example.com"] {
+        rogue.email(email);
+        let fresh = TestApp::assemble(
+            app.base.clone(),
+            app.fake.clone(),
+            client(None),
+            app.state.clone(),
+        );
+        refused_then_honest_accepted(
+            &rogue,
+            &fresh,
+            Forge::Honest,
+            "KEYDESK_OIDC_ALLOWED_DOMAINS",
+        )
+        .await;
+    }
+    let denied = audit_of(&app, "access.denied").await;
+    let mut who: Vec<&str> = denied.iter().map(|(e, _, _)| e.as_str()).collect();
+    who.sort();
+    assert_eq!(
+        who,
+        ["alice@notexample.com", "alice@sub.example.com"],
+        "{denied:?}"
+    );
 }
 
 #[tokio::test]

@@ -293,3 +293,44 @@ async fn the_demo_never_touches_a_production_database() {
     drop(child);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A PostgreSQL password given in the URL's query (`?password=`) is masked
+/// wherever the binary prints the URL: the refusal of `serve`, `migrate`
+/// and `rotate-form-key` when the database cannot be reached. An
+/// `sslpassword=` is refused before the driver could log it.
+#[tokio::test]
+async fn a_database_password_in_the_query_never_reaches_the_output() {
+    let (_reserved, port) = refusing_port();
+    let url =
+        format!("postgres://kd@127.0.0.1:{port}/kd?sslmode=disable&password=SECRET-DB-PW-7731");
+    let ssl = format!("postgres://kd@127.0.0.1:{port}/kd?sslpassword=SECRET-SSL-PW-7732");
+    for (command, url, said) in [
+        ("serve", &url, "password=***"),
+        ("migrate", &url, "password=***"),
+        ("rotate-form-key", &url, "password=***"),
+        ("serve", &ssl, "sslpassword"),
+        ("rotate-form-key", &ssl, "sslpassword"),
+    ] {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg(command)
+            .env("KEYDESK_LISTEN", "127.0.0.1:0")
+            .env("VULTR_API_KEY", ROOT_KEY)
+            .env("KEYDESK_OPERATORS", "ops@example.com")
+            .env("KEYDESK_DATABASE_URL", url)
+            .env("RUST_LOG", "debug")
+            .env_remove("KEYDESK_AUDIT_DB")
+            .env_remove("KEYDESK_DATABASE_URL_FILE");
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "{command}: {stderr}");
+        for text in [&stdout, &stderr] {
+            assert!(!text.contains("SECRET-"), "{command} {url}: {text}");
+        }
+        assert!(stderr.contains(said), "{command} {url}: {stderr}");
+    }
+}

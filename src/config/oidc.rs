@@ -11,7 +11,7 @@ use super::values::parse_span;
 use crate::identity::AuthMode;
 use crate::oidc::{Lifetimes, Oidc, OidcSettings};
 
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Default)]
 pub struct OidcArgs {
     /// OIDC mode: the provider's issuer URL, exactly as its discovery document says (e.g. https://accounts.google.com).
     #[arg(long, env = "KEYDESK_OIDC_ISSUER")]
@@ -54,6 +54,39 @@ pub struct OidcArgs {
     pub session_idle: i64,
 }
 
+/// The client secret never shows: `{:?}` of the settings goes to logs.
+impl std::fmt::Debug for OidcArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = self.oidc_client_secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("OidcArgs")
+            .field("oidc_issuer", &self.oidc_issuer)
+            .field("oidc_client_id", &self.oidc_client_id)
+            .field("oidc_client_secret", &secret)
+            .field("oidc_client_secret_file", &self.oidc_client_secret_file)
+            .field("oidc_scopes", &self.oidc_scopes)
+            .field("oidc_groups_claim", &self.oidc_groups_claim)
+            .field("oidc_allowed_domains", &self.oidc_allowed_domains)
+            .field(
+                "oidc_require_verified_email",
+                &self.oidc_require_verified_email,
+            )
+            .field("session_max_age", &self.session_max_age)
+            .field("session_idle", &self.session_idle)
+            .finish()
+    }
+}
+
+/// Whether `url` names this machine (a provider run beside keydesk).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl OidcArgs {
     /// OpenID mode, or an error naming the variable that is missing or wrong.
     pub fn mode(
@@ -74,6 +107,13 @@ impl OidcArgs {
         if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
             return Err(format!(
                 "KEYDESK_OIDC_ISSUER {issuer:?} must be an http(s) URL without a query (e.g. https://accounts.google.com)"
+            ));
+        }
+        // Discovery, keys and the code exchange all go to the issuer: over
+        // plain http anyone on the path could hand keydesk their own keys.
+        if url.scheme() == "http" && !is_loopback(&url) {
+            return Err(format!(
+                "KEYDESK_OIDC_ISSUER {issuer:?} is plain http: use https (plain http is for a provider on this machine only: 127.0.0.1, localhost, [::1])"
             ));
         }
         let client_id = need("KEYDESK_OIDC_CLIENT_ID", &self.oidc_client_id)?;
@@ -136,5 +176,58 @@ impl OidcArgs {
             },
         })?;
         Ok(AuthMode::Oidc(Arc::new(oidc)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(issuer: &str) -> OidcArgs {
+        OidcArgs {
+            oidc_issuer: Some(issuer.into()),
+            oidc_client_id: Some("keydesk".into()),
+            oidc_client_secret: Some("TOP-SECRET-CLIENT-VALUE".into()),
+            oidc_groups_claim: "groups".into(),
+            session_max_age: 3600,
+            session_idle: 600,
+            ..OidcArgs::default()
+        }
+    }
+
+    fn mode(issuer: &str) -> Result<AuthMode, String> {
+        args(issuer).mode(&Some("https://keydesk.example.com".into()), true)
+    }
+
+    #[test]
+    fn debug_output_never_holds_the_client_secret() {
+        let text = format!("{:?}", args("https://idp.example.com"));
+        assert!(!text.contains("TOP-SECRET"), "{text}");
+        assert!(text.contains("<redacted>") && text.contains("idp.example.com"));
+    }
+
+    #[test]
+    fn a_plain_http_issuer_is_refused_unless_it_is_this_machine() {
+        for far in [
+            "http://idp.example.com",
+            "http://10.0.0.5:8080",
+            "http://127.0.0.1.nip.io",
+        ] {
+            let err = mode(far).map(|_| ()).unwrap_err();
+            assert!(
+                err.contains("KEYDESK_OIDC_ISSUER") && err.contains("https"),
+                "{far}: {err}"
+            );
+        }
+        for near in [
+            "https://idp.example.com",
+            "http://127.0.0.1:9000",
+            "http://127.8.0.1",
+            "http://localhost:9000/realms/x",
+            "http://LOCALHOST",
+            "http://[::1]:9000",
+        ] {
+            assert!(mode(near).is_ok(), "{near}");
+        }
     }
 }

@@ -83,7 +83,8 @@ pub fn subject(notices: &[Notice], own: bool) -> String {
     }
 }
 
-/// The digest in words (the webhook's `text`, Slack/Mattermost markdown).
+/// The digest in words (the webhook's `text`), no markup of its own:
+/// `chat_inert` turns what would be markup into look-alikes.
 #[derive(Template)]
 #[template(path = "notices/digest.txt", escape = "none")]
 pub struct Digest<'a> {
@@ -169,19 +170,44 @@ impl Webhook {
     }
 }
 
-/// Chat `text` made inert: Slack and Mattermost read `<!channel>`,
-/// `<@U123>` and `<url|label>` as mentions and disguised links, so `&`, `<`
-/// and `>` are escaped as they require. keydesk's own words hold none of
-/// them, so the whole text is escaped: names a Vultr user chose included.
+/// Chat `text` made inert in both renderers keydesk posts to, whatever a
+/// key, a reason or an email holds:
+/// - Slack reads `<!channel>`, `<@U123>` and `<url|label>` as mentions and
+///   disguised links: `&`, `<` and `>` are escaped as it requires (Mattermost
+///   shows the entities as the characters, and `&gt;` opens no quote);
+/// - Mattermost renders Markdown (`[t](u)`, `![x](u)`, `*`, `_`, `~`,
+///   backticks, `#` headings, `|` tables) and Slack its own `*`, `_`, `~`
+///   and backticks. Slack has no escape character, so each of these becomes
+///   a look-alike that is no markup in either (`∗`, `ˍ`, `∼`, `ˋ`, `［`,
+///   `］`, `＃`, `ǀ`). An `_` between letters stays: neither renderer
+///   reads emphasis there, and names like `ci_deploy` read as they are;
+/// - Mattermost pings `@channel`, `@all`, `@here` and `@name`: an `@` that
+///   does not follow a letter or digit (as in an email) gets a word joiner
+///   (U+2060) after it, invisible, and no mention.
 pub fn chat_inert(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    let mut prev: Option<char> = None;
+    let mut chars = text.chars().peekable();
+    let wordy = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    while let Some(c) = chars.next() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            '*' => out.push('\u{2217}'),
+            '_' if wordy(prev) && wordy(chars.peek().copied()) => out.push('_'),
+            '_' => out.push('\u{02CD}'),
+            '~' => out.push('\u{223C}'),
+            '`' => out.push('\u{02CB}'),
+            '[' => out.push('\u{FF3B}'),
+            ']' => out.push('\u{FF3D}'),
+            '#' => out.push('\u{FF03}'),
+            '|' => out.push('\u{01C0}'),
+            '@' if wordy(prev) => out.push('@'),
+            '@' => out.push_str("@\u{2060}"),
             c => out.push(c),
         }
+        prev = Some(c);
     }
     out
 }
@@ -313,14 +339,76 @@ mod tests {
     }
 
     #[test]
-    fn chat_text_cannot_mention_or_disguise_a_link() {
+    fn chat_text_cannot_mention_or_disguise_a_link_in_slack() {
         let evil = "<!channel> <https://evil.example|rotate now> & <@U1>";
         let safe = chat_inert(evil);
         assert_eq!(
             safe,
-            "&lt;!channel&gt; &lt;https://evil.example|rotate now&gt; &amp; &lt;@U1&gt;"
+            "&lt;!channel&gt; &lt;https://evil.example\u{01C0}rotate now&gt; &amp; &lt;@\u{2060}U1&gt;"
         );
         assert!(!safe.contains('<') && !safe.contains('>'));
+        // Slack's own emphasis, strike and code need their characters.
+        let marked = chat_inert("*bold* _it_ ~gone~ `code` ```block```");
+        assert!(!marked.contains(['*', '~', '`']), "{marked}");
+        assert!(!marked.contains(" _") && !marked.contains("_ "), "{marked}");
+    }
+
+    /// What Mattermost's Markdown (CommonMark and GitHub's tables,
+    /// strike-through and autolinks) would turn into markup or a ping.
+    fn mattermost_markup(text: &str) -> Vec<&'static str> {
+        let mut found = vec![];
+        if text.contains("](") || text.contains("][") || text.contains('[') {
+            found.push("link or image");
+        }
+        if text.contains(['*', '~', '`', '|']) {
+            found.push("emphasis, strike, code or table");
+        }
+        if text
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .any(|w| w.starts_with('_') || w.ends_with('_'))
+        {
+            found.push("underscore emphasis");
+        }
+        if text.lines().any(|l| l.trim_start().starts_with(['#', '>'])) {
+            found.push("heading or quote");
+        }
+        for (i, _) in text.match_indices('@') {
+            let before = text[..i].chars().next_back();
+            let after = text[i + 1..].chars().next();
+            if !before.is_some_and(|c| c.is_ascii_alphanumeric())
+                && after.is_some_and(|c| c.is_ascii_alphanumeric())
+            {
+                found.push("mention");
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn chat_text_renders_no_markdown_and_pings_nobody_in_mattermost() {
+        let evil = "[rotate now](https://evil.example) ![x](https://evil.example/p.png) \
+                    **bold** _it_ ~~gone~~ `code` @channel @all @here (@here) x.@all\n\
+                    # Heading\n> quote\n| a | b |\n|---|---|";
+        let safe = chat_inert(evil);
+        let mut kinds = mattermost_markup(evil);
+        kinds.dedup();
+        assert_eq!(kinds.len(), 5, "the checker sees each kind: {kinds:?}");
+        assert_eq!(mattermost_markup(&safe), Vec::<&str>::new(), "{safe}");
+        // Still readable: the words are there, look-alikes stand in.
+        assert!(
+            safe.contains("［rotate now］(https://evil.example)"),
+            "{safe}"
+        );
+        assert!(
+            safe.contains("@\u{2060}channel @\u{2060}all @\u{2060}here"),
+            "{safe}"
+        );
+        // Emails and snake_case names keep their characters.
+        assert_eq!(
+            chat_inert("ada@example.com ci_deploy_2"),
+            "ada@example.com ci_deploy_2"
+        );
+        assert_eq!(chat_inert("ops.team@corp.example"), "ops.team@corp.example");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! (Authorization Code with PKCE S256, `state` and `nonce`), built on the
 //! `openidconnect` crate. Nothing here hand-rolls OAuth or token checks:
 //! discovery checks the issuer for an exact match, and the crate's ID-token
-//! verifier checks the signature (provider JWKS), `iss`, `aud`, `azp`, `exp`
-//! and the nonce; keydesk adds `iat`, `email_verified` and the domains.
+//! verifier checks the signature (provider JWKS), `iss`, `aud`, `exp` and
+//! the nonce; keydesk adds (in `token`) `iat` and `azp`, which the crate
+//! leaves out, then `email_verified` and the domains (an exact match).
 //!
 //! The provider's metadata and keys are cached; an unknown `kid` refetches
 //! the keys at most once per `REFETCH_INTERVAL`, as JWT mode does.
@@ -13,13 +14,11 @@ mod http;
 mod person;
 pub mod session;
 pub mod started;
+mod token;
 
 use std::time::{Duration, Instant};
 
-use openidconnect::core::{
-    CoreClientAuthMethod, CoreGenderClaim, CoreJweContentEncryptionAlgorithm,
-    CoreJwsSigningAlgorithm, CoreResponseType,
-};
+use openidconnect::core::{CoreClientAuthMethod, CoreResponseType};
 use openidconnect::{
     AuthType, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, ClientId,
     ClientSecret, CsrfToken, IssuerUrl, JsonWebKeySet, LogoutRequest, Nonce, PkceCodeChallenge,
@@ -29,7 +28,7 @@ use openidconnect::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::RwLock;
 
-use self::claims::{ExtraClaims, OidcClient, describe};
+use self::claims::{OidcClient, describe};
 use self::http::Http;
 pub use self::session::{Lifetimes, Pending, SignedIn};
 pub use self::started::StartedSignIns;
@@ -38,11 +37,6 @@ pub use self::started::StartedSignIns;
 const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Cached metadata and keys older than this are refreshed on next use.
 const MAX_AGE: Duration = Duration::from_secs(3600);
-/// An ID token issued further in the future than this is refused (clock skew).
-const IAT_LEEWAY_SECS: i64 = 60;
-/// An ID token issued longer ago than this is refused: the token endpoint
-/// just minted it, so an old one is a replay.
-const IAT_MAX_AGE_SECS: i64 = 600;
 /// The scopes keydesk always asks for.
 pub const BASE_SCOPES: [&str; 3] = ["openid", "email", "profile"];
 
@@ -281,7 +275,7 @@ impl Oidc {
             .id_token()
             .ok_or_else(|| Denied::new("the provider returned no ID token"))?;
         let nonce = Nonce::new(pending.nonce.clone());
-        let mut claims = self.verify(&client, id_token, &nonce).await;
+        let mut claims = token::verify(&client, id_token, &nonce);
         if let Err(ClaimsVerificationError::SignatureVerification(
             SignatureVerificationError::NoMatchingKey,
         )) = &claims
@@ -290,7 +284,7 @@ impl Oidc {
             let client = self
                 .client(self.metadata().await.map_err(Denied::new)?)
                 .map_err(Denied::new)?;
-            claims = self.verify(&client, id_token, &nonce).await;
+            claims = token::verify(&client, id_token, &nonce);
         }
         let claims = claims
             .map_err(|e| Denied::new(format!("the ID token was refused: {}", describe(&e))))?;
@@ -314,6 +308,8 @@ impl Oidc {
                 "the provider does not say {email} is verified (email_verified)"
             )));
         }
+        // The domain after the last `@`, equal to an allowed one: never a
+        // suffix match, or `alice@notexample.com` would pass `example.com`.
         if !self.settings.allowed_domains.is_empty() {
             let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
             if !self.settings.allowed_domains.iter().any(|d| d == domain) {
@@ -331,43 +327,6 @@ impl Oidc {
             signed_in: session::now(),
             seen: session::now(),
         })
-    }
-
-    async fn verify(
-        &self,
-        client: &OidcClient,
-        id_token: &openidconnect::IdToken<
-            ExtraClaims,
-            CoreGenderClaim,
-            CoreJweContentEncryptionAlgorithm,
-            CoreJwsSigningAlgorithm,
-        >,
-        nonce: &Nonce,
-    ) -> Result<openidconnect::IdTokenClaims<ExtraClaims, CoreGenderClaim>, ClaimsVerificationError>
-    {
-        let verifier = client
-            .id_token_verifier()
-            // Asymmetric algorithms only: never `none`, never the client secret as a key.
-            .set_allowed_algs([
-                CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-                CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
-                CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
-                CoreJwsSigningAlgorithm::RsaSsaPssSha256,
-                CoreJwsSigningAlgorithm::EcdsaP256Sha256,
-                CoreJwsSigningAlgorithm::EcdsaP384Sha384,
-                CoreJwsSigningAlgorithm::EdDsa,
-            ])
-            .set_issue_time_verifier_fn(|iat| {
-                let age = time::OffsetDateTime::now_utc().unix_timestamp() - iat.timestamp();
-                if age < -IAT_LEEWAY_SECS {
-                    Err(format!("iat is {}s in the future", -age))
-                } else if age > IAT_MAX_AGE_SECS {
-                    Err(format!("iat is {age}s old"))
-                } else {
-                    Ok(())
-                }
-            });
-        id_token.claims(&verifier, nonce).cloned()
     }
 
     /// The provider's sign-out URL for this session, when it offers one.
@@ -393,15 +352,7 @@ impl Oidc {
         if let Ok(uri) = PostLogoutRedirectUrl::new(self.settings.post_logout_uri()) {
             request = request.set_post_logout_redirect_uri(uri);
         }
-        let hint = id_token.and_then(|t| {
-            t.parse::<openidconnect::IdToken<
-                ExtraClaims,
-                CoreGenderClaim,
-                CoreJweContentEncryptionAlgorithm,
-                CoreJwsSigningAlgorithm,
-            >>()
-            .ok()
-        });
+        let hint = id_token.and_then(|t| t.parse::<token::IdToken>().ok());
         if let Some(hint) = &hint {
             request = request.set_id_token_hint(hint);
         }

@@ -157,6 +157,9 @@ impl VultrClient {
             .connect_timeout(opts.timeout.min(Duration::from_secs(5)))
             .timeout(opts.timeout)
             .user_agent(concat!("keydesk/", env!("CARGO_PKG_VERSION")))
+            // A redirect is an answer, never followed: the root key goes to
+            // the configured URL only (as the OpenID and webhook clients).
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let budget = match &opts.shared_budget {
             Some(db) => budget::Budget::shared(db.clone(), opts.rps, BURST),
@@ -441,6 +444,31 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("ROOTKEY"));
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let elsewhere = axum::Router::new().fallback(move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            axum::Json(serde_json::json!({"users": [], "meta": {"total": 0, "links": {}}}))
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("http://{}/v2/users", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, elsewhere).await });
+        let redirector = axum::Router::new()
+            .fallback(move || async move { axum::response::Redirect::temporary(&target) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, redirector).await });
+        let c = VultrClient::new(&base, SecretString::from("k"), Duration::from_secs(5)).unwrap();
+        let err = c.list_all_users().await.unwrap_err();
+        assert!(
+            matches!(err, VultrError::Api { status: 307, .. }),
+            "{err:?}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
     }
 
     #[test]

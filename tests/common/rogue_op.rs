@@ -29,6 +29,12 @@ pub enum Forge {
     Rotated,
     /// Signed with the second key under a `kid` no JWKS ever lists.
     UnknownKid,
+    /// For keydesk, but authorized for (`azp`) another client.
+    OtherAzp,
+    /// For keydesk and another audience, with no `azp`.
+    SeveralAudiences,
+    /// Issued hours ago, though `exp` is still ahead: a replay.
+    OldIat,
 }
 
 struct Inner {
@@ -40,6 +46,7 @@ struct Inner {
     other_jwk: serde_json::Value,
     jwks_hits: std::sync::atomic::AtomicUsize,
     forge: Mutex<Forge>,
+    email: Mutex<String>,
     nonces: Mutex<HashMap<String, String>>,
 }
 
@@ -78,6 +85,7 @@ impl Rogue {
             other_jwk,
             jwks_hits: Default::default(),
             forge: Mutex::new(Forge::Honest),
+            email: Mutex::new(super::oidc::OPS.to_string()),
             nonces: Mutex::new(HashMap::new()),
         }));
         let app = Router::new()
@@ -102,6 +110,11 @@ impl Rogue {
     /// What the next token will be.
     pub fn forge(&self, f: Forge) {
         *self.0.forge.lock().unwrap() = f;
+    }
+
+    /// The email the next tokens carry (verified); `OPS` until changed.
+    pub fn email(&self, email: &str) {
+        *self.0.email.lock().unwrap() = email.to_string();
     }
 }
 
@@ -158,16 +171,22 @@ async fn token(
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (iat, exp) = match forge {
         Forge::Expired => (now - 300, now - 120),
+        Forge::OldIat => (now - 3 * 3600, now + 300),
         _ => (now, now + 300),
     };
     let aud = match forge {
-        Forge::OtherAudience => "another-app".to_string(),
-        _ => r.0.client_id.clone(),
+        Forge::OtherAudience => json!("another-app"),
+        Forge::SeveralAudiences => json!([r.0.client_id, "another-app"]),
+        _ => json!(r.0.client_id),
     };
-    let claims = json!({
+    let email = r.0.email.lock().unwrap().clone();
+    let mut claims = json!({
         "iss": r.0.base, "sub": "ops", "aud": aud, "iat": iat, "exp": exp,
-        "nonce": nonce, "email": super::oidc::OPS, "email_verified": true,
+        "nonce": nonce, "email": email, "email_verified": true,
     });
+    if forge == Forge::OtherAzp {
+        claims["azp"] = json!("another-app");
+    }
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(
         match forge {
