@@ -311,11 +311,10 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
     resp
 }
 
+/// The request's id for an audit row: only one of the documented shape (the
+/// middleware already replaced any other; this is the second line).
 pub fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    crate::request_id::of(headers).map(str::to_string)
 }
 
 /// A staff member: a viewer or an operator. A claimant (no role) is refused,

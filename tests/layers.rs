@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("metrics", 0),
     ("telemetry", 0),
     ("post_quota", 0),
+    ("request_id", 0),
     ("vultr", 1),
     ("powers", 1),
     ("oidc", 1),
