@@ -300,9 +300,7 @@ impl Oidc {
             &self.settings.groups_claim,
         )
         .await?;
-        let email = Some(crate::email::normalize_email(&about.email))
-            .filter(|e| !e.is_empty() && e.len() <= 320 && !e.chars().any(char::is_control))
-            .ok_or_else(|| Denied::new("the provider gave no usable email"))?;
+        let email = person::usable_email(&about.email).map_err(Denied::new)?;
         let denied = |reason: String| Denied {
             reason,
             email: Some(email.clone()),
