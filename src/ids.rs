@@ -145,7 +145,8 @@ mod properties {
         #[test]
         fn ids_round_trip(raw in "[A-Za-z0-9_-]{1,64}") {
             let id = VultrId::parse(&raw).unwrap();
-            prop_assert_eq!(VultrId::parse(&id.to_string()), Ok(id.clone()));
+            let shown = id.to_string();
+            prop_assert_eq!(VultrId::parse(&shown), Ok(id.clone()));
             prop_assert_eq!(VultrId::parse(&raw.to_ascii_uppercase()), Ok(id.clone()));
             let json = serde_json::to_string(&id).unwrap();
             prop_assert_eq!(serde_json::from_str::<VultrId>(&json).unwrap(), id);

@@ -70,7 +70,10 @@ fn raw_header(id: &[u8]) -> HeaderValue {
 #[tokio::test]
 async fn a_clients_request_id_is_kept_only_in_its_shape_in_the_audit_and_the_answer() {
     let (app, ada) = TestApp::with_user("ada@example.com").await;
-    let formula = format!("=HYPERLINK(\"https://evil.example\",\"x\"){}", "A".repeat(12_000));
+    let formula = format!(
+        "=HYPERLINK(\"https://evil.example\",\"x\"){}",
+        "A".repeat(12_000)
+    );
     let cases: [(&[u8], bool); 5] = [
         (formula.as_bytes(), false),
         (b"has space", false),
@@ -145,8 +148,8 @@ fn request_ids_by_the_hundred_are_kept_only_in_their_shape() {
 fn hostile_ids() -> impl Strategy<Value = String> {
     let bad = prop_oneof![
         prop::sample::select(vec![
-            ".", "..", "%", " ", "/", "\\", "\0", "\n", "?", "#", "é", "\u{212A}", "'", "\"",
-            "<", ">", ";", "=",
+            ".", "..", "%", " ", "/", "\\", "\0", "\n", "?", "#", "é", "\u{212A}", "'", "\"", "<",
+            ">", ";", "=",
         ])
         .prop_map(str::to_string),
         any::<char>()
@@ -165,9 +168,8 @@ fn hostile_ids() -> impl Strategy<Value = String> {
 }
 
 /// Everything but an id's own characters is encoded in a path segment.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_');
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_');
 
 #[test]
 fn hostile_path_ids_are_refused_in_words_and_reach_nothing() {
@@ -198,7 +200,13 @@ fn hostile_path_ids_are_refused_in_words_and_reach_nothing() {
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         let body = r.text().await.unwrap();
-        prop_assert!((400..500).contains(&status), "{} {} → {}", method, path, status);
+        prop_assert!(
+            (400..500).contains(&status),
+            "{} {} → {}",
+            method,
+            path,
+            status
+        );
         prop_assert!(
             body.contains("That is not a valid Vultr id"),
             "{} {} → {}: {}",
@@ -207,7 +215,12 @@ fn hostile_path_ids_are_refused_in_words_and_reach_nothing() {
             status,
             body
         );
-        prop_assert!(app.fake.requests().is_empty(), "{} {} reached Vultr", method, path);
+        prop_assert!(
+            app.fake.requests().is_empty(),
+            "{} {} reached Vultr",
+            method,
+            path
+        );
         Ok(())
     });
     assert_eq!(rt.block_on(written(&app)), before);
@@ -220,7 +233,11 @@ fn bad_names() -> impl Strategy<Value = String> {
         Just(String::new()),
         "[ \t]{1,5}",
         "[a-z][a-z ]{99,298}[a-z]",
-        ("[ -~]{0,20}", "[\u{0}-\u{8}\u{b}\u{c}\u{e}-\u{1f}\u{7f}\u{85}]", "[ -~]{0,20}")
+        (
+            "[ -~]{0,20}",
+            "[\u{0}-\u{8}\u{b}\u{c}\u{e}-\u{1f}\u{7f}\u{85}]",
+            "[ -~]{0,20}"
+        )
             .prop_map(|(a, b, c)| a + &b + &c),
     ]
 }
@@ -252,12 +269,12 @@ fn hostile_add_key_forms_are_refused_in_words_and_write_nothing() {
     // One form: a refused submit gives it back, so it serves every case.
     let token = rt.block_on(app.form_token(&ada));
     let fields = prop_oneof![
-        (bad_names(), proptest::option::of("[ -~]{0,12}"), any::<bool>()),
         (
-            "[a-z]{1,20}",
-            bad_dates().prop_map(Some),
-            Just(true)
+            bad_names(),
+            proptest::option::of("[ -~]{0,12}"),
+            any::<bool>()
         ),
+        ("[a-z]{1,20}", bad_dates().prop_map(Some), Just(true)),
     ];
     let before = rt.block_on(written(&app));
     check(&rt, 300, fields, async |(name, date, tick)| {
@@ -280,7 +297,14 @@ fn hostile_add_key_forms_are_refused_in_words_and_write_nothing() {
         prop_assert_eq!(status, 422, "{:?} {:?} {}: {}", name, date, tick, body);
         // The refused field says why, next to it.
         let said = body.contains(r#"id="name-error""#) || body.contains(r#"id="date-error""#);
-        prop_assert!(said, "no field error for {:?} {:?} {}: {}", name, date, tick, body);
+        prop_assert!(
+            said,
+            "no field error for {:?} {:?} {}: {}",
+            name,
+            date,
+            tick,
+            body
+        );
         prop_assert_eq!(hidden_token(&body), token.clone());
         prop_assert!(oidc::writes(&app.fake).is_empty());
         Ok(())
@@ -340,7 +364,10 @@ fn hostile_next_values_are_refused_or_stay_on_keydesk() {
             let home = if next.is_empty() { "/" } else { next.as_str() };
             prop_assert_eq!(to, home);
             let joined = reqwest::Url::parse(&app.base).unwrap().join(to).unwrap();
-            prop_assert_eq!(joined.origin(), reqwest::Url::parse(&app.base).unwrap().origin());
+            prop_assert_eq!(
+                joined.origin(),
+                reqwest::Url::parse(&app.base).unwrap().origin()
+            );
         } else {
             let body = r.text().await.unwrap();
             let empty = next.is_empty();
