@@ -300,3 +300,75 @@ mod tests {
         assert_eq!(any.compact(), "0.0.0.0/0,::/0");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// An address as text: real IPv4/IPv6 ones, in any spelling, and junk.
+    fn address() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<Ipv4Addr>().prop_map(|a| a.to_string()),
+            any::<Ipv6Addr>().prop_map(|a| a.to_string()),
+            // Public-looking networks with their host bits clear.
+            (1u8..=223, 0u8..=255).prop_map(|(a, b)| format!("{a}.{b}.0.0")),
+            (0x2000u16..=0x3fff, any::<u16>()).prop_map(|(a, b)| format!("{a:x}:{b:X}::")),
+            "[0-9a-fA-F.:/ %]{0,45}",
+            any::<String>(),
+        ]
+    }
+
+    fn prefix() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u32..=140).prop_map(|p| p.to_string()),
+            (0u32..=140).prop_map(|p| format!(" /{p} ")),
+            "[-+0-9/ ]{0,6}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// A subnet is refused in words, or accepted as a network that Vultr
+        /// takes (public, host bits clear, prefix in range) and whose
+        /// canonical form prints and parses back to the same network, and
+        /// passes the same check again.
+        #[test]
+        fn a_subnet_is_refused_in_words_or_round_trips(a in address(), p in prefix()) {
+            match check(&a, &p) {
+                Ok(net) => {
+                    prop_assert_eq!(net.trunc(), net);
+                    let range = match net { IpNet::V4(_) => 8..=32, IpNet::V6(_) => 20..=128 };
+                    prop_assert!(range.contains(&net.prefix_len()));
+                    let printed = net.to_string();
+                    prop_assert_eq!(printed.parse::<IpNet>(), Ok(net));
+                    let (addr, len) = printed.split_once('/').unwrap();
+                    prop_assert_eq!(check(addr, len), Ok(net));
+                    let listed = Entry {
+                        subnet: addr.to_string(),
+                        subnet_size: Some(u32::from(net.prefix_len())),
+                        ..Default::default()
+                    };
+                    prop_assert_eq!(listed.net(), Some(net));
+                    prop_assert_eq!(listed.cidr(), printed);
+                }
+                Err(why) => prop_assert!(!why.is_empty()),
+            }
+        }
+
+        /// An entry as Vultr lists it, whatever its fields: read as a
+        /// network or shown as it is; never a panic.
+        #[test]
+        fn any_listed_entry_reads_or_shows_as_it_is(subnet in address(), size in proptest::option::of(0u32..300)) {
+            let e = Entry { subnet, subnet_size: size, ..Default::default() };
+            let _ = (e.words(), e.is_everything(), e.recognised());
+            match e.net() {
+                Some(n) => prop_assert_eq!(e.cidr(), n.to_string()),
+                None => prop_assert!(e.cidr().starts_with(&e.subnet)),
+            }
+        }
+    }
+}

@@ -224,6 +224,8 @@ pub fn build_router(state: AppState, probes: Probes) -> Router {
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(
             ServiceBuilder::new()
+                // A client's request id only when it has the documented shape.
+                .layer(axum::middleware::map_request(crate::request_id::keep_valid))
                 .layer(SetRequestIdLayer::new(
                     x_request_id.clone(),
                     MakeRequestUuid,

@@ -113,8 +113,7 @@ pub fn peer_is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
 
 /// A usable identity value: printable, bounded, non-empty.
 fn clean_identity(raw: &str) -> Option<String> {
-    let v = raw.trim();
-    (!v.is_empty() && v.len() <= 320 && !v.chars().any(char::is_control)).then(|| v.to_string())
+    crate::email::usable(raw).ok().map(str::to_string)
 }
 
 fn header_groups(headers: &HeaderMap, name: &Option<HeaderName>) -> Vec<String> {
@@ -329,11 +328,10 @@ pub async fn require_identity(State(state): State<Gate>, mut req: Request, next:
     resp
 }
 
+/// The request's id for an audit row: only one of the documented shape (the
+/// middleware already replaced any other; this is the second line).
 pub fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    crate::request_id::of(headers).map(str::to_string)
 }
 
 /// A staff member: a viewer or an operator. A claimant (no role) is refused,
@@ -421,6 +419,68 @@ mod tests {
         assert!(clean_identity("").is_none());
         assert!(clean_identity("a\nb").is_none());
         assert!(clean_identity(&"x".repeat(400)).is_none());
+    }
+
+    #[test]
+    fn a_kelvin_sign_is_not_the_operator_kim() {
+        let a = Access::new(&[], &["kim@example.com".into()]);
+        assert_eq!(a.role_of("Kim@Example.com", &[]), Some(Role::Operator));
+        assert_eq!(a.role_of("\u{212A}im@example.com", &[]), None);
+        // Nor the other way round: a list entry written with the sign.
+        let b = Access::new(&[], &["\u{212A}im@example.com".into()]);
+        assert_eq!(b.role_of("kim@example.com", &[]), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// The proxy's identity header: refused, or a trimmed, bounded,
+        /// printable value that is accepted again unchanged.
+        #[test]
+        fn a_header_identity_is_clean_or_refused(raw in proptest::arbitrary::any::<String>()) {
+            match clean_identity(&raw) {
+                Some(v) => {
+                    proptest::prop_assert_eq!(v.as_str(), raw.trim());
+                    proptest::prop_assert!(v.len() <= 320 && !v.chars().any(char::is_control));
+                    proptest::prop_assert_eq!(clean_identity(&v), Some(v.clone()));
+                }
+                None => proptest::prop_assert!(crate::email::usable(&raw).is_err()),
+            }
+        }
+
+        /// The groups header: every group trimmed, non-empty, bounded, and
+        /// each comma-separated part that qualifies is kept in order.
+        #[test]
+        fn header_groups_are_trimmed_and_bounded(raw in "[ -~]{0,600}") {
+            let name = HeaderName::from_static("x-groups");
+            let mut headers = HeaderMap::new();
+            headers.insert(&name, raw.parse().unwrap());
+            let got = header_groups(&headers, &Some(name));
+            let want: Vec<String> = raw
+                .split(',')
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty() && g.len() <= 256)
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+
+        /// A role list never lets an identity with a non-ASCII character in
+        /// as someone written in plain ASCII.
+        #[test]
+        fn a_look_alike_never_takes_an_ascii_role(
+            user in "[a-z]{0,4}k[a-z]{0,4}",
+            upper in proptest::arbitrary::any::<bool>(),
+        ) {
+            let email = format!("{user}@example.com");
+            let a = Access::new(&[], std::slice::from_ref(&email));
+            // The Kelvin sign for one `k`: what Unicode lowercases to `k`.
+            let mut look = user.replacen('k', "\u{212A}", 1);
+            if upper {
+                look = look.to_ascii_uppercase();
+            }
+            proptest::prop_assert_eq!(a.role_of(&format!("{look}@example.com"), &[]), None);
+            proptest::prop_assert_eq!(a.role_of(&email.to_ascii_uppercase(), &[]), Some(Role::Operator));
+        }
     }
 
     #[test]

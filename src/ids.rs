@@ -110,3 +110,46 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// Any text: a Vultr id exactly when it is 1–64 of `[A-Za-z0-9_-]`,
+        /// then in lower case; refused with the one error otherwise.
+        #[test]
+        fn any_text_is_an_id_in_one_spelling_or_refused(raw in prop_oneof![
+            any::<String>(),
+            "[A-Za-z0-9_./%-]{0,70}",
+        ]) {
+            let shaped = (1..=64).contains(&raw.len())
+                && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            match VultrId::parse(&raw) {
+                Ok(id) => {
+                    prop_assert!(shaped);
+                    prop_assert_eq!(id.as_str(), raw.to_ascii_lowercase());
+                }
+                Err(e) => {
+                    prop_assert!(!shaped);
+                    prop_assert_eq!(e.to_string(), "not a valid Vultr id");
+                }
+            }
+        }
+
+        /// An id round-trips through text, JSON and its own parse, and any
+        /// case of it is the same id.
+        #[test]
+        fn ids_round_trip(raw in "[A-Za-z0-9_-]{1,64}") {
+            let id = VultrId::parse(&raw).unwrap();
+            let shown = id.to_string();
+            prop_assert_eq!(VultrId::parse(&shown), Ok(id.clone()));
+            prop_assert_eq!(VultrId::parse(&raw.to_ascii_uppercase()), Ok(id.clone()));
+            let json = serde_json::to_string(&id).unwrap();
+            prop_assert_eq!(serde_json::from_str::<VultrId>(&json).unwrap(), id);
+        }
+    }
+}

@@ -160,33 +160,104 @@ impl JwtVerifier {
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = decode::<serde_json::Value>(token, &key, &v)
             .map_err(|e| format!("JWT rejected: {e}"))?;
-        let claims = data.claims;
-        let email = claims
-            .get(&self.settings.email_claim)
-            .and_then(|v| v.as_str())
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && s.len() <= 320 && !s.chars().any(char::is_control))
-            .ok_or_else(|| format!("JWT has no usable {:?} claim", self.settings.email_claim))?
-            .to_string();
-        let groups = match claims.get(&self.settings.groups_claim) {
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|g| g.as_str().map(str::to_string))
-                .collect(),
-            Some(serde_json::Value::String(s)) => s
-                .split(',')
-                .map(|g| g.trim().to_string())
-                .filter(|g| !g.is_empty())
-                .collect(),
-            _ => Vec::new(),
-        };
-        Ok((email, groups))
+        identity_of(
+            &data.claims,
+            &self.settings.email_claim,
+            &self.settings.groups_claim,
+        )
     }
+}
+
+/// The identity and groups in a verified token's claims: the email claim
+/// trimmed, non-empty, at most 320 bytes, no control character; groups as
+/// an array of strings or one comma-separated string.
+pub fn identity_of(
+    claims: &serde_json::Value,
+    email_claim: &str,
+    groups_claim: &str,
+) -> Result<(String, Vec<String>), String> {
+    let email = claims
+        .get(email_claim)
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= 320 && !s.chars().any(char::is_control))
+        .ok_or_else(|| format!("JWT has no usable {email_claim:?} claim"))?
+        .to_string();
+    let groups = match claims.get(groups_claim) {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .collect(),
+        Some(serde_json::Value::String(s)) => s
+            .split(',')
+            .map(|g| g.trim().to_string())
+            .filter(|g| !g.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok((email, groups))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Any JSON value: the claims of a token whose signature checked out.
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<String>().prop_map(serde_json::Value::from),
+            "[ -~]{0,40}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::hash_map("email|groups|[a-z]{1,5}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// The email claim: accepted exactly when the one identity check
+        /// (`email::usable`) accepts it, and then as that check returns it;
+        /// otherwise refused in words naming the claim. Never a panic.
+        #[test]
+        fn claims_give_a_usable_identity_or_a_refusal(claims in json(), email in any::<String>()) {
+            let mut with_email = claims.clone();
+            if let serde_json::Value::Object(m) = &mut with_email {
+                m.insert("email".into(), serde_json::Value::from(email.clone()));
+            }
+            for c in [&claims, &with_email] {
+                let raw = c.get("email").and_then(|v| v.as_str());
+                match (identity_of(c, "email", "groups"), raw) {
+                    (Ok((e, groups)), Some(raw)) => {
+                        prop_assert_eq!(Ok(e.as_str()), crate::email::usable(raw));
+                        match c.get("groups") {
+                            Some(serde_json::Value::String(s)) => prop_assert!(
+                                groups.iter().all(|g| !g.is_empty() && g.trim() == g && s.contains(g.as_str()))
+                            ),
+                            Some(serde_json::Value::Array(a)) => prop_assert_eq!(
+                                groups,
+                                a.iter().filter_map(|g| g.as_str().map(str::to_string)).collect::<Vec<_>>()
+                            ),
+                            _ => prop_assert!(groups.is_empty()),
+                        }
+                    }
+                    (Ok(_), None) => prop_assert!(false, "an identity without an email claim"),
+                    (Err(why), raw) => {
+                        prop_assert_eq!(why, "JWT has no usable \"email\" claim");
+                        prop_assert!(raw.is_none_or(|r| crate::email::usable(r).is_err()));
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn symmetric_and_none_algorithms_cannot_be_configured() {

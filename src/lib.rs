@@ -34,6 +34,7 @@ pub mod post_quota;
 pub mod powers;
 pub mod reconcile;
 pub mod report;
+pub mod request_id;
 pub mod self_service;
 pub mod session;
 pub mod session_store;
@@ -46,3 +47,13 @@ pub mod vultr;
 pub mod write;
 
 pub use startup::Application;
+
+/// The property tests' configuration: `PROPTEST_CASES` cases when it is
+/// set (proptest reads it), else 1,000 for every parser of untrusted text.
+#[cfg(test)]
+pub(crate) fn proptest_config() -> proptest::test_runner::Config {
+    match std::env::var_os("PROPTEST_CASES") {
+        Some(_) => proptest::test_runner::Config::default(),
+        None => proptest::test_runner::Config::with_cases(1000),
+    }
+}

@@ -716,3 +716,103 @@ mod tests {
         assert_eq!(f.date_expire, "2030-02-30");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Names: ASCII-heavy, with controls, spaces, long runs and any text.
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ -~]{0,20}",
+            "[a-z0-9-]{95,105}",
+            "[a-z\t\n\u{0}\u{7f}\u{85} ]{0,10}",
+            any::<String>(),
+        ]
+    }
+
+    /// Expiry dates: real ones around today, and near misses.
+    fn date() -> impl Strategy<Value = String> {
+        let today = OffsetDateTime::now_utc().date();
+        prop_oneof![
+            (-5i64..120).prop_map(move |d| (today + time::Duration::days(d)).to_string()),
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}",
+            "[0-9]{1,6}-[0-9]{1,3}-[0-9]{1,3}T?[0-9:Z]{0,9}",
+            any::<String>(),
+        ]
+    }
+
+    fn policies() -> impl Strategy<Value = KeyPolicy> {
+        (proptest::option::of(1u32..100), any::<bool>()).prop_map(|(max_days, pattern)| KeyPolicy {
+            max_days,
+            name_pattern: pattern.then(|| regex::Regex::new("^[a-z0-9-]+$").unwrap()),
+            require_reason: false,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// A key name is refused with a clear error on its field, or taken
+        /// as typed (trimmed): 1–100 characters, no control character, and
+        /// within the naming policy.
+        #[test]
+        fn a_key_name_is_refused_in_words_or_kept_as_typed(raw in name(), policy in policies()) {
+            let input = CreateKeyInput { name: Some(raw.clone()), ..Default::default() };
+            let mut form = KeyForm::blank(String::new(), &policy);
+            let key = validate(&input, &mut form, &policy);
+            match (&form.name_error, key) {
+                (None, Some(k)) => {
+                    prop_assert_eq!(k.name.as_str(), raw.trim());
+                    prop_assert!((1..=MAX_NAME_CHARS).contains(&k.name.chars().count()));
+                    prop_assert!(!k.name.chars().any(char::is_control));
+                    prop_assert!(policy.name_pattern.as_ref().is_none_or(|p| p.is_match(&k.name)));
+                }
+                (Some(why), None) => prop_assert!(why.starts_with("The name ") || why.starts_with("Enter a name")),
+                // A name that passed but no key: only the policy's expiry can refuse.
+                (None, None) => prop_assert!(form.date_error.is_some() && policy.expiry_required()),
+                (Some(_), Some(_)) => prop_assert!(false, "a key with a name error"),
+            }
+            prop_assert!(form.name.chars().count() <= MAX_NAME_CHARS * 2);
+        }
+
+        /// An expiry is refused with a clear error on its field, or becomes
+        /// a real date from tomorrow to the policy's latest, sent as
+        /// `YYYY-MM-DDT00:00:00Z`, which reads back as the same day.
+        #[test]
+        fn an_expiry_is_refused_in_words_or_round_trips(raw in date(), tick in any::<bool>(), policy in policies()) {
+            let input = CreateKeyInput {
+                name: Some("k".into()),
+                expire: tick.then(|| "on".to_string()),
+                date_expire: Some(raw.clone()),
+                ..Default::default()
+            };
+            let mut form = KeyForm::blank(String::new(), &policy);
+            match validate(&input, &mut form, &policy) {
+                Some(k) => {
+                    prop_assert!(form.date_error.is_none());
+                    prop_assert_eq!(k.expire, tick);
+                    match expiry_date(&k) {
+                        Some(d) => {
+                            prop_assert!(tick);
+                            prop_assert_eq!(k.date_expire.clone(), Some(format!("{d}T00:00:00Z")));
+                            prop_assert_eq!(d.to_string(), raw.trim());
+                            prop_assert!(d >= tomorrow());
+                            prop_assert!(policy.max_date().is_none_or(|m| d <= m));
+                        }
+                        None => {
+                            prop_assert!(!tick && k.date_expire.is_none());
+                            prop_assert!(raw.trim().is_empty() && !policy.expiry_required());
+                        }
+                    }
+                }
+                None => {
+                    let why = form.date_error.clone().unwrap_or_default();
+                    prop_assert!(!why.is_empty(), "refused without a word on the date");
+                    prop_assert!(why.ends_with('.'), "{}", why);
+                }
+            }
+        }
+    }
+}

@@ -150,3 +150,58 @@ mod tests {
         assert_eq!(days_until(now - s(1), now), 0);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Text shaped like the dates Vultr sends, and near misses.
+    fn datelike() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[0-9]{1,6}-[0-9]{1,2}-[0-9]{1,2}",
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2}|\\.[0-9]{1,9}Z)?",
+            "[-+0-9:TZ. ]{0,40}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// A parsed time prints back as RFC 3339, which parses to the same
+        /// instant; whatever fails to parse is shown as sent. Never a panic.
+        #[test]
+        fn times_round_trip_or_show_as_sent(raw in datelike()) {
+            match parse_time(&raw) {
+                Some(t) => {
+                    let back = t.format(&Rfc3339).unwrap();
+                    prop_assert_eq!(parse_time(&back), Some(t));
+                    prop_assert!(display_time(Some(&raw)).ends_with(" UTC"));
+                }
+                None if !raw.trim().is_empty() && parse_time(raw.trim()).is_none() => {
+                    prop_assert_eq!(display_time(Some(&raw)), raw.trim());
+                }
+                None => {}
+            }
+        }
+
+        /// Any two instants: the relative words never panic and agree with
+        /// the order of the two.
+        #[test]
+        fn relative_words_follow_the_order(a in -10_000_000_000i64..10_000_000_000, b in -10_000_000_000i64..10_000_000_000) {
+            let (t, now) = (
+                OffsetDateTime::from_unix_timestamp(a).unwrap(),
+                OffsetDateTime::from_unix_timestamp(b).unwrap(),
+            );
+            let words = relative(t, now);
+            if a - b >= 60 {
+                prop_assert!(words.starts_with("in "), "{}", words);
+            } else if b - a >= 60 {
+                prop_assert!(words.ends_with(" ago"), "{}", words);
+            } else {
+                prop_assert_eq!(words, "just now");
+            }
+        }
+    }
+}

@@ -858,3 +858,50 @@ async fn roles_granted_through_groups_work_in_header_and_jwt_mode() {
         );
     }
 }
+
+/// A look-alike is never someone else (issue 33, §5): `kim@example.com`
+/// operates; an assertion for `\u{212A}im@example.com` (the Kelvin sign,
+/// which Unicode lowercases to `k`) is a stranger, refused and audited as
+/// written, while the same person in another ASCII case still operates.
+#[tokio::test]
+async fn a_kelvin_sign_in_an_assertion_is_not_the_operator_kim() {
+    use keydesk::identity::Access;
+    let j = jwks().await;
+    let app = TestApp::spawn_with(
+        FakeVultr::seeded(ROOT_KEY),
+        Options {
+            identity: None,
+            auth: Some(AuthMode::Jwt(Arc::new(verifier(&j)))),
+            access: Access::new(&[], &["kim@example.com".into()]),
+            ..Default::default()
+        },
+    )
+    .await;
+    let kelvin = "\u{212A}im@example.com";
+    let look_alike = es256(&j.signing_pem, "k1", &claims(kelvin, ISS, AUD, 300));
+    let (status, body) = get_with_jwt(&app, &look_alike).await;
+    assert_eq!(status, 403, "{body}");
+    let denied = app
+        .state
+        .audit
+        .list(
+            &keydesk::audit::Filter {
+                action: Some("access.denied".into()),
+                ..Default::default()
+            },
+            5,
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].intent.actor, kelvin);
+
+    let same_person = es256(
+        &j.signing_pem,
+        "k1",
+        &claims("Kim@Example.COM", ISS, AUD, 300),
+    );
+    let (status, body) = get_with_jwt(&app, &same_person).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -75,6 +75,42 @@ pub fn groups_of(extra: &HashMap<String, serde_json::Value>, claim: &str) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// Whatever the provider puts in the groups claim (a list, a string,
+        /// anything else): at most 256 groups, each trimmed, non-empty and at
+        /// most 256 bytes, each one the provider named. Never a panic.
+        #[test]
+        fn groups_are_bounded_whatever_the_claim_holds(
+            mut items in prop::collection::vec(
+                prop_oneof![4 => "[ ,a-z]{0,8}", 1 => any::<String>(), 1 => "[a-z]{250,260}"],
+                0..20,
+            ),
+            many in prop_oneof![Just(0usize), 250usize..300],
+            shape in 0u8..4,
+        ) {
+            items.extend((0..many).map(|i| format!("g{i}")));
+            let value = match shape {
+                0 => serde_json::json!(items),
+                1 => serde_json::json!(items.join(",")),
+                2 => serde_json::json!(items.len()),
+                _ => serde_json::json!({ "groups": items }),
+            };
+            let extra = HashMap::from([("groups".to_string(), value)]);
+            let groups = groups_of(&extra, "groups");
+            prop_assert!(groups.len() <= 256);
+            for g in &groups {
+                prop_assert!(!g.is_empty() && g.len() <= 256 && g.trim() == g);
+                prop_assert!(items.iter().any(|i| i.contains(g.as_str())));
+            }
+            if shape >= 2 {
+                prop_assert!(groups.is_empty());
+            }
+        }
+    }
 
     #[test]
     fn groups_come_from_the_named_claim_as_array_or_list() {

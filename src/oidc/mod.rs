@@ -296,9 +296,7 @@ impl Oidc {
             &self.settings.groups_claim,
         )
         .await?;
-        let email = Some(crate::email::normalize_email(&about.email))
-            .filter(|e| !e.is_empty() && e.len() <= 320 && !e.chars().any(char::is_control))
-            .ok_or_else(|| Denied::new("the provider gave no usable email"))?;
+        let email = person::usable_email(&about.email).map_err(Denied::new)?;
         let denied = |reason: String| Denied {
             reason,
             email: Some(email.clone()),
@@ -361,13 +359,13 @@ impl Oidc {
 }
 
 /// `next` as a same-origin path, or `None`: never `//host`, `/\host`, a
-/// scheme or control characters.
+/// scheme or control characters. Printable ASCII only (a browser's path is
+/// percent-encoded), so it is always a valid `Location` header.
 pub fn safe_next(next: &str) -> Option<&str> {
     let ok = next.starts_with('/')
         && !next.starts_with("//")
-        && !next.starts_with("/\\")
         && next.len() <= 2048
-        && !next.chars().any(|c| c.is_control() || c == '\\');
+        && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
     ok.then_some(next)
 }
 
@@ -424,5 +422,52 @@ mod tests {
             settings.issuer_origin().as_deref(),
             Some("https://idp.example.com")
         );
+    }
+}
+
+#[cfg(test)]
+mod next_properties {
+    use super::safe_next;
+    use proptest::prelude::*;
+
+    /// Paths, ASCII-heavy, with what an attacker reaches for.
+    fn hostile() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            4 => "[ -~]{0,12}",
+            1 => prop::sample::select(vec![
+                "/", "//", "\\", "/\\", "http:", "https://evil.example", "javascript:",
+                "\t", "\n", "\r", "\u{0}", "%2F", "%5C", "@", "..", " ", "\u{3000}",
+                "\u{FF0F}", "\u{2215}", "é", "?", "#",
+            ])
+            .prop_map(str::to_string),
+            1 => any::<String>(),
+        ];
+        prop::collection::vec(part, 0..6).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// Accepted: a same-origin path (joined to keydesk's URL it stays on
+        /// keydesk), printable ASCII with no `//` start, `\`, scheme or
+        /// control character, valid as a `Location` header. Else refused.
+        #[test]
+        fn an_accepted_next_stays_on_keydesk(raw in hostile(), lead in any::<bool>()) {
+            let next = if lead { format!("/{raw}") } else { raw };
+            let Some(ok) = safe_next(&next) else { return Ok(()) };
+            prop_assert_eq!(ok, next.as_str());
+            prop_assert!(ok.starts_with('/') && !ok.starts_with("//"));
+            prop_assert!(ok.bytes().all(|b| b.is_ascii_graphic() && b != b'\\'));
+            prop_assert!(axum::http::HeaderValue::from_str(ok).is_ok());
+            let base = reqwest::Url::parse("https://keydesk.example/users/x").unwrap();
+            let joined = base.join(ok).unwrap();
+            prop_assert_eq!(joined.origin(), base.origin());
+        }
+
+        /// A plain path and query of keydesk is taken as it is.
+        #[test]
+        fn a_plain_path_round_trips(path in "(/[A-Za-z0-9._~%=&?:@!$'()*+,;-]{1,20}){1,6}") {
+            prop_assert_eq!(safe_next(&path), Some(path.as_str()));
+        }
     }
 }

@@ -18,6 +18,16 @@ pub struct Person {
     pub groups: Vec<String>,
 }
 
+/// The person's email in its one compared form (see `email`), or why it is
+/// unusable: empty, over 320 bytes, or holding a control character.
+pub fn usable_email(raw: &str) -> Result<String, String> {
+    // Checked again once normalised: NFC may lengthen it.
+    crate::email::usable(raw)
+        .map(crate::email::normalize_email)
+        .and_then(|e| crate::email::usable(&e).map(str::to_string))
+        .map_err(|why| format!("the provider gave no usable email: {why}"))
+}
+
 /// The person's email, `email_verified` and groups: from the verified ID
 /// token, or, for what it lacks, from the userinfo endpoint (some
 /// providers keep scope claims out of the ID token), asked with the
@@ -78,4 +88,40 @@ pub async fn of(
         groups: groups_of(&info.additional_claims().0, claim),
         ..from_token
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_kelvin_sign_in_the_id_token_is_not_a_k() {
+        assert_eq!(
+            usable_email(" \u{212A}im@example.com ").as_deref(),
+            Ok("\u{212A}im@example.com")
+        );
+        assert_eq!(
+            usable_email("Kim@Example.com").as_deref(),
+            Ok("kim@example.com")
+        );
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        /// The ID token's email: refused in words, or accepted in its one
+        /// form, bounded and printable, which accepts itself unchanged.
+        #[test]
+        fn an_id_token_email_is_usable_or_refused_in_words(raw in any::<String>(), pad in "[ \t]{0,2}") {
+            match usable_email(&format!("{pad}{raw}{pad}")) {
+                Ok(e) => {
+                    prop_assert!(!e.is_empty() && e.len() <= 320);
+                    prop_assert!(!e.chars().any(char::is_control));
+                    prop_assert_eq!(usable_email(&e), Ok(e.clone()));
+                }
+                Err(why) => prop_assert!(why.starts_with("the provider gave no usable email: ")),
+            }
+        }
+    }
 }
