@@ -4,13 +4,12 @@
 //! what a trusted proxy says in `X-Forwarded-For`.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use governor::clock::Clock;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
+
+use crate::keyed_quota::KeyedQuota;
 
 /// `KEYDESK_ANON_PER_MINUTE` and `KEYDESK_ANON_BURST`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,9 +30,6 @@ impl Default for ClientRate {
     }
 }
 
-/// Addresses remembered before those whose bucket is full again are dropped.
-const RETAIN_ABOVE: usize = 10_000;
-
 /// The client address of a request, and whether the limiter already took
 /// it from the quota (a request extension, for the gate's second look).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,38 +41,28 @@ pub struct ClientAddr {
 /// The buckets, one per client address (an IPv6 client per /64: one host
 /// holds a whole /64 and could otherwise walk through it).
 pub struct ClientQuota {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    quota: KeyedQuota<IpAddr>,
 }
 
 impl std::fmt::Debug for ClientQuota {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientQuota")
-            .field("addresses", &self.limiter.len())
+            .field("addresses", &self.quota.len())
             .finish()
     }
 }
 
 impl ClientQuota {
     pub fn new(rate: ClientRate) -> Self {
-        let per_minute = NonZeroU32::new(rate.per_minute).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
         Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            quota: KeyedQuota::new(rate.per_minute, rate.burst),
         }
     }
 
     /// Takes one request from `client`'s bucket, or says how long until one
     /// is there again (whole seconds, at least one, as `Retry-After` counts).
     pub fn take(&self, client: IpAddr) -> Result<(), Duration> {
-        if self.limiter.len() > RETAIN_ABOVE {
-            self.limiter.retain_recent();
-        }
-        self.limiter
-            .check_key(&bucket_of(client))
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(self.limiter.clock().now());
-                Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64)
-            })
+        self.quota.take(&bucket_of(client))
     }
 }
 

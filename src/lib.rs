@@ -22,6 +22,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod jwt;
+pub mod keyed_quota;
 pub mod leases;
 pub mod lost_creates;
 pub mod metrics;

@@ -4,11 +4,9 @@
 //! on the Vultr rate budget every replica shares. Kept in memory: a refusal
 //! writes nothing (each replica counts its own share).
 
-use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::Clock;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use crate::keyed_quota::KeyedQuota;
 
 /// `KEYDESK_ME_POSTS_PER_MINUTE` and `KEYDESK_ME_POSTS_BURST`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,43 +27,30 @@ impl Default for PostRate {
     }
 }
 
-/// People remembered before those whose bucket is full again are dropped.
-const RETAIN_ABOVE: usize = 10_000;
-
 /// The buckets, one per signed-in identity (its normalised email).
 pub struct PostQuota {
-    limiter: DefaultKeyedRateLimiter<String>,
+    quota: KeyedQuota<String>,
 }
 
 impl std::fmt::Debug for PostQuota {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostQuota")
-            .field("people", &self.limiter.len())
+            .field("people", &self.quota.len())
             .finish()
     }
 }
 
 impl PostQuota {
     pub fn new(rate: PostRate) -> Self {
-        let per_minute = NonZeroU32::new(rate.per_minute).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
         Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            quota: KeyedQuota::new(rate.per_minute, rate.burst),
         }
     }
 
     /// Takes one form from `who`'s bucket, or says how long until one is
     /// there again (at least a second, as `Retry-After` counts).
     pub fn take(&self, who: &str) -> Result<(), Duration> {
-        if self.limiter.len() > RETAIN_ABOVE {
-            self.limiter.retain_recent();
-        }
-        self.limiter
-            .check_key(&who.to_string())
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(self.limiter.clock().now());
-                Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64)
-            })
+        self.quota.take(&who.to_string())
     }
 }
 
