@@ -174,20 +174,23 @@ async fn authenticate(
     headers: &HeaderMap,
     peer: Option<IpAddr>,
 ) -> Result<(String, Vec<String>), Response> {
-    // Header mode: only a trusted peer's request is the proxy's doing and
-    // worth an audit row; anyone else's writes nothing (refused below).
-    let from_stranger = match &state.auth {
-        AuthMode::Header { trusted, .. } => !peer.is_some_and(|p| peer_is_trusted(p, trusted)),
+    // Always refused. Audited only when a trusted proxy sent it (header
+    // mode): anyone else's request writes nothing. In JWT mode anyone may
+    // send the header, and nothing is known until an assertion verifies.
+    let from_proxy = match &state.auth {
+        AuthMode::Header { trusted, .. } => peer.is_some_and(|p| peer_is_trusted(p, trusted)),
         _ => false,
     };
-    if let Some(h) = repeated_header(&state.auth, headers).filter(|_| !from_stranger) {
+    if let Some(h) = repeated_header(&state.auth, headers) {
         tracing::warn!(header = %h, peer = ?peer, "identity header sent more than once: refused");
-        let intent = Intent {
-            request_id: request_id(headers),
-            reason: Some(format!("{h} sent more than once")),
-            ..Intent::new("(ambiguous identity)", "none", AuditAction::AccessDenied)
-        };
-        state.audit.record(&intent, Outcome::Failed).await;
+        if from_proxy {
+            let intent = Intent {
+                request_id: request_id(headers),
+                reason: Some(format!("{h} sent more than once")),
+                ..Intent::new("(ambiguous identity)", "none", AuditAction::AccessDenied)
+            };
+            state.audit.record(&intent, Outcome::Failed).await;
+        }
         return Err(unauthorized(
             "The request carried more than one identity. keydesk refused it; ask the operators to check the SSO proxy.",
         ));

@@ -25,8 +25,43 @@ async fn oidc_app(url: Option<String>) -> (Rogue, TestApp) {
     if let Some(url) = url {
         opts.audit_db = url;
     }
-    let app = oidc::serve_on(&FakeVultr::seeded(ROOT_KEY), port, &opts).await;
-    (rogue, app)
+    let fake = FakeVultr::seeded(ROOT_KEY);
+    let mut settings = opts.settings(&fake.spawn().await.unwrap());
+    settings.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Every request must reach the handlers (the per-address limit, which
+    // would refuse most of them, is tested in tests/edge.rs).
+    settings.anon = keydesk::client_quota::ClientRate {
+        per_minute: 1_000_000,
+        burst: 1_000_000,
+    };
+    let (base, state) = serve(settings).await;
+    (rogue, TestApp::assemble(base, fake, client(None), state))
+}
+
+/// A sign-in started by a stranger: its cookie (as sent back) and `state`.
+async fn started_by_a_stranger(app: &TestApp) -> (String, String) {
+    let r = client(None)
+        .get(app.url("/auth/login?next=/users"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("keydesk_signin="))
+        .unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let state = reqwest::Url::parse(&location(&r))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    (cookie, state)
 }
 
 /// Every table's row count.
@@ -60,8 +95,10 @@ async fn rows(db: &Db) -> BTreeMap<String, i64> {
 }
 
 /// 600 requests nobody signed in for: junk callbacks, sign-in starts (with
-/// and without the cookie they set), page hits and forms. Each is refused or
-/// sent to the provider; no table gains or loses a row.
+/// and without the cookie they set), replays of a started sign-in's cookie
+/// with a provider error or a junk code, junk sign-in and session cookies,
+/// page hits and forms. Each is refused or sent to the provider; no table
+/// gains or loses a row.
 async fn anonymous_traffic_writes_nothing(url: Option<String>) {
     let (_rogue, app) = oidc_app(url).await;
     // A first visit, so the app's own start-up writes are behind us.
@@ -77,20 +114,33 @@ async fn anonymous_traffic_writes_nothing(url: Option<String>) {
     let refused_before = refusals(&app.get("/metrics").await.1);
     let stranger = client(None);
     let keeper = app.client.clone();
+    let (started, state) = started_by_a_stranger(&app).await;
     let mut answers = BTreeMap::<u16, usize>::new();
-    for n in 0..100 {
-        let mut batch = vec![
+    for n in 0..60 {
+        let replay = |query: String| {
+            stranger
+                .get(app.url(&format!("/auth/callback?{query}")))
+                .header("cookie", started.as_str())
+        };
+        let batch = vec![
             stranger.get(app.url(&format!("/auth/callback?junk={n}"))),
             stranger.get(app.url(&format!("/auth/callback?code=c{n}&state=made-up-{n}&iss=x"))),
             stranger.get(app.url("/auth/login?next=/users")),
             keeper.get(app.url(&format!("/auth/login?next=/users/{n}"))),
             keeper.get(app.url(&format!("/users?page={n}"))),
-        ];
-        batch.push(
             stranger
                 .post(app.url("/users/abc/keys"))
                 .form(&[("form_token", "x"), ("name", "evil")]),
-        );
+            replay(format!("state={state}&error=access_denied&n={n}")),
+            replay(format!("state={state}&code=junk-{n}")),
+            stranger
+                .get(app.url("/users"))
+                .header("cookie", format!("keydesk_signin=junk{n}")),
+            stranger.get(app.url("/users")).header(
+                "cookie",
+                format!("keydesk_session={}", uuid::Uuid::new_v4().simple()),
+            ),
+        ];
         for req in batch {
             let status = req.send().await.unwrap().status().as_u16();
             *answers.entry(status).or_default() += 1;
@@ -98,18 +148,15 @@ async fn anonymous_traffic_writes_nothing(url: Option<String>) {
     }
     assert_eq!(answers.values().sum::<usize>(), 600);
     assert!(
-        answers.keys().all(|s| [302, 401, 403, 429].contains(s)),
+        answers.keys().all(|s| [302, 401, 403].contains(s)),
         "{answers:?}"
     );
     assert_eq!(rows(&app.state.db).await, before, "answers: {answers:?}");
     assert!(oidc::writes(&app.fake).is_empty());
-    // The refusals are counted, not written.
+    // The refusals are counted, not written: 120 callbacks nobody started
+    // (metrics are per process, and other tests here sign in too).
     let refused = refusals(&app.get("/metrics").await.1) - refused_before;
-    let limited = answers.get(&429).copied().unwrap_or(0) as f64;
-    assert!(
-        refused + limited >= 200.0,
-        "refused {refused}, limited {limited}"
-    );
+    assert!(refused >= 120.0, "refused {refused}");
 }
 
 #[tokio::test]

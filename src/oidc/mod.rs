@@ -90,12 +90,16 @@ impl OidcSettings {
     }
 }
 
-/// Why a sign-in was refused: `reason` goes to the audit and the log,
-/// `email` names who tried when the provider said so.
+/// Why a sign-in was refused: `reason` goes to the log (and the audit, when
+/// `answered`), `email` names who tried when the provider said so.
 #[derive(Debug)]
 pub struct Denied {
     pub reason: String,
     pub email: Option<String>,
+    /// The provider redeemed the code and answered with tokens: someone
+    /// signed in at the provider. Before that (a junk code, the provider
+    /// down), nothing ties the refusal to anyone, so it is not audited.
+    pub answered: bool,
 }
 
 impl Denied {
@@ -103,6 +107,15 @@ impl Denied {
         Self {
             reason: reason.into(),
             email: None,
+            answered: false,
+        }
+    }
+
+    /// The same refusal, once the provider has answered with tokens.
+    fn answered(self) -> Self {
+        Self {
+            answered: true,
+            ..self
         }
     }
 }
@@ -273,7 +286,7 @@ impl Oidc {
             .map_err(|e| Denied::new(format!("the code exchange failed: {}", describe(&e))))?;
         let id_token = tokens
             .id_token()
-            .ok_or_else(|| Denied::new("the provider returned no ID token"))?;
+            .ok_or_else(|| Denied::new("the provider returned no ID token").answered())?;
         let nonce = Nonce::new(pending.nonce.clone());
         let mut claims = token::verify(&client, id_token, &nonce);
         if let Err(ClaimsVerificationError::SignatureVerification(
@@ -286,8 +299,9 @@ impl Oidc {
                 .map_err(Denied::new)?;
             claims = token::verify(&client, id_token, &nonce);
         }
-        let claims = claims
-            .map_err(|e| Denied::new(format!("the ID token was refused: {}", describe(&e))))?;
+        let claims = claims.map_err(|e| {
+            Denied::new(format!("the ID token was refused: {}", describe(&e))).answered()
+        })?;
         let about = person::of(
             &self.http,
             &client,
@@ -295,11 +309,13 @@ impl Oidc {
             &claims,
             &self.settings.groups_claim,
         )
-        .await?;
-        let email = person::usable_email(&about.email).map_err(Denied::new)?;
+        .await
+        .map_err(Denied::answered)?;
+        let email = person::usable_email(&about.email).map_err(|e| Denied::new(e).answered())?;
         let denied = |reason: String| Denied {
             reason,
             email: Some(email.clone()),
+            answered: true,
         };
         if self.settings.require_verified_email && about.email_verified != Some(true) {
             return Err(denied(format!(

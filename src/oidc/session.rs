@@ -112,8 +112,8 @@ pub async fn current(
     };
     let t = now();
     if let Err(ended) = check(&who, lifetimes, t) {
-        let _ = session.remove::<SignedIn>(SIGNED_IN_KEY).await;
-        let _ = session.cycle_id().await;
+        // Gone whole (form binding, notices): no anonymous row stays behind.
+        let _ = session.flush().await;
         return Err((who.email, ended));
     }
     if t - who.seen >= (lifetimes.idle / 12).max(1) {

@@ -3,8 +3,9 @@
 //! provider too, when it offers `end_session_endpoint`), and
 //! `GET /auth/signed-out` says so. In the other modes they do not exist.
 //! A refused sign-in is counted in `keydesk_signin_refusals_total{reason}`
-//! and logged; it is an `access.denied` entry only when it belongs to a
-//! sign-in this browser started: an anonymous callback writes nothing.
+//! and logged; it is an `access.denied` entry only once the provider has
+//! answered with tokens (someone signed in there): an anonymous callback,
+//! even one replaying a started sign-in's cookie, writes nothing.
 
 use std::sync::Arc;
 
@@ -85,7 +86,10 @@ enum Refusal {
     ProviderError,
     /// The provider sent no code.
     NoCode,
-    /// The code exchange or the ID token failed keydesk's checks.
+    /// The code exchange failed (a junk or spent code, the provider down):
+    /// nobody signed in at the provider, so it is not audited.
+    NotRedeemed,
+    /// The provider answered with tokens that failed keydesk's checks.
     NotVerified,
     /// A verified person whom the settings do not let in (domain, email).
     NotAllowed,
@@ -97,6 +101,7 @@ impl Refusal {
             Refusal::NotStarted => "not_started",
             Refusal::ProviderError => "provider_error",
             Refusal::NoCode => "no_code",
+            Refusal::NotRedeemed => "not_redeemed",
             Refusal::NotVerified => "not_verified",
             Refusal::NotAllowed => "not_allowed",
         }
@@ -132,11 +137,23 @@ pub async fn callback(
         Some(cookie) => ([(header::SET_COOKIE, cookie.clone())], resp).into_response(),
         None => resp,
     };
+    // Audited only once the provider has answered with tokens (someone
+    // signed in there): a started sign-in costs a stranger nothing and can
+    // be replayed from its cookie, so a refusal before that writes nothing.
     let deny = |kind: Refusal, who: Option<String>, reason: String, shown: String| {
         let state = state.clone();
         let headers = headers.clone();
         async move {
             refused(kind, &reason);
+            if matches!(
+                kind,
+                Refusal::NotStarted
+                    | Refusal::ProviderError
+                    | Refusal::NoCode
+                    | Refusal::NotRedeemed
+            ) {
+                return AppError::SignIn(shown, login_link("/")).into_response();
+            }
             let intent = Intent {
                 request_id: request_id(&headers),
                 reason: Some(reason),
@@ -181,6 +198,11 @@ pub async fn callback(
                         "keydesk did not sign you in as {email}: {}. Nothing was done.",
                         denied.reason
                     ),
+                ),
+                None if !denied.answered => (
+                    Refusal::NotRedeemed,
+                    "keydesk could not verify this sign-in. Nothing was done; start again."
+                        .to_string(),
                 ),
                 None => (
                     Refusal::NotVerified,

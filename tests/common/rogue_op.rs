@@ -160,13 +160,17 @@ async fn authorize(
 async fn token(
     State(r): State<Rogue>,
     Form(f): Form<HashMap<String, String>>,
-) -> impl IntoResponse {
-    let nonce =
-        r.0.nonces
-            .lock()
-            .unwrap()
-            .remove(&f["code"])
-            .unwrap_or_default();
+) -> axum::response::Response {
+    // A code it never issued, or one already redeemed, is refused, as any
+    // provider does: only its forgeries are rogue.
+    let issued = r.0.nonces.lock().unwrap().remove(&f["code"]);
+    let Some(nonce) = issued else {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "invalid_grant" })),
+        )
+            .into_response();
+    };
     let forge = *r.0.forge.lock().unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (iat, exp) = match forge {
@@ -221,4 +225,5 @@ async fn token(
         "expires_in": 300,
         "id_token": id_token,
     }))
+    .into_response()
 }
