@@ -113,16 +113,20 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .collect();
+    // What the nearest proxy saw: the client when every entry is a proxy
+    // (the left-most entries could be the client's own invention).
+    let mut nearest = None;
     for entry in chain.into_iter().rev() {
         match forwarded_addr(entry) {
             Some(addr) => client = addr.to_canonical(),
             None => break,
         }
+        nearest.get_or_insert(client);
         if !trusted_peer(client, trusted) {
-            break;
+            return client;
         }
     }
-    client
+    nearest.unwrap_or(client)
 }
 
 #[cfg(test)]
@@ -178,6 +182,12 @@ mod tests {
             client_addr(ip("10.1.1.1"), &HeaderMap::new(), &trusted),
             ip("10.1.1.1")
         );
+        // A client inside the trusted range: every entry is "a proxy", and
+        // the ones it wrote itself (left) must not pick its bucket.
+        for invented in ["10.9.9.1", "10.9.9.2"] {
+            let h = xff(&[&format!("{invented}, 10.3.3.3")]);
+            assert_eq!(client_addr(ip("10.1.1.1"), &h, &trusted), ip("10.3.3.3"));
+        }
     }
 
     #[test]

@@ -102,12 +102,19 @@ pub fn redacted(url: &str) -> String {
 }
 
 /// The keys of `url`'s query parameters.
-fn query_keys(url: &str) -> impl Iterator<Item = &str> {
+/// Percent-decoded, as the driver reads them (`pass%77ord` is `password`).
+fn query_keys(url: &str) -> impl Iterator<Item = String> + '_ {
     let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
     let query = query.split('#').next().unwrap_or("");
     query
         .split('&')
-        .map(|pair| pair.split_once('=').map(|(k, _)| k).unwrap_or(pair))
+        .map(|pair| decoded_key(pair.split_once('=').map(|(k, _)| k).unwrap_or(pair)))
+}
+
+fn decoded_key(key: &str) -> String {
+    percent_encoding::percent_decode_str(key)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// `url` with the value of every secret query parameter replaced by `***`.
@@ -123,7 +130,11 @@ fn masked_query(url: &str) -> String {
     let pairs: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if SECRET_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(key)) => {
+            Some((key, _))
+                if SECRET_PARAMS
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(&decoded_key(key))) =>
+            {
                 format!("{key}=***")
             }
             _ => pair.to_string(),
@@ -406,6 +417,11 @@ mod tests {
             (
                 "postgres://kd@db/kd?password=s3@cret&user=kd",
                 "postgres://kd@db/kd?password=***&user=kd",
+            ),
+            // The driver decodes the key: so does the mask.
+            (
+                "postgres://kd@db/kd?pass%77ord=s3cret",
+                "postgres://kd@db/kd?pass%77ord=***",
             ),
         ] {
             assert_eq!(redacted(url), shown, "{url}");

@@ -17,7 +17,7 @@ pub struct DatabaseArgs {
     pub database_url_file: Option<PathBuf>,
 
     /// Old name of KEYDESK_DATABASE_URL, still accepted: the SQLite database of the audit trail. Without any of the three, sqlite://keydesk-audit.db in the working directory (with a warning).
-    #[arg(long, env = "KEYDESK_AUDIT_DB")]
+    #[arg(long, env = "KEYDESK_AUDIT_DB", hide_env_values = true)]
     pub audit_db: Option<String>,
 
     /// How long a durable job (an offboarding, a clean-up, a notice pass) stays with its replica without a heartbeat, in seconds (the lease is kept in the database); another replica takes it over after that.
