@@ -284,3 +284,42 @@ async fn a_sign_out_is_final_across_a_request_in_flight_on_postgres() {
     };
     a_sign_out_is_final(Some(url)).await;
 }
+
+/// Behind a load balancer: a sign-in started on one replica finishes on the
+/// other (the cookie's key comes from the form keys both read from the
+/// shared database), and both then know the person.
+#[tokio::test]
+async fn a_sign_in_started_on_one_replica_finishes_on_the_other() {
+    let Some(url) = common::pg::fresh_database().await else {
+        common::pg::skip_line("a sign-in across replicas on PostgreSQL");
+        return;
+    };
+    let (rogue, first) = oidc_app(Some(url.clone())).await;
+    let mut opts = oidc::options(oidc::settings(rogue.issuer(), oidc::free_port()));
+    opts.audit_db = url;
+    // The second replica answers at its own port, for the same public URL.
+    let public = first.base.clone();
+    let mut settings = opts.settings(&first.fake.spawn().await.unwrap());
+    if let keydesk::identity::AuthMode::Oidc(o) = &settings.auth {
+        let mut s = o.settings.clone();
+        s.public_url = public;
+        settings.auth = keydesk::identity::AuthMode::Oidc(std::sync::Arc::new(
+            keydesk::oidc::Oidc::new(s).unwrap(),
+        ));
+    }
+    let (second_base, _state) = serve(settings).await;
+    let browser = &first.client;
+    let start = browser.get(first.url("/users")).send().await.unwrap();
+    assert_eq!(start.status(), 302);
+    let back = browser.get(location(&start)).send().await.unwrap();
+    let callback = location(&back);
+    assert!(callback.starts_with(&first.base), "{callback}");
+    let elsewhere = callback.replacen(&first.base, &second_base, 1);
+    let done = browser.get(&elsewhere).send().await.unwrap();
+    assert_eq!(done.status(), 303, "the other replica opens the cookie");
+    for base in [&second_base, &first.base] {
+        let page = browser.get(format!("{base}/users")).send().await.unwrap();
+        assert_eq!(page.status(), 200, "{base}");
+    }
+    assert_eq!(rows(&first.state.db).await["sessions"], 1);
+}

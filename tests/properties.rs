@@ -233,10 +233,12 @@ fn bad_names() -> impl Strategy<Value = String> {
         Just(String::new()),
         "[ \t]{1,5}",
         "[a-z][a-z ]{99,298}[a-z]",
+        // Inside the name: at an edge, U+0085 is whitespace that trim()
+        // takes away (the name is then kept without it, as typed).
         (
-            "[ -~]{0,20}",
+            "[!-~][ -~]{0,19}",
             "[\u{0}-\u{8}\u{b}\u{c}\u{e}-\u{1f}\u{7f}\u{85}]",
-            "[ -~]{0,20}"
+            "[ -~]{0,19}[!-~]"
         )
             .prop_map(|(a, b, c)| a + &b + &c),
     ]
