@@ -25,17 +25,9 @@ async fn oidc_app(url: Option<String>) -> (Rogue, TestApp) {
     if let Some(url) = url {
         opts.audit_db = url;
     }
-    let fake = FakeVultr::seeded(ROOT_KEY);
-    let mut settings = opts.settings(&fake.spawn().await.unwrap());
-    settings.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    // Every request must reach the handlers (the per-address limit, which
-    // would refuse most of them, is tested in tests/edge.rs).
-    settings.anon = keydesk::client_quota::ClientRate {
-        per_minute: 1_000_000,
-        burst: 1_000_000,
-    };
-    let (base, state) = serve(settings).await;
-    (rogue, TestApp::assemble(base, fake, client(None), state))
+    // Every request must reach the handlers.
+    let app = oidc::serve_unlimited(&FakeVultr::seeded(ROOT_KEY), port, &opts).await;
+    (rogue, app)
 }
 
 /// A sign-in started by a stranger: its cookie (as sent back) and `state`.

@@ -339,17 +339,8 @@ fn hostile_next_values_are_refused_or_stay_on_keydesk() {
         rogue.forge(Forge::Honest);
         let port = oidc::free_port();
         let opts = oidc::options(oidc::settings(rogue.issuer(), port));
-        let fake = FakeVultr::seeded(ROOT_KEY);
-        let mut settings = opts.settings(&fake.spawn().await.unwrap());
-        settings.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        // `/auth/*` is limited per address (tests/edge.rs); here every value
-        // must reach the parser.
-        settings.anon = keydesk::client_quota::ClientRate {
-            per_minute: 1_000_000,
-            burst: 1_000_000,
-        };
-        let (base, state) = common::serve(settings).await;
-        let app = TestApp::assemble(base, fake, common::client(None), state);
+        // `/auth/*` is limited per address; here every value must reach the parser.
+        let app = oidc::serve_unlimited(&FakeVultr::seeded(ROOT_KEY), port, &opts).await;
         // Signed in: an accepted `next` is answered with the redirect itself.
         let first = app.response("/users").await;
         assert_eq!(first.status(), 302);

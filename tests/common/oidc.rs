@@ -182,6 +182,20 @@ pub async fn serve_on(fake: &FakeVultr, port: u16, opts: &Options) -> TestApp {
     TestApp::assemble(base, fake.clone(), super::client(None), state)
 }
 
+/// `serve_on`, with an anonymous quota no test run reaches: every request
+/// gets to the handlers (the per-address limit is tested in tests/edge.rs).
+pub async fn serve_unlimited(fake: &FakeVultr, port: u16, opts: &Options) -> TestApp {
+    let url = fake.spawn().await.unwrap();
+    let mut settings = opts.settings(&url);
+    settings.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    settings.anon = keydesk::client_quota::ClientRate {
+        per_minute: 1_000_000,
+        burst: 1_000_000,
+    };
+    let (base, state) = super::serve(settings).await;
+    TestApp::assemble(base, fake.clone(), super::client(None), state)
+}
+
 /// A provider and a keydesk in OpenID mode (tweaked by `tweak`), or None (skip).
 pub async fn spawn(tweak: impl FnOnce(&mut OidcSettings)) -> Option<(Op, TestApp)> {
     let port = free_port();
