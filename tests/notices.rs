@@ -561,6 +561,13 @@ async fn chat_text_is_inert_whatever_a_key_is_named() {
     let app = TestApp::spawn_with(fake, options(&db, &webhook, &smtp)).await;
     pass(&app, now).await;
     let posts = webhook.posts();
+    // No link in a name is previewed in Slack (a stranger's image).
+    for p in &posts {
+        assert_eq!(
+            (&p["unfurl_links"], &p["unfurl_media"]),
+            (&false.into(), &false.into())
+        );
+    }
     let text = posts
         .iter()
         .map(|p| p["text"].as_str().unwrap().to_string())

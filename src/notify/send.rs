@@ -111,6 +111,10 @@ pub struct EmailHtml<'a> {
 struct WebhookBody<'a> {
     text: String,
     keys: &'a [Notice],
+    /// Slack previews no link a key name or reason carries (a stranger's
+    /// image in the channel); Mattermost ignores the fields.
+    unfurl_links: bool,
+    unfurl_media: bool,
 }
 
 /// POSTs one digest to a webhook.
@@ -143,14 +147,20 @@ impl Webhook {
         self.post(&WebhookBody {
             text: chat_inert(&text),
             keys: notices,
+            unfurl_links: false,
+            unfurl_media: false,
         })
         .await
     }
 
     /// A message in words only (`{"text": …}`), e.g. an approval request.
     pub async fn send_text(&self, text: &str) -> Result<(), String> {
-        self.post(&serde_json::json!({ "text": chat_inert(text) }))
-            .await
+        self.post(&serde_json::json!({
+            "text": chat_inert(text),
+            "unfurl_links": false,
+            "unfurl_media": false,
+        }))
+        .await
     }
 
     async fn post(&self, body: &impl Serialize) -> Result<(), String> {
