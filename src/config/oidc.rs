@@ -77,16 +77,6 @@ impl std::fmt::Debug for OidcArgs {
 }
 
 /// Whether `url` names this machine (a provider run beside keydesk).
-fn is_loopback(url: &reqwest::Url) -> bool {
-    let host = url.host_str().unwrap_or("");
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 impl OidcArgs {
     /// OpenID mode, or an error naming the variable that is missing or wrong.
     pub fn mode(
@@ -111,7 +101,7 @@ impl OidcArgs {
         }
         // Discovery, keys and the code exchange all go to the issuer: over
         // plain http anyone on the path could hand keydesk their own keys.
-        if url.scheme() == "http" && !is_loopback(&url) {
+        if url.scheme() == "http" && !crate::oidc::is_loopback(&url) {
             return Err(format!(
                 "KEYDESK_OIDC_ISSUER {issuer:?} is plain http: use https (plain http is for a provider on this machine only: 127.0.0.1, localhost, [::1])"
             ));

@@ -174,6 +174,7 @@ impl Oidc {
         let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
             .await
             .map_err(|e| format!("OpenID discovery at {} failed: {e}", self.settings.issuer))?;
+        endpoints_are_secure(&metadata)?;
         *slot = Some(Provider {
             metadata: metadata.clone(),
             fetched: Instant::now(),
@@ -374,6 +375,44 @@ impl Oidc {
     }
 }
 
+/// Whether `url` is on this machine (127.0.0.0/8, `localhost`, `[::1]`):
+/// the only place plain `http://` to the provider is accepted.
+pub fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The endpoints discovery names carry the code, the client secret and the
+/// tokens: `https://`, as the issuer must be, unless on this machine.
+fn secure_endpoint(name: &str, url: &reqwest::Url) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        _ => Err(format!(
+            "the provider's {name} ({url}) is not https://: keydesk sends codes, its client secret and tokens only over TLS"
+        )),
+    }
+}
+
+fn endpoints_are_secure(m: &ProviderMetadataWithLogout) -> Result<(), String> {
+    secure_endpoint("jwks_uri", m.jwks_uri().url())?;
+    if let Some(u) = m.token_endpoint() {
+        secure_endpoint("token_endpoint", u.url())?;
+    }
+    if let Some(u) = m.userinfo_endpoint() {
+        secure_endpoint("userinfo_endpoint", u.url())?;
+    }
+    if let Some(u) = &m.additional_metadata().end_session_endpoint {
+        secure_endpoint("end_session_endpoint", u.url())?;
+    }
+    Ok(())
+}
+
 /// `next` as a same-origin path, or `None`: never `//host`, `/\host`, a
 /// scheme or control characters. Printable ASCII only (a browser's path is
 /// percent-encoded), so it is always a valid `Location` header.
@@ -405,6 +444,30 @@ mod tests {
             "/a\\b",
         ] {
             assert_eq!(safe_next(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn provider_endpoints_must_be_https_unless_on_this_machine() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        for ok in [
+            "https://idp.example.com/token",
+            "http://127.0.0.1:9000/token",
+            "http://localhost/token",
+            "http://[::1]:8080/token",
+        ] {
+            assert!(secure_endpoint("token_endpoint", &url(ok)).is_ok(), "{ok}");
+        }
+        for far in [
+            "http://idp.example.com/token",
+            "http://127.0.0.1.nip.io/token",
+            "ftp://idp.example.com/token",
+        ] {
+            let err = secure_endpoint("token_endpoint", &url(far)).unwrap_err();
+            assert!(
+                err.contains("token_endpoint") && err.contains("https"),
+                "{err}"
+            );
         }
     }
 
