@@ -98,16 +98,8 @@ fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[test]
 fn every_module_uses_only_lower_layers() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut all = Vec::new();
-    files(&src, &mut all);
     let mut checked = 0;
-    for path in all {
-        let rel = path
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+    for (rel, path) in sources() {
         let top = rel
             .split('/')
             .next()
@@ -154,16 +146,8 @@ const STORES: &[&str] = &[
 
 #[test]
 fn a_store_does_not_import_the_vultr_client() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut all = Vec::new();
-    files(&src, &mut all);
     let mut stores = 0;
-    for path in all {
-        let rel = path
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+    for (rel, path) in sources() {
         let is_store = STORES
             .iter()
             .any(|s| rel == *s || rel.starts_with(&format!("{s}/")));
@@ -178,6 +162,23 @@ fn a_store_does_not_import_the_vultr_client() {
         );
     }
     assert!(stores >= STORES.len(), "only {stores} store files found");
+}
+
+/// Every file under src/, as (path relative to src/, full path).
+fn sources() -> Vec<(String, std::path::PathBuf)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    all.into_iter()
+        .map(|path| {
+            let rel = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (rel, path)
+        })
+        .collect()
 }
 
 /// A source file's module path: `src/pages/approvals/mod.rs` → `pages::approvals`.
