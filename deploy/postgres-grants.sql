@@ -35,3 +35,6 @@ GRANT SELECT, INSERT, UPDATE ON cleanups, cleanup_keys TO keydesk_app;
 -- The keys that sign form tokens: generated once, rotated by
 -- `keydesk rotate-form-key`, retired keys purged after their tokens expire.
 GRANT SELECT, INSERT, UPDATE, DELETE ON form_keys TO keydesk_app;
+-- Which release migrated the database and the oldest that may write to it:
+-- read at start and by /readyz; only `keydesk migrate` (the owner) writes it.
+GRANT SELECT ON keydesk_release TO keydesk_app;

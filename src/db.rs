@@ -12,6 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
+use crate::schema;
+
 /// An open database of either engine. Cheap to clone.
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -176,25 +178,51 @@ impl Db {
     }
 
     /// Applies the embedded migrations; returns the versions it applied.
-    /// On PostgreSQL a role that may not create in the schema (the
-    /// restricted application role, see README) never tries: a schema that
-    /// is behind, or a table it may not use, stops it with what to do.
-    /// `force` (`keydesk migrate`, as the owner) runs the migrator regardless.
+    /// A database whose record names an oldest writer newer than this
+    /// keydesk is refused first, in words (`schema::Record::admits`).
+    /// A SQLite file is copied beside itself before anything is applied
+    /// (`schema::backup_sqlite`). On PostgreSQL a role that may not create
+    /// in the schema (the restricted application role) never tries: a
+    /// schema that is behind, or a table it may not use, stops it with what
+    /// to do. `force` (`keydesk migrate`, as the owner) runs the migrator
+    /// regardless. After applying, the release record says who migrated.
     pub async fn migrate(&self, force: bool) -> Result<Vec<i64>, sqlx::Error> {
         let before = self.applied_versions().await;
-        match self {
-            Db::Sqlite(p) => sqlx::migrate!("src/migrations/sqlite").run(p).await?,
+        schema::admits_me(self)
+            .await
+            .map_err(|words| sqlx::Error::Configuration(words.into()))?;
+        let steps = schema::steps(self.engine());
+        let pending: Vec<&schema::Step> = steps
+            .iter()
+            .filter(|s| !before.contains(&s.version))
+            .collect();
+        let ran = match self {
+            Db::Sqlite(p) => {
+                if !pending.is_empty()
+                    && !before.is_empty()
+                    && let Some(copy) = schema::backup_sqlite(p).await?
+                {
+                    tracing::info!(
+                        backup = %copy.display(),
+                        pending = pending.len(),
+                        "copied the database before migrating (VACUUM INTO); the last {} copies are kept",
+                        schema::BACKUPS_KEPT
+                    );
+                }
+                schema::migrator(Engine::Sqlite).run(p).await?;
+                true
+            }
             Db::Postgres(p) => {
-                let migrator = sqlx::migrate!("src/migrations/postgres");
-                let needed = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-                let current = migrator.iter().all(|m| before.contains(&m.version));
+                let needed = steps.iter().map(|s| s.version).max().unwrap_or(0);
+                let current = pending.is_empty();
                 let may_create: bool = sqlx::query_scalar(
                     "SELECT has_schema_privilege(current_user, current_schema(), 'CREATE')",
                 )
                 .fetch_one(p)
                 .await?;
                 if force || (!current && may_create) {
-                    migrator.run(p).await?;
+                    schema::migrator(Engine::Postgres).run(p).await?;
+                    true
                 } else if !current {
                     let at = before.iter().max().copied().unwrap_or(0);
                     return Err(sqlx::Error::Configuration(
@@ -210,36 +238,50 @@ impl Db {
                         )
                         .into(),
                     ));
+                } else {
+                    false
                 }
             }
-        }
+        };
         let after = self.applied_versions().await;
-        Ok(after.into_iter().filter(|v| !before.contains(v)).collect())
+        let applied: Vec<i64> = after.into_iter().filter(|v| !before.contains(v)).collect();
+        if ran && let Some(record) = schema::read(self).await? {
+            let done: Vec<schema::Step> = steps
+                .iter()
+                .filter(|s| applied.contains(&s.version))
+                .cloned()
+                .collect();
+            let next = record.after(crate::release::VERSION, &done);
+            if next != record {
+                schema::write(self, &next).await?;
+                tracing::info!(
+                    migrated_by = %next.migrated_by,
+                    oldest_writer = %next.oldest_writer,
+                    "release recorded in the database"
+                );
+            }
+        }
+        Ok(applied)
     }
 
-    /// Whether the database answers and its schema is the one this keydesk
-    /// needs: the reason when not (for `/readyz`).
+    /// Whether the database answers, its schema is the one this keydesk
+    /// needs, and its oldest writer is not newer than this keydesk: the
+    /// reason when not (for `/readyz`).
     pub async fn serving_check(&self) -> Result<(), String> {
         self.now_ms()
             .await
             .map_err(|e| format!("database unreachable: {e}"))?;
-        let embedded: Vec<i64> = match self {
-            Db::Sqlite(_) => sqlx::migrate!("src/migrations/sqlite")
-                .iter()
-                .map(|m| m.version)
-                .collect(),
-            Db::Postgres(_) => sqlx::migrate!("src/migrations/postgres")
-                .iter()
-                .map(|m| m.version)
-                .collect(),
-        };
         let applied = self.applied_versions().await;
-        match embedded.iter().find(|v| !applied.contains(v)) {
-            None => Ok(()),
-            Some(v) => Err(format!(
-                "schema not current: migration {v:04} is not applied (run keydesk migrate as the schema owner)"
-            )),
+        if let Some(s) = schema::steps(self.engine())
+            .iter()
+            .find(|s| !applied.contains(&s.version))
+        {
+            return Err(format!(
+                "schema not current: migration {:04} is not applied (run keydesk migrate as the schema owner)",
+                s.version
+            ));
         }
+        schema::admits_me(self).await
     }
 
     /// The migrations recorded as applied (none on a fresh database).
@@ -313,6 +355,7 @@ const NEEDED_GRANTS: &[(&str, &str)] = &[
     ("cleanups", "SELECT, INSERT, UPDATE"),
     ("cleanup_keys", "SELECT, INSERT, UPDATE"),
     ("form_keys", "SELECT, INSERT, UPDATE, DELETE"),
+    ("keydesk_release", "SELECT"),
 ];
 
 /// The first privilege this role lacks, in words ("INSERT on holds"): one

@@ -21,6 +21,51 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `keydesk migrate --dry-run`: what it would apply, each step's kind, and
+/// the release record it would leave. Reads only.
+async fn migration_plan(db: &keydesk::db::Db) -> Result<String, String> {
+    use keydesk::schema;
+    let me = keydesk::release::VERSION;
+    let applied = db.applied_versions().await;
+    let record = schema::read(db)
+        .await
+        .map_err(|e| format!("reading keydesk_release: {e}"))?;
+    if let Some(r) = &record {
+        r.admits(me)?;
+    }
+    let pending: Vec<schema::Step> = schema::steps(db.engine())
+        .into_iter()
+        .filter(|s| !applied.contains(&s.version))
+        .collect();
+    let at = applied.iter().max().copied().unwrap_or(0);
+    let mut out = vec![format!(
+        "keydesk {me}: schema at {at:04}; would apply {} migration(s){}",
+        pending.len(),
+        if pending.is_empty() { "" } else { ":" }
+    )];
+    out.extend(pending.iter().map(|s| format!("  {}", s.line())));
+    let before = record.unwrap_or(schema::Record {
+        migrated_by: "0.1.0".into(),
+        oldest_writer: "0.1.0".into(),
+    });
+    let next = before.after(me, &pending);
+    out.push(format!(
+        "then: migrated by keydesk {}; the oldest release that may write to it: {}",
+        next.migrated_by, next.oldest_writer
+    ));
+    if pending.iter().any(|s| s.kind == schema::Kind::Contract) {
+        out.push(
+            "a contract step: stop every replica older than this release before you apply it"
+                .into(),
+        );
+    } else if !pending.is_empty() {
+        out.push(
+            "expand only: replicas of the previous release keep serving during the rollout".into(),
+        );
+    }
+    Ok(out.join("\n"))
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Healthcheck { url, admin_listen } => {
@@ -42,16 +87,24 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Migrate(args) => {
-            let url = args.url()?;
+            let url = args.database.url()?;
             let shown = keydesk::db::redacted(&url);
             let db = keydesk::db::Db::open_unmigrated(&url)
                 .await
                 .map_err(|e| format!("KEYDESK_DATABASE_URL {shown}: {e}"))?;
+            if args.dry_run {
+                let plan = migration_plan(&db).await;
+                db.close().await;
+                println!("{}", plan?);
+                return Ok(());
+            }
+            telemetry::init("text");
             let applied = db
                 .migrate(true)
                 .await
                 .map_err(|e| format!("migrating {shown}: {e}"))?;
             let at = db.applied_versions().await.into_iter().max().unwrap_or(0);
+            let record = keydesk::schema::read(&db).await.ok().flatten();
             db.close().await;
             if applied.is_empty() {
                 println!("keydesk: {shown} is up to date (schema at {at:04})");
@@ -60,6 +113,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 println!(
                     "keydesk: {shown}: applied {}; schema at {at:04}",
                     list.join(", ")
+                );
+            }
+            if let Some(r) = record {
+                println!(
+                    "keydesk: migrated by keydesk {}; the oldest release that may write to it: {}",
+                    r.migrated_by, r.oldest_writer
                 );
             }
             Ok(())

@@ -26,7 +26,16 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
                 .ok()?;
             match builder.install_recorder() {
-                Ok(h) => Some(h),
+                Ok(h) => {
+                    // Which build is serving: one series, value 1.
+                    metrics::gauge!(
+                        "keydesk_build_info",
+                        "version" => crate::release::VERSION,
+                        "commit" => crate::release::COMMIT
+                    )
+                    .set(1.0);
+                    Some(h)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics recorder not installed");
                     None

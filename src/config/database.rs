@@ -25,6 +25,17 @@ pub struct DatabaseArgs {
     pub job_lease_secs: u64,
 }
 
+/// `keydesk migrate`: the database, and whether only to say what it would do.
+#[derive(Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// List the migrations it would apply, each with its kind (expand: the previous release keeps serving beside it; contract: stop older replicas first), and the release record it would leave; apply nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// Where keydesk keeps its state when no variable says: the working directory.
 const DEFAULT_DATABASE: &str = "sqlite://keydesk-audit.db";
 

@@ -32,7 +32,7 @@ use values::{
     header_name, parse_api_url, parse_cidr, parse_public_url, parse_seconds, parse_seconds_or_zero,
 };
 
-pub use database::DatabaseArgs;
+pub use database::{DatabaseArgs, MigrateArgs};
 pub use edge::{EdgeArgs, healthcheck_url};
 pub use notify::{NotifyArgs, NotifyCmd};
 pub use powers::PowersArgs;
@@ -42,7 +42,7 @@ pub use self_service::SelfServiceArgs;
 #[derive(Parser)]
 #[command(
     name = "keydesk",
-    version,
+    version = crate::release::LONG_VERSION,
     about = "Self-service portal for Vultr user API keys, behind your SSO proxy."
 )]
 pub struct Cli {
@@ -57,7 +57,7 @@ pub enum Command {
     /// Try keydesk locally: an in-process fake Vultr API with seeded users and a fixed demo identity.
     Demo(Box<DemoArgs>),
     /// Apply the database migrations and exit (run it as the schema's owner when keydesk itself runs with a restricted role).
-    Migrate(DatabaseArgs),
+    Migrate(MigrateArgs),
     /// Replace the form-token signing key kept in the database (when KEYDESK_SECRET_KEY is not set). Forms already open keep working until they expire; replicas sign with the new key within a minute.
     RotateFormKey(DatabaseArgs),
     /// Run one pass of expiry notices with serve's configuration, then exit: 0 when everything due went out (for cron or a Kubernetes CronJob).

@@ -1,0 +1,442 @@
+//! The schema over releases: which kind each migration is (expand: the
+//! previous release keeps serving beside it; contract: every replica must
+//! run this release first), the database's record of which release migrated
+//! it and the oldest release that may still write to it, and the copy of a
+//! SQLite file taken before it is migrated.
+
+use std::path::{Path, PathBuf};
+
+use sqlx::migrate::Migrator;
+
+use crate::db::{Db, Engine};
+use crate::on_pool;
+use crate::release;
+
+/// Whether the release before a migration may keep serving beside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// New tables, new nullable columns, new rows of kinds every release
+    /// reads: the previous release keeps serving during a rolling update.
+    Expand,
+    /// Needs every replica on this release first (stop the old ones): the
+    /// oldest release that may write becomes this one.
+    Contract,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Expand => "expand",
+            Kind::Contract => "contract",
+        }
+    }
+
+    /// What it means for the replicas, in words.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Kind::Expand => "the previous release keeps serving beside it",
+            Kind::Contract => "stop every replica of an older release first",
+        }
+    }
+}
+
+/// Every migration's kind, per engine, with why when it is a contract. A
+/// migration missing here fails `every_migration_says_its_kind`.
+const KINDS: &[(Engine, i64, Kind, &str)] = &[
+    (Engine::Sqlite, 1, Kind::Expand, ""),
+    (Engine::Sqlite, 2, Kind::Expand, ""),
+    (Engine::Sqlite, 3, Kind::Expand, ""),
+    (Engine::Sqlite, 4, Kind::Expand, ""),
+    (Engine::Sqlite, 5, Kind::Expand, ""),
+    (Engine::Sqlite, 6, Kind::Expand, ""),
+    (
+        Engine::Sqlite,
+        7,
+        Kind::Contract,
+        "a release before holds ignores them",
+    ),
+    (
+        Engine::Sqlite,
+        8,
+        Kind::Contract,
+        "a release before signed form tokens refuses this one's forms",
+    ),
+    (
+        Engine::Sqlite,
+        9,
+        Kind::Contract,
+        "a release before the allowlist cannot read its requests",
+    ),
+    (Engine::Sqlite, 10, Kind::Expand, ""),
+    (Engine::Sqlite, 11, Kind::Expand, ""),
+    (Engine::Sqlite, 12, Kind::Expand, ""),
+    (Engine::Sqlite, 13, Kind::Expand, ""),
+    (Engine::Postgres, 1, Kind::Expand, ""),
+    (Engine::Postgres, 2, Kind::Expand, ""),
+    (Engine::Postgres, 3, Kind::Expand, ""),
+    (Engine::Postgres, 4, Kind::Expand, ""),
+    (
+        Engine::Postgres,
+        5,
+        Kind::Contract,
+        "a release before holds ignores them",
+    ),
+    (
+        Engine::Postgres,
+        6,
+        Kind::Contract,
+        "a release before signed form tokens refuses this one's forms",
+    ),
+    (
+        Engine::Postgres,
+        7,
+        Kind::Contract,
+        "a release before the allowlist cannot read its requests",
+    ),
+    (Engine::Postgres, 8, Kind::Expand, ""),
+    (Engine::Postgres, 9, Kind::Expand, ""),
+    (Engine::Postgres, 10, Kind::Expand, ""),
+    (Engine::Postgres, 11, Kind::Expand, ""),
+];
+
+/// The embedded migrations of `engine`.
+pub fn migrator(engine: Engine) -> Migrator {
+    let mut m = match engine {
+        Engine::Sqlite => sqlx::migrate!("src/migrations/sqlite"),
+        Engine::Postgres => sqlx::migrate!("src/migrations/postgres"),
+    };
+    // A newer release's migrations are judged by the record below, not by
+    // sqlx: an expand step of release N+1 leaves N serving.
+    m.set_ignore_missing(true);
+    m
+}
+
+/// One migration this keydesk knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub version: i64,
+    pub description: String,
+    pub kind: Kind,
+    /// Why it is a contract ("" for an expand step).
+    pub why: &'static str,
+}
+
+impl Step {
+    /// `0011 release and held leavers: expand (the previous release keeps serving beside it)`.
+    pub fn line(&self) -> String {
+        let why = if self.why.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", self.why)
+        };
+        format!(
+            "{:04} {}: {} ({}{why})",
+            self.version,
+            self.description,
+            self.kind.as_str(),
+            self.kind.meaning()
+        )
+    }
+}
+
+/// Every embedded migration of `engine`, in order, with its kind. One
+/// missing from `KINDS` counts as a contract (the careful reading).
+pub fn steps(engine: Engine) -> Vec<Step> {
+    migrator(engine)
+        .iter()
+        .map(|m| {
+            let (kind, why) = KINDS
+                .iter()
+                .find(|(e, v, _, _)| *e == engine && *v == m.version)
+                .map(|(_, _, k, w)| (*k, *w))
+                .unwrap_or((Kind::Contract, "its kind is not recorded"));
+            Step {
+                version: m.version,
+                description: m.description.to_string(),
+                kind,
+                why,
+            }
+        })
+        .collect()
+}
+
+/// The database's record of releases (table `keydesk_release`).
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Record {
+    /// The newest release that migrated it.
+    pub migrated_by: String,
+    /// The oldest release that may still write to it.
+    pub oldest_writer: String,
+}
+
+/// Parses a recorded version; an unreadable one counts as newer than any.
+fn parse(v: &str) -> semver::Version {
+    semver::Version::parse(v.trim()).unwrap_or_else(|_| semver::Version::new(u64::MAX, 0, 0))
+}
+
+impl Record {
+    /// Whether `me` may serve (and write to) this database: the refusal in
+    /// words when not.
+    pub fn admits(&self, me: &str) -> Result<(), String> {
+        let (oldest, mine) = (parse(&self.oldest_writer), parse(me));
+        if mine >= oldest {
+            return Ok(());
+        }
+        let (m, o) = (&self.migrated_by, &self.oldest_writer);
+        Err(if m == o {
+            format!(
+                "this database was migrated by keydesk {m}; this is {me}; restore the backup taken before the upgrade, or run {o} or later"
+            )
+        } else {
+            format!(
+                "this database was migrated by keydesk {m} (it needs keydesk {o} or later); this is {me}; restore the backup taken before the upgrade, or run {o} or later"
+            )
+        })
+    }
+
+    /// The record after `me` applied `applied`: migrated by the newest of
+    /// the two; the oldest writer becomes `me` when a contract step ran.
+    pub fn after(&self, me: &str, applied: &[Step]) -> Record {
+        let migrated_by = if parse(me) > parse(&self.migrated_by) {
+            me.to_string()
+        } else {
+            self.migrated_by.clone()
+        };
+        let contract = applied.iter().any(|s| s.kind == Kind::Contract);
+        let oldest_writer = if contract && parse(me) > parse(&self.oldest_writer) {
+            me.to_string()
+        } else {
+            self.oldest_writer.clone()
+        };
+        Record {
+            migrated_by,
+            oldest_writer,
+        }
+    }
+}
+
+/// The record, or None before the migration that makes it.
+pub async fn read(db: &Db) -> Result<Option<Record>, sqlx::Error> {
+    let sql = "SELECT migrated_by, oldest_writer FROM keydesk_release WHERE id = 1";
+    let got = on_pool!(read, db, |p| sqlx::query_as::<_, Record>(sql)
+        .fetch_optional(p)
+        .await);
+    match got {
+        Ok(r) => Ok(r),
+        // No such table yet: a database from before releases were recorded.
+        Err(sqlx::Error::Database(e))
+            if e.message().contains("no such table") || e.code().as_deref() == Some("42P01") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `record` (as the role that migrated).
+pub async fn write(db: &Db, record: &Record) -> Result<(), sqlx::Error> {
+    let now = db.now_ms().await?;
+    on_pool!(write, db, |p| {
+        sqlx::query(
+            "UPDATE keydesk_release SET migrated_by = $1, oldest_writer = $2, migrated_ms = $3 WHERE id = 1",
+        )
+        .bind(&record.migrated_by)
+        .bind(&record.oldest_writer)
+        .bind(now)
+        .execute(p)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+/// Whether this keydesk may serve `db`: its refusal in words when not.
+pub async fn admits_me(db: &Db) -> Result<(), String> {
+    match read(db).await {
+        Ok(Some(r)) => r.admits(release::VERSION),
+        Ok(None) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => Err(
+            "this role may not SELECT on keydesk_release: apply deploy/postgres-grants.sql as the schema owner".into(),
+        ),
+        Err(e) => Err(format!("cannot read keydesk_release: {e}")),
+    }
+}
+
+/// How many copies taken before a migration are kept beside the file.
+pub const BACKUPS_KEPT: usize = 3;
+
+/// Copies the SQLite database to `<file>.before-<version>-<UTC time>.bak`
+/// beside it (`VACUUM INTO`: consistent, compact), then keeps only the
+/// newest `BACKUPS_KEPT` of them. Returns the copy's path.
+pub async fn backup_sqlite(pool: &sqlx::SqlitePool) -> Result<Option<PathBuf>, sqlx::Error> {
+    let file = pool.connect_options().get_filename().to_path_buf();
+    let in_memory = file.as_os_str().is_empty()
+        || file.to_string_lossy().contains(":memory:")
+        || !file.is_file();
+    if in_memory {
+        return Ok(None);
+    }
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_else(|_| "now".into());
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "keydesk.db".into());
+    let mut copy = file.with_file_name(format!("{name}.before-{}-{stamp}.bak", release::VERSION));
+    let mut n = 1;
+    while copy.exists() {
+        n += 1;
+        copy = file.with_file_name(format!(
+            "{name}.before-{}-{stamp}-{n}.bak",
+            release::VERSION
+        ));
+    }
+    crate::db::count_query("write");
+    sqlx::query("VACUUM INTO $1")
+        .bind(copy.to_string_lossy().into_owned())
+        .execute(pool)
+        .await?;
+    prune_backups(&file, BACKUPS_KEPT);
+    Ok(Some(copy))
+}
+
+/// The copies of `file` taken before migrations, oldest first.
+pub fn backups_of(file: &Path) -> Vec<PathBuf> {
+    let Some(dir) = file.parent().map(|d| {
+        if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        }
+    }) else {
+        return Vec::new();
+    };
+    let prefix = match file.file_name() {
+        Some(n) => format!("{}.before-", n.to_string_lossy()),
+        None => return Vec::new(),
+    };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&prefix) && n.ends_with(".bak")
+        })
+        .map(|e| {
+            let at = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (at, e.path())
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+fn prune_backups(file: &Path, keep: usize) {
+    let all = backups_of(file);
+    let extra = all.len().saturating_sub(keep);
+    for old in &all[..extra] {
+        match std::fs::remove_file(old) {
+            Ok(()) => {
+                tracing::info!(backup = %old.display(), "removed an older pre-migration copy")
+            }
+            Err(e) => {
+                tracing::warn!(backup = %old.display(), error = %e, "could not remove an older pre-migration copy")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(m: &str, o: &str) -> Record {
+        Record {
+            migrated_by: m.into(),
+            oldest_writer: o.into(),
+        }
+    }
+
+    #[test]
+    fn every_migration_says_its_kind() {
+        for engine in [Engine::Sqlite, Engine::Postgres] {
+            for m in migrator(engine).iter() {
+                assert!(
+                    KINDS
+                        .iter()
+                        .any(|(e, v, _, _)| *e == engine && *v == m.version),
+                    "{engine:?} migration {:04} has no kind in schema::KINDS",
+                    m.version
+                );
+            }
+            for s in steps(engine) {
+                assert_eq!(s.kind == Kind::Contract, !s.why.is_empty(), "{s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_older_release_is_refused_in_words() {
+        let r = record("0.3.0", "0.3.0");
+        assert_eq!(
+            r.admits("0.2.0").unwrap_err(),
+            "this database was migrated by keydesk 0.3.0; this is 0.2.0; restore the backup taken before the upgrade, or run 0.3.0 or later"
+        );
+        assert!(r.admits("0.3.0").is_ok());
+        assert!(r.admits("0.3.1").is_ok());
+        assert!(r.admits("1.0.0").is_ok());
+        // Expand steps of a newer release leave the older one serving.
+        assert!(record("0.4.0", "0.3.0").admits("0.3.0").is_ok());
+        let words = record("0.4.0", "0.3.0").admits("0.2.9").unwrap_err();
+        assert!(words.contains("needs keydesk 0.3.0 or later"), "{words}");
+        // A version this keydesk cannot read is newer than it.
+        assert!(record("garbage", "garbage").admits("9.9.9").is_err());
+        // Pre-releases sort before their release.
+        assert!(record("1.0.0", "1.0.0").admits("1.0.0-rc.1").is_err());
+    }
+
+    #[test]
+    fn a_contract_step_raises_the_oldest_writer_and_nothing_lowers_it() {
+        let expand = Step {
+            version: 13,
+            description: "x".into(),
+            kind: Kind::Expand,
+            why: "",
+        };
+        let contract = Step {
+            kind: Kind::Contract,
+            why: "y",
+            ..expand.clone()
+        };
+        let r = record("0.1.0", "0.1.0");
+        assert_eq!(
+            r.after("0.2.0", std::slice::from_ref(&expand)),
+            record("0.2.0", "0.1.0")
+        );
+        assert_eq!(
+            r.after("0.2.0", &[expand, contract]),
+            record("0.2.0", "0.2.0")
+        );
+        // An older binary that migrates nothing new lowers nothing.
+        assert_eq!(
+            record("0.3.0", "0.2.0").after("0.2.0", &[]),
+            record("0.3.0", "0.2.0")
+        );
+    }
+
+    #[test]
+    fn a_step_line_names_its_kind() {
+        let s = &steps(Engine::Sqlite)[12];
+        assert_eq!(s.version, 13);
+        assert!(s.line().contains("expand"), "{}", s.line());
+        let c = &steps(Engine::Postgres)[4];
+        assert!(c.line().contains("contract"), "{}", c.line());
+    }
+}
