@@ -14,6 +14,8 @@ pub enum ApprovalState {
     Done,
     /// The requester took it back before it was carried out.
     Withdrawn,
+    /// A state a newer release wrote: shown, never written or acted on.
+    Newer,
 }
 
 impl ApprovalState {
@@ -36,6 +38,7 @@ impl ApprovalState {
             ApprovalState::Executing => "executing",
             ApprovalState::Done => "done",
             ApprovalState::Withdrawn => "withdrawn",
+            ApprovalState::Newer => crate::audit::NEWER,
         }
     }
 }
@@ -49,10 +52,11 @@ impl fmt::Display for ApprovalState {
 impl TryFrom<String> for ApprovalState {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        Self::ALL
+        // Never fails: a newer release's state reads as `Newer`.
+        Ok(Self::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| format!("unknown approval state {s:?}"))
+            .unwrap_or(ApprovalState::Newer))
     }
 }
 
@@ -68,6 +72,8 @@ pub enum ApprovalAction {
     Reinstate,
     /// Adding an entry to a user's API allowlist (`allowlist-widen`).
     AllowlistAdd,
+    /// A kind of request a newer release made: shown, never carried out.
+    Newer,
 }
 
 impl ApprovalAction {
@@ -88,6 +94,7 @@ impl ApprovalAction {
             ApprovalAction::ApiAccessOn => "user.api_access",
             ApprovalAction::Reinstate => "user.reinstate",
             ApprovalAction::AllowlistAdd => "user.allowlist.add",
+            ApprovalAction::Newer => crate::audit::NEWER,
         }
     }
 
@@ -99,6 +106,7 @@ impl ApprovalAction {
             ApprovalAction::ApiAccessOn => "switch API access back on",
             ApprovalAction::Reinstate => "reinstate an offboarded user",
             ApprovalAction::AllowlistAdd => "add an API allowlist entry",
+            ApprovalAction::Newer => "do something a newer keydesk knows (unknown (newer version))",
         }
     }
 }
@@ -106,9 +114,10 @@ impl ApprovalAction {
 impl TryFrom<String> for ApprovalAction {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        Self::ALL
+        // Never fails: a newer release's kind of request reads as `Newer`.
+        Ok(Self::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| format!("unknown approval action {s:?}"))
+            .unwrap_or(ApprovalAction::Newer))
     }
 }

@@ -45,6 +45,9 @@ pub enum AuditAction {
     /// An OpenID sign-in and sign-out (OpenID mode only).
     AccessSignin,
     AccessSignout,
+    /// An action a newer release wrote, which this one does not know: shown
+    /// as "unknown (newer version)", never written.
+    Newer,
 }
 
 impl AuditAction {
@@ -99,6 +102,7 @@ impl AuditAction {
             AuditAction::UserAllowlistRemove => "user.allowlist.remove",
             AuditAction::AccessSignin => "access.signin",
             AuditAction::AccessSignout => "access.signout",
+            AuditAction::Newer => crate::audit::NEWER,
         }
     }
 }
@@ -109,13 +113,15 @@ impl fmt::Display for AuditAction {
     }
 }
 
+/// Reading never fails: an action a newer release wrote is `Newer` (so an
+/// older replica's pages show it beside the rest during a rollout).
 impl TryFrom<String> for AuditAction {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        Self::ALL
+        Ok(Self::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| format!("unknown audit action {s:?}"))
+            .unwrap_or(AuditAction::Newer))
     }
 }
 
@@ -455,7 +461,11 @@ mod tests {
         }
         assert_eq!(AuditAction::KeyCreate.as_str(), "key.create");
         assert_eq!(AuditAction::UserApiAccess.as_str(), "user.api_access");
-        assert!(AuditAction::try_from("key.nope".to_string()).is_err());
+        assert_eq!(
+            AuditAction::try_from("key.nope".to_string()),
+            Ok(AuditAction::Newer)
+        );
+        assert_eq!(AuditAction::Newer.as_str(), "unknown (newer version)");
     }
 
     #[test]

@@ -10,6 +10,13 @@
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// An entry's level, ACLs and allowlist, as recorded.
+pub type Capability = (Option<String>, Option<String>, Option<String>);
+
+/// How a value only a newer release knows (an audit action, a request's
+/// kind or state) is shown during a rolling update.
+pub const NEWER: &str = "unknown (newer version)";
+
 use crate::db::{Db, Engine};
 use crate::on_pool;
 
@@ -331,6 +338,18 @@ impl AuditStore {
             .await?
         });
         Ok(pairs.into_iter().collect())
+    }
+
+    /// What a key could do as entry `id` recorded it (level, ACLs,
+    /// allowlist): carried by the rows that settle that entry later.
+    pub async fn capability_of(&self, id: i64) -> Result<Capability, sqlx::Error> {
+        let got: Option<Capability> = on_pool!(read, &self.db, |p| {
+            sqlx::query_as("SELECT level, acls, allowlist FROM audit WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(got.unwrap_or_default())
     }
 
     /// Ids of keys keydesk itself created (create, rotate or claim that ended ok).

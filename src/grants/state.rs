@@ -13,6 +13,8 @@ pub enum GrantState {
     Revoked,
     /// The create's answer was lost: reconciled from the key list later.
     Unknown,
+    /// A state a newer release wrote: shown, never written or acted on.
+    Newer,
 }
 
 impl GrantState {
@@ -33,6 +35,7 @@ impl GrantState {
             GrantState::Expired => "expired",
             GrantState::Revoked => "revoked",
             GrantState::Unknown => "unknown",
+            GrantState::Newer => crate::audit::NEWER,
         }
     }
 }
@@ -46,9 +49,10 @@ impl fmt::Display for GrantState {
 impl TryFrom<String> for GrantState {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        Self::ALL
+        // Never fails: a newer release's state reads as `Newer`.
+        Ok(Self::ALL
             .into_iter()
             .find(|g| g.as_str() == s)
-            .ok_or_else(|| format!("unknown grant state {s:?}"))
+            .unwrap_or(GrantState::Newer))
     }
 }

@@ -152,9 +152,13 @@ pub async fn grants_list(
     let state = q
         .state
         .filter(|s| !s.is_empty())
-        .map(GrantState::try_from)
-        .transpose()
-        .map_err(|_| AppError::BadRequest("Unknown grant state.".into()))?;
+        .map(|s| {
+            GrantState::ALL
+                .into_iter()
+                .find(|g| g.as_str() == s)
+                .ok_or_else(|| AppError::BadRequest("Unknown grant state.".into()))
+        })
+        .transpose()?;
     let user = q.user.as_deref().map(str::trim).filter(|u| !u.is_empty());
     let grants = ctx
         .state
@@ -216,6 +220,10 @@ pub fn closed(grant: &Grant) -> AppError {
             "This claim link is being used right now, or its last use did not finish. Reload this page in a moment.".into(),
         ),
         GrantState::Pending => AppError::Conflict("This claim link is still open.".into()),
+        GrantState::Newer => AppError::Conflict(format!(
+            "This claim link is in a state a newer keydesk wrote ({}): use it on a replica running that release.",
+            crate::audit::NEWER
+        )),
     }
 }
 

@@ -77,11 +77,16 @@ pub async fn reconcile(
             Finding::Nothing => continue,
         };
         moved += 1;
+        // The settling row carries what the key could do, as the lost one did.
+        let (level, acls, allowlist) = audit.capability_of(l.audit_id).await.unwrap_or_default();
         let intent = Intent {
             target_user_id: Some(user_id.to_string()),
             key_id,
             key_name: Some(l.key_name.clone()),
             related_key_id: None,
+            level,
+            acls,
+            allowlist,
             ..Intent::system(AuditAction::KeyCreate)
         };
         super::audited(audit, &intent, outcome, &note).await;

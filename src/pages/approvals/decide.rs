@@ -66,6 +66,7 @@ async fn decide(
     if a.state != ApprovalState::Pending {
         return Err(closed(&a));
     }
+    super::known_kind(&a)?;
     let comment = match check_reason(input.comment.as_deref(), &Default::default()) {
         Ok(c) => c,
         Err(e) => return show_page(&ctx, a, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await,

@@ -252,6 +252,13 @@ async fn carry_out(
             .await;
             Ok((Redirect::to(&paths::user(&a.user_id)).into_response(), None))
         }
+        // Refused before it began (`known_kind`); never carried out here.
+        ApprovalAction::Newer => {
+            claim.release().await;
+            Err(AppError::Conflict(
+                "This request is of a kind a newer keydesk made: carry it out from a replica running that release.".into(),
+            ))
+        }
         ApprovalAction::ApiAccessOn => {
             let facts = approved_facts(ctx, &claim, a, user_id).await?;
             let Facts { user, cap } = facts;

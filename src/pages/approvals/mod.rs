@@ -216,6 +216,10 @@ fn closed(a: &Approval) -> AppError {
         ApprovalState::Withdrawn => AppError::Gone(
             "This request was withdrawn by the person who asked: it cannot be carried out.".into(),
         ),
+        ApprovalState::Newer => AppError::Conflict(format!(
+            "This request is in a state a newer keydesk wrote ({}): act on it from a replica running that release.",
+            crate::audit::NEWER
+        )),
     }
 }
 
@@ -243,9 +247,13 @@ pub async fn approvals_list(
     let state = q
         .state
         .filter(|s| !s.is_empty())
-        .map(ApprovalState::try_from)
-        .transpose()
-        .map_err(|_| AppError::BadRequest("Unknown request state.".into()))?;
+        .map(|s| {
+            ApprovalState::ALL
+                .into_iter()
+                .find(|a| a.as_str() == s)
+                .ok_or_else(|| AppError::BadRequest("Unknown request state.".into()))
+        })
+        .transpose()?;
     let approvals = ctx
         .state
         .approvals
@@ -406,7 +414,20 @@ async fn requester_step(
     if !states.contains(&a.state) {
         return Err(closed(&a));
     }
+    known_kind(&a)?;
     Ok(a)
+}
+
+/// A request of a kind only a newer release knows is shown here, never
+/// decided or carried out: that release's replicas do it.
+fn known_kind(a: &Approval) -> Result<(), AppError> {
+    if a.action == ApprovalAction::Newer {
+        return Err(AppError::Conflict(format!(
+            "This request is of a kind a newer keydesk made ({}): decide it or carry it out from a replica running that release. Nothing was changed.",
+            crate::audit::NEWER
+        )));
+    }
+    Ok(())
 }
 
 /// Claims the form of a step on request `a`: a replay answers with the
