@@ -1,4 +1,5 @@
-//! keydesk: a self-service portal for Vultr user API keys, behind an SSO proxy.
+//! keydesk: a self-service portal for Vultr user API keys; staff sign in through
+//! an identity proxy, a JWT-signing access proxy or OpenID Connect.
 //!
 //! See ARCHITECTURE.md for the layers and the map of modules.
 

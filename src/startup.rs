@@ -27,7 +27,11 @@ impl Application {
     /// Builds the state and binds `settings.listen`; an error names what failed.
     pub async fn build(settings: Settings) -> Result<Self, String> {
         let (listen, admin_listen) = (settings.listen, settings.admin_listen);
+        let scan_at_start = settings.scan_at_start;
         let state = AppState::new(settings).await?;
+        if scan_at_start {
+            first_scan(&state).await?;
+        }
         let (listener, addr) = bind("KEYDESK_LISTEN", listen).await?;
         let admin = match admin_listen {
             Some(at) => Some(bind("KEYDESK_ADMIN_LISTEN", at).await?),
@@ -137,6 +141,34 @@ impl Application {
         tokio::spawn(self.run_until(std::future::pending()));
         (base, state)
     }
+}
+
+/// How long start-up waits for the first scan (`Settings::scan_at_start`).
+const FIRST_SCAN_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs one expiring-keys scan, as the system actor, and waits for it: the
+/// reports then show its result from the first page. A scan that takes too
+/// long goes on in the background.
+async fn first_scan(state: &AppState) -> Result<(), String> {
+    state
+        .reports
+        .start(
+            state.vultr.clone(),
+            state.audit.clone(),
+            crate::audit::SYSTEM_ACTOR,
+        )
+        .await
+        .map_err(|e| format!("cannot start the first scan: {e}"))?;
+    if tokio::time::timeout(FIRST_SCAN_WAIT, state.reports.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            wait_s = FIRST_SCAN_WAIT.as_secs(),
+            "the first scan is still running; serving meanwhile"
+        );
+    }
+    Ok(())
 }
 
 /// Binds `addr`; an error names the variable it came from.

@@ -135,6 +135,9 @@ pub struct Settings {
     pub me_posts: PostRate,
     /// `KEYDESK_JOB_LEASE_SECS`: a durable job's lease without a heartbeat.
     pub job_lease: std::time::Duration,
+    /// Run one expiring-keys scan at start and wait for it (`keydesk demo`:
+    /// the reports have content from the first page).
+    pub scan_at_start: bool,
 }
 
 impl Settings {
@@ -178,6 +181,7 @@ impl Settings {
             powers: Powers::default(),
             me_posts: PostRate::default(),
             job_lease: crate::leases::DEFAULT_LEASE,
+            scan_at_start: false,
         }
     }
 }

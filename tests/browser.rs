@@ -145,23 +145,23 @@ async fn grant_clipboard(driver: &Driver, c: &Client) {
     }
 }
 
-/// Where screenshots go: under `target/` by default, so a test run leaves the
-/// checkout clean; the README's copies in `docs/screenshots/` are refreshed
-/// only when `KEYDESK_UPDATE_SCREENSHOTS=1`.
+/// Where screenshots go: the docs' own pictures, so the pages the docs show
+/// are the pages this run saw. Commit them with the change that altered them.
 fn screenshot_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    if std::env::var("KEYDESK_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        root.join("docs/screenshots")
-    } else {
-        root.join("target/screenshots")
-    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots")
 }
 
+/// Saves the page as `docs/screenshots/NAME.png`, leaving the file alone
+/// when the picture is byte for byte the one already there.
 async fn screenshot(c: &Client, name: &str) {
     let dir = screenshot_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let png = c.screenshot().await.unwrap();
-    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    let path = dir.join(format!("{name}.png"));
+    if std::fs::read(&path).is_ok_and(|old| old == png) {
+        return;
+    }
+    std::fs::write(path, png).unwrap();
 }
 
 async fn css(c: &Client, sel: &str) -> fantoccini::elements::Element {
@@ -485,6 +485,10 @@ async fn rotate_end_to_end_and_a_viewer_sees_no_controls() {
         .await
         .unwrap();
     screenshot(&c, "report").await;
+    // The Privileged keys report, from the navigation, on the same scan.
+    css(&c, "#nav-privileged").await.click().await.unwrap();
+    css(&c, "#privileged-table").await;
+    screenshot(&c, "privileged").await;
     c.close().await.unwrap();
 
     // A viewer: no add-key form, no rotate or revoke links, no brake.
@@ -499,6 +503,8 @@ async fn rotate_end_to_end_and_a_viewer_sees_no_controls() {
     css(&v, "#keys-table").await;
     let role = css(&v, "#role").await.text().await.unwrap();
     assert_eq!(role, "viewer");
+    // A viewer may read the reports, so the navigation offers them.
+    css(&v, "#nav-privileged").await;
     for sel in [
         "#add-key-form",
         "a.rotate-link",

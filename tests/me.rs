@@ -208,3 +208,24 @@ async fn the_demo_signs_in_as_a_seeded_owner() {
     let (_op, base, _) = spawn_args(&["demo"], &[]).await;
     assert_eq!(status_as(&browser, format!("{base}/users")).await, 200);
 }
+
+/// `keydesk demo` starts with one finished scan of its fake: the reports,
+/// the Privileged keys one first, have content on the first visit.
+#[tokio::test]
+async fn the_demo_opens_with_a_finished_scan_and_privileged_keys() {
+    let (_child, base, _logs) = spawn_args(&["demo"], &[]).await;
+    let browser = client(None);
+    let page = get_text(&browser, format!("{base}/reports/keys/privileged")).await;
+    assert!(!page.contains("privileged-no-scan"), "{page}");
+    assert!(page.contains("id=\"privileged-table\""), "{page}");
+    assert!(
+        page.contains("data-level=\"root\""),
+        "a root-equivalent key"
+    );
+    assert!(
+        page.contains("id=\"nav-privileged\""),
+        "the report is in the navigation"
+    );
+    let report = get_text(&browser, format!("{base}/reports/keys")).await;
+    assert!(!report.contains("No scan yet"), "{report}");
+}

@@ -264,11 +264,12 @@ async fn a_restart_keeps_open_forms_on_postgres() {
     restart_keeps_forms(&url).await;
 }
 
-/// The README's replica steps (the block after `<!-- replica-steps -->`),
-/// with this server's values in its first lines.
+/// The replica steps of docs/deployment.md (the block after
+/// `<!-- replica-steps -->`), with this server's values in its first lines.
 fn readme_steps(admin: &str, db: &str) -> String {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deployment.md"))
+            .unwrap();
     let start = readme
         .find("<!-- replica-steps -->")
         .expect("the marked block");

@@ -95,7 +95,7 @@ fn declared_variables() -> Vec<String> {
 }
 
 #[test]
-fn help_and_readme_document_every_variable() {
+fn help_and_the_configuration_page_document_every_variable() {
     let help: String = ["serve", "demo", "healthcheck"]
         .iter()
         .map(|cmd| {
@@ -106,8 +106,11 @@ fn help_and_readme_document_every_variable() {
             String::from_utf8_lossy(&out.stdout).into_owned()
         })
         .collect();
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
     let vars = declared_variables();
     assert!(
         vars.len() >= 28,
@@ -120,8 +123,8 @@ fn help_and_readme_document_every_variable() {
             "{var} missing from --help"
         );
         assert!(
-            readme.contains(var.as_str()),
-            "{var} missing from README.md"
+            page.contains(&format!("`{var}`")),
+            "{var} missing from docs/configuration.md"
         );
     }
 }

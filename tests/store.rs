@@ -223,7 +223,7 @@ async fn sessions_are_stored_loaded_and_expire_on_both_engines() {
     }
 }
 
-/// The README's grants (deploy/postgres-grants.sql): keydesk works as the
+/// The documented grants (docs/deployment.md, deploy/postgres-grants.sql): keydesk works as the
 /// application role, which cannot rewrite, delete or unprotect the audit.
 #[tokio::test]
 async fn the_application_role_cannot_bypass_the_append_only_audit() {

@@ -33,6 +33,9 @@ impl DemoArgs {
             database_url: self.database.clone(),
             cookie_secure: false,
             approvers,
+            // The expiring-keys and privileged-keys reports show the fake's
+            // keys from the first page, found by the real scan.
+            scan_at_start: true,
             ..self.common.settings(vultr_url, root_key)?
         })
     }

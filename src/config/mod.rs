@@ -13,6 +13,7 @@ use crate::identity::{Access, AuthMode};
 use crate::jwt::{JwtSettings, JwtVerifier, parse_algorithms};
 use crate::state::Settings;
 
+mod about;
 mod common;
 mod database;
 mod demo;
@@ -26,6 +27,7 @@ mod root_key;
 mod self_service;
 mod values;
 
+use about::{ABOUT, LONG_ABOUT};
 pub use explain::unknown_variables;
 use roles::no_wildcard;
 use values::{
@@ -43,7 +45,8 @@ pub use self_service::SelfServiceArgs;
 #[command(
     name = "keydesk",
     version = crate::release::LONG_VERSION,
-    about = "Self-service portal for Vultr user API keys, behind your SSO proxy."
+    about = ABOUT,
+    long_about = LONG_ABOUT
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -52,7 +55,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Serve the portal against the real Vultr API (behind an SSO proxy).
+    /// Serve the portal against the real Vultr API (staff sign in by header, JWT or OpenID Connect: KEYDESK_AUTH_MODE).
     Serve(Box<ServeArgs>),
     /// Try keydesk locally: an in-process fake Vultr API with seeded users and a fixed demo identity.
     Demo(Box<DemoArgs>),
@@ -236,7 +239,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYDESK_APPROVERS", value_delimiter = ',')]
     pub approvers: Vec<String>,
 
-    /// What needs a second person: comma list of no-expiry, over-days:N, api-access-on, all-keys. Unset: nothing waits.
+    /// What needs a second person, comma list: no-expiry, over-days:N, api-access-on, all-keys, level:root, level:sensitive, acl:NAME[+NAME…], anywhere, allowlist-widen. Unset: nothing waits.
     #[arg(long, env = "KEYDESK_APPROVAL_FOR", value_delimiter = ',')]
     pub approval_for: Vec<String>,
 
