@@ -2,7 +2,8 @@
 -- entries but never rewrite or remove them. Run as the schema owner (the role
 -- that ran `keydesk migrate`), after each migration, in keydesk's database:
 --   psql "$OWNER_URL" -v ON_ERROR_STOP=1 -f deploy/postgres-grants.sql
--- The role itself: CREATE ROLE keydesk_app LOGIN PASSWORD '…';
+-- It needs no CREATEROLE: the role itself is the DBA's one-time step
+-- (deploy/app-role.sql, run by a superuser).
 GRANT USAGE ON SCHEMA public TO keydesk_app;
 -- keydesk checks at start that the schema is current; it never migrates as this role.
 GRANT SELECT ON _sqlx_migrations TO keydesk_app;

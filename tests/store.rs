@@ -9,17 +9,7 @@ mod common;
 use keydesk::audit::{AuditAction, AuditStore, Filter, Intent, Outcome, Settlement};
 use keydesk::db::Db;
 
-/// A fresh database of each engine: a SQLite file, and PostgreSQL when a
-/// server is available (always in CI).
-async fn databases() -> Vec<(&'static str, String)> {
-    let dir = std::env::temp_dir().join(format!("keydesk-store-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut out = vec![("sqlite", format!("sqlite://{}", dir.join("k.db").display()))];
-    if let Some(url) = common::pg::fresh_database().await {
-        out.push(("postgres", url));
-    }
-    out
-}
+use common::pg::{databases, grant_to_app};
 
 /// A successful settlement that names the key made.
 fn ok_with(key: &str) -> Settlement<'_> {
@@ -263,28 +253,6 @@ async fn the_application_role_cannot_bypass_the_append_only_audit() {
     assert_eq!(newest(&audit).await.actor, "a@x");
     // The tables of holds, lost creates and offboardings are granted too.
     exercise_new_tables(&app, &audit).await;
-}
-
-/// Creates the application role (once per server) and applies
-/// deploy/postgres-grants.sql as the owner.
-async fn grant_to_app(owner: &Db) {
-    let grants = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/postgres-grants.sql"
-    ))
-    .unwrap();
-    keydesk::on_pool!(write, owner, |p| {
-        sqlx::query(
-            "DO $$ BEGIN CREATE ROLE keydesk_app LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
-        )
-        .execute(p)
-        .await
-        .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(grants))
-            .execute(p)
-            .await
-            .unwrap();
-    });
 }
 
 #[tokio::test]

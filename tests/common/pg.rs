@@ -184,3 +184,45 @@ pub async fn fresh_database() -> Option<String> {
         format!("{base}/{name}?{query}")
     })
 }
+
+/// A fresh database of each engine: a SQLite file, and PostgreSQL when a
+/// server is available (always in CI).
+#[allow(dead_code)]
+pub async fn databases() -> Vec<(&'static str, String)> {
+    let dir = std::env::temp_dir().join(format!("keydesk-store-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut out = vec![("sqlite", format!("sqlite://{}", dir.join("k.db").display()))];
+    if let Some(url) = fresh_database().await {
+        out.push(("postgres", url));
+    }
+    out
+}
+
+/// Creates the application role (once per server) and applies
+/// deploy/postgres-grants.sql as the owner.
+#[allow(dead_code)]
+pub async fn grant_to_app(owner: &keydesk::db::Db) {
+    let grants = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/postgres-grants.sql"
+    ))
+    .unwrap();
+    keydesk::on_pool!(write, owner, |p| {
+        sqlx::query(
+            "DO $$ BEGIN CREATE ROLE keydesk_app LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+        )
+        .execute(p)
+        .await
+        .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(grants))
+            .execute(p)
+            .await
+            .unwrap();
+    });
+}
+
+/// The application role's URL on the database `owner_url` names.
+#[allow(dead_code)]
+pub fn app_url(owner_url: &str) -> String {
+    owner_url.replacen("postgres://postgres@", "postgres://keydesk_app@", 1)
+}
