@@ -57,12 +57,7 @@ pub fn count_query(kind: &'static str) {
     metrics::counter!("keydesk_db_queries_total", "kind" => kind).increment(1);
 }
 
-/// Which engine a URL names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engine {
-    Sqlite,
-    Postgres,
-}
+pub use crate::schema::Engine;
 
 impl Engine {
     pub fn of(url: &str) -> Result<Self, String> {
@@ -188,7 +183,7 @@ impl Db {
     /// regardless. After applying, the release record says who migrated.
     pub async fn migrate(&self, force: bool) -> Result<Vec<i64>, sqlx::Error> {
         let before = self.applied_versions().await;
-        schema::admits_me(self)
+        self.admits_me()
             .await
             .map_err(|words| sqlx::Error::Configuration(words.into()))?;
         let steps = schema::steps(self.engine());
@@ -200,7 +195,8 @@ impl Db {
             Db::Sqlite(p) => {
                 if !pending.is_empty()
                     && !before.is_empty()
-                    && let Some(copy) = schema::backup_sqlite(p).await?
+                    && let Some(copy) =
+                        schema::backup_sqlite(p, crate::release::VERSION).await?
                 {
                     tracing::info!(
                         backup = %copy.display(),
@@ -245,7 +241,7 @@ impl Db {
         };
         let after = self.applied_versions().await;
         let applied: Vec<i64> = after.into_iter().filter(|v| !before.contains(v)).collect();
-        if ran && let Some(record) = schema::read(self).await? {
+        if ran && let Some(record) = self.release_record().await? {
             let done: Vec<schema::Step> = steps
                 .iter()
                 .filter(|s| applied.contains(&s.version))
@@ -253,7 +249,7 @@ impl Db {
                 .collect();
             let next = record.after(crate::release::VERSION, &done);
             if next != record {
-                schema::write(self, &next).await?;
+                self.write_release_record(&next).await?;
                 tracing::info!(
                     migrated_by = %next.migrated_by,
                     oldest_writer = %next.oldest_writer,
@@ -281,7 +277,57 @@ impl Db {
                 s.version
             ));
         }
-        schema::admits_me(self).await
+        self.admits_me().await
+    }
+
+    /// The record of releases (`keydesk_release`), or None before the
+    /// migration that makes it.
+    pub async fn release_record(&self) -> Result<Option<schema::Record>, sqlx::Error> {
+        let sql = "SELECT migrated_by, oldest_writer FROM keydesk_release WHERE id = 1";
+        let got = on_pool!(read, self, |p| sqlx::query_as::<_, schema::Record>(sql)
+            .fetch_optional(p)
+            .await);
+        match got {
+            Ok(r) => Ok(r),
+            // No such table yet: a database from before releases were recorded.
+            Err(sqlx::Error::Database(e))
+                if e.message().contains("no such table")
+                    || e.code().as_deref() == Some("42P01") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the record of releases (as the role that migrated).
+    async fn write_release_record(&self, record: &schema::Record) -> Result<(), sqlx::Error> {
+        let now = self.now_ms().await?;
+        on_pool!(write, self, |p| {
+            sqlx::query(
+                "UPDATE keydesk_release SET migrated_by = $1, oldest_writer = $2, migrated_ms = $3 WHERE id = 1",
+            )
+            .bind(&record.migrated_by)
+            .bind(&record.oldest_writer)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Whether this keydesk may serve this database: its refusal in words
+    /// when the oldest release that may write to it is newer than this one.
+    pub async fn admits_me(&self) -> Result<(), String> {
+        match self.release_record().await {
+            Ok(Some(r)) => r.admits(crate::release::VERSION),
+            Ok(None) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => Err(
+                "this role may not SELECT on keydesk_release: apply deploy/postgres-grants.sql as the schema owner".into(),
+            ),
+            Err(e) => Err(format!("cannot read keydesk_release: {e}")),
+        }
     }
 
     /// The migrations recorded as applied (none on a fresh database).

@@ -33,6 +33,12 @@ impl Hold {
     }
 }
 
+/// Whether the database refused a write because its user is held (the
+/// `audit_refuses_held` trigger, on both engines).
+pub fn refused_by_database(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.message().contains("keydesk hold:"))
+}
+
 /// The hold on a user (`$1`), if any.
 pub const HOLD_SQL: &str = "SELECT user_id, user_email, placed_by, placed_ms, reason, group_id FROM holds WHERE user_id = $1";
 

@@ -27,7 +27,8 @@ async fn migration_plan(db: &keydesk::db::Db) -> Result<String, String> {
     use keydesk::schema;
     let me = keydesk::release::VERSION;
     let applied = db.applied_versions().await;
-    let record = schema::read(db)
+    let record = db
+        .release_record()
         .await
         .map_err(|e| format!("reading keydesk_release: {e}"))?;
     if let Some(r) = &record {
@@ -104,7 +105,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("migrating {shown}: {e}"))?;
             let at = db.applied_versions().await.into_iter().max().unwrap_or(0);
-            let record = keydesk::schema::read(&db).await.ok().flatten();
+            let record = db.release_record().await.ok().flatten();
             db.close().await;
             if applied.is_empty() {
                 println!("keydesk: {shown} is up to date (schema at {at:04})");

@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 
 use sqlx::migrate::Migrator;
 
-use crate::db::{Db, Engine};
-use crate::on_pool;
-use crate::release;
+/// Which engine a database URL names (`Engine::of`, in `db`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
 
 /// Whether the release before a migration may keep serving beside it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,60 +218,17 @@ impl Record {
     }
 }
 
-/// The record, or None before the migration that makes it.
-pub async fn read(db: &Db) -> Result<Option<Record>, sqlx::Error> {
-    let sql = "SELECT migrated_by, oldest_writer FROM keydesk_release WHERE id = 1";
-    let got = on_pool!(read, db, |p| sqlx::query_as::<_, Record>(sql)
-        .fetch_optional(p)
-        .await);
-    match got {
-        Ok(r) => Ok(r),
-        // No such table yet: a database from before releases were recorded.
-        Err(sqlx::Error::Database(e))
-            if e.message().contains("no such table") || e.code().as_deref() == Some("42P01") =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Writes `record` (as the role that migrated).
-pub async fn write(db: &Db, record: &Record) -> Result<(), sqlx::Error> {
-    let now = db.now_ms().await?;
-    on_pool!(write, db, |p| {
-        sqlx::query(
-            "UPDATE keydesk_release SET migrated_by = $1, oldest_writer = $2, migrated_ms = $3 WHERE id = 1",
-        )
-        .bind(&record.migrated_by)
-        .bind(&record.oldest_writer)
-        .bind(now)
-        .execute(p)
-        .await?
-        .rows_affected()
-    });
-    Ok(())
-}
-
-/// Whether this keydesk may serve `db`: its refusal in words when not.
-pub async fn admits_me(db: &Db) -> Result<(), String> {
-    match read(db).await {
-        Ok(Some(r)) => r.admits(release::VERSION),
-        Ok(None) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => Err(
-            "this role may not SELECT on keydesk_release: apply deploy/postgres-grants.sql as the schema owner".into(),
-        ),
-        Err(e) => Err(format!("cannot read keydesk_release: {e}")),
-    }
-}
-
 /// How many copies taken before a migration are kept beside the file.
 pub const BACKUPS_KEPT: usize = 3;
 
 /// Copies the SQLite database to `<file>.before-<version>-<UTC time>.bak`
 /// beside it (`VACUUM INTO`: consistent, compact), then keeps only the
-/// newest `BACKUPS_KEPT` of them. Returns the copy's path.
-pub async fn backup_sqlite(pool: &sqlx::SqlitePool) -> Result<Option<PathBuf>, sqlx::Error> {
+/// newest `BACKUPS_KEPT` of them. Returns the copy's path. `version` is the
+/// release about to migrate it.
+pub async fn backup_sqlite(
+    pool: &sqlx::SqlitePool,
+    version: &str,
+) -> Result<Option<PathBuf>, sqlx::Error> {
     let file = pool.connect_options().get_filename().to_path_buf();
     let in_memory = file.as_os_str().is_empty()
         || file.to_string_lossy().contains(":memory:")
@@ -285,16 +245,12 @@ pub async fn backup_sqlite(pool: &sqlx::SqlitePool) -> Result<Option<PathBuf>, s
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "keydesk.db".into());
-    let mut copy = file.with_file_name(format!("{name}.before-{}-{stamp}.bak", release::VERSION));
+    let mut copy = file.with_file_name(format!("{name}.before-{version}-{stamp}.bak"));
     let mut n = 1;
     while copy.exists() {
         n += 1;
-        copy = file.with_file_name(format!(
-            "{name}.before-{}-{stamp}-{n}.bak",
-            release::VERSION
-        ));
+        copy = file.with_file_name(format!("{name}.before-{version}-{stamp}-{n}.bak"));
     }
-    crate::db::count_query("write");
     sqlx::query("VACUUM INTO $1")
         .bind(copy.to_string_lossy().into_owned())
         .execute(pool)

@@ -42,11 +42,11 @@ fn before_holds(e: Engine) -> i64 {
     }
 }
 
-/// Release 0.1.0 (f40a367): sqlite 0012, postgres 0010.
+/// Release 0.1.0 (f40a367): sqlite 0009, postgres 0007.
 fn release_0_1_0(e: Engine) -> i64 {
     match e {
-        Engine::Sqlite => 12,
-        Engine::Postgres => 10,
+        Engine::Sqlite => 9,
+        Engine::Postgres => 7,
     }
 }
 
@@ -235,7 +235,7 @@ async fn the_release_record_refuses_an_older_keydesk_in_words() {
         // 0.1.0 may keep writing beside it.
         let db = migrated_to(&url, release_0_1_0).await;
         db.migrate(true).await.unwrap();
-        let r = schema::read(&db).await.unwrap().unwrap();
+        let r = db.release_record().await.unwrap().unwrap();
         assert_eq!(
             (r.migrated_by.as_str(), r.oldest_writer.as_str()),
             (me, "0.1.0"),
@@ -263,7 +263,7 @@ async fn the_release_record_refuses_an_older_keydesk_in_words() {
             .await
             .ok();
         Db::open(&url).await.unwrap();
-        let r = schema::read(&db).await.unwrap().unwrap();
+        let r = db.release_record().await.unwrap().unwrap();
         assert_eq!(r.migrated_by, "99.0.0", "{engine}: never lowered");
     }
 }
@@ -272,7 +272,7 @@ async fn the_release_record_refuses_an_older_keydesk_in_words() {
 async fn a_fresh_database_records_this_release_as_its_oldest_writer() {
     for (engine, url) in databases().await {
         let db = Db::open(&url).await.unwrap();
-        let r = schema::read(&db).await.unwrap().unwrap();
+        let r = db.release_record().await.unwrap().unwrap();
         let me = keydesk::release::VERSION;
         assert_eq!((r.migrated_by.as_str(), r.oldest_writer.as_str()), (me, me), "{engine}");
     }
@@ -317,7 +317,7 @@ async fn a_sqlite_file_is_copied_before_it_is_migrated_and_three_copies_are_kept
     };
     let mut made = Vec::new();
     for _ in 0..4 {
-        made.push(schema::backup_sqlite(&pool).await.unwrap().unwrap());
+        made.push(schema::backup_sqlite(&pool, keydesk::release::VERSION).await.unwrap().unwrap());
     }
     let kept = schema::backups_of(&file);
     assert_eq!(kept, made[1..].to_vec());
@@ -382,4 +382,35 @@ async fn values_from_a_newer_release_show_as_unknown_never_a_503() {
         strings(db, "SELECT state FROM approvals WHERE id = '56565656565656565656565656565656'").await,
         ["pending"]
     );
+}
+
+#[test]
+fn the_binary_names_its_version_commit_and_build_date() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keydesk"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let re = regex::Regex::new(r"^keydesk \d+\.\d+\.\d+ \(commit [0-9a-f]{7,40}|unknown, built \d{4}-\d{2}-\d{2}\)$").unwrap();
+    assert!(re.is_match(&line), "{line}");
+    assert!(line.starts_with(&format!("keydesk {} (commit ", env!("CARGO_PKG_VERSION"))), "{line}");
+}
+
+/// Staff see the version in the footer; Prometheus sees the build.
+#[tokio::test]
+async fn the_footer_and_the_metrics_name_the_build() {
+    let app = common::TestApp::spawn().await;
+    let (_, page) = app.get("/users").await;
+    assert!(
+        page.contains(&format!(r#"id="version""#)) && page.contains(keydesk::release::VERSION),
+        "{page}"
+    );
+    let (status, metrics) = app.get("/metrics").await;
+    assert_eq!(status, 200);
+    let series = format!(
+        r#"keydesk_build_info{{version="{}",commit="{}"}} 1"#,
+        keydesk::release::VERSION,
+        keydesk::release::COMMIT
+    );
+    assert!(metrics.contains(&series), "{series} not in {metrics}");
 }

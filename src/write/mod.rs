@@ -234,6 +234,32 @@ impl Claimed<'_> {
         Err(AppError::Held(hold.user_id.clone(), hold.refusal()))
     }
 
+    /// Commits the intent. A hold placed since `refuse_held` looked (by any
+    /// replica) makes the database refuse it: the same 409, nothing sent.
+    async fn commit_intent(&self, intent: &Intent) -> Result<i64, AppError> {
+        let state = &self.ctx.state;
+        match state.audit.intent(intent).await {
+            Err(e) if crate::holds::refused_by_database(&e) => {
+                state.tokens.release(&self.token).await;
+                let refused = Intent {
+                    action: AuditAction::AccessDenied,
+                    reason: Some(format!(
+                        "{} refused by the database: the user is held (reinstate first)",
+                        intent.action
+                    )),
+                    ..intent.clone()
+                };
+                state.audit.record(&refused, Outcome::Failed).await;
+                metrics::counter!("keydesk_hold_refusals_total").increment(1);
+                Err(AppError::Held(
+                    intent.target_user_id.clone().unwrap_or_default(),
+                    "This user was offboarded a moment ago; reinstate first. Nothing was sent to Vultr.".into(),
+                ))
+            }
+            r => self.prepare(r).await,
+        }
+    }
+
     /// A create (or rotation) whose answer was lost may have made a key:
     /// recorded with the keys read just before it (`before`), to be settled
     /// from the user's key list (`reconcile::lost`). A claim link keeps its
@@ -291,7 +317,7 @@ impl Claimed<'_> {
         // A create's answer may be lost: what was there before, to tell its key apart.
         let before =
             crate::reconcile::keys_before(&state.vultr, &state.db, &state.grants, &intent).await;
-        let audit_id = self.prepare(state.audit.intent(&intent).await).await?;
+        let audit_id = self.commit_intent(&intent).await?;
         match call.await {
             Ok(done) => {
                 let id = result_id(&done);
@@ -366,7 +392,7 @@ impl Claimed<'_> {
     ) -> Result<T, AppError> {
         let state = &self.ctx.state;
         self.refuse_held(&intent).await?;
-        let audit_id = self.prepare(state.audit.intent(&intent).await).await?;
+        let audit_id = self.commit_intent(&intent).await?;
         match change.await {
             Ok(done) => {
                 let id = result_id(&done);
