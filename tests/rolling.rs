@@ -444,7 +444,7 @@ async fn approvals_answer_on_both(r: Arc<Rolling>) {
 ///    start on the database and a running replica is not ready.
 async fn a_downgrade_is_refused(r: Arc<Rolling>) {
     psql(
-        "a later release's contract step (as the owner)",
+        "a downgrade is refused: a later release's contract step (UPDATE keydesk_release, as the owner)",
         &r.owner_url,
         &[],
         Some(&format!(
