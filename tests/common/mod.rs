@@ -626,7 +626,22 @@ pub async fn spawn_args(
     String,
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keydesk"));
+    spawn_program(env!("CARGO_BIN_EXE_keydesk"), args, env).await
+}
+
+/// `spawn_args` for any keydesk binary at `program` (e.g. the previous
+/// release, in tests/rolling.rs). A keydesk that exits before serving fails
+/// the test with what it logged.
+pub async fn spawn_program(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env("VULTR_API_KEY", ROOT_KEY)
         .env("KEYDESK_LISTEN", "127.0.0.1:0")
@@ -641,8 +656,12 @@ pub async fn spawn_args(
     let (child, mut rx) = start_logged(cmd);
     let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let base = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut said = Vec::new();
         loop {
-            let line = rx.recv().await.expect("keydesk exited before serving");
+            let Some(line) = rx.recv().await else {
+                panic!("keydesk exited before serving:\n{}", said.join("\n"));
+            };
+            said.push(line.clone());
             let _ = out_tx.send(line.clone());
             if line.contains("keydesk serving") {
                 let v: serde_json::Value = serde_json::from_str(&line).unwrap();
