@@ -227,7 +227,7 @@ impl Db {
                         )
                         .into(),
                     ));
-                } else if let Some(missing) = missing_grant(p).await? {
+                } else if let Some(missing) = schema::missing_grant(p).await? {
                     return Err(sqlx::Error::Configuration(
                         format!(
                             "this role may not {missing}: apply deploy/postgres-grants.sql as the schema owner"
@@ -382,45 +382,6 @@ impl Db {
 /// Connections that keep in-memory databases alive (see `open_sqlite`).
 static MEMORY_KEEPERS: std::sync::Mutex<Vec<sqlx::SqliteConnection>> =
     std::sync::Mutex::new(Vec::new());
-
-/// What keydesk does with each table, as deploy/postgres-grants.sql grants it.
-const NEEDED_GRANTS: &[(&str, &str)] = &[
-    ("audit", "SELECT, INSERT"),
-    ("form_tokens", "SELECT, INSERT, UPDATE, DELETE"),
-    ("sessions", "SELECT, INSERT, UPDATE, DELETE"),
-    ("jobs", "SELECT, UPDATE"),
-    ("rate_budget", "SELECT, UPDATE"),
-    ("grants", "SELECT, INSERT, UPDATE"),
-    ("notice_runs", "SELECT, INSERT, UPDATE"),
-    ("notices", "SELECT, INSERT, UPDATE"),
-    ("approvals", "SELECT, INSERT, UPDATE"),
-    ("holds", "SELECT, INSERT, UPDATE, DELETE"),
-    ("lost_creates", "SELECT, INSERT, UPDATE"),
-    ("offboardings", "SELECT, INSERT, UPDATE"),
-    ("job_leases", "SELECT, INSERT, UPDATE"),
-    ("cleanups", "SELECT, INSERT, UPDATE"),
-    ("cleanup_keys", "SELECT, INSERT, UPDATE"),
-    ("form_keys", "SELECT, INSERT, UPDATE, DELETE"),
-    ("keydesk_release", "SELECT"),
-];
-
-/// The first privilege this role lacks, in words ("INSERT on holds"): one
-/// round trip at start, whatever the number of tables.
-async fn missing_grant(p: &PgPool) -> Result<Option<String>, sqlx::Error> {
-    let (tables, privileges): (Vec<&str>, Vec<&str>) = NEEDED_GRANTS
-        .iter()
-        .flat_map(|(t, ps)| ps.split(", ").map(move |p| (*t, p)))
-        .unzip();
-    let missing: Option<(String, String)> = sqlx::query_as(
-        "SELECT t, p FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(t, p, i)
-         WHERE NOT has_table_privilege(current_user, t, p) ORDER BY i LIMIT 1",
-    )
-    .bind(&tables)
-    .bind(&privileges)
-    .fetch_optional(p)
-    .await?;
-    Ok(missing.map(|(table, privilege)| format!("{privilege} on {table}")))
-}
 
 async fn open_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");

@@ -218,6 +218,45 @@ impl Record {
     }
 }
 
+/// What keydesk does with each table, as deploy/postgres-grants.sql grants it.
+const NEEDED_GRANTS: &[(&str, &str)] = &[
+    ("audit", "SELECT, INSERT"),
+    ("form_tokens", "SELECT, INSERT, UPDATE, DELETE"),
+    ("sessions", "SELECT, INSERT, UPDATE, DELETE"),
+    ("jobs", "SELECT, UPDATE"),
+    ("rate_budget", "SELECT, UPDATE"),
+    ("grants", "SELECT, INSERT, UPDATE"),
+    ("notice_runs", "SELECT, INSERT, UPDATE"),
+    ("notices", "SELECT, INSERT, UPDATE"),
+    ("approvals", "SELECT, INSERT, UPDATE"),
+    ("holds", "SELECT, INSERT, UPDATE, DELETE"),
+    ("lost_creates", "SELECT, INSERT, UPDATE"),
+    ("offboardings", "SELECT, INSERT, UPDATE"),
+    ("job_leases", "SELECT, INSERT, UPDATE"),
+    ("cleanups", "SELECT, INSERT, UPDATE"),
+    ("cleanup_keys", "SELECT, INSERT, UPDATE"),
+    ("form_keys", "SELECT, INSERT, UPDATE, DELETE"),
+    ("keydesk_release", "SELECT"),
+];
+
+/// The first privilege this role lacks, in words ("INSERT on holds"): one
+/// round trip at start, whatever the number of tables.
+pub async fn missing_grant(p: &sqlx::PgPool) -> Result<Option<String>, sqlx::Error> {
+    let (tables, privileges): (Vec<&str>, Vec<&str>) = NEEDED_GRANTS
+        .iter()
+        .flat_map(|(t, ps)| ps.split(", ").map(move |p| (*t, p)))
+        .unzip();
+    let missing: Option<(String, String)> = sqlx::query_as(
+        "SELECT t, p FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(t, p, i)
+         WHERE NOT has_table_privilege(current_user, t, p) ORDER BY i LIMIT 1",
+    )
+    .bind(&tables)
+    .bind(&privileges)
+    .fetch_optional(p)
+    .await?;
+    Ok(missing.map(|(table, privilege)| format!("{privilege} on {table}")))
+}
+
 /// How many copies taken before a migration are kept beside the file.
 pub const BACKUPS_KEPT: usize = 3;
 
@@ -250,6 +289,17 @@ pub async fn backup_sqlite(
     while copy.exists() {
         n += 1;
         copy = file.with_file_name(format!("{name}.before-{version}-{stamp}-{n}.bak"));
+    }
+    // Only keydesk's user may read it, as the database (sessions, form keys):
+    // VACUUM INTO writes into an empty file that already exists.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&copy)
+            .map_err(sqlx::Error::Io)?;
     }
     sqlx::query("VACUUM INTO $1")
         .bind(copy.to_string_lossy().into_owned())

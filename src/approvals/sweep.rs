@@ -46,11 +46,8 @@ async fn settle_interrupted(audit: &AuditStore, stale: Vec<super::Approval>) {
             ApprovalAction::ApiAccessOn => AuditAction::UserApiAccess,
             ApprovalAction::Reinstate => AuditAction::UserReinstate,
             ApprovalAction::AllowlistAdd => AuditAction::UserAllowlistAdd,
-            // A newer release's kind: its own replicas audit it.
-            ApprovalAction::Newer => {
-                tracing::warn!(approval = %a.id, "an interrupted request of a newer kind is left to that release's audit");
-                continue;
-            }
+            // Never moved here (`each_moved` leaves them to their release).
+            ApprovalAction::Newer => continue,
         };
         let intent = Intent {
             approved_by: a.decided_by.clone(),

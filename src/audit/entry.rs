@@ -429,7 +429,8 @@ mod tests {
             | A::ApprovalWithdraw
             | A::UserReinstate
             | A::AccessSignin
-            | A::AccessSignout => [false; 4],
+            | A::AccessSignout
+            | A::Newer => [false; 4],
         }
     }
 

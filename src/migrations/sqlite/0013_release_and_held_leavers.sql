@@ -14,7 +14,13 @@ CREATE TABLE IF NOT EXISTS keydesk_release (
 INSERT OR IGNORE INTO keydesk_release (id, migrated_by, oldest_writer, migrated_ms)
 VALUES (1, '0.1.0', '0.1.0', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
 
--- 2. Leavers from before holds existed: a user whose latest offboarding is
+-- 2. Holds on one spelling (a release before 0.2.0 kept ids as Vultr wrote
+-- them): lower-case, one per user.
+DELETE FROM holds WHERE user_id <> lower(user_id)
+  AND EXISTS (SELECT 1 FROM holds h2 WHERE h2.user_id = lower(holds.user_id));
+UPDATE holds SET user_id = lower(user_id) WHERE user_id <> lower(user_id);
+
+-- 3. Leavers from before holds existed: a user whose latest offboarding is
 -- not followed by a successful switch of API access back on (nor a
 -- reinstatement) is held, as an offboarding does today. Their open claim
 -- links and pending or approved requests (other than to reinstate them) are
@@ -38,7 +44,7 @@ WHERE o.action = 'user.offboard'
                     AND a.id > o.id AND a.outcome = 'ok'
                     AND ((a.action = 'user.api_access' AND a.api_enabled = 1)
                          OR a.action = 'user.reinstate'))
-  AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.user_id = lower(o.target_user_id));
+  AND NOT EXISTS (SELECT 1 FROM holds h WHERE lower(h.user_id) = lower(o.target_user_id));
 
 INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, reason,
                    outcome, group_id, started_ms, finished_at)
@@ -65,13 +71,13 @@ SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'keydesk', 'system', 'grant.revoke
        'ok', g.id, g.created_by, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
        strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 FROM grants g
-WHERE g.state = 'pending' AND lower(g.user_id) IN (SELECT user_id FROM held_leavers)
+WHERE g.state IN ('pending', 'unknown') AND lower(g.user_id) IN (SELECT user_id FROM held_leavers)
 ORDER BY g.created_ms;
 
 UPDATE grants
 SET state = 'revoked', ended_by = 'keydesk',
     ended_ms = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
-WHERE state = 'pending' AND lower(user_id) IN (SELECT user_id FROM held_leavers);
+WHERE state IN ('pending', 'unknown') AND lower(user_id) IN (SELECT user_id FROM held_leavers);
 
 INSERT INTO audit (at, actor, role, action, target_user_id, target_user_email, key_name, reason,
                    outcome, approval_id, requested_by, started_ms, finished_at)
@@ -91,24 +97,28 @@ WHERE state IN ('pending', 'approved') AND action <> 'user.reinstate'
 
 DROP TABLE held_leavers;
 
--- 3. The hold, enforced by the database too: an audit intent (the row every
+-- 4. The hold, enforced by the database too: an audit intent (the row every
 -- keydesk writes before it calls Vultr) that would give a held user a key or
 -- API access is refused, whichever replica of whichever release writes it.
--- The same actions as `Intent::gives_access`.
+-- The same actions as `Intent::gives_access`. keydesk's own rows (role
+-- 'system': a lost create found later, an interrupted execution settled)
+-- record what already happened and call nobody: never refused, the audit
+-- loses nothing.
 CREATE TRIGGER IF NOT EXISTS audit_refuses_held
 BEFORE INSERT ON audit
 WHEN NEW.outcome = 'pending'
  AND NEW.target_user_id IS NOT NULL
+ AND NEW.role <> 'system'
  AND (NEW.action IN ('key.create', 'key.rotate', 'grant.create', 'grant.claim',
                      'user.allowlist.add', 'user.allowlist.remove')
       OR (NEW.action = 'user.api_access' AND NEW.api_enabled = 1)
       OR (NEW.action = 'approval.request' AND (NEW.key_name IS NOT NULL OR NEW.api_enabled = 1)))
- AND EXISTS (SELECT 1 FROM holds WHERE holds.user_id = lower(NEW.target_user_id))
+ AND EXISTS (SELECT 1 FROM holds WHERE lower(holds.user_id) = lower(NEW.target_user_id))
 BEGIN
     SELECT RAISE(ABORT, 'keydesk hold: this user was offboarded; no key or API access until they are reinstated');
 END;
 
--- 4. The append-only guard covers every column added since it was written
+-- 5. The append-only guard covers every column added since it was written
 -- (level, acls, allowlist: what a key could do when it was written).
 DROP TRIGGER IF EXISTS audit_pending_settle_only;
 CREATE TRIGGER audit_pending_settle_only

@@ -11,7 +11,7 @@ use super::{
     DecisionInput, announce_decision, claim_step, closed, current, refuse, requester_step,
     show_page,
 };
-use crate::approvals::ApprovalState;
+use crate::approvals::{Approval, ApprovalAction, ApprovalState};
 use crate::audit::{AuditAction, Intent};
 use crate::error::AppError;
 use crate::idempotency::Scope;
@@ -66,7 +66,7 @@ async fn decide(
     if a.state != ApprovalState::Pending {
         return Err(closed(&a));
     }
-    super::known_kind(&a)?;
+    known_kind(&a)?;
     let comment = match check_reason(input.comment.as_deref(), &Default::default()) {
         Ok(c) => c,
         Err(e) => return show_page(&ctx, a, Some(e), StatusCode::UNPROCESSABLE_ENTITY).await,
@@ -151,4 +151,16 @@ pub async fn approval_withdraw(
     )
     .await;
     Ok(Redirect::to(&paths::approval(&a.id)).into_response())
+}
+
+/// A request of a kind only a newer release knows is shown here, never
+/// decided or carried out: that release's replicas do it.
+pub(super) fn known_kind(a: &Approval) -> Result<(), AppError> {
+    if a.action == ApprovalAction::Newer {
+        return Err(AppError::Conflict(format!(
+            "This request is of a kind a newer keydesk made ({}): decide it or carry it out from a replica running that release. Nothing was changed.",
+            crate::audit::NEWER
+        )));
+    }
+    Ok(())
 }

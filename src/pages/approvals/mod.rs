@@ -414,21 +414,10 @@ async fn requester_step(
     if !states.contains(&a.state) {
         return Err(closed(&a));
     }
-    known_kind(&a)?;
+    decide::known_kind(&a)?;
     Ok(a)
 }
 
-/// A request of a kind only a newer release knows is shown here, never
-/// decided or carried out: that release's replicas do it.
-fn known_kind(a: &Approval) -> Result<(), AppError> {
-    if a.action == ApprovalAction::Newer {
-        return Err(AppError::Conflict(format!(
-            "This request is of a kind a newer keydesk made ({}): decide it or carry it out from a replica running that release. Nothing was changed.",
-            crate::audit::NEWER
-        )));
-    }
-    Ok(())
-}
 
 /// Claims the form of a step on request `a`: a replay answers with the
 /// request's state now, a refused form with the request's page (403).
