@@ -7,7 +7,7 @@
 # Cargo.toml's `version` (while Cargo.toml still names the newest release,
 # HEAD is unreleased work after it: that release); its commit is the first
 # backticked 7-40 digit hex string in that section. A commit missing from
-# the clone fails the script (a shallow clone needs `git fetch --unshallow`). The commit is checked out, detached, in a git
+# the clone is built from .ci/releases/VERSION-COMMIT.tar.gz when present, else fails the script (a shallow clone needs `git fetch --unshallow`). The commit is checked out, detached, in a git
 # worktree under target/previous-release/src and built with
 # `cargo build --release --locked` into this checkout's target dir (so the
 # compiled dependencies are shared and only keydesk itself rebuilds); the
@@ -69,30 +69,44 @@ if [ -z "${version:-}" ]; then
 fi
 [ "$commit" != "-" ] || die "CHANGELOG.md's section for $version names no commit (a \`hex\` of 7 to 40 digits)"
 
-if ! full="$(git rev-parse --verify --quiet "${commit}^{commit}")"; then
-  if [ "$(git rev-parse --is-shallow-repository)" = "true" ]; then
-    die "commit $commit (release $version, from CHANGELOG.md) is not in this clone: it is shallow; run git fetch --unshallow (or clone with full history)"
-  fi
-  die "commit $commit (release $version, from CHANGELOG.md) is not in this clone; fetch it (git fetch origin) or correct CHANGELOG.md"
-fi
-echo "previous-release: $version is commit $full (this checkout is $current)" >&2
-
 out="$root/target/previous-release"
 src="$out/src"
 mkdir -p "$out"
-# A worktree already at this commit and unchanged is reused (its files keep
-# their times, so cargo finds the build fresh); any other is stale: removed.
-if [ -e "$src/.git" ] \
-  && [ "$(git -C "$src" rev-parse HEAD 2>/dev/null)" = "$full" ] \
-  && [ -z "$(git -C "$src" status --porcelain 2>/dev/null)" ]; then
-  echo "previous-release: reusing the worktree $src" >&2
-else
-  if [ -e "$src" ] || git worktree list --porcelain | grep -qxF "worktree $src"; then
-    echo "previous-release: removing the stale worktree $src" >&2
-    git worktree remove --force "$src" 2>/dev/null || rm -rf "$src"
+# The release's sources, kept in the repository (.ci/releases/VERSION-COMMIT.tar.gz,
+# `git archive` of that commit): used when the clone lacks the commit (a
+# shallow clone), so CI needs no history.
+archive="$root/.ci/releases/$version-$commit.tar.gz"
+
+if full="$(git rev-parse --verify --quiet "${commit}^{commit}")"; then
+  echo "previous-release: $version is commit $full (this checkout is $current)" >&2
+  # A worktree already at this commit and unchanged is reused (its files keep
+  # their times, so cargo finds the build fresh); any other is stale: removed.
+  if [ -e "$src/.git" ] \
+    && [ "$(git -C "$src" rev-parse HEAD 2>/dev/null)" = "$full" ] \
+    && [ -z "$(git -C "$src" status --porcelain 2>/dev/null)" ]; then
+    echo "previous-release: reusing the worktree $src" >&2
+  else
+    if [ -e "$src" ] || git worktree list --porcelain | grep -qxF "worktree $src"; then
+      echo "previous-release: removing the stale worktree $src" >&2
+      git worktree remove --force "$src" 2>/dev/null || rm -rf "$src"
+    fi
+    git worktree prune
+    git worktree add --detach --force "$src" "$full" >&2
   fi
-  git worktree prune
-  git worktree add --detach --force "$src" "$full" >&2
+elif [ -f "$archive" ]; then
+  echo "previous-release: commit $commit is not in this clone; building $version from $archive" >&2
+  if [ ! -f "$src/.from-archive" ] || [ "$(cat "$src/.from-archive")" != "$commit" ]; then
+    git worktree remove --force "$src" 2>/dev/null || rm -rf "$src"
+    git worktree prune
+    mkdir -p "$src"
+    tar -xzf "$archive" -C "$src"
+    echo "$commit" > "$src/.from-archive"
+  fi
+else
+  if [ "$(git rev-parse --is-shallow-repository)" = "true" ]; then
+    die "commit $commit (release $version, from CHANGELOG.md) is not in this clone and $archive is missing: it is shallow; run git fetch --unshallow (or clone with full history)"
+  fi
+  die "commit $commit (release $version, from CHANGELOG.md) is not in this clone and $archive is missing; fetch it (git fetch origin) or correct CHANGELOG.md"
 fi
 
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
