@@ -10,10 +10,14 @@ RUN mkdir -p src/migrations benches && echo 'fn main() {}' > src/main.rs && touc
     && echo 'fn main() {}' > benches/keydesk.rs && echo 'fn main() {}' > benches/claims.rs \
     && cargo build --release --locked \
     && rm -rf src target/release/keydesk target/release/deps/keydesk* target/release/.fingerprint/keydesk*
+COPY build.rs ./
 COPY src ./src
 COPY templates ./templates
 COPY static ./static
 COPY benches ./benches
+# The commit `keydesk --version` names (the build context has no .git):
+#   docker build --build-arg KEYDESK_GIT_COMMIT=$(git rev-parse --short=12 HEAD) .
+ARG KEYDESK_GIT_COMMIT=unknown
 RUN cargo build --release --locked && strip target/release/keydesk
 
 FROM debian:bookworm-slim

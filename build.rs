@@ -6,6 +6,8 @@
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+// The names given to rustc do not start with KEYDESK_: cargo also sets them
+// when it runs tests, and keydesk warns about unknown KEYDESK_ variables.
 fn main() {
     println!("cargo:rerun-if-env-changed=KEYDESK_GIT_COMMIT");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
@@ -34,8 +36,8 @@ fn main() {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         });
-    println!("cargo:rustc-env=KEYDESK_GIT_COMMIT={commit}");
-    println!("cargo:rustc-env=KEYDESK_BUILD_DATE={}", civil_date(secs));
+    println!("cargo:rustc-env=BUILD_KEYDESK_COMMIT={commit}");
+    println!("cargo:rustc-env=BUILD_KEYDESK_DATE={}", civil_date(secs));
 }
 
 fn git(args: &[&str]) -> Option<String> {

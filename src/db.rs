@@ -195,8 +195,7 @@ impl Db {
             Db::Sqlite(p) => {
                 if !pending.is_empty()
                     && !before.is_empty()
-                    && let Some(copy) =
-                        schema::backup_sqlite(p, crate::release::VERSION).await?
+                    && let Some(copy) = schema::backup_sqlite(p, crate::release::VERSION).await?
                 {
                     tracing::info!(
                         backup = %copy.display(),
@@ -242,9 +241,10 @@ impl Db {
         let after = self.applied_versions().await;
         let applied: Vec<i64> = after.into_iter().filter(|v| !before.contains(v)).collect();
         if ran && let Some(record) = self.release_record().await? {
+            let now_applied = self.applied_versions().await;
             let done: Vec<schema::Step> = steps
                 .iter()
-                .filter(|s| applied.contains(&s.version))
+                .filter(|s| now_applied.contains(&s.version))
                 .cloned()
                 .collect();
             let next = record.after(crate::release::VERSION, &done);

@@ -49,7 +49,11 @@ async fn migration_plan(db: &keydesk::db::Db) -> Result<String, String> {
         migrated_by: "0.1.0".into(),
         oldest_writer: "0.1.0".into(),
     });
-    let next = before.after(me, &pending);
+    let all: Vec<schema::Step> = schema::steps(db.engine())
+        .into_iter()
+        .filter(|s| applied.contains(&s.version) || pending.contains(s))
+        .collect();
+    let next = before.after(me, &all);
     out.push(format!(
         "then: migrated by keydesk {}; the oldest release that may write to it: {}",
         next.migrated_by, next.oldest_writer

@@ -5,18 +5,18 @@
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The git commit this binary was built from (`unknown` without git).
-pub const COMMIT: &str = env!("KEYDESK_GIT_COMMIT");
+pub const COMMIT: &str = env!("BUILD_KEYDESK_COMMIT");
 
 /// The day it was built (UTC), `YYYY-MM-DD`.
-pub const BUILD_DATE: &str = env!("KEYDESK_BUILD_DATE");
+pub const BUILD_DATE: &str = env!("BUILD_KEYDESK_DATE");
 
 /// What `keydesk --version` prints after the name.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("KEYDESK_GIT_COMMIT"),
+    env!("BUILD_KEYDESK_COMMIT"),
     ", built ",
-    env!("KEYDESK_BUILD_DATE"),
+    env!("BUILD_KEYDESK_DATE"),
     ")"
 );
 

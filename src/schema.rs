@@ -21,8 +21,8 @@ pub enum Kind {
     /// New tables, new nullable columns, new rows of kinds every release
     /// reads: the previous release keeps serving during a rolling update.
     Expand,
-    /// Needs every replica on this release first (stop the old ones): the
-    /// oldest release that may write becomes this one.
+    /// Needs every replica on its release first (stop the old ones): the
+    /// oldest release that may write becomes the one that shipped it.
     Contract,
 }
 
@@ -102,6 +102,18 @@ const KINDS: &[(Engine, i64, Kind, &str)] = &[
     (Engine::Postgres, 11, Kind::Expand, ""),
 ];
 
+/// The release that first shipped each contract step: once it is applied,
+/// no release older than that may write. A new contract step is added here
+/// with the release it ships in.
+const CONTRACT_SINCE: &[(Engine, i64, &str)] = &[
+    (Engine::Sqlite, 7, "0.1.0"),
+    (Engine::Sqlite, 8, "0.1.0"),
+    (Engine::Sqlite, 9, "0.1.0"),
+    (Engine::Postgres, 5, "0.1.0"),
+    (Engine::Postgres, 6, "0.1.0"),
+    (Engine::Postgres, 7, "0.1.0"),
+];
+
 /// The embedded migrations of `engine`.
 pub fn migrator(engine: Engine) -> Migrator {
     let mut m = match engine {
@@ -122,6 +134,9 @@ pub struct Step {
     pub kind: Kind,
     /// Why it is a contract ("" for an expand step).
     pub why: &'static str,
+    /// The release that shipped a contract step ("" when not recorded:
+    /// then the release applying it counts).
+    pub since: &'static str,
 }
 
 impl Step {
@@ -131,6 +146,11 @@ impl Step {
             String::new()
         } else {
             format!(": {}", self.why)
+        };
+        let why = if self.since.is_empty() {
+            why
+        } else {
+            format!("{why}; since {}", self.since)
         };
         format!(
             "{:04} {}: {} ({}{why})",
@@ -153,11 +173,17 @@ pub fn steps(engine: Engine) -> Vec<Step> {
                 .find(|(e, v, _, _)| *e == engine && *v == m.version)
                 .map(|(_, _, k, w)| (*k, *w))
                 .unwrap_or((Kind::Contract, "its kind is not recorded"));
+            let since = CONTRACT_SINCE
+                .iter()
+                .find(|(e, v, _)| *e == engine && *v == m.version)
+                .map(|(_, _, r)| *r)
+                .unwrap_or("");
             Step {
                 version: m.version,
                 description: m.description.to_string(),
                 kind,
                 why,
+                since,
             }
         })
         .collect()
@@ -197,22 +223,26 @@ impl Record {
         })
     }
 
-    /// The record after `me` applied `applied`: migrated by the newest of
-    /// the two; the oldest writer becomes `me` when a contract step ran.
+    /// The record once `me` has migrated, `applied` being every step now
+    /// applied that `me` knows: migrated by the newest of the two; the
+    /// oldest writer raised to the newest release that shipped an applied
+    /// contract step. A function of what is applied, so a run that stopped
+    /// before writing it is corrected by the next.
     pub fn after(&self, me: &str, applied: &[Step]) -> Record {
-        let migrated_by = if parse(me) > parse(&self.migrated_by) {
-            me.to_string()
-        } else {
-            self.migrated_by.clone()
+        let newest = |a: &str, b: &str| {
+            if parse(a) > parse(b) {
+                a.to_string()
+            } else {
+                b.to_string()
+            }
         };
-        let contract = applied.iter().any(|s| s.kind == Kind::Contract);
-        let oldest_writer = if contract && parse(me) > parse(&self.oldest_writer) {
-            me.to_string()
-        } else {
-            self.oldest_writer.clone()
-        };
+        let oldest_writer = applied
+            .iter()
+            .filter(|s| s.kind == Kind::Contract)
+            .map(|s| if s.since.is_empty() { me } else { s.since })
+            .fold(self.oldest_writer.clone(), |acc, v| newest(v, &acc));
         Record {
-            migrated_by,
+            migrated_by: newest(me, &self.migrated_by),
             oldest_writer,
         }
     }
@@ -415,10 +445,12 @@ mod tests {
             description: "x".into(),
             kind: Kind::Expand,
             why: "",
+            since: "",
         };
         let contract = Step {
             kind: Kind::Contract,
             why: "y",
+            since: "0.1.5",
             ..expand.clone()
         };
         let r = record("0.1.0", "0.1.0");
@@ -427,14 +459,25 @@ mod tests {
             record("0.2.0", "0.1.0")
         );
         assert_eq!(
-            r.after("0.2.0", &[expand, contract]),
-            record("0.2.0", "0.2.0")
+            r.after("0.2.0", &[expand.clone(), contract.clone()]),
+            record("0.2.0", "0.1.5")
         );
-        // An older binary that migrates nothing new lowers nothing.
+        // A contract step of unrecorded release counts as the one applying it.
+        let unrecorded = Step {
+            since: "",
+            ..contract
+        };
+        assert_eq!(r.after("0.2.0", &[unrecorded]), record("0.2.0", "0.2.0"));
+        // An older binary lowers nothing.
         assert_eq!(
-            record("0.3.0", "0.2.0").after("0.2.0", &[]),
+            record("0.3.0", "0.2.0").after("0.2.0", &[expand]),
             record("0.3.0", "0.2.0")
         );
+        // This tree's contract steps all shipped in 0.1.0.
+        for engine in [Engine::Sqlite, Engine::Postgres] {
+            let all = steps(engine);
+            assert_eq!(r.after("0.2.0", &all), record("0.2.0", "0.1.0"));
+        }
     }
 
     #[test]

@@ -85,7 +85,11 @@ async fn leavers_from_before_holds_are_held_and_their_links_and_requests_withdra
         let applied = db.migrate(true).await.unwrap();
         assert!(!applied.is_empty(), "{engine}");
         assert_eq!(
-            strings(&db, "SELECT user_id || ' by ' || placed_by FROM holds ORDER BY user_id").await,
+            strings(
+                &db,
+                "SELECT user_id || ' by ' || placed_by FROM holds ORDER BY user_id"
+            )
+            .await,
             [
                 "bob-id by ops@example.com",
                 "dave-id by hr-ops@example.com",
@@ -94,7 +98,11 @@ async fn leavers_from_before_holds_are_held_and_their_links_and_requests_withdra
             "{engine}: every leaver whose latest offboarding was not undone is held"
         );
         assert_eq!(
-            strings(&db, "SELECT user_id || ' ' || state FROM grants ORDER BY user_id").await,
+            strings(
+                &db,
+                "SELECT user_id || ' ' || state FROM grants ORDER BY user_id"
+            )
+            .await,
             ["alice-id pending", "bob-id revoked", "bob-id revoked"],
             "{engine}"
         );
@@ -120,7 +128,11 @@ async fn leavers_from_before_holds_are_held_and_their_links_and_requests_withdra
             ],
             "{engine}: each is a system audit row"
         );
-        let why = strings(&db, "SELECT reason FROM audit WHERE actor = 'keydesk' AND target_user_id = 'dave-id'").await;
+        let why = strings(
+            &db,
+            "SELECT reason FROM audit WHERE actor = 'keydesk' AND target_user_id = 'dave-id'",
+        )
+        .await;
         assert!(
             why[0].contains("hr-ops@example.com") && why[0].contains("2026-11-25T10:00:00Z"),
             "{engine}: {why:?}"
@@ -138,7 +150,10 @@ async fn leavers_from_before_holds_are_held_and_their_links_and_requests_withdra
             .intent(&held_intent("bob-id", AuditAction::KeyCreate))
             .await
             .unwrap_err();
-        assert!(refused.to_string().contains("keydesk hold"), "{engine}: {refused}");
+        assert!(
+            refused.to_string().contains("keydesk hold"),
+            "{engine}: {refused}"
+        );
         audit
             .intent(&held_intent("carol-id", AuditAction::KeyCreate))
             .await
@@ -163,13 +178,24 @@ async fn the_database_refuses_intents_that_give_a_held_user_access() {
             owner.clone()
         };
         keydesk::holds::Holds::new(db.clone())
-            .place("held-id", Some("h@example.com"), "ops@example.com", None, None)
+            .place(
+                "held-id",
+                Some("h@example.com"),
+                "ops@example.com",
+                None,
+                None,
+            )
             .await
             .unwrap();
         let audit = AuditStore::new(db.clone(), keydesk::audit::PENDING_BOUND).await;
         let mut refused = 0;
         for action in AuditAction::ALL {
-            for (name, api) in [(None, None), (Some("ci"), None), (None, Some(true)), (None, Some(false))] {
+            for (name, api) in [
+                (None, None),
+                (Some("ci"), None),
+                (None, Some(true)),
+                (None, Some(false)),
+            ] {
                 for user in ["held-id", "HELD-ID", "free-id"] {
                     let i = Intent {
                         target_user_id: Some(user.into()),
@@ -194,7 +220,9 @@ async fn the_database_refuses_intents_that_give_a_held_user_access() {
         assert!(e.to_string().contains("keydesk hold"), "{engine}: {e}");
         // A settled row (a lost create found later) is never refused: the
         // audit loses nothing.
-        raw(&db, &by_hand.replace("'pending'", "'ok'")).await.unwrap();
+        raw(&db, &by_hand.replace("'pending'", "'ok'"))
+            .await
+            .unwrap();
         // keydesk's own rows (a lost create found later) record what
         // already happened: never refused.
         audit
@@ -206,7 +234,10 @@ async fn the_database_refuses_intents_that_give_a_held_user_access() {
             .await
             .unwrap();
         // Once reinstated, the same intent passes.
-        keydesk::holds::Holds::new(db.clone()).lift("held-id").await.unwrap();
+        keydesk::holds::Holds::new(db.clone())
+            .lift("held-id")
+            .await
+            .unwrap();
         raw(&db, by_hand).await.unwrap();
     }
 }
@@ -254,23 +285,37 @@ async fn the_release_record_refuses_an_older_keydesk_in_words() {
         );
         assert!(db.serving_check().await.is_ok(), "{engine}");
         // A later release's contract step, then this one starts again.
-        raw(&db, "UPDATE keydesk_release SET migrated_by = '99.0.0', oldest_writer = '99.0.0'")
-            .await
-            .unwrap();
+        raw(
+            &db,
+            "UPDATE keydesk_release SET migrated_by = '99.0.0', oldest_writer = '99.0.0'",
+        )
+        .await
+        .unwrap();
         let words = format!(
             "this database was migrated by keydesk 99.0.0; this is {me}; restore the backup taken before the upgrade, or run 99.0.0 or later"
         );
-        assert_eq!(db.serving_check().await.unwrap_err(), words, "{engine}: /readyz");
+        assert_eq!(
+            db.serving_check().await.unwrap_err(),
+            words,
+            "{engine}: /readyz"
+        );
         let e = Db::open(&url).await.unwrap_err().to_string();
         assert!(e.contains(&words), "{engine}: {e}");
         // `keydesk migrate` refuses too, and changes nothing.
         let e = db.migrate(true).await.unwrap_err().to_string();
         assert!(e.contains(&words), "{engine}: {e}");
         // A newer release's expand steps leave this one serving.
-        raw(&db, &format!("UPDATE keydesk_release SET migrated_by = '99.0.0', oldest_writer = '{me}'"))
-            .await
-            .unwrap();
-        let blob = if engine == "postgres" { "'\\x00'::bytea" } else { "X'00'" };
+        raw(
+            &db,
+            &format!("UPDATE keydesk_release SET migrated_by = '99.0.0', oldest_writer = '{me}'"),
+        )
+        .await
+        .unwrap();
+        let blob = if engine == "postgres" {
+            "'\\x00'::bytea"
+        } else {
+            "X'00'"
+        };
         raw(&db, &format!("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'from a newer release', TRUE, {blob}, 1)"))
             .await
             .unwrap();
@@ -282,35 +327,50 @@ async fn the_release_record_refuses_an_older_keydesk_in_words() {
 }
 
 #[tokio::test]
-async fn a_fresh_database_records_this_release_as_its_oldest_writer() {
+async fn a_fresh_database_records_who_migrated_it_and_the_oldest_writer() {
     for (engine, url) in databases().await {
         let db = Db::open(&url).await.unwrap();
         let r = db.release_record().await.unwrap().unwrap();
         let me = keydesk::release::VERSION;
-        assert_eq!((r.migrated_by.as_str(), r.oldest_writer.as_str()), (me, me), "{engine}");
+        // Its contract steps all shipped in 0.1.0: 0.1.0 may write beside it.
+        assert_eq!(
+            (r.migrated_by.as_str(), r.oldest_writer.as_str()),
+            (me, "0.1.0"),
+            "{engine}"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_sqlite_file_is_copied_before_it_is_migrated_and_three_copies_are_kept() {
-    let dir = std::env::temp_dir().join(format!("keydesk-backup-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("keydesk-backup-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("keydesk.db");
     let url = format!("sqlite://{}", file.display());
     // A fresh database has nothing to keep.
     let fresh = dir.join("fresh.db");
-    Db::open(&format!("sqlite://{}", fresh.display())).await.unwrap();
+    Db::open(&format!("sqlite://{}", fresh.display()))
+        .await
+        .unwrap();
     assert!(schema::backups_of(&fresh).is_empty());
     // One written by the release before holds.
     let db = migrated_to(&url, before_holds).await;
-    raw(&db, include_str!("fixtures/pre_holds.sql")).await.unwrap();
+    raw(&db, include_str!("fixtures/pre_holds.sql"))
+        .await
+        .unwrap();
     db.close().await;
     let db = Db::open(&url).await.unwrap();
     let copies = schema::backups_of(&file);
     assert_eq!(copies.len(), 1, "{copies:?}");
-    let name = copies[0].file_name().unwrap().to_string_lossy().into_owned();
+    let name = copies[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert!(
-        name.starts_with(&format!("keydesk.db.before-{}-", keydesk::release::VERSION)) && name.ends_with(".bak"),
+        name.starts_with(&format!("keydesk.db.before-{}-", keydesk::release::VERSION))
+            && name.ends_with(".bak"),
         "{name}"
     );
     // The copy is the database as it was: no holds table yet, the rows there.
@@ -318,7 +378,7 @@ async fn a_sqlite_file_is_copied_before_it_is_migrated_and_three_copies_are_kept
         .await
         .unwrap();
     assert_eq!(copy.applied_versions().await.last(), Some(&6));
-    assert_eq!(strings(&copy, "SELECT id FROM grants").await.len(), 2);
+    assert_eq!(strings(&copy, "SELECT id FROM grants").await.len(), 3);
     copy.close().await;
     // Opening again applies nothing and copies nothing.
     db.close().await;
@@ -330,7 +390,12 @@ async fn a_sqlite_file_is_copied_before_it_is_migrated_and_three_copies_are_kept
     };
     let mut made = Vec::new();
     for _ in 0..4 {
-        made.push(schema::backup_sqlite(&pool, keydesk::release::VERSION).await.unwrap().unwrap());
+        made.push(
+            schema::backup_sqlite(&pool, keydesk::release::VERSION)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     let kept = schema::backups_of(&file);
     assert_eq!(kept, made[1..].to_vec());
@@ -384,7 +449,10 @@ async fn values_from_a_newer_release_show_as_unknown_never_a_503() {
         );
     }
     // Shown, never acted on here: approving the newer kind is refused in words.
-    let page = app.get("/approvals/56565656565656565656565656565656").await.1;
+    let page = app
+        .get("/approvals/56565656565656565656565656565656")
+        .await
+        .1;
     if page.contains("form_token") {
         let token = common::hidden_token(&page);
         let r = app
@@ -397,7 +465,11 @@ async fn values_from_a_newer_release_show_as_unknown_never_a_503() {
         assert_ne!(r.status(), 503);
     }
     assert_eq!(
-        strings(db, "SELECT state FROM approvals WHERE id = '56565656565656565656565656565656'").await,
+        strings(
+            db,
+            "SELECT state FROM approvals WHERE id = '56565656565656565656565656565656'"
+        )
+        .await,
         ["pending"]
     );
 }
@@ -409,9 +481,15 @@ fn the_binary_names_its_version_commit_and_build_date() {
         .output()
         .unwrap();
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let re = regex::Regex::new(r"^keydesk \d+\.\d+\.\d+ \(commit (?:[0-9a-f]{7,40}|unknown), built \d{4}-\d{2}-\d{2}\)$").unwrap();
+    let re = regex::Regex::new(
+        r"^keydesk \d+\.\d+\.\d+ \(commit (?:[0-9a-f]{7,40}|unknown), built \d{4}-\d{2}-\d{2}\)$",
+    )
+    .unwrap();
     assert!(re.is_match(&line), "{line}");
-    assert!(line.starts_with(&format!("keydesk {} (commit ", env!("CARGO_PKG_VERSION"))), "{line}");
+    assert!(
+        line.starts_with(&format!("keydesk {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
 }
 
 /// Staff see the version in the footer; Prometheus sees the build.

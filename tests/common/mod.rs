@@ -819,6 +819,11 @@ pub fn serve_refuses(set: &[(&str, &str)], unset: &[&str]) -> String {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keydesk"));
     // Never a fixed port: a refusal after binding must not meet a busy 8080.
     cmd.arg("serve").env("KEYDESK_LISTEN", "127.0.0.1:0");
+    // Only the variables given: none of the test tooling's (KEYDESK_PREVIOUS_BIN…).
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KEYDESK_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("KEYDESK_LISTEN", "127.0.0.1:0");
     for (k, v) in set {
         cmd.env(k, v);
     }

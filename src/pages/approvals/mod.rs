@@ -418,7 +418,6 @@ async fn requester_step(
     Ok(a)
 }
 
-
 /// Claims the form of a step on request `a`: a replay answers with the
 /// request's state now, a refused form with the request's page (403).
 async fn claim_step<'c>(
