@@ -16,8 +16,8 @@ COPY templates ./templates
 COPY static ./static
 COPY benches ./benches
 # The commit `keydesk --version` names (the build context has no .git):
-#   docker build --build-arg KEYDESK_GIT_COMMIT=$(git rev-parse --short=12 HEAD) .
-ARG KEYDESK_GIT_COMMIT=unknown
+#   docker build --build-arg BUILD_KEYDESK_COMMIT=$(git rev-parse --short=12 HEAD) .
+ARG BUILD_KEYDESK_COMMIT=unknown
 RUN cargo build --release --locked && strip target/release/keydesk
 
 FROM debian:bookworm-slim

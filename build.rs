@@ -1,22 +1,22 @@
 //! Stamps the binary with the git commit it was built from and the build
 //! date, for `keydesk --version`, `keydesk_build_info` and the footer.
-//! `KEYDESK_GIT_COMMIT` wins (a container build has no `.git`); the date
+//! `BUILD_KEYDESK_COMMIT` wins (a container build has no `.git`); the date
 //! is `SOURCE_DATE_EPOCH`'s when set, so a reproducible build stays so.
 
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-// The names given to rustc do not start with KEYDESK_: cargo also sets them
-// when it runs tests, and keydesk warns about unknown KEYDESK_ variables.
+// No name here starts with KEYDESK_ (keydesk's runtime variables, which it
+// checks): cargo also passes the rustc-env ones to the tests it runs.
 fn main() {
-    println!("cargo:rerun-if-env-changed=KEYDESK_GIT_COMMIT");
+    println!("cargo:rerun-if-env-changed=BUILD_KEYDESK_COMMIT");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     for path in ["HEAD", "packed-refs", "refs/heads"] {
         if let Some(p) = git(&["rev-parse", "--git-path", path]) {
             println!("cargo:rerun-if-changed={p}");
         }
     }
-    let commit = std::env::var("KEYDESK_GIT_COMMIT")
+    let commit = std::env::var("BUILD_KEYDESK_COMMIT")
         .ok()
         .filter(|c| !c.trim().is_empty())
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))

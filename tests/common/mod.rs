@@ -642,6 +642,8 @@ pub async fn spawn_program(
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
     let mut cmd = tokio::process::Command::new(program);
+    // None of the test tooling's variables (KEYDESK_PREVIOUS_BIN…): only these.
+    without_inherited_keydesk_variables(cmd.as_std_mut());
     cmd.args(args)
         .env("VULTR_API_KEY", ROOT_KEY)
         .env("KEYDESK_LISTEN", "127.0.0.1:0")
@@ -818,12 +820,9 @@ pub fn approval_options(rules: &[&str], ttl: Duration) -> Options {
 pub fn serve_refuses(set: &[(&str, &str)], unset: &[&str]) -> String {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keydesk"));
     // Never a fixed port: a refusal after binding must not meet a busy 8080.
-    cmd.arg("serve").env("KEYDESK_LISTEN", "127.0.0.1:0");
     // Only the variables given: none of the test tooling's (KEYDESK_PREVIOUS_BIN…).
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KEYDESK_")) {
-        cmd.env_remove(k);
-    }
-    cmd.env("KEYDESK_LISTEN", "127.0.0.1:0");
+    without_inherited_keydesk_variables(&mut cmd);
+    cmd.arg("serve").env("KEYDESK_LISTEN", "127.0.0.1:0");
     for (k, v) in set {
         cmd.env(k, v);
     }
@@ -833,6 +832,15 @@ pub fn serve_refuses(set: &[(&str, &str)], unset: &[&str]) -> String {
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "keydesk started");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Removes every `KEYDESK_*` variable the test process inherited (the
+/// tooling's: `KEYDESK_PREVIOUS_BIN`, `KEYDESK_WRITE_DOCS`, …) from `cmd`: a
+/// child keydesk sees only what its test gives it.
+pub fn without_inherited_keydesk_variables(cmd: &mut std::process::Command) {
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KEYDESK_")) {
+        cmd.env_remove(k);
+    }
 }
 
 /// Makes the audit table of `db` refuse every new entry, as a full disk or a
