@@ -415,9 +415,13 @@ async fn values_from_a_newer_release_show_as_unknown_never_a_503() {
     let Some(url) = common::pg::fresh_database().await else {
         return;
     };
+    // The signed-in person may approve: only the kind stops them.
     let app = TestApp::spawn_with(
         keydesk::fake_vultr::FakeVultr::seeded(common::ROOT_KEY),
-        Options::on(&url),
+        Options {
+            approvers: vec![common::STAFF.into()],
+            ..Options::on(&url)
+        },
     )
     .await;
     let db = &app.state.db;
@@ -448,22 +452,31 @@ async fn values_from_a_newer_release_show_as_unknown_never_a_503() {
             "{path} does not say it: {body}"
         );
     }
-    // Shown, never acted on here: approving the newer kind is refused in words.
+    // Shown, never acted on here: no form on its page, and approving it
+    // anyway is refused in words (409), before any form is claimed.
     let page = app
         .get("/approvals/56565656565656565656565656565656")
         .await
         .1;
-    if page.contains("form_token") {
-        let token = common::hidden_token(&page);
-        let r = app
-            .post_form(
-                "/approvals/56565656565656565656565656565656/approve",
-                &[("form_token", token.as_str())],
-            )
-            .await;
-        assert_ne!(r.status(), 200);
-        assert_ne!(r.status(), 503);
-    }
+    assert!(!page.contains("/approve"), "{page}");
+    assert!(page.contains("a newer keydesk made"), "{page}");
+    let r = app
+        .post_form(
+            "/approvals/56565656565656565656565656565656/approve",
+            &[("form_token", "x")],
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("newer keydesk"));
+    // A request of a known kind still offers the decision.
+    raw(db, "INSERT INTO approvals (id, action, user_id, user_email, expire, why, requested_by, requested_ms, expires_ms, state) VALUES ('12121212121212121212121212121212', 'key.create', 'u-new', 'new@example.com', FALSE, 'rule', 'ops2@example.com', 1796000000000, 4102444800000, 'pending')")
+        .await
+        .unwrap();
+    let known = app
+        .get("/approvals/12121212121212121212121212121212")
+        .await
+        .1;
+    assert!(known.contains("/approve"), "{known}");
     assert_eq!(
         strings(
             db,

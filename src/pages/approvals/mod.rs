@@ -300,12 +300,20 @@ async fn show_page(
 ) -> Result<Response, AppError> {
     let is_approver = ctx.state.approvers.includes(&ctx.who);
     let is_requester = a.is_requester(&ctx.who.email);
-    let can_decide = is_approver
+    // A kind only a newer release knows: shown, with no form to act on it.
+    let known = a.action != ApprovalAction::Newer;
+    let notice = notice.or_else(|| {
+        (!known).then(|| {
+            "This request is of a kind a newer keydesk made: decide it or carry it out from a replica running that release.".to_string()
+        })
+    });
+    let can_decide = known
+        && is_approver
         && !is_requester
         && !a.is_recipient(&ctx.who.email)
         && a.state == ApprovalState::Pending;
     let may_execute = ctx.who.can_write() || owner_may_execute(&ctx.state, &a, &ctx.who.email);
-    let can_execute = is_requester && may_execute && a.state == ApprovalState::Approved;
+    let can_execute = known && is_requester && may_execute && a.state == ApprovalState::Approved;
     let (approve_token, deny_token) = if can_decide {
         (
             Some(ctx.issue(Scope::ApprovalDecide(&a.id)).await?),
@@ -320,7 +328,7 @@ async fn show_page(
         None
     };
     let open = matches!(a.state, ApprovalState::Pending | ApprovalState::Approved);
-    let withdraw_token = if is_requester && open {
+    let withdraw_token = if known && is_requester && open {
         Some(ctx.issue(Scope::ApprovalWithdraw(&a.id)).await?)
     } else {
         None
