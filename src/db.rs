@@ -239,12 +239,10 @@ impl Db {
             }
         };
         let after = self.applied_versions().await;
-        let applied: Vec<i64> = after.into_iter().filter(|v| !before.contains(v)).collect();
         if ran && let Some(record) = self.release_record().await? {
-            let now_applied = self.applied_versions().await;
             let done: Vec<schema::Step> = steps
                 .iter()
-                .filter(|s| now_applied.contains(&s.version))
+                .filter(|s| after.contains(&s.version))
                 .cloned()
                 .collect();
             let next = record.after(crate::release::VERSION, &done);
@@ -257,7 +255,7 @@ impl Db {
                 );
             }
         }
-        Ok(applied)
+        Ok(after.into_iter().filter(|v| !before.contains(v)).collect())
     }
 
     /// Whether the database answers, its schema is the one this keydesk

@@ -21,54 +21,20 @@ async fn main() -> ExitCode {
     }
 }
 
-/// `keydesk migrate --dry-run`: what it would apply, each step's kind, and
-/// the release record it would leave. Reads only.
+/// `keydesk migrate --dry-run`: reads what is applied and the record, then
+/// says what it would do (`schema::plan`). Reads only.
 async fn migration_plan(db: &keydesk::db::Db) -> Result<String, String> {
-    use keydesk::schema;
-    let me = keydesk::release::VERSION;
-    let applied = db.applied_versions().await;
     let record = db
         .release_record()
         .await
         .map_err(|e| format!("reading keydesk_release: {e}"))?;
-    if let Some(r) = &record {
-        r.admits(me)?;
-    }
-    let pending: Vec<schema::Step> = schema::steps(db.engine())
-        .into_iter()
-        .filter(|s| !applied.contains(&s.version))
-        .collect();
-    let at = applied.iter().max().copied().unwrap_or(0);
-    let mut out = vec![format!(
-        "keydesk {me}: schema at {at:04}; would apply {} migration(s){}",
-        pending.len(),
-        if pending.is_empty() { "" } else { ":" }
-    )];
-    out.extend(pending.iter().map(|s| format!("  {}", s.line())));
-    let before = record.unwrap_or(schema::Record {
-        migrated_by: "0.1.0".into(),
-        oldest_writer: "0.1.0".into(),
-    });
-    let all: Vec<schema::Step> = schema::steps(db.engine())
-        .into_iter()
-        .filter(|s| applied.contains(&s.version) || pending.contains(s))
-        .collect();
-    let next = before.after(me, &all);
-    out.push(format!(
-        "then: migrated by keydesk {}; the oldest release that may write to it: {}",
-        next.migrated_by, next.oldest_writer
-    ));
-    if pending.iter().any(|s| s.kind == schema::Kind::Contract) {
-        out.push(
-            "a contract step: stop every replica older than this release before you apply it"
-                .into(),
-        );
-    } else if !pending.is_empty() {
-        out.push(
-            "expand only: replicas of the previous release keep serving during the rollout".into(),
-        );
-    }
-    Ok(out.join("\n"))
+    let applied = db.applied_versions().await;
+    keydesk::schema::plan(
+        keydesk::release::VERSION,
+        &keydesk::schema::steps(db.engine()),
+        &applied,
+        record.as_ref(),
+    )
 }
 
 async fn run(cli: Cli) -> Result<(), String> {

@@ -248,6 +248,52 @@ impl Record {
     }
 }
 
+/// What `keydesk migrate --dry-run` says: the steps `me` would apply (of
+/// `steps`, those not in `applied`), each with its kind, and the record it
+/// would leave; refused in words when `record` does not admit `me`.
+pub fn plan(
+    me: &str,
+    steps: &[Step],
+    applied: &[i64],
+    record: Option<&Record>,
+) -> Result<String, String> {
+    if let Some(r) = record {
+        r.admits(me)?;
+    }
+    let pending: Vec<&Step> = steps
+        .iter()
+        .filter(|s| !applied.contains(&s.version))
+        .collect();
+    let at = applied.iter().max().copied().unwrap_or(0);
+    let mut out = vec![format!(
+        "keydesk {me}: schema at {at:04}; would apply {} migration(s){}",
+        pending.len(),
+        if pending.is_empty() { "" } else { ":" }
+    )];
+    out.extend(pending.iter().map(|s| format!("  {}", s.line())));
+    // A database from before the record: what the migration creating it writes.
+    let before = record.cloned().unwrap_or(Record {
+        migrated_by: "0.1.0".into(),
+        oldest_writer: "0.1.0".into(),
+    });
+    let next = before.after(me, steps);
+    out.push(format!(
+        "then: migrated by keydesk {}; the oldest release that may write to it: {}",
+        next.migrated_by, next.oldest_writer
+    ));
+    if pending.iter().any(|s| s.kind == Kind::Contract) {
+        out.push(
+            "a contract step: stop every replica older than this release before you apply it"
+                .into(),
+        );
+    } else if !pending.is_empty() {
+        out.push(
+            "expand only: replicas of the previous release keep serving during the rollout".into(),
+        );
+    }
+    Ok(out.join("\n"))
+}
+
 /// What keydesk does with each table, as deploy/postgres-grants.sql grants it.
 const NEEDED_GRANTS: &[(&str, &str)] = &[
     ("audit", "SELECT, INSERT"),
@@ -478,6 +524,45 @@ mod tests {
             let all = steps(engine);
             assert_eq!(r.after("0.2.0", &all), record("0.2.0", "0.1.0"));
         }
+    }
+
+    #[test]
+    fn the_dry_run_lists_what_it_would_apply_with_its_kind() {
+        let all = steps(Engine::Sqlite);
+        // As 0.1.0 left a database: 0001-0009.
+        let applied: Vec<i64> = (1..=9).collect();
+        let r = record("0.1.0", "0.1.0");
+        let text = plan("0.2.0", &all, &applied, Some(&r)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "keydesk 0.2.0: schema at 0009; would apply 4 migration(s):"
+        );
+        assert!(
+            lines[1].starts_with("  0010 decided facts: expand"),
+            "{text}"
+        );
+        assert!(
+            lines[4].starts_with("  0013 release and held leavers: expand"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oldest release that may write to it: 0.1.0"),
+            "{text}"
+        );
+        assert!(text.ends_with(
+            "expand only: replicas of the previous release keep serving during the rollout"
+        ));
+        // From a build before holds: contract steps, said.
+        let text = plan("0.2.0", &all, &[1, 2, 3, 4, 5, 6], None).unwrap();
+        assert!(text.contains("0007 holds: contract"), "{text}");
+        assert!(text.ends_with("stop every replica older than this release before you apply it"));
+        // Refused, in the same words as at start.
+        let e = plan("0.2.0", &all, &applied, Some(&record("9.0.0", "9.0.0"))).unwrap_err();
+        assert!(
+            e.starts_with("this database was migrated by keydesk 9.0.0"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -523,3 +523,37 @@ async fn the_footer_and_the_metrics_name_the_build() {
     );
     assert!(metrics.contains(&series), "{series} not in {metrics}");
 }
+
+/// `keydesk migrate --dry-run` says what it would apply and applies nothing.
+#[tokio::test]
+async fn the_dry_run_applies_nothing() {
+    let dir = std::env::temp_dir().join(format!("keydesk-dry-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("k.db").display());
+    let db = migrated_to(&url, release_0_1_0).await;
+    db.close().await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keydesk"));
+    common::without_inherited_keydesk_variables(&mut cmd);
+    let out = cmd
+        .args(["migrate", "--dry-run"])
+        .env("KEYDESK_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("would apply 4 migration(s)")
+            && text.contains("0013 release and held leavers: expand"),
+        "{text}"
+    );
+    let db = Db::open_unmigrated(&url).await.unwrap();
+    assert_eq!(
+        db.applied_versions().await.last(),
+        Some(&9),
+        "nothing applied"
+    );
+    assert!(
+        schema::backups_of(&dir.join("k.db")).is_empty(),
+        "nothing copied"
+    );
+}
