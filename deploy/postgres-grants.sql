@@ -39,3 +39,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON form_keys TO keydesk_app;
 -- Which release migrated the database and the oldest that may write to it:
 -- read at start and by /readyz; only `keydesk migrate` (the owner) writes it.
 GRANT SELECT ON keydesk_release TO keydesk_app;
+-- Access reviews: started, decided (every decision kept), applied by a
+-- durable job, and their reminders sent once across replicas.
+GRANT SELECT, INSERT, UPDATE ON reviews, review_items, review_notices TO keydesk_app;
+GRANT SELECT, INSERT ON review_decisions TO keydesk_app;
+GRANT USAGE ON SEQUENCE reviews_id_seq, review_decisions_id_seq TO keydesk_app;

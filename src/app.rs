@@ -24,7 +24,7 @@ use crate::pages::confirm;
 use crate::pages::keys::{create, revoke, rotate};
 use crate::pages::{
     allowlist, approvals, assets, audit, auth, brake, claim, cleanup, grants, me, notices,
-    offboard, ops, privileged, reinstate, reports, users,
+    offboard, ops, privileged, reinstate, reports, reviews, users,
 };
 use crate::session_store::DbSessionStore;
 use crate::state::AppState;
@@ -183,6 +183,15 @@ pub fn build_router(state: AppState, probes: Probes) -> Router {
             "/approvals/{id}/withdraw",
             post(approvals::approval_withdraw),
         )
+        .route("/reviews", get(reviews::reviews_list))
+        .route(
+            "/reviews/new",
+            get(reviews::review_new_form).post(reviews::review_new_submit),
+        )
+        .route("/reviews/{id}", get(reviews::review_show))
+        .route("/reviews/{id}/decide", post(reviews::review_decide))
+        .route("/reviews/{id}/end", post(reviews::review_end))
+        .route("/me/reviews/{id}/decide", post(reviews::my_decide))
         .route("/notices", get(notices::notices_list))
         .route("/notices/run", post(notices::notices_run))
         .route("/reports/keys", get(reports::keys_report))

@@ -92,6 +92,17 @@ impl Holds {
         })
     }
 
+    /// Every held user id (lower-case, as stored): an access review's
+    /// snapshot recommends revoking their keys.
+    pub async fn held_ids(&self) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+        let ids: Vec<String> = on_pool!(read, &self.db, |p| {
+            sqlx::query_scalar("SELECT user_id FROM holds")
+                .fetch_all(p)
+                .await?
+        });
+        Ok(ids.into_iter().collect())
+    }
+
     /// Lifts the hold. Whether there was one.
     pub async fn lift(&self, user_id: &str) -> Result<bool, sqlx::Error> {
         let n = on_pool!(write, &self.db, |p| {

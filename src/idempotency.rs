@@ -46,6 +46,10 @@ pub enum Scope<'a> {
     /// Adding an entry to a user's API allowlist, and removing one.
     AllowlistAdd(&'a VultrId),
     AllowlistRemove(&'a VultrId),
+    /// Starting an access review; deciding items of one; ending one now.
+    ReviewStart,
+    ReviewDecide(i64),
+    ReviewEnd(i64),
 }
 
 impl fmt::Display for Scope<'_> {
@@ -68,6 +72,9 @@ impl fmt::Display for Scope<'_> {
             Scope::ApprovalWithdraw(a) => write!(f, "approval-withdraw:{a}"),
             Scope::AllowlistAdd(u) => write!(f, "allowlist-add:{u}"),
             Scope::AllowlistRemove(u) => write!(f, "allowlist-remove:{u}"),
+            Scope::ReviewStart => f.write_str("review:start"),
+            Scope::ReviewDecide(r) => write!(f, "review-decide:{r}"),
+            Scope::ReviewEnd(r) => write!(f, "review-end:{r}"),
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod reconcile;
 pub mod release;
 pub mod report;
 pub mod request_id;
+pub mod reviews;
 pub mod schema;
 pub mod self_service;
 pub mod session;

@@ -161,6 +161,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             app.run_until(shutdown_signal()).await
         }
         Command::Notify(cmd) => notify_once(*cmd).await,
+        Command::Review(cmd) => review_start(*cmd).await,
         Command::Demo(args) => {
             telemetry::init(&args.common.log_format);
             // A fresh random root key that only the in-process fake accepts.
@@ -206,6 +207,32 @@ fn warn_unknown_variables() {
             }
         }
     }
+}
+
+/// `keydesk review --start`: one access review of KEYDESK_REVIEW_SCOPE,
+/// its snapshot waited for, then exit; one already open is not an error.
+async fn review_start(cmd: keydesk::config::ReviewCmd) -> Result<(), String> {
+    telemetry::init(&cmd.serve.common.log_format);
+    warn_unknown_variables();
+    if !cmd.start {
+        return Err("review starts one access review and exits: add --start (serve starts them on KEYDESK_REVIEW_EVERY)".into());
+    }
+    let settings = if cmd.demo {
+        let token = random_key();
+        let url = FakeVultr::seeded(&token)
+            .spawn()
+            .await
+            .map_err(|e| format!("cannot start the demo upstream: {e}"))?;
+        cmd.serve.settings_with(&url, SecretString::from(token))?
+    } else {
+        let key = cmd.serve.root_key().map_err(|e| e.to_string())?;
+        cmd.serve.settings_with(&cmd.serve.vultr_api_url, key)?
+    };
+    let state = keydesk::state::AppState::new(settings).await?;
+    let started = keydesk::pages::reviews::schedule::start_and_wait(&state).await;
+    state.audit.close().await;
+    println!("keydesk review: {}", started?);
+    Ok(())
 }
 
 /// `keydesk notify --once`: one pass of expiry notices, then exit; an error

@@ -45,6 +45,9 @@ pub struct Row {
     /// The user's allowlist admits any address; `None`: it could not be read.
     #[serde(default)]
     pub anywhere: Option<bool>,
+    /// The user's last Vultr activity (RFC 3339), as the users list said.
+    #[serde(default)]
+    pub last_activity: Option<String>,
 }
 
 impl Row {
@@ -349,6 +352,7 @@ pub async fn scan(
                 outside: !ours.contains(&key.id),
                 acls: acls.clone(),
                 anywhere,
+                last_activity: user.last_activity.clone(),
                 key,
             })
         })

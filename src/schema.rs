@@ -74,6 +74,7 @@ const KINDS: &[(Engine, i64, Kind, &str)] = &[
     (Engine::Sqlite, 11, Kind::Expand, ""),
     (Engine::Sqlite, 12, Kind::Expand, ""),
     (Engine::Sqlite, 13, Kind::Expand, ""),
+    (Engine::Sqlite, 14, Kind::Expand, ""),
     (Engine::Postgres, 1, Kind::Expand, ""),
     (Engine::Postgres, 2, Kind::Expand, ""),
     (Engine::Postgres, 3, Kind::Expand, ""),
@@ -100,6 +101,7 @@ const KINDS: &[(Engine, i64, Kind, &str)] = &[
     (Engine::Postgres, 9, Kind::Expand, ""),
     (Engine::Postgres, 10, Kind::Expand, ""),
     (Engine::Postgres, 11, Kind::Expand, ""),
+    (Engine::Postgres, 12, Kind::Expand, ""),
 ];
 
 /// The release that first shipped each contract step: once it is applied,
@@ -313,6 +315,10 @@ const NEEDED_GRANTS: &[(&str, &str)] = &[
     ("cleanup_keys", "SELECT, INSERT, UPDATE"),
     ("form_keys", "SELECT, INSERT, UPDATE, DELETE"),
     ("keydesk_release", "SELECT"),
+    ("reviews", "SELECT, INSERT, UPDATE"),
+    ("review_items", "SELECT, INSERT, UPDATE"),
+    ("review_decisions", "SELECT, INSERT"),
+    ("review_notices", "SELECT, INSERT, UPDATE"),
 ];
 
 /// The first privilege this role lacks, in words ("INSERT on holds"): one

@@ -28,9 +28,13 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, String> {
         let (listen, admin_listen) = (settings.listen, settings.admin_listen);
         let scan_at_start = settings.scan_at_start;
+        let review_at_start = settings.review_at_start;
         let state = AppState::new(settings).await?;
         if scan_at_start {
             first_scan(&state).await?;
+        }
+        if review_at_start {
+            crate::pages::reviews::schedule::open_one_at_start(&state).await;
         }
         let (listener, addr) = bind("KEYDESK_LISTEN", listen).await?;
         let admin = match admin_listen {
@@ -236,6 +240,7 @@ async fn resume_jobs(state: AppState) {
     let mut tick = tokio::time::interval(state.leases.beat());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut notices: Option<tokio::task::JoinHandle<()>> = None;
+    let mut beats: u64 = 0;
     loop {
         tick.tick().await;
         let n = crate::pages::offboard::resume_stalled(&state).await;
@@ -247,6 +252,20 @@ async fn resume_jobs(state: AppState) {
         let n = crate::pages::cleanup_job::resume_stalled(&state).await;
         if n > 0 {
             metrics::counter!("keydesk_jobs_resumed_total", "job" => "cleanup").increment(n as u64);
+        }
+        // Access reviews: snapshots and applications whose replica stopped,
+        // reviews past their deadline; every sixth beat, the schedule, the
+        // reminders and the unknown outcomes.
+        let n = crate::pages::reviews::snapshot::resume_stalled(&state).await
+            + crate::pages::reviews::apply::resume_stalled(&state).await;
+        if n > 0 {
+            metrics::counter!("keydesk_jobs_resumed_total", "job" => "review").increment(n as u64);
+        }
+        beats += 1;
+        if beats % 6 == 1 {
+            crate::pages::reviews::schedule::start_if_due(&state).await;
+            crate::pages::reviews::notices::remind_due(&state).await;
+            crate::pages::reviews::apply::reconcile_unknown(&state).await;
         }
         // A notice pass whose replica stopped: one look at a time, in its
         // own task (a resumed pass may take minutes).

@@ -56,6 +56,10 @@ pub struct AppState {
     pub leases: crate::leases::Leases,
     /// Expired-key clean-ups: what each run still has to revoke.
     pub cleanups: crate::cleanups::Cleanups,
+    /// Access reviews: their items, decisions and reminders.
+    pub reviews: crate::reviews::Reviews,
+    /// `KEYDESK_REVIEW_*`: the recurring review, and the reminder days.
+    pub review_schedule: crate::reviews::Schedule,
     pub notifier: Arc<Notifier>,
     /// Two-person approval: the rules, who decides, the requests.
     pub approval: ApprovalPolicy,
@@ -138,6 +142,10 @@ pub struct Settings {
     /// Run one expiring-keys scan at start and wait for it (`keydesk demo`:
     /// the reports have content from the first page).
     pub scan_at_start: bool,
+    /// Open one access review at start when there is none (`keydesk demo`).
+    pub review_at_start: bool,
+    /// `KEYDESK_REVIEW_*`: recurring access reviews (off by default) and reminders.
+    pub review_schedule: crate::reviews::Schedule,
 }
 
 impl Settings {
@@ -182,6 +190,8 @@ impl Settings {
             me_posts: PostRate::default(),
             job_lease: crate::leases::DEFAULT_LEASE,
             scan_at_start: false,
+            review_at_start: false,
+            review_schedule: crate::reviews::Schedule::default(),
         }
     }
 }
@@ -233,6 +243,8 @@ impl AppState {
             offboardings: Offboardings::new(db.clone()),
             leases: crate::leases::Leases::new(db.clone(), s.job_lease),
             cleanups: crate::cleanups::Cleanups::new(db.clone()),
+            reviews: crate::reviews::Reviews::new(db.clone()),
+            review_schedule: s.review_schedule,
             notifier: Arc::new(Notifier::new(
                 db.clone(),
                 crate::notify::NotifyConfig {

@@ -39,6 +39,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("grants", 3),
     ("lost_creates", 3),
     ("approvals", 3),
+    ("reviews", 3),
     ("error", 3),
     ("policy", 3),
     ("self_service", 4),
@@ -136,6 +137,7 @@ fn every_module_uses_only_lower_layers() {
 const STORES: &[&str] = &[
     "audit",
     "grants",
+    "reviews",
     "approvals",
     "lost_creates.rs",
     "holds.rs",

@@ -45,13 +45,19 @@ pub enum AuditAction {
     /// An OpenID sign-in and sign-out (OpenID mode only).
     AccessSignin,
     AccessSignout,
+    /// An access review: started (the group of everything it does), an
+    /// item decided, an item applied without a DELETE (and the summary), closed.
+    ReviewStart,
+    ReviewDecide,
+    ReviewApply,
+    ReviewClose,
     /// An action a newer release wrote, which this one does not know: shown
     /// as "unknown (newer version)", never written.
     Newer,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 23] = [
+    pub const ALL: [AuditAction; 27] = [
         AuditAction::KeyCreate,
         AuditAction::KeyRotate,
         AuditAction::KeyRevoke,
@@ -75,6 +81,10 @@ impl AuditAction {
         AuditAction::UserAllowlistRemove,
         AuditAction::AccessSignin,
         AuditAction::AccessSignout,
+        AuditAction::ReviewStart,
+        AuditAction::ReviewDecide,
+        AuditAction::ReviewApply,
+        AuditAction::ReviewClose,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +112,10 @@ impl AuditAction {
             AuditAction::UserAllowlistRemove => "user.allowlist.remove",
             AuditAction::AccessSignin => "access.signin",
             AuditAction::AccessSignout => "access.signout",
+            AuditAction::ReviewStart => "review.start",
+            AuditAction::ReviewDecide => "review.decide",
+            AuditAction::ReviewApply => "review.apply",
+            AuditAction::ReviewClose => "review.close",
             AuditAction::Newer => crate::audit::NEWER,
         }
     }
@@ -367,7 +381,7 @@ impl Entry {
     pub fn is_group(&self) -> bool {
         matches!(
             self.action,
-            AuditAction::UserOffboard | AuditAction::KeysCleanup
+            AuditAction::UserOffboard | AuditAction::KeysCleanup | AuditAction::ReviewStart
         )
     }
 
@@ -392,6 +406,8 @@ pub struct Filter {
     pub group: Option<String>,
     /// Key and allowlist writes for users of this level (root, sensitive, limited).
     pub level: Option<String>,
+    /// One access review: its entries (everything linked to its review.start).
+    pub review: Option<String>,
 }
 
 impl Filter {
@@ -430,6 +446,10 @@ mod tests {
             | A::UserReinstate
             | A::AccessSignin
             | A::AccessSignout
+            | A::ReviewStart
+            | A::ReviewDecide
+            | A::ReviewApply
+            | A::ReviewClose
             | A::Newer => [false; 4],
         }
     }

@@ -87,6 +87,13 @@ macro_rules! push_filters {
                 .push_bind(g)
                 .push(")");
         }
+        if let Some(r) = Filter::clean(&$f.review).and_then(|r| r.parse::<i64>().ok()) {
+            $q.push(" AND (id IN (SELECT group_id FROM reviews WHERE id = ")
+                .push_bind(r)
+                .push(") OR group_id IN (SELECT group_id FROM reviews WHERE id = ")
+                .push_bind(r)
+                .push("))");
+        }
     }};
 }
 

@@ -22,6 +22,7 @@ impl CommonArgs {
             self_service: self.self_service.policy()?,
             me_posts: self.self_service.post_rate(),
             powers: self.powers.powers()?,
+            review_schedule: self.review.schedule()?,
             ..Settings::new(vultr_url, root_key)
         })
     }

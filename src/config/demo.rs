@@ -36,6 +36,8 @@ impl DemoArgs {
             // The expiring-keys and privileged-keys reports show the fake's
             // keys from the first page, found by the real scan.
             scan_at_start: true,
+            // The demo ships with one open access review to try.
+            review_at_start: true,
             ..self.common.settings(vultr_url, root_key)?
         })
     }

@@ -22,6 +22,7 @@ mod explain;
 mod notify;
 mod oidc;
 mod powers;
+mod review;
 mod roles;
 mod root_key;
 mod self_service;
@@ -38,6 +39,7 @@ pub use database::{DatabaseArgs, MigrateArgs};
 pub use edge::{EdgeArgs, healthcheck_url};
 pub use notify::{NotifyArgs, NotifyCmd};
 pub use powers::PowersArgs;
+pub use review::{ReviewArgs, ReviewCmd};
 pub use root_key::RootKeyError;
 pub use self_service::SelfServiceArgs;
 
@@ -65,6 +67,8 @@ pub enum Command {
     RotateFormKey(DatabaseArgs),
     /// Run one pass of expiry notices with serve's configuration, then exit: 0 when everything due went out (for cron or a Kubernetes CronJob).
     Notify(Box<NotifyCmd>),
+    /// Start an access review with serve's configuration (KEYDESK_REVIEW_SCOPE, _DAYS, _DEFAULT, _REVIEWERS), wait for its snapshot, then exit: for cron. 0 when it started or one of that scope is already open.
+    Review(Box<ReviewCmd>),
     /// Serve the demo's fake Vultr API (seeded users) on its own, to try `serve`, the SSO proxy, PostgreSQL and notices before touching the real account. Every secret it issues starts with FAKE.
     FakeVultr {
         /// Address to listen on.
@@ -143,6 +147,9 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub powers: PowersArgs,
+
+    #[command(flatten)]
+    pub review: ReviewArgs,
 }
 
 /// `keydesk serve`.

@@ -26,6 +26,31 @@ impl Notifier {
             .await
     }
 
+    /// Whether a webhook is configured.
+    pub fn has_webhook(&self) -> bool {
+        self.webhook.is_some()
+    }
+
+    /// Posts `text` (made inert) to the webhook; an error in words.
+    pub async fn post_text(&self, text: &str) -> Result<(), String> {
+        match &self.webhook {
+            Some(w) => w.send_text(text).await,
+            None => Err("no webhook configured".into()),
+        }
+    }
+
+    /// Mails `text` to `to` (HTML escaped by the template); an error in words.
+    pub async fn mail_text(&self, to: &[String], subject: &str, text: &str) -> Result<(), String> {
+        use askama::Template;
+        let Some(m) = &self.mailer else {
+            return Err("no SMTP configured".into());
+        };
+        let html = send::AnnounceHtml { text }
+            .render()
+            .map_err(|e| format!("mail html: {e}"))?;
+        m.send_parts(to, subject, text.to_string(), html).await
+    }
+
     /// Tells people of an event (an approval request or decision) on the
     /// channels that are on: the webhook gets `{"text": …}`, `to` a mail.
     /// Best effort: failures are logged, never raised.

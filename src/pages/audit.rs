@@ -69,6 +69,7 @@ impl AuditListView {
             ("outcome", &self.filter.outcome),
             ("level", &self.filter.level),
             ("group", &self.filter.group),
+            ("review", &self.filter.review),
         ] {
             if let Some(v) = v.as_deref().filter(|s| !s.is_empty()) {
                 pairs.push((k, v));

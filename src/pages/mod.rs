@@ -22,6 +22,7 @@ pub mod paths;
 pub mod privileged;
 pub mod reinstate;
 pub mod reports;
+pub mod reviews;
 pub mod users;
 
 use askama::Template;

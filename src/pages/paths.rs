@@ -24,6 +24,8 @@ pub const PRIVILEGED_CSV: &str = "/reports/keys/privileged.csv";
 pub const GRANTS: &str = "/grants";
 pub const NOTICES: &str = "/notices";
 pub const APPROVALS: &str = "/approvals";
+pub const REVIEWS: &str = "/reviews";
+pub const REVIEWS_NEW: &str = "/reviews/new";
 pub const NOTICES_RUN: &str = "/notices/run";
 pub const KEYS_REVOKE_EXPIRED: &str = "/reports/keys/revoke-expired";
 /// OpenID mode: sign in, the provider's return, sign out, and after it.
@@ -156,6 +158,36 @@ pub fn approval_step(id: &str, step: &str) -> String {
 /// The audit trail of one group (an offboarding, a clean-up).
 pub fn audit_group(group: impl std::fmt::Display) -> String {
     format!("/audit?group={group}")
+}
+
+/// `/reviews/{id}`: one access review.
+pub fn review(id: impl std::fmt::Display) -> String {
+    format!("/reviews/{id}")
+}
+
+/// `/reviews/{id}.csv` or `.jsonl`: a review's evidence.
+pub fn review_export(id: impl std::fmt::Display, ext: &str) -> String {
+    format!("/reviews/{id}.{ext}")
+}
+
+/// `/reviews/{id}/decide`: an operator's (bulk) decision.
+pub fn review_decide(id: impl std::fmt::Display) -> String {
+    format!("/reviews/{id}/decide")
+}
+
+/// `/reviews/{id}/end`: End review now.
+pub fn review_end(id: impl std::fmt::Display) -> String {
+    format!("/reviews/{id}/end")
+}
+
+/// `/me/reviews/{id}/decide`: an owner's decision on their own key.
+pub fn my_review_decide(id: impl std::fmt::Display) -> String {
+    format!("/me/reviews/{id}/decide")
+}
+
+/// The audit trail of one access review.
+pub fn audit_of_review(id: impl std::fmt::Display) -> String {
+    format!("/audit?review={id}")
 }
 
 /// The audit trail filtered to one user.

@@ -204,6 +204,32 @@ impl Group {
         }
     }
 
+    /// Ends the group as refused before any part ran (`why`, in words), and
+    /// gives the form back: nothing was done.
+    pub async fn refuse(self, why: &str) {
+        if !self.token.is_empty() {
+            self.state.tokens.release(&self.token).await;
+        }
+        let how = Settlement {
+            error: Some(why),
+            ..Outcome::Failed.settled()
+        };
+        self.state.audit.settle(self.id, how).await;
+    }
+
+    /// Settles the group's own entry as done, with a note (`what`), and
+    /// spends the form; the group stays open for later linked parts.
+    pub async fn settle_started(&self, what: &str) {
+        if !self.token.is_empty() {
+            self.state.tokens.complete(&self.token, None).await;
+        }
+        let how = Settlement {
+            error: Some(what),
+            ..Outcome::Ok.settled()
+        };
+        self.state.audit.settle(self.id, how).await;
+    }
+
     /// Ends the group: settles its own entry from its parts and spends the
     /// form (a repeat needs the fresh form the result page offers).
     pub async fn finish<'o>(self, parts: impl IntoIterator<Item = &'o StepOutcome>) {

@@ -190,6 +190,12 @@ impl Claimed<'_> {
         &self.token
     }
 
+    /// Spends the form for a change recorded elsewhere (each part of a
+    /// bulk decision is its own audit entry): it never acts again.
+    pub async fn spend(self) {
+        self.ctx.state.tokens.complete(&self.token, None).await;
+    }
+
     /// Gives the form back: nothing was sent, it may be submitted again.
     pub async fn release(self) {
         self.ctx.state.tokens.release(&self.token).await;

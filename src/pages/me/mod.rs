@@ -49,6 +49,10 @@ pub struct MeView {
     pub self_service: SelfService,
     /// The signed-in person, to link the requests they made.
     pub me: String,
+    /// "Keys to confirm": this owner's items in open self-reviews, and
+    /// each review's form token.
+    pub to_confirm: Vec<(crate::reviews::Review, crate::reviews::Item)>,
+    pub confirm_tokens: std::collections::HashMap<i64, String>,
 }
 
 impl MeView {
@@ -61,6 +65,12 @@ impl MeView {
     }
     pub fn asked_by_me(&self, a: &Approval) -> bool {
         a.is_requester(&self.me)
+    }
+    pub fn confirm_token(&self, review: &i64) -> &str {
+        self.confirm_tokens
+            .get(review)
+            .map(String::as_str)
+            .unwrap_or("")
     }
 }
 
@@ -127,6 +137,19 @@ pub async fn me_show(ctx: Ctx) -> Result<Response, AppError> {
         ctx.state.approvals.for_user(id.as_str()),
     );
     let record = record.map_err(AppError::store)?;
+    let to_confirm = ctx
+        .state
+        .reviews
+        .owner_items(&ctx.who.email)
+        .await
+        .map_err(AppError::store)?;
+    let mut confirm_tokens = std::collections::HashMap::new();
+    for (review, _) in &to_confirm {
+        if let std::collections::hash_map::Entry::Vacant(slot) = confirm_tokens.entry(review.id) {
+            let scope = crate::idempotency::Scope::ReviewDecide(review.id);
+            slot.insert(ctx.issue(scope).await?);
+        }
+    }
     let mut keys = keys?;
     keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));
     let view = MeView {
@@ -140,6 +163,8 @@ pub async fn me_show(ctx: Ctx) -> Result<Response, AppError> {
         history: record.history,
         self_service: ctx.state.self_service,
         me: ctx.who.email.clone(),
+        to_confirm,
+        confirm_tokens,
     };
     Ok(render(StatusCode::OK, &view))
 }

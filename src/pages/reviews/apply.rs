@@ -1,0 +1,551 @@
+//! Closing an access review and applying its decisions, as a durable job.
+//! The close is one conditional update (one replica wins, audited
+//! review.close); then, under the review's lease, each item not applied yet
+//! is checked at Vultr and settled: a revoke (decided, or the default) is
+//! the one audited write, a DELETE linked to the review; keep does nothing
+//! upstream. Each item's outcome is recorded as it ends, so a run cut short
+//! (kill -9) is taken over by another replica and applies nothing twice: a
+//! key already gone is never sent a second DELETE.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+
+use crate::audit::{AuditAction, Intent, Outcome, Settlement};
+use crate::ids::VultrId;
+use crate::leases::Heartbeat;
+use crate::reviews::{Applied, DEADLINE, DEFAULT_DECIDER, Decision, Item, Review, apply_job};
+use crate::state::AppState;
+use crate::write::{Group, StepOutcome};
+
+/// Users whose items are applied at once (the rate budget is the real bound).
+const CONCURRENCY: usize = 4;
+/// Attempts at an item whose call failed (Vultr down) before it settles as failed.
+const ATTEMPTS: i64 = 3;
+
+/// Ends an open review now (`by`: an operator, or `DEADLINE`), audited
+/// review.close, and starts applying it. False when it was not open (it
+/// closed already, elsewhere): nothing done.
+pub async fn end(state: &AppState, review: &Review, intent: Intent) -> Result<bool, sqlx::Error> {
+    let by = intent.actor.clone();
+    let by = if intent.role == "system" {
+        DEADLINE.to_string()
+    } else {
+        by
+    };
+    if !state.reviews.close(review.id, &by).await? {
+        return Ok(false);
+    }
+    let intent = Intent {
+        group_id: Some(review.group_id),
+        key_name: Some(format!("access review #{}", review.id)),
+        ..intent
+    };
+    state.audit.record(&intent, Outcome::Ok).await;
+    metrics::counter!("keydesk_reviews_closed_total").increment(1);
+    start_applying(state, review.id).await;
+    Ok(true)
+}
+
+/// Takes the review's lease and applies it in its own task; without the
+/// lease (another replica has it, or the database failed) the job loop
+/// finds the review closing and unheld later.
+async fn start_applying(state: &AppState, id: i64) {
+    if let Ok(true) = state.leases.acquire(&apply_job(id)).await
+        && let Ok(Some(review)) = state.reviews.get(id).await
+    {
+        let state = state.clone();
+        tokio::spawn(async move { apply(&state, review).await });
+    }
+}
+
+/// The group every part of the review links to, acting as whoever closed it.
+fn group_of(state: &AppState, review: &Review) -> Group {
+    let closer = review.closed_by.as_deref().unwrap_or(DEADLINE);
+    let intent = if closer == DEADLINE {
+        Intent::system(AuditAction::ReviewStart)
+    } else {
+        Intent::new(closer, "operator", AuditAction::ReviewStart)
+    };
+    Group::resume(state.clone(), review.group_id, intent)
+}
+
+/// Applies every item not applied yet, under the lease the caller took.
+pub async fn apply(state: &AppState, review: Review) {
+    let lease = apply_job(review.id);
+    let heartbeat = state.leases.keep(&lease);
+    let items = match state.reviews.unapplied(review.id).await {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::warn!(error = %e, "a closing review's items could not be read");
+            drop(heartbeat);
+            state.leases.release(&lease).await;
+            return;
+        }
+    };
+    let group = group_of(state, &review);
+    let mut by_user: BTreeMap<String, Vec<Item>> = BTreeMap::new();
+    for item in items {
+        by_user.entry(item.user_id.clone()).or_default().push(item);
+    }
+    let finished = futures_util::stream::iter(by_user)
+        .map(|(user, items)| apply_user(&group, &review, user, items, &heartbeat))
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<bool>>()
+        .await
+        .into_iter()
+        .all(|done| done);
+    drop(heartbeat);
+    if finished {
+        match state.reviews.finish(review.id).await {
+            Ok(true) => closed(state, &review).await,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "a review's end could not be recorded"),
+        }
+    }
+    state.leases.release(&lease).await;
+}
+
+/// The review's items all applied: the summary entry, the metric, the notices.
+async fn closed(state: &AppState, review: &Review) {
+    let items = state.reviews.items(review.id).await.unwrap_or_default();
+    let count = |o: &str| {
+        items
+            .iter()
+            .filter(|i| i.outcome.as_deref() == Some(o))
+            .count()
+    };
+    let summary = format!(
+        "{} revoked, {} kept, {} gone, {} offboarded, {} unknown, {} failed",
+        count("revoked"),
+        count("kept"),
+        count("gone"),
+        count("offboarded"),
+        count("unknown"),
+        count("failed")
+    );
+    let outcome = match (count("failed"), count("unknown")) {
+        (0, 0) => Outcome::Ok,
+        (0, _) => Outcome::Unknown,
+        _ => Outcome::Failed,
+    };
+    let intent = Intent {
+        group_id: Some(review.group_id),
+        key_name: Some(format!("access review #{} applied: {summary}", review.id)),
+        ..Intent::system(AuditAction::ReviewApply)
+    };
+    state.audit.record(&intent, outcome).await;
+    tracing::info!(review = review.id, %summary, "access review applied");
+    if let Ok(Some(done)) = state.reviews.get(review.id).await {
+        super::notices::closed(state, &done, &items).await;
+    }
+}
+
+/// One user's items: false when the lease was lost, or an item is left to
+/// try again (its call failed and it has attempts left).
+async fn apply_user(
+    group: &Group,
+    review: &Review,
+    user: String,
+    items: Vec<Item>,
+    heartbeat: &Heartbeat,
+) -> bool {
+    let state = group.state();
+    let Ok(user_id) = VultrId::parse(&user) else {
+        for item in &items {
+            settle(
+                state,
+                review,
+                item,
+                "failed",
+                Some("a user id keydesk will not follow"),
+                None,
+            )
+            .await;
+        }
+        return true;
+    };
+    let held = match state.holds.get(user_id.as_str()).await {
+        Ok(h) => h.is_some(),
+        Err(e) => {
+            for item in &items {
+                retry(
+                    state,
+                    review,
+                    item,
+                    &format!("the holds could not be read: {e}"),
+                )
+                .await;
+            }
+            return false;
+        }
+    };
+    // An offboarded user's keys are the offboarding's to revoke: no call.
+    let current = if held {
+        None
+    } else {
+        Some(state.vultr.list_keys(&user_id).await)
+    };
+    let mut all_done = true;
+    for item in items {
+        if heartbeat.lost() {
+            return false;
+        }
+        let (decision, by) = decision_of(review, &item);
+        let part = Intent {
+            target_user_id: Some(item.user_id.clone()),
+            target_user_email: item.user_email.clone(),
+            key_id: Some(item.key_id.clone()),
+            key_name: item.key_name.clone(),
+            approved_by: Some(by.clone()),
+            level: Some(item.level.clone()),
+            acls: Some(item.acls.clone()),
+            reason: Some(reason_of(review, &item)),
+            ..group.part(AuditAction::ReviewApply)
+        };
+        let listed = match &current {
+            None => {
+                group
+                    .note(part, "offboarded: the offboarding revokes the user's keys")
+                    .await;
+                apply_as(
+                    state,
+                    review,
+                    &item,
+                    "offboarded",
+                    decision,
+                    &by,
+                    None,
+                    None,
+                )
+                .await;
+                continue;
+            }
+            Some(Err(e)) => {
+                all_done &= !retry(
+                    state,
+                    review,
+                    &item,
+                    &format!("the user's keys could not be read: {e}"),
+                )
+                .await;
+                continue;
+            }
+            Some(Ok(list)) => list,
+        };
+        if !listed
+            .iter()
+            .any(|k| k.id.eq_ignore_ascii_case(&item.key_id))
+        {
+            group
+                .note(part, "gone: the key was revoked or rotated meanwhile")
+                .await;
+            apply_as(state, review, &item, "gone", decision, &by, None, None).await;
+            continue;
+        }
+        if decision == Decision::Keep {
+            apply_as(state, review, &item, "kept", decision, &by, None, None).await;
+            continue;
+        }
+        let Ok(key_id) = VultrId::parse(&item.key_id) else {
+            settle(
+                state,
+                review,
+                &item,
+                "failed",
+                Some("a key id keydesk will not follow"),
+                None,
+            )
+            .await;
+            continue;
+        };
+        let revoke = Intent {
+            action: AuditAction::KeyRevoke,
+            ..part
+        };
+        let call = state.vultr.delete_key(&user_id, &key_id);
+        match group.step(revoke, call, true).await {
+            StepOutcome::Done => {
+                metrics::counter!("keydesk_keys_revoked_total").increment(1);
+                apply_as(
+                    state,
+                    review,
+                    &item,
+                    "revoked",
+                    decision,
+                    &by,
+                    None,
+                    Some(204),
+                )
+                .await;
+            }
+            StepOutcome::AlreadyGone => {
+                apply_as(
+                    state,
+                    review,
+                    &item,
+                    "gone",
+                    decision,
+                    &by,
+                    Some("Vultr answered 404: already gone"),
+                    Some(404),
+                )
+                .await;
+            }
+            StepOutcome::Unknown(e) => {
+                apply_as(
+                    state,
+                    review,
+                    &item,
+                    "unknown",
+                    decision,
+                    &by,
+                    Some(&e),
+                    None,
+                )
+                .await;
+            }
+            StepOutcome::Failed(e) => {
+                all_done &= !retry(state, review, &item, &e).await;
+            }
+            StepOutcome::Skipped(e) => {
+                apply_as(
+                    state,
+                    review,
+                    &item,
+                    "failed",
+                    decision,
+                    &by,
+                    Some(&e),
+                    None,
+                )
+                .await;
+            }
+        }
+    }
+    all_done
+}
+
+/// The decision that counts for an item, and whose it is.
+fn decision_of(review: &Review, item: &Item) -> (Decision, String) {
+    match (item.decided(), &item.decided_by) {
+        (Some(d), Some(by)) => (d, by.clone()),
+        _ => (
+            review.fallback().apply(item.recommended()),
+            DEFAULT_DECIDER.to_string(),
+        ),
+    }
+}
+
+/// The reason an applied item carries into the audit.
+fn reason_of(review: &Review, item: &Item) -> String {
+    match (&item.decision, &item.decision_reason) {
+        (Some(_), Some(r)) if !r.trim().is_empty() => format!("access review #{}: {r}", review.id),
+        (Some(d), _) => format!("access review #{}: decided {d}", review.id),
+        (None, _) => format!(
+            "access review #{}: undecided, default {} ({})",
+            review.id, review.default_decision, item.recommendation_reason
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_as(
+    state: &AppState,
+    review: &Review,
+    item: &Item,
+    outcome: &str,
+    decision: Decision,
+    by: &str,
+    detail: Option<&str>,
+    status: Option<u16>,
+) {
+    let a = Applied {
+        outcome,
+        decision,
+        by,
+        detail,
+        upstream_status: status,
+    };
+    if let Err(e) = state.reviews.applied(review.id, &item.key_id, a).await {
+        tracing::warn!(error = %e, "a review item's outcome was not recorded; a resumed run checks it again");
+    }
+}
+
+async fn settle(
+    state: &AppState,
+    review: &Review,
+    item: &Item,
+    outcome: &str,
+    detail: Option<&str>,
+    status: Option<u16>,
+) {
+    let (decision, by) = decision_of(review, item);
+    apply_as(state, review, item, outcome, decision, &by, detail, status).await;
+}
+
+/// A failed attempt: counted; after `ATTEMPTS` the item settles as failed.
+/// True when it is left to try again.
+async fn retry(state: &AppState, review: &Review, item: &Item, why: &str) -> bool {
+    match state
+        .reviews
+        .attempt_failed(review.id, &item.key_id, why)
+        .await
+    {
+        Ok(n) if n >= ATTEMPTS => {
+            let detail = format!("{why} (after {n} attempts)");
+            let (decision, by) = decision_of(review, item);
+            let a = Applied {
+                outcome: "failed",
+                decision,
+                by: &by,
+                detail: Some(&detail),
+                upstream_status: None,
+            };
+            // `applied` counts one more attempt: the record says what was tried.
+            if let Err(e) = state.reviews.applied(review.id, &item.key_id, a).await {
+                tracing::warn!(error = %e, "a failed review item was not recorded");
+            }
+            false
+        }
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "a review item's attempt was not recorded");
+            true
+        }
+    }
+}
+
+/// From the job loop, on every replica: reviews past their deadline are
+/// ended, closing reviews nobody holds are taken over. Returns how many
+/// were taken over.
+pub async fn resume_stalled(state: &AppState) -> usize {
+    match state.reviews.due().await {
+        Ok(due) => {
+            for review in due {
+                let intent = Intent {
+                    reason: Some("the deadline was reached".into()),
+                    ..Intent::system(AuditAction::ReviewClose)
+                };
+                if let Err(e) = end(state, &review, intent).await {
+                    tracing::warn!(error = %e, "a review past its deadline could not be closed");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not look for reviews past their deadline"),
+    }
+    let stalled = match state.reviews.unheld("closing").await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for closing reviews");
+            return 0;
+        }
+    };
+    let mut taken = 0;
+    for review in stalled {
+        if let Ok(true) = state.leases.acquire(&apply_job(review.id)).await {
+            tracing::warn!(
+                review = review.id,
+                "applying a review taken over: its replica stopped or a call failed"
+            );
+            let state = state.clone();
+            tokio::spawn(async move { apply(&state, review).await });
+            taken += 1;
+        }
+    }
+    taken
+}
+
+/// The sweep of revocations whose outcome was unknown: the key gone from
+/// Vultr's list settles as revoked; still there, it is revoked again (the
+/// decision stands), through the one audited write.
+pub async fn reconcile_unknown(state: &AppState) {
+    let items = match state.reviews.unknown_items().await {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for review items with an unknown outcome");
+            return;
+        }
+    };
+    for item in items {
+        let Ok(Some(review)) = state.reviews.get(item.review_id).await else {
+            continue;
+        };
+        let (Ok(user), Ok(key)) = (VultrId::parse(&item.user_id), VultrId::parse(&item.key_id))
+        else {
+            continue;
+        };
+        let Ok(list) = state.vultr.list_keys(&user).await else {
+            continue;
+        };
+        let group = group_of(state, &review);
+        let (_, by) = decision_of(&review, &item);
+        let part = Intent {
+            target_user_id: Some(item.user_id.clone()),
+            target_user_email: item.user_email.clone(),
+            key_id: Some(item.key_id.clone()),
+            key_name: item.key_name.clone(),
+            approved_by: Some(by),
+            level: Some(item.level.clone()),
+            acls: Some(item.acls.clone()),
+            reason: Some(format!(
+                "access review #{}: reconciling an unknown outcome",
+                review.id
+            )),
+            ..group.part(AuditAction::ReviewApply)
+        };
+        if !list.iter().any(|k| k.id.eq_ignore_ascii_case(&item.key_id)) {
+            if let Ok(true) = state
+                .reviews
+                .reconciled(
+                    review.id,
+                    &item.key_id,
+                    "revoked",
+                    "reconciled: the key is gone from Vultr's list",
+                )
+                .await
+            {
+                group
+                    .note(part, "reconciled: revoked (the key is gone)")
+                    .await;
+            }
+            continue;
+        }
+        let revoke = Intent {
+            action: AuditAction::KeyRevoke,
+            ..part
+        };
+        let outcome = group
+            .step(revoke, state.vultr.delete_key(&user, &key), true)
+            .await;
+        let settled = match outcome {
+            StepOutcome::Done => Some(("revoked", "reconciled: revoked again")),
+            StepOutcome::AlreadyGone => Some(("revoked", "reconciled: Vultr answered 404")),
+            _ => None,
+        };
+        if let Some((o, d)) = settled
+            && let Err(e) = state
+                .reviews
+                .reconciled(review.id, &item.key_id, o, d)
+                .await
+        {
+            tracing::warn!(error = %e, "a reconciled review item was not recorded");
+        }
+    }
+}
+
+/// The settlement words a step's outcome leaves (for tests and pages).
+pub fn outcome_words(outcome: &str) -> &'static str {
+    match outcome {
+        "kept" => "kept",
+        "revoked" => "revoked",
+        "gone" => "already gone",
+        "offboarded" => "left to the offboarding",
+        "unknown" => "outcome unknown (reconciled later)",
+        "failed" => "failed",
+        _ => "not applied yet",
+    }
+}
+
+#[allow(dead_code)]
+fn _settlement_is_used(_: Settlement<'_>) {}
