@@ -229,7 +229,11 @@ async fn review_start(cmd: keydesk::config::ReviewCmd) -> Result<(), String> {
         cmd.serve.settings_with(&cmd.serve.vultr_api_url, key)?
     };
     let state = keydesk::state::AppState::new(settings).await?;
-    let started = keydesk::pages::reviews::schedule::start_and_wait(&state).await;
+    let started = keydesk::pages::reviews::schedule::start_and_wait(
+        &state,
+        "started by `keydesk review --start`",
+    )
+    .await;
     state.audit.close().await;
     println!("keydesk review: {}", started?);
     Ok(())

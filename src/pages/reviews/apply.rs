@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
 
-use crate::audit::{AuditAction, Intent, Outcome, Settlement};
+use crate::audit::{AuditAction, Intent, Outcome};
 use crate::ids::VultrId;
 use crate::leases::Heartbeat;
 use crate::reviews::{Applied, DEADLINE, DEFAULT_DECIDER, Decision, Item, Review, apply_job};
@@ -546,6 +546,3 @@ pub fn outcome_words(outcome: &str) -> &'static str {
         _ => "not applied yet",
     }
 }
-
-#[allow(dead_code)]
-fn _settlement_is_used(_: Settlement<'_>) {}

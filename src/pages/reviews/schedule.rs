@@ -10,7 +10,7 @@ use crate::state::AppState;
 use super::snapshot::{NotStarted, begin_as_system};
 
 /// The review the schedule's settings describe, with its deadline from `now_ms`.
-async fn start_scheduled(state: &AppState) -> Result<i64, NotStarted> {
+async fn start_scheduled(state: &AppState, why: &str) -> Result<i64, NotStarted> {
     let s = &state.review_schedule;
     let now = state
         .db
@@ -23,7 +23,7 @@ async fn start_scheduled(state: &AppState) -> Result<i64, NotStarted> {
         fallback: s.fallback,
         reviewers: s.reviewers,
         inactive_days: s.scope.inactive_days().unwrap_or(s.inactive_days),
-        reason: Some("scheduled access review (KEYDESK_REVIEW_EVERY)"),
+        reason: Some(why),
         started_by: crate::audit::SYSTEM_ACTOR,
     };
     begin_as_system(state, &new).await
@@ -46,7 +46,7 @@ pub async fn start_if_due(state: &AppState) {
     if last.is_some_and(|l| now - l < every.as_millis() as i64) {
         return;
     }
-    match start_scheduled(state).await {
+    match start_scheduled(state, "scheduled (KEYDESK_REVIEW_EVERY)").await {
         Ok(id) => tracing::info!(review = id, %scope, "scheduled access review started"),
         Err(NotStarted::AlreadyOpen(_)) => {}
         Err(e) => tracing::warn!(error = %e, "the scheduled access review did not start"),
@@ -58,7 +58,7 @@ pub async fn open_one_at_start(state: &AppState) {
     if state.reviews.list(1).await.is_ok_and(|l| !l.is_empty()) {
         return;
     }
-    match start_and_wait(state).await {
+    match start_and_wait(state, "the demo's access review: try it").await {
         Ok(words) => tracing::info!("demo: {words}"),
         Err(e) => tracing::warn!(error = %e, "demo: no access review opened"),
     }
@@ -66,8 +66,8 @@ pub async fn open_one_at_start(state: &AppState) {
 
 /// `keydesk review --start`: starts one, waits for its snapshot, and says
 /// what it holds. A review of the scope already open is reported, not an error.
-pub async fn start_and_wait(state: &AppState) -> Result<String, String> {
-    let id = match start_scheduled(state).await {
+pub async fn start_and_wait(state: &AppState, why: &str) -> Result<String, String> {
+    let id = match start_scheduled(state, why).await {
         Ok(id) => id,
         Err(NotStarted::AlreadyOpen(open)) => {
             return Ok(format!(

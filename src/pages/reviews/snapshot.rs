@@ -75,7 +75,7 @@ pub async fn begin_as_system(state: &AppState, new: &NewReview<'_>) -> Result<i6
     let intent = start_intent(
         Intent::system(AuditAction::ReviewStart),
         new,
-        "started on schedule",
+        "started by keydesk",
     );
     let group_id =
         state.audit.intent(&intent).await.map_err(|e| {
