@@ -1132,3 +1132,310 @@ async fn an_operator_signs_in_through_the_provider_in_a_real_browser() {
     second.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Loads `url` until its `#review` section is in `state`: the snapshot and
+/// the applying are background jobs. Bounded; reloads, never a blind wait.
+async fn wait_review_state(c: &Client, url: &str, state: &str) {
+    let sel = format!("#review[data-state='{state}']");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        c.goto(url).await.unwrap();
+        if c.find(Locator::Css(&sel)).await.is_ok() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let now = css(c, "#review").await.attr("data-state").await.unwrap();
+            panic!("{url}: still {now:?} after 30 s, never {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits for the notice containing `text` (the page before a redirect may
+/// have a notice of its own).
+async fn wait_flash(c: &Client, text: &str) -> String {
+    let xpath = format!("//*[@id='flash' and contains(., '{text}')]");
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(&xpath))
+        .await
+        .unwrap_or_else(|e| panic!("no notice with {text:?}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// An access review in a real browser (issue 35): an operator starts it
+/// from the form; a key owner with no staff role keeps one key and revokes
+/// another on "My keys"; the operator ends it now, and exactly that one key
+/// is deleted at Vultr. Two identities, one database.
+#[tokio::test]
+async fn an_access_review_is_started_confirmed_by_an_owner_and_ended_in_a_real_browser() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let dir =
+        std::env::temp_dir().join(format!("keydesk-review-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("keydesk.db").display());
+    let access = keydesk::identity::Access::new(&[], &["demo@keydesk.local".into()]);
+    let upstream = app.state.vultr.base_url().to_string();
+    let settings = |who: &str| keydesk::state::Settings {
+        database_url: db.clone(),
+        ..demo_settings(&upstream, who, access.clone())
+    };
+    let (operator, ops) = serve(settings("demo@keydesk.local")).await;
+    let c = browser(&driver, true).await;
+
+    // 1. The operator starts a review from the form.
+    c.goto(&format!("{operator}/reviews/new")).await.unwrap();
+    let scope = css(&c, "#scope").await;
+    scope.clear().await.unwrap();
+    scope.send_keys("all").await.unwrap();
+    let deadline = date_in(7);
+    // A date input's typing depends on the browser's locale: set its value.
+    c.execute(
+        "document.getElementById('deadline').value = arguments[0];",
+        vec![json!(deadline)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(value(&c, "#deadline").await, deadline);
+    css(&c, "input[name=default][value=keep]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    css(&c, "input[name=reviewers][value='owner,operators']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    type_into(&c, "#reason", "Q4 SOC 2 access review").await;
+    screenshot(&c, "review-new").await;
+    css(&c, "#review-start").await.click().await.unwrap();
+    let flash = wait_flash(&c, "started").await;
+    let url = c.current_url().await.unwrap();
+    let id: i64 = url
+        .path()
+        .strip_prefix("/reviews/")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a review page: {url}"));
+    assert!(flash.contains(&format!("Review #{id} started")), "{flash}");
+    let review_url = format!("{operator}/reviews/{id}");
+    wait_review_state(&c, &review_url, "open").await;
+    let started = css(&c, "#review").await.text().await.unwrap();
+    assert!(started.contains("Q4 SOC 2 access review"), "{started}");
+    assert!(started.contains("demo@keydesk.local"), "{started}");
+
+    // The owner: someone with two or more limited, allowlisted keys in it.
+    let items = ops.reviews.items(id).await.unwrap();
+    assert!(!items.is_empty(), "the snapshot has items");
+    let mut owners: std::collections::BTreeMap<String, Vec<&keydesk::reviews::Item>> =
+        Default::default();
+    for i in items.iter().filter(|i| !i.needs_other) {
+        if let Some(e) = i
+            .user_email
+            .as_deref()
+            .filter(|e| e.ends_with("@example.com"))
+        {
+            owners.entry(e.to_string()).or_default().push(i);
+        }
+    }
+    let (email, mut limited) = owners
+        .into_iter()
+        .find(|(_, keys)| keys.len() >= 2)
+        .expect("an owner with two limited keys in the review");
+    let user_id = limited[0].user_id.clone();
+    let mine: Vec<&keydesk::reviews::Item> = items
+        .iter()
+        .filter(|i| i.user_email.as_deref() == Some(email.as_str()))
+        .collect();
+    // Keep what is recommended kept, revoke the other (an expired key, say).
+    limited.sort_by_key(|i| i.recommendation != "keep");
+    let (keep, revoke) = (limited[0], limited[limited.len() - 1]);
+    assert_eq!(keep.level, "limited", "{email}'s {}", keep.key_id);
+    assert_ne!(keep.reach, "anywhere");
+    assert!(
+        app.fake
+            .keys_of(&user_id)
+            .iter()
+            .any(|k| k.id == revoke.key_id),
+        "the key to revoke exists at Vultr"
+    );
+
+    // 2. The owner, with no staff role, confirms on "My keys", on another
+    // host name so the identities keep their own cookies.
+    let owner = serve(settings(&email))
+        .await
+        .0
+        .replace("127.0.0.1", "localhost");
+    c.goto(&format!("{owner}/me")).await.unwrap();
+    let section = css(&c, "#keys-to-confirm").await;
+    let listed = c
+        .find_all(Locator::Css("#keys-to-confirm li[data-key-id]"))
+        .await
+        .unwrap();
+    let mut shown = Vec::new();
+    for li in &listed {
+        shown.push(li.attr("data-key-id").await.unwrap().unwrap());
+    }
+    shown.sort();
+    let mut expected: Vec<String> = mine.iter().map(|i| i.key_id.clone()).collect();
+    expected.sort();
+    assert_eq!(shown, expected, "{email} sees their own keys, only");
+    let text = section.text().await.unwrap();
+    let page = c.source().await.unwrap();
+    for other in items.iter().filter(|i| i.user_id != user_id) {
+        assert!(
+            !page.contains(&other.key_id),
+            "another's key {} on {email}'s page",
+            other.key_id
+        );
+    }
+    assert!(text.contains(&format!("review #{id}")), "{text}");
+    c.execute(
+        "document.getElementById('keys-to-confirm').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    screenshot(&c, "my-keys-to-confirm").await;
+
+    // Keep one, with a reason.
+    let li = |k: &str| format!("#keys-to-confirm li[data-key-id='{k}']");
+    type_into(
+        &c,
+        &format!("{} input[name=reason]", li(&keep.key_id)),
+        "used by the nightly backup",
+    )
+    .await;
+    css(&c, &format!("{} button.confirm-keep", li(&keep.key_id)))
+        .await
+        .click()
+        .await
+        .unwrap();
+    let kept = wait_flash(&c, "You keep").await;
+    assert!(kept.contains(keep.name_or_dash()), "{kept}");
+    assert_eq!(
+        c.current_url().await.unwrap().fragment(),
+        Some("keys-to-confirm")
+    );
+    let decision = |k: String| {
+        let c = &c;
+        async move {
+            css(c, &k)
+                .await
+                .attr("data-decision")
+                .await
+                .unwrap()
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(decision(li(&keep.key_id)).await, "keep");
+    assert_eq!(decision(li(&revoke.key_id)).await, "");
+
+    // Revoke the other.
+    type_into(
+        &c,
+        &format!("{} input[name=reason]", li(&revoke.key_id)),
+        "no longer used",
+    )
+    .await;
+    css(&c, &format!("{} button.confirm-revoke", li(&revoke.key_id)))
+        .await
+        .click()
+        .await
+        .unwrap();
+    let revoked = wait_flash(&c, "will be revoked when review").await;
+    assert!(revoked.contains(revoke.name_or_dash()), "{revoked}");
+    assert_eq!(decision(li(&keep.key_id)).await, "keep");
+    assert_eq!(decision(li(&revoke.key_id)).await, "revoke");
+    // Nothing happens at Vultr before the review closes.
+    assert_eq!(app.fake.count("DELETE", "/v2/users"), 0);
+
+    // 3. The operator sees the progress, and ends the review now.
+    wait_review_state(&c, &review_url, "open").await;
+    let decided = css(&c, "#review-decided").await.text().await.unwrap();
+    assert_eq!(decided, "2");
+    let total = css(&c, "#review-total").await.text().await.unwrap();
+    assert_eq!(total, items.len().to_string());
+    let deciders = css(&c, "#review-deciders").await.text().await.unwrap();
+    assert!(deciders.contains(&format!("{email} (2)")), "{deciders}");
+    let kept_row = css(
+        &c,
+        &format!("#review-items tr[data-key-id='{}']", keep.key_id),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        kept_row.contains("used by the nightly backup"),
+        "{kept_row}"
+    );
+    screenshot(&c, "review").await;
+    type_into(&c, "#end-reason", "ending early for the audit").await;
+    css(&c, "#review-end").await.click().await.unwrap();
+    let ended = wait_flash(&c, "is closed").await;
+    assert!(ended.contains(&format!("Review #{id}")), "{ended}");
+    wait_review_state(&c, &review_url, "closed").await;
+    let row = |k: &str| format!("#review-items tr[data-key-id='{k}']");
+    let outcome = |k: String| {
+        let c = &c;
+        async move {
+            css(c, &k)
+                .await
+                .attr("data-outcome")
+                .await
+                .unwrap()
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(outcome(row(&revoke.key_id)).await, "revoked");
+    assert_eq!(outcome(row(&keep.key_id)).await, "kept");
+    let applied = css(&c, "#review-outcomes").await.text().await.unwrap();
+    assert!(applied.contains("revoked 1"), "{applied}");
+    assert!(
+        c.find(Locator::Css("#review-end-form")).await.is_err(),
+        "a closed review cannot be ended again"
+    );
+    let state = css(&c, "#review-state").await.text().await.unwrap();
+    assert!(state.contains("ended by demo@keydesk.local"), "{state}");
+    // The picture: the outcomes, and that owner's items as applied.
+    c.goto(&format!("{review_url}?q={}", email.replace('@', "%40")))
+        .await
+        .unwrap();
+    assert_eq!(outcome(row(&revoke.key_id)).await, "revoked");
+    c.execute(
+        "document.getElementById('review-outcomes').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    screenshot(&c, "review-closed").await;
+
+    // At Vultr: exactly one DELETE, of that key; the kept key is still there.
+    let deletes: Vec<String> = app
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(
+        app.fake.count("DELETE", &format!("/v2/users/{user_id}/")),
+        1
+    );
+    assert!(deletes[0].ends_with(&revoke.key_id), "{deletes:?}");
+    let left = app.fake.keys_of(&user_id);
+    assert!(
+        left.iter().all(|k| k.id != revoke.key_id),
+        "revoked key gone"
+    );
+    assert!(left.iter().any(|k| k.id == keep.key_id), "kept key kept");
+    c.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
