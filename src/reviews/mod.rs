@@ -289,6 +289,17 @@ pub enum Decided {
     OwnerMayNotKeep,
 }
 
+/// Whether the database refused a decision by its CHECK (an owner's own
+/// keep): PostgreSQL's check_violation, SQLite's "CHECK constraint failed"
+/// (its basic result code says only "constraint").
+fn refused_owner_keep(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        d.is_check_violation()
+            || d.code().as_deref() == Some("23514")
+            || d.message().contains("CHECK constraint failed")
+    })
+}
+
 /// An item's applied outcome.
 pub struct Applied<'a> {
     /// kept, revoked, gone, offboarded, unknown or failed.
@@ -550,7 +561,9 @@ impl Reviews {
         reason: Option<&str>,
     ) -> Result<Decided, sqlx::Error> {
         let now = self.db.now_ms().await?;
-        let done: Result<u64, sqlx::Error> = on_pool!(write, &self.db, |p| {
+        // In a block of its own: its `?` ends the block, so a refusal by
+        // the CHECK is told apart below.
+        let done: Result<u64, sqlx::Error> = async { on_pool!(write, &self.db, |p| {
             let mut tx = p.begin().await?;
             let n = sqlx::query(
                 "UPDATE review_items SET decision = $1, decided_by = $2, decided_role = $3, decided_ms = $4, decision_reason = $5
@@ -584,19 +597,15 @@ impl Reviews {
             }
             tx.commit().await?;
             Ok(n)
-        });
+        }) }
+        .await;
         match done {
             Ok(1) => Ok(Decided::Recorded),
             Ok(_) => match self.item(id, key_id).await? {
                 None => Ok(Decided::NoItem),
                 Some(_) => Ok(Decided::NotOpen),
             },
-            Err(e)
-                if e.as_database_error()
-                    .is_some_and(|d| d.is_check_violation()) =>
-            {
-                Ok(Decided::OwnerMayNotKeep)
-            }
+            Err(e) if refused_owner_keep(&e) => Ok(Decided::OwnerMayNotKeep),
             Err(e) => Err(e),
         }
     }
