@@ -435,3 +435,140 @@ async fn an_execution_cut_short_is_settled_by_another_replica_within_the_lease()
     b.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_review_close_cut_by_kill_9_is_finished_by_another_replica_and_deletes_nothing_twice() {
+    let dir =
+        std::env::temp_dir().join(format!("kd-review-kill-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("keydesk.db").display());
+    let fake = FakeVultr::new(ROOT_KEY);
+    let id = fake.add_user(User {
+        id: "5eed00000000c".into(),
+        email: Some("leaving@example.com".into()),
+        api_enabled: Some(true),
+        acls: Some(vec!["dns".into()]),
+        last_activity: Some("2020-01-01T00:00:00Z".into()),
+        ..Default::default()
+    });
+    fake.set_allowlist(&id, &["45.76.1.0/24"]);
+    let keys: Vec<String> = (0..3)
+        .map(|i| fake.add_key(&id, &format!("ci-{i}"), None))
+        .collect();
+    let upstream = fake.spawn().await.unwrap();
+    let lease = Duration::from_secs(1);
+    let settings = || keydesk::state::Settings {
+        job_lease: lease,
+        ..Options::on(&url).settings(&upstream)
+    };
+    let a = Doomed::start(settings());
+    let b = Stoppable::start(settings()).await;
+    let c = client(Some(STAFF));
+
+    // A review, started and decided on A: revoke every key (the filter).
+    let page = get_text(&c, format!("{}/reviews/new", a.base)).await;
+    let deadline = date_in(7);
+    let token = hidden_token(&page);
+    let form = [
+        ("form_token", token.as_str()),
+        ("scope", "all"),
+        ("deadline", deadline.as_str()),
+        ("default", "keep"),
+        ("reviewers", "operators"),
+    ];
+    assert_eq!(
+        post_as(&c, format!("{}/reviews/new", a.base), &form)
+            .await
+            .status(),
+        303
+    );
+    let review = loop {
+        let all = b.state.reviews.list(1).await.unwrap();
+        if let Some(r) = all.into_iter().find(|r| r.state == "open") {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let page = get_text(&c, format!("{}/reviews/{}", a.base, review.id)).await;
+    let at = page.find("/decide\"").unwrap();
+    let token = hidden_token(&page[at..]);
+    let decide = [
+        ("form_token", token.as_str()),
+        ("decision", "revoke"),
+        ("select", "filter"),
+    ];
+    let r = post_as(
+        &c,
+        format!("{}/reviews/{}/decide", a.base, review.id),
+        &decide,
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let items = b.state.reviews.items(review.id).await.unwrap();
+    assert_eq!(items.len(), 3);
+    assert!(
+        items
+            .iter()
+            .all(|i| i.decision.as_deref() == Some("revoke"))
+    );
+
+    // Vultr carries out one DELETE and keeps its answer: A is killed while it waits.
+    let stalled = keys[1].clone();
+    fake.set_fault_after(
+        "DELETE",
+        &stalled,
+        Some(Fault::Stall(Duration::from_secs(120))),
+    );
+    let page = get_text(&c, format!("{}/reviews/{}", a.base, review.id)).await;
+    let at = page.find("/end\"").unwrap();
+    let end_token = hidden_token(&page[at..]);
+    let end = [("form_token", end_token.as_str())];
+    assert_eq!(
+        post_as(&c, format!("{}/reviews/{}/end", a.base, review.id), &end)
+            .await
+            .status(),
+        303
+    );
+    wait_until("the stalled key deleted at Vultr", || {
+        !fake.keys_of(&id).iter().any(|k| k.id == stalled)
+    })
+    .await;
+    a.kill();
+    let killed = Instant::now();
+    fake.set_fault_after("DELETE", &stalled, None);
+
+    // Nobody presses anything: B takes the application over and finishes it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = b.state.reviews.get(review.id).await.unwrap().unwrap();
+        if r.state == "closed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B did not finish the review: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("review finished {:?} after the kill", killed.elapsed());
+    assert!(fake.keys_of(&id).is_empty(), "every key revoked");
+    for k in &keys {
+        assert_eq!(
+            calls(&fake, "DELETE", &format!("/v2/users/{id}/apikeys/{k}")),
+            1,
+            "one DELETE for {k}, none repeated"
+        );
+    }
+    let items = b.state.reviews.items(review.id).await.unwrap();
+    for i in &items {
+        let want = if i.key_id == stalled {
+            "gone"
+        } else {
+            "revoked"
+        };
+        assert_eq!(i.outcome.as_deref(), Some(want), "{i:?}");
+        assert_eq!(i.applied_by.as_deref(), Some(STAFF));
+    }
+    b.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
