@@ -87,12 +87,20 @@ macro_rules! push_filters {
                 .push_bind(g)
                 .push(")");
         }
-        if let Some(r) = Filter::clean(&$f.review).and_then(|r| r.parse::<i64>().ok()) {
-            $q.push(" AND (id IN (SELECT group_id FROM reviews WHERE id = ")
-                .push_bind(r)
-                .push(") OR group_id IN (SELECT group_id FROM reviews WHERE id = ")
-                .push_bind(r)
-                .push("))");
+        if let Some(raw) = Filter::clean(&$f.review) {
+            match raw.parse::<i64>() {
+                Ok(r) => {
+                    $q.push(" AND (id IN (SELECT group_id FROM reviews WHERE id = ")
+                        .push_bind(r)
+                        .push(") OR group_id IN (SELECT group_id FROM reviews WHERE id = ")
+                        .push_bind(r)
+                        .push("))");
+                }
+                // Not a review number: no review's entries, not everyone's.
+                Err(_) => {
+                    $q.push(" AND 1 = 0");
+                }
+            }
         }
     }};
 }

@@ -62,11 +62,14 @@ pub fn parse_every(raw: &str) -> Result<Option<std::time::Duration>, String> {
     if s.is_empty() || s == "0" {
         return Ok(None);
     }
-    let (n, unit) = s.split_at(s.len() - 1);
+    let Some(unit) = s.chars().last() else {
+        return Ok(None);
+    };
+    let n = &s[..s.len() - unit.len_utf8()];
     let secs = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
         _ => {
             return Err(format!(
                 "KEYDESK_REVIEW_EVERY={raw:?}: expected a number of days, hours or minutes, like 90d, 12h or 30m"
@@ -136,7 +139,7 @@ mod tests {
             parse_every("12h").unwrap(),
             Some(std::time::Duration::from_secs(12 * 3_600))
         );
-        for bad in ["90", "d", "-1d", "0d", "1w", "9999999d"] {
+        for bad in ["90", "d", "-1d", "0d", "1w", "9999999d", "90д"] {
             let e = parse_every(bad).unwrap_err();
             assert!(e.contains("KEYDESK_REVIEW_EVERY"), "{bad}: {e}");
         }

@@ -10,6 +10,9 @@
 
 pub mod rules;
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use crate::db::Db;
 use crate::on_pool;
 
@@ -99,6 +102,13 @@ pub struct Review {
 impl Review {
     pub fn is_open(&self) -> bool {
         self.state == "open"
+    }
+    /// Whether this release reads every rule of the review (a newer
+    /// release's scope, default or reviewers are left to that release).
+    pub fn known(&self) -> bool {
+        self.scope.parse::<Scope>().is_ok()
+            && self.default_decision.parse::<Fallback>().is_ok()
+            && self.reviewers.parse::<Reviewers>().is_ok()
     }
     pub fn fallback(&self) -> Fallback {
         self.default_decision.parse().unwrap_or(Fallback::Keep)
@@ -314,11 +324,40 @@ pub struct Applied<'a> {
 #[derive(Clone, Debug)]
 pub struct Reviews {
     db: Db,
+    /// The review jobs this replica runs now. A lease lets its holder take
+    /// it again (a look that finds it lapsed while its own task still runs):
+    /// this keeps a second task of the same replica out.
+    running: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A job `Reviews::running` let this replica run; dropped, it is free again.
+pub struct RunGuard {
+    set: Arc<Mutex<HashSet<String>>>,
+    job: String,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.job);
+    }
 }
 
 impl Reviews {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            running: Arc::default(),
+        }
+    }
+
+    /// Marks `job` as run by this replica; None when it already runs it.
+    pub fn running(&self, job: &str) -> Option<RunGuard> {
+        let mut set = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(job.to_string()).then(|| RunGuard {
+            set: self.running.clone(),
+            job: job.to_string(),
+        })
     }
 
     pub fn db(&self) -> &Db {
@@ -524,27 +563,32 @@ impl Reviews {
     }
 
     /// The items of open self-review reviews whose key belongs to `email`
-    /// (compared lower-case, as stored emails are normalised).
+    /// (as the snapshot stored it: normalised, compared exactly, so two
+    /// spellings `email.rs` keeps apart are never one owner), in one query.
     pub async fn owner_items(&self, email: &str) -> Result<Vec<(Review, Item)>, sqlx::Error> {
-        let open = on_pool!(read, &self.db, |p| {
-            let sql = reviews_where!(
-                "WHERE state = 'open' AND reviewers IN ('owner', 'owner,operators') ORDER BY id"
-            );
-            sqlx::query_as::<_, Review>(sql).fetch_all(p).await?
+        let email = crate::email::normalize_email(email);
+        let items: Vec<Item> = on_pool!(read, &self.db, |p| {
+            sqlx::query_as::<_, Item>(
+                "SELECT i.review_id, i.key_id, i.user_id, i.user_email, i.user_name, i.key_name, i.key_tail, i.level, i.acls, i.reach, i.expires, i.created, i.last_activity, i.recommendation, i.recommendation_reason, i.needs_other, i.decision, i.decided_by, i.decided_role, i.decided_ms, i.decision_reason, i.outcome, i.applied_decision, i.applied_by, i.outcome_detail, i.upstream_status, i.applied_ms, i.attempts
+                 FROM review_items i JOIN reviews r ON r.id = i.review_id
+                 WHERE i.user_email = $1 AND r.state = 'open' AND r.reviewers IN ('owner', 'owner,operators')
+                 ORDER BY i.review_id, i.key_name, i.key_id",
+            )
+            .bind(&email)
+            .fetch_all(p)
+            .await?
         });
-        let mut out = Vec::new();
-        for review in open {
-            let sql = items_where!(
-                "WHERE review_id = $1 AND lower(user_email) = lower($2) ORDER BY key_name, key_id"
-            );
-            let items = on_pool!(read, &self.db, |p| {
-                sqlx::query_as::<_, Item>(sql)
-                    .bind(review.id)
-                    .bind(email)
-                    .fetch_all(p)
-                    .await?
-            });
-            out.extend(items.into_iter().map(|i| (review.clone(), i)));
+        let mut out = Vec::with_capacity(items.len());
+        let mut reviews: std::collections::HashMap<i64, Review> = Default::default();
+        for item in items {
+            if !reviews.contains_key(&item.review_id)
+                && let Some(r) = self.get(item.review_id).await?
+            {
+                reviews.insert(r.id, r);
+            }
+            if let Some(r) = reviews.get(&item.review_id) {
+                out.push((r.clone(), item));
+            }
         }
         Ok(out)
     }
@@ -565,10 +609,20 @@ impl Reviews {
         // the CHECK is told apart below.
         let done: Result<u64, sqlx::Error> = async { on_pool!(write, &self.db, |p| {
             let mut tx = p.begin().await?;
+            // The review's row, locked while open: a close waits for this
+            // decision (and this one for a close), so none lands after it.
+            let open = sqlx::query("UPDATE reviews SET state = state WHERE id = $1 AND state = 'open'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if open == 0 {
+                tx.rollback().await?;
+                return Ok(0);
+            }
             let n = sqlx::query(
                 "UPDATE review_items SET decision = $1, decided_by = $2, decided_role = $3, decided_ms = $4, decision_reason = $5
-                 WHERE review_id = $6 AND key_id = $7
-                   AND EXISTS (SELECT 1 FROM reviews r WHERE r.id = $6 AND r.state = 'open')",
+                 WHERE review_id = $6 AND key_id = $7",
             )
             .bind(decision.as_str())
             .bind(by)
@@ -699,6 +753,23 @@ impl Reviews {
         })
     }
 
+    /// A revoke is about to be sent: marked on the item, so a run cut short
+    /// after Vultr carried it out settles it as revoked, not as gone.
+    pub async fn mark_applying(&self, id: i64, key_id: &str, by: &str) -> Result<(), sqlx::Error> {
+        on_pool!(write, &self.db, |p| {
+            sqlx::query(
+                "UPDATE review_items SET applied_decision = 'revoke', applied_by = $1
+                 WHERE review_id = $2 AND key_id = $3 AND outcome IS NULL",
+            )
+            .bind(by)
+            .bind(id)
+            .bind(key_id)
+            .execute(p)
+            .await
+            .map(|_| ())
+        })
+    }
+
     /// An attempt that failed and will be tried again: counted, with why.
     pub async fn attempt_failed(
         &self,
@@ -706,14 +777,16 @@ impl Reviews {
         key_id: &str,
         why: &str,
     ) -> Result<i64, sqlx::Error> {
+        let now = self.db.now_ms().await?;
         on_pool!(write, &self.db, |p| {
             sqlx::query_scalar(
-                "UPDATE review_items SET attempts = attempts + 1, outcome_detail = $1
+                "UPDATE review_items SET attempts = attempts + 1, outcome_detail = $1, applied_ms = $4
                  WHERE review_id = $2 AND key_id = $3 AND outcome IS NULL RETURNING attempts",
             )
             .bind(why)
             .bind(id)
             .bind(key_id)
+            .bind(now)
             .fetch_optional(p)
             .await
             .map(|n: Option<i64>| n.unwrap_or(0))
@@ -744,9 +817,31 @@ impl Reviews {
         let sql =
             "SELECT i.review_id, i.key_id, i.user_id, i.user_email, i.user_name, i.key_name, i.key_tail, i.level, i.acls, i.reach, i.expires, i.created, i.last_activity, i.recommendation, i.recommendation_reason, i.needs_other, i.decision, i.decided_by, i.decided_role, i.decided_ms, i.decision_reason, i.outcome, i.applied_decision, i.applied_by, i.outcome_detail, i.upstream_status, i.applied_ms, i.attempts
              FROM review_items i JOIN reviews r ON r.id = i.review_id
-             WHERE i.outcome = 'unknown' AND r.state = 'closed' ORDER BY i.review_id, i.user_id LIMIT 50";
+             WHERE i.outcome = 'unknown' AND r.state = 'closed' ORDER BY i.attempts, i.review_id, i.user_id LIMIT 50";
         on_pool!(look, &self.db, |p| {
             sqlx::query_as::<_, Item>(sql).fetch_all(p).await
+        })
+    }
+
+    /// One more look at an unknown outcome that settled nothing: counted,
+    /// so the sweep moves on to others and gives up after a few.
+    pub async fn reconcile_attempt(
+        &self,
+        id: i64,
+        key_id: &str,
+        why: &str,
+    ) -> Result<i64, sqlx::Error> {
+        on_pool!(write, &self.db, |p| {
+            sqlx::query_scalar(
+                "UPDATE review_items SET attempts = attempts + 1, outcome_detail = $1
+                 WHERE review_id = $2 AND key_id = $3 AND outcome = 'unknown' RETURNING attempts",
+            )
+            .bind(why)
+            .bind(id)
+            .bind(key_id)
+            .fetch_optional(p)
+            .await
+            .map(|n: Option<i64>| n.unwrap_or(0))
         })
     }
 
@@ -780,6 +875,19 @@ impl Reviews {
         on_pool!(read, &self.db, |p| {
             sqlx::query_scalar(
                 "SELECT MAX(started_ms) FROM reviews WHERE scope = $1 AND state <> 'failed'",
+            )
+            .bind(scope)
+            .fetch_one(p)
+            .await
+        })
+    }
+
+    /// When a review of `scope` last failed to start, if any (the schedule
+    /// waits before trying again).
+    pub async fn last_failed(&self, scope: &str) -> Result<Option<i64>, sqlx::Error> {
+        on_pool!(read, &self.db, |p| {
+            sqlx::query_scalar(
+                "SELECT MAX(started_ms) FROM reviews WHERE scope = $1 AND state = 'failed'",
             )
             .bind(scope)
             .fetch_one(p)

@@ -52,7 +52,8 @@ pub struct MeView {
     /// "Keys to confirm": this owner's items in open self-reviews, and
     /// each review's form token.
     pub to_confirm: Vec<(crate::reviews::Review, crate::reviews::Item)>,
-    pub confirm_tokens: std::collections::HashMap<i64, String>,
+    /// One form token per item (each item is its own form).
+    pub confirm_tokens: std::collections::HashMap<(i64, String), String>,
 }
 
 impl MeView {
@@ -66,9 +67,9 @@ impl MeView {
     pub fn asked_by_me(&self, a: &Approval) -> bool {
         a.is_requester(&self.me)
     }
-    pub fn confirm_token(&self, review: &i64) -> &str {
+    pub fn confirm_token(&self, review: &i64, key: &str) -> &str {
         self.confirm_tokens
-            .get(review)
+            .get(&(*review, key.to_string()))
             .map(String::as_str)
             .unwrap_or("")
     }
@@ -144,11 +145,10 @@ pub async fn me_show(ctx: Ctx) -> Result<Response, AppError> {
         .await
         .map_err(AppError::store)?;
     let mut confirm_tokens = std::collections::HashMap::new();
-    for (review, _) in &to_confirm {
-        if let std::collections::hash_map::Entry::Vacant(slot) = confirm_tokens.entry(review.id) {
-            let scope = crate::idempotency::Scope::ReviewDecide(review.id);
-            slot.insert(ctx.issue(scope).await?);
-        }
+    for (review, item) in &to_confirm {
+        let scope = crate::idempotency::Scope::ReviewDecide(review.id);
+        let token = ctx.issue(scope).await?;
+        confirm_tokens.insert((review.id, item.key_id.clone()), token);
     }
     let mut keys = keys?;
     keys.sort_by(|a, b| a.name_or_dash().cmp(b.name_or_dash()));

@@ -20,8 +20,13 @@ use crate::write::{Group, StepOutcome};
 
 /// Users whose items are applied at once (the rate budget is the real bound).
 const CONCURRENCY: usize = 4;
-/// Attempts at an item whose call failed (Vultr down) before it settles as failed.
-const ATTEMPTS: i64 = 3;
+/// Attempts at an item whose call failed (Vultr down) before it settles as
+/// failed, the first retry `BACKOFF` after the first failure, doubling:
+/// about 7.5 minutes of an outage before an item is given up.
+const ATTEMPTS: i64 = 5;
+const BACKOFF_MS: i64 = 30_000;
+/// Looks at one unknown outcome before it settles as failed.
+const RECONCILE_ATTEMPTS: i64 = 5;
 
 /// Ends an open review now (`by`: an operator, or `DEADLINE`), audited
 /// review.close, and starts applying it. False when it was not open (it
@@ -51,11 +56,17 @@ pub async fn end(state: &AppState, review: &Review, intent: Intent) -> Result<bo
 /// lease (another replica has it, or the database failed) the job loop
 /// finds the review closing and unheld later.
 async fn start_applying(state: &AppState, id: i64) {
+    let Some(running) = super::Running::claim(state, &apply_job(id)) else {
+        return;
+    };
     if let Ok(true) = state.leases.acquire(&apply_job(id)).await
         && let Ok(Some(review)) = state.reviews.get(id).await
     {
         let state = state.clone();
-        tokio::spawn(async move { apply(&state, review).await });
+        tokio::spawn(async move {
+            apply(&state, review).await;
+            drop(running);
+        });
     }
 }
 
@@ -84,8 +95,17 @@ pub async fn apply(state: &AppState, review: Review) {
         }
     };
     let group = group_of(state, &review);
+    // An item whose last attempt failed waits its backoff (the review stays
+    // closing; a later look applies it).
+    let now = state.db.now_ms().await.unwrap_or(i64::MAX);
+    let mut waiting = false;
     let mut by_user: BTreeMap<String, Vec<Item>> = BTreeMap::new();
     for item in items {
+        let wait = BACKOFF_MS << (item.attempts.clamp(1, 8) - 1);
+        if item.attempts > 0 && item.applied_ms.is_some_and(|t| now < t + wait) {
+            waiting = true;
+            continue;
+        }
         by_user.entry(item.user_id.clone()).or_default().push(item);
     }
     let finished = futures_util::stream::iter(by_user)
@@ -94,7 +114,8 @@ pub async fn apply(state: &AppState, review: Review) {
         .collect::<Vec<bool>>()
         .await
         .into_iter()
-        .all(|done| done);
+        .all(|done| done)
+        && !waiting;
     drop(heartbeat);
     if finished {
         match state.reviews.finish(review.id).await {
@@ -237,6 +258,23 @@ async fn apply_user(
             .iter()
             .any(|k| k.id.eq_ignore_ascii_case(&item.key_id))
         {
+            // Marked before its DELETE by a run cut short: that DELETE did it.
+            if item.applied_decision.as_deref() == Some("revoke") {
+                let why = "revoked: the DELETE of a run cut short reached Vultr";
+                group.note(part, why).await;
+                apply_as(
+                    state,
+                    review,
+                    &item,
+                    "revoked",
+                    decision,
+                    &by,
+                    Some(why),
+                    None,
+                )
+                .await;
+                continue;
+            }
             group
                 .note(part, "gone: the key was revoked or rotated meanwhile")
                 .await;
@@ -259,6 +297,21 @@ async fn apply_user(
             .await;
             continue;
         };
+        if let Err(e) = state
+            .reviews
+            .mark_applying(review.id, &item.key_id, &by)
+            .await
+        {
+            // Unmarked, a run cut short would read the key's absence as "gone".
+            all_done &= !retry(
+                state,
+                review,
+                &item,
+                &format!("the item could not be marked: {e}"),
+            )
+            .await;
+            continue;
+        }
         let revoke = Intent {
             action: AuditAction::KeyRevoke,
             ..part
@@ -406,6 +459,21 @@ async fn retry(state: &AppState, review: &Review, item: &Item, why: &str) -> boo
             if let Err(e) = state.reviews.applied(review.id, &item.key_id, a).await {
                 tracing::warn!(error = %e, "a failed review item was not recorded");
             }
+            let part = Intent {
+                target_user_id: Some(item.user_id.clone()),
+                target_user_email: item.user_email.clone(),
+                key_id: Some(item.key_id.clone()),
+                key_name: item.key_name.clone(),
+                approved_by: Some(by.clone()),
+                reason: Some(reason_of(review, item)),
+                group_id: Some(review.group_id),
+                ..Intent::system(AuditAction::ReviewApply)
+            };
+            state
+                .audit
+                .record(&Intent { ..part }, Outcome::Failed)
+                .await;
+            tracing::warn!(review = review.id, key = %item.key_id, %detail, "a review item could not be applied");
             false
         }
         Ok(_) => true,
@@ -422,7 +490,7 @@ async fn retry(state: &AppState, review: &Review, item: &Item, why: &str) -> boo
 pub async fn resume_stalled(state: &AppState) -> usize {
     match state.reviews.due().await {
         Ok(due) => {
-            for review in due {
+            for review in due.into_iter().filter(Review::known) {
                 let intent = Intent {
                     reason: Some("the deadline was reached".into()),
                     ..Intent::system(AuditAction::ReviewClose)
@@ -442,14 +510,20 @@ pub async fn resume_stalled(state: &AppState) -> usize {
         }
     };
     let mut taken = 0;
-    for review in stalled {
+    for review in stalled.into_iter().filter(Review::known) {
+        let Some(running) = super::Running::claim(state, &apply_job(review.id)) else {
+            continue;
+        };
         if let Ok(true) = state.leases.acquire(&apply_job(review.id)).await {
-            tracing::warn!(
+            tracing::info!(
                 review = review.id,
-                "applying a review taken over: its replica stopped or a call failed"
+                "applying a closing review nobody holds (its replica stopped, or items wait to be tried again)"
             );
             let state = state.clone();
-            tokio::spawn(async move { apply(&state, review).await });
+            tokio::spawn(async move {
+                apply(&state, review).await;
+                drop(running);
+            });
             taken += 1;
         }
     }
@@ -460,6 +534,18 @@ pub async fn resume_stalled(state: &AppState) -> usize {
 /// Vultr's list settles as revoked; still there, it is revoked again (the
 /// decision stands), through the one audited write.
 pub async fn reconcile_unknown(state: &AppState) {
+    const JOB: &str = "review-reconcile";
+    let Some(_running) = super::Running::claim(state, JOB) else {
+        return;
+    };
+    if !matches!(state.leases.acquire(JOB).await, Ok(true)) {
+        return;
+    }
+    reconcile_leased(state).await;
+    state.leases.release(JOB).await;
+}
+
+async fn reconcile_leased(state: &AppState) {
     let items = match state.reviews.unknown_items().await {
         Ok(items) => items,
         Err(e) => {
@@ -475,10 +561,21 @@ pub async fn reconcile_unknown(state: &AppState) {
         else {
             continue;
         };
-        let Ok(list) = state.vultr.list_keys(&user).await else {
-            continue;
-        };
         let group = group_of(state, &review);
+        let list = match state.vultr.list_keys(&user).await {
+            Ok(list) => list,
+            Err(e) => {
+                give_up_after(
+                    state,
+                    &group,
+                    &review,
+                    &item,
+                    &format!("the user's keys could not be read: {e}"),
+                )
+                .await;
+                continue;
+            }
+        };
         let (_, by) = decision_of(&review, &item);
         let part = Intent {
             target_user_id: Some(item.user_id.clone()),
@@ -518,18 +615,25 @@ pub async fn reconcile_unknown(state: &AppState) {
         let outcome = group
             .step(revoke, state.vultr.delete_key(&user, &key), true)
             .await;
-        let settled = match outcome {
+        let settled = match &outcome {
             StepOutcome::Done => Some(("revoked", "reconciled: revoked again")),
             StepOutcome::AlreadyGone => Some(("revoked", "reconciled: Vultr answered 404")),
             _ => None,
         };
-        if let Some((o, d)) = settled
-            && let Err(e) = state
-                .reviews
-                .reconciled(review.id, &item.key_id, o, d)
-                .await
-        {
-            tracing::warn!(error = %e, "a reconciled review item was not recorded");
+        match settled {
+            Some((o, d)) => {
+                if let Err(e) = state
+                    .reviews
+                    .reconciled(review.id, &item.key_id, o, d)
+                    .await
+                {
+                    tracing::warn!(error = %e, "a reconciled review item was not recorded");
+                }
+            }
+            None => {
+                let why = outcome.words("revoked");
+                give_up_after(state, &group, &review, &item, &why).await;
+            }
         }
     }
 }
@@ -544,5 +648,41 @@ pub fn outcome_words(outcome: &str) -> &'static str {
         "unknown" => "outcome unknown (reconciled later)",
         "failed" => "failed",
         _ => "not applied yet",
+    }
+}
+
+/// A look at an unknown outcome that settled nothing: counted; after
+/// `RECONCILE_ATTEMPTS` more looks the item settles as failed (audited), so
+/// the sweep neither repeats a DELETE forever nor starves the items after it.
+async fn give_up_after(state: &AppState, group: &Group, review: &Review, item: &Item, why: &str) {
+    match state
+        .reviews
+        .reconcile_attempt(review.id, &item.key_id, why)
+        .await
+    {
+        Ok(n) if n >= ATTEMPTS + RECONCILE_ATTEMPTS => {
+            let detail =
+                format!("unknown, then {why} (after {n} attempts): check the key in Vultr");
+            if let Ok(true) = state
+                .reviews
+                .reconciled(review.id, &item.key_id, "failed", &detail)
+                .await
+            {
+                let part = Intent {
+                    target_user_id: Some(item.user_id.clone()),
+                    target_user_email: item.user_email.clone(),
+                    key_id: Some(item.key_id.clone()),
+                    key_name: item.key_name.clone(),
+                    reason: Some(format!(
+                        "access review #{}: an unknown outcome could not be reconciled",
+                        review.id
+                    )),
+                    ..group.part(AuditAction::ReviewApply)
+                };
+                state.audit.record(&part, Outcome::Failed).await;
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "a reconciliation attempt was not recorded"),
     }
 }

@@ -45,6 +45,8 @@ struct Record<'a> {
     review_started_by: Cow<'a, str>,
     review_deadline: String,
     review_default: &'a str,
+    review_reviewers: &'a str,
+    review_reason: Option<Cow<'a, str>>,
     review_closed_by: Option<Cow<'a, str>>,
     key_id: Cow<'a, str>,
     key_name: Option<Cow<'a, str>>,
@@ -58,6 +60,8 @@ struct Record<'a> {
     expires: Option<Cow<'a, str>>,
     created: Option<Cow<'a, str>>,
     last_activity: Option<Cow<'a, str>>,
+    /// Root-equivalent or usable from anywhere: its owner's word alone does not keep it.
+    needs_other_reviewer: bool,
     recommendation: &'a str,
     recommendation_reason: Cow<'a, str>,
     decision: Option<&'a str>,
@@ -105,6 +109,8 @@ fn record<'a>(
         review_started_by: cell(&review.started_by),
         review_deadline: display_ms(review.deadline_ms),
         review_default: &review.default_decision,
+        review_reviewers: &review.reviewers,
+        review_reason: text(&review.reason),
         review_closed_by: text(&review.closed_by),
         key_id: cell(&i.key_id),
         key_name: text(&i.key_name),
@@ -118,6 +124,7 @@ fn record<'a>(
         expires: text(&i.expires),
         created: text(&i.created),
         last_activity: text(&i.last_activity),
+        needs_other_reviewer: i.needs_other,
         recommendation: &i.recommendation,
         recommendation_reason: cell(&i.recommendation_reason),
         decision: i.decision.as_deref(),
@@ -141,8 +148,6 @@ struct JsonRecord<'a> {
     #[serde(flatten)]
     flat: Record<'a>,
     decision_history: Vec<Decision<'a>>,
-    /// Whether the owner's word alone could keep this key.
-    needs_other_reviewer: bool,
     /// Whether the applied decision was the review's default.
     by_default: bool,
 }
@@ -191,7 +196,6 @@ pub async fn evidence(ctx: &Ctx, review: &Review, format: Format) -> Result<Resp
                             reason: d.reason.as_deref(),
                         })
                         .collect(),
-                    needs_other_reviewer: i.needs_other,
                     by_default: i.applied_by.as_deref() == Some(DEFAULT_DECIDER),
                 };
                 serde_json::to_writer(&mut body, &rec)

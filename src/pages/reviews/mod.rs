@@ -31,6 +31,19 @@ use crate::policy::check_reason;
 use crate::reviews::{Decided, Decision, Fallback, Item, NewReview, Review, Reviewers, Scope};
 use crate::write::{Ctx, Refusal};
 
+/// A review job this replica runs now (see `Reviews::running`).
+pub(crate) struct Running;
+
+impl Running {
+    /// None when this replica already runs `job`.
+    pub(crate) fn claim(
+        state: &crate::state::AppState,
+        job: &str,
+    ) -> Option<crate::reviews::RunGuard> {
+        state.reviews.running(job)
+    }
+}
+
 /// The longest a review may stay open.
 const MAX_DAYS: i64 = 366;
 /// Items shown on one review page (the filters narrow; bulk decisions
@@ -728,6 +741,12 @@ pub async fn review_decide(
         }
     };
     let by_filter = input.select.as_deref() == Some("filter");
+    if by_filter && input.filter.is_empty() {
+        claim.release().await;
+        let why = "Deciding every item needs a filter first (a search, a status, a level…): nothing was decided.";
+        ctx.flash("error", why.into()).await;
+        return Ok(Redirect::to(&back(&input.filter)).into_response());
+    }
     let wanted: Vec<&Item> = items
         .iter()
         .filter(|i| {
@@ -879,6 +898,7 @@ pub async fn my_decide(
                 "access review #{}: not one of the owner's items",
                 review.id
             )),
+            group_id: Some(review.group_id),
             ..ctx.intent(AuditAction::AccessDenied)
         };
         ctx.state.audit.record(&intent, Outcome::Failed).await;

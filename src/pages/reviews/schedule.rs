@@ -46,6 +46,13 @@ pub async fn start_if_due(state: &AppState) {
     if last.is_some_and(|l| now - l < every.as_millis() as i64) {
         return;
     }
+    // A start that failed (Vultr unreadable) is tried again an hour later,
+    // not at every look.
+    if let Ok(Some(failed)) = state.reviews.last_failed(&scope).await
+        && now - failed < 3_600_000
+    {
+        return;
+    }
     match start_scheduled(state, "scheduled (KEYDESK_REVIEW_EVERY)").await {
         Ok(id) => tracing::info!(review = id, %scope, "scheduled access review started"),
         Err(NotStarted::AlreadyOpen(_)) => {}

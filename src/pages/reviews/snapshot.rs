@@ -57,11 +57,15 @@ pub async fn begin(
     };
     let lease = snapshot_job(id);
     // Not leased now: the job loop takes the snapshot once nobody holds it.
-    if let Ok(true) = state.leases.acquire(&lease).await
+    if let Some(running) = super::Running::claim(state, &lease)
+        && let Ok(true) = state.leases.acquire(&lease).await
         && let Ok(Some(review)) = state.reviews.get(id).await
     {
         let state = state.clone();
-        tokio::spawn(async move { take(&state, review, true).await });
+        tokio::spawn(async move {
+            take(&state, review, true).await;
+            drop(running);
+        });
     }
     Ok(id)
 }
@@ -305,10 +309,17 @@ pub async fn resume_stalled(state: &AppState) -> usize {
         }
     };
     let mut taken = 0;
-    for review in stalled {
+    // A newer release's scope is left to it.
+    for review in stalled.into_iter().filter(Review::known) {
+        let Some(running) = super::Running::claim(state, &snapshot_job(review.id)) else {
+            continue;
+        };
         if let Ok(true) = state.leases.acquire(&snapshot_job(review.id)).await {
             let state = state.clone();
-            tokio::spawn(async move { take(&state, review, true).await });
+            tokio::spawn(async move {
+                take(&state, review, true).await;
+                drop(running);
+            });
             taken += 1;
         }
     }
