@@ -542,7 +542,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "keydesk 0.2.0: schema at 0009; would apply 4 migration(s):"
+            "keydesk 0.2.0: schema at 0009; would apply 5 migration(s):"
         );
         assert!(
             lines[1].starts_with("  0010 decided facts: expand"),
@@ -550,6 +550,10 @@ mod tests {
         );
         assert!(
             lines[4].starts_with("  0013 release and held leavers: expand"),
+            "{text}"
+        );
+        assert!(
+            lines[5].starts_with("  0014 access reviews: expand"),
             "{text}"
         );
         assert!(

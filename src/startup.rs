@@ -257,7 +257,7 @@ async fn resume_jobs(state: AppState) {
         // reviews past their deadline; every sixth beat, the schedule, the
         // reminders and the unknown outcomes.
         let n = crate::pages::reviews::snapshot::resume_stalled(&state).await
-            + crate::pages::reviews::apply::resume_stalled(&state).await;
+            + crate::pages::reviews::close::resume_stalled(&state).await;
         if n > 0 {
             metrics::counter!("keydesk_jobs_resumed_total", "job" => "review").increment(n as u64);
         }
@@ -265,7 +265,7 @@ async fn resume_jobs(state: AppState) {
         if beats % 6 == 1 {
             crate::pages::reviews::schedule::start_if_due(&state).await;
             crate::pages::reviews::notices::remind_due(&state).await;
-            crate::pages::reviews::apply::reconcile_unknown(&state).await;
+            crate::pages::reviews::reconcile::reconcile_unknown(&state).await;
         }
         // A notice pass whose replica stopped: one look at a time, in its
         // own task (a resumed pass may take minutes).

@@ -632,7 +632,7 @@ async fn an_unknown_outcome_is_reconciled_and_a_failure_retried_then_recorded() 
         .unwrap();
     assert_eq!(item.outcome.as_deref(), Some("unknown"), "{item:?}");
     app.fake.set_fault_after("DELETE", &first.key_id, None);
-    keydesk::pages::reviews::apply::reconcile_unknown(&app.state).await;
+    keydesk::pages::reviews::reconcile::reconcile_unknown(&app.state).await;
     let item = app
         .state
         .reviews
@@ -676,7 +676,7 @@ async fn an_unknown_outcome_is_reconciled_and_a_failure_retried_then_recorded() 
             .any(|k| k.id == second.key_id),
         "not carried out"
     );
-    keydesk::pages::reviews::apply::reconcile_unknown(&app.state).await;
+    keydesk::pages::reviews::reconcile::reconcile_unknown(&app.state).await;
     let item = app
         .state
         .reviews
@@ -733,7 +733,7 @@ async fn an_unknown_outcome_is_reconciled_and_a_failure_retried_then_recorded() 
             .contains("503"),
         "{waiting:?}"
     );
-    keydesk::pages::reviews::apply::resume_stalled(&app.state).await;
+    keydesk::pages::reviews::close::resume_stalled(&app.state).await;
     assert_eq!(
         app.state.reviews.get(review3).await.unwrap().unwrap().state,
         "closing",
@@ -750,7 +750,7 @@ async fn an_unknown_outcome_is_reconciled_and_a_failure_retried_then_recorded() 
     // The lease of the first try lapses; the next look takes it over.
     let deadline = Instant::now() + Duration::from_secs(60);
     while app.state.reviews.get(review3).await.unwrap().unwrap().state != "closed" {
-        keydesk::pages::reviews::apply::resume_stalled(&app.state).await;
+        keydesk::pages::reviews::close::resume_stalled(&app.state).await;
         assert!(Instant::now() < deadline, "the retry never applied it");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -789,7 +789,7 @@ async fn the_csv_is_inert_to_formulas_and_the_deadline_closes_a_review() {
             .await
             .unwrap();
     }
-    keydesk::pages::reviews::apply::resume_stalled(&app.state).await;
+    keydesk::pages::reviews::close::resume_stalled(&app.state).await;
     let closed = wait_state(&app.state, id, "closed").await;
     assert_eq!(closed.closed_by.as_deref(), Some("deadline"));
     assert_eq!(

@@ -429,7 +429,7 @@ async fn values_from_a_newer_release_show_as_unknown_never_a_503() {
     raw(db, "ALTER TABLE approvals DROP CONSTRAINT IF EXISTS approvals_action_check; ALTER TABLE approvals DROP CONSTRAINT IF EXISTS approvals_state_check; ALTER TABLE grants DROP CONSTRAINT IF EXISTS grants_state_check")
         .await
         .unwrap();
-    raw(db, "INSERT INTO audit (at, actor, role, action, target_user_id, outcome) VALUES ('2026-12-03T00:00:00Z', 'ops@example.com', 'operator', 'review.start', NULL, 'ok')")
+    raw(db, "INSERT INTO audit (at, actor, role, action, target_user_id, outcome) VALUES ('2026-12-03T00:00:00Z', 'ops@example.com', 'operator', 'vault.seal', NULL, 'ok')")
         .await
         .unwrap();
     raw(db, "INSERT INTO approvals (id, action, user_id, user_email, expire, why, requested_by, requested_ms, expires_ms, state, decided_by) VALUES ('56565656565656565656565656565656', 'key.future', 'u-new', 'new@example.com', FALSE, 'a newer rule', 'ops2@example.com', 1796000000000, 4102444800000, 'pending', NULL), ('78787878787878787878787878787878', 'key.create', 'u-new', 'new@example.com', FALSE, 'rule', 'ops2@example.com', 1796000000000, 4102444800000, 'parked', 'lead@example.com')")
@@ -542,8 +542,9 @@ async fn the_dry_run_applies_nothing() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("would apply 4 migration(s)")
-            && text.contains("0013 release and held leavers: expand"),
+        text.contains("would apply 5 migration(s)")
+            && text.contains("0013 release and held leavers: expand")
+            && text.contains("0014 access reviews: expand"),
         "{text}"
     );
     let db = Db::open_unmigrated(&url).await.unwrap();

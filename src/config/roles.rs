@@ -70,3 +70,25 @@ impl ServeArgs {
         Ok(())
     }
 }
+
+impl super::ServeArgs {
+    /// The two-person rules, or an error naming the variable.
+    pub(super) fn approval_policy(&self) -> Result<crate::policy::ApprovalPolicy, String> {
+        let rules = self
+            .approval_for
+            .iter()
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| r.parse().map_err(|e| format!("KEYDESK_APPROVAL_FOR {e}")))
+            .collect::<Result<Vec<_>, String>>()?;
+        if !rules.is_empty() && self.approvers.iter().all(|a| a.trim().is_empty()) {
+            return Err(
+                "KEYDESK_APPROVAL_FOR is set but KEYDESK_APPROVERS is empty: nobody could approve"
+                    .into(),
+            );
+        }
+        Ok(crate::policy::ApprovalPolicy {
+            rules,
+            ttl: std::time::Duration::from_secs(self.approval_ttl_hours.saturating_mul(3600)),
+        })
+    }
+}

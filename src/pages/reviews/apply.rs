@@ -23,55 +23,11 @@ const CONCURRENCY: usize = 4;
 /// Attempts at an item whose call failed (Vultr down) before it settles as
 /// failed, the first retry `BACKOFF` after the first failure, doubling:
 /// about 7.5 minutes of an outage before an item is given up.
-const ATTEMPTS: i64 = 5;
+pub(super) const ATTEMPTS: i64 = 5;
 const BACKOFF_MS: i64 = 30_000;
-/// Looks at one unknown outcome before it settles as failed.
-const RECONCILE_ATTEMPTS: i64 = 5;
-
-/// Ends an open review now (`by`: an operator, or `DEADLINE`), audited
-/// review.close, and starts applying it. False when it was not open (it
-/// closed already, elsewhere): nothing done.
-pub async fn end(state: &AppState, review: &Review, intent: Intent) -> Result<bool, sqlx::Error> {
-    let by = intent.actor.clone();
-    let by = if intent.role == "system" {
-        DEADLINE.to_string()
-    } else {
-        by
-    };
-    if !state.reviews.close(review.id, &by).await? {
-        return Ok(false);
-    }
-    let intent = Intent {
-        group_id: Some(review.group_id),
-        key_name: Some(format!("access review #{}", review.id)),
-        ..intent
-    };
-    state.audit.record(&intent, Outcome::Ok).await;
-    metrics::counter!("keydesk_reviews_closed_total").increment(1);
-    start_applying(state, review.id).await;
-    Ok(true)
-}
-
-/// Takes the review's lease and applies it in its own task; without the
-/// lease (another replica has it, or the database failed) the job loop
-/// finds the review closing and unheld later.
-async fn start_applying(state: &AppState, id: i64) {
-    let Some(running) = super::Running::claim(state, &apply_job(id)) else {
-        return;
-    };
-    if let Ok(true) = state.leases.acquire(&apply_job(id)).await
-        && let Ok(Some(review)) = state.reviews.get(id).await
-    {
-        let state = state.clone();
-        tokio::spawn(async move {
-            apply(&state, review).await;
-            drop(running);
-        });
-    }
-}
 
 /// The group every part of the review links to, acting as whoever closed it.
-fn group_of(state: &AppState, review: &Review) -> Group {
+pub(super) fn group_of(state: &AppState, review: &Review) -> Group {
     let closer = review.closed_by.as_deref().unwrap_or(DEADLINE);
     let intent = if closer == DEADLINE {
         Intent::system(AuditAction::ReviewStart)
@@ -82,7 +38,7 @@ fn group_of(state: &AppState, review: &Review) -> Group {
 }
 
 /// Applies every item not applied yet, under the lease the caller took.
-pub async fn apply(state: &AppState, review: Review) {
+pub(super) async fn apply(state: &AppState, review: Review) {
     let lease = apply_job(review.id);
     let heartbeat = state.leases.keep(&lease);
     let items = match state.reviews.unapplied(review.id).await {
@@ -380,7 +336,7 @@ async fn apply_user(
 }
 
 /// The decision that counts for an item, and whose it is.
-fn decision_of(review: &Review, item: &Item) -> (Decision, String) {
+pub(super) fn decision_of(review: &Review, item: &Item) -> (Decision, String) {
     match (item.decided(), &item.decided_by) {
         (Some(d), Some(by)) => (d, by.clone()),
         _ => (
@@ -481,208 +437,5 @@ async fn retry(state: &AppState, review: &Review, item: &Item, why: &str) -> boo
             tracing::warn!(error = %e, "a review item's attempt was not recorded");
             true
         }
-    }
-}
-
-/// From the job loop, on every replica: reviews past their deadline are
-/// ended, closing reviews nobody holds are taken over. Returns how many
-/// were taken over.
-pub async fn resume_stalled(state: &AppState) -> usize {
-    match state.reviews.due().await {
-        Ok(due) => {
-            for review in due.into_iter().filter(Review::known) {
-                let intent = Intent {
-                    reason: Some("the deadline was reached".into()),
-                    ..Intent::system(AuditAction::ReviewClose)
-                };
-                if let Err(e) = end(state, &review, intent).await {
-                    tracing::warn!(error = %e, "a review past its deadline could not be closed");
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "could not look for reviews past their deadline"),
-    }
-    let stalled = match state.reviews.unheld("closing").await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not look for closing reviews");
-            return 0;
-        }
-    };
-    let mut taken = 0;
-    for review in stalled.into_iter().filter(Review::known) {
-        let Some(running) = super::Running::claim(state, &apply_job(review.id)) else {
-            continue;
-        };
-        if let Ok(true) = state.leases.acquire(&apply_job(review.id)).await {
-            tracing::info!(
-                review = review.id,
-                "applying a closing review nobody holds (its replica stopped, or items wait to be tried again)"
-            );
-            let state = state.clone();
-            tokio::spawn(async move {
-                apply(&state, review).await;
-                drop(running);
-            });
-            taken += 1;
-        }
-    }
-    taken
-}
-
-/// The sweep of revocations whose outcome was unknown: the key gone from
-/// Vultr's list settles as revoked; still there, it is revoked again (the
-/// decision stands), through the one audited write.
-pub async fn reconcile_unknown(state: &AppState) {
-    const JOB: &str = "review-reconcile";
-    let Some(_running) = super::Running::claim(state, JOB) else {
-        return;
-    };
-    if !matches!(state.leases.acquire(JOB).await, Ok(true)) {
-        return;
-    }
-    reconcile_leased(state).await;
-    state.leases.release(JOB).await;
-}
-
-async fn reconcile_leased(state: &AppState) {
-    let items = match state.reviews.unknown_items().await {
-        Ok(items) => items,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not look for review items with an unknown outcome");
-            return;
-        }
-    };
-    for item in items {
-        let Ok(Some(review)) = state.reviews.get(item.review_id).await else {
-            continue;
-        };
-        let (Ok(user), Ok(key)) = (VultrId::parse(&item.user_id), VultrId::parse(&item.key_id))
-        else {
-            continue;
-        };
-        let group = group_of(state, &review);
-        let list = match state.vultr.list_keys(&user).await {
-            Ok(list) => list,
-            Err(e) => {
-                give_up_after(
-                    state,
-                    &group,
-                    &review,
-                    &item,
-                    &format!("the user's keys could not be read: {e}"),
-                )
-                .await;
-                continue;
-            }
-        };
-        let (_, by) = decision_of(&review, &item);
-        let part = Intent {
-            target_user_id: Some(item.user_id.clone()),
-            target_user_email: item.user_email.clone(),
-            key_id: Some(item.key_id.clone()),
-            key_name: item.key_name.clone(),
-            approved_by: Some(by),
-            level: Some(item.level.clone()),
-            acls: Some(item.acls.clone()),
-            reason: Some(format!(
-                "access review #{}: reconciling an unknown outcome",
-                review.id
-            )),
-            ..group.part(AuditAction::ReviewApply)
-        };
-        if !list.iter().any(|k| k.id.eq_ignore_ascii_case(&item.key_id)) {
-            if let Ok(true) = state
-                .reviews
-                .reconciled(
-                    review.id,
-                    &item.key_id,
-                    "revoked",
-                    "reconciled: the key is gone from Vultr's list",
-                )
-                .await
-            {
-                group
-                    .note(part, "reconciled: revoked (the key is gone)")
-                    .await;
-            }
-            continue;
-        }
-        let revoke = Intent {
-            action: AuditAction::KeyRevoke,
-            ..part
-        };
-        let outcome = group
-            .step(revoke, state.vultr.delete_key(&user, &key), true)
-            .await;
-        let settled = match &outcome {
-            StepOutcome::Done => Some(("revoked", "reconciled: revoked again")),
-            StepOutcome::AlreadyGone => Some(("revoked", "reconciled: Vultr answered 404")),
-            _ => None,
-        };
-        match settled {
-            Some((o, d)) => {
-                if let Err(e) = state
-                    .reviews
-                    .reconciled(review.id, &item.key_id, o, d)
-                    .await
-                {
-                    tracing::warn!(error = %e, "a reconciled review item was not recorded");
-                }
-            }
-            None => {
-                let why = outcome.words("revoked");
-                give_up_after(state, &group, &review, &item, &why).await;
-            }
-        }
-    }
-}
-
-/// The settlement words a step's outcome leaves (for tests and pages).
-pub fn outcome_words(outcome: &str) -> &'static str {
-    match outcome {
-        "kept" => "kept",
-        "revoked" => "revoked",
-        "gone" => "already gone",
-        "offboarded" => "left to the offboarding",
-        "unknown" => "outcome unknown (reconciled later)",
-        "failed" => "failed",
-        _ => "not applied yet",
-    }
-}
-
-/// A look at an unknown outcome that settled nothing: counted; after
-/// `RECONCILE_ATTEMPTS` more looks the item settles as failed (audited), so
-/// the sweep neither repeats a DELETE forever nor starves the items after it.
-async fn give_up_after(state: &AppState, group: &Group, review: &Review, item: &Item, why: &str) {
-    match state
-        .reviews
-        .reconcile_attempt(review.id, &item.key_id, why)
-        .await
-    {
-        Ok(n) if n >= ATTEMPTS + RECONCILE_ATTEMPTS => {
-            let detail =
-                format!("unknown, then {why} (after {n} attempts): check the key in Vultr");
-            if let Ok(true) = state
-                .reviews
-                .reconciled(review.id, &item.key_id, "failed", &detail)
-                .await
-            {
-                let part = Intent {
-                    target_user_id: Some(item.user_id.clone()),
-                    target_user_email: item.user_email.clone(),
-                    key_id: Some(item.key_id.clone()),
-                    key_name: item.key_name.clone(),
-                    reason: Some(format!(
-                        "access review #{}: an unknown outcome could not be reconciled",
-                        review.id
-                    )),
-                    ..group.part(AuditAction::ReviewApply)
-                };
-                state.audit.record(&part, Outcome::Failed).await;
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "a reconciliation attempt was not recorded"),
     }
 }

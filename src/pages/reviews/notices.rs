@@ -182,7 +182,7 @@ pub async fn closed(state: &AppState, review: &Review, items: &[Item]) {
                         "- {} (…{}): {}",
                         i.name_or_dash(),
                         i.key_tail.as_deref().unwrap_or("?"),
-                        super::apply::outcome_words(i.outcome.as_deref().unwrap_or(""))
+                        crate::reviews::outcome_words(i.outcome.as_deref().unwrap_or(""))
                     )
                 })
                 .collect();
