@@ -209,6 +209,25 @@ fn warn_unknown_variables() {
     }
 }
 
+/// The settings of a one-shot command (`notify --once`, `review --start`):
+/// serve's, against Vultr or (`--demo`) the demo's seeded fake.
+async fn one_shot_settings(
+    serve: &keydesk::config::ServeArgs,
+    demo: bool,
+) -> Result<keydesk::state::Settings, String> {
+    if demo {
+        let token = random_key();
+        let url = FakeVultr::seeded(&token)
+            .spawn()
+            .await
+            .map_err(|e| format!("cannot start the demo upstream: {e}"))?;
+        serve.settings_with(&url, SecretString::from(token))
+    } else {
+        let key = serve.root_key().map_err(|e| e.to_string())?;
+        serve.settings_with(&serve.vultr_api_url, key)
+    }
+}
+
 /// `keydesk review --start`: one access review of KEYDESK_REVIEW_SCOPE,
 /// its snapshot waited for, then exit; one already open is not an error.
 async fn review_start(cmd: keydesk::config::ReviewCmd) -> Result<(), String> {
@@ -217,17 +236,7 @@ async fn review_start(cmd: keydesk::config::ReviewCmd) -> Result<(), String> {
     if !cmd.start {
         return Err("review starts one access review and exits: add --start (serve starts them on KEYDESK_REVIEW_EVERY)".into());
     }
-    let settings = if cmd.demo {
-        let token = random_key();
-        let url = FakeVultr::seeded(&token)
-            .spawn()
-            .await
-            .map_err(|e| format!("cannot start the demo upstream: {e}"))?;
-        cmd.serve.settings_with(&url, SecretString::from(token))?
-    } else {
-        let key = cmd.serve.root_key().map_err(|e| e.to_string())?;
-        cmd.serve.settings_with(&cmd.serve.vultr_api_url, key)?
-    };
+    let settings = one_shot_settings(&cmd.serve, cmd.demo).await?;
     let state = keydesk::state::AppState::new(settings).await?;
     let started = keydesk::pages::reviews::schedule::start_and_wait(
         &state,
@@ -247,17 +256,7 @@ async fn notify_once(cmd: keydesk::config::NotifyCmd) -> Result<(), String> {
     if !cmd.once {
         return Err("notify runs one pass and exits: add --once (serve schedules passes itself with KEYDESK_NOTIFY_INTERVAL)".into());
     }
-    let settings = if cmd.demo {
-        let token = random_key();
-        let url = FakeVultr::seeded(&token)
-            .spawn()
-            .await
-            .map_err(|e| format!("cannot start the demo upstream: {e}"))?;
-        cmd.serve.settings_with(&url, SecretString::from(token))?
-    } else {
-        let key = cmd.serve.root_key().map_err(|e| e.to_string())?;
-        cmd.serve.settings_with(&cmd.serve.vultr_api_url, key)?
-    };
+    let settings = one_shot_settings(&cmd.serve, cmd.demo).await?;
     if settings.notify.webhook.is_none() && settings.notify.smtp.is_none() {
         // A cron job that sends nothing must not look like one that worked.
         return Err("notify --once: no channel is configured: set KEYDESK_NOTIFY_WEBHOOK_URL or KEYDESK_SMTP_URL (or their _FILE)".into());
