@@ -30,6 +30,7 @@ async fn metrics_move_by_exactly_what_was_done() {
             cache_ttl: Duration::ZERO,
             max_retries: 3,
             backoff_base: Duration::from_millis(10),
+            burst: 4,
             shared_budget: None,
         },
         ..Default::default()

@@ -22,6 +22,7 @@ fn opts(timeout_ms: u64) -> Options {
             cache_ttl: Duration::ZERO,
             max_retries: 3,
             backoff_base: Duration::from_millis(10),
+            burst: 4,
             shared_budget: None,
         },
         ..Default::default()

@@ -60,6 +60,9 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Client-side rate limit shared by all upstream traffic, requests per second.
     pub rps: u32,
+    /// Calls allowed at once above the rate (GCRA's burst); 4 keeps any
+    /// second at or under rate + burst (25 + 4 < Vultr's 30/s).
+    pub burst: u32,
     /// Time-to-live of cached users lists and user details; zero disables caching.
     pub cache_ttl: Duration,
     /// Retries for idempotent GETs (connection errors, 429, 502, 503, 504).
@@ -76,6 +79,7 @@ impl Default for ClientOptions {
         Self {
             timeout: Duration::from_secs(10),
             rps: 25,
+            burst: BURST,
             cache_ttl: Duration::from_secs(10),
             max_retries: 3,
             backoff_base: Duration::from_millis(200),
@@ -162,8 +166,8 @@ impl VultrClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let budget = match &opts.shared_budget {
-            Some(db) => budget::Budget::shared(db.clone(), opts.rps, BURST),
-            None => budget::Budget::local(opts.rps, BURST),
+            Some(db) => budget::Budget::shared(db.clone(), opts.rps, opts.burst),
+            None => budget::Budget::local(opts.rps, opts.burst),
         };
         Ok(Self {
             inner: Arc::new(Inner {

@@ -125,6 +125,7 @@ impl Default for Options {
                 cache_ttl: Duration::ZERO,
                 max_retries: 3,
                 backoff_base: Duration::from_millis(10),
+                burst: 4,
                 shared_budget: None,
             },
             access: Access::new(
