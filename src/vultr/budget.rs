@@ -6,13 +6,18 @@
 //! a local limiter at a safe fraction of the budget instead of stopping.
 //!
 //! A replica does not write the row once per call: one conditional UPDATE
-//! leases a batch of consecutive slots of the schedule, which the replica
-//! then spends locally, each slot no earlier than GCRA would allow it and no
-//! later than half an interval after its own time. A slot not spent by then is
-//! forfeited, so a replica that dies or idles gives up at most its lease and
-//! the calls across replicas keep GCRA's bound. The batch grows while leases
-//! are spent in full (a busy replica writes once per many calls) and shrinks
-//! to what was used when slots are forfeited (an idle one books little).
+//! leases a batch of consecutive slots of the schedule. The caller that
+//! leased spends the first slot at once, as a per-call UPDATE always did; the
+//! others are spent locally, in order, each no earlier than GCRA allows it
+//! and no later than half an interval after its own time. The database's now
+//! lies between sending the UPDATE and its answer, so the earliest use is
+//! reckoned from the answer and the latest from the sending: a slow round
+//! trip makes slots expire, never bunch. A slot not spent by then is
+//! forfeited, so a replica that dies or idles gives up at most its lease, and
+//! any second across replicas sees at most the rate plus the burst. The batch
+//! doubles while leases are spent in full (a busy replica writes once per up
+//! to 16 calls) and shrinks to what was spent when slots pass unused (an
+//! idle one books one slot per call, as before).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -27,19 +32,24 @@ type Limiter = governor::DefaultDirectRateLimiter;
 /// The share of the budget a replica allows itself without the database.
 pub const FALLBACK_FRACTION: u32 = 3;
 /// The smallest and largest batch of slots one UPDATE leases.
-pub const LEASE_MIN: u32 = 2;
+pub const LEASE_MIN: u32 = 1;
 pub const LEASE_MAX: u32 = 16;
 /// The first lease: a page view's calls, within the burst.
 const LEASE_FIRST: u32 = 4;
+/// After the database failed a lease, callers go straight to the local
+/// fallback for this long instead of queueing on a dead connection.
+const DOWN_FOR: Duration = Duration::from_secs(1);
 
 pub enum Budget {
     Local(Limiter),
     Shared {
         db: Db,
-        /// GCRA emission interval: one request per this many ms.
-        interval_ms: i64,
+        /// GCRA emission interval: one request per this many µs. The row
+        /// counts ms; a lease books its slots' span rounded up to whole ms,
+        /// so rates above 1,000/s (benches) are not capped by the unit.
+        interval_us: i64,
         /// How far ahead of now the schedule may run: the burst.
-        tolerance_ms: i64,
+        tolerance_us: i64,
         lease: tokio::sync::Mutex<Lease>,
         fallback: Limiter,
     },
@@ -55,6 +65,8 @@ pub struct Lease {
     size: u32,
     /// How many slots the next UPDATE asks for.
     next: u32,
+    /// Until when the database is taken as unreachable.
+    down_until: Option<Instant>,
 }
 
 impl Lease {
@@ -64,6 +76,7 @@ impl Lease {
             spent: 0,
             size: 0,
             next: LEASE_FIRST,
+            down_until: None,
         }
     }
 
@@ -91,35 +104,29 @@ impl Lease {
         self.next
     }
 
-    /// Records a new lease of `count` slots, the first `ahead_ms` after the
-    /// database's now.
-    fn fill(&mut self, lease: Leased, interval_ms: i64, tolerance_ms: i64) {
+    /// Records a new lease and spends its first slot (the caller's).
+    fn fill(&mut self, lease: Leased, interval_us: i64, tolerance_us: i64) {
         self.size = lease.count;
-        self.spent = 0;
-        for j in 0..i64::from(lease.count) {
-            let own = lease.ahead_ms + j * interval_ms;
-            // GCRA allows slot j from `own - tolerance`. The database's now
-            // is taken as the moment its answer came: never early, and late
-            // by the round trip, as a call made right after a per-call
-            // UPDATE always was. Half an interval of lag past its own time
-            // keeps GCRA's bound (rate + burst in any second) and lets a
-            // slot survive a busy scheduler.
-            let from = lease.received + millis(own - tolerance_ms);
-            let until = lease.received + millis(own + interval_ms / 2);
+        self.spent = 1;
+        for j in 1..i64::from(lease.count) {
+            let own = lease.ahead_us + j * interval_us;
+            let from = lease.received + micros(own - tolerance_us);
+            let until = lease.sent + micros(own + interval_us / 2);
             self.slots.push_back((from, until));
         }
     }
 }
 
-fn millis(ms: i64) -> Duration {
-    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+fn micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
 }
 
 /// What one leasing UPDATE got.
 struct Leased {
     count: u32,
-    /// How far the first slot's own time is after the database's now, in ms.
-    ahead_ms: i64,
+    /// How far the first slot's own time is after the database's now, in µs.
+    ahead_us: i64,
+    sent: Instant,
     received: Instant,
 }
 
@@ -129,23 +136,24 @@ fn limiter(rps: u32, burst: u32) -> Limiter {
     governor::RateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
 }
 
-/// One update for both engines: lease `$3` slots if the schedule is not too
-/// far ahead of the database clock (`$1` interval, `$2` tolerance); returns
-/// how far the first leased slot is after now. Both read one clock per
-/// statement (SQLite's 'now' is fixed within a statement; PostgreSQL's
-/// statement_timestamp() is), so the schedule and the answer agree.
+/// One update for both engines: book `$1` ms of the schedule (a lease's
+/// slots) if it is not too far ahead of the database clock (`$2`, the
+/// tolerance); returns how far the first leased slot is after now, in µs.
+/// PostgreSQL reads its clock after the row lock is taken
+/// (clock_timestamp(), as every release has), so a lease queued behind
+/// another replica's is not booked in the past.
 const LEASE_SQLITE: &str = "UPDATE rate_budget
-    SET tat_ms = MAX(tat_ms, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) + $1 * $3
+    SET tat_ms = MAX(tat_ms, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) + $1
     WHERE name = 'vultr'
       AND MAX(tat_ms, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
           - CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) <= $2
-    RETURNING tat_ms - $1 * $3 - CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+    RETURNING (tat_ms - $1) * 1000 - CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
 const LEASE_POSTGRES: &str = "UPDATE rate_budget
-    SET tat_ms = GREATEST(tat_ms, (extract(epoch from statement_timestamp()) * 1000)::BIGINT) + $1 * $3
+    SET tat_ms = GREATEST(tat_ms, (extract(epoch from clock_timestamp()) * 1000)::BIGINT) + $1
     WHERE name = 'vultr'
-      AND GREATEST(tat_ms, (extract(epoch from statement_timestamp()) * 1000)::BIGINT)
-          - (extract(epoch from statement_timestamp()) * 1000)::BIGINT <= $2
-    RETURNING tat_ms - $1 * $3 - (extract(epoch from statement_timestamp()) * 1000)::BIGINT";
+      AND GREATEST(tat_ms, (extract(epoch from clock_timestamp()) * 1000)::BIGINT)
+          - (extract(epoch from clock_timestamp()) * 1000)::BIGINT <= $2
+    RETURNING (tat_ms - $1) * 1000 - (extract(epoch from clock_timestamp()) * 1000000)::BIGINT";
 /// How long until a slot frees, in ms (may be ≤ 0: retry at once).
 const WAIT_SQLITE: &str = "SELECT tat_ms - $1 - CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) FROM rate_budget WHERE name = 'vultr'";
 const WAIT_POSTGRES: &str = "SELECT tat_ms - $1 - (extract(epoch from clock_timestamp()) * 1000)::BIGINT FROM rate_budget WHERE name = 'vultr'";
@@ -158,11 +166,11 @@ impl Budget {
 
     /// A budget shared through `db` by every process that uses it.
     pub fn shared(db: Db, rps: u32, burst: u32) -> Self {
-        let interval_ms = (1000 / i64::from(rps.max(1))).max(1);
+        let interval_us = (1_000_000 / i64::from(rps.max(1))).max(1);
         Budget::Shared {
             db,
-            interval_ms,
-            tolerance_ms: interval_ms * i64::from(burst.max(1) - 1),
+            interval_us,
+            tolerance_us: interval_us * i64::from(burst.max(1) - 1),
             lease: tokio::sync::Mutex::new(Lease::new()),
             fallback: limiter((rps / FALLBACK_FRACTION).max(1), 1),
         }
@@ -175,59 +183,70 @@ impl Budget {
             Budget::Local(l) => l.until_ready().await,
             Budget::Shared {
                 db,
-                interval_ms,
-                tolerance_ms,
+                interval_us,
+                tolerance_us,
                 lease,
                 fallback,
-            } => loop {
-                // One caller at a time looks at (and refills) the lease; the
-                // others queue in order behind it, never sleeping on the lock.
+            } => {
+                // Callers queue on the lease in order (tokio's Mutex is
+                // fair); the one at the head waits for its slot, or leases
+                // more, holding it, so slots go out in the order asked.
                 let mut held = lease.lock().await;
-                let now = Instant::now();
-                let forfeited = held.forfeit_expired(now);
-                if forfeited > 0 {
-                    metrics::counter!("keydesk_budget_slots_forfeited_total")
-                        .increment(u64::from(forfeited));
-                }
-                if let Some(&(from, _)) = held.slots.front() {
-                    if from <= now {
-                        held.slots.pop_front();
-                        held.spent += 1;
-                        break;
-                    }
-                    drop(held);
-                    tokio::time::sleep_until(from.into()).await;
-                    continue;
-                }
-                let count = held.size_next();
-                match lease_slots(db, *interval_ms, *tolerance_ms, count).await {
-                    Ok(Ok(leased)) => {
-                        metrics::counter!("keydesk_budget_leases_total").increment(1);
-                        held.fill(leased, *interval_ms, *tolerance_ms);
-                    }
-                    Ok(Err(wait_ms)) => {
+                loop {
+                    let now = Instant::now();
+                    if held.down_until.is_some_and(|t| t > now) {
                         drop(held);
-                        let wait = u64::try_from(wait_ms.clamp(1, 1000)).unwrap_or(1);
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
-                    }
-                    Err(e) => {
-                        drop(held);
-                        metrics::counter!("keydesk_budget_fallbacks_total").increment(1);
-                        tracing::warn!(error = %e, "shared rate budget unavailable: using the local fallback");
                         fallback.until_ready().await;
                         break;
                     }
+                    let forfeited = held.forfeit_expired(now);
+                    if forfeited > 0 {
+                        metrics::counter!("keydesk_budget_slots_forfeited_total")
+                            .increment(u64::from(forfeited));
+                    }
+                    if let Some(&(from, _)) = held.slots.front() {
+                        if from <= now {
+                            held.slots.pop_front();
+                            held.spent += 1;
+                            break;
+                        }
+                        tokio::time::sleep_until(from.into()).await;
+                        continue;
+                    }
+                    let count = held.size_next();
+                    // The span the slots take, in the row's whole ms.
+                    let span_ms = (i64::from(count) * *interval_us + 999) / 1000;
+                    match lease_slots(db, span_ms, *tolerance_us / 1000, count).await {
+                        Ok(Ok(leased)) => {
+                            metrics::counter!("keydesk_budget_leases_total").increment(1);
+                            held.fill(leased, *interval_us, *tolerance_us);
+                            break;
+                        }
+                        Ok(Err(wait_ms)) => {
+                            let wait = u64::try_from(wait_ms.clamp(1, 1000)).unwrap_or(1);
+                            tokio::time::sleep(Duration::from_millis(wait)).await;
+                        }
+                        Err(e) => {
+                            held.down_until = Some(Instant::now() + DOWN_FOR);
+                            drop(held);
+                            metrics::counter!("keydesk_budget_fallbacks_total").increment(1);
+                            tracing::warn!(error = %e, "shared rate budget unavailable: using the local fallback");
+                            fallback.until_ready().await;
+                            break;
+                        }
+                    }
                 }
-            },
+            }
         }
         started.elapsed()
     }
 }
 
-/// Leases `count` slots: `Ok(leased)`, or `Err(ms)` to wait before trying again.
+/// Leases `count` slots: `Ok(leased)`, or `Err(ms)` to wait before trying
+/// again. A missing budget row is an error (the fallback), never a wait.
 async fn lease_slots(
     db: &Db,
-    interval_ms: i64,
+    span_ms: i64,
     tolerance_ms: i64,
     count: u32,
 ) -> Result<Result<Leased, i64>, sqlx::Error> {
@@ -235,16 +254,17 @@ async fn lease_slots(
         Db::Sqlite(_) => (LEASE_SQLITE, WAIT_SQLITE),
         Db::Postgres(_) => (LEASE_POSTGRES, WAIT_POSTGRES),
     };
+    let sent = Instant::now();
     let ahead: Option<i64> = crate::on_pool!(write, db, |p| sqlx::query_scalar(lease_sql)
-        .bind(interval_ms)
+        .bind(span_ms)
         .bind(tolerance_ms)
-        .bind(i64::from(count))
         .fetch_optional(p)
         .await?);
-    if let Some(ahead_ms) = ahead {
+    if let Some(ahead_us) = ahead {
         return Ok(Ok(Leased {
             count,
-            ahead_ms: ahead_ms.max(0),
+            ahead_us: ahead_us.max(0),
+            sent,
             received: Instant::now(),
         }));
     }
@@ -252,7 +272,10 @@ async fn lease_slots(
         .bind(tolerance_ms)
         .fetch_optional(p)
         .await?);
-    Ok(Err(wait.unwrap_or(interval_ms)))
+    match wait {
+        Some(ms) => Ok(Err(ms)),
+        None => Err(sqlx::Error::RowNotFound),
+    }
 }
 
 #[cfg(test)]
@@ -307,9 +330,9 @@ mod tests {
     #[tokio::test]
     async fn a_busy_replica_leases_slots_in_growing_batches() {
         let (db, dir) = file_db("batches").await;
-        // 10/s with a burst of 40: every slot is usable at once, so the
-        // batches depend on the count of calls only.
-        let b = Budget::shared(db.clone(), 10, 40);
+        // 1/s with a burst of 40: every slot is usable at once and for
+        // seconds, so the batches follow from the count of calls.
+        let b = Budget::shared(db.clone(), 1, 40);
         let mut leases = 0;
         let mut last_next = next_lease(&b);
         for _ in 0..40 {
@@ -338,17 +361,20 @@ mod tests {
         let booked = ahead_ms(&db).await;
         drop(dead);
         assert!(
-            booked <= i64::from(LEASE_FIRST) * 100,
-            "a replica booked {booked} ms of the schedule with one lease"
+            (300..=i64::from(LEASE_FIRST) * 100).contains(&booked),
+            "a replica booked {booked} ms of the schedule with one lease of {LEASE_FIRST}"
         );
-        // Another replica's first call waits for the lease's slots to pass,
-        // never longer: its slot is the one right after them.
+        // Another replica's first call waits for the dead one's unspent
+        // slots to pass (they are not handed out twice), and no longer.
         let alive = Budget::shared(db.clone(), 10, 1);
-        alive.acquire().await;
-        let after = ahead_ms(&db).await;
+        let waited = alive.acquire().await;
         assert!(
-            after <= booked + i64::from(LEASE_FIRST) * 100,
-            "{after} ms ahead after the second replica's lease ({booked} before)"
+            waited >= Duration::from_millis(u64::try_from(booked).unwrap() - 50),
+            "the second replica waited {waited:?}, the lease booked {booked} ms"
+        );
+        assert!(
+            waited <= Duration::from_millis(u64::try_from(booked).unwrap() + 1000),
+            "the second replica waited {waited:?} for a lease of {booked} ms"
         );
         std::fs::remove_dir_all(dir).ok();
     }

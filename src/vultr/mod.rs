@@ -93,6 +93,18 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Tokens available at once: keeps any 1 s window at or under rate + burst
 /// (25 + 4 < Vultr's 30/s).
 const BURST: u32 = 4;
+/// Vultr's own limit, per source IP.
+const VULTR_PER_SECOND: u32 = 30;
+
+/// Vultr answers 429 above 30 calls in any second: close to that rate the
+/// burst shrinks so the rate plus the burst stays within it (at least 1).
+fn burst_within_vultr(rps: u32, burst: u32) -> u32 {
+    if rps <= VULTR_PER_SECOND {
+        burst.min(VULTR_PER_SECOND - rps).max(1)
+    } else {
+        burst
+    }
+}
 
 /// A parsed answer: any of the typed results a GET gives.
 type Parsed = Arc<dyn Any + Send + Sync>;
@@ -165,9 +177,10 @@ impl VultrClient {
             // the configured URL only (as the OpenID and webhook clients).
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let burst = burst_within_vultr(opts.rps, opts.burst);
         let budget = match &opts.shared_budget {
-            Some(db) => budget::Budget::shared(db.clone(), opts.rps, opts.burst),
-            None => budget::Budget::local(opts.rps, opts.burst),
+            Some(db) => budget::Budget::shared(db.clone(), opts.rps, burst),
+            None => budget::Budget::local(opts.rps, burst),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -438,6 +451,20 @@ fn downcast<T: Clone + Send + Sync + 'static>(v: Parsed) -> Result<T, VultrError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_burst_keeps_any_second_within_vultrs_30() {
+        assert_eq!(burst_within_vultr(25, BURST), 4);
+        assert_eq!(burst_within_vultr(27, BURST), 3);
+        assert_eq!(burst_within_vultr(30, BURST), 1);
+        assert_eq!(burst_within_vultr(1, 30), 29);
+        for rps in 1..=30 {
+            let b = burst_within_vultr(rps, BURST);
+            assert!(b >= 1 && (rps + b <= 30 || b == 1), "{rps}/s, burst {b}");
+        }
+        // Above Vultr's rate (benches against the fake) it is left alone.
+        assert_eq!(burst_within_vultr(100_000, BURST), BURST);
+    }
 
     #[test]
     fn client_debug_hides_the_root_key() {
