@@ -39,6 +39,8 @@ const LEASE_FIRST: u32 = 4;
 /// After the database failed a lease, callers go straight to the local
 /// fallback for this long instead of queueing on a dead connection.
 const DOWN_FOR: Duration = Duration::from_secs(1);
+/// Above Vultr's 30/s, the least tolerance and lag of a slot (see `Shared`).
+const ABOVE_VULTR_FLOOR_US: i64 = 5_000;
 
 pub enum Budget {
     Local(Limiter),
@@ -50,6 +52,10 @@ pub enum Budget {
         interval_us: i64,
         /// How far ahead of now the schedule may run: the burst.
         tolerance_us: i64,
+        /// The least a slot may lag its own time: 0 at Vultr's rates; above
+        /// them (benches and tests against the fake, at thousands a second)
+        /// 5 ms, as slots µs apart cannot be handed out on time.
+        lag_floor_us: i64,
         lease: tokio::sync::Mutex<Lease>,
         fallback: Limiter,
     },
@@ -105,13 +111,18 @@ impl Lease {
     }
 
     /// Records a new lease and spends its first slot (the caller's).
-    fn fill(&mut self, lease: Leased, interval_us: i64, tolerance_us: i64) {
+    /// The slots are spread evenly over the span the lease booked (whole
+    /// ms, so at least one interval apart).
+    fn fill(&mut self, lease: Leased, span_ms: i64, tolerance_us: i64, lag_floor_us: i64) {
         self.size = lease.count;
         self.spent = 1;
-        for j in 1..i64::from(lease.count) {
-            let own = lease.ahead_us + j * interval_us;
+        let count = i64::from(lease.count.max(1));
+        let spacing = span_ms * 1000 / count;
+        let lag = (spacing / 2).max(lag_floor_us);
+        for j in 1..count {
+            let own = lease.ahead_us + j * spacing;
             let from = lease.received + micros(own - tolerance_us);
-            let until = lease.sent + micros(own + interval_us / 2);
+            let until = lease.sent + micros(own + lag);
             self.slots.push_back((from, until));
         }
     }
@@ -167,10 +178,17 @@ impl Budget {
     /// A budget shared through `db` by every process that uses it.
     pub fn shared(db: Db, rps: u32, burst: u32) -> Self {
         let interval_us = (1_000_000 / i64::from(rps.max(1))).max(1);
+        let tolerance_us = interval_us * i64::from(burst.max(1) - 1);
+        let above_vultr = rps > 30;
         Budget::Shared {
             db,
             interval_us,
-            tolerance_us: interval_us * i64::from(burst.max(1) - 1),
+            tolerance_us: if above_vultr {
+                tolerance_us.max(ABOVE_VULTR_FLOOR_US)
+            } else {
+                tolerance_us
+            },
+            lag_floor_us: if above_vultr { ABOVE_VULTR_FLOOR_US } else { 0 },
             lease: tokio::sync::Mutex::new(Lease::new()),
             fallback: limiter((rps / FALLBACK_FRACTION).max(1), 1),
         }
@@ -185,6 +203,7 @@ impl Budget {
                 db,
                 interval_us,
                 tolerance_us,
+                lag_floor_us,
                 lease,
                 fallback,
             } => {
@@ -219,7 +238,7 @@ impl Budget {
                     match lease_slots(db, span_ms, *tolerance_us / 1000, count).await {
                         Ok(Ok(leased)) => {
                             metrics::counter!("keydesk_budget_leases_total").increment(1);
-                            held.fill(leased, *interval_us, *tolerance_us);
+                            held.fill(leased, span_ms, *tolerance_us, *lag_floor_us);
                             break;
                         }
                         Ok(Err(wait_ms)) => {
