@@ -77,6 +77,9 @@ http {
 }
 EOF
 mkdir -p "$work/tmp"
+# nginx's workers run as an unprivileged user: they must read the page.
+chmod 755 "$work" "$work/www"
+chmod 644 "$work/www/users.html"
 nginx -c "$work/nginx.conf" -p "$work"
 for _ in $(seq 1 50); do
   curl -sf -o /dev/null "http://127.0.0.1:$nport/users" && break
