@@ -137,7 +137,10 @@ async fn one_size(n: usize) -> (Vec<Row>, u64) {
     // Search: every page of the users list, filtered here.
     let (calls, peak, started) = (fake.requests().len(), Peak::start(), Instant::now());
     let page = get("/users?q=nobody-is-called-this".into()).await;
-    assert!(page.contains("0 matches"), "the search read every page: {page}");
+    assert!(
+        page.contains("0 matches"),
+        "the search read every page: {page}"
+    );
     rows.push(Row {
         step: "search across all pages",
         calls: fake.requests().len() - calls,
