@@ -9,8 +9,9 @@
 # keydesk runs as `keydesk demo` (in-process fake Vultr, 100 users seeded by
 # the demo, the fixed demo identity) with a cache TTL of an hour, so every
 # request is served from the cache: the figure is keydesk's own cost per page
-# (session, policy, render, headers, logging), never the upstream's. wrk sends
-# the session cookie a browser would, so no request makes a new session.
+# (identity, policy, render, headers, limiter, metrics), never the upstream's.
+# wrk sends whatever cookie the demo set, as a browser would (the demo's users
+# list sets none today, so no request reads a session).
 # nginx runs with as many workers as cores and no access log (its best case).
 # Needs: apt-get install wrk nginx-light curl. Both servers and wrk share the
 # machine's cores, as a single-host deployment would.
@@ -36,6 +37,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -50,7 +52,7 @@ curl -sf "http://127.0.0.1:$kport/healthz" >/dev/null || { echo "keydesk did not
 # A browser's visit: it gets its session cookie, then the page (warming the cache).
 mkdir -p "$work/www"
 curl -sf -c "$work/jar" -o /dev/null "http://127.0.0.1:$kport/users"
-cookie=$(awk '!/^#/ && NF >= 7 { printf "%s%s=%s", sep, $6, $7; sep = "; " }' "$work/jar")
+cookie=$(awk '{ sub(/^#HttpOnly_/, "") } !/^#/ && NF >= 7 { printf "%s%s=%s", sep, $6, $7; sep = "; " }' "$work/jar")
 curl -sf -b "$work/jar" -o "$work/www/users.html" "http://127.0.0.1:$kport/users"
 grep -q "<table" "$work/www/users.html" || { echo "the users page has no table: $(head -c 400 "$work/www/users.html")" >&2; exit 1; }
 bytes=$(wc -c <"$work/www/users.html")
@@ -88,7 +90,16 @@ done
 cmp -s <(curl -sf "http://127.0.0.1:$nport/users") "$work/www/users.html" || { echo "nginx does not serve the page" >&2; exit 1; }
 
 # wrk's summary line: "Requests/sec:  12345.67".
-rate() { wrk -t2 -c"$conns" -d"$duration" -H "Cookie: $cookie" "$1" | awk '/^Requests\/sec:/ { print $2 }'; }
+# A run with any non-2xx answer (an error page is cheaper than the page) fails.
+rate() {
+  local out
+  out=$(wrk -t2 -c"$conns" -d"$duration" -H "Cookie: $cookie" "$1")
+  if grep -q "Non-2xx" <<<"$out"; then
+    echo "vs-nginx: $1 answered non-2xx: $out" >&2
+    exit 1
+  fi
+  awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
+}
 rate "http://127.0.0.1:$kport/users" >/dev/null # warm up both
 rate "http://127.0.0.1:$nport/users" >/dev/null
 : >"$work/rates"
@@ -97,7 +108,7 @@ for rep in $(seq 1 "$reps"); do
   echo "keydesk $(rate "http://127.0.0.1:$kport/users")" >>"$work/rates"
   echo "nginx $(rate "http://127.0.0.1:$nport/users")" >>"$work/rates"
 done
-# Every keydesk answer in the runs was the page, not an error or a redirect.
+# wrk refused non-2xx above; the page itself may differ per render.
 curl -sf -b "$work/jar" "http://127.0.0.1:$kport/users" | cmp -s - "$work/www/users.html" || echo "note: the page changed during the run (a timestamp?)" >&2
 python3 - "$work/rates" "$bytes" "$conns" "$duration" "$reps" <<'PY'
 import statistics, sys
