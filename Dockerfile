@@ -8,6 +8,7 @@ COPY Cargo.toml Cargo.lock ./
 # (The manifest declares bench targets, so their files must exist too.)
 RUN mkdir -p src/migrations benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > benches/keydesk.rs && echo 'fn main() {}' > benches/claims.rs \
+    && echo 'fn main() {}' > benches/scale.rs \
     && cargo build --release --locked \
     && rm -rf src target/release/keydesk target/release/deps/keydesk* target/release/.fingerprint/keydesk*
 COPY build.rs ./
